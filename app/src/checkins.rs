@@ -1,0 +1,58 @@
+//! "I've got it" check-ins: students tell the class a lesson made sense, and everyone sees
+//! how many have. The first round trip from a browser to the database.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+
+/// How many check-ins a lesson has received.
+#[server(prefix = "/api", endpoint = "checkins")]
+pub async fn checkin_count(slug: String) -> Result<i64, AppError> {
+    let pool = db::pool()?;
+    db::ensure_lesson(&slug)?;
+    Ok(db::count(&pool, &slug).await?)
+}
+
+/// Records one check-in for a lesson and returns the new total.
+#[server(prefix = "/api", endpoint = "checkin")]
+pub async fn check_in(slug: String) -> Result<i64, AppError> {
+    let pool = db::pool()?;
+    db::ensure_lesson(&slug)?;
+    sqlx::query("INSERT INTO lesson_checkins (lesson_slug) VALUES ($1)")
+        .bind(&slug)
+        .execute(&pool)
+        .await?;
+    Ok(db::count(&pool, &slug).await?)
+}
+
+#[cfg(feature = "ssr")]
+mod db {
+    use crate::error::AppError;
+    use crate::lessons::content;
+    use leptos::prelude::use_context;
+    use sqlx::SqlitePool;
+
+    /// The database pool the server put into the request context.
+    pub fn pool() -> Result<SqlitePool, AppError> {
+        use_context::<SqlitePool>().ok_or_else(|| {
+            tracing::error!("no database pool in the server function context");
+            AppError::Internal.respond()
+        })
+    }
+
+    /// Rejects slugs that name no lesson.
+    pub fn ensure_lesson(slug: &str) -> Result<(), AppError> {
+        if content::catalog().iter().any(|l| l.summary.slug == slug) {
+            Ok(())
+        } else {
+            Err(AppError::NotFound("There is no such lesson to check in to.".into()).respond())
+        }
+    }
+
+    /// Counts a lesson's check-ins.
+    pub async fn count(pool: &SqlitePool, slug: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM lesson_checkins WHERE lesson_slug = $1")
+            .bind(slug)
+            .fetch_one(pool)
+            .await
+    }
+}

@@ -1,0 +1,74 @@
+//! The one error type every server function returns.
+//!
+//! Messages are written for students and teachers. Internal failures are logged on the
+//! server with their detail and reach the browser only as a generic sentence.
+
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+/// An error a server function can return to the browser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppError {
+    /// The thing asked for does not exist (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request was understood but its input is not acceptable (HTTP 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Something failed on the server; the detail is in the server log (HTTP 500).
+    #[error(
+        "Something went wrong on the server. Your teacher can find the details in the server log."
+    )]
+    Internal,
+    /// The request could not be carried to or from the server function.
+    #[error("The request could not be completed: {0}")]
+    Transport(String),
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        match value {
+            ServerFnErrorErr::Args(detail) | ServerFnErrorErr::Deserialization(detail) => {
+                AppError::BadRequest(format!("The request's fields could not be read: {detail}"))
+            }
+            other => AppError::Transport(other.to_string()),
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use super::AppError;
+    use http::StatusCode;
+    use leptos::prelude::use_context;
+    use leptos_axum::ResponseOptions;
+
+    impl AppError {
+        /// The HTTP status this error is answered with.
+        pub fn status(&self) -> StatusCode {
+            match self {
+                AppError::NotFound(_) => StatusCode::NOT_FOUND,
+                AppError::BadRequest(_) | AppError::Transport(_) => StatusCode::BAD_REQUEST,
+                AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        }
+
+        /// Sets this error's status on the response being built, then returns the error.
+        pub fn respond(self) -> Self {
+            if let Some(response) = use_context::<ResponseOptions>() {
+                response.set_status(self.status());
+            }
+            self
+        }
+    }
+
+    impl From<sqlx::Error> for AppError {
+        fn from(error: sqlx::Error) -> Self {
+            tracing::error!(%error, "database error in a server function");
+            AppError::Internal.respond()
+        }
+    }
+}

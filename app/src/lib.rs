@@ -1,0 +1,69 @@
+//! Jigsaw Lab's user interface: Leptos components rendered on the server and hydrated in
+//! the browser, plus the server functions they call. Database code is compiled only with
+//! the `ssr` feature; the `hydrate` feature builds the browser side.
+
+pub mod checkins;
+pub mod error;
+pub mod lessons;
+mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::{
+    SsrMode,
+    components::{A, Route, Router, Routes},
+    path,
+};
+
+/// The name of the built site's files (`/pkg/jigsaw-lab.{js,wasm,css}`).
+pub const OUTPUT_NAME: &str = "jigsaw-lab";
+
+/// The HTML document around the app, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The application: header, routes and footer.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href=format!("/pkg/{OUTPUT_NAME}.css") />
+        <Title formatter=|page: String| {
+            if page.is_empty() { "Jigsaw Lab".to_string() } else { format!("{page} · Jigsaw Lab") }
+        } />
+        <Router>
+            <header class="site-header">
+                <A href="/" attr:class="brand">
+                    "Jigsaw Lab"
+                </A>
+                <span class="tagline">"Learn how transformers are fine-tuned, one piece each"</span>
+            </header>
+            <main>
+                <Routes fallback=pages::NotFound>
+                    // Async rendering waits for the data, so the status code (404 for an
+                    // unknown lesson) is known before the response starts.
+                    <Route path=path!("/") view=pages::HomePage ssr=SsrMode::Async />
+                    <Route path=path!("/lessons/:slug") view=pages::LessonPage ssr=SsrMode::Async />
+                </Routes>
+            </main>
+            <footer class="site-footer">
+                "Fine-tuning BERT-family models on SST-2, in class."
+            </footer>
+        </Router>
+    }
+}

@@ -1,0 +1,89 @@
+// Starts a real jigsaw-lab server on a free port with a temporary data directory, and a
+// headless Debian Chromium with a fresh profile, for the browser tests.
+import { spawn } from "node:child_process";
+import { mkdtemp, mkdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "..");
+
+/** Where screenshots go. */
+export const outputDir = join(here, "output");
+
+/** The flags the classroom machine needs: no sandbox as root, no GPU, no network chatter. */
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+/** Starts the server binary; resolves with its base URL once it announces it. */
+export async function startServer() {
+  const binary = process.env.JIGSAW_BIN;
+  if (!binary) throw new Error("JIGSAW_BIN must name the built jigsaw-lab binary (make test sets it)");
+  const dataDir = await mkdtemp(join(tmpdir(), "jigsaw-e2e-"));
+  const child = spawn(binary, ["serve"], {
+    cwd: dataDir,
+    env: {
+      PATH: process.env.PATH,
+      JIGSAW_BIND: "127.0.0.1:0",
+      JIGSAW_DATA_DIR: dataDir,
+      JIGSAW_MODELS_DIR: process.env.JIGSAW_MODELS_DIR ?? join(repo, "data", "models"),
+      JIGSAW_SITE_ROOT: process.env.JIGSAW_TEST_SITE_ROOT ?? join(repo, "target", "site"),
+      JIGSAW_DEVICE: "cpu",
+      RUST_LOG: "warn",
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const baseUrl = await new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error("the server did not start within 60 s")), 60_000);
+    child.once("exit", (code) => reject(new Error(`the server exited early with code ${code}`)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const match = line.match(/^Jigsaw Lab listening on (http:\/\/\S+)$/);
+      if (match) {
+        clearTimeout(timer);
+        resolvePromise(match[1]);
+      }
+    });
+  });
+  return {
+    baseUrl,
+    async stop() {
+      child.kill("SIGTERM");
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once("exit", r)));
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Launches headless Chromium with a fresh user-data directory. */
+export async function startBrowser() {
+  const profile = await mkdtemp(join(tmpdir(), "jigsaw-chromium-"));
+  await mkdir(outputDir, { recursive: true });
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1200, height: 900 },
+  });
+  return {
+    context,
+    async stop() {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolves once the WebAssembly app has hydrated the page. */
+export async function waitForHydration(page) {
+  await page.waitForFunction(() => document.body.dataset.hydrated === "true", null, { timeout: 30_000 });
+}

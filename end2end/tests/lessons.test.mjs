@@ -1,0 +1,76 @@
+// The whole path in a real browser: server-rendered lessons, hydration, and a server
+// function round trip to SQLite.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { outputDir, startBrowser, startServer, waitForHydration } from "../harness.mjs";
+
+const SLUGS = ["fine-tuning", "tokenization", "attention", "cls-token", "model-choice", "hyperparameters", "lora", "overfitting"];
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await startBrowser();
+});
+
+after(async () => {
+  await browser?.stop();
+  await server?.stop();
+});
+
+test("the home page lists the eight lessons and hydrates", async () => {
+  const page = await browser.context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  await page.goto(server.baseUrl + "/");
+  await waitForHydration(page);
+  const hrefs = await page.locator(".lesson-card a").evaluateAll((links) => links.map((a) => a.getAttribute("href")));
+  assert.deepEqual(hrefs, SLUGS.map((slug) => `/lessons/${slug}`));
+  assert.equal(await page.title(), "Jigsaw Lab");
+  await page.screenshot({ path: join(outputDir, "home.png"), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("clicking \"I've got it\" updates the page from the database without a reload", async () => {
+  const page = await browser.context.newPage();
+  await page.goto(server.baseUrl + "/lessons/attention");
+  await waitForHydration(page);
+  const count = page.getByTestId("checkin-count");
+  const button = page.getByRole("button", { name: "I've got it" });
+  await count.filter({ hasText: "0 classmates have got it" }).waitFor();
+  let navigated = false;
+  page.on("framenavigated", () => (navigated = true));
+
+  await button.click();
+  await count.filter({ hasText: "1 classmate has got it" }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Thanks, counted" }).isDisabled(), true);
+  assert.equal(navigated, false, "the update came from the hydrated app, not a page load");
+  await page.screenshot({ path: join(outputDir, "lesson-checked-in.png"), fullPage: true });
+
+  await page.reload();
+  await waitForHydration(page);
+  await count.filter({ hasText: "1 classmate has got it" }).waitFor();
+  await page.close();
+});
+
+test("client-side navigation from the home page opens a lesson", async () => {
+  const page = await browser.context.newPage();
+  await page.goto(server.baseUrl + "/");
+  await waitForHydration(page);
+  await page.getByRole("link", { name: /Tokenization/ }).click();
+  await page.waitForURL("**/lessons/tokenization");
+  await page.getByRole("heading", { level: 1, name: "Tokenization" }).waitFor();
+  assert.match(await page.locator(".lesson-body").innerText(), /unhappiness/);
+  await page.close();
+});
+
+test("an unknown lesson shows a helpful message", async () => {
+  const page = await browser.context.newPage();
+  const response = await page.goto(server.baseUrl + "/lessons/quantum-knitting");
+  assert.equal(response.status(), 404);
+  await page.getByText("There is no lesson called").waitFor();
+  await page.close();
+});

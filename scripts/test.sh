@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make test`: formatting, lints, unit tests, HTTP integration tests and browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --for-tests
+source scripts/env.sh
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+start=$SECONDS
+
+say "cargo fmt --check"
+cargo fmt --all --check
+
+# The browser crate builds for wasm32 only, and building it together with the server would
+# turn on both the `ssr` and `hydrate` features of `app`, so it is linted on its own target.
+say "cargo clippy --all-targets -- -D warnings (server, app, trainer)"
+cargo clippy --release --workspace --exclude frontend --all-targets -- -D warnings
+say "cargo clippy --all-targets -- -D warnings (frontend, wasm32)"
+cargo clippy --release -p frontend --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+say "Building the site (wasm + server)"
+cargo leptos build --release
+
+say "Unit and HTTP integration tests"
+JIGSAW_TEST_SITE_ROOT="$PWD/target/site" cargo test --release --workspace --exclude frontend
+
+say "Browser tests (Playwright + Chromium)"
+(cd end2end && JIGSAW_BIN="$CARGO_TARGET_DIR/release/jigsaw-lab" JIGSAW_TEST_SITE_ROOT="$PWD/../target/site" npm test)
+
+say "All tests passed in $((SECONDS - start)) s"

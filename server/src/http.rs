@@ -1,0 +1,126 @@
+//! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, and the
+//! middleware around them (tracing, compression, security and cache headers).
+
+use app::{App, shell};
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use serde::Serialize;
+use sqlx::SqlitePool;
+use std::sync::Arc;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+/// What every handler can reach.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    /// Leptos rendering options (site root, output name, address).
+    pub leptos_options: LeptosOptions,
+    /// The database.
+    pub pool: SqlitePool,
+    /// Facts `/healthz` reports.
+    pub status: Arc<ServerStatus>,
+}
+
+/// Facts about this process fixed at start.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStatus {
+    /// The compute device the trainer will use.
+    pub device: String,
+    /// Why SST-2 is unavailable, if it is.
+    pub sst2_warning: Option<String>,
+}
+
+/// Builds the whole router.
+pub fn router(state: AppState) -> Router {
+    let site_root = std::path::PathBuf::from(state.leptos_options.site_root.as_ref());
+    let routes = generate_route_list(App);
+    let pool = state.pool.clone();
+    let provide_pool = move || provide_context(pool.clone());
+
+    let static_files = Router::new()
+        .nest_service(
+            "/pkg",
+            ServiceBuilder::new()
+                .layer(cache_control("no-cache"))
+                .service(ServeDir::new(site_root.join("pkg"))),
+        )
+        .route_service(
+            "/favicon.svg",
+            ServiceBuilder::new()
+                .layer(cache_control("public, max-age=86400"))
+                .service(ServeFile::new(site_root.join("favicon.svg"))),
+        );
+
+    Router::new()
+        .route("/healthz", get(healthz))
+        .leptos_routes_with_context(&state, routes, provide_pool.clone(), {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler_with_context(
+            provide_pool,
+            shell,
+        ))
+        .merge(static_files)
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(CompressionLayer::new())
+                .layer(cache_control("no-store"))
+                .layer(header_if_absent(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .layer(header_if_absent(header::X_FRAME_OPTIONS, "DENY"))
+                .layer(header_if_absent(header::REFERRER_POLICY, "no-referrer"))
+                .layer(header_if_absent(
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; \
+                     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+                     frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+                )),
+        )
+        .with_state(state)
+}
+
+fn header_if_absent(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+fn cache_control(value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    header_if_absent(header::CACHE_CONTROL, value)
+}
+
+/// The body of `/healthz`.
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    database: &'static str,
+    #[serde(flatten)]
+    server: &'a ServerStatus,
+}
+
+/// Liveness and readiness: 200 when the database answers, 503 otherwise.
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let database_ok = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let health = Health {
+        status: if database_ok { "ok" } else { "degraded" },
+        database: if database_ok { "ok" } else { "unreachable" },
+        server: &state.status,
+    };
+    let code = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::to_value(&health).unwrap_or_default()),
+    )
+}

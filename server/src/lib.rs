@@ -1,0 +1,83 @@
+//! The `jigsaw-lab` server: configuration, database, HTTP routes and process lifecycle.
+//! The binary in `main.rs` is a thin command-line wrapper around [`serve`].
+
+pub mod config;
+pub mod db;
+pub mod http;
+
+use config::{Config, ConfigError};
+use leptos::config::LeptosOptions;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Starts the server with `config` and runs until SIGTERM or Ctrl-C.
+///
+/// Every start-up problem comes back as a [`ConfigError`] naming the setting at fault.
+pub async fn serve(config: Config) -> Result<(), ConfigError> {
+    let warnings = config.preflight()?;
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    let device = trainer::device::select(config.device)
+        .map_err(|e| ConfigError::new("JIGSAW_DEVICE", e.to_string()))?;
+    tracing::info!(device = %device.description(), "compute device chosen");
+
+    let pool = db::connect_and_migrate(&config.database_url).await?;
+    let listener = TcpListener::bind(config.bind).await.map_err(|e| {
+        ConfigError::new(
+            "JIGSAW_BIND",
+            format!("cannot listen on {}: {e}", config.bind),
+        )
+    })?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| ConfigError::new("JIGSAW_BIND", e.to_string()))?;
+
+    let leptos_options = LeptosOptions::builder()
+        .output_name(app::OUTPUT_NAME)
+        .site_root(config.site_root.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .site_addr(address)
+        .build();
+    let state = http::AppState {
+        leptos_options,
+        pool: pool.clone(),
+        status: Arc::new(http::ServerStatus {
+            device: device.description(),
+            sst2_warning: config.sst2_warning(),
+        }),
+    };
+
+    tracing::info!(%address, "Jigsaw Lab is serving");
+    println!("Jigsaw Lab listening on http://{address}");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| ConfigError::new("JIGSAW_BIND", format!("the server stopped: {e}")))?;
+    pool.close().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing open requests");
+}

@@ -1,0 +1,358 @@
+//! HTTP-level integration tests: each test starts the real `jigsaw-lab` binary on a free
+//! port with a fresh data directory and talks to it over HTTP.
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LESSON_SLUGS: [&str; 8] = [
+    "fine-tuning",
+    "tokenization",
+    "attention",
+    "cls-token",
+    "model-choice",
+    "hyperparameters",
+    "lora",
+    "overfitting",
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The models directory `make setup` fills.
+fn models_dir() -> PathBuf {
+    std::env::var_os("JIGSAW_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("data/models"))
+}
+
+/// The site `cargo leptos build` wrote.
+fn site_root() -> PathBuf {
+    std::env::var_os("JIGSAW_TEST_SITE_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/site"))
+}
+
+/// A running server that is killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().to_path_buf();
+        let mut server = Self::start_in(&data_dir);
+        server._temp = Some(temp);
+        server
+    }
+
+    fn start_in(data_dir: &Path) -> Self {
+        let mut child = command(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the jigsaw-lab binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("Jigsaw Lab listening on ") {
+                    let _ = sender.send(address.to_string());
+                }
+            }
+        });
+        let base = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server announces its address within a minute");
+        Self {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary with a test environment: CPU device, a free port, the given data directory.
+fn command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jigsaw-lab"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("JIGSAW_BIND", "127.0.0.1:0")
+        .env("JIGSAW_DATA_DIR", data_dir)
+        .env("JIGSAW_MODELS_DIR", models_dir())
+        .env("JIGSAW_SITE_ROOT", site_root())
+        .env("JIGSAW_DEVICE", "cpu")
+        .env("RUST_LOG", "warn")
+        .current_dir(data_dir);
+    command
+}
+
+/// Runs the binary with one setting changed and returns (exit code, stderr).
+fn failed_start(setting: &str, value: &str) -> (Option<i32>, String) {
+    let temp = tempfile::tempdir().unwrap();
+    let output = command(temp.path())
+        .env(setting, value)
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn call_server_fn(server: &Server, endpoint: &str, body: &str) -> (StatusCode, String) {
+    let response = client()
+        .post(server.url(&format!("/api/{endpoint}")))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn healthz_reports_the_database_and_device() {
+    let server = Server::start();
+    let response = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let health: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["database"], "ok");
+    assert!(
+        health["device"].as_str().unwrap().contains("CPU"),
+        "{health}"
+    );
+}
+
+#[tokio::test]
+async fn the_home_page_lists_every_lesson_with_security_headers() {
+    let server = Server::start();
+    let response = client().get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert!(headers.contains_key("content-security-policy"));
+    assert!(
+        headers[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = response.text().await.unwrap();
+    for slug in LESSON_SLUGS {
+        assert!(
+            html.contains(&format!("href=\"/lessons/{slug}\"")),
+            "no link to {slug}"
+        );
+    }
+    assert!(html.contains("Tokenization") && html.contains("The [CLS] token"));
+    assert!(
+        html.contains("/pkg/jigsaw-lab.js"),
+        "the hydration script is linked"
+    );
+}
+
+#[tokio::test]
+async fn every_lesson_renders_its_text_and_questions() {
+    let server = Server::start();
+    for slug in LESSON_SLUGS {
+        let response = client()
+            .get(server.url(&format!("/lessons/{slug}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{slug}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Check your understanding"), "{slug}");
+        assert!(html.contains("<h2>"), "{slug} has a rendered body");
+    }
+    let html = client()
+        .get(server.url("/lessons/fine-tuning"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("rules"), "the card-game analogy is there");
+}
+
+#[tokio::test]
+async fn unknown_lessons_and_paths_are_404_pages() {
+    let server = Server::start();
+    let response = client()
+        .get(server.url("/lessons/quantum-knitting"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("There is no lesson called")
+    );
+    let response = client()
+        .get(server.url("/no/such/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(response.text().await.unwrap().contains("Page not found"));
+}
+
+#[tokio::test]
+async fn a_check_in_round_trips_to_the_database_and_survives_a_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = Server::start_in(temp.path());
+    assert_eq!(
+        call_server_fn(&server, "checkins", "slug=tokenization").await,
+        (StatusCode::OK, "0".into())
+    );
+    assert_eq!(
+        call_server_fn(&server, "checkin", "slug=tokenization").await,
+        (StatusCode::OK, "1".into())
+    );
+    assert_eq!(
+        call_server_fn(&server, "checkin", "slug=tokenization").await,
+        (StatusCode::OK, "2".into())
+    );
+    assert_eq!(
+        call_server_fn(&server, "checkins", "slug=attention").await,
+        (StatusCode::OK, "0".into())
+    );
+    assert!(
+        server.terminate().success(),
+        "SIGTERM stops the server cleanly"
+    );
+
+    let server = Server::start_in(temp.path());
+    assert_eq!(
+        call_server_fn(&server, "checkins", "slug=tokenization").await,
+        (StatusCode::OK, "2".into())
+    );
+    assert!(server.data_dir.join("jigsaw-lab.db").is_file());
+}
+
+#[tokio::test]
+async fn bad_server_function_input_is_a_clear_4xx() {
+    let server = Server::start();
+    let (status, body) = call_server_fn(&server, "checkin", "slug=not-a-lesson").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("There is no such lesson"), "{body}");
+    let (status, body) = call_server_fn(&server, "checkin", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("could not be read"), "{body}");
+    let (status, body) = call_server_fn(&server, "checkin", "slug=%FF%FE").await;
+    assert!(status.is_client_error(), "{status} {body}");
+}
+
+#[tokio::test]
+async fn static_files_carry_cache_headers_and_are_compressed() {
+    let server = Server::start();
+    let response = client()
+        .get(server.url("/pkg/jigsaw-lab.css"))
+        .header(ACCEPT_ENCODING, "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[CACHE_CONTROL], "no-cache");
+    assert_eq!(response.headers()[CONTENT_ENCODING], "gzip");
+    assert!(response.headers().contains_key("last-modified"));
+    let response = client()
+        .get(server.url("/favicon.svg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[CACHE_CONTROL], "public, max-age=86400");
+    let response = client().get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+}
+
+#[test]
+fn bad_settings_stop_the_start_with_one_line_naming_the_setting() {
+    let cases = [
+        ("JIGSAW_BIND", "127.0.0.1:http", "JIGSAW_BIND"),
+        ("JIGSAW_BIND", "not an address", "JIGSAW_BIND"),
+        ("JIGSAW_DATA_DIR", "/proc/jigsaw-lab", "JIGSAW_DATA_DIR"),
+        (
+            "JIGSAW_MODELS_DIR",
+            "/nonexistent/models",
+            "JIGSAW_MODELS_DIR",
+        ),
+        ("JIGSAW_DEVICE", "tpu", "JIGSAW_DEVICE"),
+        ("JIGSAW_SITE_ROOT", "/nonexistent/site", "JIGSAW_SITE_ROOT"),
+        ("DATABASE_URL", "mysql://root@localhost/db", "DATABASE_URL"),
+        ("JIGSAW_CONFIG", "/nonexistent/jigsaw.toml", "JIGSAW_CONFIG"),
+    ];
+    for (setting, value, named) in cases {
+        let (code, stderr) = failed_start(setting, value);
+        assert_eq!(code, Some(2), "{setting}={value}: {stderr}");
+        let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{setting}={value} printed: {stderr}");
+        assert!(
+            lines[0].starts_with(&format!("jigsaw-lab: {named}: ")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = failed_start("JIGSAW_BIND", &address);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("JIGSAW_BIND: cannot listen on"), "{stderr}");
+}

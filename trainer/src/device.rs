@@ -1,0 +1,230 @@
+//! Choosing the device training runs on: `auto` takes a hardware GPU through wgpu when one
+//! is present and falls back to burn's CPU backend; `gpu` and `cpu` insist.
+//!
+//! Software GPU adapters (llvmpipe, lavapipe) count as no GPU: they are far slower than the
+//! CPU backend for training.
+
+use burn::tensor::Device;
+use std::fmt;
+use std::str::FromStr;
+
+/// What the operator asked for (`JIGSAW_DEVICE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// A hardware GPU when usable, else the CPU.
+    #[default]
+    Auto,
+    /// A hardware GPU, or refuse to start.
+    Gpu,
+    /// The CPU backend.
+    Cpu,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = DeviceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "gpu" => Ok(Self::Gpu),
+            "cpu" => Ok(Self::Cpu),
+            _ => Err(DeviceError::UnknownChoice(text.to_string())),
+        }
+    }
+}
+
+/// Why a device could not be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// The choice is not one of auto, gpu, cpu.
+    #[error("\u{201c}{0}\u{201d} is not a device choice; use auto, gpu or cpu")]
+    UnknownChoice(String),
+    /// A GPU was demanded but none is usable.
+    #[error("a GPU was requested but none is usable ({0}); use auto or cpu to train on the CPU")]
+    NoGpu(String),
+}
+
+/// Which kind of backend a [`ComputeDevice`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// burn's pure-Rust CPU backend (flex).
+    Cpu,
+    /// burn's wgpu backend on a hardware GPU.
+    Gpu,
+}
+
+/// The device chosen for training, with a name people can read.
+#[derive(Debug, Clone)]
+pub struct ComputeDevice {
+    device: Device,
+    kind: BackendKind,
+    name: String,
+}
+
+impl ComputeDevice {
+    /// The CPU backend.
+    pub fn cpu() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            device: Device::flex(),
+            kind: BackendKind::Cpu,
+            name: format!("{threads} threads"),
+        }
+    }
+
+    /// The burn device to create tensors and modules on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// CPU or GPU.
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// For logs and the UI, e.g. "GPU: NVIDIA H200 (burn wgpu)" or "CPU: 2 threads (burn flex)".
+    pub fn description(&self) -> String {
+        match self.kind {
+            BackendKind::Cpu => format!("CPU: {} (burn flex)", self.name),
+            BackendKind::Gpu => format!("GPU: {} (burn wgpu)", self.name),
+        }
+    }
+}
+
+impl fmt::Display for ComputeDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description())
+    }
+}
+
+/// Resolves `choice` to a device. Call once per process: a wgpu device can be initialised
+/// only once, so clone the result rather than selecting again.
+pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(ComputeDevice::cpu()),
+        DeviceChoice::Gpu => gpu::open().map_err(DeviceError::NoGpu),
+        DeviceChoice::Auto => Ok(gpu::open().unwrap_or_else(|reason| {
+            tracing::info!(%reason, "no usable GPU; training on the CPU");
+            ComputeDevice::cpu()
+        })),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+mod gpu {
+    use super::{BackendKind, ComputeDevice};
+    use burn::tensor::wgpu::wgpu;
+    use burn::tensor::{Device, DeviceKind};
+
+    /// Opens the first hardware GPU adapter wgpu finds.
+    pub fn open() -> Result<ComputeDevice, String> {
+        let info = hardware_adapters()
+            .into_iter()
+            .next()
+            .ok_or("wgpu found no hardware GPU adapter")?;
+        let kind = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(0),
+            wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(0),
+            wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(0),
+            _ => DeviceKind::DefaultDevice,
+        };
+        let device = Device::wgpu_options()
+            .device_kind(kind)
+            .init()
+            .map_err(|e| format!("{} could not be opened: {e}", info.name))?;
+        Ok(ComputeDevice {
+            device,
+            kind: BackendKind::Gpu,
+            name: format!("{} ({:?})", info.name, info.backend),
+        })
+    }
+
+    /// Every adapter wgpu can see that is not a software renderer.
+    fn hardware_adapters() -> Vec<wgpu::AdapterInfo> {
+        let backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+        let adapters = std::panic::catch_unwind(move || {
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            burn::tensor::try_read_sync(instance.enumerate_adapters(backends))
+                .unwrap_or_default()
+                .iter()
+                .map(|adapter| adapter.get_info())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+        adapters
+            .into_iter()
+            .filter(|info| info.device_type != wgpu::DeviceType::Cpu)
+            .collect()
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+mod gpu {
+    use super::ComputeDevice;
+
+    /// This build has no GPU support.
+    pub fn open() -> Result<ComputeDevice, String> {
+        Err(
+            "this build of Jigsaw Lab has no GPU support (the trainer's `wgpu` feature is off)"
+                .into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Tensor, TensorData};
+
+    #[test]
+    fn choices_parse_and_bad_ones_say_what_is_allowed() {
+        assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
+        assert_eq!(" GPU ".parse(), Ok(DeviceChoice::Gpu));
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        let error = "tpu".parse::<DeviceChoice>().unwrap_err().to_string();
+        assert!(
+            error.contains("tpu") && error.contains("auto, gpu or cpu"),
+            "{error}"
+        );
+    }
+
+    /// A 2x3 by 3x2 product checked against hand-computed values.
+    fn matmul_on(device: &Device) -> Vec<f32> {
+        let a = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2., 3., 4., 5., 6.], [2, 3]),
+            device,
+        );
+        let b = Tensor::<2>::from_data(
+            TensorData::new(vec![7.0f32, 8., 9., 10., 11., 12.], [3, 2]),
+            device,
+        );
+        a.matmul(b).into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_cpu_backend_computes() {
+        let cpu = select(DeviceChoice::Cpu).unwrap();
+        assert_eq!(cpu.kind(), BackendKind::Cpu);
+        assert!(cpu.description().starts_with("CPU: "));
+        assert_eq!(matmul_on(cpu.device()), [58.0, 64.0, 139.0, 154.0]);
+    }
+
+    /// Runs the same product on the GPU wherever one exists; on machines without one,
+    /// `auto` must fall back to the CPU.
+    #[test]
+    fn auto_uses_a_gpu_when_present_and_the_cpu_otherwise() {
+        let chosen = select(DeviceChoice::Auto).unwrap();
+        if chosen.kind() == BackendKind::Gpu {
+            assert!(chosen.description().starts_with("GPU: "));
+        } else {
+            assert!(matches!(
+                select(DeviceChoice::Gpu),
+                Err(DeviceError::NoGpu(_))
+            ));
+        }
+        assert_eq!(matmul_on(chosen.device()), [58.0, 64.0, 139.0, 154.0]);
+    }
+}
