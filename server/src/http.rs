@@ -66,7 +66,7 @@ pub fn router(state: AppState) -> Router {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler_with_context(
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
             provide_pool,
             shell,
         ))

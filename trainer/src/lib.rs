@@ -1,5 +1,10 @@
-//! Jigsaw Lab's fine-tuning engine, built on burn. It picks the compute device (a wgpu GPU
-//! when one is usable, burn's CPU backend otherwise) and, as it grows, loads BERT-family
-//! checkpoints and fine-tunes them on SST-2. It knows nothing of HTTP.
+//! Jigsaw Lab's fine-tuning engine, built on burn: BERT, DistilBERT and RoBERTa sequence
+//! classifiers loaded from HF checkpoints, SST-2 data, and the compute device (a wgpu GPU
+//! when one is usable, burn's CPU backend otherwise). It knows nothing of HTTP.
 
+pub mod data;
 pub mod device;
+pub mod loader;
+pub mod model;
+pub mod rng;
+pub mod tokenize;

@@ -1,0 +1,340 @@
+//! Loading an HF model directory (`config.json`, `model.safetensors`, `tokenizer.json`) into
+//! a [`SequenceClassifier`]. The checkpoint key names of all three families are mapped onto
+//! our module tree here, in [`rules`], and nowhere else.
+//!
+//! Every problem is a [`LoadError`] that names the file and, where there is one, the tensor.
+
+use crate::model::{EncoderConfig, Family, SequenceClassifier, config::parse_config};
+use crate::tokenize::{TextEncoder, TokenizeError};
+use burn::store::{FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::{DType, Device};
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Why a model directory could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A required file is absent.
+    #[error("{0}: file not found")]
+    Missing(PathBuf),
+    /// `config.json` is unreadable or describes something we cannot build.
+    #[error("{0}")]
+    Config(String),
+    /// `model.safetensors` is unreadable or does not fit the configuration.
+    #[error("{path}{}: {reason}", key.as_ref().map(|k| format!(", tensor \u{201c}{k}\u{201d}")).unwrap_or_default())]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor at fault, if one is.
+        key: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `tokenizer.json` could not be used.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizeError),
+}
+
+/// What loading did, for logs and the UI.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Tensors loaded from the checkpoint.
+    pub loaded: usize,
+    /// Parameters the checkpoint lacked and that start from random values (a new head).
+    pub initialized: Vec<String>,
+    /// Checkpoint tensors not used (position ids, pre-training heads).
+    pub ignored: Vec<String>,
+}
+
+/// A model ready to train or run, with its tokenizer.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The network.
+    pub model: SequenceClassifier,
+    /// Its architecture.
+    pub config: EncoderConfig,
+    /// Its tokenizer, truncating to the requested length.
+    pub tokenizer: TextEncoder,
+    /// What loading did.
+    pub report: LoadReport,
+}
+
+/// Reads only `config.json` of a model directory.
+pub fn read_config(dir: &Path) -> Result<EncoderConfig, LoadError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::Missing(path.clone()),
+        _ => LoadError::Config(format!("{}: {e}", path.display())),
+    })?;
+    parse_config(&text, &path).map_err(LoadError::Config)
+}
+
+/// Loads the model in `dir` with a `num_labels`-way head, its tokenizer truncating at
+/// `max_len` tokens (at most what the position embeddings allow).
+pub fn load(dir: &Path, num_labels: usize, max_len: usize, device: &Device) -> Result<LoadedModel, LoadError> {
+    let config = read_config(dir)?;
+    if max_len > config.max_sequence_len() {
+        return Err(LoadError::Config(format!(
+            "{}: max_len {max_len} is longer than the model's {} positions",
+            dir.join("config.json").display(),
+            config.max_sequence_len()
+        )));
+    }
+    let tokenizer_path = dir.join("tokenizer.json");
+    if !tokenizer_path.is_file() {
+        return Err(LoadError::Missing(tokenizer_path));
+    }
+    let tokenizer = TextEncoder::from_file(&tokenizer_path, max_len)?;
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(LoadError::Config(format!(
+            "{}: the tokenizer has {} tokens but the model's vocabulary holds {}",
+            tokenizer_path.display(),
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
+    }
+    let mut model = SequenceClassifier::new(&config, num_labels, device);
+    let report = load_weights(&mut model, &config, num_labels, &dir.join("model.safetensors"))?;
+    Ok(LoadedModel {
+        model,
+        config,
+        tokenizer,
+        report,
+    })
+}
+
+/// The checkpoint-to-module key rules of one family, applied in order. Our module paths
+/// keep PyTorch's `weight`/`bias` names here; burn's adapter renames LayerNorm's.
+fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
+    match family {
+        Family::Bert | Family::Roberta => &[
+            (r"^(?:bert|roberta)\.", ""),
+            (r"^embeddings\.word_embeddings\.", "embeddings.word."),
+            (r"^embeddings\.position_embeddings\.", "embeddings.position."),
+            (r"^embeddings\.token_type_embeddings\.", "embeddings.token_type."),
+            (r"^embeddings\.LayerNorm\.", "embeddings.norm."),
+            (r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.", "layers.$1.attention.$2."),
+            (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", "layers.$1.attention.output."),
+            (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", "layers.$1.attention.norm."),
+            (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", "layers.$1.ffn_in."),
+            (r"^encoder\.layer\.(\d+)\.output\.dense\.", "layers.$1.ffn_out."),
+            (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", "layers.$1.ffn_norm."),
+            // BERT: the pooler feeds the classifier. RoBERTa: classifier.dense / out_proj.
+            (r"^pooler\.dense\.", "head.dense."),
+            (r"^classifier\.dense\.", "head.dense."),
+            (r"^classifier\.out_proj\.", "head.out."),
+            (r"^classifier\.(weight|bias)$", "head.out.$1"),
+        ],
+        Family::DistilBert => &[
+            (r"^distilbert\.", ""),
+            (r"^embeddings\.word_embeddings\.", "embeddings.word."),
+            (r"^embeddings\.position_embeddings\.", "embeddings.position."),
+            (r"^embeddings\.LayerNorm\.", "embeddings.norm."),
+            (r"^transformer\.layer\.(\d+)\.attention\.q_lin\.", "layers.$1.attention.query."),
+            (r"^transformer\.layer\.(\d+)\.attention\.k_lin\.", "layers.$1.attention.key."),
+            (r"^transformer\.layer\.(\d+)\.attention\.v_lin\.", "layers.$1.attention.value."),
+            (r"^transformer\.layer\.(\d+)\.attention\.out_lin\.", "layers.$1.attention.output."),
+            (r"^transformer\.layer\.(\d+)\.sa_layer_norm\.", "layers.$1.attention.norm."),
+            (r"^transformer\.layer\.(\d+)\.ffn\.lin1\.", "layers.$1.ffn_in."),
+            (r"^transformer\.layer\.(\d+)\.ffn\.lin2\.", "layers.$1.ffn_out."),
+            (r"^transformer\.layer\.(\d+)\.output_layer_norm\.", "layers.$1.ffn_norm."),
+            (r"^pre_classifier\.", "head.dense."),
+            (r"^classifier\.", "head.out."),
+        ],
+    }
+}
+
+/// Checkpoint tensors that are expected and not needed: position-id buffers and the heads
+/// of pre-training objectives (and RoBERTa's unused pooler).
+fn ignorable(family: Family, key: &str) -> bool {
+    key.ends_with("position_ids")
+        || key.starts_with("cls.")
+        || key.starts_with("lm_head.")
+        || key.starts_with("vocab_")
+        || (family == Family::Roberta && key.starts_with("roberta.pooler."))
+}
+
+/// Every parameter of our module tree with its PyTorch-layout shape.
+fn expected_shapes(config: &EncoderConfig, num_labels: usize) -> BTreeMap<String, Vec<usize>> {
+    let (h, i) = (config.hidden_size, config.intermediate_size);
+    let mut shapes = BTreeMap::new();
+    let mut add = |path: String, shape: Vec<usize>| {
+        shapes.insert(path, shape);
+    };
+    let linear = |add: &mut dyn FnMut(String, Vec<usize>), name: String, d_in: usize, d_out: usize| {
+        add(format!("{name}.weight"), vec![d_out, d_in]);
+        add(format!("{name}.bias"), vec![d_out]);
+    };
+    let norm = |add: &mut dyn FnMut(String, Vec<usize>), name: String| {
+        add(format!("{name}.weight"), vec![h]);
+        add(format!("{name}.bias"), vec![h]);
+    };
+    add("embeddings.word.weight".into(), vec![config.vocab_size, h]);
+    add("embeddings.position.weight".into(), vec![config.max_position_embeddings, h]);
+    if config.type_vocab_size > 0 {
+        add("embeddings.token_type.weight".into(), vec![config.type_vocab_size, h]);
+    }
+    norm(&mut add, "embeddings.norm".into());
+    for layer in 0..config.num_layers {
+        for part in ["query", "key", "value", "output"] {
+            linear(&mut add, format!("layers.{layer}.attention.{part}"), h, h);
+        }
+        norm(&mut add, format!("layers.{layer}.attention.norm"));
+        linear(&mut add, format!("layers.{layer}.ffn_in"), h, i);
+        linear(&mut add, format!("layers.{layer}.ffn_out"), i, h);
+        norm(&mut add, format!("layers.{layer}.ffn_norm"));
+    }
+    linear(&mut add, "head.dense".into(), h, h);
+    linear(&mut add, "head.out".into(), h, num_labels);
+    shapes
+}
+
+/// One tensor's entry in a safetensors header.
+#[derive(Debug, serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+/// Reads and checks a safetensors header: names, dtypes, shapes, and that every tensor's
+/// bytes are inside the file (a truncated download is caught here).
+fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>, LoadError> {
+    let fail = |key: Option<&str>, reason: String| LoadError::Weights {
+        path: path.to_path_buf(),
+        key: key.map(str::to_string),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::Missing(path.to_path_buf()),
+        _ => fail(None, e.to_string()),
+    })?;
+    let file_len = file.metadata().map_err(|e| fail(None, e.to_string()))?.len();
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix)
+        .map_err(|_| fail(None, "the file is too short to be a safetensors file".into()))?;
+    let header_len = u64::from_le_bytes(prefix);
+    if header_len > 100 << 20 || 8 + header_len > file_len {
+        return Err(fail(None, format!("the header claims {header_len} bytes but the file has {file_len}; it is truncated or not a safetensors file")));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| fail(None, e.to_string()))?;
+    let mut entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| fail(None, format!("the header is not valid JSON: {e}")))?;
+    entries.remove("__metadata__");
+    let data_len = file_len - 8 - header_len;
+    let mut parsed = BTreeMap::new();
+    for (key, value) in entries {
+        let entry: HeaderEntry =
+            serde_json::from_value(value).map_err(|e| fail(Some(&key), format!("malformed header entry: {e}")))?;
+        let [start, end] = entry.data_offsets;
+        if start > end || end > data_len {
+            return Err(fail(
+                Some(&key),
+                format!("its data ends at byte {end} but the file holds only {data_len} bytes of data; the file is truncated"),
+            ));
+        }
+        parsed.insert(key, entry);
+    }
+    Ok(parsed)
+}
+
+/// Maps a checkpoint key through `rules` to our module path.
+fn map_key(rules: &[(Regex, String)], key: &str) -> String {
+    rules.iter().fold(key.to_string(), |path, (pattern, replacement)| {
+        pattern.replace_all(&path, replacement.as_str()).into_owned()
+    })
+}
+
+/// Checks the checkpoint against the model, then loads it into `model`.
+fn load_weights(
+    model: &mut SequenceClassifier,
+    config: &EncoderConfig,
+    num_labels: usize,
+    path: &Path,
+) -> Result<LoadReport, LoadError> {
+    let header = read_header(path)?;
+    let fail = |key: &str, reason: String| LoadError::Weights {
+        path: path.to_path_buf(),
+        key: Some(key.to_string()),
+        reason,
+    };
+    let compiled: Vec<(Regex, String)> = rules(config.family)
+        .iter()
+        .map(|(from, to)| (Regex::new(from).expect("the key rules are valid regexes"), to.to_string()))
+        .collect();
+    let expected = expected_shapes(config, num_labels);
+    let mut report = LoadReport::default();
+    let mut found = BTreeMap::new();
+    let mut skip_head = Vec::new();
+    for (key, entry) in &header {
+        if ignorable(config.family, key) {
+            report.ignored.push(key.clone());
+            continue;
+        }
+        let target = map_key(&compiled, key);
+        if !expected.contains_key(&target) {
+            return Err(fail(key, format!("unexpected tensor for a {} model", config.model_type())));
+        }
+        if !matches!(entry.dtype.as_str(), "F32" | "F16" | "BF16") {
+            return Err(fail(key, format!("dtype {} is not a floating-point type", entry.dtype)));
+        }
+        let want = &expected[&target];
+        if &entry.shape != want {
+            if target.starts_with("head.") {
+                // A head trained for another label count: start a fresh one.
+                skip_head.push(key.clone());
+                report.ignored.push(key.clone());
+                continue;
+            }
+            return Err(fail(key, format!("shape {:?} does not match the configuration's {:?}", entry.shape, want)));
+        }
+        found.insert(target, key.clone());
+    }
+    for target in expected.keys() {
+        if !found.contains_key(target) {
+            if target.starts_with("head.") {
+                report.initialized.push(target.clone());
+            } else {
+                return Err(LoadError::Weights {
+                    path: path.to_path_buf(),
+                    key: Some(target.clone()),
+                    reason: "missing from the checkpoint".into(),
+                });
+            }
+        }
+    }
+
+    let mut remapper = compiled;
+    for key in skip_head.iter().chain(report.ignored.iter()) {
+        // Send unused tensors to a name no parameter has, so they are never read.
+        remapper.insert(0, (Regex::new(&format!("^{}$", regex::escape(key))).expect("escaped"), format!("unused.{key}")));
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .remap(KeyRemapper::from_compiled_patterns(remapper))
+        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+        .allow_partial(true);
+    let result = model.load_from(&mut store).map_err(|e| LoadError::Weights {
+        path: path.to_path_buf(),
+        key: None,
+        reason: e.to_string(),
+    })?;
+    if let Some(error) = result.errors.first() {
+        return Err(LoadError::Weights {
+            path: path.to_path_buf(),
+            key: None,
+            reason: error.to_string(),
+        });
+    }
+    report.loaded = result.applied.len();
+    if report.loaded != found.len() {
+        return Err(LoadError::Weights {
+            path: path.to_path_buf(),
+            key: None,
+            reason: format!("{} tensors matched but {} were loaded", found.len(), report.loaded),
+        });
+    }
+    Ok(report)
+}

@@ -1,0 +1,105 @@
+//! The post-LayerNorm transformer encoder layer shared by BERT, DistilBERT and RoBERTa:
+//! multi-head self-attention, then an exact-GELU feed-forward block, each followed by a
+//! residual connection and LayerNorm.
+
+use super::config::EncoderConfig;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Tensor};
+
+/// Multi-head self-attention with its output projection and LayerNorm.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    /// Query projection.
+    pub query: Linear,
+    /// Key projection.
+    pub key: Linear,
+    /// Value projection.
+    pub value: Linear,
+    /// Projection of the concatenated heads.
+    pub output: Linear,
+    /// LayerNorm after the residual.
+    pub norm: LayerNorm,
+    probability_dropout: Dropout,
+    output_dropout: Dropout,
+    #[module(skip)]
+    num_heads: usize,
+}
+
+impl SelfAttention {
+    fn new(config: &EncoderConfig, device: &Device) -> Self {
+        let linear = || LinearConfig::new(config.hidden_size, config.hidden_size).init(device);
+        Self {
+            query: linear(),
+            key: linear(),
+            value: linear(),
+            output: linear(),
+            norm: LayerNormConfig::new(config.hidden_size)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            probability_dropout: DropoutConfig::new(config.attention_dropout).init(),
+            output_dropout: DropoutConfig::new(config.hidden_dropout).init(),
+            num_heads: config.num_heads,
+        }
+    }
+
+    /// Attends over `x` (`[batch, seq, hidden]`); `mask_bias` is `[batch, 1, 1, seq]`, 0 for
+    /// real tokens and a large negative number for padding. Returns the new hidden states and,
+    /// when asked, the attention probabilities `[batch, heads, seq, seq]`.
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, keep_probabilities: bool) -> (Tensor<3>, Option<Tensor<4>>) {
+        let [batch, seq_len, hidden] = x.dims();
+        let head_dim = hidden / self.num_heads;
+        let split_heads = |t: Tensor<3>| t.reshape([batch, seq_len, self.num_heads, head_dim]).swap_dims(1, 2);
+        let query = split_heads(self.query.forward(x.clone()));
+        let key = split_heads(self.key.forward(x.clone()));
+        let value = split_heads(self.value.forward(x.clone()));
+        let scores = query.matmul(key.transpose()).div_scalar((head_dim as f64).sqrt()) + mask_bias;
+        let probabilities = softmax(scores, 3);
+        let kept = keep_probabilities.then(|| probabilities.clone());
+        let context = self
+            .probability_dropout
+            .forward(probabilities)
+            .matmul(value)
+            .swap_dims(1, 2)
+            .reshape([batch, seq_len, hidden]);
+        let out = self.output_dropout.forward(self.output.forward(context));
+        (self.norm.forward(out + x), kept)
+    }
+}
+
+/// One encoder layer.
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    /// Self-attention block.
+    pub attention: SelfAttention,
+    /// Feed-forward expansion.
+    pub ffn_in: Linear,
+    /// Feed-forward projection back to the hidden size.
+    pub ffn_out: Linear,
+    /// LayerNorm after the feed-forward residual.
+    pub ffn_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+impl EncoderLayer {
+    /// A randomly initialised layer for `config`.
+    pub fn new(config: &EncoderConfig, device: &Device) -> Self {
+        Self {
+            attention: SelfAttention::new(config, device),
+            ffn_in: LinearConfig::new(config.hidden_size, config.intermediate_size).init(device),
+            ffn_out: LinearConfig::new(config.intermediate_size, config.hidden_size).init(device),
+            ffn_norm: LayerNormConfig::new(config.hidden_size)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(config.hidden_dropout).init(),
+        }
+    }
+
+    /// Runs the layer; see [`SelfAttention`] for the arguments.
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, keep_probabilities: bool) -> (Tensor<3>, Option<Tensor<4>>) {
+        let (x, probabilities) = self.attention.forward(x, mask_bias, keep_probabilities);
+        let ffn = self.dropout.forward(self.ffn_out.forward(gelu(self.ffn_in.forward(x.clone()))));
+        (self.ffn_norm.forward(ffn + x), probabilities)
+    }
+}

@@ -1,0 +1,117 @@
+//! BERT-family sequence classifiers: embeddings, a stack of post-LN encoder layers and a
+//! classification head on the first token. One module tree serves all three families;
+//! [`crate::loader`] maps each family's checkpoint names onto it.
+
+pub mod config;
+mod embedding;
+mod encoder;
+mod head;
+
+pub use config::{EncoderConfig, Family};
+pub use embedding::Embeddings;
+pub use encoder::{EncoderLayer, SelfAttention};
+pub use head::{ClassificationHead, HeadStyle};
+
+use crate::tokenize::TokenBatch;
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Added to attention scores at padding positions, so their probability is exactly 0.
+const MASKED_SCORE: f32 = -1.0e9;
+
+/// A token batch moved onto a device.
+#[derive(Debug, Clone)]
+pub struct BatchTensors {
+    /// Token ids `[batch, seq]`.
+    pub ids: Tensor<2, Int>,
+    /// Segment ids `[batch, seq]`.
+    pub type_ids: Tensor<2, Int>,
+    /// 1 for real tokens, 0 for padding, `[batch, seq]` as floats.
+    pub mask: Tensor<2>,
+}
+
+impl BatchTensors {
+    /// Copies `batch` to `device`.
+    pub fn new(batch: &TokenBatch, device: &Device) -> Self {
+        let shape = [batch.batch_size, batch.seq_len];
+        let ints = |values: &[u32]| {
+            let values: Vec<i64> = values.iter().map(|&v| i64::from(v)).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(values, shape), device)
+        };
+        let mask: Vec<f32> = batch.mask.iter().map(|&m| m as f32).collect();
+        Self {
+            ids: ints(&batch.ids),
+            type_ids: ints(&batch.type_ids),
+            mask: Tensor::<2>::from_data(TensorData::new(mask, shape), device),
+        }
+    }
+}
+
+/// What the encoder produced for a batch.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    /// Last layer's hidden states `[batch, seq, hidden]`.
+    pub hidden: Tensor<3>,
+    /// Attention probabilities per layer, `[batch, heads, seq, seq]` each; empty unless asked.
+    pub attentions: Vec<Tensor<4>>,
+}
+
+/// An encoder with a classification head.
+#[derive(Module, Debug)]
+pub struct SequenceClassifier {
+    /// Input embeddings.
+    pub embeddings: Embeddings,
+    /// Encoder layers, bottom first.
+    pub layers: Vec<EncoderLayer>,
+    /// The classification head.
+    pub head: ClassificationHead,
+}
+
+impl SequenceClassifier {
+    /// A randomly initialised model; load weights with [`crate::loader`].
+    pub fn new(config: &EncoderConfig, num_labels: usize, device: &Device) -> Self {
+        Self {
+            embeddings: Embeddings::new(config, device),
+            layers: (0..config.num_layers).map(|_| EncoderLayer::new(config, device)).collect(),
+            head: ClassificationHead::new(config, num_labels, device),
+        }
+    }
+
+    /// Runs the encoder. Attention probabilities are kept only when `keep_attentions` is
+    /// set, so training pays nothing for them.
+    pub fn encode(&self, batch: &BatchTensors, keep_attentions: bool) -> EncoderOutput {
+        let [batch_size, seq_len] = batch.mask.dims();
+        let mask_bias = (batch.mask.clone().neg() + 1.0)
+            .mul_scalar(MASKED_SCORE)
+            .reshape([batch_size, 1, 1, seq_len]);
+        let mut hidden = self.embeddings.forward(batch.ids.clone(), batch.type_ids.clone());
+        let mut attentions = Vec::new();
+        for layer in &self.layers {
+            let (next, probabilities) = layer.forward(hidden, mask_bias.clone(), keep_attentions);
+            hidden = next;
+            attentions.extend(probabilities);
+        }
+        EncoderOutput { hidden, attentions }
+    }
+
+    /// The first token's last-layer vectors `[batch, hidden]` ([CLS] or `<s>`).
+    pub fn first_token(hidden: &Tensor<3>) -> Tensor<2> {
+        let [batch_size, _, hidden_size] = hidden.dims();
+        hidden.clone().narrow(1, 0, 1).reshape([batch_size, hidden_size])
+    }
+
+    /// Mask-aware mean of the last layer over real tokens, `[batch, hidden]`.
+    pub fn mean_pooled(hidden: &Tensor<3>, mask: &Tensor<2>) -> Tensor<2> {
+        let [batch_size, seq_len, hidden_size] = hidden.dims();
+        let weights = mask.clone().reshape([batch_size, seq_len, 1]);
+        let summed = (hidden.clone() * weights).sum_dim(1).reshape([batch_size, hidden_size]);
+        let counts = mask.clone().sum_dim(1).clamp_min(1e-9);
+        summed / counts
+    }
+
+    /// Logits `[batch, labels]`.
+    pub fn forward(&self, batch: &BatchTensors) -> Tensor<2> {
+        let output = self.encode(batch, false);
+        self.head.forward(Self::first_token(&output.hidden))
+    }
+}

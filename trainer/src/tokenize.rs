@@ -1,0 +1,171 @@
+//! Turning sentences into token ids with the model's own `tokenizer.json`, with dynamic
+//! padding: each batch is padded to its longest sentence, capped at `max_len`.
+//!
+//! Fixed padding and truncation stored in the file (all-MiniLM-L6-v2's pads everything to
+//! 128) are switched off; truncation to `max_len` is done here and reported.
+
+use std::path::{Path, PathBuf};
+use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
+
+/// Why a tokenizer could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizeError {
+    /// The file is missing or not a tokenizer.
+    #[error("{path}: {reason}")]
+    Load {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A sentence could not be encoded.
+    #[error("cannot tokenize the text: {0}")]
+    Encode(String),
+}
+
+/// A sentence as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoding {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// The token strings, e.g. `[CLS] un ##ha ##pp ##iness [SEP]`.
+    pub tokens: Vec<String>,
+    /// Segment ids (all 0 for single sentences).
+    pub type_ids: Vec<u32>,
+    /// Whether the sentence was cut to fit `max_len`.
+    pub truncated: bool,
+}
+
+/// A padded batch, row-major `[batch, seq_len]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBatch {
+    /// Token ids, padded with the pad id.
+    pub ids: Vec<u32>,
+    /// Segment ids.
+    pub type_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub mask: Vec<u32>,
+    /// Rows.
+    pub batch_size: usize,
+    /// Columns: the longest sentence, capped at `max_len`.
+    pub seq_len: usize,
+}
+
+/// A model's tokenizer with padding and truncation under our control.
+#[derive(Clone)]
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    pad_id: u32,
+    max_len: usize,
+}
+
+impl std::fmt::Debug for TextEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextEncoder")
+            .field("pad_id", &self.pad_id)
+            .field("max_len", &self.max_len)
+            .finish()
+    }
+}
+
+impl TextEncoder {
+    /// Loads `tokenizer.json`; sentences longer than `max_len` tokens are truncated.
+    pub fn from_file(path: &Path, max_len: usize) -> Result<Self, TokenizeError> {
+        let fail = |reason: String| TokenizeError::Load {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if max_len < 3 {
+            return Err(fail(format!("max_len must be at least 3 tokens, not {max_len}")));
+        }
+        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| fail(e.to_string()))?;
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| tokenizer.token_to_id(t)))
+            .ok_or_else(|| fail("the tokenizer has no padding token ([PAD] or <pad>)".into()))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self {
+            tokenizer,
+            pad_id,
+            max_len,
+        })
+    }
+
+    /// The longest sequence, in tokens, this encoder produces.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// The id used for padding.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// The size of the vocabulary, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Encodes one sentence with its special tokens, truncated to `max_len`.
+    pub fn encode(&self, text: &str) -> Result<Encoding, TokenizeError> {
+        let mut encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        let truncated = encoding.len() > self.max_len;
+        if truncated {
+            let added = self.tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
+            let mut plain = self
+                .tokenizer
+                .encode(text, false)
+                .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+            plain.truncate(self.max_len - added, 0, TruncationDirection::Right);
+            encoding = self
+                .tokenizer
+                .post_process(plain, None, true)
+                .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        }
+        Ok(Encoding {
+            ids: encoding.get_ids().to_vec(),
+            tokens: encoding.get_tokens().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+            truncated,
+        })
+    }
+
+    /// Encodes sentences and pads them to the longest one.
+    pub fn batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<TokenBatch, TokenizeError> {
+        let encodings = texts
+            .iter()
+            .map(|t| self.encode(t.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(pad(&encodings, self.pad_id))
+    }
+}
+
+/// Pads encodings to the longest one.
+pub fn pad(encodings: &[Encoding], pad_id: u32) -> TokenBatch {
+    let seq_len = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    let mut batch = TokenBatch {
+        ids: Vec::with_capacity(encodings.len() * seq_len),
+        type_ids: Vec::with_capacity(encodings.len() * seq_len),
+        mask: Vec::with_capacity(encodings.len() * seq_len),
+        batch_size: encodings.len(),
+        seq_len,
+    };
+    for encoding in encodings {
+        let padding = seq_len - encoding.ids.len();
+        batch.ids.extend(encoding.ids.iter().copied().chain(std::iter::repeat_n(pad_id, padding)));
+        batch
+            .type_ids
+            .extend(encoding.type_ids.iter().copied().chain(std::iter::repeat_n(0, padding)));
+        batch
+            .mask
+            .extend(std::iter::repeat_n(1, encoding.ids.len()).chain(std::iter::repeat_n(0, padding)));
+    }
+    batch
+}

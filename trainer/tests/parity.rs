@@ -1,0 +1,257 @@
+//! Numerical parity with HF transformers (eager attention, fp32, CPU), against fixtures
+//! computed by `fixtures/make_fixtures.py`, and the loader's answers to broken checkpoints.
+
+use burn::tensor::{Device, Tensor};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use trainer::loader;
+use trainer::model::{BatchTensors, SequenceClassifier};
+use trainer::tokenize::{TokenBatch, pad};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The default model `make setup` installs.
+fn minilm_dir() -> PathBuf {
+    let models = std::env::var_os("JIGSAW_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/models"));
+    let dir = models.join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the default model is missing at {}; run `make setup`",
+        dir.display()
+    );
+    dir
+}
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().try_into_vec::<f32>().unwrap()
+}
+
+fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let worst = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| (a - e).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < TOLERANCE, "{what}: max abs difference {worst:e} exceeds {TOLERANCE:e}");
+}
+
+fn flatten(nested: &serde_json::Value) -> Vec<f32> {
+    match nested {
+        serde_json::Value::Array(items) => items.iter().flat_map(flatten).collect(),
+        serde_json::Value::Number(n) => vec![n.as_f64().unwrap() as f32],
+        other => panic!("unexpected fixture value {other}"),
+    }
+}
+
+#[derive(Deserialize)]
+struct MiniLmFixture {
+    sentences: Vec<SentenceFixture>,
+}
+
+#[derive(Deserialize)]
+struct SentenceFixture {
+    text: String,
+    tokens: Vec<String>,
+    input_ids: Vec<u32>,
+    cls: Vec<f32>,
+    mean_pooled: Vec<f32>,
+    attentions: serde_json::Value,
+}
+
+#[test]
+fn minilm_matches_transformers_token_for_token_and_within_1e_4() {
+    let device = Device::flex();
+    let loaded = loader::load(&minilm_dir(), 2, 512, &device).unwrap();
+    let fixture: MiniLmFixture =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm_parity.json")).unwrap()).unwrap();
+    assert!(fixture.sentences.len() >= 3);
+    for sentence in fixture.sentences {
+        let encoding = loaded.tokenizer.encode(&sentence.text).unwrap();
+        assert_eq!(encoding.tokens, sentence.tokens, "{}", sentence.text);
+        assert_eq!(encoding.ids, sentence.input_ids, "{}", sentence.text);
+        let batch = BatchTensors::new(&pad(&[encoding], loaded.tokenizer.pad_id()), &device);
+        let output = loaded.model.encode(&batch, true);
+        let what = |part: &str| format!("{part} of \u{201c}{}\u{201d}", sentence.text);
+        assert_close(&values(SequenceClassifier::first_token(&output.hidden)), &sentence.cls, &what("[CLS]"));
+        assert_close(
+            &values(SequenceClassifier::mean_pooled(&output.hidden, &batch.mask)),
+            &sentence.mean_pooled,
+            &what("mean-pooled vector"),
+        );
+        let attentions: Vec<f32> = output.attentions.into_iter().flat_map(values).collect();
+        assert_close(&attentions, &flatten(&sentence.attentions), &what("attention probabilities"));
+    }
+}
+
+#[test]
+fn unhappiness_splits_into_known_pieces() {
+    let loaded = loader::load(&minilm_dir(), 2, 128, &Device::flex()).unwrap();
+    let encoding = loaded.tokenizer.encode("unhappiness").unwrap();
+    assert_eq!(encoding.tokens, ["[CLS]", "un", "##ha", "##pp", "##iness", "[SEP]"]);
+    let long = "good ".repeat(400);
+    let encoding = loaded.tokenizer.encode(&long).unwrap();
+    assert!(encoding.truncated);
+    assert_eq!(encoding.ids.len(), 128);
+    assert_eq!(encoding.tokens.last().map(String::as_str), Some("[SEP]"));
+}
+
+#[derive(Deserialize)]
+struct TinyFixture {
+    input_ids: Vec<Vec<u32>>,
+    attention_mask: Vec<Vec<u32>>,
+    #[serde(default)]
+    token_type_ids: Option<Vec<Vec<u32>>>,
+    logits: Vec<Vec<f32>>,
+    cls_hidden: Vec<Vec<f32>>,
+    attentions: serde_json::Value,
+}
+
+fn tiny_batch(fixture: &TinyFixture) -> TokenBatch {
+    let rows = fixture.input_ids.len();
+    let seq_len = fixture.input_ids[0].len();
+    TokenBatch {
+        ids: fixture.input_ids.concat(),
+        type_ids: fixture.token_type_ids.clone().map_or_else(|| vec![0; rows * seq_len], |t| t.concat()),
+        mask: fixture.attention_mask.concat(),
+        batch_size: rows,
+        seq_len,
+    }
+}
+
+fn check_tiny(name: &str) {
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tiny_reference.json")).unwrap()).unwrap();
+    let fixture: TinyFixture = serde_json::from_value(all[name].clone()).unwrap();
+    let device = Device::flex();
+    let loaded = loader::load(&fixtures().join(name), 2, 32, &device).unwrap();
+    assert!(loaded.report.initialized.is_empty(), "{name}: {:?}", loaded.report);
+    let batch = BatchTensors::new(&tiny_batch(&fixture), &device);
+    let output = loaded.model.encode(&batch, true);
+    let cls = values(SequenceClassifier::first_token(&output.hidden));
+    assert_close(&cls, &fixture.cls_hidden.concat(), &format!("{name} first-token vectors"));
+    let logits = values(loaded.model.head.forward(SequenceClassifier::first_token(&output.hidden)));
+    assert_close(&logits, &fixture.logits.concat(), &format!("{name} logits"));
+    // Fixture attentions are [layer][batch][head][q][k]; ours are per layer [batch, head, q, k].
+    let attentions: Vec<f32> = output.attentions.into_iter().flat_map(values).collect();
+    assert_close(&attentions, &flatten(&fixture.attentions), &format!("{name} attentions"));
+}
+
+#[test]
+fn tiny_bert_matches_transformers() {
+    check_tiny("tiny-bert");
+}
+
+#[test]
+fn tiny_distilbert_matches_transformers() {
+    check_tiny("tiny-distilbert");
+}
+
+#[test]
+fn tiny_roberta_matches_transformers() {
+    check_tiny("tiny-roberta");
+}
+
+/// Copies `tiny-bert` to a temporary directory and lets `edit` rewrite its safetensors
+/// header (a JSON object) before writing it back with the same data.
+fn broken_copy(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> tempfile::TempDir {
+    let temp = tempfile::tempdir().unwrap();
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixtures().join("tiny-bert").join(file), temp.path().join(file)).unwrap();
+    }
+    let bytes = std::fs::read(fixtures().join("tiny-bert/model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    edit(&mut header);
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&bytes[8 + header_len..]);
+    std::fs::write(temp.path().join("model.safetensors"), out).unwrap();
+    temp
+}
+
+fn load_error(dir: &Path) -> String {
+    match loader::load(dir, 2, 32, &Device::flex()) {
+        Ok(_) => panic!("{} loaded but should not", dir.display()),
+        Err(error) => error.to_string(),
+    }
+}
+
+const QUERY: &str = "bert.encoder.layer.0.attention.self.query.weight";
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let dir = broken_copy(|h| {
+        h.remove(QUERY).unwrap();
+    });
+    let error = load_error(dir.path());
+    assert!(error.contains("model.safetensors") && error.contains("layers.0.attention.query.weight") && error.contains("missing"), "{error}");
+}
+
+#[test]
+fn an_unexpected_tensor_is_named() {
+    let dir = broken_copy(|h| {
+        let entry = h.get(QUERY).unwrap().clone();
+        h.insert("bert.encoder.layer.0.attention.self.gate.weight".into(), entry);
+    });
+    let error = load_error(dir.path());
+    assert!(error.contains("attention.self.gate.weight") && error.contains("unexpected"), "{error}");
+}
+
+#[test]
+fn shape_and_dtype_mismatches_are_named() {
+    let dir = broken_copy(|h| {
+        h.get_mut(QUERY).unwrap()["shape"] = serde_json::json!([16, 64]);
+    });
+    let error = load_error(dir.path());
+    assert!(error.contains(QUERY) && error.contains("shape"), "{error}");
+    let dir = broken_copy(|h| {
+        h.get_mut(QUERY).unwrap()["dtype"] = serde_json::json!("I32");
+    });
+    let error = load_error(dir.path());
+    assert!(error.contains(QUERY) && error.contains("I32"), "{error}");
+}
+
+#[test]
+fn a_truncated_file_is_reported_not_a_panic() {
+    let temp = tempfile::tempdir().unwrap();
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixtures().join("tiny-bert").join(file), temp.path().join(file)).unwrap();
+    }
+    let bytes = std::fs::read(fixtures().join("tiny-bert/model.safetensors")).unwrap();
+    std::fs::write(temp.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let error = load_error(temp.path());
+    assert!(error.contains("model.safetensors") && error.contains("truncated"), "{error}");
+    std::fs::write(temp.path().join("model.safetensors"), &bytes[..4]).unwrap();
+    assert!(load_error(temp.path()).contains("too short"));
+}
+
+#[test]
+fn bad_configs_and_missing_files_are_reported() {
+    let temp = tempfile::tempdir().unwrap();
+    let error = load_error(temp.path());
+    assert!(error.contains("config.json: file not found"), "{error}");
+    std::fs::write(temp.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let error = load_error(temp.path());
+    assert!(error.contains("config.json") && error.contains("gpt2"), "{error}");
+    std::fs::copy(fixtures().join("tiny-bert/config.json"), temp.path().join("config.json")).unwrap();
+    let error = load_error(temp.path());
+    assert!(error.contains("tokenizer.json: file not found"), "{error}");
+}
+
+#[test]
+fn a_base_checkpoint_gets_a_fresh_head() {
+    let dir = broken_copy(|h| {
+        h.retain(|key, _| !key.starts_with("classifier."));
+    });
+    let loaded = loader::load(dir.path(), 2, 32, &Device::flex()).unwrap();
+    assert_eq!(loaded.report.initialized, ["head.out.bias", "head.out.weight"]);
+}
