@@ -1,6 +1,7 @@
 //! The `jigsaw-lab` server: configuration, database, HTTP routes and process lifecycle.
 //! The binary in `main.rs` is a thin command-line wrapper around [`serve`].
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;

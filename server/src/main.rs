@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
-Usage: jigsaw-lab [serve]
+Usage: jigsaw-lab [serve]           serve the web app
+       jigsaw-lab train [options]   fine-tune from the terminal (jigsaw-lab train --help)
 
 Serves Jigsaw Lab. Settings come from environment variables (JIGSAW_BIND, JIGSAW_DATA_DIR,
 DATABASE_URL, JIGSAW_MODELS_DIR, JIGSAW_SST2_DIR, JIGSAW_DEVICE, JIGSAW_SITE_ROOT,
@@ -21,6 +22,11 @@ fn main() -> ExitCode {
         .as_slice()
     {
         [] | ["serve"] => serve(),
+        ["train", "-h" | "--help"] => {
+            println!("{}", server::cli::TRAIN_USAGE);
+            ExitCode::SUCCESS
+        }
+        ["train", ..] => train(&args[1..]),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -55,6 +61,22 @@ fn serve() -> ExitCode {
     match runtime.block_on(server::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(error),
+    }
+}
+
+fn train(args: &[String]) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => return fail(error),
+    };
+    init_tracing(config.json_logs);
+    match server::cli::train(args, &config) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("jigsaw-lab train: {message}");
+            ExitCode::from(2)
+        }
     }
 }
 

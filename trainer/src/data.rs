@@ -52,7 +52,13 @@ pub fn read_labelled(path: &Path) -> Result<Vec<Example>, DataError> {
     match lines.next() {
         Some((_, header)) if header.trim_end() == "sentence\tlabel" => {}
         Some((_, header)) => {
-            return Err(malformed(1, format!("expected the header \u{201c}sentence<TAB>label\u{201d}, found \u{201c}{}\u{201d}", shorten(header))));
+            return Err(malformed(
+                1,
+                format!(
+                    "expected the header \u{201c}sentence<TAB>label\u{201d}, found \u{201c}{}\u{201d}",
+                    shorten(header)
+                ),
+            ));
         }
         None => return Err(malformed(1, "the file is empty".into())),
     }
@@ -62,13 +68,24 @@ pub fn read_labelled(path: &Path) -> Result<Vec<Example>, DataError> {
         if line.trim().is_empty() {
             continue;
         }
-        let (sentence, label) = line
-            .rsplit_once('\t')
-            .ok_or_else(|| malformed(number, "expected two tab-separated columns, sentence and label".into()))?;
+        let (sentence, label) = line.rsplit_once('\t').ok_or_else(|| {
+            malformed(
+                number,
+                "expected two tab-separated columns, sentence and label".into(),
+            )
+        })?;
         let label = match label.trim() {
             "0" => 0,
             "1" => 1,
-            other => return Err(malformed(number, format!("the label must be 0 or 1, found \u{201c}{}\u{201d}", shorten(other)))),
+            other => {
+                return Err(malformed(
+                    number,
+                    format!(
+                        "the label must be 0 or 1, found \u{201c}{}\u{201d}",
+                        shorten(other)
+                    ),
+                ));
+            }
         };
         if sentence.trim().is_empty() {
             return Err(malformed(number, "the sentence is empty".into()));
@@ -95,7 +112,12 @@ pub fn read_test(path: &Path) -> Result<Vec<(u32, String)>, DataError> {
     };
     match lines.next() {
         Some((_, header)) if header.trim_end() == "index\tsentence" => {}
-        _ => return Err(malformed(1, "expected the header \u{201c}index<TAB>sentence\u{201d}".into())),
+        _ => {
+            return Err(malformed(
+                1,
+                "expected the header \u{201c}index<TAB>sentence\u{201d}".into(),
+            ));
+        }
     }
     let mut rows = Vec::new();
     for (index, line) in lines {
@@ -103,13 +125,21 @@ pub fn read_test(path: &Path) -> Result<Vec<(u32, String)>, DataError> {
         if line.trim().is_empty() {
             continue;
         }
-        let (id, sentence) = line
-            .split_once('\t')
-            .ok_or_else(|| malformed(number, "expected two tab-separated columns, index and sentence".into()))?;
-        let id = id
-            .trim()
-            .parse()
-            .map_err(|_| malformed(number, format!("the index must be a whole number, found \u{201c}{}\u{201d}", shorten(id))))?;
+        let (id, sentence) = line.split_once('\t').ok_or_else(|| {
+            malformed(
+                number,
+                "expected two tab-separated columns, index and sentence".into(),
+            )
+        })?;
+        let id = id.trim().parse().map_err(|_| {
+            malformed(
+                number,
+                format!(
+                    "the index must be a whole number, found \u{201c}{}\u{201d}",
+                    shorten(id)
+                ),
+            )
+        })?;
         rows.push((id, sentence.to_string()));
     }
     Ok(rows)
@@ -172,7 +202,10 @@ pub fn load_sst2(dir: &Path, options: &SplitOptions) -> Result<Sst2Splits, DataE
 
 /// Splits `examples` into (train, validation), keeping each label's share in both, then
 /// keeps a stratified `train_subset` of train when asked.
-pub fn split(examples: Vec<Example>, options: &SplitOptions) -> Result<(Vec<Example>, Vec<Example>), DataError> {
+pub fn split(
+    examples: Vec<Example>,
+    options: &SplitOptions,
+) -> Result<(Vec<Example>, Vec<Example>), DataError> {
     if options.validation_size == 0 || options.validation_size >= examples.len() {
         return Err(DataError::Options(format!(
             "the validation split must hold between 1 and {} sentences, not {}",
@@ -184,7 +217,11 @@ pub fn split(examples: Vec<Example>, options: &SplitOptions) -> Result<(Vec<Exam
     let (validation, train) = stratified_take(examples, options.validation_size, &mut rng);
     let train = match options.train_subset {
         None => train,
-        Some(0) => return Err(DataError::Options("the train subset must hold at least one sentence".into())),
+        Some(0) => {
+            return Err(DataError::Options(
+                "the train subset must hold at least one sentence".into(),
+            ));
+        }
         Some(n) if n >= train.len() => train,
         Some(n) => stratified_take(train, n, &mut rng).0,
     };
@@ -193,13 +230,20 @@ pub fn split(examples: Vec<Example>, options: &SplitOptions) -> Result<(Vec<Exam
 
 /// Takes `count` examples with the labels in the same proportion as `examples`; returns
 /// (taken, rest), each in a seeded shuffled order.
-fn stratified_take(examples: Vec<Example>, count: usize, rng: &mut SeededRng) -> (Vec<Example>, Vec<Example>) {
+fn stratified_take(
+    examples: Vec<Example>,
+    count: usize,
+    rng: &mut SeededRng,
+) -> (Vec<Example>, Vec<Example>) {
     let total = examples.len();
-    let (mut positives, mut negatives): (Vec<_>, Vec<_>) = examples.into_iter().partition(|e| e.label == 1);
+    let (mut positives, mut negatives): (Vec<_>, Vec<_>) =
+        examples.into_iter().partition(|e| e.label == 1);
     rng.shuffle(&mut positives);
     rng.shuffle(&mut negatives);
     let take_positive = ((count as f64) * positives.len() as f64 / total as f64).round() as usize;
-    let take_positive = take_positive.min(positives.len()).max(count.saturating_sub(negatives.len()));
+    let take_positive = take_positive
+        .min(positives.len())
+        .max(count.saturating_sub(negatives.len()));
     let take_negative = count - take_positive;
     let rest_positive = positives.split_off(take_positive);
     let rest_negative = negatives.split_off(take_negative);
@@ -223,8 +267,14 @@ mod tests {
 
     fn examples(positives: usize, negatives: usize) -> Vec<Example> {
         (0..positives)
-            .map(|i| Example { sentence: format!("good {i}"), label: 1 })
-            .chain((0..negatives).map(|i| Example { sentence: format!("bad {i}"), label: 0 }))
+            .map(|i| Example {
+                sentence: format!("good {i}"),
+                label: 1,
+            })
+            .chain((0..negatives).map(|i| Example {
+                sentence: format!("bad {i}"),
+                label: 0,
+            }))
             .collect()
     }
 
@@ -233,7 +283,13 @@ mod tests {
         let f = file("sentence\tlabel\nit 's a charming journey . \t1\na dull mess \t0\n");
         let rows = read_labelled(f.path()).unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0], Example { sentence: "it 's a charming journey . ".into(), label: 1 });
+        assert_eq!(
+            rows[0],
+            Example {
+                sentence: "it 's a charming journey . ".into(),
+                label: 1
+            }
+        );
         assert_eq!(rows[1].label, 0);
     }
 
@@ -241,20 +297,44 @@ mod tests {
     fn malformed_rows_name_the_file_and_line() {
         let f = file("sentence\tlabel\nfine\t1\nno label here\n");
         let error = read_labelled(f.path()).unwrap_err().to_string();
-        assert!(error.contains(&f.path().display().to_string()) && error.contains("line 3"), "{error}");
+        assert!(
+            error.contains(&f.path().display().to_string()) && error.contains("line 3"),
+            "{error}"
+        );
         let f = file("sentence\tlabel\nfine\t1\nodd\t7\n");
-        assert!(read_labelled(f.path()).unwrap_err().to_string().contains("line 3: the label must be 0 or 1"));
+        assert!(
+            read_labelled(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("line 3: the label must be 0 or 1")
+        );
         let f = file("text\tlabel\nfine\t1\n");
-        assert!(read_labelled(f.path()).unwrap_err().to_string().contains("line 1"));
+        assert!(
+            read_labelled(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
         let f = file("index\tsentence\nx\thello\n");
-        assert!(read_test(f.path()).unwrap_err().to_string().contains("line 2"));
-        let missing = read_labelled(Path::new("/nonexistent/train.tsv")).unwrap_err().to_string();
+        assert!(
+            read_test(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("line 2")
+        );
+        let missing = read_labelled(Path::new("/nonexistent/train.tsv"))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("/nonexistent/train.tsv"), "{missing}");
     }
 
     #[test]
     fn the_validation_split_is_stratified_seeded_and_disjoint() {
-        let options = SplitOptions { validation_size: 100, train_subset: None, seed: 3 };
+        let options = SplitOptions {
+            validation_size: 100,
+            train_subset: None,
+            seed: 3,
+        };
         let (train, validation) = split(examples(600, 400), &options).unwrap();
         assert_eq!(validation.len(), 100);
         assert_eq!(train.len(), 900);
@@ -263,12 +343,27 @@ mod tests {
         let (train_again, validation_again) = split(examples(600, 400), &options).unwrap();
         assert_eq!((train, validation), (train_again, validation_again));
         let other = SplitOptions { seed: 4, ..options };
-        assert_ne!(split(examples(600, 400), &other).unwrap().1, split(examples(600, 400), &SplitOptions { seed: 3, ..other.clone() }).unwrap().1);
+        assert_ne!(
+            split(examples(600, 400), &other).unwrap().1,
+            split(
+                examples(600, 400),
+                &SplitOptions {
+                    seed: 3,
+                    ..other.clone()
+                }
+            )
+            .unwrap()
+            .1
+        );
     }
 
     #[test]
     fn a_train_subset_keeps_the_label_balance() {
-        let options = SplitOptions { validation_size: 100, train_subset: Some(90), seed: 1 };
+        let options = SplitOptions {
+            validation_size: 100,
+            train_subset: Some(90),
+            seed: 1,
+        };
         let (train, _) = split(examples(600, 400), &options).unwrap();
         assert_eq!(train.len(), 90);
         assert_eq!(train.iter().filter(|e| e.label == 1).count(), 54);
@@ -276,9 +371,16 @@ mod tests {
 
     #[test]
     fn impossible_options_are_errors() {
-        let too_big = SplitOptions { validation_size: 10, ..Default::default() };
+        let too_big = SplitOptions {
+            validation_size: 10,
+            ..Default::default()
+        };
         assert!(split(examples(5, 5), &too_big).is_err());
-        let zero_subset = SplitOptions { validation_size: 2, train_subset: Some(0), seed: 0 };
+        let zero_subset = SplitOptions {
+            validation_size: 2,
+            train_subset: Some(0),
+            seed: 0,
+        };
         assert!(split(examples(5, 5), &zero_subset).is_err());
     }
 

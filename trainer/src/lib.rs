@@ -4,7 +4,9 @@
 
 pub mod data;
 pub mod device;
+pub mod events;
 pub mod loader;
 pub mod model;
 pub mod rng;
 pub mod tokenize;
+pub mod train;

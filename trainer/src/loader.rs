@@ -6,7 +6,10 @@
 
 use crate::model::{EncoderConfig, Family, SequenceClassifier, config::parse_config};
 use crate::tokenize::{TextEncoder, TokenizeError};
-use burn::store::{FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore,
+};
 use burn::tensor::{DType, Device};
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -73,7 +76,12 @@ pub fn read_config(dir: &Path) -> Result<EncoderConfig, LoadError> {
 
 /// Loads the model in `dir` with a `num_labels`-way head, its tokenizer truncating at
 /// `max_len` tokens (at most what the position embeddings allow).
-pub fn load(dir: &Path, num_labels: usize, max_len: usize, device: &Device) -> Result<LoadedModel, LoadError> {
+pub fn load(
+    dir: &Path,
+    num_labels: usize,
+    max_len: usize,
+    device: &Device,
+) -> Result<LoadedModel, LoadError> {
     let config = read_config(dir)?;
     if max_len > config.max_sequence_len() {
         return Err(LoadError::Config(format!(
@@ -96,7 +104,12 @@ pub fn load(dir: &Path, num_labels: usize, max_len: usize, device: &Device) -> R
         )));
     }
     let mut model = SequenceClassifier::new(&config, num_labels, device);
-    let report = load_weights(&mut model, &config, num_labels, &dir.join("model.safetensors"))?;
+    let report = load_weights(
+        &mut model,
+        &config,
+        num_labels,
+        &dir.join("model.safetensors"),
+    )?;
     Ok(LoadedModel {
         model,
         config,
@@ -112,15 +125,39 @@ fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
         Family::Bert | Family::Roberta => &[
             (r"^(?:bert|roberta)\.", ""),
             (r"^embeddings\.word_embeddings\.", "embeddings.word."),
-            (r"^embeddings\.position_embeddings\.", "embeddings.position."),
-            (r"^embeddings\.token_type_embeddings\.", "embeddings.token_type."),
+            (
+                r"^embeddings\.position_embeddings\.",
+                "embeddings.position.",
+            ),
+            (
+                r"^embeddings\.token_type_embeddings\.",
+                "embeddings.token_type.",
+            ),
             (r"^embeddings\.LayerNorm\.", "embeddings.norm."),
-            (r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.", "layers.$1.attention.$2."),
-            (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", "layers.$1.attention.output."),
-            (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", "layers.$1.attention.norm."),
-            (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", "layers.$1.ffn_in."),
-            (r"^encoder\.layer\.(\d+)\.output\.dense\.", "layers.$1.ffn_out."),
-            (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", "layers.$1.ffn_norm."),
+            (
+                r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.",
+                "layers.$1.attention.$2.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.",
+                "layers.$1.attention.output.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.",
+                "layers.$1.attention.norm.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.intermediate\.dense\.",
+                "layers.$1.ffn_in.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.output\.dense\.",
+                "layers.$1.ffn_out.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.",
+                "layers.$1.ffn_norm.",
+            ),
             // BERT: the pooler feeds the classifier. RoBERTa: classifier.dense / out_proj.
             (r"^pooler\.dense\.", "head.dense."),
             (r"^classifier\.dense\.", "head.dense."),
@@ -130,16 +167,43 @@ fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
         Family::DistilBert => &[
             (r"^distilbert\.", ""),
             (r"^embeddings\.word_embeddings\.", "embeddings.word."),
-            (r"^embeddings\.position_embeddings\.", "embeddings.position."),
+            (
+                r"^embeddings\.position_embeddings\.",
+                "embeddings.position.",
+            ),
             (r"^embeddings\.LayerNorm\.", "embeddings.norm."),
-            (r"^transformer\.layer\.(\d+)\.attention\.q_lin\.", "layers.$1.attention.query."),
-            (r"^transformer\.layer\.(\d+)\.attention\.k_lin\.", "layers.$1.attention.key."),
-            (r"^transformer\.layer\.(\d+)\.attention\.v_lin\.", "layers.$1.attention.value."),
-            (r"^transformer\.layer\.(\d+)\.attention\.out_lin\.", "layers.$1.attention.output."),
-            (r"^transformer\.layer\.(\d+)\.sa_layer_norm\.", "layers.$1.attention.norm."),
-            (r"^transformer\.layer\.(\d+)\.ffn\.lin1\.", "layers.$1.ffn_in."),
-            (r"^transformer\.layer\.(\d+)\.ffn\.lin2\.", "layers.$1.ffn_out."),
-            (r"^transformer\.layer\.(\d+)\.output_layer_norm\.", "layers.$1.ffn_norm."),
+            (
+                r"^transformer\.layer\.(\d+)\.attention\.q_lin\.",
+                "layers.$1.attention.query.",
+            ),
+            (
+                r"^transformer\.layer\.(\d+)\.attention\.k_lin\.",
+                "layers.$1.attention.key.",
+            ),
+            (
+                r"^transformer\.layer\.(\d+)\.attention\.v_lin\.",
+                "layers.$1.attention.value.",
+            ),
+            (
+                r"^transformer\.layer\.(\d+)\.attention\.out_lin\.",
+                "layers.$1.attention.output.",
+            ),
+            (
+                r"^transformer\.layer\.(\d+)\.sa_layer_norm\.",
+                "layers.$1.attention.norm.",
+            ),
+            (
+                r"^transformer\.layer\.(\d+)\.ffn\.lin1\.",
+                "layers.$1.ffn_in.",
+            ),
+            (
+                r"^transformer\.layer\.(\d+)\.ffn\.lin2\.",
+                "layers.$1.ffn_out.",
+            ),
+            (
+                r"^transformer\.layer\.(\d+)\.output_layer_norm\.",
+                "layers.$1.ffn_norm.",
+            ),
             (r"^pre_classifier\.", "head.dense."),
             (r"^classifier\.", "head.out."),
         ],
@@ -163,18 +227,25 @@ fn expected_shapes(config: &EncoderConfig, num_labels: usize) -> BTreeMap<String
     let mut add = |path: String, shape: Vec<usize>| {
         shapes.insert(path, shape);
     };
-    let linear = |add: &mut dyn FnMut(String, Vec<usize>), name: String, d_in: usize, d_out: usize| {
-        add(format!("{name}.weight"), vec![d_out, d_in]);
-        add(format!("{name}.bias"), vec![d_out]);
-    };
+    let linear =
+        |add: &mut dyn FnMut(String, Vec<usize>), name: String, d_in: usize, d_out: usize| {
+            add(format!("{name}.weight"), vec![d_out, d_in]);
+            add(format!("{name}.bias"), vec![d_out]);
+        };
     let norm = |add: &mut dyn FnMut(String, Vec<usize>), name: String| {
         add(format!("{name}.weight"), vec![h]);
         add(format!("{name}.bias"), vec![h]);
     };
     add("embeddings.word.weight".into(), vec![config.vocab_size, h]);
-    add("embeddings.position.weight".into(), vec![config.max_position_embeddings, h]);
+    add(
+        "embeddings.position.weight".into(),
+        vec![config.max_position_embeddings, h],
+    );
     if config.type_vocab_size > 0 {
-        add("embeddings.token_type.weight".into(), vec![config.type_vocab_size, h]);
+        add(
+            "embeddings.token_type.weight".into(),
+            vec![config.type_vocab_size, h],
+        );
     }
     norm(&mut add, "embeddings.norm".into());
     for layer in 0..config.num_layers {
@@ -211,29 +282,44 @@ fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>, LoadError> 
         std::io::ErrorKind::NotFound => LoadError::Missing(path.to_path_buf()),
         _ => fail(None, e.to_string()),
     })?;
-    let file_len = file.metadata().map_err(|e| fail(None, e.to_string()))?.len();
+    let file_len = file
+        .metadata()
+        .map_err(|e| fail(None, e.to_string()))?
+        .len();
     let mut prefix = [0u8; 8];
-    file.read_exact(&mut prefix)
-        .map_err(|_| fail(None, "the file is too short to be a safetensors file".into()))?;
+    file.read_exact(&mut prefix).map_err(|_| {
+        fail(
+            None,
+            "the file is too short to be a safetensors file".into(),
+        )
+    })?;
     let header_len = u64::from_le_bytes(prefix);
     if header_len > 100 << 20 || 8 + header_len > file_len {
-        return Err(fail(None, format!("the header claims {header_len} bytes but the file has {file_len}; it is truncated or not a safetensors file")));
+        return Err(fail(
+            None,
+            format!(
+                "the header claims {header_len} bytes but the file has {file_len}; it is truncated or not a safetensors file"
+            ),
+        ));
     }
     let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|e| fail(None, e.to_string()))?;
-    let mut entries: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| fail(None, format!("the header is not valid JSON: {e}")))?;
+    file.read_exact(&mut header)
+        .map_err(|e| fail(None, e.to_string()))?;
+    let mut entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| fail(None, format!("the header is not valid JSON: {e}")))?;
     entries.remove("__metadata__");
     let data_len = file_len - 8 - header_len;
     let mut parsed = BTreeMap::new();
     for (key, value) in entries {
-        let entry: HeaderEntry =
-            serde_json::from_value(value).map_err(|e| fail(Some(&key), format!("malformed header entry: {e}")))?;
+        let entry: HeaderEntry = serde_json::from_value(value)
+            .map_err(|e| fail(Some(&key), format!("malformed header entry: {e}")))?;
         let [start, end] = entry.data_offsets;
         if start > end || end > data_len {
             return Err(fail(
                 Some(&key),
-                format!("its data ends at byte {end} but the file holds only {data_len} bytes of data; the file is truncated"),
+                format!(
+                    "its data ends at byte {end} but the file holds only {data_len} bytes of data; the file is truncated"
+                ),
             ));
         }
         parsed.insert(key, entry);
@@ -243,9 +329,13 @@ fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>, LoadError> 
 
 /// Maps a checkpoint key through `rules` to our module path.
 fn map_key(rules: &[(Regex, String)], key: &str) -> String {
-    rules.iter().fold(key.to_string(), |path, (pattern, replacement)| {
-        pattern.replace_all(&path, replacement.as_str()).into_owned()
-    })
+    rules
+        .iter()
+        .fold(key.to_string(), |path, (pattern, replacement)| {
+            pattern
+                .replace_all(&path, replacement.as_str())
+                .into_owned()
+        })
 }
 
 /// Checks the checkpoint against the model, then loads it into `model`.
@@ -263,7 +353,12 @@ fn load_weights(
     };
     let compiled: Vec<(Regex, String)> = rules(config.family)
         .iter()
-        .map(|(from, to)| (Regex::new(from).expect("the key rules are valid regexes"), to.to_string()))
+        .map(|(from, to)| {
+            (
+                Regex::new(from).expect("the key rules are valid regexes"),
+                to.to_string(),
+            )
+        })
         .collect();
     let expected = expected_shapes(config, num_labels);
     let mut report = LoadReport::default();
@@ -276,10 +371,16 @@ fn load_weights(
         }
         let target = map_key(&compiled, key);
         if !expected.contains_key(&target) {
-            return Err(fail(key, format!("unexpected tensor for a {} model", config.model_type())));
+            return Err(fail(
+                key,
+                format!("unexpected tensor for a {} model", config.model_type()),
+            ));
         }
         if !matches!(entry.dtype.as_str(), "F32" | "F16" | "BF16") {
-            return Err(fail(key, format!("dtype {} is not a floating-point type", entry.dtype)));
+            return Err(fail(
+                key,
+                format!("dtype {} is not a floating-point type", entry.dtype),
+            ));
         }
         let want = &expected[&target];
         if &entry.shape != want {
@@ -289,7 +390,13 @@ fn load_weights(
                 report.ignored.push(key.clone());
                 continue;
             }
-            return Err(fail(key, format!("shape {:?} does not match the configuration's {:?}", entry.shape, want)));
+            return Err(fail(
+                key,
+                format!(
+                    "shape {:?} does not match the configuration's {:?}",
+                    entry.shape, want
+                ),
+            ));
         }
         found.insert(target, key.clone());
     }
@@ -310,17 +417,25 @@ fn load_weights(
     let mut remapper = compiled;
     for key in skip_head.iter().chain(report.ignored.iter()) {
         // Send unused tensors to a name no parameter has, so they are never read.
-        remapper.insert(0, (Regex::new(&format!("^{}$", regex::escape(key))).expect("escaped"), format!("unused.{key}")));
+        remapper.insert(
+            0,
+            (
+                Regex::new(&format!("^{}$", regex::escape(key))).expect("escaped"),
+                format!("unused.{key}"),
+            ),
+        );
     }
     let mut store = SafetensorsStore::from_file(path)
         .remap(KeyRemapper::from_compiled_patterns(remapper))
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
         .allow_partial(true);
-    let result = model.load_from(&mut store).map_err(|e| LoadError::Weights {
-        path: path.to_path_buf(),
-        key: None,
-        reason: e.to_string(),
-    })?;
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| LoadError::Weights {
+            path: path.to_path_buf(),
+            key: None,
+            reason: e.to_string(),
+        })?;
     if let Some(error) = result.errors.first() {
         return Err(LoadError::Weights {
             path: path.to_path_buf(),
@@ -333,7 +448,11 @@ fn load_weights(
         return Err(LoadError::Weights {
             path: path.to_path_buf(),
             key: None,
-            reason: format!("{} tensors matched but {} were loaded", found.len(), report.loaded),
+            reason: format!(
+                "{} tensors matched but {} were loaded",
+                found.len(),
+                report.loaded
+            ),
         });
     }
     Ok(report)

@@ -76,13 +76,19 @@ impl TextEncoder {
             reason,
         };
         if max_len < 3 {
-            return Err(fail(format!("max_len must be at least 3 tokens, not {max_len}")));
+            return Err(fail(format!(
+                "max_len must be at least 3 tokens, not {max_len}"
+            )));
         }
         let mut tokenizer = Tokenizer::from_file(path).map_err(|e| fail(e.to_string()))?;
         let pad_id = tokenizer
             .get_padding()
             .map(|p| p.pad_id)
-            .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| tokenizer.token_to_id(t)))
+            .or_else(|| {
+                ["[PAD]", "<pad>"]
+                    .iter()
+                    .find_map(|t| tokenizer.token_to_id(t))
+            })
             .ok_or_else(|| fail("the tokenizer has no padding token ([PAD] or <pad>)".into()))?;
         tokenizer.with_padding(None);
         tokenizer
@@ -118,7 +124,10 @@ impl TextEncoder {
             .map_err(|e| TokenizeError::Encode(e.to_string()))?;
         let truncated = encoding.len() > self.max_len;
         if truncated {
-            let added = self.tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
+            let added = self
+                .tokenizer
+                .get_post_processor()
+                .map_or(0, |p| p.added_tokens(false));
             let mut plain = self
                 .tokenizer
                 .encode(text, false)
@@ -159,13 +168,23 @@ pub fn pad(encodings: &[Encoding], pad_id: u32) -> TokenBatch {
     };
     for encoding in encodings {
         let padding = seq_len - encoding.ids.len();
-        batch.ids.extend(encoding.ids.iter().copied().chain(std::iter::repeat_n(pad_id, padding)));
-        batch
-            .type_ids
-            .extend(encoding.type_ids.iter().copied().chain(std::iter::repeat_n(0, padding)));
-        batch
-            .mask
-            .extend(std::iter::repeat_n(1, encoding.ids.len()).chain(std::iter::repeat_n(0, padding)));
+        batch.ids.extend(
+            encoding
+                .ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad_id, padding)),
+        );
+        batch.type_ids.extend(
+            encoding
+                .type_ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, padding)),
+        );
+        batch.mask.extend(
+            std::iter::repeat_n(1, encoding.ids.len()).chain(std::iter::repeat_n(0, padding)),
+        );
     }
     batch
 }

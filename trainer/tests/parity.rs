@@ -39,7 +39,10 @@ fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
         .zip(expected)
         .map(|(a, e)| (a - e).abs())
         .fold(0.0f32, f32::max);
-    assert!(worst < TOLERANCE, "{what}: max abs difference {worst:e} exceeds {TOLERANCE:e}");
+    assert!(
+        worst < TOLERANCE,
+        "{what}: max abs difference {worst:e} exceeds {TOLERANCE:e}"
+    );
 }
 
 fn flatten(nested: &serde_json::Value) -> Vec<f32> {
@@ -69,8 +72,10 @@ struct SentenceFixture {
 fn minilm_matches_transformers_token_for_token_and_within_1e_4() {
     let device = Device::flex();
     let loaded = loader::load(&minilm_dir(), 2, 512, &device).unwrap();
-    let fixture: MiniLmFixture =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm_parity.json")).unwrap()).unwrap();
+    let fixture: MiniLmFixture = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("minilm_parity.json")).unwrap(),
+    )
+    .unwrap();
     assert!(fixture.sentences.len() >= 3);
     for sentence in fixture.sentences {
         let encoding = loaded.tokenizer.encode(&sentence.text).unwrap();
@@ -79,14 +84,22 @@ fn minilm_matches_transformers_token_for_token_and_within_1e_4() {
         let batch = BatchTensors::new(&pad(&[encoding], loaded.tokenizer.pad_id()), &device);
         let output = loaded.model.encode(&batch, true);
         let what = |part: &str| format!("{part} of \u{201c}{}\u{201d}", sentence.text);
-        assert_close(&values(SequenceClassifier::first_token(&output.hidden)), &sentence.cls, &what("[CLS]"));
+        assert_close(
+            &values(SequenceClassifier::first_token(&output.hidden)),
+            &sentence.cls,
+            &what("[CLS]"),
+        );
         assert_close(
             &values(SequenceClassifier::mean_pooled(&output.hidden, &batch.mask)),
             &sentence.mean_pooled,
             &what("mean-pooled vector"),
         );
         let attentions: Vec<f32> = output.attentions.into_iter().flat_map(values).collect();
-        assert_close(&attentions, &flatten(&sentence.attentions), &what("attention probabilities"));
+        assert_close(
+            &attentions,
+            &flatten(&sentence.attentions),
+            &what("attention probabilities"),
+        );
     }
 }
 
@@ -94,7 +107,10 @@ fn minilm_matches_transformers_token_for_token_and_within_1e_4() {
 fn unhappiness_splits_into_known_pieces() {
     let loaded = loader::load(&minilm_dir(), 2, 128, &Device::flex()).unwrap();
     let encoding = loaded.tokenizer.encode("unhappiness").unwrap();
-    assert_eq!(encoding.tokens, ["[CLS]", "un", "##ha", "##pp", "##iness", "[SEP]"]);
+    assert_eq!(
+        encoding.tokens,
+        ["[CLS]", "un", "##ha", "##pp", "##iness", "[SEP]"]
+    );
     let long = "good ".repeat(400);
     let encoding = loaded.tokenizer.encode(&long).unwrap();
     assert!(encoding.truncated);
@@ -118,7 +134,10 @@ fn tiny_batch(fixture: &TinyFixture) -> TokenBatch {
     let seq_len = fixture.input_ids[0].len();
     TokenBatch {
         ids: fixture.input_ids.concat(),
-        type_ids: fixture.token_type_ids.clone().map_or_else(|| vec![0; rows * seq_len], |t| t.concat()),
+        type_ids: fixture
+            .token_type_ids
+            .clone()
+            .map_or_else(|| vec![0; rows * seq_len], |t| t.concat()),
         mask: fixture.attention_mask.concat(),
         batch_size: rows,
         seq_len,
@@ -126,21 +145,40 @@ fn tiny_batch(fixture: &TinyFixture) -> TokenBatch {
 }
 
 fn check_tiny(name: &str) {
-    let all: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tiny_reference.json")).unwrap()).unwrap();
+    let all: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tiny_reference.json")).unwrap(),
+    )
+    .unwrap();
     let fixture: TinyFixture = serde_json::from_value(all[name].clone()).unwrap();
     let device = Device::flex();
     let loaded = loader::load(&fixtures().join(name), 2, 32, &device).unwrap();
-    assert!(loaded.report.initialized.is_empty(), "{name}: {:?}", loaded.report);
+    assert!(
+        loaded.report.initialized.is_empty(),
+        "{name}: {:?}",
+        loaded.report
+    );
     let batch = BatchTensors::new(&tiny_batch(&fixture), &device);
     let output = loaded.model.encode(&batch, true);
     let cls = values(SequenceClassifier::first_token(&output.hidden));
-    assert_close(&cls, &fixture.cls_hidden.concat(), &format!("{name} first-token vectors"));
-    let logits = values(loaded.model.head.forward(SequenceClassifier::first_token(&output.hidden)));
+    assert_close(
+        &cls,
+        &fixture.cls_hidden.concat(),
+        &format!("{name} first-token vectors"),
+    );
+    let logits = values(
+        loaded
+            .model
+            .head
+            .forward(SequenceClassifier::first_token(&output.hidden)),
+    );
     assert_close(&logits, &fixture.logits.concat(), &format!("{name} logits"));
     // Fixture attentions are [layer][batch][head][q][k]; ours are per layer [batch, head, q, k].
     let attentions: Vec<f32> = output.attentions.into_iter().flat_map(values).collect();
-    assert_close(&attentions, &flatten(&fixture.attentions), &format!("{name} attentions"));
+    assert_close(
+        &attentions,
+        &flatten(&fixture.attentions),
+        &format!("{name} attentions"),
+    );
 }
 
 #[test]
@@ -160,10 +198,16 @@ fn tiny_roberta_matches_transformers() {
 
 /// Copies `tiny-bert` to a temporary directory and lets `edit` rewrite its safetensors
 /// header (a JSON object) before writing it back with the same data.
-fn broken_copy(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> tempfile::TempDir {
+fn broken_copy(
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> tempfile::TempDir {
     let temp = tempfile::tempdir().unwrap();
     for file in ["config.json", "tokenizer.json"] {
-        std::fs::copy(fixtures().join("tiny-bert").join(file), temp.path().join(file)).unwrap();
+        std::fs::copy(
+            fixtures().join("tiny-bert").join(file),
+            temp.path().join(file),
+        )
+        .unwrap();
     }
     let bytes = std::fs::read(fixtures().join("tiny-bert/model.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -193,17 +237,28 @@ fn a_missing_tensor_is_named() {
         h.remove(QUERY).unwrap();
     });
     let error = load_error(dir.path());
-    assert!(error.contains("model.safetensors") && error.contains("layers.0.attention.query.weight") && error.contains("missing"), "{error}");
+    assert!(
+        error.contains("model.safetensors")
+            && error.contains("layers.0.attention.query.weight")
+            && error.contains("missing"),
+        "{error}"
+    );
 }
 
 #[test]
 fn an_unexpected_tensor_is_named() {
     let dir = broken_copy(|h| {
         let entry = h.get(QUERY).unwrap().clone();
-        h.insert("bert.encoder.layer.0.attention.self.gate.weight".into(), entry);
+        h.insert(
+            "bert.encoder.layer.0.attention.self.gate.weight".into(),
+            entry,
+        );
     });
     let error = load_error(dir.path());
-    assert!(error.contains("attention.self.gate.weight") && error.contains("unexpected"), "{error}");
+    assert!(
+        error.contains("attention.self.gate.weight") && error.contains("unexpected"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -224,12 +279,23 @@ fn shape_and_dtype_mismatches_are_named() {
 fn a_truncated_file_is_reported_not_a_panic() {
     let temp = tempfile::tempdir().unwrap();
     for file in ["config.json", "tokenizer.json"] {
-        std::fs::copy(fixtures().join("tiny-bert").join(file), temp.path().join(file)).unwrap();
+        std::fs::copy(
+            fixtures().join("tiny-bert").join(file),
+            temp.path().join(file),
+        )
+        .unwrap();
     }
     let bytes = std::fs::read(fixtures().join("tiny-bert/model.safetensors")).unwrap();
-    std::fs::write(temp.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        temp.path().join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
     let error = load_error(temp.path());
-    assert!(error.contains("model.safetensors") && error.contains("truncated"), "{error}");
+    assert!(
+        error.contains("model.safetensors") && error.contains("truncated"),
+        "{error}"
+    );
     std::fs::write(temp.path().join("model.safetensors"), &bytes[..4]).unwrap();
     assert!(load_error(temp.path()).contains("too short"));
 }
@@ -241,8 +307,15 @@ fn bad_configs_and_missing_files_are_reported() {
     assert!(error.contains("config.json: file not found"), "{error}");
     std::fs::write(temp.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
     let error = load_error(temp.path());
-    assert!(error.contains("config.json") && error.contains("gpt2"), "{error}");
-    std::fs::copy(fixtures().join("tiny-bert/config.json"), temp.path().join("config.json")).unwrap();
+    assert!(
+        error.contains("config.json") && error.contains("gpt2"),
+        "{error}"
+    );
+    std::fs::copy(
+        fixtures().join("tiny-bert/config.json"),
+        temp.path().join("config.json"),
+    )
+    .unwrap();
     let error = load_error(temp.path());
     assert!(error.contains("tokenizer.json: file not found"), "{error}");
 }
@@ -253,5 +326,8 @@ fn a_base_checkpoint_gets_a_fresh_head() {
         h.retain(|key, _| !key.starts_with("classifier."));
     });
     let loaded = loader::load(dir.path(), 2, 32, &Device::flex()).unwrap();
-    assert_eq!(loaded.report.initialized, ["head.out.bias", "head.out.weight"]);
+    assert_eq!(
+        loaded.report.initialized,
+        ["head.out.bias", "head.out.weight"]
+    );
 }

@@ -49,7 +49,9 @@ impl EncoderConfig {
     /// The longest sequence the position embeddings allow.
     pub fn max_sequence_len(&self) -> usize {
         match self.family {
-            Family::Roberta => self.max_position_embeddings.saturating_sub(self.pad_token_id + 1),
+            Family::Roberta => self
+                .max_position_embeddings
+                .saturating_sub(self.pad_token_id + 1),
             _ => self.max_position_embeddings,
         }
     }
@@ -104,9 +106,18 @@ struct RawConfig {
 
 /// Parses the text of a `config.json`; `origin` names the file in errors.
 pub fn parse_config(text: &str, origin: &Path) -> Result<EncoderConfig, String> {
-    let raw: RawConfig = serde_json::from_str(text).map_err(|e| format!("{}: not a valid config: {e}", origin.display()))?;
-    let missing = |field: &str| format!("{}: the field \u{201c}{field}\u{201d} is missing", origin.display());
-    let model_type = raw.model_type.clone().ok_or_else(|| missing("model_type"))?;
+    let raw: RawConfig = serde_json::from_str(text)
+        .map_err(|e| format!("{}: not a valid config: {e}", origin.display()))?;
+    let missing = |field: &str| {
+        format!(
+            "{}: the field \u{201c}{field}\u{201d} is missing",
+            origin.display()
+        )
+    };
+    let model_type = raw
+        .model_type
+        .clone()
+        .ok_or_else(|| missing("model_type"))?;
     let family = match model_type.as_str() {
         "bert" => Family::Bert,
         "distilbert" => Family::DistilBert,
@@ -118,7 +129,11 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<EncoderConfig, String> 
             ));
         }
     };
-    let activation = raw.hidden_act.as_deref().or(raw.activation.as_deref()).unwrap_or("gelu");
+    let activation = raw
+        .hidden_act
+        .as_deref()
+        .or(raw.activation.as_deref())
+        .unwrap_or("gelu");
     if activation != "gelu" {
         return Err(format!(
             "{}: activation \u{201c}{activation}\u{201d} is not supported (only exact gelu)",
@@ -133,7 +148,9 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<EncoderConfig, String> 
             num_layers: raw.n_layers.ok_or_else(|| missing("n_layers"))?,
             num_heads: raw.n_heads.ok_or_else(|| missing("n_heads"))?,
             intermediate_size: raw.hidden_dim.ok_or_else(|| missing("hidden_dim"))?,
-            max_position_embeddings: raw.max_position_embeddings.ok_or_else(|| missing("max_position_embeddings"))?,
+            max_position_embeddings: raw
+                .max_position_embeddings
+                .ok_or_else(|| missing("max_position_embeddings"))?,
             type_vocab_size: 0,
             layer_norm_eps: 1e-12,
             hidden_dropout: raw.dropout.unwrap_or(0.1),
@@ -147,16 +164,28 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<EncoderConfig, String> 
                 family,
                 vocab_size: raw.vocab_size.ok_or_else(|| missing("vocab_size"))?,
                 hidden_size: raw.hidden_size.ok_or_else(|| missing("hidden_size"))?,
-                num_layers: raw.num_hidden_layers.ok_or_else(|| missing("num_hidden_layers"))?,
-                num_heads: raw.num_attention_heads.ok_or_else(|| missing("num_attention_heads"))?,
-                intermediate_size: raw.intermediate_size.ok_or_else(|| missing("intermediate_size"))?,
-                max_position_embeddings: raw.max_position_embeddings.ok_or_else(|| missing("max_position_embeddings"))?,
+                num_layers: raw
+                    .num_hidden_layers
+                    .ok_or_else(|| missing("num_hidden_layers"))?,
+                num_heads: raw
+                    .num_attention_heads
+                    .ok_or_else(|| missing("num_attention_heads"))?,
+                intermediate_size: raw
+                    .intermediate_size
+                    .ok_or_else(|| missing("intermediate_size"))?,
+                max_position_embeddings: raw
+                    .max_position_embeddings
+                    .ok_or_else(|| missing("max_position_embeddings"))?,
                 type_vocab_size: raw.type_vocab_size.unwrap_or(2),
                 layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-12),
                 hidden_dropout,
                 attention_dropout: raw.attention_probs_dropout_prob.unwrap_or(0.1),
                 classifier_dropout: raw.classifier_dropout.unwrap_or(hidden_dropout),
-                pad_token_id: raw.pad_token_id.unwrap_or(if family == Family::Roberta { 1 } else { 0 }),
+                pad_token_id: raw.pad_token_id.unwrap_or(if family == Family::Roberta {
+                    1
+                } else {
+                    0
+                }),
             }
         }
     };
@@ -209,7 +238,10 @@ mod tests {
     fn minilm_parses_as_a_bert() {
         let config = parse_config(MINILM, Path::new("config.json")).unwrap();
         assert_eq!(config.family, Family::Bert);
-        assert_eq!((config.hidden_size, config.num_layers, config.num_heads), (384, 6, 12));
+        assert_eq!(
+            (config.hidden_size, config.num_layers, config.num_heads),
+            (384, 6, 12)
+        );
         assert_eq!(config.max_sequence_len(), 512);
     }
 
@@ -217,22 +249,39 @@ mod tests {
     fn distilbert_and_roberta_names_are_understood() {
         let distil = r#"{"model_type":"distilbert","vocab_size":100,"dim":32,"n_layers":2,"n_heads":4,"hidden_dim":64,"max_position_embeddings":64,"activation":"gelu"}"#;
         let config = parse_config(distil, Path::new("c.json")).unwrap();
-        assert_eq!((config.family, config.hidden_size, config.type_vocab_size), (Family::DistilBert, 32, 0));
+        assert_eq!(
+            (config.family, config.hidden_size, config.type_vocab_size),
+            (Family::DistilBert, 32, 0)
+        );
         let roberta = r#"{"model_type":"roberta","vocab_size":100,"hidden_size":32,"num_hidden_layers":2,"num_attention_heads":4,"intermediate_size":64,"max_position_embeddings":66,"type_vocab_size":1,"pad_token_id":1,"layer_norm_eps":1e-5}"#;
         let config = parse_config(roberta, Path::new("c.json")).unwrap();
-        assert_eq!((config.position_offset(), config.max_sequence_len()), (2, 64));
+        assert_eq!(
+            (config.position_offset(), config.max_sequence_len()),
+            (2, 64)
+        );
     }
 
     #[test]
     fn bad_configs_name_the_file_and_the_field() {
         let error = parse_config("{", Path::new("m/config.json")).unwrap_err();
-        assert!(error.starts_with("m/config.json: not a valid config"), "{error}");
+        assert!(
+            error.starts_with("m/config.json: not a valid config"),
+            "{error}"
+        );
         let error = parse_config(r#"{"model_type":"gpt2"}"#, Path::new("config.json")).unwrap_err();
         assert!(error.contains("gpt2"), "{error}");
-        let error = parse_config(r#"{"model_type":"bert","vocab_size":10}"#, Path::new("config.json")).unwrap_err();
+        let error = parse_config(
+            r#"{"model_type":"bert","vocab_size":10}"#,
+            Path::new("config.json"),
+        )
+        .unwrap_err();
         assert!(error.contains("hidden_size"), "{error}");
         let odd_heads = MINILM.replace("\"num_attention_heads\":12", "\"num_attention_heads\":7");
-        assert!(parse_config(&odd_heads, Path::new("config.json")).unwrap_err().contains("divisible"));
+        assert!(
+            parse_config(&odd_heads, Path::new("config.json"))
+                .unwrap_err()
+                .contains("divisible")
+        );
         let zero = MINILM.replace("\"hidden_size\":384", "\"hidden_size\":0");
         assert!(parse_config(&zero, Path::new("config.json")).is_err());
     }

@@ -27,9 +27,11 @@ impl Embeddings {
     pub fn new(config: &EncoderConfig, device: &Device) -> Self {
         Self {
             word: EmbeddingConfig::new(config.vocab_size, config.hidden_size).init(device),
-            position: EmbeddingConfig::new(config.max_position_embeddings, config.hidden_size).init(device),
-            token_type: (config.type_vocab_size > 0)
-                .then(|| EmbeddingConfig::new(config.type_vocab_size, config.hidden_size).init(device)),
+            position: EmbeddingConfig::new(config.max_position_embeddings, config.hidden_size)
+                .init(device),
+            token_type: (config.type_vocab_size > 0).then(|| {
+                EmbeddingConfig::new(config.type_vocab_size, config.hidden_size).init(device)
+            }),
             norm: LayerNormConfig::new(config.hidden_size)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
@@ -43,7 +45,8 @@ impl Embeddings {
         let [_, seq_len] = ids.dims();
         let device = ids.device();
         let offset = self.position_offset as i64;
-        let positions = Tensor::<1, Int>::arange(offset..offset + seq_len as i64, &device).reshape([1, seq_len]);
+        let positions = Tensor::<1, Int>::arange(offset..offset + seq_len as i64, &device)
+            .reshape([1, seq_len]);
         let mut sum = self.word.forward(ids) + self.position.forward(positions);
         if let Some(token_type) = &self.token_type {
             sum = sum + token_type.forward(type_ids);

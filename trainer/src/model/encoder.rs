@@ -47,14 +47,25 @@ impl SelfAttention {
     /// Attends over `x` (`[batch, seq, hidden]`); `mask_bias` is `[batch, 1, 1, seq]`, 0 for
     /// real tokens and a large negative number for padding. Returns the new hidden states and,
     /// when asked, the attention probabilities `[batch, heads, seq, seq]`.
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, keep_probabilities: bool) -> (Tensor<3>, Option<Tensor<4>>) {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask_bias: Tensor<4>,
+        keep_probabilities: bool,
+    ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
-        let split_heads = |t: Tensor<3>| t.reshape([batch, seq_len, self.num_heads, head_dim]).swap_dims(1, 2);
+        let split_heads = |t: Tensor<3>| {
+            t.reshape([batch, seq_len, self.num_heads, head_dim])
+                .swap_dims(1, 2)
+        };
         let query = split_heads(self.query.forward(x.clone()));
         let key = split_heads(self.key.forward(x.clone()));
         let value = split_heads(self.value.forward(x.clone()));
-        let scores = query.matmul(key.transpose()).div_scalar((head_dim as f64).sqrt()) + mask_bias;
+        let scores = query
+            .matmul(key.transpose())
+            .div_scalar((head_dim as f64).sqrt())
+            + mask_bias;
         let probabilities = softmax(scores, 3);
         let kept = keep_probabilities.then(|| probabilities.clone());
         let context = self
@@ -97,9 +108,16 @@ impl EncoderLayer {
     }
 
     /// Runs the layer; see [`SelfAttention`] for the arguments.
-    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, keep_probabilities: bool) -> (Tensor<3>, Option<Tensor<4>>) {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mask_bias: Tensor<4>,
+        keep_probabilities: bool,
+    ) -> (Tensor<3>, Option<Tensor<4>>) {
         let (x, probabilities) = self.attention.forward(x, mask_bias, keep_probabilities);
-        let ffn = self.dropout.forward(self.ffn_out.forward(gelu(self.ffn_in.forward(x.clone()))));
+        let ffn = self
+            .dropout
+            .forward(self.ffn_out.forward(gelu(self.ffn_in.forward(x.clone()))));
         (self.ffn_norm.forward(ffn + x), probabilities)
     }
 }

@@ -72,7 +72,9 @@ impl SequenceClassifier {
     pub fn new(config: &EncoderConfig, num_labels: usize, device: &Device) -> Self {
         Self {
             embeddings: Embeddings::new(config, device),
-            layers: (0..config.num_layers).map(|_| EncoderLayer::new(config, device)).collect(),
+            layers: (0..config.num_layers)
+                .map(|_| EncoderLayer::new(config, device))
+                .collect(),
             head: ClassificationHead::new(config, num_labels, device),
         }
     }
@@ -84,7 +86,9 @@ impl SequenceClassifier {
         let mask_bias = (batch.mask.clone().neg() + 1.0)
             .mul_scalar(MASKED_SCORE)
             .reshape([batch_size, 1, 1, seq_len]);
-        let mut hidden = self.embeddings.forward(batch.ids.clone(), batch.type_ids.clone());
+        let mut hidden = self
+            .embeddings
+            .forward(batch.ids.clone(), batch.type_ids.clone());
         let mut attentions = Vec::new();
         for layer in &self.layers {
             let (next, probabilities) = layer.forward(hidden, mask_bias.clone(), keep_attentions);
@@ -97,14 +101,19 @@ impl SequenceClassifier {
     /// The first token's last-layer vectors `[batch, hidden]` ([CLS] or `<s>`).
     pub fn first_token(hidden: &Tensor<3>) -> Tensor<2> {
         let [batch_size, _, hidden_size] = hidden.dims();
-        hidden.clone().narrow(1, 0, 1).reshape([batch_size, hidden_size])
+        hidden
+            .clone()
+            .narrow(1, 0, 1)
+            .reshape([batch_size, hidden_size])
     }
 
     /// Mask-aware mean of the last layer over real tokens, `[batch, hidden]`.
     pub fn mean_pooled(hidden: &Tensor<3>, mask: &Tensor<2>) -> Tensor<2> {
         let [batch_size, seq_len, hidden_size] = hidden.dims();
         let weights = mask.clone().reshape([batch_size, seq_len, 1]);
-        let summed = (hidden.clone() * weights).sum_dim(1).reshape([batch_size, hidden_size]);
+        let summed = (hidden.clone() * weights)
+            .sum_dim(1)
+            .reshape([batch_size, hidden_size]);
         let counts = mask.clone().sum_dim(1).clamp_min(1e-9);
         summed / counts
     }

@@ -1,0 +1,157 @@
+//! `jigsaw-lab train`: a fine-tuning run from the terminal, printing each event as a JSON
+//! line. It uses the same engine the web app's worker drives.
+
+use crate::config::{Config, DEFAULT_MODEL};
+use std::path::PathBuf;
+use trainer::train::{CancelToken, Method, TrainConfig};
+
+/// Usage text of the `train` subcommand.
+pub const TRAIN_USAGE: &str = "\
+Usage: jigsaw-lab train [options]
+
+  --model NAME          model directory under JIGSAW_MODELS_DIR (default all-MiniLM-L6-v2)
+  --lr X                peak learning rate (default 2e-5)
+  --batch-size N        sentences per step (default 32)
+  --epochs N            passes over the training data (default 3)
+  --warmup-ratio X      share of steps warming up, 0..1 (default 0.1)
+  --max-len N           longest sequence in tokens (default 64)
+  --train-subset N      train on N sentences only
+  --validation-size N   sentences carved out of train for validation (default 2000)
+  --eval-every N        evaluate every N steps as well as at each epoch end
+  --lora-rank R         train LoRA adapters of rank R instead of all weights
+  --lora-alpha A        LoRA alpha (default 2 x rank)
+  --seed N              seed for data order, dropout and the new head (default 42)
+  --probe TEXT          a sentence whose attention maps are reported (repeatable)
+
+Settings such as JIGSAW_DEVICE, JIGSAW_MODELS_DIR and JIGSAW_SST2_DIR apply as for serve.
+Events go to standard output, one JSON object per line.";
+
+/// Parses `train` options into a run configuration.
+pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainConfig, String> {
+    let mut run = TrainConfig {
+        model_dir: config.models_dir.join(DEFAULT_MODEL),
+        sst2_dir: config.sst2_dir.clone(),
+        ..TrainConfig::default()
+    };
+    let mut lora_rank: Option<usize> = None;
+    let mut lora_alpha: Option<f64> = None;
+    let mut probes = Vec::new();
+    let mut iter = args.iter();
+    while let Some(flag) = iter.next() {
+        let mut value = || iter.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--model" => run.model_dir = safe_model_dir(config, value()?)?,
+            "--lr" => run.learning_rate = number(flag, value()?)?,
+            "--batch-size" => run.batch_size = number(flag, value()?)?,
+            "--epochs" => run.epochs = number(flag, value()?)?,
+            "--warmup-ratio" => run.warmup_ratio = number(flag, value()?)?,
+            "--max-len" => run.max_len = number(flag, value()?)?,
+            "--train-subset" => run.train_subset = Some(number(flag, value()?)?),
+            "--validation-size" => run.validation_size = number(flag, value()?)?,
+            "--eval-every" => run.eval_every = Some(number(flag, value()?)?),
+            "--lora-rank" => lora_rank = Some(number(flag, value()?)?),
+            "--lora-alpha" => lora_alpha = Some(number(flag, value()?)?),
+            "--seed" => run.seed = number(flag, value()?)?,
+            "--probe" => probes.push(value()?.clone()),
+            other => return Err(format!("unknown option \u{201c}{other}\u{201d}")),
+        }
+    }
+    if let Some(rank) = lora_rank {
+        run.method = Method::Lora {
+            rank,
+            alpha: lora_alpha.unwrap_or(2.0 * rank as f64),
+        };
+    } else if lora_alpha.is_some() {
+        return Err("--lora-alpha needs --lora-rank".into());
+    }
+    if !probes.is_empty() {
+        run.probe_sentences = probes;
+    }
+    run.validate().map_err(|e| e.to_string())?;
+    Ok(run)
+}
+
+/// Resolves a model name to a directory inside the models directory (no path tricks).
+fn safe_model_dir(config: &Config, name: &str) -> Result<PathBuf, String> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(format!(
+            "\u{201c}{name}\u{201d} is not a model name; use a folder name inside JIGSAW_MODELS_DIR"
+        ));
+    }
+    let dir = config.models_dir.join(name);
+    if !dir.is_dir() {
+        return Err(format!(
+            "no model called \u{201c}{name}\u{201d} in {}",
+            config.models_dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{flag} expects a number, not \u{201c}{text}\u{201d}"))
+}
+
+/// Runs `jigsaw-lab train`; `Ok(true)` when the run finished, `Ok(false)` when it failed,
+/// diverged or was cancelled (the events say which).
+pub fn train(args: &[String], config: &Config) -> Result<bool, String> {
+    let run = parse_train_args(args, config)?;
+    let device =
+        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    let cancel = CancelToken::default();
+    let mut emit = |event: trainer::events::Event| {
+        if let Ok(line) = serde_json::to_string(&event) {
+            println!("{line}");
+        }
+    };
+    Ok(trainer::train::train(&run, &device, &cancel, &mut emit).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::load(|name| (name == "JIGSAW_MODELS_DIR").then(|| "/tmp".to_string())).unwrap()
+    }
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn options_parse_into_a_run() {
+        let run = parse_train_args(
+            &args("--lr 3e-5 --batch-size 16 --epochs 2 --lora-rank 8 --seed 7"),
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(run.learning_rate, 3e-5);
+        assert_eq!((run.batch_size, run.epochs, run.seed), (16, 2, 7));
+        assert_eq!(
+            run.method,
+            Method::Lora {
+                rank: 8,
+                alpha: 16.0
+            }
+        );
+    }
+
+    #[test]
+    fn bad_options_are_clear() {
+        for (text, needle) in [
+            ("--lr abc", "--lr expects a number"),
+            ("--lr NaN", "learning rate"),
+            ("--batch-size -3", "--batch-size expects a number"),
+            ("--epochs", "--epochs needs a value"),
+            ("--model ../etc", "not a model name"),
+            ("--model nothing-here", "no model called"),
+            ("--colour blue", "unknown option"),
+            ("--lora-alpha 4", "--lora-alpha needs --lora-rank"),
+        ] {
+            let error = parse_train_args(&args(text), &config()).unwrap_err();
+            assert!(error.contains(needle), "{text}: {error}");
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! Fine-tuning on SST-2, as a plain loop in the shape of burn's custom training loop:
+//! forward, `backward`, `GradientsParams`, clip, `optim.step`, emitting an [`Event`] at
+//! every step so the browser can draw the run live.
+//!
+//! AdamW (weight decay 0.01, none on biases and LayerNorm), linear warmup then linear decay
+//! (as HF's `get_linear_schedule_with_warmup`), global gradient-norm clipping at 1.0,
+//! dropout from the checkpoint's config, dynamic padding, and seeded shuffling and dropout,
+//! so a CPU run is reproducible from its seed. LoRA uses burn's built-in adapters.
+
+use crate::data::{self, DataError, Example, SplitOptions};
+use crate::device::{BackendKind, ComputeDevice};
+use crate::events::{EvalSplit, Event, Metrics};
+use crate::loader::{self, LoadError};
+use crate::model::{BatchTensors, EncoderConfig, SequenceClassifier};
+use crate::rng::SeededRng;
+use crate::tokenize::{Encoding, TextEncoder, TokenizeError, pad};
+use burn::module::{Lora, Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Labels of SST-2.
+pub const LABELS: [&str; 2] = ["negative", "positive"];
+
+/// How the model's weights are trained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// Every weight is updated.
+    Full,
+    /// The base is frozen; low-rank adapters on attention query and value, and the head, train.
+    Lora {
+        /// Rank r of the adapters.
+        rank: usize,
+        /// Scale numerator: updates are scaled by alpha / r.
+        alpha: f64,
+    },
+}
+
+/// Everything a run needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// HF model directory to start from.
+    pub model_dir: PathBuf,
+    /// Directory with the SST-2 TSVs.
+    pub sst2_dir: PathBuf,
+    /// Full fine-tuning or LoRA.
+    pub method: Method,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Sentences per step.
+    pub batch_size: usize,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Share of the steps spent warming the learning rate up, 0..1.
+    pub warmup_ratio: f64,
+    /// Longest sequence in tokens; longer sentences are truncated.
+    pub max_len: usize,
+    /// Train on only this many sentences.
+    pub train_subset: Option<usize>,
+    /// Sentences carved out of train for validation.
+    pub validation_size: usize,
+    /// Evaluate on validation every this many steps (and at each epoch end).
+    pub eval_every: Option<usize>,
+    /// Seed for data order, dropout and the new head.
+    pub seed: u64,
+    /// Sentences whose attention maps are reported before training and at each evaluation.
+    pub probe_sentences: Vec<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model_dir: PathBuf::from("data/models/all-MiniLM-L6-v2"),
+            sst2_dir: PathBuf::from("../shared/data/sst2"),
+            method: Method::Full,
+            learning_rate: 2e-5,
+            batch_size: 32,
+            epochs: 3,
+            warmup_ratio: 0.1,
+            max_len: 64,
+            train_subset: None,
+            validation_size: 2_000,
+            eval_every: None,
+            seed: 42,
+            probe_sentences: vec!["the movie was not good .".into()],
+        }
+    }
+}
+
+/// Weight decay for every weight matrix; biases and LayerNorm parameters get none.
+const WEIGHT_DECAY: f32 = 0.01;
+/// AdamW epsilon (as PyTorch's AdamW).
+const ADAM_EPSILON: f32 = 1e-8;
+/// Global gradient-norm clipping threshold.
+const MAX_GRAD_NORM: f64 = 1.0;
+/// A loss above this is treated as divergence (ln 2 ≈ 0.69 is chance for two labels).
+const EXPLODED_LOSS: f64 = 1e3;
+/// Sentences per evaluation batch.
+const EVAL_BATCH: usize = 64;
+
+/// Why a run could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The data could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A sentence could not be tokenized.
+    #[error(transparent)]
+    Tokenize(#[from] TokenizeError),
+}
+
+impl TrainConfig {
+    /// Checks the hard limits; anything accepted here can run.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if !(self.learning_rate.is_finite()
+            && self.learning_rate > 0.0
+            && self.learning_rate <= 1.0)
+        {
+            return bad(format!(
+                "the learning rate must be a number above 0 and at most 1, not {}",
+                self.learning_rate
+            ));
+        }
+        if !(1..=1024).contains(&self.batch_size) {
+            return bad(format!(
+                "the batch size must be between 1 and 1024, not {}",
+                self.batch_size
+            ));
+        }
+        if !(1..=100).contains(&self.epochs) {
+            return bad(format!(
+                "epochs must be between 1 and 100, not {}",
+                self.epochs
+            ));
+        }
+        if !(self.warmup_ratio.is_finite() && (0.0..1.0).contains(&self.warmup_ratio)) {
+            return bad(format!(
+                "the warmup ratio must be at least 0 and below 1, not {}",
+                self.warmup_ratio
+            ));
+        }
+        if !(8..=512).contains(&self.max_len) {
+            return bad(format!(
+                "max_len must be between 8 and 512 tokens, not {}",
+                self.max_len
+            ));
+        }
+        if self.eval_every == Some(0) {
+            return bad("evaluating every 0 steps is not possible".into());
+        }
+        if let Method::Lora { rank, alpha } = self.method {
+            if !(1..=256).contains(&rank) {
+                return bad(format!(
+                    "the LoRA rank must be between 1 and 256, not {rank}"
+                ));
+            }
+            if !(alpha.is_finite() && alpha > 0.0) {
+                return bad(format!("LoRA alpha must be a positive number, not {alpha}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lets another thread stop a run; checked before every step.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// Asks the run to stop at its next step.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The step plan of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepPlan {
+    /// Steps per epoch: ceil(examples / batch size).
+    pub steps_per_epoch: usize,
+    /// All steps.
+    pub total_steps: usize,
+    /// Steps of linear warmup: ceil(warmup ratio × total).
+    pub warmup_steps: usize,
+}
+
+impl StepPlan {
+    /// Plans `epochs` passes over `examples` sentences.
+    pub fn new(examples: usize, batch_size: usize, epochs: usize, warmup_ratio: f64) -> Self {
+        let steps_per_epoch = examples.div_ceil(batch_size.max(1));
+        let total_steps = steps_per_epoch * epochs;
+        let warmup_steps = (warmup_ratio * total_steps as f64).ceil() as usize;
+        Self {
+            steps_per_epoch,
+            total_steps,
+            warmup_steps,
+        }
+    }
+
+    /// The learning rate for 0-based step `step`, as HF's linear schedule with warmup.
+    pub fn learning_rate(&self, peak: f64, step: usize) -> f64 {
+        let factor = if step < self.warmup_steps {
+            step as f64 / self.warmup_steps.max(1) as f64
+        } else {
+            let remaining = self.total_steps.saturating_sub(step) as f64;
+            remaining / self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64
+        };
+        peak * factor.max(0.0)
+    }
+}
+
+/// Parameter counts of a model as configured for training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamCounts {
+    /// All parameters, adapters included.
+    pub total: usize,
+    /// Parameters the optimizer updates.
+    pub trainable: usize,
+}
+
+/// Counts parameters for `method` from the architecture's shapes.
+pub fn param_counts(config: &EncoderConfig, num_labels: usize, method: Method) -> ParamCounts {
+    let h = config.hidden_size;
+    let i = config.intermediate_size;
+    let linear = |d_in: usize, d_out: usize| d_in * d_out + d_out;
+    let norm = 2 * h;
+    let embeddings =
+        (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + norm;
+    let layer = 4 * linear(h, h) + norm + linear(h, i) + linear(i, h) + norm;
+    let head = linear(h, h) + linear(h, num_labels);
+    let base = embeddings + config.num_layers * layer + head;
+    match method {
+        Method::Full => ParamCounts {
+            total: base,
+            trainable: base,
+        },
+        Method::Lora { rank, .. } => {
+            let adapters = config.num_layers * 2 * rank * (h + h);
+            ParamCounts {
+                total: base + adapters,
+                trainable: adapters + head,
+            }
+        }
+    }
+}
+
+/// Runs a whole fine-tuning run, reporting through `emit`. Never panics: errors and
+/// panics inside burn (such as running out of GPU memory) end the run with
+/// [`Event::Failed`]. Returns the final metrics when the run finished.
+pub fn train(
+    config: &TrainConfig,
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+    emit: &mut dyn FnMut(Event),
+) -> Option<Metrics> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(config, device, cancel, emit)
+    }));
+    match outcome {
+        Ok(Ok(metrics)) => metrics,
+        Ok(Err(error)) => {
+            emit(Event::Failed {
+                reason: error.to_string(),
+            });
+            None
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the engine stopped unexpectedly".into());
+            emit(Event::Failed {
+                reason: failure_reason(&message),
+            });
+            None
+        }
+    }
+}
+
+/// Turns an engine panic message into advice.
+fn failure_reason(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("out of memory") || lower.contains("outofmemory") || lower.contains("allocat")
+    {
+        format!(
+            "The device ran out of memory. Lower the batch size or max_len and try again. ({message})"
+        )
+    } else {
+        format!("The training engine stopped: {message}")
+    }
+}
+
+/// Tokenized sentences with their labels.
+struct EncodedSplit {
+    encodings: Vec<Encoding>,
+    labels: Vec<u8>,
+}
+
+fn encode(tokenizer: &TextEncoder, examples: &[Example]) -> Result<EncodedSplit, TokenizeError> {
+    Ok(EncodedSplit {
+        encodings: examples
+            .iter()
+            .map(|e| tokenizer.encode(&e.sentence))
+            .collect::<Result<_, _>>()?,
+        labels: examples.iter().map(|e| e.label).collect(),
+    })
+}
+
+fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+    Tensor::from_data(TensorData::new(values, [labels.len()]), device)
+}
+
+fn run(
+    config: &TrainConfig,
+    compute: &ComputeDevice,
+    cancel: &CancelToken,
+    emit: &mut dyn FnMut(Event),
+) -> Result<Option<Metrics>, TrainError> {
+    config.validate()?;
+    let started = Instant::now();
+    let inference_device = compute.device().clone();
+    let device = inference_device.clone().autodiff();
+    device.seed(config.seed);
+    let loaded = loader::load(&config.model_dir, LABELS.len(), config.max_len, &device)?;
+    let splits = data::load_sst2(
+        &config.sst2_dir,
+        &SplitOptions {
+            validation_size: config.validation_size,
+            train_subset: config.train_subset,
+            seed: config.seed,
+        },
+    )?;
+    let tokenizer = loaded.tokenizer;
+    let train_set = encode(&tokenizer, &splits.train)?;
+    let validation_set = encode(&tokenizer, &splits.validation)?;
+    let test_set = encode(&tokenizer, &splits.private_test)?;
+
+    let mut model = loaded.model;
+    if let Method::Lora { rank, alpha } = config.method {
+        let targets = ParamGroup::from_regex(r"^layers\.\d+\.attention\.(query|value)\.weight$")
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        let head =
+            ParamGroup::from_regex(r"^head\.").map_err(|e| TrainError::Config(e.to_string()))?;
+        model = model
+            .apply_lora(Lora::new(rank, alpha).set_param_group(targets))
+            .unfreeze_group(head);
+    }
+    let no_decay = ParamGroup::from_regex(r"(\.bias$|norm\.(gamma|beta)$)")
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(WEIGHT_DECAY)
+        .with_epsilon(ADAM_EPSILON)
+        .init()
+        .with_group(
+            no_decay,
+            AdamWConfig::new()
+                .with_weight_decay(0.0)
+                .with_epsilon(ADAM_EPSILON)
+                .build(),
+            None,
+        );
+
+    let plan = StepPlan::new(
+        train_set.labels.len(),
+        config.batch_size,
+        config.epochs,
+        config.warmup_ratio,
+    );
+    let counts = param_counts(&loaded.config, LABELS.len(), config.method);
+    emit(Event::Started {
+        device: compute.description(),
+        backend: match compute.kind() {
+            BackendKind::Cpu => "cpu".into(),
+            BackendKind::Gpu => "gpu".into(),
+        },
+        params_total: counts.total,
+        params_trainable: counts.trainable,
+        steps_planned: plan.total_steps,
+        train_examples: train_set.labels.len(),
+    });
+    let probes = config
+        .probe_sentences
+        .iter()
+        .map(|s| tokenizer.encode(s).map(|e| (s.clone(), e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    emit_attention(&model.valid(), &probes, 0, &inference_device, emit);
+
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let pad_id = tokenizer.pad_id();
+    let mut step = 0;
+    let mut last_validation = (f64::NAN, 0.0);
+    for epoch in 1..=config.epochs {
+        let mut order: Vec<usize> = (0..train_set.labels.len()).collect();
+        SeededRng::new(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9)).shuffle(&mut order);
+        for batch_indices in order.chunks(config.batch_size) {
+            if cancel.is_cancelled() {
+                emit(Event::Cancelled { step });
+                return Ok(None);
+            }
+            let step_started = Instant::now();
+            // Dropout masks depend only on the seed and the step, so a resumed run repeats them.
+            device.seed(config.seed.wrapping_add(step as u64 + 1));
+            let encodings: Vec<Encoding> = batch_indices
+                .iter()
+                .map(|&i| train_set.encodings[i].clone())
+                .collect();
+            let labels: Vec<u8> = batch_indices.iter().map(|&i| train_set.labels[i]).collect();
+            let batch = BatchTensors::new(&pad(&encodings, pad_id), &device);
+            let logits = model.forward(&batch);
+            let loss = loss_fn.forward(logits, labels_tensor(&labels, &device));
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() || loss_value > EXPLODED_LOSS {
+                emit(Event::Diverged {
+                    step: step + 1,
+                    loss: loss_value.is_finite().then_some(loss_value),
+                });
+                return Ok(None);
+            }
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grad_norm = clip_global_norm(&model, &mut grads, MAX_GRAD_NORM);
+            if !grad_norm.is_finite() {
+                emit(Event::Diverged {
+                    step: step + 1,
+                    loss: Some(loss_value),
+                });
+                return Ok(None);
+            }
+            let lr = plan.learning_rate(config.learning_rate, step);
+            model = optimizer.step(lr, model, grads);
+            step += 1;
+            emit(Event::Step {
+                step,
+                epoch,
+                loss: loss_value,
+                lr,
+                grad_norm,
+                examples_per_sec: labels.len() as f64
+                    / step_started.elapsed().as_secs_f64().max(1e-9),
+            });
+            let end_of_epoch = step == epoch * plan.steps_per_epoch;
+            if end_of_epoch || config.eval_every.is_some_and(|n| step % n == 0) {
+                let valid = model.valid();
+                last_validation = evaluate(&valid, &validation_set, pad_id, &inference_device);
+                emit(Event::Eval {
+                    step,
+                    split: EvalSplit::Validation,
+                    loss: last_validation.0,
+                    accuracy: last_validation.1,
+                });
+                emit_attention(&valid, &probes, step, &inference_device, emit);
+            }
+        }
+    }
+    let (test_loss, test_accuracy) = evaluate(&model.valid(), &test_set, pad_id, &inference_device);
+    emit(Event::Eval {
+        step,
+        split: EvalSplit::PrivateTest,
+        loss: test_loss,
+        accuracy: test_accuracy,
+    });
+    let metrics = Metrics {
+        steps: step,
+        validation_accuracy: last_validation.1,
+        validation_loss: last_validation.0,
+        private_test_accuracy: test_accuracy,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    emit(Event::Finished {
+        metrics: metrics.clone(),
+    });
+    Ok(Some(metrics))
+}
+
+/// Mean loss and accuracy of `model` (an inference copy) on `split`.
+fn evaluate(
+    model: &SequenceClassifier,
+    split: &EncodedSplit,
+    pad_id: u32,
+    device: &Device,
+) -> (f64, f64) {
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let (mut loss_sum, mut correct) = (0.0, 0i64);
+    for (encodings, labels) in split
+        .encodings
+        .chunks(EVAL_BATCH)
+        .zip(split.labels.chunks(EVAL_BATCH))
+    {
+        let batch = BatchTensors::new(&pad(encodings, pad_id), device);
+        let logits = model.forward(&batch);
+        let targets = labels_tensor(labels, device);
+        loss_sum += loss_fn
+            .forward(logits.clone(), targets.clone())
+            .into_scalar::<f32>() as f64
+            * labels.len() as f64;
+        correct += logits
+            .argmax(1)
+            .reshape([labels.len()])
+            .equal(targets)
+            .int()
+            .sum()
+            .into_scalar::<i64>();
+    }
+    let n = split.labels.len().max(1) as f64;
+    (loss_sum / n, correct as f64 / n)
+}
+
+/// Emits the attention maps of each probe sentence.
+fn emit_attention(
+    model: &SequenceClassifier,
+    probes: &[(String, Encoding)],
+    step: usize,
+    device: &Device,
+    emit: &mut dyn FnMut(Event),
+) {
+    for (sentence, encoding) in probes {
+        let batch = BatchTensors::new(&pad(std::slice::from_ref(encoding), 0), device);
+        let output = model.encode(&batch, true);
+        let matrices = output
+            .attentions
+            .into_iter()
+            .map(|layer| {
+                let [_, heads, seq, _] = layer.dims();
+                let values = layer.into_data().try_into_vec::<f32>().unwrap_or_default();
+                values
+                    .chunks(seq * seq)
+                    .take(heads)
+                    .map(<[f32]>::to_vec)
+                    .collect()
+            })
+            .collect();
+        emit(Event::Attention {
+            step,
+            sentence: sentence.clone(),
+            tokens: encoding.tokens.clone(),
+            matrices,
+        });
+    }
+}
+
+/// Collects the ids of every trainable float parameter (LoRA factors included), by rank.
+#[derive(Default)]
+struct TrainableIds {
+    vectors: Vec<ParamId>,
+    matrices: Vec<ParamId>,
+}
+
+impl ModuleVisitor for TrainableIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        match D {
+            1 => self.vectors.push(param.id),
+            2 => self.matrices.push(param.id),
+            _ => {}
+        }
+        if let Some(adapter) = param.adapter() {
+            self.matrices.push(adapter.a.id);
+            self.matrices.push(adapter.b.id);
+        }
+    }
+}
+
+/// Scales all gradients together so their global L2 norm is at most `max_norm` (as
+/// PyTorch's `clip_grad_norm_`); returns the norm before clipping.
+fn clip_global_norm(model: &SequenceClassifier, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut ids = TrainableIds::default();
+    model.visit(&mut ids);
+    let mut squares: Vec<Tensor<1>> = Vec::new();
+    for id in &ids.vectors {
+        if let Some(g) = grads.get::<1>(*id) {
+            squares.push(g.square().sum());
+        }
+    }
+    for id in &ids.matrices {
+        if let Some(g) = grads.get::<2>(*id) {
+            squares.push(g.square().sum());
+        }
+    }
+    if squares.is_empty() {
+        return 0.0;
+    }
+    let norm = (Tensor::cat(squares, 0).sum().into_scalar::<f32>() as f64).sqrt();
+    let scale = max_norm / (norm + 1e-6);
+    if scale < 1.0 {
+        for id in &ids.vectors {
+            if let Some(g) = grads.remove::<1>(*id) {
+                grads.register(*id, g.mul_scalar(scale));
+            }
+        }
+        for id in &ids.matrices {
+            if let Some(g) = grads.remove::<2>(*id) {
+                grads.register(*id, g.mul_scalar(scale));
+            }
+        }
+    }
+    norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_warms_up_then_decays_linearly_like_hf() {
+        let plan = StepPlan::new(1_000, 10, 2, 0.1);
+        assert_eq!(
+            (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps),
+            (100, 200, 20)
+        );
+        assert_eq!(plan.learning_rate(2e-5, 0), 0.0);
+        assert!((plan.learning_rate(2e-5, 10) - 1e-5).abs() < 1e-12);
+        assert!((plan.learning_rate(2e-5, 20) - 2e-5).abs() < 1e-12);
+        assert!((plan.learning_rate(2e-5, 110) - 1e-5).abs() < 1e-12);
+        assert_eq!(plan.learning_rate(2e-5, 200), 0.0);
+        let no_warmup = StepPlan::new(10, 3, 1, 0.0);
+        assert_eq!((no_warmup.total_steps, no_warmup.warmup_steps), (4, 0));
+        assert_eq!(no_warmup.learning_rate(1.0, 0), 1.0);
+    }
+
+    #[test]
+    fn lora_counts_match_the_lesson_for_minilm() {
+        let config = crate::model::config::parse_config(
+            r#"{"model_type":"bert","vocab_size":30522,"hidden_size":384,"num_hidden_layers":6,"num_attention_heads":12,"intermediate_size":1536,"max_position_embeddings":512,"type_vocab_size":2}"#,
+            std::path::Path::new("config.json"),
+        )
+        .unwrap();
+        let full = param_counts(&config, 2, Method::Full);
+        assert_eq!(full.total, 22_713_216 + 384 * 2 + 2);
+        let lora = param_counts(
+            &config,
+            2,
+            Method::Lora {
+                rank: 16,
+                alpha: 32.0,
+            },
+        );
+        let adapters = lora.total - full.total;
+        assert_eq!(adapters, 147_456);
+        let share = adapters as f64 / full.total as f64;
+        assert!((share - 0.0065).abs() < 0.0001, "{share}");
+    }
+
+    #[test]
+    fn hard_limits_are_clear_errors() {
+        let base = TrainConfig::default();
+        for (config, needle) in [
+            (
+                TrainConfig {
+                    learning_rate: f64::NAN,
+                    ..base.clone()
+                },
+                "learning rate",
+            ),
+            (
+                TrainConfig {
+                    learning_rate: -1.0,
+                    ..base.clone()
+                },
+                "learning rate",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 0,
+                    ..base.clone()
+                },
+                "batch size",
+            ),
+            (
+                TrainConfig {
+                    epochs: 1000,
+                    ..base.clone()
+                },
+                "epochs",
+            ),
+            (
+                TrainConfig {
+                    warmup_ratio: 1.5,
+                    ..base.clone()
+                },
+                "warmup",
+            ),
+            (
+                TrainConfig {
+                    max_len: 100_000,
+                    ..base.clone()
+                },
+                "max_len",
+            ),
+            (
+                TrainConfig {
+                    method: Method::Lora {
+                        rank: 0,
+                        alpha: 1.0,
+                    },
+                    ..base.clone()
+                },
+                "rank",
+            ),
+        ] {
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(needle), "{error}");
+        }
+        base.validate().unwrap();
+    }
+}

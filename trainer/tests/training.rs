@@ -1,0 +1,255 @@
+//! End-to-end training runs on the CPU with the tiny BERT fixture and a small synthetic
+//! SST-2-shaped dataset: the loop learns, is reproducible from its seed, can be cancelled,
+//! and reports what it did.
+
+use std::path::{Path, PathBuf};
+use trainer::device::{DeviceChoice, select};
+use trainer::events::{EvalSplit, Event};
+use trainer::train::{CancelToken, Method, TrainConfig, train};
+
+fn tiny_bert() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
+}
+
+/// Writes train/dev TSVs of short reviews whose sentiment follows from their words.
+fn tiny_sst2() -> tempfile::TempDir {
+    let positive = [
+        "good",
+        "great",
+        "funny",
+        "charming",
+        "beautiful",
+        "witty",
+        "smart",
+        "sweet",
+        "fresh",
+        "moving",
+    ];
+    let negative = [
+        "bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse", "long", "noise",
+    ];
+    let subjects = [
+        "the movie",
+        "this film",
+        "the story",
+        "the cast",
+        "the script",
+        "the music",
+    ];
+    let mut train = String::from("sentence\tlabel\n");
+    let mut dev = String::from("sentence\tlabel\n");
+    for (i, subject) in subjects.iter().enumerate() {
+        for (j, (good, bad)) in positive.iter().zip(negative).enumerate() {
+            let target = if (i + j) % 5 == 0 {
+                &mut dev
+            } else {
+                &mut train
+            };
+            target.push_str(&format!(
+                "{subject} was {good} .\t1\n{subject} was {bad} .\t0\n"
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.tsv"), train).unwrap();
+    std::fs::write(dir.path().join("dev.tsv"), dev).unwrap();
+    dir
+}
+
+fn config(data: &Path) -> TrainConfig {
+    TrainConfig {
+        model_dir: tiny_bert(),
+        sst2_dir: data.to_path_buf(),
+        learning_rate: 5e-3,
+        batch_size: 8,
+        epochs: 4,
+        warmup_ratio: 0.1,
+        max_len: 16,
+        validation_size: 16,
+        eval_every: Some(5),
+        seed: 11,
+        probe_sentences: vec!["the movie was not good .".into()],
+        ..TrainConfig::default()
+    }
+}
+
+fn run(config: &TrainConfig) -> Vec<Event> {
+    let device = select(DeviceChoice::Cpu).unwrap();
+    let mut events = Vec::new();
+    train(config, &device, &CancelToken::default(), &mut |e| {
+        events.push(e)
+    });
+    events
+}
+
+fn losses(events: &[Event]) -> Vec<f64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_fine_tuning_run_learns_and_reports_every_step() {
+    let data = tiny_sst2();
+    let events = run(&config(data.path()));
+    let Some(Event::Started {
+        steps_planned,
+        params_trainable,
+        params_total,
+        train_examples,
+        ..
+    }) = events.first()
+    else {
+        panic!("the first event is Started: {:?}", events.first());
+    };
+    assert_eq!(params_trainable, params_total);
+    assert_eq!(*steps_planned, train_examples.div_ceil(8) * 4);
+    assert_eq!(losses(&events).len(), *steps_planned);
+
+    let validation: Vec<(f64, f64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Eval {
+                split: EvalSplit::Validation,
+                loss,
+                accuracy,
+                ..
+            } => Some((*loss, *accuracy)),
+            _ => None,
+        })
+        .collect();
+    assert!(validation.len() >= 4, "{validation:?}");
+    let (first, last) = (validation[0], *validation.last().unwrap());
+    assert!(last.0 < first.0, "validation loss falls: {validation:?}");
+    assert!(
+        last.1 >= 0.75,
+        "the words decide the label, so the model should learn them: {validation:?}"
+    );
+
+    let attention = events.iter().find_map(|e| match e {
+        Event::Attention {
+            tokens, matrices, ..
+        } => Some((tokens.clone(), matrices.clone())),
+        _ => None,
+    });
+    let (tokens, matrices) = attention.expect("attention maps are reported");
+    assert_eq!(matrices.len(), 2, "one entry per layer");
+    assert_eq!(matrices[0].len(), 4, "one matrix per head");
+    assert_eq!(matrices[0][0].len(), tokens.len() * tokens.len());
+    let row_sum: f32 = matrices[0][0][..tokens.len()].iter().sum();
+    assert!(
+        (row_sum - 1.0).abs() < 1e-4,
+        "attention rows are probabilities: {row_sum}"
+    );
+
+    match events.last() {
+        Some(Event::Finished { metrics }) => {
+            assert_eq!(metrics.steps, *steps_planned);
+            assert!((0.0..=1.0).contains(&metrics.private_test_accuracy));
+        }
+        other => panic!("the run ends with Finished: {other:?}"),
+    }
+    let lrs: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { lr, .. } => Some(*lr),
+            _ => None,
+        })
+        .collect();
+    let peak = lrs.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        (peak - 5e-3).abs() < 1e-3 && lrs[0] == 0.0 && *lrs.last().unwrap() < peak / 5.0,
+        "{lrs:?}"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_on_the_cpu() {
+    let data = tiny_sst2();
+    let mut short = config(data.path());
+    short.epochs = 1;
+    let first = losses(&run(&short));
+    let second = losses(&run(&short));
+    assert!(!first.is_empty());
+    assert_eq!(first, second);
+    short.seed = 12;
+    assert_ne!(first, losses(&run(&short)));
+}
+
+#[test]
+fn lora_trains_a_small_share_of_the_parameters() {
+    let data = tiny_sst2();
+    let mut lora = config(data.path());
+    lora.method = Method::Lora {
+        rank: 4,
+        alpha: 8.0,
+    };
+    lora.epochs = 2;
+    let events = run(&lora);
+    let Some(Event::Started {
+        params_trainable,
+        params_total,
+        ..
+    }) = events.first()
+    else {
+        panic!("{:?}", events.first());
+    };
+    // Adapters: 2 layers x (query, value) x 4 x (32 + 32); head: 32x32+32 + 32x2+2.
+    assert_eq!(*params_trainable, 2 * 2 * 4 * 64 + 1056 + 66);
+    assert!(params_trainable < params_total);
+    assert!(
+        matches!(events.last(), Some(Event::Finished { .. })),
+        "{:?}",
+        events.last()
+    );
+}
+
+#[test]
+fn a_cancelled_run_stops_before_its_next_step() {
+    let data = tiny_sst2();
+    let device = select(DeviceChoice::Cpu).unwrap();
+    let cancel = CancelToken::default();
+    let mut events = Vec::new();
+    let mut steps = 0;
+    let result = train(&config(data.path()), &device, &cancel.clone(), &mut |e| {
+        if matches!(e, Event::Step { .. }) {
+            steps += 1;
+            if steps == 3 {
+                cancel.cancel();
+            }
+        }
+        events.push(e);
+    });
+    assert!(result.is_none());
+    assert_eq!(events.last(), Some(&Event::Cancelled { step: 3 }));
+}
+
+#[test]
+fn setup_problems_end_the_run_with_a_clear_failure() {
+    let data = tiny_sst2();
+    let mut missing_model = config(data.path());
+    missing_model.model_dir = PathBuf::from("/nonexistent/model");
+    let events = run(&missing_model);
+    assert!(
+        matches!(&events[..], [Event::Failed { reason }] if reason.contains("/nonexistent/model/config.json")),
+        "{events:?}"
+    );
+
+    let mut missing_data = config(data.path());
+    missing_data.sst2_dir = PathBuf::from("/nonexistent/sst2");
+    let events = run(&missing_data);
+    assert!(
+        matches!(&events[..], [Event::Failed { reason }] if reason.contains("/nonexistent/sst2/train.tsv")),
+        "{events:?}"
+    );
+
+    let mut bad_lr = config(data.path());
+    bad_lr.learning_rate = f64::INFINITY;
+    assert!(
+        matches!(&run(&bad_lr)[..], [Event::Failed { reason }] if reason.contains("learning rate"))
+    );
+}
