@@ -17,8 +17,10 @@ cargo clippy --release --workspace --exclude frontend --all-targets -- -D warnin
 say "cargo clippy --all-targets -- -D warnings (frontend, wasm32)"
 cargo clippy --release -p frontend --target wasm32-unknown-unknown --all-targets -- -D warnings
 
-say "Building the site (wasm + server)"
-cargo leptos build --release
+# cargo-leptos builds only the browser half; the server binary comes from the test build
+# below, so server, tests and clippy share one set of compiled dependencies.
+say "Building the browser bundle (wasm, JS, CSS)"
+cargo leptos build --release --frontend-only
 
 say "Unit and HTTP integration tests"
 JIGSAW_TEST_SITE_ROOT="$PWD/target/site" cargo test --release --workspace --exclude frontend

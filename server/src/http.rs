@@ -1,10 +1,15 @@
 //! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, and the
 //! middleware around them (tracing, compression, security and cache headers).
 
+use app::error::AppError;
 use app::{App, shell};
 use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use leptos::config::LeptosOptions;
@@ -71,6 +76,7 @@ pub fn router(state: AppState) -> Router {
             _,
         >(provide_pool, shell))
         .merge(static_files)
+        .layer(middleware::from_fn(server_fn_error_status))
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
@@ -95,6 +101,29 @@ fn header_if_absent(name: HeaderName, value: &'static str) -> SetResponseHeaderL
 
 fn cache_control(value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
     header_if_absent(header::CACHE_CONTROL, value)
+}
+
+/// Gives server-function errors their proper status. The server-function runtime answers
+/// every error with 500, including input it could not decode before our code ran; this
+/// reads the [`AppError`] in the body and uses its status instead (400 for bad input).
+async fn server_fn_error_status(request: Request, next: Next) -> Response {
+    let is_server_fn = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    if !is_server_fn || response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response body unreadable",
+        )
+            .into_response();
+    };
+    if let Ok(error) = serde_json::from_slice::<AppError>(&bytes) {
+        parts.status = error.status();
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// The body of `/healthz`.

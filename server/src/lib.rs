@@ -16,9 +16,6 @@ use tokio::net::TcpListener;
 /// Every start-up problem comes back as a [`ConfigError`] naming the setting at fault.
 pub async fn serve(config: Config) -> Result<(), ConfigError> {
     let warnings = config.preflight()?;
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
     let device = trainer::device::select(config.device)
         .map_err(|e| ConfigError::new("JIGSAW_DEVICE", e.to_string()))?;
     tracing::info!(device = %device.description(), "compute device chosen");
@@ -49,6 +46,10 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         }),
     };
 
+    // Warnings come only once every fatal check has passed, so a failed start prints one line.
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(%address, "Jigsaw Lab is serving");
     println!("Jigsaw Lab listening on http://{address}");
     axum::serve(listener, http::router(state))

@@ -5,6 +5,7 @@
 pub mod data;
 pub mod device;
 pub mod events;
+pub mod export;
 pub mod loader;
 pub mod model;
 pub mod rng;

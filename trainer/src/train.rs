@@ -11,7 +11,7 @@ use crate::data::{self, DataError, Example, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::events::{EvalSplit, Event, Metrics};
 use crate::loader::{self, LoadError};
-use crate::model::{BatchTensors, EncoderConfig, SequenceClassifier};
+use crate::model::{BatchTensors, EncoderConfig, Family, SequenceClassifier};
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder, TokenizeError, pad};
 use burn::module::{Lora, Module, ModuleVisitor, Param, ParamGroup, ParamId};
@@ -234,6 +234,16 @@ pub struct ParamCounts {
     pub trainable: usize,
 }
 
+/// The head parameters LoRA trains, as PEFT does for sequence classification: the
+/// `classifier` module only (BERT's pretrained pooler and DistilBERT's pre-classifier stay
+/// frozen; RoBERTa's classifier holds both its layers).
+fn lora_head_pattern(family: Family) -> &'static str {
+    match family {
+        Family::Roberta => r"^head\.",
+        Family::Bert | Family::DistilBert => r"^head\.out\.",
+    }
+}
+
 /// Counts parameters for `method` from the architecture's shapes.
 pub fn param_counts(config: &EncoderConfig, num_labels: usize, method: Method) -> ParamCounts {
     let h = config.hidden_size;
@@ -252,9 +262,13 @@ pub fn param_counts(config: &EncoderConfig, num_labels: usize, method: Method) -
         },
         Method::Lora { rank, .. } => {
             let adapters = config.num_layers * 2 * rank * (h + h);
+            let trained_head = match config.family {
+                Family::Roberta => head,
+                Family::Bert | Family::DistilBert => linear(h, num_labels),
+            };
             ParamCounts {
                 total: base + adapters,
-                trainable: adapters + head,
+                trainable: adapters + trained_head,
             }
         }
     }
@@ -356,15 +370,15 @@ fn run(
     let mut model = loaded.model;
     if let Method::Lora { rank, alpha } = config.method {
         let targets = ParamGroup::from_regex(r"^layers\.\d+\.attention\.(query|value)\.weight$")
-            .map_err(|e| TrainError::Config(e.to_string()))?;
-        let head =
-            ParamGroup::from_regex(r"^head\.").map_err(|e| TrainError::Config(e.to_string()))?;
+            .map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        let head = ParamGroup::from_regex(lora_head_pattern(loaded.config.family))
+            .map_err(|e| TrainError::Config(format!("{e:?}")))?;
         model = model
             .apply_lora(Lora::new(rank, alpha).set_param_group(targets))
             .unfreeze_group(head);
     }
     let no_decay = ParamGroup::from_regex(r"(\.bias$|norm\.(gamma|beta)$)")
-        .map_err(|e| TrainError::Config(e.to_string()))?;
+        .map_err(|e| TrainError::Config(format!("{e:?}")))?;
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(WEIGHT_DECAY)
         .with_epsilon(ADAM_EPSILON)

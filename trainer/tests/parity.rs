@@ -197,7 +197,8 @@ fn tiny_roberta_matches_transformers() {
 }
 
 /// Copies `tiny-bert` to a temporary directory and lets `edit` rewrite its safetensors
-/// header (a JSON object) before writing it back with the same data.
+/// header (a JSON object of tensor entries) before writing a consistent file back: the data
+/// of each remaining entry is copied and its offsets recomputed.
 fn broken_copy(
     edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> tempfile::TempDir {
@@ -211,13 +212,26 @@ fn broken_copy(
     }
     let bytes = std::fs::read(fixtures().join("tiny-bert/model.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let data = &bytes[8 + header_len..];
     let mut header: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    header.remove("__metadata__");
     edit(&mut header);
+    let mut new_data = Vec::new();
+    for entry in header.values_mut() {
+        let offsets = entry["data_offsets"].as_array().unwrap();
+        let (start, end) = (
+            offsets[0].as_u64().unwrap() as usize,
+            offsets[1].as_u64().unwrap() as usize,
+        );
+        let new_start = new_data.len();
+        new_data.extend_from_slice(&data[start..end]);
+        entry["data_offsets"] = serde_json::json!([new_start, new_data.len()]);
+    }
     let header = serde_json::to_vec(&header).unwrap();
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&header);
-    out.extend_from_slice(&bytes[8 + header_len..]);
+    out.extend_from_slice(&new_data);
     std::fs::write(temp.path().join("model.safetensors"), out).unwrap();
     temp
 }
@@ -330,4 +344,37 @@ fn a_base_checkpoint_gets_a_fresh_head() {
         loaded.report.initialized,
         ["head.out.bias", "head.out.weight"]
     );
+}
+
+#[test]
+fn exported_hf_directories_load_back_with_the_same_logits() {
+    let all: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tiny_reference.json")).unwrap(),
+    )
+    .unwrap();
+    for name in ["tiny-bert", "tiny-distilbert", "tiny-roberta"] {
+        let fixture: TinyFixture = serde_json::from_value(all[name].clone()).unwrap();
+        let device = Device::flex();
+        let source = fixtures().join(name);
+        let original = loader::load(&source, 2, 32, &device).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        trainer::export::export_hf(&original.model, original.config.family, &source, out.path())
+            .unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["id2label"]["1"], "positive", "{name}");
+        let exported = loader::load(out.path(), 2, 32, &device).unwrap();
+        assert!(
+            exported.report.initialized.is_empty() && exported.report.ignored.is_empty(),
+            "{name}: {:?}",
+            exported.report
+        );
+        let batch = BatchTensors::new(&tiny_batch(&fixture), &device);
+        assert_close(
+            &values(exported.model.forward(&batch)),
+            &fixture.logits.concat(),
+            &format!("{name} logits after export"),
+        );
+    }
 }

@@ -1,11 +1,20 @@
 //! End-to-end training runs on the CPU with the tiny BERT fixture and a small synthetic
 //! SST-2-shaped dataset: the loop learns, is reproducible from its seed, can be cancelled,
 //! and reports what it did.
+//!
+//! burn's CPU backend keeps one random generator per process, so these tests take turns
+//! (see [`one_at_a_time`]) to keep each run's dropout masks its own.
 
 use std::path::{Path, PathBuf};
 use trainer::device::{DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
 use trainer::train::{CancelToken, Method, TrainConfig, train};
+
+/// Serialises the runs of this file: they share the CPU backend's random generator.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn tiny_bert() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
@@ -60,13 +69,13 @@ fn config(data: &Path) -> TrainConfig {
     TrainConfig {
         model_dir: tiny_bert(),
         sst2_dir: data.to_path_buf(),
-        learning_rate: 5e-3,
+        learning_rate: 2e-3,
         batch_size: 8,
-        epochs: 4,
+        epochs: 12,
         warmup_ratio: 0.1,
         max_len: 16,
         validation_size: 16,
-        eval_every: Some(5),
+        eval_every: Some(10),
         seed: 11,
         probe_sentences: vec!["the movie was not good .".into()],
         ..TrainConfig::default()
@@ -74,6 +83,7 @@ fn config(data: &Path) -> TrainConfig {
 }
 
 fn run(config: &TrainConfig) -> Vec<Event> {
+    let _turn = one_at_a_time();
     let device = select(DeviceChoice::Cpu).unwrap();
     let mut events = Vec::new();
     train(config, &device, &CancelToken::default(), &mut |e| {
@@ -107,7 +117,7 @@ fn a_full_fine_tuning_run_learns_and_reports_every_step() {
         panic!("the first event is Started: {:?}", events.first());
     };
     assert_eq!(params_trainable, params_total);
-    assert_eq!(*steps_planned, train_examples.div_ceil(8) * 4);
+    assert_eq!(*steps_planned, train_examples.div_ceil(8) * 12);
     assert_eq!(losses(&events).len(), *steps_planned);
 
     let validation: Vec<(f64, f64)> = events
@@ -162,7 +172,7 @@ fn a_full_fine_tuning_run_learns_and_reports_every_step() {
         .collect();
     let peak = lrs.iter().cloned().fold(0.0, f64::max);
     assert!(
-        (peak - 5e-3).abs() < 1e-3 && lrs[0] == 0.0 && *lrs.last().unwrap() < peak / 5.0,
+        (peak - 2e-3).abs() < 1e-9 && lrs[0] == 0.0 && *lrs.last().unwrap() < peak / 5.0,
         "{lrs:?}"
     );
 }
@@ -171,7 +181,7 @@ fn a_full_fine_tuning_run_learns_and_reports_every_step() {
 fn the_same_seed_gives_the_same_run_on_the_cpu() {
     let data = tiny_sst2();
     let mut short = config(data.path());
-    short.epochs = 1;
+    short.epochs = 2;
     let first = losses(&run(&short));
     let second = losses(&run(&short));
     assert!(!first.is_empty());
@@ -188,7 +198,7 @@ fn lora_trains_a_small_share_of_the_parameters() {
         rank: 4,
         alpha: 8.0,
     };
-    lora.epochs = 2;
+    lora.epochs = 3;
     let events = run(&lora);
     let Some(Event::Started {
         params_trainable,
@@ -198,8 +208,8 @@ fn lora_trains_a_small_share_of_the_parameters() {
     else {
         panic!("{:?}", events.first());
     };
-    // Adapters: 2 layers x (query, value) x 4 x (32 + 32); head: 32x32+32 + 32x2+2.
-    assert_eq!(*params_trainable, 2 * 2 * 4 * 64 + 1056 + 66);
+    // Adapters: 2 layers x (query, value) x 4 x (32 + 32); classifier: 32x2+2.
+    assert_eq!(*params_trainable, 2 * 2 * 4 * 64 + 66);
     assert!(params_trainable < params_total);
     assert!(
         matches!(events.last(), Some(Event::Finished { .. })),
@@ -211,6 +221,7 @@ fn lora_trains_a_small_share_of_the_parameters() {
 #[test]
 fn a_cancelled_run_stops_before_its_next_step() {
     let data = tiny_sst2();
+    let _turn = one_at_a_time();
     let device = select(DeviceChoice::Cpu).unwrap();
     let cancel = CancelToken::default();
     let mut events = Vec::new();

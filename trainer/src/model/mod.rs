@@ -86,9 +86,11 @@ impl SequenceClassifier {
         let mask_bias = (batch.mask.clone().neg() + 1.0)
             .mul_scalar(MASKED_SCORE)
             .reshape([batch_size, 1, 1, seq_len]);
-        let mut hidden = self
-            .embeddings
-            .forward(batch.ids.clone(), batch.type_ids.clone());
+        let mut hidden = self.embeddings.forward(
+            batch.ids.clone(),
+            batch.type_ids.clone(),
+            batch.mask.clone(),
+        );
         let mut attentions = Vec::new();
         for layer in &self.layers {
             let (next, probabilities) = layer.forward(hidden, mask_bias.clone(), keep_attentions);
