@@ -22,6 +22,8 @@ Usage: jigsaw-lab train [options]
   --lora-alpha A        LoRA alpha (default 2 x rank)
   --seed N              seed for data order, dropout and the new head (default 42)
   --probe TEXT          a sentence whose attention maps are reported (repeatable)
+  --checkpoint-dir DIR  keep checkpoints in DIR (each epoch and every 10 minutes); a run
+                        started again with the same settings resumes from the latest one
 
 Settings such as JIGSAW_DEVICE, JIGSAW_MODELS_DIR and JIGSAW_SST2_DIR apply as for serve.
 Events go to standard output, one JSON object per line.";
@@ -53,6 +55,7 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainConfig,
             "--lora-alpha" => lora_alpha = Some(number(flag, value()?)?),
             "--seed" => run.seed = number(flag, value()?)?,
             "--probe" => probes.push(value()?.clone()),
+            "--checkpoint-dir" => run.checkpoint_dir = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown option \u{201c}{other}\u{201d}")),
         }
     }

@@ -45,6 +45,8 @@ pub enum Event {
         steps_planned: usize,
         /// Training sentences.
         train_examples: usize,
+        /// The step of the checkpoint this run resumed from, if it resumed.
+        resumed_from_step: Option<usize>,
     },
     /// One optimizer step.
     Step {

@@ -2,6 +2,7 @@
 //! classifiers loaded from HF checkpoints, SST-2 data, and the compute device (a wgpu GPU
 //! when one is usable, burn's CPU backend otherwise). It knows nothing of HTTP.
 
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod events;

@@ -7,6 +7,7 @@
 //! dropout from the checkpoint's config, dynamic padding, and seeded shuffling and dropout,
 //! so a CPU run is reproducible from its seed. LoRA uses burn's built-in adapters.
 
+use crate::checkpoint;
 use crate::data::{self, DataError, Example, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::events::{EvalSplit, Event, Metrics};
@@ -69,6 +70,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Sentences whose attention maps are reported before training and at each evaluation.
     pub probe_sentences: Vec<String>,
+    /// Where to keep checkpoints; a run finding one here resumes from it.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Also checkpoint when this much time has passed since the last one (epoch ends always).
+    pub checkpoint_every: Option<std::time::Duration>,
 }
 
 impl Default for TrainConfig {
@@ -87,6 +92,8 @@ impl Default for TrainConfig {
             eval_every: None,
             seed: 42,
             probe_sentences: vec!["the movie was not good .".into()],
+            checkpoint_dir: None,
+            checkpoint_every: Some(std::time::Duration::from_secs(600)),
         }
     }
 }
@@ -117,9 +124,29 @@ pub enum TrainError {
     /// A sentence could not be tokenized.
     #[error(transparent)]
     Tokenize(#[from] TokenizeError),
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 impl TrainConfig {
+    /// The settings that must match for a checkpoint to resume this run.
+    fn resume_key(&self) -> String {
+        format!(
+            "model={} method={:?} lr={} batch={} epochs={} warmup={} max_len={} subset={:?} validation={} seed={}",
+            self.model_dir.display(),
+            self.method,
+            self.learning_rate,
+            self.batch_size,
+            self.epochs,
+            self.warmup_ratio,
+            self.max_len,
+            self.train_subset,
+            self.validation_size,
+            self.seed
+        )
+    }
+
     /// Checks the hard limits; anything accepted here can run.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
@@ -398,6 +425,27 @@ fn run(
         config.epochs,
         config.warmup_ratio,
     );
+    let mut step = 0;
+    let mut last_validation = (f64::NAN, 0.0);
+    if let Some(root) = &config.checkpoint_dir
+        && let Some(saved) = checkpoint::find(root).map_err(TrainError::Checkpoint)?
+    {
+        if saved.progress.settings != config.resume_key() {
+            return Err(TrainError::Checkpoint(format!(
+                "the checkpoint in {} belongs to a run with other settings; remove it to start afresh",
+                saved.dir.display()
+            )));
+        }
+        model = model.try_load_file(saved.model_file()).map_err(|e| {
+            TrainError::Checkpoint(format!("{}: {e}", saved.model_file().display()))
+        })?;
+        optimizer = optimizer.load(saved.optimizer_file()).map_err(|e| {
+            TrainError::Checkpoint(format!("{}: {e}", saved.optimizer_file().display()))
+        })?;
+        step = saved.progress.step;
+        last_validation = saved.progress.last_validation.unwrap_or(last_validation);
+    }
+    let resumed_from_step = (step > 0).then_some(step);
     let counts = param_counts(&loaded.config, LABELS.len(), config.method);
     emit(Event::Started {
         device: compute.description(),
@@ -409,22 +457,29 @@ fn run(
         params_trainable: counts.trainable,
         steps_planned: plan.total_steps,
         train_examples: train_set.labels.len(),
+        resumed_from_step,
     });
     let probes = config
         .probe_sentences
         .iter()
         .map(|s| tokenizer.encode(s).map(|e| (s.clone(), e)))
         .collect::<Result<Vec<_>, _>>()?;
-    emit_attention(&model.valid(), &probes, 0, &inference_device, emit);
+    if resumed_from_step.is_none() {
+        emit_attention(&model.valid(), &probes, 0, &inference_device, emit);
+    }
 
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let pad_id = tokenizer.pad_id();
-    let mut step = 0;
-    let mut last_validation = (f64::NAN, 0.0);
+    let mut last_checkpoint = Instant::now();
+    let mut batch_number = 0;
     for epoch in 1..=config.epochs {
         let mut order: Vec<usize> = (0..train_set.labels.len()).collect();
         SeededRng::new(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9)).shuffle(&mut order);
         for batch_indices in order.chunks(config.batch_size) {
+            batch_number += 1;
+            if batch_number <= step {
+                continue; // done before the checkpoint this run resumed from
+            }
             if cancel.is_cancelled() {
                 emit(Event::Cancelled { step });
                 return Ok(None);
@@ -480,6 +535,22 @@ fn run(
                     accuracy: last_validation.1,
                 });
                 emit_attention(&valid, &probes, step, &inference_device, emit);
+            }
+            let due = config
+                .checkpoint_every
+                .is_some_and(|every| last_checkpoint.elapsed() >= every);
+            if let Some(root) = &config.checkpoint_dir
+                && (end_of_epoch || due)
+            {
+                let progress = checkpoint::Progress {
+                    step,
+                    settings: config.resume_key(),
+                    last_validation: last_validation.0.is_finite().then_some(last_validation),
+                };
+                checkpoint::save(root, &model, &optimizer, &progress)
+                    .map_err(TrainError::Checkpoint)?;
+                last_checkpoint = Instant::now();
+                emit(Event::Checkpoint { step });
             }
         }
     }

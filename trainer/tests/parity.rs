@@ -196,12 +196,8 @@ fn tiny_roberta_matches_transformers() {
     check_tiny("tiny-roberta");
 }
 
-/// Copies `tiny-bert` to a temporary directory and lets `edit` rewrite its safetensors
-/// header (a JSON object of tensor entries) before writing a consistent file back: the data
-/// of each remaining entry is copied and its offsets recomputed.
-fn broken_copy(
-    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
-) -> tempfile::TempDir {
+/// A temporary directory with tiny-bert's config and tokenizer but no weights yet.
+fn tiny_bert_without_weights() -> tempfile::TempDir {
     let temp = tempfile::tempdir().unwrap();
     for file in ["config.json", "tokenizer.json"] {
         std::fs::copy(
@@ -210,6 +206,16 @@ fn broken_copy(
         )
         .unwrap();
     }
+    temp
+}
+
+/// Copies `tiny-bert` to a temporary directory and lets `edit` rewrite its safetensors
+/// header (a JSON object of tensor entries) before writing a consistent file back: the data
+/// of each remaining entry is copied and its offsets recomputed.
+fn broken_copy(
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> tempfile::TempDir {
+    let temp = tiny_bert_without_weights();
     let bytes = std::fs::read(fixtures().join("tiny-bert/model.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let data = &bytes[8 + header_len..];
@@ -291,14 +297,7 @@ fn shape_and_dtype_mismatches_are_named() {
 
 #[test]
 fn a_truncated_file_is_reported_not_a_panic() {
-    let temp = tempfile::tempdir().unwrap();
-    for file in ["config.json", "tokenizer.json"] {
-        std::fs::copy(
-            fixtures().join("tiny-bert").join(file),
-            temp.path().join(file),
-        )
-        .unwrap();
-    }
+    let temp = tiny_bert_without_weights();
     let bytes = std::fs::read(fixtures().join("tiny-bert/model.safetensors")).unwrap();
     std::fs::write(
         temp.path().join("model.safetensors"),

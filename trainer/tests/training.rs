@@ -264,3 +264,81 @@ fn setup_problems_end_the_run_with_a_clear_failure() {
         matches!(&run(&bad_lr)[..], [Event::Failed { reason }] if reason.contains("learning rate"))
     );
 }
+
+#[test]
+fn a_stopped_run_resumes_exactly_from_its_checkpoint() {
+    let data = tiny_sst2();
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut plain = config(data.path());
+    plain.epochs = 2;
+    plain.eval_every = None;
+    let uninterrupted = run(&plain);
+    let all_losses = losses(&uninterrupted);
+    let steps_per_epoch = all_losses.len() / 2;
+
+    let mut saving = plain.clone();
+    saving.checkpoint_dir = Some(checkpoints.path().to_path_buf());
+    let device = select(DeviceChoice::Cpu).unwrap();
+    let cancel = CancelToken::default();
+    let mut first_part = Vec::new();
+    {
+        let _turn = one_at_a_time();
+        train(&saving, &device, &cancel.clone(), &mut |event| {
+            if matches!(event, Event::Step { step, .. } if step == steps_per_epoch + 2) {
+                cancel.cancel();
+            }
+            first_part.push(event);
+        });
+    }
+    assert!(
+        first_part.contains(&Event::Checkpoint {
+            step: steps_per_epoch
+        }),
+        "{first_part:?}"
+    );
+    assert_eq!(
+        first_part.last(),
+        Some(&Event::Cancelled {
+            step: steps_per_epoch + 2
+        })
+    );
+
+    let resumed = run(&saving);
+    assert!(
+        matches!(resumed.first(), Some(Event::Started { resumed_from_step: Some(s), .. }) if *s == steps_per_epoch),
+        "{:?}",
+        resumed.first()
+    );
+    let first_resumed_step = resumed.iter().find_map(|e| match e {
+        Event::Step { step, .. } => Some(*step),
+        _ => None,
+    });
+    assert_eq!(
+        first_resumed_step,
+        Some(steps_per_epoch + 1),
+        "no gap, no repeat"
+    );
+    assert_eq!(
+        losses(&resumed),
+        all_losses[steps_per_epoch..],
+        "the resumed steps repeat the uninterrupted run exactly"
+    );
+    assert_eq!(
+        resumed
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::Eval { .. })),
+        uninterrupted
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::Eval { .. })),
+    );
+
+    let mut other = saving.clone();
+    other.learning_rate = 1e-3;
+    let refused = run(&other);
+    assert!(
+        matches!(&refused[..], [Event::Failed { reason }] if reason.contains("other settings")),
+        "{refused:?}"
+    );
+}
