@@ -22,6 +22,7 @@ Usage: jigsaw-lab train [options]
   --lora-alpha A        LoRA alpha (default 2 x rank)
   --seed N              seed for data order, dropout and the new head (default 42)
   --probe TEXT          a sentence whose attention maps are reported (repeatable)
+  --export-dir DIR      write the fine-tuned model to DIR as an HF directory at the end
   --checkpoint-dir DIR  keep checkpoints in DIR (each epoch and every 10 minutes); a run
                         started again with the same settings resumes from the latest one
 
@@ -56,6 +57,7 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainConfig,
             "--seed" => run.seed = number(flag, value()?)?,
             "--probe" => probes.push(value()?.clone()),
             "--checkpoint-dir" => run.checkpoint_dir = Some(PathBuf::from(value()?)),
+            "--export-dir" => run.export_dir = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown option \u{201c}{other}\u{201d}")),
         }
     }
@@ -157,4 +159,51 @@ mod tests {
             assert!(error.contains(needle), "{text}: {error}");
         }
     }
+}
+
+/// Usage text of the `predict` subcommand.
+pub const PREDICT_USAGE: &str = "\
+Usage: jigsaw-lab predict [--model-dir DIR] [--max-len N] SENTENCE...
+
+Classifies each sentence with the model in DIR (default: the default model, whose head is
+untrained) and prints {\"results\": [...]} as JSON: tokens, ids, logits, probabilities, label.";
+
+/// Runs `jigsaw-lab predict`.
+pub fn predict(args: &[String], config: &Config) -> Result<(), String> {
+    let mut model_dir = config.models_dir.join(DEFAULT_MODEL);
+    let mut max_len = None;
+    let mut sentences = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--model-dir" => {
+                model_dir = PathBuf::from(iter.next().ok_or("--model-dir needs a value")?)
+            }
+            "--max-len" => {
+                max_len = Some(number(
+                    "--max-len",
+                    iter.next().ok_or("--max-len needs a value")?,
+                )?);
+            }
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown option \u{201c}{flag}\u{201d}"));
+            }
+            sentence => sentences.push(sentence.to_string()),
+        }
+    }
+    if sentences.is_empty() {
+        return Err("give at least one sentence to classify".into());
+    }
+    let device =
+        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    let predictor = trainer::inference::Predictor::load(&model_dir, max_len, device.device())
+        .map_err(|e| e.to_string())?;
+    let results = sentences
+        .iter()
+        .map(|s| predictor.predict(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let json = serde_json::json!({ "model_dir": model_dir, "results": results });
+    println!("{json}");
+    Ok(())
 }

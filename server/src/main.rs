@@ -7,6 +7,7 @@ use tracing_subscriber::EnvFilter;
 const USAGE: &str = "\
 Usage: jigsaw-lab [serve]           serve the web app
        jigsaw-lab train [options]   fine-tune from the terminal (jigsaw-lab train --help)
+       jigsaw-lab predict TEXT...   classify sentences (jigsaw-lab predict --help)
 
 Serves Jigsaw Lab. Settings come from environment variables (JIGSAW_BIND, JIGSAW_DATA_DIR,
 DATABASE_URL, JIGSAW_MODELS_DIR, JIGSAW_SST2_DIR, JIGSAW_DEVICE, JIGSAW_SITE_ROOT,
@@ -27,6 +28,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["train", ..] => train(&args[1..]),
+        ["predict", "-h" | "--help"] => {
+            println!("{}", server::cli::PREDICT_USAGE);
+            ExitCode::SUCCESS
+        }
+        ["predict", ..] => predict(&args[1..]),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -75,6 +81,21 @@ fn train(args: &[String]) -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
             eprintln!("jigsaw-lab train: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn predict(args: &[String]) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => return fail(error),
+    };
+    init_tracing(config.json_logs);
+    match server::cli::predict(args, &config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("jigsaw-lab predict: {message}");
             ExitCode::from(2)
         }
     }

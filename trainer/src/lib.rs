@@ -7,6 +7,7 @@ pub mod data;
 pub mod device;
 pub mod events;
 pub mod export;
+pub mod inference;
 pub mod loader;
 pub mod model;
 pub mod rng;

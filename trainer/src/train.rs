@@ -74,6 +74,8 @@ pub struct TrainConfig {
     pub checkpoint_dir: Option<PathBuf>,
     /// Also checkpoint when this much time has passed since the last one (epoch ends always).
     pub checkpoint_every: Option<std::time::Duration>,
+    /// Write the fine-tuned model here as an HF directory when the run finishes.
+    pub export_dir: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -94,6 +96,7 @@ impl Default for TrainConfig {
             probe_sentences: vec!["the movie was not good .".into()],
             checkpoint_dir: None,
             checkpoint_every: Some(std::time::Duration::from_secs(600)),
+            export_dir: None,
         }
     }
 }
@@ -127,6 +130,9 @@ pub enum TrainError {
     /// A checkpoint could not be written or read.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The fine-tuned model could not be exported.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
 }
 
 impl TrainConfig {
@@ -561,6 +567,9 @@ fn run(
         loss: test_loss,
         accuracy: test_accuracy,
     });
+    if let Some(out) = &config.export_dir {
+        crate::export::export_hf(&model.valid(), loaded.config.family, &config.model_dir, out)?;
+    }
     let metrics = Metrics {
         steps: step,
         validation_accuracy: last_validation.1,

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use trainer::device::{DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
+use trainer::inference::Predictor;
 use trainer::train::{CancelToken, Method, TrainConfig, train};
 
 /// Serialises the runs of this file: they share the CPU backend's random generator.
@@ -199,6 +200,8 @@ fn lora_trains_a_small_share_of_the_parameters() {
         alpha: 8.0,
     };
     lora.epochs = 3;
+    let export = tempfile::tempdir().unwrap();
+    lora.export_dir = Some(export.path().join("model"));
     let events = run(&lora);
     let Some(Event::Started {
         params_trainable,
@@ -216,6 +219,17 @@ fn lora_trains_a_small_share_of_the_parameters() {
         "{:?}",
         events.last()
     );
+    // The adapters are merged into the exported weights, which load and predict.
+    let predictor = Predictor::load(
+        &export.path().join("model"),
+        None,
+        &burn::tensor::Device::flex(),
+    )
+    .unwrap();
+    let prediction = predictor.predict("the movie was good .").unwrap();
+    assert!((prediction.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    assert!(["negative", "positive"].contains(&prediction.label.as_str()));
+    assert_eq!(prediction.tokens.first().map(String::as_str), Some("[CLS]"));
 }
 
 #[test]

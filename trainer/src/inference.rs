@@ -1,0 +1,84 @@
+//! Running a model on sentences: labels and probabilities, one sentence at a time (no
+//! padding), for "try your model" and for checking an export against HF transformers.
+
+use crate::loader::{self, LoadError};
+use crate::model::{BatchTensors, SequenceClassifier};
+use crate::tokenize::{TextEncoder, TokenizeError, pad};
+use crate::train::LABELS;
+use burn::tensor::Device;
+use burn::tensor::activation::softmax;
+use serde::Serialize;
+use std::path::Path;
+
+/// What the model says about one sentence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The sentence.
+    pub text: String,
+    /// Its tokens.
+    pub tokens: Vec<String>,
+    /// Its token ids.
+    pub input_ids: Vec<u32>,
+    /// Raw scores per label.
+    pub logits: Vec<f32>,
+    /// Softmax of the logits.
+    pub probs: Vec<f32>,
+    /// The most likely label.
+    pub label: String,
+    /// Whether the sentence was cut to the model's length.
+    pub truncated: bool,
+}
+
+/// A loaded model ready to classify sentences.
+#[derive(Debug)]
+pub struct Predictor {
+    model: SequenceClassifier,
+    tokenizer: TextEncoder,
+    device: Device,
+}
+
+impl Predictor {
+    /// Loads the HF directory `dir`, truncating input at `max_len` tokens (by default 128,
+    /// or fewer when the model has fewer positions).
+    pub fn load(dir: &Path, max_len: Option<usize>, device: &Device) -> Result<Self, LoadError> {
+        let max_len = match max_len {
+            Some(n) => n,
+            None => loader::read_config(dir)?.max_sequence_len().min(128),
+        };
+        let loaded = loader::load(dir, LABELS.len(), max_len, device)?;
+        Ok(Self {
+            model: loaded.model,
+            tokenizer: loaded.tokenizer,
+            device: device.clone(),
+        })
+    }
+
+    /// Classifies one sentence.
+    pub fn predict(&self, text: &str) -> Result<Prediction, TokenizeError> {
+        let encoding = self.tokenizer.encode(text)?;
+        let batch = BatchTensors::new(
+            &pad(std::slice::from_ref(&encoding), self.tokenizer.pad_id()),
+            &self.device,
+        );
+        let logits = self.model.forward(&batch);
+        let probs = softmax(logits.clone(), 1)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        let logits = logits.into_data().try_into_vec::<f32>().unwrap_or_default();
+        let best = probs
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        Ok(Prediction {
+            text: text.to_string(),
+            tokens: encoding.tokens,
+            input_ids: encoding.ids,
+            logits,
+            probs,
+            label: LABELS[best].to_string(),
+            truncated: encoding.truncated,
+        })
+    }
+}
