@@ -356,3 +356,58 @@ fn a_port_in_use_is_a_clear_error() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("JIGSAW_BIND: cannot listen on"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_tokenizer_playground_splits_with_the_default_model() {
+    let server = Server::start();
+    let (status, body) = call_server_fn(&server, "tokenize", "text=unhappiness").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let result: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pieces: Vec<&str> = result["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(pieces, ["[CLS]", "un", "##ha", "##pp", "##iness", "[SEP]"]);
+    assert_eq!(result["words"], 1);
+    assert_eq!(result["unknown"], 0);
+
+    let long = "a".repeat(513);
+    let (status, body) = call_server_fn(&server, "tokenize", &format!("text={long}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("513 characters") && body.contains("at most 512"),
+        "{body}"
+    );
+    let (status, body) = call_server_fn(&server, "tokenize", "text=%20%20").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Type a sentence"), "{body}");
+    // 511 CJK characters are 511 pieces plus [CLS] and [SEP]: one more than the model's 512.
+    let cjk = "%E4%B8%AD".repeat(511);
+    let (status, body) = call_server_fn(&server, "tokenize", &format!("text={cjk}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let result: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(result["truncated"], true);
+    assert_eq!(result["pieces"].as_array().unwrap().len(), 512);
+}
+
+#[test]
+fn the_browser_steps_calculator_matches_the_trainer() {
+    for examples in [1, 7, 999, 1_000, 67_349] {
+        for batch in [1, 8, 10, 32] {
+            for ratio in [0.0, 0.06, 0.1, 0.2] {
+                let ours = app::widgets::step_plan(examples, batch, 3, ratio).unwrap();
+                let trainer = trainer::train::StepPlan::new(examples, batch, 3, ratio);
+                assert_eq!(
+                    (ours.steps_per_epoch, ours.total_steps, ours.warmup_steps),
+                    (
+                        trainer.steps_per_epoch,
+                        trainer.total_steps,
+                        trainer.warmup_steps
+                    )
+                );
+            }
+        }
+    }
+}

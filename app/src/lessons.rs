@@ -25,6 +25,16 @@ pub struct Question {
     pub prompt: String,
 }
 
+/// An interactive widget a lesson can end with, named in its front matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Widget {
+    /// Text to WordPiece pieces with the default model's tokenizer.
+    TokenizerPlayground,
+    /// Examples, batch size, epochs, warmup ratio to step counts.
+    StepsCalculator,
+}
+
 /// A whole lesson, ready to render.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lesson {
@@ -34,6 +44,8 @@ pub struct Lesson {
     pub html: String,
     /// The questions that end the lesson.
     pub questions: Vec<Question>,
+    /// The widget shown after the text, if the lesson has one.
+    pub widget: Option<Widget>,
 }
 
 /// Lists every lesson in teaching order.
@@ -61,6 +73,7 @@ pub async fn get_lesson(slug: String) -> Result<Lesson, AppError> {
                     prompt: q.prompt.clone(),
                 })
                 .collect(),
+            widget: lesson.widget,
         })
         .ok_or_else(|| {
             AppError::NotFound(format!(
@@ -86,7 +99,7 @@ fn truncate_for_message(text: &str) -> String {
 pub mod content {
     //! Parses the lesson files embedded at build time.
 
-    use super::LessonSummary;
+    use super::{LessonSummary, Widget};
     use serde::Deserialize;
     use std::sync::OnceLock;
 
@@ -140,6 +153,8 @@ pub mod content {
         title: String,
         summary: String,
         minutes: u32,
+        #[serde(default)]
+        widget: Option<Widget>,
         questions: Vec<QuestionWithAnswer>,
     }
 
@@ -152,6 +167,8 @@ pub mod content {
         pub html: String,
         /// Questions with model answers.
         pub questions: Vec<QuestionWithAnswer>,
+        /// The widget shown after the text.
+        pub widget: Option<Widget>,
     }
 
     /// Every lesson, parsed once. The files are checked by this crate's tests, so a broken
@@ -193,6 +210,7 @@ pub mod content {
             },
             html: markdown_to_html(body),
             questions: front.questions,
+            widget: front.widget,
         })
     }
 

@@ -6,6 +6,7 @@ pub mod checkins;
 pub mod error;
 pub mod lessons;
 mod pages;
+pub mod widgets;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

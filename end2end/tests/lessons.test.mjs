@@ -74,3 +74,31 @@ test("an unknown lesson shows a helpful message", async () => {
   await page.getByText("There is no lesson called").waitFor();
   await page.close();
 });
+
+test("the tokenizer playground shows the pieces of a word", async () => {
+  const page = await browser.context.newPage();
+  await page.goto(server.baseUrl + "/lessons/tokenization");
+  await waitForHydration(page);
+  await page.locator(".tokenizer-playground textarea").fill("unhappiness");
+  await page.getByRole("button", { name: "Split into tokens" }).click();
+  const pieces = page.getByTestId("pieces").locator(".piece-text");
+  await pieces.first().waitFor();
+  assert.deepEqual(await pieces.allInnerTexts(), ["[CLS]", "un", "##ha", "##pp", "##iness", "[SEP]"]);
+  await page.getByText("6 pieces for 1 word (").waitFor();
+  await page.locator(".tokenizer-playground").screenshot({ path: join(outputDir, "tokenizer-playground.png") });
+  await page.close();
+});
+
+test("the steps calculator answers the lesson's question as you type", async () => {
+  const page = await browser.context.newPage();
+  await page.goto(server.baseUrl + "/lessons/hyperparameters");
+  await waitForHydration(page);
+  assert.equal(await page.getByTestId("steps-per-epoch").innerText(), "100");
+  await page.locator('input[name="batch_size"]').fill("32");
+  await page.getByTestId("steps-per-epoch").filter({ hasText: "32" }).waitFor();
+  assert.equal(await page.getByTestId("total-steps").innerText(), "96");
+  assert.equal(await page.getByTestId("warmup-steps").innerText(), "10");
+  await page.locator('input[name="batch_size"]').fill("0");
+  await page.getByRole("alert").waitFor();
+  await page.close();
+});

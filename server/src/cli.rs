@@ -113,6 +113,53 @@ pub fn train(args: &[String], config: &Config) -> Result<bool, String> {
     Ok(trainer::train::train(&run, &device, &cancel, &mut emit).is_some())
 }
 
+/// Usage text of the `predict` subcommand.
+pub const PREDICT_USAGE: &str = "\
+Usage: jigsaw-lab predict [--model-dir DIR] [--max-len N] SENTENCE...
+
+Classifies each sentence with the model in DIR (default: the default model, whose head is
+untrained) and prints {\"results\": [...]} as JSON: tokens, ids, logits, probabilities, label.";
+
+/// Runs `jigsaw-lab predict`.
+pub fn predict(args: &[String], config: &Config) -> Result<(), String> {
+    let mut model_dir = config.models_dir.join(DEFAULT_MODEL);
+    let mut max_len = None;
+    let mut sentences = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--model-dir" => {
+                model_dir = PathBuf::from(iter.next().ok_or("--model-dir needs a value")?)
+            }
+            "--max-len" => {
+                max_len = Some(number(
+                    "--max-len",
+                    iter.next().ok_or("--max-len needs a value")?,
+                )?);
+            }
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown option \u{201c}{flag}\u{201d}"));
+            }
+            sentence => sentences.push(sentence.to_string()),
+        }
+    }
+    if sentences.is_empty() {
+        return Err("give at least one sentence to classify".into());
+    }
+    let device =
+        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    let predictor = trainer::inference::Predictor::load(&model_dir, max_len, device.device())
+        .map_err(|e| e.to_string())?;
+    let results = sentences
+        .iter()
+        .map(|s| predictor.predict(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let json = serde_json::json!({ "model_dir": model_dir, "results": results });
+    println!("{json}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,51 +206,4 @@ mod tests {
             assert!(error.contains(needle), "{text}: {error}");
         }
     }
-}
-
-/// Usage text of the `predict` subcommand.
-pub const PREDICT_USAGE: &str = "\
-Usage: jigsaw-lab predict [--model-dir DIR] [--max-len N] SENTENCE...
-
-Classifies each sentence with the model in DIR (default: the default model, whose head is
-untrained) and prints {\"results\": [...]} as JSON: tokens, ids, logits, probabilities, label.";
-
-/// Runs `jigsaw-lab predict`.
-pub fn predict(args: &[String], config: &Config) -> Result<(), String> {
-    let mut model_dir = config.models_dir.join(DEFAULT_MODEL);
-    let mut max_len = None;
-    let mut sentences = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        match arg.as_str() {
-            "--model-dir" => {
-                model_dir = PathBuf::from(iter.next().ok_or("--model-dir needs a value")?)
-            }
-            "--max-len" => {
-                max_len = Some(number(
-                    "--max-len",
-                    iter.next().ok_or("--max-len needs a value")?,
-                )?);
-            }
-            flag if flag.starts_with("--") => {
-                return Err(format!("unknown option \u{201c}{flag}\u{201d}"));
-            }
-            sentence => sentences.push(sentence.to_string()),
-        }
-    }
-    if sentences.is_empty() {
-        return Err("give at least one sentence to classify".into());
-    }
-    let device =
-        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
-    let predictor = trainer::inference::Predictor::load(&model_dir, max_len, device.device())
-        .map_err(|e| e.to_string())?;
-    let results = sentences
-        .iter()
-        .map(|s| predictor.predict(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let json = serde_json::json!({ "model_dir": model_dir, "results": results });
-    println!("{json}");
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! middleware around them (tracing, compression, security and cache headers).
 
 use app::error::AppError;
+use app::widgets::DefaultTokenizer;
 use app::{App, shell};
 use axum::Router;
 use axum::body::Body;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub pool: SqlitePool,
     /// Facts `/healthz` reports.
     pub status: Arc<ServerStatus>,
+    /// The default model's tokenizer, for the tokenizer playground.
+    pub tokenizer: DefaultTokenizer,
 }
 
 /// Facts about this process fixed at start.
@@ -49,7 +52,11 @@ pub fn router(state: AppState) -> Router {
     let site_root = std::path::PathBuf::from(state.leptos_options.site_root.as_ref());
     let routes = generate_route_list(App);
     let pool = state.pool.clone();
-    let provide_pool = move || provide_context(pool.clone());
+    let tokenizer = state.tokenizer.clone();
+    let provide_pool = move || {
+        provide_context(pool.clone());
+        provide_context(tokenizer.clone());
+    };
 
     let static_files = Router::new()
         .nest_service(

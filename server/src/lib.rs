@@ -20,6 +20,16 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::new("JIGSAW_DEVICE", e.to_string()))?;
     tracing::info!(device = %device.description(), "compute device chosen");
 
+    let model_dir = config.default_model_dir();
+    let bad_model = |e: String| ConfigError::new("JIGSAW_MODELS_DIR", e);
+    let model_config =
+        trainer::loader::read_config(&model_dir).map_err(|e| bad_model(e.to_string()))?;
+    let tokenizer = trainer::tokenize::TextEncoder::from_file(
+        &model_dir.join("tokenizer.json"),
+        model_config.max_sequence_len(),
+    )
+    .map_err(|e| bad_model(e.to_string()))?;
+
     let pool = db::connect_and_migrate(&config.database_url).await?;
     let listener = TcpListener::bind(config.bind).await.map_err(|e| {
         ConfigError::new(
@@ -44,6 +54,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             device: device.description(),
             sst2_warning: config.sst2_warning(),
         }),
+        tokenizer: app::widgets::DefaultTokenizer(Arc::new(tokenizer)),
     };
 
     // Warnings come only once every fatal check has passed, so a failed start prints one line.

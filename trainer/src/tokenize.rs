@@ -32,6 +32,8 @@ pub struct Encoding {
     pub tokens: Vec<String>,
     /// Segment ids (all 0 for single sentences).
     pub type_ids: Vec<u32>,
+    /// For each token, the index of the word it came from (`None` for special tokens).
+    pub word_ids: Vec<Option<u32>>,
     /// Whether the sentence was cut to fit `max_len`.
     pub truncated: bool,
 }
@@ -142,6 +144,7 @@ impl TextEncoder {
             ids: encoding.get_ids().to_vec(),
             tokens: encoding.get_tokens().to_vec(),
             type_ids: encoding.get_type_ids().to_vec(),
+            word_ids: encoding.get_word_ids().to_vec(),
             truncated,
         })
     }

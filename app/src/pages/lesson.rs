@@ -3,6 +3,7 @@
 use super::ErrorList;
 use crate::checkins::{CheckIn, checkin_count};
 use crate::lessons::{Lesson, get_lesson};
+use crate::widgets::LessonWidget;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
@@ -41,6 +42,7 @@ fn LessonView(lesson: Lesson) -> impl IntoView {
             <h1>{lesson.summary.title}</h1>
             <p class="lead">{lesson.summary.summary}</p>
             <div class="lesson-body" inner_html=lesson.html></div>
+            {lesson.widget.map(|widget| view! { <LessonWidget widget /> })}
             <section class="questions">
                 <h2>"Check your understanding"</h2>
                 <ol>

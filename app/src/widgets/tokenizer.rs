@@ -1,0 +1,170 @@
+//! The tokenizer playground: a sentence in, the default model's WordPiece pieces out,
+//! coloured by the word they came from, with their ids and a few counts.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The longest text the playground accepts, in characters.
+pub const MAX_CHARS: usize = 512;
+
+/// One piece of a tokenized sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// The piece as the vocabulary spells it (`##` marks a continuation).
+    pub text: String,
+    /// Its id in the vocabulary.
+    pub id: u32,
+    /// Index of the word it came from; `None` for special tokens.
+    pub word: Option<u32>,
+}
+
+/// A tokenized sentence with its counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizedText {
+    /// Every piece, special tokens included.
+    pub pieces: Vec<Piece>,
+    /// How many pieces are `[UNK]`.
+    pub unknown: usize,
+    /// How many words the sentence had.
+    pub words: usize,
+    /// Whether the text was cut to the model's length.
+    pub truncated: bool,
+    /// That length, in tokens.
+    pub max_len: usize,
+}
+
+impl TokenizedText {
+    /// Non-special pieces per word.
+    pub fn pieces_per_word(&self) -> f64 {
+        let pieces = self.pieces.iter().filter(|p| p.word.is_some()).count();
+        pieces as f64 / self.words.max(1) as f64
+    }
+}
+
+/// The default model's tokenizer, put into the request context by the server.
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct DefaultTokenizer(pub std::sync::Arc<trainer::tokenize::TextEncoder>);
+
+/// Splits `text` into the default model's pieces.
+#[server(prefix = "/api", endpoint = "tokenize")]
+pub async fn tokenize_text(text: String) -> Result<TokenizedText, AppError> {
+    let characters = text.chars().count();
+    if text.trim().is_empty() {
+        return Err(AppError::BadRequest("Type a sentence to split into tokens.".into()).respond());
+    }
+    if characters > MAX_CHARS {
+        return Err(AppError::BadRequest(format!(
+            "That text has {characters} characters; the playground takes at most {MAX_CHARS}."
+        ))
+        .respond());
+    }
+    let Some(DefaultTokenizer(tokenizer)) = use_context::<DefaultTokenizer>() else {
+        tracing::error!("no tokenizer in the server function context");
+        return Err(AppError::Internal.respond());
+    };
+    let encoding = tokenizer
+        .encode(&text)
+        .map_err(|e| AppError::BadRequest(e.to_string()).respond())?;
+    let pieces: Vec<Piece> = encoding
+        .tokens
+        .iter()
+        .zip(&encoding.ids)
+        .zip(&encoding.word_ids)
+        .map(|((text, &id), &word)| Piece {
+            text: text.clone(),
+            id,
+            word,
+        })
+        .collect();
+    let mut words: Vec<u32> = pieces.iter().filter_map(|p| p.word).collect();
+    words.dedup();
+    Ok(TokenizedText {
+        unknown: pieces.iter().filter(|p| p.text == "[UNK]").count(),
+        words: words.len(),
+        pieces,
+        truncated: encoding.truncated,
+        max_len: tokenizer.max_len(),
+    })
+}
+
+/// A text box and the pieces the tokenizer makes of it.
+#[component]
+pub fn TokenizerPlayground() -> impl IntoView {
+    let text = RwSignal::new("unhappiness is a strange word".to_string());
+    let tokenize = ServerAction::<TokenizeText>::new();
+    view! {
+        <section class="widget tokenizer-playground">
+            <h2>"Try it: the tokenizer playground"</h2>
+            <p>
+                "Type any sentence, even made-up words, and see the pieces all-MiniLM-L6-v2 reads. "
+                "Pieces of the same word share a colour; the number under each is its id."
+            </p>
+            <form on:submit=move |ev| {
+                ev.prevent_default();
+                tokenize.dispatch(TokenizeText { text: text.get() });
+            }>
+                <textarea
+                    name="text"
+                    rows="2"
+                    maxlength=MAX_CHARS.to_string()
+                    prop:value=move || text.get()
+                    on:input=move |ev| text.set(event_target_value(&ev))
+                ></textarea>
+                <button type="submit" disabled=move || tokenize.pending().get()>
+                    "Split into tokens"
+                </button>
+            </form>
+            {move || match tokenize.value().get() {
+                None => ().into_any(),
+                Some(Err(error)) => view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any(),
+                Some(Ok(result)) => view! { <TokenizedView result /> }.into_any(),
+            }}
+        </section>
+    }
+}
+
+/// The pieces and counts of one tokenization.
+#[component]
+fn TokenizedView(result: TokenizedText) -> impl IntoView {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let summary = format!(
+        "{} for {} ({:.2} pieces per word), {} unknown ([UNK])",
+        plural(result.pieces.len(), "piece", "pieces"),
+        plural(result.words, "word", "words"),
+        result.pieces_per_word(),
+        result.unknown
+    );
+    let truncated = result.truncated.then(|| {
+        view! {
+            <p class="notice">
+                {format!("The text was longer than the model's {} tokens, so it was cut there.", result.max_len)}
+            </p>
+        }
+    });
+    view! {
+        <ol class="pieces" data-testid="pieces">
+            {result
+                .pieces
+                .into_iter()
+                .map(|piece| {
+                    let hue = piece.word.map_or(0, |w| (w * 67 + 200) % 360);
+                    view! {
+                        <li
+                            class="piece"
+                            class:special=piece.word.is_none()
+                            style=format!("--hue: {hue}")
+                        >
+                            <span class="piece-text">{piece.text}</span>
+                            <span class="piece-id">{piece.id}</span>
+                        </li>
+                    }
+                })
+                .collect_view()}
+        </ol>
+        <p class="piece-summary">{summary}</p>
+        {truncated}
+    }
+}
