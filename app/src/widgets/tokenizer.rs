@@ -1,5 +1,5 @@
 //! The tokenizer playground: a sentence in, the default model's WordPiece pieces out,
-//! coloured by the word they came from, with their ids and a few counts.
+//! colored by the word they came from, with their ids and a few counts.
 
 use crate::error::AppError;
 use leptos::prelude::*;
@@ -99,7 +99,7 @@ pub fn TokenizerPlayground() -> impl IntoView {
             <h2>"Try it: the tokenizer playground"</h2>
             <p>
                 "Type any sentence, even made-up words, and see the pieces all-MiniLM-L6-v2 reads. "
-                "Pieces of the same word share a colour; the number under each is its id."
+                "Pieces of the same word share a color; the number under each is its id."
             </p>
             <form on:submit=move |ev| {
                 ev.prevent_default();
