@@ -382,7 +382,7 @@ async fn the_tokenizer_playground_splits_with_the_default_model() {
     );
     let (status, body) = call_server_fn(&server, "tokenize", "text=%20%20").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("Type a sentence"), "{body}");
+    assert!(body.contains("Type a sentence first"), "{body}");
     // 511 CJK characters are 511 pieces plus [CLS] and [SEP]: one more than the model's 512.
     let cjk = "%E4%B8%AD".repeat(511);
     let (status, body) = call_server_fn(&server, "tokenize", &format!("text={cjk}")).await;
@@ -410,4 +410,39 @@ fn the_browser_steps_calculator_matches_the_trainer() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn the_attention_viewer_returns_every_layer_and_head() {
+    let server = Server::start();
+    let (status, body) =
+        call_server_fn(&server, "attention", "text=the+movie+was+not+good+.").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tokens = view["tokens"].as_array().unwrap().len();
+    assert_eq!(tokens, 8);
+    let layers = view["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 6);
+    assert_eq!(layers[0].as_array().unwrap().len(), 12);
+    let row: f64 = layers[5][0].as_array().unwrap()[..tokens]
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .sum();
+    assert!(
+        (row - 1.0).abs() < 1e-4,
+        "a row of probabilities sums to 1: {row}"
+    );
+    let (status, body) = call_server_fn(&server, "attention", "text=").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let long = "good+".repeat(100);
+    let (status, body) = call_server_fn(&server, "attention", &format!("text={long}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            view["truncated"].as_bool(),
+            view["tokens"].as_array().unwrap().len()
+        ),
+        (Some(true), 64)
+    );
 }

@@ -33,6 +33,8 @@ pub enum Widget {
     TokenizerPlayground,
     /// Examples, batch size, epochs, warmup ratio to step counts.
     StepsCalculator,
+    /// A sentence's attention maps from the default model, per layer and head.
+    AttentionViewer,
 }
 
 /// A whole lesson, ready to render.

@@ -102,3 +102,22 @@ test("the steps calculator answers the lesson's question as you type", async () 
   await page.getByRole("alert").waitFor();
   await page.close();
 });
+
+test("the attention viewer draws a heatmap for a chosen head", async () => {
+  const page = await browser.context.newPage();
+  await page.goto(server.baseUrl + "/lessons/attention");
+  await waitForHydration(page);
+  await page.getByRole("button", { name: "Show attention" }).click();
+  const heatmap = page.getByTestId("heatmap");
+  await heatmap.waitFor();
+  assert.equal(await heatmap.locator("rect").count(), 64, "8 tokens x 8 tokens");
+  const before = await heatmap.locator("rect").first().getAttribute("fill-opacity");
+  await page.locator('select[name="head"]').selectOption("3");
+  await page.locator('select[name="layer"]').selectOption("0");
+  await page.waitForFunction(
+    (old) => document.querySelector('[data-testid="heatmap"] rect')?.getAttribute("fill-opacity") !== old,
+    before,
+  );
+  await page.locator(".attention-viewer").screenshot({ path: join(outputDir, "attention-viewer.png") });
+  await page.close();
+});

@@ -2,7 +2,7 @@
 //! middleware around them (tracing, compression, security and cache headers).
 
 use app::error::AppError;
-use app::widgets::DefaultTokenizer;
+use app::widgets::{DefaultModel, DefaultTokenizer};
 use app::{App, shell};
 use axum::Router;
 use axum::body::Body;
@@ -36,6 +36,8 @@ pub struct AppState {
     pub status: Arc<ServerStatus>,
     /// The default model's tokenizer, for the tokenizer playground.
     pub tokenizer: DefaultTokenizer,
+    /// The default model, for the attention viewer.
+    pub model: DefaultModel,
 }
 
 /// Facts about this process fixed at start.
@@ -53,9 +55,11 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let pool = state.pool.clone();
     let tokenizer = state.tokenizer.clone();
+    let model = state.model.clone();
     let provide_pool = move || {
         provide_context(pool.clone());
         provide_context(tokenizer.clone());
+        provide_context(model.clone());
     };
 
     let static_files = Router::new()

@@ -11,6 +11,9 @@ use leptos::config::LeptosOptions;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// The attention viewer shows at most this many tokens (a 64×64 map per head).
+const ATTENTION_VIEWER_MAX_LEN: usize = 64;
+
 /// Starts the server with `config` and runs until SIGTERM or Ctrl-C.
 ///
 /// Every start-up problem comes back as a [`ConfigError`] naming the setting at fault.
@@ -27,6 +30,12 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
     let tokenizer = trainer::tokenize::TextEncoder::from_file(
         &model_dir.join("tokenizer.json"),
         model_config.max_sequence_len(),
+    )
+    .map_err(|e| bad_model(e.to_string()))?;
+    let predictor = trainer::inference::Predictor::load(
+        &model_dir,
+        Some(ATTENTION_VIEWER_MAX_LEN),
+        device.device(),
     )
     .map_err(|e| bad_model(e.to_string()))?;
 
@@ -55,6 +64,10 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             sst2_warning: config.sst2_warning(),
         }),
         tokenizer: app::widgets::DefaultTokenizer(Arc::new(tokenizer)),
+        model: app::widgets::DefaultModel {
+            predictor: Arc::new(std::sync::Mutex::new(predictor)),
+            max_len: ATTENTION_VIEWER_MAX_LEN,
+        },
     };
 
     // Warnings come only once every fatal check has passed, so a failed start prints one line.

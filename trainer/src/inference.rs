@@ -3,7 +3,7 @@
 
 use crate::loader::{self, LoadError};
 use crate::model::{BatchTensors, SequenceClassifier};
-use crate::tokenize::{TextEncoder, TokenizeError, pad};
+use crate::tokenize::{Encoding, TextEncoder, TokenizeError, pad};
 use crate::train::LABELS;
 use burn::tensor::Device;
 use burn::tensor::activation::softmax;
@@ -29,6 +29,40 @@ pub struct Prediction {
     pub truncated: bool,
 }
 
+/// Attention probabilities of one sentence, `[layer][head][query * tokens + key]`.
+pub fn attention_matrices(
+    model: &SequenceClassifier,
+    encoding: &Encoding,
+    device: &Device,
+) -> Vec<Vec<Vec<f32>>> {
+    let batch = BatchTensors::new(&pad(std::slice::from_ref(encoding), 0), device);
+    model
+        .encode(&batch, true)
+        .attentions
+        .into_iter()
+        .map(|layer| {
+            let [_, heads, seq, _] = layer.dims();
+            let values = layer.into_data().try_into_vec::<f32>().unwrap_or_default();
+            values
+                .chunks(seq * seq)
+                .take(heads)
+                .map(<[f32]>::to_vec)
+                .collect()
+        })
+        .collect()
+}
+
+/// A sentence's tokens and every layer's and head's attention over them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttentionMaps {
+    /// The tokens, special tokens included.
+    pub tokens: Vec<String>,
+    /// `[layer][head][query * tokens + key]`.
+    pub layers: Vec<Vec<Vec<f32>>>,
+    /// Whether the sentence was cut to the model's length.
+    pub truncated: bool,
+}
+
 /// A loaded model ready to classify sentences.
 #[derive(Debug)]
 pub struct Predictor {
@@ -50,6 +84,16 @@ impl Predictor {
             model: loaded.model,
             tokenizer: loaded.tokenizer,
             device: device.clone(),
+        })
+    }
+
+    /// The attention maps of one sentence.
+    pub fn attention(&self, text: &str) -> Result<AttentionMaps, TokenizeError> {
+        let encoding = self.tokenizer.encode(text)?;
+        Ok(AttentionMaps {
+            layers: attention_matrices(&self.model, &encoding, &self.device),
+            tokens: encoding.tokens,
+            truncated: encoding.truncated,
         })
     }
 

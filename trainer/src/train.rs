@@ -625,21 +625,7 @@ fn emit_attention(
     emit: &mut dyn FnMut(Event),
 ) {
     for (sentence, encoding) in probes {
-        let batch = BatchTensors::new(&pad(std::slice::from_ref(encoding), 0), device);
-        let output = model.encode(&batch, true);
-        let matrices = output
-            .attentions
-            .into_iter()
-            .map(|layer| {
-                let [_, heads, seq, _] = layer.dims();
-                let values = layer.into_data().try_into_vec::<f32>().unwrap_or_default();
-                values
-                    .chunks(seq * seq)
-                    .take(heads)
-                    .map(<[f32]>::to_vec)
-                    .collect()
-            })
-            .collect();
+        let matrices = crate::inference::attention_matrices(model, encoding, device);
         emit(Event::Attention {
             step,
             sentence: sentence.clone(),

@@ -1,8 +1,13 @@
 //! Interactive widgets that make a lesson's concept tangible. Lessons name theirs in their
 //! front matter (`widget = "..."`).
 
+mod attention;
 mod steps;
 mod tokenizer;
+
+#[cfg(feature = "ssr")]
+pub use attention::DefaultModel;
+pub use attention::{AttentionMap, AttentionView, AttentionViewer, attention_map};
 
 pub use steps::{StepPlan, StepsCalculator, step_plan};
 #[cfg(feature = "ssr")]
@@ -18,5 +23,26 @@ pub fn LessonWidget(widget: Widget) -> impl IntoView {
     match widget {
         Widget::TokenizerPlayground => view! { <TokenizerPlayground /> }.into_any(),
         Widget::StepsCalculator => view! { <StepsCalculator /> }.into_any(),
+        Widget::AttentionViewer => view! { <AttentionViewer /> }.into_any(),
     }
+}
+
+/// The longest text a widget accepts, in characters.
+pub const MAX_CHARS: usize = 512;
+
+/// Rejects empty and over-long widget input with a message for the student.
+#[cfg(feature = "ssr")]
+fn check_sentence(text: &str) -> Result<(), crate::error::AppError> {
+    use crate::error::AppError;
+    let characters = text.chars().count();
+    if text.trim().is_empty() {
+        return Err(AppError::BadRequest("Type a sentence first.".into()).respond());
+    }
+    if characters > MAX_CHARS {
+        return Err(AppError::BadRequest(format!(
+            "That text has {characters} characters; the widgets take at most {MAX_CHARS}."
+        ))
+        .respond());
+    }
+    Ok(())
 }

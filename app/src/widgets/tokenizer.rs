@@ -5,9 +5,6 @@ use crate::error::AppError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// The longest text the playground accepts, in characters.
-pub const MAX_CHARS: usize = 512;
-
 /// One piece of a tokenized sentence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {
@@ -50,16 +47,7 @@ pub struct DefaultTokenizer(pub std::sync::Arc<trainer::tokenize::TextEncoder>);
 /// Splits `text` into the default model's pieces.
 #[server(prefix = "/api", endpoint = "tokenize")]
 pub async fn tokenize_text(text: String) -> Result<TokenizedText, AppError> {
-    let characters = text.chars().count();
-    if text.trim().is_empty() {
-        return Err(AppError::BadRequest("Type a sentence to split into tokens.".into()).respond());
-    }
-    if characters > MAX_CHARS {
-        return Err(AppError::BadRequest(format!(
-            "That text has {characters} characters; the playground takes at most {MAX_CHARS}."
-        ))
-        .respond());
-    }
+    super::check_sentence(&text)?;
     let Some(DefaultTokenizer(tokenizer)) = use_context::<DefaultTokenizer>() else {
         tracing::error!("no tokenizer in the server function context");
         return Err(AppError::Internal.respond());
@@ -108,7 +96,7 @@ pub fn TokenizerPlayground() -> impl IntoView {
                 <textarea
                     name="text"
                     rows="2"
-                    maxlength=MAX_CHARS.to_string()
+                    maxlength=super::MAX_CHARS.to_string()
                     prop:value=move || text.get()
                     on:input=move |ev| text.set(event_target_value(&ev))
                 ></textarea>

@@ -1,0 +1,219 @@
+//! The attention viewer: a sentence through the real default model, then a heatmap of who
+//! attends to whom for a chosen layer and head, or the average over a layer's heads.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Every layer's and head's attention for one sentence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttentionView {
+    /// The tokens, special tokens included.
+    pub tokens: Vec<String>,
+    /// `[layer][head][query * tokens + key]`.
+    pub layers: Vec<Vec<Vec<f32>>>,
+    /// Whether the sentence was cut to `max_len` tokens.
+    pub truncated: bool,
+    /// The viewer's length limit, in tokens.
+    pub max_len: usize,
+}
+
+/// The default model, loaded once by the server, for the attention viewer.
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct DefaultModel {
+    /// The model and its tokenizer.
+    pub predictor: Arc<std::sync::Mutex<trainer::inference::Predictor>>,
+    /// Longest sentence the viewer shows, in tokens.
+    pub max_len: usize,
+}
+
+/// Runs the default model on `text` and returns its attention maps.
+#[server(prefix = "/api", endpoint = "attention")]
+pub async fn attention_map(text: String) -> Result<AttentionView, AppError> {
+    super::check_sentence(&text)?;
+    let Some(model) = use_context::<DefaultModel>() else {
+        tracing::error!("no model in the server function context");
+        return Err(AppError::Internal.respond());
+    };
+    let maps = model
+        .predictor
+        .lock()
+        .map_err(|_| AppError::Internal.respond())?
+        .attention(&text)
+        .map_err(|e| AppError::BadRequest(e.to_string()).respond())?;
+    Ok(AttentionView {
+        tokens: maps.tokens,
+        layers: maps.layers,
+        truncated: maps.truncated,
+        max_len: model.max_len,
+    })
+}
+
+/// A sentence box, layer and head pickers, and the heatmap.
+#[component]
+pub fn AttentionViewer() -> impl IntoView {
+    let text = RwSignal::new("the movie was not good .".to_string());
+    let show = ServerAction::<AttentionMap>::new();
+    view! {
+        <section class="widget attention-viewer">
+            <h2>"Try it: the attention viewer"</h2>
+            <p>
+                "Type a sentence and see, for each word (row), how much it attends to every other word (column) "
+                "in all-MiniLM-L6-v2. Darker means more attention; each row adds up to 1."
+            </p>
+            <form on:submit=move |ev| {
+                ev.prevent_default();
+                show.dispatch(AttentionMap { text: text.get() });
+            }>
+                <textarea
+                    name="text"
+                    rows="2"
+                    maxlength=super::MAX_CHARS.to_string()
+                    prop:value=move || text.get()
+                    on:input=move |ev| text.set(event_target_value(&ev))
+                ></textarea>
+                <button type="submit" disabled=move || show.pending().get()>
+                    "Show attention"
+                </button>
+            </form>
+            {move || match show.value().get() {
+                None => ().into_any(),
+                Some(Err(error)) => view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any(),
+                Some(Ok(view)) => view! { <AttentionExplorer view=Arc::new(view) /> }.into_any(),
+            }}
+        </section>
+    }
+}
+
+/// Layer and head pickers over one sentence's maps.
+#[component]
+fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
+    let layer = RwSignal::new(view.layers.len().saturating_sub(1));
+    let head = RwSignal::new(None::<usize>);
+    let heads = view.layers.first().map_or(0, Vec::len);
+    let layers = view.layers.len();
+    let matrix = {
+        let view = view.clone();
+        move || {
+            let maps = &view.layers[layer.get().min(layers - 1)];
+            match head.get() {
+                Some(h) if h < maps.len() => maps[h].clone(),
+                _ => average(maps),
+            }
+        }
+    };
+    let tokens = view.tokens.clone();
+    let notice = view.truncated.then(|| {
+        view! { <p class="notice">{format!("Only the first {} tokens are shown.", view.max_len)}</p> }
+    });
+    view! {
+        <div class="pickers">
+            <label class="field">
+                <span>"Layer"</span>
+                <select
+                    name="layer"
+                    on:change=move |ev| layer.set(event_target_value(&ev).parse().unwrap_or(0))
+                    prop:value=move || layer.get().to_string()
+                >
+                    {(0..layers).map(|l| view! { <option value=l.to_string()>{format!("{} of {layers}", l + 1)}</option> }).collect_view()}
+                </select>
+            </label>
+            <label class="field">
+                <span>"Head"</span>
+                <select
+                    name="head"
+                    on:change=move |ev| head.set(event_target_value(&ev).parse().ok())
+                    prop:value=move || head.get().map_or("average".to_string(), |h| h.to_string())
+                >
+                    <option value="average">"Average of all heads"</option>
+                    {(0..heads).map(|h| view! { <option value=h.to_string()>{format!("Head {}", h + 1)}</option> }).collect_view()}
+                </select>
+            </label>
+        </div>
+        {notice}
+        {move || view! { <Heatmap tokens=tokens.clone() matrix=matrix() /> }}
+    }
+}
+
+/// The mean of a layer's heads.
+fn average(heads: &[Vec<f32>]) -> Vec<f32> {
+    let len = heads.first().map_or(0, Vec::len);
+    let mut sum = vec![0.0; len];
+    for head in heads {
+        for (total, value) in sum.iter_mut().zip(head) {
+            *total += value;
+        }
+    }
+    sum.iter().map(|v| v / heads.len().max(1) as f32).collect()
+}
+
+/// An SVG grid: rows are queries, columns keys, darkness the probability.
+#[component]
+fn Heatmap(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
+    const CELL: f32 = 26.0;
+    const LABEL: f32 = 92.0;
+    let n = tokens.len();
+    let size = LABEL + CELL * n as f32 + 4.0;
+    let short = |t: &String| {
+        if t.chars().count() > 12 {
+            format!("{}…", t.chars().take(11).collect::<String>())
+        } else {
+            t.clone()
+        }
+    };
+    let columns = tokens.iter().enumerate().map(|(k, token)| {
+        let x = LABEL + CELL * k as f32 + CELL * 0.6;
+        view! {
+            <text class="key" x=x.to_string() y=(LABEL - 6.0).to_string() transform=format!("rotate(-50 {x} {})", LABEL - 6.0)>
+                {short(token)}
+            </text>
+        }
+    }).collect_view();
+    let rows = tokens.iter().enumerate().map(|(q, token)| {
+        view! {
+            <text class="query" x=(LABEL - 6.0).to_string() y=(LABEL + CELL * q as f32 + CELL * 0.68).to_string() text-anchor="end">
+                {short(token)}
+            </text>
+        }
+    }).collect_view();
+    let cells = (0..n * n)
+        .map(|i| {
+            let (q, k) = (i / n, i % n);
+            let p = matrix.get(i).copied().unwrap_or(0.0);
+            let title = format!("{} \u{2192} {}: {:.2}", tokens[q], tokens[k], p);
+            view! {
+                <rect
+                    x=(LABEL + CELL * k as f32).to_string()
+                    y=(LABEL + CELL * q as f32).to_string()
+                    width=(CELL - 1.0).to_string()
+                    height=(CELL - 1.0).to_string()
+                    fill-opacity=format!("{:.3}", p.clamp(0.0, 1.0).sqrt())
+                >
+                    <title>{title}</title>
+                </rect>
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="heatmap-scroll">
+            <svg class="heatmap" data-testid="heatmap" viewBox=format!("0 0 {size} {size}") width=size.to_string() height=size.to_string() role="img" aria-label="Attention heatmap">
+                {columns}
+                {rows}
+                {cells}
+            </svg>
+        </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::average;
+
+    #[test]
+    fn the_head_average_is_elementwise() {
+        assert_eq!(average(&[vec![1.0, 0.0], vec![0.0, 1.0]]), vec![0.5, 0.5]);
+        assert!(average(&[]).is_empty());
+    }
+}
