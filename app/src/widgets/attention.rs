@@ -156,6 +156,8 @@ fn Heatmap(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
     const LABEL: f32 = 92.0;
     let n = tokens.len();
     let size = LABEL + CELL * n as f32 + 4.0;
+    // Room on the right for the last column's slanted label.
+    let width = size + 40.0;
     let short = |t: &String| {
         if t.chars().count() > 12 {
             format!("{}…", t.chars().take(11).collect::<String>())
@@ -198,7 +200,7 @@ fn Heatmap(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
         .collect_view();
     view! {
         <div class="heatmap-scroll">
-            <svg class="heatmap" data-testid="heatmap" viewBox=format!("0 0 {size} {size}") width=size.to_string() height=size.to_string() role="img" aria-label="Attention heatmap">
+            <svg class="heatmap" data-testid="heatmap" viewBox=format!("0 0 {width} {size}") width=width.to_string() height=size.to_string() role="img" aria-label="Attention heatmap">
                 {columns}
                 {rows}
                 {cells}
