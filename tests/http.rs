@@ -446,3 +446,33 @@ async fn the_attention_viewer_returns_every_layer_and_head() {
         (Some(true), 64)
     );
 }
+
+#[tokio::test]
+async fn the_lora_counter_uses_the_real_shapes() {
+    let server = Server::start();
+    let (status, body) = call_server_fn(
+        &server,
+        "lora-count",
+        "rank=16&targets[query]=true&targets[value]=true",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let count: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        count["adapter_params"], 147_456,
+        "6 layers x 2 matrices x 16 x (384 + 384)"
+    );
+    assert_eq!(count["model_params"], 22_713_986);
+    assert_eq!(count["classifier_params"], 770);
+    let (status, body) = call_server_fn(&server, "lora-count", "rank=8&targets[ffn_in]=true").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let count: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(count["adapter_params"], 6 * 8 * (384 + 1536));
+    let (status, body) = call_server_fn(&server, "lora-count", "rank=0&targets[query]=true").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = call_server_fn(&server, "lora-count", "rank=16").await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let (status, body) =
+        call_server_fn(&server, "lora-count", "rank=abc&targets[query]=true").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

@@ -35,6 +35,8 @@ pub enum Widget {
     StepsCalculator,
     /// A sentence's attention maps from the default model, per layer and head.
     AttentionViewer,
+    /// Rank and target matrices to LoRA's trainable parameters.
+    LoraCounter,
 }
 
 /// A whole lesson, ready to render.

@@ -121,3 +121,14 @@ test("the attention viewer draws a heatmap for a chosen head", async () => {
   await page.locator(".attention-viewer").screenshot({ path: join(outputDir, "attention-viewer.png") });
   await page.close();
 });
+
+test("the LoRA counter shows the lesson's 0.65% and updates with the rank", async () => {
+  const page = await browser.context.newPage();
+  await page.goto(server.baseUrl + "/lessons/lora");
+  await waitForHydration(page);
+  await page.getByTestId("adapter-params").filter({ hasText: "147,456" }).waitFor();
+  assert.equal(await page.getByTestId("adapter-percent").innerText(), "0.65%");
+  await page.locator('input[name="rank"]').fill("8");
+  await page.getByTestId("adapter-params").filter({ hasText: "73,728" }).waitFor();
+  await page.close();
+});

@@ -67,6 +67,8 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         model: app::widgets::DefaultModel {
             predictor: Arc::new(std::sync::Mutex::new(predictor)),
             max_len: ATTENTION_VIEWER_MAX_LEN,
+            config: model_config,
+            name: config::DEFAULT_MODEL.to_string(),
         },
     };
 

@@ -277,6 +277,42 @@ fn lora_head_pattern(family: Family) -> &'static str {
     }
 }
 
+/// A weight matrix of every encoder layer that LoRA can adapt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraTarget {
+    /// Attention query projection.
+    Query,
+    /// Attention key projection.
+    Key,
+    /// Attention value projection.
+    Value,
+    /// Attention output projection.
+    AttentionOutput,
+    /// Feed-forward expansion.
+    FfnIn,
+    /// Feed-forward projection back.
+    FfnOut,
+}
+
+/// The targets training uses: attention query and value.
+pub const DEFAULT_LORA_TARGETS: [LoraTarget; 2] = [LoraTarget::Query, LoraTarget::Value];
+
+/// Adapter parameters of rank `rank` on `targets` in every layer: r × (d_in + d_out) each.
+pub fn lora_adapter_params(config: &EncoderConfig, rank: usize, targets: &[LoraTarget]) -> usize {
+    let (h, i) = (config.hidden_size, config.intermediate_size);
+    let per_layer: usize = targets
+        .iter()
+        .map(|target| match target {
+            LoraTarget::Query
+            | LoraTarget::Key
+            | LoraTarget::Value
+            | LoraTarget::AttentionOutput => rank * (h + h),
+            LoraTarget::FfnIn | LoraTarget::FfnOut => rank * (h + i),
+        })
+        .sum();
+    config.num_layers * per_layer
+}
+
 /// Counts parameters for `method` from the architecture's shapes.
 pub fn param_counts(config: &EncoderConfig, num_labels: usize, method: Method) -> ParamCounts {
     let h = config.hidden_size;
@@ -294,7 +330,7 @@ pub fn param_counts(config: &EncoderConfig, num_labels: usize, method: Method) -
             trainable: base,
         },
         Method::Lora { rank, .. } => {
-            let adapters = config.num_layers * 2 * rank * (h + h);
+            let adapters = lora_adapter_params(config, rank, &DEFAULT_LORA_TARGETS);
             let trained_head = match config.family {
                 Family::Roberta => head,
                 Family::Bert | Family::DistilBert => linear(h, num_labels),

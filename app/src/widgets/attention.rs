@@ -27,6 +27,10 @@ pub struct DefaultModel {
     pub predictor: Arc<std::sync::Mutex<trainer::inference::Predictor>>,
     /// Longest sentence the viewer shows, in tokens.
     pub max_len: usize,
+    /// Its architecture, for the LoRA counter.
+    pub config: trainer::model::EncoderConfig,
+    /// Its name, e.g. all-MiniLM-L6-v2.
+    pub name: String,
 }
 
 /// Runs the default model on `text` and returns its attention maps.

@@ -2,6 +2,7 @@
 //! front matter (`widget = "..."`).
 
 mod attention;
+mod lora;
 mod steps;
 mod tokenizer;
 
@@ -9,6 +10,7 @@ mod tokenizer;
 pub use attention::DefaultModel;
 pub use attention::{AttentionMap, AttentionView, AttentionViewer, attention_map};
 
+pub use lora::{LoraCount, LoraCounter, LoraParams, LoraTargets, lora_count};
 pub use steps::{StepPlan, StepsCalculator, step_plan};
 #[cfg(feature = "ssr")]
 pub use tokenizer::DefaultTokenizer;
@@ -24,6 +26,7 @@ pub fn LessonWidget(widget: Widget) -> impl IntoView {
         Widget::TokenizerPlayground => view! { <TokenizerPlayground /> }.into_any(),
         Widget::StepsCalculator => view! { <StepsCalculator /> }.into_any(),
         Widget::AttentionViewer => view! { <AttentionViewer /> }.into_any(),
+        Widget::LoraCounter => view! { <LoraCounter /> }.into_any(),
     }
 }
 
