@@ -27,12 +27,14 @@ fn main() -> ExitCode {
             println!("{}", server::cli::TRAIN_USAGE);
             ExitCode::SUCCESS
         }
-        ["train", ..] => train(&args[1..]),
+        ["train", ..] => command("train", |config| server::cli::train(&args[1..], config)),
         ["predict", "-h" | "--help"] => {
             println!("{}", server::cli::PREDICT_USAGE);
             ExitCode::SUCCESS
         }
-        ["predict", ..] => predict(&args[1..]),
+        ["predict", ..] => command("predict", |config| {
+            server::cli::predict(&args[1..], config).map(|()| true)
+        }),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -70,32 +72,19 @@ fn serve() -> ExitCode {
     }
 }
 
-fn train(args: &[String]) -> ExitCode {
+/// Runs a terminal command with the settings loaded: exit 0 when it succeeded, 1 when
+/// it ran but did not succeed, 2 when it could not run.
+fn command(name: &str, run: impl FnOnce(&Config) -> Result<bool, String>) -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => return fail(error),
     };
     init_tracing(config.json_logs);
-    match server::cli::train(args, &config) {
+    match run(&config) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
-            eprintln!("jigsaw-lab train: {message}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn predict(args: &[String]) -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(error) => return fail(error),
-    };
-    init_tracing(config.json_logs);
-    match server::cli::predict(args, &config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("jigsaw-lab predict: {message}");
+            eprintln!("jigsaw-lab {name}: {message}");
             ExitCode::from(2)
         }
     }

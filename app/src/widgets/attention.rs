@@ -67,21 +67,14 @@ pub fn AttentionViewer() -> impl IntoView {
                 "Type a sentence and see, for each word (row), how much it attends to every other word (column) "
                 "in all-MiniLM-L6-v2. Darker means more attention; each row adds up to 1."
             </p>
-            <form on:submit=move |ev| {
-                ev.prevent_default();
-                show.dispatch(AttentionMap { text: text.get() });
-            }>
-                <textarea
-                    name="text"
-                    rows="2"
-                    maxlength=super::MAX_CHARS.to_string()
-                    prop:value=move || text.get()
-                    on:input=move |ev| text.set(event_target_value(&ev))
-                ></textarea>
-                <button type="submit" disabled=move || show.pending().get()>
-                    "Show attention"
-                </button>
-            </form>
+            <super::SentenceForm
+                text
+                label="Show attention"
+                pending=show.pending()
+                on_submit=move |text| {
+                    show.dispatch(AttentionMap { text });
+                }
+            />
             {move || match show.value().get() {
                 None => ().into_any(),
                 Some(Err(error)) => view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any(),

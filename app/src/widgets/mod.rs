@@ -30,6 +30,38 @@ pub fn LessonWidget(widget: Widget) -> impl IntoView {
     }
 }
 
+/// A sentence box with a submit button, shared by the widgets that run the model.
+#[component]
+fn SentenceForm(
+    /// The sentence, edited in place.
+    text: RwSignal<String>,
+    /// The button's label.
+    label: &'static str,
+    /// Whether a request is in flight (the button is disabled meanwhile).
+    #[prop(into)]
+    pending: Signal<bool>,
+    /// Called with the sentence when the form is submitted.
+    on_submit: impl Fn(String) + 'static,
+) -> impl IntoView {
+    view! {
+        <form on:submit=move |ev| {
+            ev.prevent_default();
+            on_submit(text.get());
+        }>
+            <textarea
+                name="text"
+                rows="2"
+                maxlength=MAX_CHARS.to_string()
+                prop:value=move || text.get()
+                on:input=move |ev| text.set(event_target_value(&ev))
+            ></textarea>
+            <button type="submit" disabled=move || pending.get()>
+                {label}
+            </button>
+        </form>
+    }
+}
+
 /// The longest text a widget accepts, in characters.
 pub const MAX_CHARS: usize = 512;
 

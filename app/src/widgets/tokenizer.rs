@@ -89,21 +89,14 @@ pub fn TokenizerPlayground() -> impl IntoView {
                 "Type any sentence, even made-up words, and see the pieces all-MiniLM-L6-v2 reads. "
                 "Pieces of the same word share a color; the number under each is its id."
             </p>
-            <form on:submit=move |ev| {
-                ev.prevent_default();
-                tokenize.dispatch(TokenizeText { text: text.get() });
-            }>
-                <textarea
-                    name="text"
-                    rows="2"
-                    maxlength=super::MAX_CHARS.to_string()
-                    prop:value=move || text.get()
-                    on:input=move |ev| text.set(event_target_value(&ev))
-                ></textarea>
-                <button type="submit" disabled=move || tokenize.pending().get()>
-                    "Split into tokens"
-                </button>
-            </form>
+            <super::SentenceForm
+                text
+                label="Split into tokens"
+                pending=tokenize.pending()
+                on_submit=move |text| {
+                    tokenize.dispatch(TokenizeText { text });
+                }
+            />
             {move || match tokenize.value().get() {
                 None => ().into_any(),
                 Some(Err(error)) => view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any(),
