@@ -476,3 +476,22 @@ async fn the_lora_counter_uses_the_real_shapes() {
         call_server_fn(&server, "lora-count", "rank=abc&targets[query]=true").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn the_cls_demo_reads_the_vector_and_says_the_head_is_untrained() {
+    let server = Server::start();
+    let (status, body) = call_server_fn(&server, "cls", "text=a+gorgeous+%2C+witty+movie+.").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["cls"].as_array().unwrap().len(), 384);
+    assert_eq!(view["head_trained"], false);
+    let total: f64 = view["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-5, "{total}");
+    let (status, _) = call_server_fn(&server, "cls", &format!("text={}", "x".repeat(600))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -37,6 +37,8 @@ pub enum Widget {
     AttentionViewer,
     /// Rank and target matrices to LoRA's trainable parameters.
     LoraCounter,
+    /// A sentence's [CLS] vector and the classification head's probabilities.
+    ClsDemo,
 }
 
 /// A whole lesson, ready to render.

@@ -132,3 +132,16 @@ test("the LoRA counter shows the lesson's 0.65% and updates with the rank", asyn
   await page.getByTestId("adapter-params").filter({ hasText: "73,728" }).waitFor();
   await page.close();
 });
+
+test("the [CLS] demo draws the vector and the head's probabilities", async () => {
+  const page = await browser.context.newPage();
+  await page.goto(server.baseUrl + "/lessons/cls-token");
+  await waitForHydration(page);
+  await page.getByRole("button", { name: "Read the [CLS] vector" }).click();
+  await page.getByTestId("cls-strip").waitFor();
+  assert.equal(await page.getByTestId("cls-strip").locator("rect").count(), 384);
+  assert.equal(await page.getByTestId("probabilities").locator("li").count(), 2);
+  await page.getByText("random weights until a team fine-tunes it").waitFor();
+  await page.locator(".cls-demo").screenshot({ path: join(outputDir, "cls-demo.png") });
+  await page.close();
+});

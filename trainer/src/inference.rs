@@ -27,6 +27,8 @@ pub struct Prediction {
     pub label: String,
     /// Whether the sentence was cut to the model's length.
     pub truncated: bool,
+    /// The first token's ([CLS] or `<s>`) last-layer vector, which the head reads.
+    pub cls: Vec<f32>,
 }
 
 /// Attention probabilities of one sentence, `[layer][head][query * tokens + key]`.
@@ -69,6 +71,7 @@ pub struct Predictor {
     model: SequenceClassifier,
     tokenizer: TextEncoder,
     device: Device,
+    head_trained: bool,
 }
 
 impl Predictor {
@@ -81,10 +84,17 @@ impl Predictor {
         };
         let loaded = loader::load(dir, LABELS.len(), max_len, device)?;
         Ok(Self {
+            head_trained: loaded.report.initialized.is_empty(),
             model: loaded.model,
             tokenizer: loaded.tokenizer,
             device: device.clone(),
         })
+    }
+
+    /// Whether the classification head came from the checkpoint (fine-tuned) rather than
+    /// starting from random weights.
+    pub fn head_trained(&self) -> bool {
+        self.head_trained
     }
 
     /// The attention maps of one sentence.
@@ -104,7 +114,10 @@ impl Predictor {
             &pad(std::slice::from_ref(&encoding), self.tokenizer.pad_id()),
             &self.device,
         );
-        let logits = self.model.forward(&batch);
+        let hidden = self.model.encode(&batch, false).hidden;
+        let cls = SequenceClassifier::first_token(&hidden);
+        let logits = self.model.head.forward(cls.clone());
+        let cls = cls.into_data().try_into_vec::<f32>().unwrap_or_default();
         let probs = softmax(logits.clone(), 1)
             .into_data()
             .try_into_vec::<f32>()
@@ -123,6 +136,7 @@ impl Predictor {
             probs,
             label: LABELS[best].to_string(),
             truncated: encoding.truncated,
+            cls,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! front matter (`widget = "..."`).
 
 mod attention;
+mod cls;
 mod lora;
 mod steps;
 mod tokenizer;
@@ -10,6 +11,7 @@ mod tokenizer;
 pub use attention::DefaultModel;
 pub use attention::{AttentionMap, AttentionView, AttentionViewer, attention_map};
 
+pub use cls::{ClsDemo, ClsView, ReadCls, read_cls};
 pub use lora::{LoraCount, LoraCounter, LoraParams, LoraTargets, lora_count};
 pub use steps::{StepPlan, StepsCalculator, step_plan};
 #[cfg(feature = "ssr")]
@@ -27,6 +29,7 @@ pub fn LessonWidget(widget: Widget) -> impl IntoView {
         Widget::StepsCalculator => view! { <StepsCalculator /> }.into_any(),
         Widget::AttentionViewer => view! { <AttentionViewer /> }.into_any(),
         Widget::LoraCounter => view! { <LoraCounter /> }.into_any(),
+        Widget::ClsDemo => view! { <ClsDemo /> }.into_any(),
     }
 }
 

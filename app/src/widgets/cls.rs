@@ -1,0 +1,125 @@
+//! The [CLS] demo: a sentence through the default model, its [CLS] vector drawn as a strip,
+//! and what the classification head makes of it.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The [CLS] vector of a sentence and the head's reading of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClsView {
+    /// The tokens the model read.
+    pub tokens: Vec<String>,
+    /// The last layer's [CLS] vector.
+    pub cls: Vec<f32>,
+    /// (label, probability) from the classification head.
+    pub probabilities: Vec<(String, f32)>,
+    /// False while the head has random weights (the model is not fine-tuned yet).
+    pub head_trained: bool,
+}
+
+/// Runs the default model on `text` and reads its [CLS] vector and head output.
+#[server(prefix = "/api", endpoint = "cls")]
+pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
+    super::check_sentence(&text)?;
+    let Some(model) = use_context::<super::DefaultModel>() else {
+        tracing::error!("no model in the server function context");
+        return Err(AppError::Internal.respond());
+    };
+    let predictor = model
+        .predictor
+        .lock()
+        .map_err(|_| AppError::Internal.respond())?;
+    let prediction = predictor
+        .predict(&text)
+        .map_err(|e| AppError::BadRequest(e.to_string()).respond())?;
+    Ok(ClsView {
+        tokens: prediction.tokens,
+        cls: prediction.cls,
+        probabilities: trainer::train::LABELS
+            .iter()
+            .map(|l| l.to_string())
+            .zip(prediction.probs)
+            .collect(),
+        head_trained: predictor.head_trained(),
+    })
+}
+
+/// Sentence in, [CLS] vector and probabilities out.
+#[component]
+pub fn ClsDemo() -> impl IntoView {
+    let text = RwSignal::new("a gorgeous , witty , seductive movie .".to_string());
+    let read = ServerAction::<ReadCls>::new();
+    view! {
+        <section class="widget cls-demo">
+            <h2>"Try it: from [CLS] to a label"</h2>
+            <p>"The model reads the whole sentence; the classifier looks only at the [CLS] vector it ends with."</p>
+            <super::SentenceForm
+                text
+                label="Read the [CLS] vector"
+                pending=read.pending()
+                on_submit=move |text| {
+                    read.dispatch(ReadCls { text });
+                }
+            />
+            {move || match read.value().get() {
+                None => ().into_any(),
+                Some(Err(error)) => view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any(),
+                Some(Ok(view)) => view! { <ClsResult view /> }.into_any(),
+            }}
+        </section>
+    }
+}
+
+/// The vector strip, the probabilities and what they mean.
+#[component]
+fn ClsResult(view: ClsView) -> impl IntoView {
+    let n = view.cls.len();
+    // Scale to the 98th percentile so one outlier dimension does not flatten the rest;
+    // bars beyond it are clipped.
+    let mut magnitudes: Vec<f32> = view.cls.iter().map(|v| v.abs()).collect();
+    magnitudes.sort_by(f32::total_cmp);
+    let scale = magnitudes
+        .get(n * 98 / 100)
+        .copied()
+        .unwrap_or(1.0)
+        .max(1e-6);
+    let bars = view
+        .cls
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let height = 30.0 * (v.abs() / scale).min(1.0);
+            let (y, class) = if *v >= 0.0 { (32.0 - height, "up") } else { (32.0, "down") };
+            view! {
+                <rect class=class x=i.to_string() y=y.to_string() width="1" height=height.to_string() />
+            }
+        })
+        .collect_view();
+    let probabilities = view
+        .probabilities
+        .into_iter()
+        .map(|(label, p)| {
+            view! {
+                <li>
+                    <span class="label">{label}</span>
+                    <span class="bar" style=format!("width: {:.1}%", 100.0 * p)></span>
+                    <span class="value">{format!("{:.1}%", 100.0 * p)}</span>
+                </li>
+            }
+        })
+        .collect_view();
+    let explanation = if view.head_trained {
+        "This head was fine-tuned, so the probabilities are the model's verdict."
+    } else {
+        "This is the pretrained all-MiniLM-L6-v2: its classification head has random weights until a team fine-tunes it, so these probabilities are close to a coin toss. Fine-tuning trains the head, and nudges the whole model so that [CLS] carries the sentiment."
+    };
+    view! {
+        <p class="piece-summary">{format!("[CLS] summarizes {} tokens into {n} numbers (blue above zero, orange below):", view.tokens.len())}</p>
+        <svg class="cls-strip" data-testid="cls-strip" viewBox=format!("0 0 {n} 64") preserveAspectRatio="none" role="img" aria-label="The [CLS] vector">
+            {bars}
+        </svg>
+        <ul class="probabilities" data-testid="probabilities">{probabilities}</ul>
+        <p class="notice">{explanation}</p>
+    }
+}
