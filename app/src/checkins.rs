@@ -28,15 +28,11 @@ pub async fn check_in(slug: String) -> Result<i64, AppError> {
 mod db {
     use crate::error::AppError;
     use crate::lessons::content;
-    use leptos::prelude::use_context;
     use sqlx::SqlitePool;
 
     /// The database pool the server put into the request context.
     pub fn pool() -> Result<SqlitePool, AppError> {
-        use_context::<SqlitePool>().ok_or_else(|| {
-            tracing::error!("no database pool in the server function context");
-            AppError::Internal.respond()
-        })
+        AppError::from_context("database pool")
     }
 
     /// Rejects slugs that name no lesson.

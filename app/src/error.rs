@@ -56,6 +56,16 @@ mod ssr {
             }
         }
 
+        /// Takes `T` from the server function's context, which the server provides for
+        /// every request; its absence is a server bug, logged with `what` and answered as
+        /// [`AppError::Internal`].
+        pub fn from_context<T: Clone + Send + Sync + 'static>(what: &str) -> Result<T, AppError> {
+            use_context::<T>().ok_or_else(|| {
+                tracing::error!("no {what} in the server function context");
+                AppError::Internal.respond()
+            })
+        }
+
         /// Sets this error's status on the response being built, then returns the error.
         pub fn respond(self) -> Self {
             if let Some(response) = use_context::<ResponseOptions>() {

@@ -37,10 +37,7 @@ pub struct DefaultModel {
 #[server(prefix = "/api", endpoint = "attention")]
 pub async fn attention_map(text: String) -> Result<AttentionView, AppError> {
     super::check_sentence(&text)?;
-    let Some(model) = use_context::<DefaultModel>() else {
-        tracing::error!("no model in the server function context");
-        return Err(AppError::Internal.respond());
-    };
+    let model: DefaultModel = AppError::from_context("model")?;
     let maps = model
         .predictor
         .lock()
@@ -75,11 +72,7 @@ pub fn AttentionViewer() -> impl IntoView {
                     show.dispatch(AttentionMap { text });
                 }
             />
-            {move || match show.value().get() {
-                None => ().into_any(),
-                Some(Err(error)) => view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any(),
-                Some(Ok(view)) => view! { <AttentionExplorer view=Arc::new(view) /> }.into_any(),
-            }}
+            {move || super::action_result(show.value().get(), |view| view! { <AttentionExplorer view=Arc::new(view) /> }.into_any())}
         </section>
     }
 }

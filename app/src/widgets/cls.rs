@@ -22,10 +22,7 @@ pub struct ClsView {
 #[server(prefix = "/api", endpoint = "cls")]
 pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
     super::check_sentence(&text)?;
-    let Some(model) = use_context::<super::DefaultModel>() else {
-        tracing::error!("no model in the server function context");
-        return Err(AppError::Internal.respond());
-    };
+    let model: super::DefaultModel = AppError::from_context("model")?;
     let predictor = model
         .predictor
         .lock()
@@ -62,11 +59,7 @@ pub fn ClsDemo() -> impl IntoView {
                     read.dispatch(ReadCls { text });
                 }
             />
-            {move || match read.value().get() {
-                None => ().into_any(),
-                Some(Err(error)) => view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any(),
-                Some(Ok(view)) => view! { <ClsResult view /> }.into_any(),
-            }}
+            {move || super::action_result(read.value().get(), |view| view! { <ClsResult view /> }.into_any())}
         </section>
     }
 }

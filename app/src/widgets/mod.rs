@@ -18,6 +18,7 @@ pub use steps::{StepPlan, StepsCalculator, step_plan};
 pub use tokenizer::DefaultTokenizer;
 pub use tokenizer::{Piece, TokenizeText, TokenizedText, TokenizerPlayground, tokenize_text};
 
+use crate::error::AppError;
 use crate::lessons::Widget;
 use leptos::prelude::*;
 
@@ -65,13 +66,27 @@ fn SentenceForm(
     }
 }
 
+/// Renders a widget request's outcome: nothing before the first answer, the error as an
+/// alert, or `render` of the result.
+fn action_result<T>(
+    outcome: Option<Result<T, AppError>>,
+    render: impl FnOnce(T) -> AnyView,
+) -> AnyView {
+    match outcome {
+        None => ().into_any(),
+        Some(Err(error)) => {
+            view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any()
+        }
+        Some(Ok(result)) => render(result),
+    }
+}
+
 /// The longest text a widget accepts, in characters.
 pub const MAX_CHARS: usize = 512;
 
 /// Rejects empty and over-long widget input with a message for the student.
 #[cfg(feature = "ssr")]
-fn check_sentence(text: &str) -> Result<(), crate::error::AppError> {
-    use crate::error::AppError;
+fn check_sentence(text: &str) -> Result<(), AppError> {
     let characters = text.chars().count();
     if text.trim().is_empty() {
         return Err(AppError::BadRequest("Type a sentence first.".into()).respond());

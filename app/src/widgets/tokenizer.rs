@@ -48,10 +48,7 @@ pub struct DefaultTokenizer(pub std::sync::Arc<trainer::tokenize::TextEncoder>);
 #[server(prefix = "/api", endpoint = "tokenize")]
 pub async fn tokenize_text(text: String) -> Result<TokenizedText, AppError> {
     super::check_sentence(&text)?;
-    let Some(DefaultTokenizer(tokenizer)) = use_context::<DefaultTokenizer>() else {
-        tracing::error!("no tokenizer in the server function context");
-        return Err(AppError::Internal.respond());
-    };
+    let DefaultTokenizer(tokenizer) = AppError::from_context("tokenizer")?;
     let encoding = tokenizer
         .encode(&text)
         .map_err(|e| AppError::BadRequest(e.to_string()).respond())?;
@@ -97,11 +94,7 @@ pub fn TokenizerPlayground() -> impl IntoView {
                     tokenize.dispatch(TokenizeText { text });
                 }
             />
-            {move || match tokenize.value().get() {
-                None => ().into_any(),
-                Some(Err(error)) => view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any(),
-                Some(Ok(result)) => view! { <TokenizedView result /> }.into_any(),
-            }}
+            {move || super::action_result(tokenize.value().get(), |result| view! { <TokenizedView result /> }.into_any())}
         </section>
     }
 }
