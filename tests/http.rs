@@ -8,6 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// This package's directory, read when the test runs (cargo sets it), so a test binary
+/// built from another checkout sharing the target directory still finds its files.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 const LESSON_SLUGS: [&str; 8] = [
     "fine-tuning",
     "tokenization",
@@ -20,10 +27,7 @@ const LESSON_SLUGS: [&str; 8] = [
 ];
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    manifest_dir().parent().unwrap().to_path_buf()
 }
 
 /// The models directory `make setup` fills.

@@ -8,17 +8,24 @@ use trainer::loader;
 use trainer::model::{BatchTensors, SequenceClassifier};
 use trainer::tokenize::{TokenBatch, pad};
 
+/// This package's directory, read when the test runs (cargo sets it), so a test binary
+/// built from another checkout sharing the target directory still finds its files.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 const TOLERANCE: f32 = 1e-4;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    manifest_dir().join("tests/fixtures")
 }
 
 /// The default model `make setup` installs.
 fn minilm_dir() -> PathBuf {
     let models = std::env::var_os("JIGSAW_MODELS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/models"));
+        .unwrap_or_else(|| manifest_dir().join("../data/models"));
     let dir = models.join("all-MiniLM-L6-v2");
     assert!(
         dir.join("model.safetensors").is_file(),

@@ -11,6 +11,13 @@ use trainer::events::{EvalSplit, Event};
 use trainer::inference::Predictor;
 use trainer::train::{CancelToken, Method, TrainConfig, train};
 
+/// This package's directory, read when the test runs (cargo sets it), so a test binary
+/// built from another checkout sharing the target directory still finds its files.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// Serialises the runs of this file: they share the CPU backend's random generator.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -18,7 +25,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn tiny_bert() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
+    manifest_dir().join("tests/fixtures/tiny-bert")
 }
 
 /// Writes train/dev TSVs of short reviews whose sentiment follows from their words.
