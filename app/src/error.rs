@@ -16,6 +16,12 @@ pub enum AppError {
     /// The request was understood but its input is not acceptable (HTTP 400).
     #[error("{0}")]
     BadRequest(String),
+    /// The caller must sign in (instructors) or join a class (students) first (HTTP 401).
+    #[error("{0}")]
+    SignInRequired(String),
+    /// The caller is signed in but may not do this (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Something failed on the server; the detail is in the server log (HTTP 500).
     #[error(
         "Something went wrong on the server. Your teacher can find the details in the server log."
@@ -52,6 +58,8 @@ mod ssr {
             match self {
                 AppError::NotFound(_) => StatusCode::NOT_FOUND,
                 AppError::BadRequest(_) | AppError::Transport(_) => StatusCode::BAD_REQUEST,
+                AppError::SignInRequired(_) => StatusCode::UNAUTHORIZED,
+                AppError::Forbidden(_) => StatusCode::FORBIDDEN,
                 AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             }
         }
@@ -72,6 +80,29 @@ mod ssr {
                 response.set_status(self.status());
             }
             self
+        }
+    }
+
+    impl AppError {
+        /// A 400 with `message`, status set on the response.
+        pub fn bad_request(message: impl Into<String>) -> Self {
+            AppError::BadRequest(message.into()).respond()
+        }
+
+        /// A 404 with `message`, status set on the response.
+        pub fn not_found(message: impl Into<String>) -> Self {
+            AppError::NotFound(message.into()).respond()
+        }
+
+        /// A 403 with `message`, status set on the response.
+        pub fn forbidden(message: impl Into<String>) -> Self {
+            AppError::Forbidden(message.into()).respond()
+        }
+
+        /// A 500 whose `detail` goes to the server log only.
+        pub fn internal(detail: impl std::fmt::Display) -> Self {
+            tracing::error!(%detail, "server function failed");
+            AppError::Internal.respond()
         }
     }
 

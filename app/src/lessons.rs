@@ -144,11 +144,66 @@ pub mod content {
 
     /// A question with the instructor's model answer (never sent to students here).
     #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct QuestionWithAnswer {
         /// The question as students see it.
         pub prompt: String,
         /// The model answer instructors grade against.
         pub answer: String,
+        /// How students answer it in the quiz; free text unless the file says otherwise.
+        #[serde(default)]
+        pub kind: QuestionKind,
+        /// The right number, for `kind = "number"`.
+        #[serde(default)]
+        pub expected: Option<f64>,
+        /// The options, for `kind = "choice"`.
+        #[serde(default)]
+        pub choices: Vec<String>,
+        /// The right option, for `kind = "choice"`.
+        #[serde(default)]
+        pub correct: Option<String>,
+        /// Points the question is worth (default 2 for free text, 1 for auto-graded).
+        #[serde(default)]
+        pub points: Option<f64>,
+    }
+
+    /// How a quiz question is answered and graded.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum QuestionKind {
+        /// Free text, graded by the instructor.
+        #[default]
+        Text,
+        /// A number, graded automatically against `expected`.
+        Number,
+        /// One of `choices`, graded automatically against `correct`.
+        Choice,
+    }
+
+    impl QuestionWithAnswer {
+        /// Checks that an auto-graded question carries what grading needs.
+        fn check(&self) -> Result<(), String> {
+            match self.kind {
+                QuestionKind::Text => Ok(()),
+                QuestionKind::Number if self.expected.is_some_and(f64::is_finite) => Ok(()),
+                QuestionKind::Number => Err(format!("\"{}\" needs a finite `expected`", self.prompt)),
+                QuestionKind::Choice => match &self.correct {
+                    Some(correct) if self.choices.len() >= 2 && self.choices.contains(correct) => Ok(()),
+                    _ => Err(format!(
+                        "\"{}\" needs at least two `choices` and a `correct` one among them",
+                        self.prompt
+                    )),
+                },
+            }
+        }
+
+        /// Points the question is worth.
+        pub fn max_points(&self) -> f64 {
+            self.points.unwrap_or(match self.kind {
+                QuestionKind::Text => 2.0,
+                QuestionKind::Number | QuestionKind::Choice => 1.0,
+            })
+        }
     }
 
     /// The TOML front matter at the top of a lesson file.
@@ -206,6 +261,9 @@ pub mod content {
         let front: FrontMatter = toml::from_str(front).map_err(|e| e.to_string())?;
         if front.questions.is_empty() {
             return Err("a lesson needs at least one question".into());
+        }
+        for question in &front.questions {
+            question.check()?;
         }
         Ok(LessonFile {
             summary: LessonSummary {
@@ -281,6 +339,10 @@ pub mod content {
             assert!(parse("+++\nslug = 3\n+++\nbody").is_err());
             let no_questions = "+++\nslug = \"a\"\ntitle = \"A\"\nsummary = \"s\"\nminutes = 1\nquestions = []\n+++\n## Body\n";
             assert!(parse(no_questions).is_err());
+            let bad_choice = "+++\nslug = \"a\"\ntitle = \"A\"\nsummary = \"s\"\nminutes = 1\n[[questions]]\nprompt = \"p\"\nanswer = \"a\"\nkind = \"choice\"\nchoices = [\"x\", \"y\"]\ncorrect = \"z\"\n+++\n## Body\n";
+            assert!(parse(bad_choice).unwrap_err().contains("correct"));
+            let no_expected = "+++\nslug = \"a\"\ntitle = \"A\"\nsummary = \"s\"\nminutes = 1\n[[questions]]\nprompt = \"p\"\nanswer = \"a\"\nkind = \"number\"\n+++\n## Body\n";
+            assert!(parse(no_expected).unwrap_err().contains("expected"));
         }
 
         #[test]

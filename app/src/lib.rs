@@ -2,10 +2,14 @@
 //! the browser, plus the server functions they call. Database code is compiled only with
 //! the `ssr` feature; the `hydrate` feature builds the browser side.
 
+pub mod auth;
 pub mod checkins;
+pub mod classroom;
 pub mod error;
 pub mod lessons;
+pub mod live;
 mod pages;
+pub mod quiz;
 pub mod widgets;
 
 use leptos::prelude::*;
@@ -53,6 +57,7 @@ pub fn App() -> impl IntoView {
                     "Jigsaw Lab"
                 </A>
                 <span class="tagline">"Learn how transformers are fine-tuned, one piece each"</span>
+                <pages::ViewerBar />
             </header>
             <main>
                 <Routes fallback=pages::NotFound>
@@ -60,6 +65,14 @@ pub fn App() -> impl IntoView {
                     // unknown lesson) is known before the response starts.
                     <Route path=path!("/") view=pages::HomePage ssr=SsrMode::Async />
                     <Route path=path!("/lessons/:slug") view=pages::LessonPage ssr=SsrMode::Async />
+                    <Route path=path!("/join") view=pages::JoinPage />
+                    <Route path=path!("/class") view=pages::StudentClassPage ssr=SsrMode::Async />
+                    <Route path=path!("/quiz") view=pages::QuizPage ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/sign-in") view=pages::SignInPage />
+                    <Route path=path!("/instructor") view=pages::InstructorHome ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/classes/:id") view=pages::ClassAdminPage ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/classes/:id/grading") view=pages::GradingOverviewPage ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/classes/:id/grading/:key") view=pages::GradeQuestionPage ssr=SsrMode::Async />
                 </Routes>
             </main>
             <footer class="site-footer">

@@ -64,6 +64,8 @@ pub struct Config {
     pub site_root: PathBuf,
     /// Log as JSON lines instead of text (`JIGSAW_LOG_FORMAT=json`).
     pub json_logs: bool,
+    /// Mark session cookies Secure, for a server behind TLS (`JIGSAW_SECURE_COOKIES=true`).
+    pub secure_cookies: bool,
 }
 
 /// The optional TOML file; every key mirrors an environment variable.
@@ -78,6 +80,7 @@ struct FileSettings {
     device: Option<String>,
     site_root: Option<PathBuf>,
     log_format: Option<String>,
+    secure_cookies: Option<bool>,
 }
 
 impl Config {
@@ -143,6 +146,17 @@ impl Config {
                 ));
             }
         };
+        let secure_cookies = match var("JIGSAW_SECURE_COOKIES").as_deref() {
+            None => file.secure_cookies.unwrap_or(false),
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "JIGSAW_SECURE_COOKIES",
+                    format!("\u{201c}{other}\u{201d} is not true or false"),
+                ));
+            }
+        };
         Ok(Self {
             bind,
             data_dir,
@@ -152,6 +166,7 @@ impl Config {
             device,
             site_root,
             json_logs,
+            secure_cookies,
         })
     }
 

@@ -1,29 +1,38 @@
 //! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, and the
 //! middleware around them (tracing, compression, security and cache headers).
 
+use app::auth::ssr::{Caller, JoinLimiter, caller_of, check_class_owner};
+use app::classroom::ssr::ClassEvents;
 use app::error::AppError;
+use app::live::CLASS_CHANGED_EVENT;
 use app::widgets::{DefaultModel, DefaultTokenizer};
 use app::{App, shell};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::extract::{FromRef, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
+use futures_util::Stream;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
+use std::convert::Infallible;
 use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
 /// What every handler can reach.
 #[derive(Clone, FromRef)]
@@ -38,7 +47,18 @@ pub struct AppState {
     pub tokenizer: DefaultTokenizer,
     /// The default model, for the attention viewer.
     pub model: DefaultModel,
+    /// Changes to classes, streamed to their open pages.
+    pub class_events: ClassEvents,
+    /// Counts wrong join codes per address.
+    pub join_limiter: JoinLimiter,
+    /// Session cookies only over HTTPS (set when served behind TLS).
+    pub secure_cookies: bool,
+    /// Turns true when the server shuts down, ending the live event streams.
+    pub shutdown: watch::Receiver<bool>,
 }
+
+/// Sessions last this long without activity.
+const SESSION_IDLE_DAYS: i64 = 14;
 
 /// Facts about this process fixed at start.
 #[derive(Debug, Clone, Serialize)]
@@ -56,11 +76,23 @@ pub fn router(state: AppState) -> Router {
     let pool = state.pool.clone();
     let tokenizer = state.tokenizer.clone();
     let model = state.model.clone();
+    let class_events = state.class_events.clone();
+    let join_limiter = state.join_limiter.clone();
     let provide_pool = move || {
         provide_context(pool.clone());
         provide_context(tokenizer.clone());
         provide_context(model.clone());
+        provide_context(class_events.clone());
+        provide_context(join_limiter.clone());
     };
+    let store = crate::sessions::SqlSessionStore::new(state.pool.clone());
+    store.sweep_every(std::time::Duration::from_secs(3600));
+    let sessions = SessionManagerLayer::new(store)
+        .with_name("jigsaw_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.secure_cookies)
+        .with_expiry(Expiry::OnInactivity(time::Duration::days(SESSION_IDLE_DAYS)));
 
     let static_files = Router::new()
         .nest_service(
@@ -78,6 +110,8 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/class-events", get(class_events))
+        .route("/instructor/classes/{id}/answers.csv", get(answers_csv))
         .leptos_routes_with_context(&state, routes, provide_pool.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
@@ -86,6 +120,7 @@ pub fn router(state: AppState) -> Router {
             AppState,
             _,
         >(provide_pool, shell))
+        .layer(sessions)
         .merge(static_files)
         .layer(middleware::from_fn(server_fn_error_status))
         .layer(
@@ -135,6 +170,113 @@ async fn server_fn_error_status(request: Request, next: Next) -> Response {
         parts.status = error.status();
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// An [`AppError`] as a plain-text response with its status.
+fn error_response(error: AppError) -> Response {
+    (error.status(), error.to_string()).into_response()
+}
+
+/// Which class an instructor's event stream is for.
+#[derive(Deserialize)]
+struct ClassQuery {
+    class: Option<i64>,
+}
+
+/// The class the caller may follow: a student's own, or an instructor's named one.
+async fn followed_class(
+    state: &AppState,
+    session: &Session,
+    class: Option<i64>,
+) -> Result<i64, AppError> {
+    match (caller_of(session, &state.pool).await?, class) {
+        (Caller::Student(student), _) => Ok(student.class_id),
+        (Caller::Instructor(instructor), Some(class_id)) => {
+            check_class_owner(&state.pool, &instructor, class_id).await?;
+            Ok(class_id)
+        }
+        (Caller::Instructor(_), None) => Err(AppError::BadRequest(
+            "Name the class to follow: /api/class-events?class=ID.".into(),
+        )),
+        (Caller::Anonymous, _) => Err(AppError::SignInRequired(
+            "Join a class or sign in to follow it live.".into(),
+        )),
+    }
+}
+
+/// `GET /api/class-events`: server-sent events, one `class-changed` per change to the
+/// caller's class (phase, teams, topics, grades). Ends when the server shuts down.
+async fn class_events(
+    State(state): State<AppState>,
+    session: Session,
+    Query(query): Query<ClassQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
+    let class_id = followed_class(&state, &session, query.class)
+        .await
+        .map_err(error_response)?;
+    let changes = state.class_events.0.subscribe();
+    let stream = futures_util::stream::unfold(
+        (changes, state.shutdown.clone()),
+        move |(mut changes, mut shutdown)| async move {
+            loop {
+                if *shutdown.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    received = changes.recv() => match received {
+                        Ok(change) if change.class_id != class_id => continue,
+                        // A listener that fell behind has missed something: refresh anyway.
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let event = Event::default().event(CLASS_CHANGED_EVENT).data(class_id.to_string());
+                            return Some((Ok(event), (changes, shutdown)));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /instructor/classes/{id}/answers.csv`: the class's answers and grades.
+async fn answers_csv(
+    State(state): State<AppState>,
+    session: Session,
+    Path(class_id): Path<i64>,
+) -> Response {
+    let result = async {
+        match caller_of(&session, &state.pool).await? {
+            Caller::Instructor(instructor) => {
+                check_class_owner(&state.pool, &instructor, class_id).await?
+            }
+            Caller::Student(_) => {
+                return Err(AppError::Forbidden("Only instructors can do that.".into()));
+            }
+            Caller::Anonymous => {
+                return Err(AppError::SignInRequired(
+                    "Sign in as an instructor first.".into(),
+                ));
+            }
+        }
+        app::quiz::ssr::answers_csv(&state.pool, class_id).await
+    }
+    .await;
+    match result {
+        Ok(csv) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"class-{class_id}-answers.csv\""),
+                ),
+            ],
+            csv,
+        )
+            .into_response(),
+        Err(error) => error_response(error),
+    }
 }
 
 /// The body of `/healthz`.

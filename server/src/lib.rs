@@ -1,10 +1,12 @@
 //! The `jigsaw-lab` server: configuration, database, HTTP routes and process lifecycle.
 //! The binary in `main.rs` is a thin command-line wrapper around [`serve`].
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod sessions;
 
 use config::{Config, ConfigError};
 use leptos::config::LeptosOptions;
@@ -56,6 +58,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         .site_pkg_dir("pkg")
         .site_addr(address)
         .build();
+    let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
     let state = http::AppState {
         leptos_options,
         pool: pool.clone(),
@@ -70,6 +73,10 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             config: model_config,
             name: config::DEFAULT_MODEL.to_string(),
         },
+        class_events: app::classroom::ssr::ClassEvents::new(),
+        join_limiter: app::auth::ssr::JoinLimiter::default(),
+        secure_cookies: config.secure_cookies,
+        shutdown: shutdown_receiver,
     };
 
     // Warnings come only once every fatal check has passed, so a failed start prints one line.
@@ -78,8 +85,13 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
     }
     tracing::info!(%address, "Jigsaw Lab is serving");
     println!("Jigsaw Lab listening on http://{address}");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Live event streams end now, so open pages do not hold the shutdown up.
+            let _ = shutdown_sender.send(true);
+        })
         .await
         .map_err(|e| ConfigError::new("JIGSAW_BIND", format!("the server stopped: {e}")))?;
     pool.close().await;

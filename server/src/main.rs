@@ -8,10 +8,11 @@ const USAGE: &str = "\
 Usage: jigsaw-lab [serve]           serve the web app
        jigsaw-lab train [options]   fine-tune from the terminal (jigsaw-lab train --help)
        jigsaw-lab predict TEXT...   classify sentences (jigsaw-lab predict --help)
+       jigsaw-lab instructor add NAME   create an instructor account
 
 Serves Jigsaw Lab. Settings come from environment variables (JIGSAW_BIND, JIGSAW_DATA_DIR,
 DATABASE_URL, JIGSAW_MODELS_DIR, JIGSAW_SST2_DIR, JIGSAW_DEVICE, JIGSAW_SITE_ROOT,
-JIGSAW_LOG_FORMAT) and the optional TOML file named by JIGSAW_CONFIG (default ./jigsaw.toml).
+JIGSAW_LOG_FORMAT, JIGSAW_SECURE_COOKIES) and the optional TOML file named by JIGSAW_CONFIG (default ./jigsaw.toml).
 See README.md.";
 
 fn main() -> ExitCode {
@@ -34,6 +35,13 @@ fn main() -> ExitCode {
         }
         ["predict", ..] => command("predict", |config| {
             server::cli::predict(&args[1..], config).map(|()| true)
+        }),
+        ["instructor", "-h" | "--help"] => {
+            println!("{}", server::accounts::INSTRUCTOR_USAGE);
+            ExitCode::SUCCESS
+        }
+        ["instructor", ..] => command("instructor", |config| {
+            server::accounts::instructor(&args[1..], config)
         }),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");

@@ -1,0 +1,543 @@
+//! The jigsaw workflow: an instructor creates a class (with a short join code) and its
+//! teams, gives each team an expert topic (a lesson), and moves the class through its
+//! phases: study → teach → quiz → competition. Every change is broadcast, so open pages
+//! follow it live over server-sent events.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The stage a class is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Each team studies its own topic.
+    Study,
+    /// Teams teach their topics to the others.
+    Teach,
+    /// The quizzes are open.
+    Quiz,
+    /// Teams fine-tune models and compete on the leaderboard.
+    Competition,
+}
+
+impl Phase {
+    /// Every phase in class order.
+    pub const ALL: [Phase; 4] = [Phase::Study, Phase::Teach, Phase::Quiz, Phase::Competition];
+
+    /// The name stored in the database and used in URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Study => "study",
+            Phase::Teach => "teach",
+            Phase::Quiz => "quiz",
+            Phase::Competition => "competition",
+        }
+    }
+
+    /// Reads a stored phase name.
+    pub fn parse(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// The name shown to people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Study => "Study",
+            Phase::Teach => "Teach",
+            Phase::Quiz => "Quiz",
+            Phase::Competition => "Competition",
+        }
+    }
+
+    /// What students do in this phase.
+    pub fn instructions(self) -> &'static str {
+        match self {
+            Phase::Study => {
+                "Become the class expert on your team's topic: read the lesson, try its widget, and agree on how you will explain it."
+            }
+            Phase::Teach => {
+                "Each team teaches its topic to the others. Every lesson is open now; the expert team is named next to it."
+            }
+            Phase::Quiz => "The quiz is open. Answer every question; you can edit until your teacher closes it.",
+            Phase::Competition => {
+                "Fine-tune a model with your team and climb the leaderboard. The quiz results are in."
+            }
+        }
+    }
+
+    /// Whether the quiz can be answered in this phase (the instructor may still close it).
+    pub fn quiz_available(self) -> bool {
+        matches!(self, Phase::Quiz | Phase::Competition)
+    }
+}
+
+/// One class in the instructor's list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassSummary {
+    /// The class's id.
+    pub id: i64,
+    /// The class's name.
+    pub name: String,
+    /// The code students type to join.
+    pub join_code: String,
+    /// The current phase.
+    pub phase: Phase,
+    /// Number of teams.
+    pub teams: i64,
+    /// Number of students who joined.
+    pub students: i64,
+}
+
+/// A lesson as a topic someone can be assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// The lesson's slug.
+    pub slug: String,
+    /// The lesson's title.
+    pub title: String,
+}
+
+/// A team as the instructor manages it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamAdmin {
+    /// The team's id.
+    pub id: i64,
+    /// The team's name.
+    pub name: String,
+    /// Its expert topic.
+    pub topic: Option<Topic>,
+    /// Its members' display names.
+    pub members: Vec<String>,
+}
+
+/// Everything the instructor's class page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassAdmin {
+    /// Name, code, phase and counts.
+    pub summary: ClassSummary,
+    /// Whether the instructor closed the quiz (answers can no longer change).
+    pub quiz_closed: bool,
+    /// The teams with their topics and members.
+    pub teams: Vec<TeamAdmin>,
+    /// Every topic a team can be given, in teaching order.
+    pub topics: Vec<Topic>,
+    /// The quiz standings per team.
+    pub leaderboard: Vec<TeamScore>,
+}
+
+/// A lesson on a student's class page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassLesson {
+    /// The lesson.
+    pub topic: Topic,
+    /// The teams that are experts on it.
+    pub expert_teams: Vec<String>,
+    /// Whether it is the student's own team's topic.
+    pub mine: bool,
+}
+
+/// Everything a student's class page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudentClass {
+    /// The class's name.
+    pub class_name: String,
+    /// The student's display name.
+    pub name: String,
+    /// The student's team.
+    pub team: String,
+    /// The other members of the team.
+    pub teammates: Vec<String>,
+    /// The current phase.
+    pub phase: Phase,
+    /// The team's expert topic, if assigned.
+    pub topic: Option<Topic>,
+    /// The lessons, the team's own first.
+    pub lessons: Vec<ClassLesson>,
+    /// Whether quiz answers can be changed now.
+    pub quiz_open: bool,
+    /// The quiz standings per team, once the quiz phase has begun.
+    pub leaderboard: Vec<TeamScore>,
+}
+
+/// One team's line on the quiz leaderboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamScore {
+    /// The team's name.
+    pub team: String,
+    /// Its members.
+    pub members: i64,
+    /// Points of all members' graded answers.
+    pub points: f64,
+    /// Points per member, the ranking key.
+    pub points_per_member: f64,
+    /// Answers graded so far.
+    pub graded_answers: i64,
+}
+
+/// Lists the calling instructor's classes.
+#[server(prefix = "/api", endpoint = "my-classes")]
+pub async fn my_classes() -> Result<Vec<ClassSummary>, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let instructor = crate::auth::ssr::require_instructor(&pool).await?;
+    ssr::summaries(&pool, "c.instructor_id = $1", instructor.id).await
+}
+
+/// Creates a class with a fresh join code.
+#[server(prefix = "/api", endpoint = "create-class")]
+pub async fn create_class(name: String) -> Result<ClassSummary, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let instructor = crate::auth::ssr::require_instructor(&pool).await?;
+    let name = crate::auth::ssr::clean_name(&name, "The class name")?;
+    for _ in 0..8 {
+        let code = ssr::new_join_code();
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO classes (instructor_id, name, join_code) VALUES ($1, $2, $3) \
+             ON CONFLICT (join_code) DO NOTHING RETURNING id",
+        )
+        .bind(instructor.id)
+        .bind(&name)
+        .bind(&code)
+        .fetch_optional(&pool)
+        .await?;
+        if let Some(id) = inserted {
+            return ssr::summaries(&pool, "c.id = $1", id)
+                .await?
+                .pop()
+                .ok_or_else(|| AppError::internal("a class vanished right after its insert"));
+        }
+    }
+    Err(AppError::internal("no free join code after 8 tries"))
+}
+
+/// The instructor's view of one class.
+#[server(prefix = "/api", endpoint = "class-admin")]
+pub async fn class_admin(class_id: i64) -> Result<ClassAdmin, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    let summary = ssr::summaries(&pool, "c.id = $1", class_id)
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::not_found("There is no such class."))?;
+    let quiz_closed: bool = sqlx::query_scalar("SELECT quiz_closed FROM classes WHERE id = $1")
+        .bind(class_id)
+        .fetch_one(&pool)
+        .await?;
+    let rows: Vec<(i64, String, Option<String>)> =
+        sqlx::query_as("SELECT id, name, topic_slug FROM teams WHERE class_id = $1 ORDER BY id")
+            .bind(class_id)
+            .fetch_all(&pool)
+            .await?;
+    let members: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT team_id, display_name FROM students WHERE class_id = $1 ORDER BY display_name",
+    )
+    .bind(class_id)
+    .fetch_all(&pool)
+    .await?;
+    let teams = rows
+        .into_iter()
+        .map(|(id, name, slug)| TeamAdmin {
+            id,
+            name,
+            topic: slug.as_deref().and_then(ssr::topic),
+            members: members
+                .iter()
+                .filter(|(team, _)| *team == id)
+                .map(|(_, name)| name.clone())
+                .collect(),
+        })
+        .collect();
+    Ok(ClassAdmin {
+        summary,
+        quiz_closed,
+        teams,
+        topics: ssr::topics(),
+        leaderboard: crate::quiz::ssr::leaderboard(&pool, class_id).await?,
+    })
+}
+
+/// Adds a team to a class.
+#[server(prefix = "/api", endpoint = "add-team")]
+pub async fn add_team(class_id: i64, name: String) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    let name = crate::auth::ssr::clean_name(&name, "The team name")?;
+    let inserted = sqlx::query(
+        "INSERT INTO teams (class_id, name) VALUES ($1, $2) ON CONFLICT (class_id, name) DO NOTHING",
+    )
+    .bind(class_id)
+    .bind(&name)
+    .execute(&pool)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(AppError::bad_request(format!(
+            "This class already has a team called \u{201c}{name}\u{201d}."
+        )));
+    }
+    ssr::announce(class_id);
+    Ok(())
+}
+
+/// Gives the class's teams the lessons as expert topics in turn, in teaching order.
+#[server(prefix = "/api", endpoint = "assign-topics")]
+pub async fn assign_topics_round_robin(class_id: i64) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    let teams: Vec<i64> = sqlx::query_scalar("SELECT id FROM teams WHERE class_id = $1 ORDER BY id")
+        .bind(class_id)
+        .fetch_all(&pool)
+        .await?;
+    if teams.is_empty() {
+        return Err(AppError::bad_request("Add teams first."));
+    }
+    let topics = ssr::topics();
+    let mut transaction = pool.begin().await?;
+    for (index, team) in teams.iter().enumerate() {
+        sqlx::query("UPDATE teams SET topic_slug = $1 WHERE id = $2")
+            .bind(&topics[index % topics.len()].slug)
+            .bind(team)
+            .execute(&mut *transaction)
+            .await?;
+    }
+    transaction.commit().await?;
+    ssr::announce(class_id);
+    Ok(())
+}
+
+/// Gives one team a topic by hand; an empty slug takes its topic away.
+#[server(prefix = "/api", endpoint = "assign-topic")]
+pub async fn assign_topic(team_id: i64, slug: String) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let instructor = crate::auth::ssr::require_instructor(&pool).await?;
+    let class_id: Option<i64> = sqlx::query_scalar("SELECT class_id FROM teams WHERE id = $1")
+        .bind(team_id)
+        .fetch_optional(&pool)
+        .await?;
+    let class_id = class_id.ok_or_else(|| AppError::not_found("There is no such team."))?;
+    crate::auth::ssr::check_class_owner(&pool, &instructor, class_id).await?;
+    let slug = slug.trim();
+    let topic = if slug.is_empty() {
+        None
+    } else {
+        Some(ssr::topic(slug).ok_or_else(|| {
+            AppError::bad_request("That is not one of the lessons; pick a topic from the list.")
+        })?)
+    };
+    sqlx::query("UPDATE teams SET topic_slug = $1 WHERE id = $2")
+        .bind(topic.map(|t| t.slug))
+        .bind(team_id)
+        .execute(&pool)
+        .await?;
+    ssr::announce(class_id);
+    Ok(())
+}
+
+/// Moves a class to another phase; every open page of the class follows.
+#[server(prefix = "/api", endpoint = "set-phase")]
+pub async fn set_phase(class_id: i64, phase: Phase) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    sqlx::query("UPDATE classes SET phase = $1 WHERE id = $2")
+        .bind(phase.as_str())
+        .bind(class_id)
+        .execute(&pool)
+        .await?;
+    ssr::announce(class_id);
+    Ok(())
+}
+
+/// Closes the quiz (answers freeze) or opens it again.
+#[server(prefix = "/api", endpoint = "set-quiz-closed")]
+pub async fn set_quiz_closed(class_id: i64, closed: bool) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    sqlx::query("UPDATE classes SET quiz_closed = $1 WHERE id = $2")
+        .bind(closed)
+        .bind(class_id)
+        .execute(&pool)
+        .await?;
+    ssr::announce(class_id);
+    Ok(())
+}
+
+/// The calling student's class page.
+#[server(prefix = "/api", endpoint = "my-class")]
+pub async fn my_class() -> Result<StudentClass, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    let (phase, quiz_closed): (String, bool) =
+        sqlx::query_as("SELECT phase, quiz_closed FROM classes WHERE id = $1")
+            .bind(student.class_id)
+            .fetch_one(&pool)
+            .await?;
+    let phase = Phase::parse(&phase).ok_or_else(|| AppError::internal("unknown phase"))?;
+    let teams: Vec<(i64, String, Option<String>)> =
+        sqlx::query_as("SELECT id, name, topic_slug FROM teams WHERE class_id = $1 ORDER BY id")
+            .bind(student.class_id)
+            .fetch_all(&pool)
+            .await?;
+    let own_slug = teams
+        .iter()
+        .find(|(id, _, _)| *id == student.team_id)
+        .and_then(|(_, _, slug)| slug.clone());
+    let mut lessons: Vec<ClassLesson> = ssr::topics()
+        .into_iter()
+        .map(|topic| ClassLesson {
+            expert_teams: teams
+                .iter()
+                .filter(|(_, _, slug)| slug.as_deref() == Some(topic.slug.as_str()))
+                .map(|(_, name, _)| name.clone())
+                .collect(),
+            mine: own_slug.as_deref() == Some(topic.slug.as_str()),
+            topic,
+        })
+        .collect();
+    // Stable sort: the team's own topic first, the rest in teaching order.
+    lessons.sort_by_key(|lesson| !lesson.mine);
+    let teammates = sqlx::query_scalar(
+        "SELECT display_name FROM students WHERE team_id = $1 AND id <> $2 ORDER BY display_name",
+    )
+    .bind(student.team_id)
+    .bind(student.id)
+    .fetch_all(&pool)
+    .await?;
+    let leaderboard = if phase.quiz_available() {
+        crate::quiz::ssr::leaderboard(&pool, student.class_id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(StudentClass {
+        class_name: student.class_name,
+        name: student.name,
+        team: student.team_name,
+        teammates,
+        phase,
+        topic: own_slug.as_deref().and_then(ssr::topic),
+        lessons,
+        quiz_open: phase.quiz_available() && !quiz_closed,
+        leaderboard,
+    })
+}
+
+#[cfg(feature = "ssr")]
+pub mod ssr {
+    //! Queries and the live-update channel behind the classroom server functions.
+
+    use super::{ClassSummary, Phase, Topic};
+    use crate::error::AppError;
+    use crate::lessons::content;
+    use rand::Rng;
+    use sqlx::SqlitePool;
+    use tokio::sync::broadcast;
+
+    /// Letters and digits that cannot be confused when read aloud or copied from a board.
+    const JOIN_CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    /// Characters in a join code.
+    pub const JOIN_CODE_LEN: usize = 6;
+
+    /// A fresh random join code.
+    pub fn new_join_code() -> String {
+        let mut rng = rand::rng();
+        (0..JOIN_CODE_LEN)
+            .map(|_| JOIN_CODE_ALPHABET[rng.random_range(0..JOIN_CODE_ALPHABET.len())] as char)
+            .collect()
+    }
+
+    /// Every lesson as a topic, in teaching order.
+    pub fn topics() -> Vec<Topic> {
+        content::catalog()
+            .iter()
+            .map(|lesson| Topic {
+                slug: lesson.summary.slug.clone(),
+                title: lesson.summary.title.clone(),
+            })
+            .collect()
+    }
+
+    /// The topic with this slug.
+    pub fn topic(slug: &str) -> Option<Topic> {
+        topics().into_iter().find(|t| t.slug == slug)
+    }
+
+    /// Class summaries matching `filter` (a condition on `c` with one `$1` parameter).
+    pub async fn summaries(
+        pool: &SqlitePool,
+        filter: &str,
+        value: i64,
+    ) -> Result<Vec<ClassSummary>, AppError> {
+        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT c.id, c.name, c.join_code, c.phase, \
+             (SELECT COUNT(*) FROM teams t WHERE t.class_id = c.id), \
+             (SELECT COUNT(*) FROM students s WHERE s.class_id = c.id) \
+             FROM classes c WHERE {filter} ORDER BY c.id DESC"
+        ))
+        .bind(value)
+        .fetch_all(pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, name, join_code, phase, teams, students)| {
+                Ok(ClassSummary {
+                    id,
+                    name,
+                    join_code,
+                    phase: Phase::parse(&phase)
+                        .ok_or_else(|| AppError::internal(format!("unknown phase {phase}")))?,
+                    teams,
+                    students,
+                })
+            })
+            .collect()
+    }
+
+    /// A change to a class that its open pages should show.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ClassChanged {
+        /// The class that changed.
+        pub class_id: i64,
+    }
+
+    /// The broadcast channel for class changes; the server streams it to browsers.
+    #[derive(Debug, Clone)]
+    pub struct ClassEvents(pub broadcast::Sender<ClassChanged>);
+
+    impl ClassEvents {
+        /// A channel with room for a burst of changes per slow listener.
+        pub fn new() -> Self {
+            Self(broadcast::channel(256).0)
+        }
+    }
+
+    impl Default for ClassEvents {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// Tells every open page of `class_id` to refresh (no listeners is fine).
+    pub fn announce(class_id: i64) {
+        if let Some(events) = leptos::prelude::use_context::<ClassEvents>() {
+            let _ = events.0.send(ClassChanged { class_id });
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn join_codes_are_short_and_unambiguous() {
+            for _ in 0..100 {
+                let code = new_join_code();
+                assert_eq!(code.len(), JOIN_CODE_LEN);
+                assert!(!code.contains(['0', 'O', '1', 'I']), "{code}");
+            }
+        }
+
+        #[test]
+        fn every_lesson_is_a_topic() {
+            assert_eq!(topics().len(), 8);
+            assert_eq!(topic("lora").unwrap().title, "LoRA");
+            assert!(topic("nope").is_none());
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The instructor's pages: their classes, one class's teams, topics and phase, and grading
+//! the quiz one question at a time.
+
+use super::{ErrorList, action_error, id_param, points, when};
+use crate::auth::MAX_NAME_CHARS;
+use crate::classroom::{
+    AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, Phase, SetPhase,
+    SetQuizClosed, TeamAdmin, TeamScore, Topic, class_admin, my_classes,
+};
+use crate::live::follow_class;
+use crate::quiz::{
+    AnswerFormat, AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, grading_overview,
+    grading_queue,
+};
+use leptos::form::ActionForm;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+/// `/instructor`: the instructor's classes and a form for a new one.
+#[component]
+pub fn InstructorHome() -> impl IntoView {
+    let create = ServerAction::<CreateClass>::new();
+    let classes = Resource::new(move || create.version().get(), |_| my_classes());
+    view! {
+        <Title text="My classes" />
+        <h1>"My classes"</h1>
+        <ActionForm action=create attr:class="inline-fields">
+            <label class="field">
+                "New class"
+                <input type="text" name="name" required maxlength=MAX_NAME_CHARS.to_string() placeholder="e.g. NLP, Tuesday group" />
+            </label>
+            <button type="submit" disabled=move || create.pending().get()>"Create class"</button>
+        </ActionForm>
+        {move || action_error(create.value().get())}
+        <Transition fallback=|| view! { <p class="loading">"Loading your classes…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    classes.await.map(|classes| {
+                        if classes.is_empty() {
+                            return view! { <p class="hint">"No classes yet: create one above."</p> }.into_any();
+                        }
+                        view! {
+                            <table class="data-table" data-testid="classes">
+                                <thead><tr><th>"Class"</th><th>"Join code"</th><th>"Phase"</th><th>"Teams"</th><th>"Students"</th></tr></thead>
+                                <tbody>
+                                    {classes.into_iter().map(|class| view! {
+                                        <tr>
+                                            <td><a href=format!("/instructor/classes/{}", class.id)>{class.name}</a></td>
+                                            <td><code class="join-code">{class.join_code}</code></td>
+                                            <td>{class.phase.label()}</td>
+                                            <td>{class.teams}</td>
+                                            <td>{class.students}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }
+                        .into_any()
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+/// `/instructor/classes/:id`: join code, phase, teams and topics, quiz standings.
+#[component]
+pub fn ClassAdminPage() -> impl IntoView {
+    let class_id = id_param();
+    let changed = RwSignal::new(0_u32);
+    let set_phase = ServerAction::<SetPhase>::new();
+    let set_closed = ServerAction::<SetQuizClosed>::new();
+    let add_team = ServerAction::<AddTeam>::new();
+    let round_robin = ServerAction::<AssignTopicsRoundRobin>::new();
+    let assign = ServerAction::<AssignTopic>::new();
+    let class = Resource::new(
+        move || {
+            (
+                class_id.get(),
+                changed.get(),
+                set_phase.version().get(),
+                set_closed.version().get(),
+                add_team.version().get(),
+                round_robin.version().get(),
+                assign.version().get(),
+            )
+        },
+        |(id, ..)| class_admin(id),
+    );
+    follow_class(Some(class_id.get_untracked()), move || {
+        changed.update(|n| *n += 1)
+    });
+    let errors = move || {
+        action_error(set_phase.value().get())
+            .or_else(|| action_error(set_closed.value().get()))
+            .or_else(|| action_error(add_team.value().get()))
+            .or_else(|| action_error(round_robin.value().get()))
+            .or_else(|| action_error(assign.value().get()))
+    };
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the class…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    class.await.map(|class| {
+                        let ClassAdmin { summary, quiz_closed, teams, topics, leaderboard } = class;
+                        let id = summary.id;
+                        let phase = summary.phase;
+                        view! {
+                            <Title text=summary.name.clone() />
+                            <p class="breadcrumb"><a href="/instructor">"My classes"</a>" / "{summary.name.clone()}</p>
+                            <h1>{summary.name}</h1>
+                            <p class="join-banner">
+                                "Students join at " <strong>"/join"</strong> " with the code "
+                                <code class="join-code big" data-testid="join-code">{summary.join_code}</code>
+                            </p>
+                            <section class="panel">
+                                <h2>"Phase"</h2>
+                                <div class="phase-steps" role="group" aria-label="Class phase">
+                                    {Phase::ALL.into_iter().map(|p| view! {
+                                        <button
+                                            class:current={p == phase}
+                                            aria-pressed=(p == phase).to_string()
+                                            data-testid=format!("phase-{}", p.as_str())
+                                            on:click=move |_| { set_phase.dispatch(SetPhase { class_id: id, phase: p }); }
+                                        >
+                                            {p.label()}
+                                        </button>
+                                    }).collect_view()}
+                                </div>
+                                <p class="hint">{phase.instructions()}</p>
+                                <p>
+                                    {if quiz_closed { "The quiz is closed: answers are final. " } else { "The quiz accepts answers in the quiz and competition phases. " }}
+                                    <button
+                                        data-testid="toggle-quiz"
+                                        on:click=move |_| { set_closed.dispatch(SetQuizClosed { class_id: id, closed: !quiz_closed }); }
+                                    >
+                                        {if quiz_closed { "Reopen the quiz" } else { "Close the quiz" }}
+                                    </button>
+                                </p>
+                                <p>
+                                    <a href=format!("/instructor/classes/{id}/grading")>"Grade the quiz"</a>
+                                    " · "
+                                    <a href=format!("/instructor/classes/{id}/answers.csv") rel="external" download="answers.csv">"Download answers and grades (CSV)"</a>
+                                </p>
+                            </section>
+                            <section class="panel">
+                                <h2>"Teams and expert topics"</h2>
+                                <ActionForm action=add_team attr:class="inline-fields">
+                                    <input type="hidden" name="class_id" value=id.to_string() />
+                                    <label class="field">
+                                        "New team"
+                                        <input type="text" name="name" required maxlength=MAX_NAME_CHARS.to_string() placeholder="e.g. Team Red" />
+                                    </label>
+                                    <button type="submit">"Add team"</button>
+                                </ActionForm>
+                                <button
+                                    data-testid="round-robin"
+                                    on:click=move |_| { round_robin.dispatch(AssignTopicsRoundRobin { class_id: id }); }
+                                >
+                                    "Give each team a topic in turn"
+                                </button>
+                                <TeamTable teams topics assign />
+                            </section>
+                            <section class="panel">
+                                <h2>"Quiz standings"</h2>
+                                <Leaderboard scores=leaderboard />
+                            </section>
+                        }
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+        {errors}
+    }
+}
+
+/// The teams with a topic picker each.
+#[component]
+fn TeamTable(teams: Vec<TeamAdmin>, topics: Vec<Topic>, assign: ServerAction<AssignTopic>) -> impl IntoView {
+    if teams.is_empty() {
+        return view! { <p class="hint">"No teams yet. Add one per group of three to five students."</p> }.into_any();
+    }
+    view! {
+        <table class="data-table" data-testid="teams">
+            <thead><tr><th>"Team"</th><th>"Expert topic"</th><th>"Members"</th></tr></thead>
+            <tbody>
+                {teams.into_iter().map(|team| {
+                    let current = team.topic.as_ref().map(|t| t.slug.clone()).unwrap_or_default();
+                    let team_id = team.id;
+                    view! {
+                        <tr>
+                            <td>{team.name.clone()}</td>
+                            <td>
+                                <select
+                                    aria-label=format!("Topic of {}", team.name)
+                                    on:change=move |ev| { assign.dispatch(AssignTopic { team_id, slug: event_target_value(&ev) }); }
+                                >
+                                    <option value="" selected=current.is_empty()>"(none yet)"</option>
+                                    {topics.iter().map(|topic| view! {
+                                        <option value=topic.slug.clone() selected={topic.slug == current}>{topic.title.clone()}</option>
+                                    }).collect_view()}
+                                </select>
+                            </td>
+                            <td>{if team.members.is_empty() { "nobody yet".to_string() } else { team.members.join(", ") }}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// The quiz leaderboard: graded points per member, best team first.
+#[component]
+pub fn Leaderboard(scores: Vec<TeamScore>) -> impl IntoView {
+    if scores.is_empty() {
+        return view! { <p class="hint">"No teams yet."</p> }.into_any();
+    }
+    view! {
+        <table class="data-table" data-testid="quiz-leaderboard">
+            <thead><tr><th>"#"</th><th>"Team"</th><th>"Points per member"</th><th>"Points"</th><th>"Members"</th><th>"Graded answers"</th></tr></thead>
+            <tbody>
+                {scores.into_iter().enumerate().map(|(rank, score)| view! {
+                    <tr>
+                        <td>{rank + 1}</td>
+                        <td>{score.team}</td>
+                        <td>{points(score.points_per_member)}</td>
+                        <td>{points(score.points)}</td>
+                        <td>{score.members}</td>
+                        <td>{score.graded_answers}</td>
+                    </tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// `/instructor/classes/:id/grading`: every question with how many answers are graded.
+#[component]
+pub fn GradingOverviewPage() -> impl IntoView {
+    let class_id = id_param();
+    let progress = Resource::new(move || class_id.get(), grading_overview);
+    view! {
+        <Title text="Grading" />
+        <p class="breadcrumb">
+            <a href="/instructor">"My classes"</a>" / "
+            <a href=move || format!("/instructor/classes/{}", class_id.get())>"Class"</a>" / Grading"
+        </p>
+        <h1>"Grade the quiz, one question at a time"</h1>
+        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    progress.await.map(|questions| view! {
+                        <table class="data-table" data-testid="grading-overview">
+                            <thead><tr><th>"Lesson"</th><th>"Question"</th><th>"Graded"</th></tr></thead>
+                            <tbody>
+                                {questions.into_iter().map(|q| {
+                                    let href = format!("/instructor/classes/{}/grading/{}", class_id.get_untracked(), q.item.key);
+                                    let auto = q.item.auto_graded();
+                                    view! {
+                                        <tr>
+                                            <td>{q.item.lesson_title}</td>
+                                            <td><a href=href>{q.item.prompt}</a>{auto.then_some(" (graded automatically)")}</td>
+                                            <td>{format!("{} of {}", q.graded, q.submitted)}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+/// `/instructor/classes/:id/grading/:key`: all answers to one question, each with points
+/// and feedback.
+#[component]
+pub fn GradeQuestionPage() -> impl IntoView {
+    let class_id = id_param();
+    let params = use_params_map();
+    let key = move || params.read().get("key").unwrap_or_default();
+    let queue = Resource::new(move || (class_id.get(), key()), |(id, key)| grading_queue(id, key));
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the answers…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    queue.await.map(|queue| view! { <GradingView queue class_id=class_id.get_untracked() /> })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+/// The loaded grading queue.
+#[component]
+fn GradingView(queue: GradingQueue, class_id: i64) -> impl IntoView {
+    let GradingQueue { class_name, item, model_answer, answers } = queue;
+    let total = answers.len();
+    let graded = RwSignal::new(answers.iter().filter(|a| a.points.is_some()).count());
+    let max_points = item.max_points;
+    let format_note = match &item.format {
+        AnswerFormat::Text => None,
+        AnswerFormat::Number => Some("Graded automatically as a number; you can override a grade below."),
+        AnswerFormat::Choice(_) => Some("Graded automatically as a choice; you can override a grade below."),
+    };
+    view! {
+        <Title text=format!("Grading: {}", item.lesson_title) />
+        <p class="breadcrumb">
+            <a href="/instructor">"My classes"</a>" / "
+            <a href=format!("/instructor/classes/{class_id}")>{class_name}</a>" / "
+            <a href=format!("/instructor/classes/{class_id}/grading")>"Grading"</a>
+        </p>
+        <h1>{item.prompt}</h1>
+        <p class="hint">{format!("{} · worth {} points", item.lesson_title, points(max_points))}</p>
+        {format_note.map(|note| view! { <p class="hint">{note}</p> })}
+        <details class="model-answer" open>
+            <summary>"Model answer"</summary>
+            <p>{model_answer}</p>
+        </details>
+        <p data-testid="grading-progress">{move || format!("{} of {total} answers graded", graded.get())}</p>
+        {(total == 0).then(|| view! { <p class="hint">"No answers handed in yet."</p> })}
+        <ol class="answer-queue">
+            {answers.into_iter().map(|answer| view! { <AnswerCard answer max_points graded /> }).collect_view()}
+        </ol>
+    }
+}
+
+/// One answer with its grading form.
+#[component]
+fn AnswerCard(answer: AnswerToGrade, max_points: f64, graded: RwSignal<usize>) -> impl IntoView {
+    let grade = ServerAction::<GradeAnswer>::new();
+    let was_graded = answer.points.is_some();
+    let points_text = RwSignal::new(answer.points.map(points).unwrap_or_default());
+    let feedback = RwSignal::new(answer.feedback.clone().unwrap_or_default());
+    let id = answer.id;
+    // The page's "n of m graded" counts this answer once, the first time it is graded.
+    let counted = StoredValue::new(was_graded);
+    Effect::new(move |_| {
+        if matches!(grade.value().get(), Some(Ok(()))) && !counted.get_value() {
+            counted.set_value(true);
+            graded.update(|n| *n += 1);
+        }
+    });
+    let saved = move || matches!(grade.value().get(), Some(Ok(())));
+    view! {
+        <li class="answer-card" data-testid="answer-card">
+            <p class="answer-meta">
+                <strong>{answer.student}</strong>" · "{answer.team}" · submitted "{when(&answer.submitted_at)}
+                {answer.graded_by.map(|by| format!(" · graded ({by})"))}
+            </p>
+            // Rendered as text: whatever a student typed is never interpreted as HTML.
+            <p class="answer-text">{answer.answer}</p>
+            <form
+                class="inline-fields"
+                on:submit=move |ev| {
+                    ev.prevent_default();
+                    let points = points_text.get().trim().replace(',', ".").parse::<f64>().unwrap_or(f64::NAN);
+                    grade.dispatch(GradeAnswer { answer_id: id, points, feedback: feedback.get() });
+                }
+            >
+                <label class="field">
+                    {format!("Points (0–{})", super::points(max_points))}
+                    <input
+                        type="number"
+                        name="points"
+                        min="0"
+                        max=max_points.to_string()
+                        step="0.5"
+                        required
+                        prop:value=move || points_text.get()
+                        on:input=move |ev| points_text.set(event_target_value(&ev))
+                    />
+                </label>
+                <label class="field grow">
+                    "Feedback"
+                    <textarea
+                        name="feedback"
+                        rows="2"
+                        maxlength=MAX_FEEDBACK_CHARS.to_string()
+                        prop:value=move || feedback.get()
+                        on:input=move |ev| feedback.set(event_target_value(&ev))
+                    ></textarea>
+                </label>
+                <button type="submit" disabled=move || grade.pending().get()>"Save grade"</button>
+                {move || saved().then(|| view! { <span class="saved" role="status">"Saved"</span> })}
+            </form>
+            {move || action_error(grade.value().get())}
+        </li>
+    }
+}

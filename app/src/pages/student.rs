@@ -1,0 +1,309 @@
+//! The student's pages: their class (phase, expert topic, lessons, standings), following
+//! the instructor live, and the quiz with drafts, submission and grades.
+
+use super::instructor::Leaderboard;
+use super::{ErrorList, action_error, points, when};
+use crate::classroom::{ClassLesson, Phase, StudentClass, my_class};
+use crate::live::follow_class;
+use crate::quiz::{
+    AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuizItem, my_quiz, quiz_state,
+};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_meta::Title;
+
+/// `/class`: what the student's team does now, following the instructor's phase live.
+#[component]
+pub fn StudentClassPage() -> impl IntoView {
+    let changed = RwSignal::new(0_u32);
+    let class = Resource::new(move || changed.get(), |_| my_class());
+    follow_class(None, move || changed.update(|n| *n += 1));
+    view! {
+        <Title text="My class" />
+        <Transition fallback=|| view! { <p class="loading">"Loading your class…"</p> }>
+            <ErrorBoundary fallback=|errors| {
+                view! {
+                    <ErrorList errors />
+                    <p><a href="/join">"Join a class"</a></p>
+                }
+            }>
+                {move || Suspend::new(async move { class.await.map(|class| view! { <ClassView class /> }) })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+/// The loaded class page.
+#[component]
+fn ClassView(class: StudentClass) -> impl IntoView {
+    let StudentClass {
+        class_name,
+        name,
+        team,
+        teammates,
+        phase,
+        topic,
+        lessons,
+        quiz_open,
+        leaderboard,
+    } = class;
+    let with = if teammates.is_empty() {
+        String::from("nobody else has joined your team yet")
+    } else {
+        format!("with {}", teammates.join(", "))
+    };
+    let body = match phase {
+        Phase::Study => {
+            let others: Vec<ClassLesson> = lessons.into_iter().filter(|l| !l.mine).collect();
+            view! {
+                {match topic {
+                    Some(topic) => view! {
+                        <section class="expert-topic" data-testid="expert-topic">
+                            <h2>"Your team's expert topic"</h2>
+                            <a class="topic-link" href=format!("/lessons/{}", topic.slug)>{topic.title}</a>
+                            <p>"Study it together until every member could teach it."</p>
+                        </section>
+                    }
+                    .into_any(),
+                    None => view! {
+                        <p class="hint" data-testid="expert-topic">"Your teacher has not given your team a topic yet; this page updates when they do."</p>
+                    }
+                    .into_any(),
+                }}
+                <LessonList title="The other topics (other teams will teach you these)" lessons=others />
+            }
+            .into_any()
+        }
+        Phase::Teach => view! { <LessonList title="All topics and their expert teams" lessons /> }.into_any(),
+        Phase::Quiz | Phase::Competition => view! {
+            <section class="panel">
+                <h2>"Quiz"</h2>
+                <p>
+                    {if quiz_open { "The quiz is open. " } else { "The quiz is closed. " }}
+                    <a href="/quiz" data-testid="quiz-link">{if quiz_open { "Answer the quiz" } else { "See your answers and grades" }}</a>
+                </p>
+            </section>
+            <section class="panel">
+                <h2>"Quiz standings"</h2>
+                <Leaderboard scores=leaderboard />
+            </section>
+            <LessonList title="All topics" lessons />
+        }
+        .into_any(),
+    };
+    view! {
+        <p class="breadcrumb">{class_name}</p>
+        <h1>{format!("Hello, {name}")}</h1>
+        <p>{format!("You are in {team}, {with}.")}</p>
+        <ol class="phase-track" aria-label="Class phases">
+            {Phase::ALL.into_iter().map(|p| view! {
+                <li class:current={p == phase} aria-current=(p == phase).then_some("step")>{p.label()}</li>
+            }).collect_view()}
+        </ol>
+        <p class="phase-banner" data-testid="phase" data-phase=phase.as_str()>
+            <strong>{format!("{} phase. ", phase.label())}</strong>
+            {phase.instructions()}
+        </p>
+        {body}
+    }
+}
+
+/// Lessons with their expert teams.
+#[component]
+fn LessonList(title: &'static str, lessons: Vec<ClassLesson>) -> impl IntoView {
+    view! {
+        <section class="panel">
+            <h2>{title}</h2>
+            <ul class="topic-list" data-testid="topic-list">
+                {lessons.into_iter().map(|lesson| {
+                    let experts = if lesson.expert_teams.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (experts: {})", lesson.expert_teams.join(", "))
+                    };
+                    view! {
+                        <li class:mine=lesson.mine>
+                            <a href=format!("/lessons/{}", lesson.topic.slug)>{lesson.topic.title}</a>
+                            {experts}
+                            {lesson.mine.then_some(" · your team")}
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+        </section>
+    }
+}
+
+/// `/quiz`: every question with the student's draft, answer and grade.
+#[component]
+pub fn QuizPage() -> impl IntoView {
+    let quiz = Resource::new(|| (), |_| my_quiz());
+    // The live state; the questions themselves are loaded once, so typing is never lost.
+    let live_state = RwSignal::new(None::<QuizState>);
+    follow_class(None, move || {
+        spawn_local(async move {
+            if let Ok(state) = quiz_state().await {
+                let before = live_state.get_untracked();
+                live_state.set(Some(state));
+                if before == Some(QuizState::NotYet) || state == QuizState::NotYet {
+                    quiz.refetch();
+                }
+            }
+        });
+    });
+    view! {
+        <Title text="Quiz" />
+        <h1>"Quiz"</h1>
+        <Transition fallback=|| view! { <p class="loading">"Loading the quiz…"</p> }>
+            <ErrorBoundary fallback=|errors| {
+                view! {
+                    <ErrorList errors />
+                    <p><a href="/join">"Join a class"</a></p>
+                }
+            }>
+                {move || Suspend::new(async move {
+                    quiz.await.map(|quiz| {
+                        live_state.set(Some(quiz.state));
+                        let open = Signal::derive(move || live_state.get() == Some(QuizState::Open));
+                        if quiz.state == QuizState::NotYet {
+                            return view! {
+                                <p class="hint" data-testid="quiz-state">"The quiz opens when your teacher starts the quiz phase. This page updates by itself."</p>
+                            }
+                            .into_any();
+                        }
+                        view! {
+                            <p class="hint" data-testid="quiz-state">
+                                {move || if open.get() {
+                                    "Save drafts as you go; hand each answer in with Submit. You can change answers until your teacher closes the quiz."
+                                } else {
+                                    "The quiz is closed: your answers are final."
+                                }}
+                            </p>
+                            <ol class="quiz">
+                                {quiz.items.into_iter().map(|entry| view! { <QuizQuestion entry open /> }).collect_view()}
+                            </ol>
+                        }
+                        .into_any()
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+/// One question: the answer box, Save draft and Submit, and the grade.
+#[component]
+fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
+    let StudentQuizItem { item, mine } = entry;
+    let key = item.key.clone();
+    let save = ServerAction::<SaveAnswer>::new();
+    let initial = mine.draft.clone().or_else(|| mine.answer.clone()).unwrap_or_default();
+    let text = RwSignal::new(initial);
+    // The latest saved state: from the page load, then from each save.
+    let saved = RwSignal::new(mine);
+    Effect::new(move |_| {
+        if let Some(Ok(updated)) = save.value().get() {
+            saved.set(updated.mine);
+        }
+    });
+    let dispatch = move |submit: bool| {
+        save.dispatch(SaveAnswer {
+            key: key.clone(),
+            text: text.get_untracked(),
+            submit,
+        });
+    };
+    let dispatch_draft = dispatch.clone();
+    let status = move || {
+        let mine = saved.get();
+        let typed = text.get();
+        match (&mine.answer, &mine.submitted_at) {
+            (Some(answer), Some(at)) if answer.trim() == typed.trim() => format!("Submitted {}", when(at)),
+            (Some(_), Some(at)) => format!("Changed since you submitted ({}); submit again to hand in the new answer", when(at)),
+            _ if mine.draft.is_some() => "Draft saved, not handed in yet".to_string(),
+            _ => "Not answered yet".to_string(),
+        }
+    };
+    let max_points = item.max_points;
+    let grade = move || {
+        let mine = saved.get();
+        mine.points.map(|p| {
+            view! {
+                <p class="grade" data-testid="grade">
+                    <strong>{format!("{} / {} points", points(p), points(max_points))}</strong>
+                    {mine.feedback.map(|f| view! { " · " <span class="feedback">{f}</span> })}
+                </p>
+            }
+        })
+    };
+    let field = match item.format.clone() {
+        AnswerFormat::Text => view! {
+            <textarea
+                rows="4"
+                maxlength=MAX_ANSWER_CHARS.to_string()
+                aria-label=item.prompt.clone()
+                disabled=move || !open.get()
+                prop:value=move || text.get()
+                on:input=move |ev| text.set(event_target_value(&ev))
+                on:change=move |_| dispatch_draft(false)
+            ></textarea>
+            <span class="hint">{move || format!("{} / {MAX_ANSWER_CHARS} characters", text.get().chars().count())}</span>
+        }
+        .into_any(),
+        AnswerFormat::Number => view! {
+            <input
+                type="text"
+                inputmode="decimal"
+                aria-label=item.prompt.clone()
+                disabled=move || !open.get()
+                prop:value=move || text.get()
+                on:input=move |ev| text.set(event_target_value(&ev))
+            />
+        }
+        .into_any(),
+        AnswerFormat::Choice(choices) => {
+            let group = format!("choice-{}", item.key);
+            view! {
+                <div class="choices" role="radiogroup" aria-label=item.prompt.clone()>
+                    {choices.into_iter().map(|choice| {
+                        let value = choice.clone();
+                        let checked = choice.clone();
+                        view! {
+                            <label class="check">
+                                <input
+                                    type="radio"
+                                    name=group.clone()
+                                    value=choice.clone()
+                                    disabled=move || !open.get()
+                                    prop:checked=move || text.get() == checked
+                                    on:change=move |_| text.set(value.clone())
+                                />
+                                {choice}
+                            </label>
+                        }
+                    }).collect_view()}
+                </div>
+            }
+            .into_any()
+        }
+    };
+    view! {
+        <li class="quiz-question" data-testid="quiz-question" data-key=item.key.clone()>
+            <p class="hint">{format!("{} · {} points", item.lesson_title, points(item.max_points))}</p>
+            <p class="prompt">{item.prompt.clone()}</p>
+            {field}
+            <div class="quiz-actions">
+                <button type="button" disabled=move || !open.get() || save.pending().get() on:click={
+                    let dispatch = dispatch.clone();
+                    move |_| dispatch(false)
+                }>"Save draft"</button>
+                <button type="button" class="primary" disabled=move || !open.get() || save.pending().get() on:click=move |_| dispatch(true)>
+                    "Submit"
+                </button>
+                <span class="status" role="status" data-testid="answer-status">{status}</span>
+            </div>
+            {move || action_error(save.value().get())}
+            {grade}
+        </li>
+    }
+}

@@ -1,0 +1,700 @@
+//! Quizzes and grading. The questions are the lessons' own (two per lesson, from the
+//! lesson files); a question the file marks `number` or `choice` is graded automatically,
+//! the rest by the instructor, one question at a time across the whole class.
+//!
+//! Students keep a draft of each answer across reloads and hand it in with "Submit"; they
+//! can change it until the instructor closes the quiz.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The longest answer, in characters.
+pub const MAX_ANSWER_CHARS: usize = 5_000;
+/// The longest feedback on an answer, in characters.
+pub const MAX_FEEDBACK_CHARS: usize = 5_000;
+
+/// How a question is answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AnswerFormat {
+    /// Free text.
+    Text,
+    /// A number.
+    Number,
+    /// One of these options.
+    Choice(Vec<String>),
+}
+
+/// A quiz question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuizItem {
+    /// Stable id: `<lesson slug>-<number>`.
+    pub key: String,
+    /// The lesson it comes from.
+    pub lesson_title: String,
+    /// The question.
+    pub prompt: String,
+    /// How it is answered.
+    pub format: AnswerFormat,
+    /// Points it is worth.
+    pub max_points: f64,
+}
+
+impl QuizItem {
+    /// Whether the app grades it (numbers and choices) rather than the instructor.
+    pub fn auto_graded(&self) -> bool {
+        !matches!(self.format, AnswerFormat::Text)
+    }
+}
+
+/// A student's own answer to one question.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MyAnswer {
+    /// Unsubmitted work in progress.
+    pub draft: Option<String>,
+    /// The handed-in answer.
+    pub answer: Option<String>,
+    /// When it was handed in (UTC).
+    pub submitted_at: Option<String>,
+    /// Points, once graded.
+    pub points: Option<f64>,
+    /// The grader's feedback.
+    pub feedback: Option<String>,
+}
+
+/// One question with the student's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudentQuizItem {
+    /// The question.
+    pub item: QuizItem,
+    /// The student's answer and grade.
+    pub mine: MyAnswer,
+}
+
+/// Whether answers can be given now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuizState {
+    /// The class has not reached the quiz phase.
+    NotYet,
+    /// Answers can be saved and submitted.
+    Open,
+    /// The instructor closed the quiz; answers are final.
+    Closed,
+}
+
+/// The student's quiz page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudentQuiz {
+    /// Whether answering is possible.
+    pub state: QuizState,
+    /// The questions with the student's answers (empty before the quiz phase).
+    pub items: Vec<StudentQuizItem>,
+}
+
+/// How far grading of one question has got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionProgress {
+    /// The question.
+    pub item: QuizItem,
+    /// Answers handed in.
+    pub submitted: i64,
+    /// Of those, graded.
+    pub graded: i64,
+}
+
+/// One answer in the grading queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerToGrade {
+    /// The answer's id.
+    pub id: i64,
+    /// The student's display name.
+    pub student: String,
+    /// The student's team.
+    pub team: String,
+    /// The handed-in text.
+    pub answer: String,
+    /// When it was handed in (UTC).
+    pub submitted_at: String,
+    /// Points given so far.
+    pub points: Option<f64>,
+    /// Feedback given so far.
+    pub feedback: Option<String>,
+    /// "auto" or "instructor" once graded.
+    pub graded_by: Option<String>,
+}
+
+/// All answers to one question in one class, for grading on one page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradingQueue {
+    /// The class's name.
+    pub class_name: String,
+    /// The question.
+    pub item: QuizItem,
+    /// The lesson file's model answer.
+    pub model_answer: String,
+    /// Every handed-in answer, ungraded first.
+    pub answers: Vec<AnswerToGrade>,
+}
+
+/// The calling student's quiz.
+#[server(prefix = "/api", endpoint = "my-quiz")]
+pub async fn my_quiz() -> Result<StudentQuiz, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    let state = ssr::state(&pool, student.class_id).await?;
+    if state == QuizState::NotYet {
+        return Ok(StudentQuiz {
+            state,
+            items: Vec::new(),
+        });
+    }
+    let mut answers = ssr::answers_of(&pool, student.id).await?;
+    let items = ssr::questions()
+        .into_iter()
+        .map(|(item, _)| StudentQuizItem {
+            mine: answers.remove(&item.key).unwrap_or_default(),
+            item,
+        })
+        .collect();
+    Ok(StudentQuiz { state, items })
+}
+
+/// Whether the calling student's quiz can be answered now (for live updates).
+#[server(prefix = "/api", endpoint = "quiz-state")]
+pub async fn quiz_state() -> Result<QuizState, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    ssr::state(&pool, student.class_id).await
+}
+
+/// Saves the calling student's answer to one question: as a draft, or handed in when
+/// `submit` is true (numbers and choices are graded at once).
+#[server(prefix = "/api", endpoint = "save-answer")]
+pub async fn save_answer(key: String, text: String, submit: bool) -> Result<StudentQuizItem, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    match ssr::state(&pool, student.class_id).await? {
+        QuizState::Open => {}
+        QuizState::NotYet => return Err(AppError::bad_request("The quiz has not opened yet.")),
+        QuizState::Closed => {
+            return Err(AppError::bad_request(
+                "Your teacher has closed the quiz; answers can no longer change.",
+            ));
+        }
+    }
+    let (item, grading) = ssr::questions()
+        .into_iter()
+        .find(|(item, _)| item.key == key)
+        .ok_or_else(|| AppError::not_found("There is no such quiz question."))?;
+    let text = text.trim().to_string();
+    let length = text.chars().count();
+    if length > MAX_ANSWER_CHARS {
+        return Err(AppError::bad_request(format!(
+            "That answer has {length} characters; at most {MAX_ANSWER_CHARS} fit. Shorten it and save again."
+        )));
+    }
+    if submit {
+        if text.is_empty() {
+            return Err(AppError::bad_request("Write an answer before submitting."));
+        }
+        ssr::submit(&pool, student.id, &item, &grading, &text).await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO quiz_answers (student_id, question_key, draft, draft_saved_at) \
+             VALUES ($1, $2, $3, CURRENT_TIMESTAMP) \
+             ON CONFLICT (student_id, question_key) \
+             DO UPDATE SET draft = excluded.draft, draft_saved_at = excluded.draft_saved_at",
+        )
+        .bind(student.id)
+        .bind(&item.key)
+        .bind(&text)
+        .execute(&pool)
+        .await?;
+    }
+    let mine = ssr::answers_of(&pool, student.id)
+        .await?
+        .remove(&item.key)
+        .unwrap_or_default();
+    Ok(StudentQuizItem { item, mine })
+}
+
+/// Grading progress for each question of a class's quiz.
+#[server(prefix = "/api", endpoint = "grading-overview")]
+pub async fn grading_overview(class_id: i64) -> Result<Vec<QuestionProgress>, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT a.question_key, COUNT(*), COUNT(a.points) FROM quiz_answers a \
+         JOIN students s ON s.id = a.student_id \
+         WHERE s.class_id = $1 AND a.answer IS NOT NULL GROUP BY a.question_key",
+    )
+    .bind(class_id)
+    .fetch_all(&pool)
+    .await?;
+    Ok(ssr::questions()
+        .into_iter()
+        .map(|(item, _)| {
+            let (submitted, graded) = counts
+                .iter()
+                .find(|(key, _, _)| *key == item.key)
+                .map_or((0, 0), |(_, s, g)| (*s, *g));
+            QuestionProgress {
+                item,
+                submitted,
+                graded,
+            }
+        })
+        .collect())
+}
+
+/// Every handed-in answer to one question in one class.
+#[server(prefix = "/api", endpoint = "grading-queue")]
+pub async fn grading_queue(class_id: i64, key: String) -> Result<GradingQueue, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    let (item, grading) = ssr::questions()
+        .into_iter()
+        .find(|(item, _)| item.key == key)
+        .ok_or_else(|| AppError::not_found("There is no such quiz question."))?;
+    let class_name: String = sqlx::query_scalar("SELECT name FROM classes WHERE id = $1")
+        .bind(class_id)
+        .fetch_one(&pool)
+        .await?;
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        Option<f64>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT a.id, s.display_name, t.name, a.answer, a.submitted_at, a.points, a.feedback, a.graded_by \
+         FROM quiz_answers a JOIN students s ON s.id = a.student_id JOIN teams t ON t.id = s.team_id \
+         WHERE s.class_id = $1 AND a.question_key = $2 AND a.answer IS NOT NULL \
+         ORDER BY (a.points IS NOT NULL), a.submitted_at, a.id",
+    )
+    .bind(class_id)
+    .bind(&key)
+    .fetch_all(&pool)
+    .await?;
+    Ok(GradingQueue {
+        class_name,
+        item,
+        model_answer: grading.model_answer,
+        answers: rows
+            .into_iter()
+            .map(
+                |(id, student, team, answer, submitted_at, points, feedback, graded_by)| {
+                    AnswerToGrade {
+                        id,
+                        student,
+                        team,
+                        answer,
+                        submitted_at,
+                        points,
+                        feedback,
+                        graded_by,
+                    }
+                },
+            )
+            .collect(),
+    })
+}
+
+/// Gives an answer points and feedback (replacing any earlier grade, automatic or not).
+#[server(prefix = "/api", endpoint = "grade-answer")]
+pub async fn grade_answer(answer_id: i64, points: f64, feedback: String) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let instructor = crate::auth::ssr::require_instructor(&pool).await?;
+    let found: Option<(i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT s.class_id, a.question_key, a.answer FROM quiz_answers a \
+         JOIN students s ON s.id = a.student_id WHERE a.id = $1",
+    )
+    .bind(answer_id)
+    .fetch_optional(&pool)
+    .await?;
+    let (class_id, key, answer) =
+        found.ok_or_else(|| AppError::not_found("There is no such answer."))?;
+    crate::auth::ssr::check_class_owner(&pool, &instructor, class_id).await?;
+    if answer.is_none() {
+        return Err(AppError::bad_request(
+            "That answer is still a draft; it can be graded once it is submitted.",
+        ));
+    }
+    let max_points = ssr::questions()
+        .into_iter()
+        .find(|(item, _)| item.key == key)
+        .map_or(0.0, |(item, _)| item.max_points);
+    if !points.is_finite() || points < 0.0 || points > max_points {
+        return Err(AppError::bad_request(format!(
+            "Points must be a number from 0 to {max_points}."
+        )));
+    }
+    let feedback = feedback.trim().to_string();
+    let length = feedback.chars().count();
+    if length > MAX_FEEDBACK_CHARS {
+        return Err(AppError::bad_request(format!(
+            "That feedback has {length} characters; at most {MAX_FEEDBACK_CHARS} fit."
+        )));
+    }
+    sqlx::query(
+        "UPDATE quiz_answers SET points = $1, feedback = $2, graded_by = 'instructor', \
+         graded_at = CURRENT_TIMESTAMP WHERE id = $3",
+    )
+    .bind(points)
+    .bind((!feedback.is_empty()).then_some(feedback))
+    .bind(answer_id)
+    .execute(&pool)
+    .await?;
+    crate::classroom::ssr::announce(class_id);
+    Ok(())
+}
+
+#[cfg(feature = "ssr")]
+pub mod ssr {
+    //! Questions from the lesson files, grading rules and the queries behind the quiz.
+
+    use super::{AnswerFormat, MyAnswer, QuizItem, QuizState};
+    use crate::classroom::{Phase, TeamScore};
+    use crate::error::AppError;
+    use crate::lessons::content::{self, QuestionKind};
+    use sqlx::SqlitePool;
+    use std::collections::HashMap;
+
+    /// What grading a question needs beyond what students see.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Grading {
+        /// The model answer from the lesson file.
+        pub model_answer: String,
+        /// The right answer, for auto-graded questions.
+        pub key: Option<AutoKey>,
+    }
+
+    /// The right answer to an auto-graded question.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum AutoKey {
+        /// This number.
+        Number(f64),
+        /// This option.
+        Choice(String),
+    }
+
+    /// Every quiz question in lesson order, with its grading data.
+    pub fn questions() -> Vec<(QuizItem, Grading)> {
+        content::catalog()
+            .iter()
+            .flat_map(|lesson| {
+                lesson.questions.iter().enumerate().map(|(index, q)| {
+                    let (format, key) = match q.kind {
+                        QuestionKind::Text => (AnswerFormat::Text, None),
+                        QuestionKind::Number => {
+                            (AnswerFormat::Number, q.expected.map(AutoKey::Number))
+                        }
+                        QuestionKind::Choice => (
+                            AnswerFormat::Choice(q.choices.clone()),
+                            q.correct.clone().map(AutoKey::Choice),
+                        ),
+                    };
+                    (
+                        QuizItem {
+                            key: format!("{}-{}", lesson.summary.slug, index + 1),
+                            lesson_title: lesson.summary.title.clone(),
+                            prompt: q.prompt.clone(),
+                            format,
+                            max_points: q.max_points(),
+                        },
+                        Grading {
+                            model_answer: q.answer.clone(),
+                            key,
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Grades an answer to an auto-graded question: points and feedback, or an error
+    /// message when the answer is not of the right form.
+    pub fn auto_grade(
+        item: &QuizItem,
+        key: &AutoKey,
+        answer: &str,
+    ) -> Result<(f64, String), String> {
+        let correct = match key {
+            AutoKey::Number(expected) => {
+                let cleaned: String = answer
+                    .chars()
+                    .filter(|c| !c.is_whitespace() && *c != ',' && *c != '_')
+                    .collect();
+                let value: f64 = cleaned
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite())
+                    .ok_or_else(|| "Answer with a number, for example 42.".to_string())?;
+                (value - expected).abs() <= 1e-9 * expected.abs().max(1.0)
+            }
+            AutoKey::Choice(right) => {
+                let AnswerFormat::Choice(choices) = &item.format else {
+                    return Err("This question has no options.".into());
+                };
+                if !choices.iter().any(|c| c == answer) {
+                    return Err("Pick one of the options.".into());
+                }
+                answer == right
+            }
+        };
+        Ok(if correct {
+            (item.max_points, "Correct.".to_string())
+        } else {
+            (
+                0.0,
+                "Not quite. Check the lesson again; you can change your answer until the quiz closes."
+                    .to_string(),
+            )
+        })
+    }
+
+    /// Hands in an answer: stores it, clears the draft and grades it when the app can.
+    /// A free-text answer keeps its grade only if its text did not change.
+    pub async fn submit(
+        pool: &SqlitePool,
+        student_id: i64,
+        item: &QuizItem,
+        grading: &Grading,
+        text: &str,
+    ) -> Result<(), AppError> {
+        let previous: Option<(Option<String>, Option<f64>, Option<String>, Option<String>)> =
+            sqlx::query_as(
+                "SELECT answer, points, feedback, graded_by FROM quiz_answers \
+                 WHERE student_id = $1 AND question_key = $2",
+            )
+            .bind(student_id)
+            .bind(&item.key)
+            .fetch_optional(pool)
+            .await?;
+        let (points, feedback, graded_by) = match &grading.key {
+            Some(key) => {
+                let (points, feedback) =
+                    auto_grade(item, key, text).map_err(AppError::bad_request)?;
+                (Some(points), Some(feedback), Some("auto".to_string()))
+            }
+            None => match previous {
+                Some((Some(old), points, feedback, graded_by)) if old == text => {
+                    (points, feedback, graded_by)
+                }
+                _ => (None, None, None),
+            },
+        };
+        sqlx::query(
+            "INSERT INTO quiz_answers (student_id, question_key, answer, submitted_at, draft, \
+             draft_saved_at, points, feedback, graded_by, graded_at) \
+             VALUES ($1, $2, $3, CURRENT_TIMESTAMP, NULL, NULL, $4, $5, $6, \
+             CASE WHEN $4 IS NULL THEN NULL ELSE CURRENT_TIMESTAMP END) \
+             ON CONFLICT (student_id, question_key) DO UPDATE SET \
+             answer = excluded.answer, submitted_at = excluded.submitted_at, draft = NULL, \
+             draft_saved_at = NULL, points = excluded.points, feedback = excluded.feedback, \
+             graded_by = excluded.graded_by, graded_at = excluded.graded_at",
+        )
+        .bind(student_id)
+        .bind(&item.key)
+        .bind(text)
+        .bind(points)
+        .bind(feedback)
+        .bind(graded_by)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a class's quiz can be answered now.
+    pub async fn state(pool: &SqlitePool, class_id: i64) -> Result<QuizState, AppError> {
+        let (phase, closed): (String, bool) =
+            sqlx::query_as("SELECT phase, quiz_closed FROM classes WHERE id = $1")
+                .bind(class_id)
+                .fetch_one(pool)
+                .await?;
+        Ok(match Phase::parse(&phase) {
+            Some(phase) if phase.quiz_available() && !closed => QuizState::Open,
+            Some(phase) if phase.quiz_available() => QuizState::Closed,
+            _ => QuizState::NotYet,
+        })
+    }
+
+    /// A student's answers by question key.
+    pub async fn answers_of(
+        pool: &SqlitePool,
+        student_id: i64,
+    ) -> Result<HashMap<String, MyAnswer>, AppError> {
+        type Row = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<f64>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT question_key, draft, answer, submitted_at, points, feedback \
+             FROM quiz_answers WHERE student_id = $1",
+        )
+        .bind(student_id)
+        .fetch_all(pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, draft, answer, submitted_at, points, feedback)| {
+                (
+                    key,
+                    MyAnswer {
+                        draft,
+                        answer,
+                        submitted_at,
+                        points,
+                        feedback,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The quiz standings of a class: graded points per team member, best first.
+    pub async fn leaderboard(pool: &SqlitePool, class_id: i64) -> Result<Vec<TeamScore>, AppError> {
+        let rows: Vec<(String, i64, f64, i64)> = sqlx::query_as(
+            "SELECT t.name, \
+             (SELECT COUNT(*) FROM students s WHERE s.team_id = t.id), \
+             COALESCE((SELECT SUM(a.points) FROM quiz_answers a JOIN students s ON s.id = a.student_id \
+                       WHERE s.team_id = t.id AND a.answer IS NOT NULL), 0.0), \
+             (SELECT COUNT(a.points) FROM quiz_answers a JOIN students s ON s.id = a.student_id \
+              WHERE s.team_id = t.id AND a.answer IS NOT NULL) \
+             FROM teams t WHERE t.class_id = $1 ORDER BY t.id",
+        )
+        .bind(class_id)
+        .fetch_all(pool)
+        .await?;
+        let mut scores: Vec<TeamScore> = rows
+            .into_iter()
+            .map(|(team, members, points, graded_answers)| TeamScore {
+                team,
+                members,
+                points,
+                points_per_member: if members > 0 {
+                    points / members as f64
+                } else {
+                    0.0
+                },
+                graded_answers,
+            })
+            .collect();
+        scores.sort_by(|a, b| b.points_per_member.total_cmp(&a.points_per_member));
+        Ok(scores)
+    }
+
+    /// Every handed-in answer of a class with its grade, as CSV (UTF-8, RFC 4180 quoting).
+    /// Text cells starting with `=`, `+`, `-` or `@` get a leading `'` so spreadsheets
+    /// show them instead of evaluating them.
+    pub async fn answers_csv(pool: &SqlitePool, class_id: i64) -> Result<String, AppError> {
+        type Row = (
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<f64>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT t.name, s.display_name, a.question_key, a.answer, a.submitted_at, a.points, \
+             a.feedback, a.graded_by FROM quiz_answers a \
+             JOIN students s ON s.id = a.student_id JOIN teams t ON t.id = s.team_id \
+             WHERE s.class_id = $1 AND a.answer IS NOT NULL ORDER BY t.name, s.display_name, a.question_key",
+        )
+        .bind(class_id)
+        .fetch_all(pool)
+        .await?;
+        let questions = questions();
+        let mut csv = String::from(
+            "team,student,question,lesson,prompt,answer,submitted_at,points,max_points,feedback,graded_by\r\n",
+        );
+        for (team, student, key, answer, submitted_at, points, feedback, graded_by) in rows {
+            let item = questions.iter().find(|(item, _)| item.key == key).map(|(i, _)| i);
+            let cells = [
+                text_cell(&team),
+                text_cell(&student),
+                text_cell(&key),
+                text_cell(item.map_or("", |i| i.lesson_title.as_str())),
+                text_cell(item.map_or("", |i| i.prompt.as_str())),
+                text_cell(answer.as_deref().unwrap_or("")),
+                text_cell(submitted_at.as_deref().unwrap_or("")),
+                points.map(|p| p.to_string()).unwrap_or_default(),
+                item.map(|i| i.max_points.to_string()).unwrap_or_default(),
+                text_cell(feedback.as_deref().unwrap_or("")),
+                text_cell(graded_by.as_deref().unwrap_or("")),
+            ];
+            csv.push_str(&cells.join(","));
+            csv.push_str("\r\n");
+        }
+        Ok(csv)
+    }
+
+    /// Quotes one CSV text cell, defusing spreadsheet formulas.
+    fn text_cell(text: &str) -> String {
+        let defused = if text.starts_with(['=', '+', '-', '@']) {
+            format!("'{text}")
+        } else {
+            text.to_string()
+        };
+        format!("\"{}\"", defused.replace('"', "\"\""))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn there_are_sixteen_questions_two_auto_graded() {
+            let all = questions();
+            assert_eq!(all.len(), 16);
+            let auto: Vec<_> = all.iter().filter(|(item, _)| item.auto_graded()).collect();
+            assert_eq!(auto.len(), 2);
+            assert!(all.iter().any(|(item, _)| item.key == "hyperparameters-1"));
+        }
+
+        #[test]
+        fn the_steps_question_accepts_100_in_any_spelling() {
+            let (item, grading) = questions()
+                .into_iter()
+                .find(|(item, _)| item.key == "hyperparameters-1")
+                .unwrap();
+            let key = grading.key.unwrap();
+            for right in ["100", " 100 ", "100.0", "1e2"] {
+                assert_eq!(auto_grade(&item, &key, right).unwrap().0, item.max_points);
+            }
+            assert_eq!(auto_grade(&item, &key, "10").unwrap().0, 0.0);
+            assert!(auto_grade(&item, &key, "a hundred").is_err());
+            assert!(auto_grade(&item, &key, "NaN").is_err());
+        }
+
+        #[test]
+        fn the_model_choice_question_wants_deberta() {
+            let (item, grading) = questions()
+                .into_iter()
+                .find(|(item, _)| item.key == "model-choice-2")
+                .unwrap();
+            let key = grading.key.unwrap();
+            assert_eq!(auto_grade(&item, &key, "DeBERTa").unwrap().0, 1.0);
+            assert_eq!(auto_grade(&item, &key, "RoBERTa-base").unwrap().0, 0.0);
+            assert!(auto_grade(&item, &key, "GPT-5").is_err());
+        }
+
+        #[test]
+        fn csv_cells_are_quoted_and_formulas_defused() {
+            assert_eq!(text_cell("a \"b\", c"), "\"a \"\"b\"\", c\"");
+            assert_eq!(text_cell("=SUM(A1)"), "\"'=SUM(A1)\"");
+            assert_eq!(text_cell("Zoë"), "\"Zoë\"");
+        }
+    }
+}

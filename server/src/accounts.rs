@@ -1,0 +1,87 @@
+//! `jigsaw-lab instructor add NAME`: creates an instructor account from the class
+//! computer's terminal (or gives an existing one a new password).
+
+use crate::config::Config;
+use std::io::{BufRead, IsTerminal, Write};
+
+/// Usage text of the `instructor` subcommand.
+pub const INSTRUCTOR_USAGE: &str = "\
+Usage: jigsaw-lab instructor add USERNAME
+
+Creates an instructor account, or sets a new password for an existing one. The password
+is read from JIGSAW_INSTRUCTOR_PASSWORD when set, otherwise from the first line of
+standard input (typed at the prompt; it is shown as you type). At least 8 characters.
+DATABASE_URL and JIGSAW_DATA_DIR apply as for serve.";
+
+/// The shortest password accepted.
+const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Runs `instructor add USERNAME`; returns whether the account was stored.
+pub fn instructor(args: &[String], config: &Config) -> Result<bool, String> {
+    let username = match args {
+        [add, username] if add == "add" => username,
+        _ => return Err(format!("expected `add USERNAME`\n\n{INSTRUCTOR_USAGE}")),
+    };
+    let username = app::auth::ssr::clean_name(username, "The username")
+        .map_err(|e| e.to_string())?;
+    let password = match std::env::var("JIGSAW_INSTRUCTOR_PASSWORD") {
+        Ok(password) if !password.is_empty() => password,
+        _ => read_password(&username)?,
+    };
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(format!(
+            "the password must have at least {MIN_PASSWORD_CHARS} characters"
+        ));
+    }
+    let hash = app::auth::ssr::hash_password_now(&password)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let created = runtime.block_on(async {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            format!("cannot create the data directory {}: {e}", config.data_dir.display())
+        })?;
+        let pool = crate::db::connect_and_migrate(&config.database_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let existed: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM instructors WHERE username = $1")
+                .bind(&username)
+                .fetch_optional(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        sqlx::query(
+            "INSERT INTO instructors (username, password_hash) VALUES ($1, $2) \
+             ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash",
+        )
+        .bind(&username)
+        .bind(&hash)
+        .execute(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        pool.close().await;
+        Ok::<bool, String>(existed.is_none())
+    })?;
+    if created {
+        println!(
+            "Instructor \u{201c}{username}\u{201d} created. Sign in at http://{}/instructor/sign-in",
+            config.bind
+        );
+    } else {
+        println!("Instructor \u{201c}{username}\u{201d} has a new password.");
+    }
+    Ok(true)
+}
+
+/// Reads one line from standard input, prompting when it is a terminal.
+fn read_password(username: &str) -> Result<String, String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        print!("Password for {username} (shown as you type): ");
+        let _ = std::io::stdout().flush();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}

@@ -1,0 +1,145 @@
+//! Login sessions kept in the app's own database, so a restart signs nobody out.
+//!
+//! tower-sessions makes the session ids (random, 128 bits) and the cookies; this store only
+//! keeps each session's record as JSON in the `sessions` table. Expired rows are deleted
+//! when read and swept every hour.
+
+use async_trait::async_trait;
+use sqlx::SqlitePool;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
+
+/// A tower-sessions store on the `sessions` table.
+#[derive(Debug, Clone)]
+pub struct SqlSessionStore {
+    pool: SqlitePool,
+}
+
+impl SqlSessionStore {
+    /// A store on `pool`, whose schema the migrations created.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Deletes expired sessions now and then every `period`, for as long as the runtime runs.
+    pub fn sweep_every(&self, period: Duration) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+                    .bind(OffsetDateTime::now_utc().unix_timestamp())
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(%error, "could not sweep expired sessions");
+                }
+            }
+        });
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> session_store::Error {
+    session_store::Error::Backend(error.to_string())
+}
+
+#[async_trait]
+impl SessionStore for SqlSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        // A fresh id that collides with a stored one (vanishingly rare) is drawn again.
+        loop {
+            let json = serde_json::to_string(&*record)
+                .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+            let inserted = sqlx::query(
+                "INSERT INTO sessions (id, record, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(record.id.to_string())
+            .bind(json)
+            .bind(record.expiry_date.unix_timestamp())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            if inserted.rows_affected() == 1 {
+                return Ok(());
+            }
+            record.id = Id::default();
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let json = serde_json::to_string(record)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO sessions (id, record, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
+        )
+        .bind(record.id.to_string())
+        .bind(json)
+        .bind(record.expiry_date.unix_timestamp())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT record, expires_at FROM sessions WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        match row {
+            None => Ok(None),
+            Some((_, expires_at)) if expires_at < OffsetDateTime::now_utc().unix_timestamp() => {
+                self.delete(id).await?;
+                Ok(None)
+            }
+            Some((json, _)) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| session_store::Error::Decode(e.to_string())),
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_round_trip_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let pool = crate::db::connect_and_migrate(&url).await.unwrap();
+        let store = SqlSessionStore::new(pool);
+        let mut record = Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        record
+            .data
+            .insert("user".into(), serde_json::json!({"Student": 7}));
+        store.create(&mut record).await.unwrap();
+        assert_eq!(store.load(&record.id).await.unwrap(), Some(record.clone()));
+
+        record.expiry_date = OffsetDateTime::now_utc() - time::Duration::hours(1);
+        store.save(&record).await.unwrap();
+        assert_eq!(store.load(&record.id).await.unwrap(), None);
+
+        store.delete(&record.id).await.unwrap();
+    }
+}
