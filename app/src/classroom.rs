@@ -180,7 +180,7 @@ pub struct TeamScore {
 pub async fn my_classes() -> Result<Vec<ClassSummary>, AppError> {
     let pool = crate::auth::ssr::pool()?;
     let instructor = crate::auth::ssr::require_instructor(&pool).await?;
-    ssr::summaries(&pool, "c.instructor_id = $1", instructor.id).await
+    ssr::summaries(&pool, ssr::Classes::Of(instructor.id)).await
 }
 
 /// Creates a class with a fresh join code.
@@ -201,7 +201,7 @@ pub async fn create_class(name: String) -> Result<ClassSummary, AppError> {
         .fetch_optional(&pool)
         .await?;
         if let Some(id) = inserted {
-            return ssr::summaries(&pool, "c.id = $1", id)
+            return ssr::summaries(&pool, ssr::Classes::Id(id))
                 .await?
                 .pop()
                 .ok_or_else(|| AppError::internal("a class vanished right after its insert"));
@@ -212,10 +212,10 @@ pub async fn create_class(name: String) -> Result<ClassSummary, AppError> {
 
 /// The instructor's view of one class.
 #[server(prefix = "/api", endpoint = "class-admin")]
-pub async fn class_admin(class_id: i64) -> Result<ClassAdmin, AppError> {
+pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
     let pool = crate::auth::ssr::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
-    let summary = ssr::summaries(&pool, "c.id = $1", class_id)
+    let summary = ssr::summaries(&pool, ssr::Classes::Id(class_id))
         .await?
         .pop()
         .ok_or_else(|| AppError::not_found("There is no such class."))?;
@@ -459,18 +459,36 @@ pub mod ssr {
         topics().into_iter().find(|t| t.slug == slug)
     }
 
-    /// Class summaries matching `filter` (a condition on `c` with one `$1` parameter).
-    pub async fn summaries(
-        pool: &SqlitePool,
-        filter: &str,
-        value: i64,
-    ) -> Result<Vec<ClassSummary>, AppError> {
-        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT c.id, c.name, c.join_code, c.phase, \
-             (SELECT COUNT(*) FROM teams t WHERE t.class_id = c.id), \
-             (SELECT COUNT(*) FROM students s WHERE s.class_id = c.id) \
-             FROM classes c WHERE {filter} ORDER BY c.id DESC"
-        ))
+    /// Which classes [`summaries`] lists.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Classes {
+        /// Every class of this instructor.
+        Of(i64),
+        /// The class with this id.
+        Id(i64),
+    }
+
+    /// The summary query for a `WHERE` condition on `c` with one `$1` parameter.
+    macro_rules! summary_sql {
+        ($filter:literal) => {
+            concat!(
+                "SELECT c.id, c.name, c.join_code, c.phase, ",
+                "(SELECT COUNT(*) FROM teams t WHERE t.class_id = c.id), ",
+                "(SELECT COUNT(*) FROM students s WHERE s.class_id = c.id) ",
+                "FROM classes c WHERE ",
+                $filter,
+                " ORDER BY c.id DESC"
+            )
+        };
+    }
+
+    /// Summaries of the chosen classes, newest first.
+    pub async fn summaries(pool: &SqlitePool, which: Classes) -> Result<Vec<ClassSummary>, AppError> {
+        let (sql, value) = match which {
+            Classes::Of(instructor) => (summary_sql!("c.instructor_id = $1"), instructor),
+            Classes::Id(id) => (summary_sql!("c.id = $1"), id),
+        };
+        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(sql)
         .bind(value)
         .fetch_all(pool)
         .await?;

@@ -161,7 +161,7 @@ pub async fn my_quiz() -> Result<StudentQuiz, AppError> {
 
 /// Whether the calling student's quiz can be answered now (for live updates).
 #[server(prefix = "/api", endpoint = "quiz-state")]
-pub async fn quiz_state() -> Result<QuizState, AppError> {
+pub async fn quiz_status() -> Result<QuizState, AppError> {
     let pool = crate::auth::ssr::pool()?;
     let student = crate::auth::ssr::require_student(&pool).await?;
     ssr::state(&pool, student.class_id).await
@@ -249,7 +249,7 @@ pub async fn grading_overview(class_id: i64) -> Result<Vec<QuestionProgress>, Ap
 
 /// Every handed-in answer to one question in one class.
 #[server(prefix = "/api", endpoint = "grading-queue")]
-pub async fn grading_queue(class_id: i64, key: String) -> Result<GradingQueue, AppError> {
+pub async fn answers_to_grade(class_id: i64, key: String) -> Result<GradingQueue, AppError> {
     let pool = crate::auth::ssr::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     let (item, grading) = ssr::questions()

@@ -110,7 +110,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/api/class-events", get(class_events))
+        .route("/api/class-events", get(stream_class_events))
         .route("/instructor/classes/{id}/answers.csv", get(answers_csv))
         .leptos_routes_with_context(&state, routes, provide_pool.clone(), {
             let options = state.leptos_options.clone();
@@ -206,7 +206,7 @@ async fn followed_class(
 
 /// `GET /api/class-events`: server-sent events, one `class-changed` per change to the
 /// caller's class (phase, teams, topics, grades). Ends when the server shuts down.
-async fn class_events(
+async fn stream_class_events(
     State(state): State<AppState>,
     session: Session,
     Query(query): Query<ClassQuery>,

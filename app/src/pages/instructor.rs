@@ -5,12 +5,12 @@ use super::{ErrorList, action_error, id_param, points, when};
 use crate::auth::MAX_NAME_CHARS;
 use crate::classroom::{
     AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, Phase, SetPhase,
-    SetQuizClosed, TeamAdmin, TeamScore, Topic, class_admin, my_classes,
+    SetQuizClosed, TeamAdmin, TeamScore, Topic, class_dashboard, my_classes,
 };
 use crate::live::follow_class;
 use crate::quiz::{
     AnswerFormat, AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, grading_overview,
-    grading_queue,
+    answers_to_grade,
 };
 use leptos::form::ActionForm;
 use leptos::prelude::*;
@@ -86,7 +86,7 @@ pub fn ClassAdminPage() -> impl IntoView {
                 assign.version().get(),
             )
         },
-        |(id, ..)| class_admin(id),
+        |(id, ..)| class_dashboard(id),
     );
     follow_class(Some(class_id.get_untracked()), move || {
         changed.update(|n| *n += 1)
@@ -284,7 +284,7 @@ pub fn GradeQuestionPage() -> impl IntoView {
     let class_id = id_param();
     let params = use_params_map();
     let key = move || params.read().get("key").unwrap_or_default();
-    let queue = Resource::new(move || (class_id.get(), key()), |(id, key)| grading_queue(id, key));
+    let queue = Resource::new(move || (class_id.get(), key()), |(id, key)| answers_to_grade(id, key));
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading the answers…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>

@@ -6,7 +6,7 @@ use super::{ErrorList, action_error, points, when};
 use crate::classroom::{ClassLesson, Phase, StudentClass, my_class};
 use crate::live::follow_class;
 use crate::quiz::{
-    AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuizItem, my_quiz, quiz_state,
+    AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuizItem, my_quiz, quiz_status,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -142,7 +142,7 @@ pub fn QuizPage() -> impl IntoView {
     let live_state = RwSignal::new(None::<QuizState>);
     follow_class(None, move || {
         spawn_local(async move {
-            if let Ok(state) = quiz_state().await {
+            if let Ok(state) = quiz_status().await {
                 let before = live_state.get_untracked();
                 live_state.set(Some(state));
                 if before == Some(QuizState::NotYet) || state == QuizState::NotYet {

@@ -82,6 +82,7 @@ pub fn AttentionViewer() -> impl IntoView {
 fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
     let layer = RwSignal::new(view.layers.len().saturating_sub(1));
     let head = RwSignal::new(None::<usize>);
+    let as_lines = RwSignal::new(false);
     let heads = view.layers.first().map_or(0, Vec::len);
     let layers = view.layers.len();
     let matrix = {
@@ -121,9 +122,26 @@ fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
                     {(0..heads).map(|h| view! { <option value=h.to_string()>{format!("Head {}", h + 1)}</option> }).collect_view()}
                 </select>
             </label>
+            <label class="field">
+                <span>"Show as"</span>
+                <select
+                    name="view"
+                    on:change=move |ev| as_lines.set(event_target_value(&ev) == "lines")
+                    prop:value=move || if as_lines.get() { "lines" } else { "heatmap" }
+                >
+                    <option value="heatmap">"Heatmap"</option>
+                    <option value="lines">"Lines (BertViz style)"</option>
+                </select>
+            </label>
         </div>
         {notice}
-        {move || view! { <Heatmap tokens=tokens.clone() matrix=matrix() /> }}
+        {move || {
+            if as_lines.get() {
+                view! { <AttentionLines tokens=tokens.clone() matrix=matrix() /> }.into_any()
+            } else {
+                view! { <Heatmap tokens=tokens.clone() matrix=matrix() /> }.into_any()
+            }
+        }}
     }
 }
 
@@ -194,6 +212,64 @@ fn Heatmap(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
                 {columns}
                 {rows}
                 {cells}
+            </svg>
+        </div>
+    }
+}
+
+/// The BertViz-style view: the tokens twice, side by side, and a line from each word on
+/// the left to each word on the right it attends to, as opaque as the attention is strong.
+/// Pointing at a word on the left shows only its lines.
+#[component]
+fn AttentionLines(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
+    const ROW: f32 = 22.0;
+    const TEXT: f32 = 110.0;
+    const GAP: f32 = 160.0;
+    /// Lines fainter than this are left out, so the picture stays readable.
+    const MIN_SHOWN: f32 = 0.02;
+    let n = tokens.len();
+    let height = ROW * n as f32 + 10.0;
+    let width = TEXT * 2.0 + GAP;
+    let y = |i: usize| ROW * i as f32 + ROW * 0.7;
+    let groups = tokens
+        .iter()
+        .enumerate()
+        .map(|(q, token)| {
+            let lines = (0..n)
+                .filter_map(|k| {
+                    let p = matrix.get(q * n + k).copied().unwrap_or(0.0);
+                    (p >= MIN_SHOWN).then(|| {
+                        view! {
+                            <line
+                                x1=(TEXT + 4.0).to_string()
+                                y1=(y(q) - 4.0).to_string()
+                                x2=(TEXT + GAP - 4.0).to_string()
+                                y2=(y(k) - 4.0).to_string()
+                                stroke-opacity=format!("{:.3}", p.clamp(0.0, 1.0))
+                                stroke-width=format!("{:.2}", 1.0 + 3.0 * p)
+                            />
+                        }
+                    })
+                })
+                .collect_view();
+            view! {
+                <g class="query-lines">
+                    <text class="query" x=TEXT.to_string() y=y(q).to_string() text-anchor="end">{token.clone()}</text>
+                    {lines}
+                </g>
+            }
+        })
+        .collect_view();
+    let keys = tokens
+        .iter()
+        .enumerate()
+        .map(|(k, token)| view! { <text class="key" x=(TEXT + GAP).to_string() y=y(k).to_string()>{token.clone()}</text> })
+        .collect_view();
+    view! {
+        <div class="heatmap-scroll">
+            <svg class="attention-lines" data-testid="attention-lines" viewBox=format!("0 0 {width} {height}") width=width.to_string() height=height.to_string() role="img" aria-label="Attention lines: each word on the left linked to the words it attends to on the right">
+                {groups}
+                {keys}
             </svg>
         </div>
     }
