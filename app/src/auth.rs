@@ -288,10 +288,9 @@ pub mod ssr {
         match caller(pool).await? {
             Caller::Instructor(instructor) => Ok(instructor),
             Caller::Student(_) => Err(AppError::forbidden("Only instructors can do that.")),
-            Caller::Anonymous => Err(AppError::SignInRequired(
-                "Sign in as an instructor first.".into(),
-            )
-            .respond()),
+            Caller::Anonymous => {
+                Err(AppError::SignInRequired("Sign in as an instructor first.".into()).respond())
+            }
         }
     }
 
@@ -472,7 +471,10 @@ pub mod ssr {
         /// Records one wrong code from `address`.
         pub fn record_failure(&self, address: IpAddr) {
             let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            failures.entry(address).or_default().push_back(Instant::now());
+            failures
+                .entry(address)
+                .or_default()
+                .push_back(Instant::now());
         }
     }
 
@@ -500,10 +502,7 @@ pub mod ssr {
                 rt.block_on(verify_password("correct horse".into(), hash.clone()))
                     .unwrap()
             );
-            assert!(
-                !rt.block_on(verify_password("wrong".into(), hash))
-                    .unwrap()
-            );
+            assert!(!rt.block_on(verify_password("wrong".into(), hash)).unwrap());
         }
 
         #[test]
@@ -515,7 +514,11 @@ pub mod ssr {
                 limiter.record_failure(address);
             }
             assert!(limiter.blocked_for(address).is_some());
-            assert!(limiter.blocked_for(IpAddr::V4(Ipv4Addr::BROADCAST)).is_none());
+            assert!(
+                limiter
+                    .blocked_for(IpAddr::V4(Ipv4Addr::BROADCAST))
+                    .is_none()
+            );
         }
     }
 }

@@ -59,7 +59,9 @@ impl Phase {
             Phase::Teach => {
                 "Each team teaches its topic to the others. Every lesson is open now; the expert team is named next to it."
             }
-            Phase::Quiz => "The quiz is open. Answer every question; you can edit until your teacher closes it.",
+            Phase::Quiz => {
+                "The quiz is open. Answer every question; you can edit until your teacher closes it."
+            }
             Phase::Competition => {
                 "Fine-tune a model with your team and climb the leaderboard. The quiz results are in."
             }
@@ -283,10 +285,11 @@ pub async fn add_team(class_id: i64, name: String) -> Result<(), AppError> {
 pub async fn assign_topics_round_robin(class_id: i64) -> Result<(), AppError> {
     let pool = crate::auth::ssr::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
-    let teams: Vec<i64> = sqlx::query_scalar("SELECT id FROM teams WHERE class_id = $1 ORDER BY id")
-        .bind(class_id)
-        .fetch_all(&pool)
-        .await?;
+    let teams: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM teams WHERE class_id = $1 ORDER BY id")
+            .bind(class_id)
+            .fetch_all(&pool)
+            .await?;
     if teams.is_empty() {
         return Err(AppError::bad_request("Add teams first."));
     }
@@ -483,15 +486,16 @@ pub mod ssr {
     }
 
     /// Summaries of the chosen classes, newest first.
-    pub async fn summaries(pool: &SqlitePool, which: Classes) -> Result<Vec<ClassSummary>, AppError> {
+    pub async fn summaries(
+        pool: &SqlitePool,
+        which: Classes,
+    ) -> Result<Vec<ClassSummary>, AppError> {
         let (sql, value) = match which {
             Classes::Of(instructor) => (summary_sql!("c.instructor_id = $1"), instructor),
             Classes::Id(id) => (summary_sql!("c.id = $1"), id),
         };
-        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(sql)
-        .bind(value)
-        .fetch_all(pool)
-        .await?;
+        let rows: Vec<(i64, String, String, String, i64, i64)> =
+            sqlx::query_as(sql).bind(value).fetch_all(pool).await?;
         rows.into_iter()
             .map(|(id, name, join_code, phase, teams, students)| {
                 Ok(ClassSummary {

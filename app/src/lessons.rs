@@ -186,9 +186,13 @@ pub mod content {
             match self.kind {
                 QuestionKind::Text => Ok(()),
                 QuestionKind::Number if self.expected.is_some_and(f64::is_finite) => Ok(()),
-                QuestionKind::Number => Err(format!("\"{}\" needs a finite `expected`", self.prompt)),
+                QuestionKind::Number => {
+                    Err(format!("\"{}\" needs a finite `expected`", self.prompt))
+                }
                 QuestionKind::Choice => match &self.correct {
-                    Some(correct) if self.choices.len() >= 2 && self.choices.contains(correct) => Ok(()),
+                    Some(correct) if self.choices.len() >= 2 && self.choices.contains(correct) => {
+                        Ok(())
+                    }
                     _ => Err(format!(
                         "\"{}\" needs at least two `choices` and a `correct` one among them",
                         self.prompt

@@ -170,7 +170,11 @@ pub async fn quiz_status() -> Result<QuizState, AppError> {
 /// Saves the calling student's answer to one question: as a draft, or handed in when
 /// `submit` is true (numbers and choices are graded at once).
 #[server(prefix = "/api", endpoint = "save-answer")]
-pub async fn save_answer(key: String, text: String, submit: bool) -> Result<StudentQuizItem, AppError> {
+pub async fn save_answer(
+    key: String,
+    text: String,
+    submit: bool,
+) -> Result<StudentQuizItem, AppError> {
     let pool = crate::auth::ssr::pool()?;
     let student = crate::auth::ssr::require_student(&pool).await?;
     match ssr::state(&pool, student.class_id).await? {
@@ -466,15 +470,16 @@ pub mod ssr {
         grading: &Grading,
         text: &str,
     ) -> Result<(), AppError> {
-        let previous: Option<(Option<String>, Option<f64>, Option<String>, Option<String>)> =
-            sqlx::query_as(
-                "SELECT answer, points, feedback, graded_by FROM quiz_answers \
+        /// The stored answer and its grade: answer, points, feedback, graded by.
+        type Previous = (Option<String>, Option<f64>, Option<String>, Option<String>);
+        let previous: Option<Previous> = sqlx::query_as(
+            "SELECT answer, points, feedback, graded_by FROM quiz_answers \
                  WHERE student_id = $1 AND question_key = $2",
-            )
-            .bind(student_id)
-            .bind(&item.key)
-            .fetch_optional(pool)
-            .await?;
+        )
+        .bind(student_id)
+        .bind(&item.key)
+        .fetch_optional(pool)
+        .await?;
         let (points, feedback, graded_by) = match &grading.key {
             Some(key) => {
                 let (points, feedback) =
@@ -620,7 +625,10 @@ pub mod ssr {
             "team,student,question,lesson,prompt,answer,submitted_at,points,max_points,feedback,graded_by\r\n",
         );
         for (team, student, key, answer, submitted_at, points, feedback, graded_by) in rows {
-            let item = questions.iter().find(|(item, _)| item.key == key).map(|(i, _)| i);
+            let item = questions
+                .iter()
+                .find(|(item, _)| item.key == key)
+                .map(|(i, _)| i);
             let cells = [
                 text_cell(&team),
                 text_cell(&student),

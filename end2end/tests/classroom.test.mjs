@@ -55,8 +55,9 @@ function firstPage(browser) {
   return browser.context.pages()[0] ?? browser.context.newPage();
 }
 
-async function shot(page, name) {
-  await page.screenshot({ path: join(outputDir, `classroom-${name}.png`), fullPage: true });
+async function shot(page, name, { fullPage = true } = {}) {
+  if (!fullPage) await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: join(outputDir, `classroom-${name}.png`), fullPage });
 }
 
 /** Collects the main frame's navigations from now on (client-side routing included). */
@@ -270,6 +271,16 @@ step("(a) the instructor moves the class study → teach → quiz and the studen
   await studentPage.getByTestId("topic-list").getByRole("listitem").filter({ hasText: "Tokenization" }).filter({ hasText: "your team" }).waitFor();
   await shot(studentPage, "a-6-student-teach-phase-live");
 
+  // A quiz page opened early waits for the quiz, then shows it by itself.
+  const early = await student.context.newPage();
+  const earlyStream = early.waitForResponse((response) => response.url().includes("/api/class-events"), { timeout: 15_000 });
+  await early.goto(base + "/quiz");
+  await waitForHydration(early);
+  await earlyStream;
+  await early.getByTestId("quiz-state").filter({ hasText: "The quiz opens when your teacher starts the quiz phase" }).waitFor();
+  assert.equal(await early.getByTestId("quiz-question").count(), 0);
+  const earlyNavigations = trackNavigations(early);
+
   await settle(teacherPage);
   await teacherPage.getByTestId("phase-quiz").click();
   await teacherPage.locator('[data-testid="phase-quiz"][aria-pressed="true"].current').waitFor();
@@ -278,6 +289,12 @@ step("(a) the instructor moves the class study → teach → quiz and the studen
   await shot(teacherPage, "a-7-instructor-quiz-phase");
   await shot(studentPage, "a-8-student-quiz-phase-live");
   assert.deepEqual(navigations, [], "the student's page changed without navigating");
+
+  await early.getByTestId("quiz-state").filter({ hasText: "Save drafts as you go" }).waitFor();
+  assert.equal(await early.getByTestId("quiz-question").count(), 16);
+  await shot(early, "a-9-early-quiz-page-opened-live", { fullPage: false });
+  assert.deepEqual(earlyNavigations, [], "the early quiz page opened the quiz without navigating");
+  await early.close();
 });
 
 step("(b) the student saves a draft, finds it after a reload, and submits three answers", async () => {
@@ -365,7 +382,7 @@ step("(c) the instructor grades the free-text answer and the student sees points
   await waitForHydration(studentPage);
   const text = studentPage.locator('[data-testid="quiz-question"][data-key="fine-tuning-1"]');
   await text.getByTestId("grade").filter({ hasText: `1.5 / 2 points · ${FEEDBACK}` }).waitFor();
-  await shot(studentPage, "c-4-student-sees-grade");
+  await shot(studentPage, "c-4-student-sees-grade", { fullPage: false });
 });
 
 step("(c) closing the quiz freezes the student's open quiz page live, reopening unfreezes it", async () => {
@@ -381,7 +398,7 @@ step("(c) closing the quiz freezes the student's open quiz page live, reopening 
     document.querySelector('[data-key="fine-tuning-1"] textarea')?.disabled === true,
   );
   assert.equal(await text.getByRole("button", { name: "Submit" }).isDisabled(), true);
-  await shot(studentPage, "c-5-student-quiz-closed-live");
+  await shot(studentPage, "c-5-student-quiz-closed-live", { fullPage: false });
 
   await settle(teacherPage);
   await teacherPage.getByTestId("toggle-quiz").filter({ hasText: "Reopen the quiz" }).click();
@@ -390,6 +407,23 @@ step("(c) closing the quiz freezes the student's open quiz page live, reopening 
     document.querySelector('[data-key="fine-tuning-1"] textarea')?.disabled === false,
   );
   assert.deepEqual(navigations, [], "the quiz page changed without navigating");
+});
+
+// What students do most: type an answer and press Submit straight away. Typing leaves the
+// textarea's change event pending; pressing the button fires it (a draft save) first.
+step("(b) typing an answer and pressing Submit straight away hands it in", async () => {
+  const page = studentPage;
+  const question = page.locator('[data-testid="quiz-question"][data-key="fine-tuning-2"]');
+  await question.locator("textarea").click();
+  await page.keyboard.type("It keeps what cards are and learns the new rules.");
+  await question.getByRole("button", { name: "Submit" }).click();
+  const status = question.getByTestId("answer-status");
+  try {
+    await status.filter({ hasText: /^Submitted / }).waitFor({ timeout: 5_000 });
+  } catch {
+    await shot(page, "b-7-submit-after-typing-not-handed-in", { fullPage: false });
+    assert.fail(`pressing Submit right after typing did not hand the answer in; the status says "${await status.innerText()}"`);
+  }
 });
 
 test("no page threw an uncaught error", (t) => {

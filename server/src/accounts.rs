@@ -22,8 +22,8 @@ pub fn instructor(args: &[String], config: &Config) -> Result<bool, String> {
         [add, username] if add == "add" => username,
         _ => return Err(format!("expected `add USERNAME`\n\n{INSTRUCTOR_USAGE}")),
     };
-    let username = app::auth::ssr::clean_name(username, "The username")
-        .map_err(|e| e.to_string())?;
+    let username =
+        app::auth::ssr::clean_name(username, "The username").map_err(|e| e.to_string())?;
     let password = match std::env::var("JIGSAW_INSTRUCTOR_PASSWORD") {
         Ok(password) if !password.is_empty() => password,
         _ => read_password(&username)?,
@@ -37,7 +37,10 @@ pub fn instructor(args: &[String], config: &Config) -> Result<bool, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let created = runtime.block_on(async {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            format!("cannot create the data directory {}: {e}", config.data_dir.display())
+            format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            )
         })?;
         let pool = crate::db::connect_and_migrate(&config.database_url)
             .await

@@ -160,4 +160,3 @@ pub async fn call_server_fn(server: &Server, endpoint: &str, body: &str) -> (Sta
         .unwrap();
     (response.status(), response.text().await.unwrap())
 }
-

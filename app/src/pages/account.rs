@@ -2,7 +2,7 @@
 //! is using the app.
 
 use super::action_error;
-use crate::auth::{FindClass, JoinClass, SignIn, SignOut, Viewer, who_am_i, MAX_NAME_CHARS};
+use crate::auth::{FindClass, JoinClass, MAX_NAME_CHARS, SignIn, SignOut, Viewer, who_am_i};
 use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_meta::Title;

@@ -9,8 +9,8 @@ use crate::classroom::{
 };
 use crate::live::follow_class;
 use crate::quiz::{
-    AnswerFormat, AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, grading_overview,
-    answers_to_grade,
+    AnswerFormat, AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, answers_to_grade,
+    grading_overview,
 };
 use leptos::form::ActionForm;
 use leptos::prelude::*;
@@ -177,7 +177,11 @@ pub fn ClassAdminPage() -> impl IntoView {
 
 /// The teams with a topic picker each.
 #[component]
-fn TeamTable(teams: Vec<TeamAdmin>, topics: Vec<Topic>, assign: ServerAction<AssignTopic>) -> impl IntoView {
+fn TeamTable(
+    teams: Vec<TeamAdmin>,
+    topics: Vec<Topic>,
+    assign: ServerAction<AssignTopic>,
+) -> impl IntoView {
     if teams.is_empty() {
         return view! { <p class="hint">"No teams yet. Add one per group of three to five students."</p> }.into_any();
     }
@@ -284,7 +288,10 @@ pub fn GradeQuestionPage() -> impl IntoView {
     let class_id = id_param();
     let params = use_params_map();
     let key = move || params.read().get("key").unwrap_or_default();
-    let queue = Resource::new(move || (class_id.get(), key()), |(id, key)| answers_to_grade(id, key));
+    let queue = Resource::new(
+        move || (class_id.get(), key()),
+        |(id, key)| answers_to_grade(id, key),
+    );
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading the answers…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
@@ -299,14 +306,23 @@ pub fn GradeQuestionPage() -> impl IntoView {
 /// The loaded grading queue.
 #[component]
 fn GradingView(queue: GradingQueue, class_id: i64) -> impl IntoView {
-    let GradingQueue { class_name, item, model_answer, answers } = queue;
+    let GradingQueue {
+        class_name,
+        item,
+        model_answer,
+        answers,
+    } = queue;
     let total = answers.len();
     let graded = RwSignal::new(answers.iter().filter(|a| a.points.is_some()).count());
     let max_points = item.max_points;
     let format_note = match &item.format {
         AnswerFormat::Text => None,
-        AnswerFormat::Number => Some("Graded automatically as a number; you can override a grade below."),
-        AnswerFormat::Choice(_) => Some("Graded automatically as a choice; you can override a grade below."),
+        AnswerFormat::Number => {
+            Some("Graded automatically as a number; you can override a grade below.")
+        }
+        AnswerFormat::Choice(_) => {
+            Some("Graded automatically as a choice; you can override a grade below.")
+        }
     };
     view! {
         <Title text=format!("Grading: {}", item.lesson_title) />

@@ -197,7 +197,11 @@ fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
     let StudentQuizItem { item, mine } = entry;
     let key = item.key.clone();
     let save = ServerAction::<SaveAnswer>::new();
-    let initial = mine.draft.clone().or_else(|| mine.answer.clone()).unwrap_or_default();
+    let initial = mine
+        .draft
+        .clone()
+        .or_else(|| mine.answer.clone())
+        .unwrap_or_default();
     let text = RwSignal::new(initial);
     // The latest saved state: from the page load, then from each save.
     let saved = RwSignal::new(mine);
@@ -218,8 +222,13 @@ fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
         let mine = saved.get();
         let typed = text.get();
         match (&mine.answer, &mine.submitted_at) {
-            (Some(answer), Some(at)) if answer.trim() == typed.trim() => format!("Submitted {}", when(at)),
-            (Some(_), Some(at)) => format!("Changed since you submitted ({}); submit again to hand in the new answer", when(at)),
+            (Some(answer), Some(at)) if answer.trim() == typed.trim() => {
+                format!("Submitted {}", when(at))
+            }
+            (Some(_), Some(at)) => format!(
+                "Changed since you submitted ({}); submit again to hand in the new answer",
+                when(at)
+            ),
             _ if mine.draft.is_some() => "Draft saved, not handed in yet".to_string(),
             _ => "Not answered yet".to_string(),
         }
