@@ -337,7 +337,8 @@ async fn a_class_runs_from_study_to_graded_quiz() {
 
     // The instructor grades one question across the class, with feedback.
     let overview = ok(&teacher, &server, "grading-overview", &[("class_id", &id)]).await;
-    let first = overview
+    assert_eq!(overview["class_name"], "Période 3 · NLP");
+    let first = overview["questions"]
         .as_array()
         .unwrap()
         .iter()

@@ -161,6 +161,7 @@ pub async fn join_class(code: String, display_name: String, team_id: i64) -> Res
     .fetch_one(&pool)
     .await?;
     ssr::start_session(ssr::SessionUser::Student(student_id)).await?;
+    crate::classroom::ssr::announce(class_id);
     leptos_axum::redirect("/class");
     Ok(())
 }

@@ -102,6 +102,15 @@ pub struct QuestionProgress {
     pub graded: i64,
 }
 
+/// Grading progress of a whole class's quiz.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuizProgress {
+    /// The class's name.
+    pub class_name: String,
+    /// Each question's progress, in lesson order.
+    pub questions: Vec<QuestionProgress>,
+}
+
 /// One answer in the grading queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnswerToGrade {
@@ -159,14 +168,6 @@ pub async fn my_quiz() -> Result<StudentQuiz, AppError> {
     Ok(StudentQuiz { state, items })
 }
 
-/// Whether the calling student's quiz can be answered now (for live updates).
-#[server(prefix = "/api", endpoint = "quiz-state")]
-pub async fn quiz_status() -> Result<QuizState, AppError> {
-    let pool = crate::auth::ssr::pool()?;
-    let student = crate::auth::ssr::require_student(&pool).await?;
-    ssr::state(&pool, student.class_id).await
-}
-
 /// Saves the calling student's answer to one question: as a draft, or handed in when
 /// `submit` is true (numbers and choices are graded at once).
 #[server(prefix = "/api", endpoint = "save-answer")]
@@ -202,6 +203,8 @@ pub async fn save_answer(
             return Err(AppError::bad_request("Write an answer before submitting."));
         }
         ssr::submit(&pool, student.id, &item, &grading, &text).await?;
+        // The instructor's grading progress and the standings change.
+        crate::classroom::ssr::announce(student.class_id);
     } else {
         sqlx::query(
             "INSERT INTO quiz_answers (student_id, question_key, draft, draft_saved_at) \
@@ -224,7 +227,7 @@ pub async fn save_answer(
 
 /// Grading progress for each question of a class's quiz.
 #[server(prefix = "/api", endpoint = "grading-overview")]
-pub async fn grading_overview(class_id: i64) -> Result<Vec<QuestionProgress>, AppError> {
+pub async fn grading_overview(class_id: i64) -> Result<QuizProgress, AppError> {
     let pool = crate::auth::ssr::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     let counts: Vec<(String, i64, i64)> = sqlx::query_as(
@@ -235,7 +238,11 @@ pub async fn grading_overview(class_id: i64) -> Result<Vec<QuestionProgress>, Ap
     .bind(class_id)
     .fetch_all(&pool)
     .await?;
-    Ok(ssr::questions()
+    let class_name: String = sqlx::query_scalar("SELECT name FROM classes WHERE id = $1")
+        .bind(class_id)
+        .fetch_one(&pool)
+        .await?;
+    let questions = ssr::questions()
         .into_iter()
         .map(|(item, _)| {
             let (submitted, graded) = counts
@@ -248,7 +255,11 @@ pub async fn grading_overview(class_id: i64) -> Result<Vec<QuestionProgress>, Ap
                 graded,
             }
         })
-        .collect())
+        .collect();
+    Ok(QuizProgress {
+        class_name,
+        questions,
+    })
 }
 
 /// Every handed-in answer to one question in one class.

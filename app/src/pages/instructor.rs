@@ -1,7 +1,7 @@
 //! The instructor's pages: their classes, one class's teams, topics and phase, and grading
 //! the quiz one question at a time.
 
-use super::{ErrorList, action_error, id_param, points, when};
+use super::{ErrorList, action_error, id_param, points, points_worth, when};
 use crate::auth::MAX_NAME_CHARS;
 use crate::classroom::{
     AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, Phase, SetPhase,
@@ -22,10 +22,12 @@ use leptos_router::hooks::use_params_map;
 pub fn InstructorHome() -> impl IntoView {
     let create = ServerAction::<CreateClass>::new();
     let classes = Resource::new(move || create.version().get(), |_| my_classes());
+    let form = NodeRef::<leptos::html::Form>::new();
+    clear_after_success(create, form);
     view! {
         <Title text="My classes" />
         <h1>"My classes"</h1>
-        <ActionForm action=create attr:class="inline-fields">
+        <ActionForm action=create node_ref=form attr:class="inline-fields">
             <label class="field">
                 "New class"
                 <input type="text" name="name" required maxlength=MAX_NAME_CHARS.to_string() placeholder="e.g. NLP, Tuesday group" />
@@ -74,6 +76,8 @@ pub fn ClassAdminPage() -> impl IntoView {
     let add_team = ServerAction::<AddTeam>::new();
     let round_robin = ServerAction::<AssignTopicsRoundRobin>::new();
     let assign = ServerAction::<AssignTopic>::new();
+    let team_form = NodeRef::<leptos::html::Form>::new();
+    clear_after_success(add_team, team_form);
     let class = Resource::new(
         move || {
             (
@@ -146,7 +150,7 @@ pub fn ClassAdminPage() -> impl IntoView {
                             </section>
                             <section class="panel">
                                 <h2>"Teams and expert topics"</h2>
-                                <ActionForm action=add_team attr:class="inline-fields">
+                                <ActionForm action=add_team node_ref=team_form attr:class="inline-fields">
                                     <input type="hidden" name="class_id" value=id.to_string() />
                                     <label class="field">
                                         "New team"
@@ -173,6 +177,25 @@ pub fn ClassAdminPage() -> impl IntoView {
         </Transition>
         {errors}
     }
+}
+
+/// Empties `form` each time `action` succeeds, ready for the next entry.
+fn clear_after_success<A, T>(action: ServerAction<A>, form: NodeRef<leptos::html::Form>)
+where
+    A: leptos::server_fn::ServerFn<Output = T, Error = crate::error::AppError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    Effect::new(move |_| {
+        if matches!(action.value().get(), Some(Ok(_))) {
+            if let Some(form) = form.get_untracked() {
+                form.reset();
+            }
+        }
+    });
 }
 
 /// The teams with a topic picker each.
@@ -248,32 +271,35 @@ pub fn GradingOverviewPage() -> impl IntoView {
     let class_id = id_param();
     let progress = Resource::new(move || class_id.get(), grading_overview);
     view! {
-        <Title text="Grading" />
-        <p class="breadcrumb">
-            <a href="/instructor">"My classes"</a>" / "
-            <a href=move || format!("/instructor/classes/{}", class_id.get())>"Class"</a>" / Grading"
-        </p>
-        <h1>"Grade the quiz, one question at a time"</h1>
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || Suspend::new(async move {
-                    progress.await.map(|questions| view! {
-                        <table class="data-table" data-testid="grading-overview">
-                            <thead><tr><th>"Lesson"</th><th>"Question"</th><th>"Graded"</th></tr></thead>
-                            <tbody>
-                                {questions.into_iter().map(|q| {
-                                    let href = format!("/instructor/classes/{}/grading/{}", class_id.get_untracked(), q.item.key);
-                                    let auto = q.item.auto_graded();
-                                    view! {
-                                        <tr>
-                                            <td>{q.item.lesson_title}</td>
-                                            <td><a href=href>{q.item.prompt}</a>{auto.then_some(" (graded automatically)")}</td>
-                                            <td>{format!("{} of {}", q.graded, q.submitted)}</td>
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                    progress.await.map(|progress| {
+                        let id = class_id.get_untracked();
+                        view! {
+                            <Title text=format!("Grading · {}", progress.class_name) />
+                            <p class="breadcrumb">
+                                <a href="/instructor">"My classes"</a>" / "
+                                <a href=format!("/instructor/classes/{id}")>{progress.class_name}</a>" / Grading"
+                            </p>
+                            <h1>"Grade the quiz, one question at a time"</h1>
+                            <table class="data-table" data-testid="grading-overview">
+                                <thead><tr><th>"Lesson"</th><th>"Question"</th><th>"Graded"</th></tr></thead>
+                                <tbody>
+                                    {progress.questions.into_iter().map(|q| {
+                                        let href = format!("/instructor/classes/{id}/grading/{}", q.item.key);
+                                        let auto = q.item.auto_graded();
+                                        view! {
+                                            <tr>
+                                                <td>{q.item.lesson_title}</td>
+                                                <td><a href=href>{q.item.prompt}</a>{auto.then_some(" (graded automatically)")}</td>
+                                                <td>{format!("{} of {}", q.graded, q.submitted)}</td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }
                     })
                 })}
             </ErrorBoundary>
@@ -332,7 +358,7 @@ fn GradingView(queue: GradingQueue, class_id: i64) -> impl IntoView {
             <a href=format!("/instructor/classes/{class_id}/grading")>"Grading"</a>
         </p>
         <h1>{item.prompt}</h1>
-        <p class="hint">{format!("{} · worth {} points", item.lesson_title, points(max_points))}</p>
+        <p class="hint">{format!("{} · worth {}", item.lesson_title, points_worth(max_points))}</p>
         {format_note.map(|note| view! { <p class="hint">{note}</p> })}
         <details class="model-answer" open>
             <summary>"Model answer"</summary>

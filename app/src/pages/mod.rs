@@ -63,6 +63,15 @@ fn when(timestamp: &str) -> String {
     format!("{} UTC", timestamp.get(..16).unwrap_or(timestamp))
 }
 
+/// "1 point", "2 points", "1.5 points".
+fn points_worth(value: f64) -> String {
+    if value == 1.0 {
+        "1 point".to_string()
+    } else {
+        format!("{} points", points(value))
+    }
+}
+
 /// Formats points without a trailing `.0`.
 fn points(value: f64) -> String {
     if value.fract() == 0.0 {

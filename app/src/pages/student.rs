@@ -2,11 +2,11 @@
 //! the instructor live, and the quiz with drafts, submission and grades.
 
 use super::instructor::Leaderboard;
-use super::{ErrorList, action_error, points, when};
+use super::{ErrorList, action_error, points, points_worth, when};
 use crate::classroom::{ClassLesson, Phase, StudentClass, my_class};
 use crate::live::follow_class;
 use crate::quiz::{
-    AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuizItem, my_quiz, quiz_status,
+    AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuizItem, my_quiz,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -138,15 +138,19 @@ fn LessonList(title: &'static str, lessons: Vec<ClassLesson>) -> impl IntoView {
 #[component]
 pub fn QuizPage() -> impl IntoView {
     let quiz = Resource::new(|| (), |_| my_quiz());
-    // The live state; the questions themselves are loaded once, so typing is never lost.
+    // The questions are rendered once, so typing is never lost; live changes (the quiz
+    // opening or closing, new grades) arrive through these signals instead.
     let live_state = RwSignal::new(None::<QuizState>);
+    let latest = RwSignal::new(Vec::<StudentQuizItem>::new());
     follow_class(None, move || {
         spawn_local(async move {
-            if let Ok(state) = quiz_status().await {
+            if let Ok(fresh) = my_quiz().await {
                 let before = live_state.get_untracked();
-                live_state.set(Some(state));
-                if before == Some(QuizState::NotYet) || state == QuizState::NotYet {
+                live_state.set(Some(fresh.state));
+                if before == Some(QuizState::NotYet) || fresh.state == QuizState::NotYet {
                     quiz.refetch();
+                } else {
+                    latest.set(fresh.items);
                 }
             }
         });
@@ -180,7 +184,7 @@ pub fn QuizPage() -> impl IntoView {
                                 }}
                             </p>
                             <ol class="quiz">
-                                {quiz.items.into_iter().map(|entry| view! { <QuizQuestion entry open /> }).collect_view()}
+                                {quiz.items.into_iter().map(|entry| view! { <QuizQuestion entry open latest /> }).collect_view()}
                             </ol>
                         }
                         .into_any()
@@ -193,10 +197,18 @@ pub fn QuizPage() -> impl IntoView {
 
 /// One question: the answer box, Save draft and Submit, and the grade.
 #[component]
-fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
+fn QuizQuestion(
+    entry: StudentQuizItem,
+    open: Signal<bool>,
+    /// The whole quiz as last fetched live; this question takes its new grade from it.
+    latest: RwSignal<Vec<StudentQuizItem>>,
+) -> impl IntoView {
     let StudentQuizItem { item, mine } = entry;
     let key = item.key.clone();
+    // Buttons and the automatic draft save on leaving the box are separate actions, so a
+    // draft save in flight never disables the button being clicked.
     let save = ServerAction::<SaveAnswer>::new();
+    let autosave = ServerAction::<SaveAnswer>::new();
     let initial = mine
         .draft
         .clone()
@@ -210,6 +222,29 @@ fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
             saved.set(updated.mine);
         }
     });
+    Effect::new(move |_| {
+        if let Some(Ok(updated)) = autosave.value().get() {
+            saved.update(|mine| {
+                mine.draft = updated.mine.draft;
+            });
+        }
+    });
+    let own_key = key.clone();
+    Effect::new(move |_| {
+        let fresh = latest.with(|items| {
+            items
+                .iter()
+                .find(|entry| entry.item.key == own_key)
+                .map(|entry| entry.mine.clone())
+        });
+        if let Some(fresh) = fresh {
+            saved.update(|mine| {
+                mine.points = fresh.points;
+                mine.feedback = fresh.feedback;
+            });
+        }
+    });
+    let draft_key = key.clone();
     let dispatch = move |submit: bool| {
         save.dispatch(SaveAnswer {
             key: key.clone(),
@@ -217,7 +252,20 @@ fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
             submit,
         });
     };
-    let dispatch_draft = dispatch.clone();
+    let dispatch_draft = move || {
+        let typed = text.get_untracked();
+        let unchanged = saved.with_untracked(|mine| {
+            mine.draft.as_deref() == Some(typed.trim())
+                || (mine.draft.is_none() && mine.answer.as_deref() == Some(typed.trim()))
+        });
+        if !unchanged {
+            autosave.dispatch(SaveAnswer {
+                key: draft_key.clone(),
+                text: typed,
+                submit: false,
+            });
+        }
+    };
     let status = move || {
         let mine = saved.get();
         let typed = text.get();
@@ -254,7 +302,7 @@ fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
                 disabled=move || !open.get()
                 prop:value=move || text.get()
                 on:input=move |ev| text.set(event_target_value(&ev))
-                on:change=move |_| dispatch_draft(false)
+                on:change=move |_| dispatch_draft()
             ></textarea>
             <span class="hint">{move || format!("{} / {MAX_ANSWER_CHARS} characters", text.get().chars().count())}</span>
         }
@@ -298,7 +346,7 @@ fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
     };
     view! {
         <li class="quiz-question" data-testid="quiz-question" data-key=item.key.clone()>
-            <p class="hint">{format!("{} · {} points", item.lesson_title, points(item.max_points))}</p>
+            <p class="hint">{format!("{} · {}", item.lesson_title, points_worth(item.max_points))}</p>
             <p class="prompt">{item.prompt.clone()}</p>
             {field}
             <div class="quiz-actions">
@@ -311,7 +359,7 @@ fn QuizQuestion(entry: StudentQuizItem, open: Signal<bool>) -> impl IntoView {
                 </button>
                 <span class="status" role="status" data-testid="answer-status">{status}</span>
             </div>
-            {move || action_error(save.value().get())}
+            {move || action_error(save.value().get()).or_else(|| action_error(autosave.value().get()))}
             {grade}
         </li>
     }
