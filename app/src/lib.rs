@@ -10,6 +10,7 @@ pub mod lessons;
 pub mod live;
 mod pages;
 pub mod quiz;
+pub mod runs;
 pub mod widgets;
 
 use leptos::prelude::*;

@@ -66,6 +66,11 @@ pub struct Config {
     pub json_logs: bool,
     /// Mark session cookies Secure, for a server behind TLS (`JIGSAW_SECURE_COOKIES=true`).
     pub secure_cookies: bool,
+    /// Sentences carved out of SST-2 train for validation in every run
+    /// (`JIGSAW_VALIDATION_SIZE`, default 2000).
+    pub validation_size: usize,
+    /// Runs a team may have waiting at once (`JIGSAW_MAX_QUEUED_PER_TEAM`, default 3).
+    pub max_queued_per_team: i64,
 }
 
 /// The optional TOML file; every key mirrors an environment variable.
@@ -81,6 +86,8 @@ struct FileSettings {
     site_root: Option<PathBuf>,
     log_format: Option<String>,
     secure_cookies: Option<bool>,
+    validation_size: Option<usize>,
+    max_queued_per_team: Option<i64>,
 }
 
 impl Config {
@@ -157,6 +164,33 @@ impl Config {
                 ));
             }
         };
+        let whole = |env: &str, from_file: Option<i64>, default: i64, low: i64, high: i64| {
+            let value = match var(env) {
+                Some(text) => text.trim().parse::<i64>().map_err(|_| {
+                    ConfigError::new(env, format!("\u{201c}{text}\u{201d} is not a whole number"))
+                })?,
+                None => from_file.unwrap_or(default),
+            };
+            if (low..=high).contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::new(env, format!("{value} is outside {low}..={high}")))
+            }
+        };
+        let validation_size = whole(
+            "JIGSAW_VALIDATION_SIZE",
+            file.validation_size.map(|v| v as i64),
+            2_000,
+            2,
+            20_000,
+        )? as usize;
+        let max_queued_per_team = whole(
+            "JIGSAW_MAX_QUEUED_PER_TEAM",
+            file.max_queued_per_team,
+            3,
+            1,
+            100,
+        )?;
         Ok(Self {
             bind,
             data_dir,
@@ -167,6 +201,8 @@ impl Config {
             site_root,
             json_logs,
             secure_cookies,
+            validation_size,
+            max_queued_per_team,
         })
     }
 

@@ -3,6 +3,7 @@
 
 use app::auth::ssr::{Caller, JoinLimiter, caller_of, check_class_owner};
 use app::classroom::ssr::ClassEvents;
+use app::runs::ssr::{RunEnvironment, RunUpdate};
 use app::error::AppError;
 use app::live::CLASS_CHANGED_EVENT;
 use app::widgets::{DefaultModel, DefaultTokenizer};
@@ -55,6 +56,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Turns true when the server shuts down, ending the live event streams.
     pub shutdown: watch::Receiver<bool>,
+    /// The run queue's shared parts: models, worker wake-up, run events.
+    pub run_env: RunEnvironment,
 }
 
 /// Sessions last this long without activity.
@@ -78,7 +81,9 @@ pub fn router(state: AppState) -> Router {
     let model = state.model.clone();
     let class_events = state.class_events.clone();
     let join_limiter = state.join_limiter.clone();
+    let run_env = state.run_env.clone();
     let provide_pool = move || {
+        provide_context(run_env.clone());
         provide_context(pool.clone());
         provide_context(tokenizer.clone());
         provide_context(model.clone());
@@ -113,6 +118,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/class-events", get(stream_class_events))
+        .route("/api/runs/{id}/events", get(stream_run_events))
         .route("/instructor/classes/{id}/answers.csv", get(answers_csv))
         .leptos_routes_with_context(&state, routes, provide_pool.clone(), {
             let options = state.leptos_options.clone();
@@ -241,6 +247,87 @@ async fn stream_class_events(
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
+
+/// `GET /api/runs/{id}/events`: a run's stored events (after `Last-Event-ID`, when the
+/// browser reconnects) and then its new ones live, each with its sequence number as the
+/// SSE id, so a reconnect or reload sees the whole history with no gap or duplicate.
+/// Status changes come as `status` events without an id.
+async fn stream_run_events(
+    State(state): State<AppState>,
+    session: Session,
+    Path(run_id): Path<i64>,
+    headers: axum::http::HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
+    let caller = caller_of(&session, &state.pool)
+        .await
+        .map_err(error_response)?;
+    let owner: Option<(i64, i64)> =
+        sqlx::query_as("SELECT class_id, team_id FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(|e| error_response(AppError::from(e)))?;
+    app::runs::ssr::check_access(&state.pool, &caller, owner)
+        .await
+        .map_err(error_response)?;
+    let after: i64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    // Subscribe before reading the history, so nothing falls between the two.
+    let updates = state.run_env.events.subscribe();
+    let history: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT seq, payload FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(run_id)
+    .bind(after)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(|e| error_response(AppError::from(e)))?;
+    let last_sent = history.last().map_or(after, |(seq, _)| *seq);
+    let stored = futures_util::stream::iter(history.into_iter().map(|(seq, payload)| {
+        Ok(Event::default().id(seq.to_string()).event(RUN_EVENT).data(payload))
+    }));
+    let live = futures_util::stream::unfold(
+        (updates, state.shutdown.clone(), last_sent),
+        move |(mut updates, mut shutdown, mut last_sent)| async move {
+            loop {
+                if *shutdown.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    received = updates.recv() => match received {
+                        Ok(RunUpdate { run_id: id, .. }) if id != run_id => continue,
+                        Ok(RunUpdate { event: Some((seq, payload)), .. }) => {
+                            if seq <= last_sent {
+                                continue;
+                            }
+                            last_sent = seq;
+                            let event = Event::default().id(seq.to_string()).event(RUN_EVENT).data(payload);
+                            return Some((Ok(event), (updates, shutdown, last_sent)));
+                        }
+                        Ok(RunUpdate { event: None, .. }) => {
+                            let event = Event::default().event(RUN_STATUS_EVENT).data(run_id.to_string());
+                            return Some((Ok(event), (updates, shutdown, last_sent)));
+                        }
+                        // Too slow a listener: end the stream; the browser reconnects with
+                        // its Last-Event-ID and gets what it missed from the database.
+                        Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        },
+    );
+    use futures_util::StreamExt;
+    Ok(Sse::new(stored.chain(live)).keep_alive(KeepAlive::default()))
+}
+
+/// The SSE event name of a stored run event.
+const RUN_EVENT: &str = "run";
+/// The SSE event name of a run status change.
+const RUN_STATUS_EVENT: &str = "status";
 
 /// `GET /instructor/classes/{id}/answers.csv`: the class's answers and grades.
 async fn answers_csv(

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod sessions;
+pub mod worker;
 
 use config::{Config, ConfigError};
 use leptos::config::LeptosOptions;
@@ -15,6 +16,22 @@ use tokio::net::TcpListener;
 
 /// The attention viewer shows at most this many tokens (a 64×64 map per head).
 const ATTENTION_VIEWER_MAX_LEN: usize = 64;
+
+/// Rough training speed of all-MiniLM-L6-v2 on a 2-core CPU (docs/benchmarks.md), for the
+/// run form's duration estimate.
+const CPU_EXAMPLES_PER_SECOND: f64 = 16.0;
+/// Rough training speed of all-MiniLM-L6-v2 on a data-centre GPU (prototype on an H200, seq
+/// 128; see the GPU issue), for the run form's duration estimate.
+const GPU_EXAMPLES_PER_SECOND: f64 = 900.0;
+/// How long shutdown waits for a run in progress to stop.
+const WORKER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// SST-2 training sentences left after the validation split, if the file is there.
+fn count_train_examples(config: &Config) -> Option<usize> {
+    let text = std::fs::read_to_string(config.sst2_dir.join("train.tsv")).ok()?;
+    let rows = text.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+    rows.checked_sub(config.validation_size)
+}
 
 /// Starts the server with `config` and runs until SIGTERM or Ctrl-C.
 ///
@@ -59,6 +76,28 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         .site_addr(address)
         .build();
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
+    let run_env = app::runs::ssr::RunEnvironment {
+        models_dir: config.models_dir.clone(),
+        max_queued_per_team: config.max_queued_per_team,
+        train_examples: count_train_examples(&config),
+        device: device.description(),
+        examples_per_second: match device.kind() {
+            trainer::device::BackendKind::Cpu => CPU_EXAMPLES_PER_SECOND,
+            trainer::device::BackendKind::Gpu => GPU_EXAMPLES_PER_SECOND,
+        },
+        wake: Arc::new(tokio::sync::Notify::new()),
+        events: tokio::sync::broadcast::channel(1024).0,
+    };
+    let worker = worker::Worker {
+        pool: pool.clone(),
+        env: run_env.clone(),
+        device: device.clone(),
+        sst2_dir: config.sst2_dir.clone(),
+        runs_dir: config.data_dir.join("runs"),
+        validation_size: config.validation_size,
+        owner: format!("{}-{}", std::process::id(), address.port()),
+    };
+    let worker = tokio::spawn(worker.run(shutdown_receiver.clone()));
     let state = http::AppState {
         leptos_options,
         pool: pool.clone(),
@@ -77,6 +116,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         join_limiter: app::auth::ssr::JoinLimiter::default(),
         secure_cookies: config.secure_cookies,
         shutdown: shutdown_receiver,
+        run_env,
     };
 
     // Warnings come only once every fatal check has passed, so a failed start prints one line.
@@ -94,6 +134,10 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         })
         .await
         .map_err(|e| ConfigError::new("JIGSAW_BIND", format!("the server stopped: {e}")))?;
+    // A run in progress stops at its next step and goes back to the queue.
+    if tokio::time::timeout(WORKER_STOP_WAIT, worker).await.is_err() {
+        tracing::warn!("the run in progress did not stop in time; it resumes from its checkpoint at the next start");
+    }
     pool.close().await;
     tracing::info!("stopped cleanly");
     Ok(())

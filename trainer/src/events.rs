@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Which data an evaluation ran on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EvalSplit {
     /// Carved out of train; public.

@@ -1,0 +1,796 @@
+//! Fine-tuning runs from the browser: the run form with its checks, the team's runs with
+//! their live queue position, cancelling, and the leaderboards. The queue lives in the
+//! database; the server's worker claims runs from it and feeds the events back.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Waiting for a training slot.
+    Queued,
+    /// Training now.
+    Running,
+    /// Finished normally.
+    Succeeded,
+    /// Stopped by an error.
+    Failed,
+    /// Stopped because the loss became NaN or exploded.
+    Diverged,
+    /// Stopped by a person.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Diverged,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether the run can still change.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+/// A run's checked settings, as stored with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// Model directory name under the models folder.
+    pub model: String,
+    /// LoRA rank; `None` for full fine-tuning.
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha (with a rank).
+    pub lora_alpha: Option<f64>,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Sentences per step.
+    pub batch_size: usize,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Share of steps warming up.
+    pub warmup_ratio: f64,
+    /// Longest sequence in tokens.
+    pub max_len: usize,
+    /// Train on this many sentences only.
+    pub train_subset: Option<usize>,
+    /// Seed for order, dropout and the head.
+    pub seed: u64,
+    /// A sentence of the team's choosing whose attention is shown.
+    pub probe_sentence: String,
+}
+
+/// A base model a team can fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelChoice {
+    /// Directory name, e.g. all-MiniLM-L6-v2.
+    pub name: String,
+    /// Parameters with a two-label head.
+    pub params: usize,
+}
+
+/// What the run form needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFormInfo {
+    /// The models found in the models folder.
+    pub models: Vec<ModelChoice>,
+    /// Runs the team has waiting or running.
+    pub active_runs: i64,
+    /// How many a team may have waiting at once.
+    pub max_queued: i64,
+    /// Training sentences available (SST-2 train minus validation).
+    pub train_examples: Option<usize>,
+    /// The compute device runs use.
+    pub device: String,
+    /// Rough training speed of the default model on this device, sentences per second.
+    pub examples_per_second: f64,
+}
+
+/// A run as lists and pages show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub id: i64,
+    /// Its team.
+    pub team: String,
+    /// Who submitted it.
+    pub submitted_by: String,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Its settings.
+    pub settings: RunSettings,
+    /// When it was submitted (UTC).
+    pub created_at: String,
+    /// 1 = next, while queued.
+    pub queue_position: Option<i64>,
+    /// Best validation accuracy so far, 0..1.
+    pub validation_accuracy: Option<f64>,
+    /// Why it failed, diverged or was cancelled.
+    pub message: Option<String>,
+}
+
+/// What happened to a submitted form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SubmitOutcome {
+    /// Queued as this run.
+    Queued(i64),
+    /// Outside the recommended ranges: these hints, and the form must be sent again with
+    /// `confirmed` to queue it anyway.
+    NeedsConfirmation(Vec<String>),
+}
+
+/// One team's line on a leaderboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoardLine {
+    /// The team.
+    pub team: String,
+    /// Its best accuracy, 0..1.
+    pub accuracy: f64,
+    /// The run that scored it.
+    pub run_id: i64,
+}
+
+/// Both leaderboards of a class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Boards {
+    /// Best validation accuracy per team (public).
+    pub public: Vec<BoardLine>,
+    /// Best SST-2 dev accuracy per team; `None` until the instructor reveals it.
+    pub private: Option<Vec<BoardLine>>,
+    /// Whether the private board is revealed to students.
+    pub revealed: bool,
+}
+
+/// The run form's choices and the team's queue allowance.
+#[server(prefix = "/api", endpoint = "run-form")]
+pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    let env: ssr::RunEnvironment = AppError::from_context("run environment")?;
+    let active_runs: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(student.team_id)
+    .fetch_one(&pool)
+    .await?;
+    Ok(RunFormInfo {
+        models: env.models(),
+        active_runs,
+        max_queued: env.max_queued_per_team,
+        train_examples: env.train_examples,
+        device: env.device.clone(),
+        examples_per_second: env.examples_per_second,
+    })
+}
+
+/// Checks the run form and queues the run for the caller's team. Values outside the
+/// recommended ranges come back as hints first; `confirmed` queues the run anyway.
+#[server(prefix = "/api", endpoint = "submit-run")]
+#[allow(clippy::too_many_arguments)]
+pub async fn submit_run(
+    model: String,
+    method: String,
+    lora_rank: String,
+    lora_alpha: String,
+    learning_rate: String,
+    batch_size: String,
+    epochs: String,
+    warmup_ratio: String,
+    max_len: String,
+    train_subset: String,
+    seed: String,
+    probe_sentence: String,
+    confirmed: bool,
+) -> Result<SubmitOutcome, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    let env: ssr::RunEnvironment = AppError::from_context("run environment")?;
+    let form = ssr::RunForm {
+        model,
+        method,
+        lora_rank,
+        lora_alpha,
+        learning_rate,
+        batch_size,
+        epochs,
+        warmup_ratio,
+        max_len,
+        train_subset,
+        seed,
+        probe_sentence,
+    };
+    let (settings, hints) = ssr::check_form(&form, &env.models()).map_err(AppError::bad_request)?;
+    if !hints.is_empty() && !confirmed {
+        return Ok(SubmitOutcome::NeedsConfirmation(hints));
+    }
+    let active: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status = 'queued'",
+    )
+    .bind(student.team_id)
+    .fetch_one(&pool)
+    .await?;
+    if active >= env.max_queued_per_team {
+        return Err(AppError::bad_request(format!(
+            "Your team already has {active} runs waiting; at most {} may wait at once. \
+             Cancel one or wait for it to start.",
+            env.max_queued_per_team
+        )));
+    }
+    let settings_json = serde_json::to_string(&settings).map_err(AppError::internal)?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (class_id, team_id, submitted_by, settings) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(student.class_id)
+    .bind(student.team_id)
+    .bind(&student.name)
+    .bind(settings_json)
+    .fetch_one(&pool)
+    .await?;
+    env.wake_worker();
+    ssr::announce_run(id);
+    Ok(SubmitOutcome::Queued(id))
+}
+
+/// The caller's team's runs, newest first (students), or a class's (instructors).
+#[server(prefix = "/api", endpoint = "team-runs")]
+pub async fn team_runs(class_id: Option<i64>) -> Result<Vec<RunSummary>, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    match (crate::auth::ssr::caller(&pool).await?, class_id) {
+        (crate::auth::ssr::Caller::Student(student), _) => {
+            ssr::summaries(&pool, ssr::RunFilter::Team(student.team_id)).await
+        }
+        (crate::auth::ssr::Caller::Instructor(instructor), Some(class_id)) => {
+            crate::auth::ssr::check_class_owner(&pool, &instructor, class_id).await?;
+            ssr::summaries(&pool, ssr::RunFilter::Class(class_id)).await
+        }
+        (crate::auth::ssr::Caller::Instructor(_), None) => {
+            Err(AppError::bad_request("Name the class whose runs to list."))
+        }
+        (crate::auth::ssr::Caller::Anonymous, _) => Err(AppError::SignInRequired(
+            "Join your class first: ask your teacher for the join code.".into(),
+        )
+        .respond()),
+    }
+}
+
+/// One run, for its team or its class's instructor.
+#[server(prefix = "/api", endpoint = "run")]
+pub async fn run_detail(run_id: i64) -> Result<RunSummary, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    ssr::check_run_access(&pool, run_id).await?;
+    ssr::summaries(&pool, ssr::RunFilter::Run(run_id))
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::not_found("There is no such run."))
+}
+
+/// Cancels a queued or running run (its team or the instructor).
+#[server(prefix = "/api", endpoint = "cancel-run")]
+pub async fn cancel_run(run_id: i64) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    ssr::check_run_access(&pool, run_id).await?;
+    let queued = sqlx::query(
+        "UPDATE runs SET status = 'cancelled', finished_at = CURRENT_TIMESTAMP, \
+         message = 'Cancelled before it started.' WHERE id = $1 AND status = 'queued'",
+    )
+    .bind(run_id)
+    .execute(&pool)
+    .await?;
+    if queued.rows_affected() == 0 {
+        let running = sqlx::query(
+            "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'",
+        )
+        .bind(run_id)
+        .execute(&pool)
+        .await?;
+        if running.rows_affected() == 0 {
+            return Err(AppError::bad_request("That run has already ended."));
+        }
+    }
+    ssr::announce_run(run_id);
+    Ok(())
+}
+
+/// The class's leaderboards: public validation accuracy, and SST-2 dev accuracy once
+/// revealed (instructors always see it).
+#[server(prefix = "/api", endpoint = "boards")]
+pub async fn class_boards(class_id: Option<i64>) -> Result<Boards, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let (class_id, instructor) = match (crate::auth::ssr::caller(&pool).await?, class_id) {
+        (crate::auth::ssr::Caller::Student(student), _) => (student.class_id, false),
+        (crate::auth::ssr::Caller::Instructor(instructor), Some(class_id)) => {
+            crate::auth::ssr::check_class_owner(&pool, &instructor, class_id).await?;
+            (class_id, true)
+        }
+        (crate::auth::ssr::Caller::Instructor(_), None) => {
+            return Err(AppError::bad_request("Name the class."));
+        }
+        (crate::auth::ssr::Caller::Anonymous, _) => {
+            return Err(AppError::SignInRequired(
+                "Join your class first: ask your teacher for the join code.".into(),
+            )
+            .respond());
+        }
+    };
+    let revealed: bool =
+        sqlx::query_scalar("SELECT private_board_revealed FROM classes WHERE id = $1")
+            .bind(class_id)
+            .fetch_one(&pool)
+            .await?;
+    Ok(Boards {
+        public: ssr::board(&pool, class_id, ssr::Board::Public).await?,
+        private: if revealed || instructor {
+            Some(ssr::board(&pool, class_id, ssr::Board::Private).await?)
+        } else {
+            None
+        },
+        revealed,
+    })
+}
+
+/// Shows or hides the private (SST-2 dev) board to the class's students.
+#[server(prefix = "/api", endpoint = "reveal-board")]
+pub async fn reveal_board(class_id: i64, revealed: bool) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    sqlx::query("UPDATE classes SET private_board_revealed = $1 WHERE id = $2")
+        .bind(revealed)
+        .bind(class_id)
+        .execute(&pool)
+        .await?;
+    crate::classroom::ssr::announce(class_id);
+    Ok(())
+}
+
+#[cfg(feature = "ssr")]
+pub mod ssr {
+    //! The run form's checks, run queries, and what the server shares with the worker.
+
+    use super::{BoardLine, ModelChoice, RunSettings, RunStatus, RunSummary};
+    use crate::error::AppError;
+    use sqlx::SqlitePool;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use tokio::sync::{Notify, broadcast};
+
+    /// What the run server functions and the worker share, provided by the server.
+    #[derive(Debug, Clone)]
+    pub struct RunEnvironment {
+        /// One HF model directory per model.
+        pub models_dir: PathBuf,
+        /// Runs a team may have waiting at once.
+        pub max_queued_per_team: i64,
+        /// SST-2 training sentences after the validation split, when the data is there.
+        pub train_examples: Option<usize>,
+        /// The compute device, described.
+        pub device: String,
+        /// Rough training speed of the default model on this device.
+        pub examples_per_second: f64,
+        /// Wakes the worker when a run is queued.
+        pub wake: Arc<Notify>,
+        /// Every persisted run event and status change, for the live pages.
+        pub events: broadcast::Sender<RunUpdate>,
+    }
+
+    /// Something new about a run.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct RunUpdate {
+        /// The run.
+        pub run_id: i64,
+        /// The event's sequence number and JSON, or `None` for a status change.
+        pub event: Option<(i64, String)>,
+    }
+
+    impl RunEnvironment {
+        /// The usable models: directories with config, weights and tokenizer.
+        pub fn models(&self) -> Vec<ModelChoice> {
+            let Ok(entries) = std::fs::read_dir(&self.models_dir) else {
+                return Vec::new();
+            };
+            let mut models: Vec<ModelChoice> = entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| {
+                    let dir = entry.path();
+                    let complete = ["config.json", "model.safetensors", "tokenizer.json"]
+                        .iter()
+                        .all(|f| dir.join(f).is_file());
+                    if !complete {
+                        return None;
+                    }
+                    let config = trainer::loader::read_config(&dir).ok()?;
+                    Some(ModelChoice {
+                        name: entry.file_name().to_string_lossy().into_owned(),
+                        params: trainer::train::param_counts(
+                            &config,
+                            2,
+                            trainer::train::Method::Full,
+                        )
+                        .total,
+                    })
+                })
+                .collect();
+            models.sort_by(|a, b| a.name.cmp(&b.name));
+            models
+        }
+
+        /// Tells the worker to look at the queue now.
+        pub fn wake_worker(&self) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Tells open pages that a run changed status.
+    pub fn announce_run(run_id: i64) {
+        if let Some(env) = leptos::prelude::use_context::<RunEnvironment>() {
+            let _ = env.events.send(RunUpdate {
+                run_id,
+                event: None,
+            });
+        }
+    }
+
+    /// The run form as typed: every field is text, so a bad value gets its own message.
+    #[derive(Debug, Clone, Default)]
+    pub struct RunForm {
+        /// Model name.
+        pub model: String,
+        /// "full" or "lora".
+        pub method: String,
+        /// LoRA rank.
+        pub lora_rank: String,
+        /// LoRA alpha.
+        pub lora_alpha: String,
+        /// Learning rate.
+        pub learning_rate: String,
+        /// Batch size.
+        pub batch_size: String,
+        /// Epochs.
+        pub epochs: String,
+        /// Warmup ratio.
+        pub warmup_ratio: String,
+        /// Longest sequence.
+        pub max_len: String,
+        /// Train subset (empty = all).
+        pub train_subset: String,
+        /// Seed.
+        pub seed: String,
+        /// Probe sentence.
+        pub probe_sentence: String,
+    }
+
+    /// Parses one number field, with a message naming the field.
+    fn number<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{field}: \u{201c}{}\u{201d} is not a number.", text.trim().chars().take(24).collect::<String>()))
+    }
+
+    /// A float that must be finite and within `low..=high`.
+    fn float_in(field: &str, text: &str, low: f64, high: f64, low_open: bool) -> Result<f64, String> {
+        let value: f64 = number(field, text)?;
+        if !value.is_finite() {
+            return Err(format!("{field} must be a finite number."));
+        }
+        if value > high || value < low || (low_open && value <= low) {
+            let lower = if low_open { "above" } else { "at least" };
+            return Err(format!("{field} must be {lower} {low} and at most {high}; {value} is not."));
+        }
+        Ok(value)
+    }
+
+    /// A whole number within `low..=high`.
+    fn whole_in(field: &str, text: &str, low: usize, high: usize) -> Result<usize, String> {
+        let value: i64 = number(field, text)?;
+        if value < low as i64 || value > high as i64 {
+            return Err(format!("{field} must be from {low} to {high}; {value} is not."));
+        }
+        Ok(value as usize)
+    }
+
+    /// Checks the form: hard limits are errors; values outside the lesson's recommended
+    /// ranges come back as hints.
+    pub fn check_form(form: &RunForm, models: &[ModelChoice]) -> Result<(RunSettings, Vec<String>), String> {
+        let model = form.model.trim();
+        if !models.iter().any(|m| m.name == model) {
+            return Err(format!(
+                "There is no model called \u{201c}{}\u{201d} here; pick one from the list.",
+                model.chars().take(40).collect::<String>()
+            ));
+        }
+        let lora = match form.method.trim() {
+            "full" => None,
+            "lora" => {
+                let rank = whole_in("LoRA rank", &form.lora_rank, 1, 256)?;
+                let alpha = if form.lora_alpha.trim().is_empty() {
+                    2.0 * rank as f64
+                } else {
+                    float_in("LoRA alpha", &form.lora_alpha, 0.0, 4096.0, true)?
+                };
+                Some((rank, alpha))
+            }
+            other => {
+                return Err(format!(
+                    "Method must be full or lora, not \u{201c}{}\u{201d}.",
+                    other.chars().take(24).collect::<String>()
+                ));
+            }
+        };
+        let learning_rate = float_in("Learning rate", &form.learning_rate, 0.0, 1.0, true)?;
+        let batch_size = whole_in("Batch size", &form.batch_size, 1, 256)?;
+        let epochs = whole_in("Epochs", &form.epochs, 1, 20)?;
+        let warmup_ratio = float_in("Warmup ratio", &form.warmup_ratio, 0.0, 0.5, false)?;
+        let max_len = whole_in("Max length", &form.max_len, 8, 512)?;
+        let train_subset = if form.train_subset.trim().is_empty() {
+            None
+        } else {
+            Some(whole_in("Training sentences", &form.train_subset, 16, 100_000)?)
+        };
+        let seed: u64 = number("Seed", &form.seed)?;
+        let probe_sentence = form.probe_sentence.trim().to_string();
+        if probe_sentence.chars().count() > crate::widgets::MAX_CHARS {
+            return Err(format!(
+                "The attention sentence has more than {} characters.",
+                crate::widgets::MAX_CHARS
+            ));
+        }
+
+        let mut hints = Vec::new();
+        let (low, high) = if lora.is_some() { (1e-4, 1e-3) } else { (1e-5, 5e-5) };
+        if learning_rate > high * 2.0 {
+            hints.push(format!(
+                "A learning rate of {learning_rate:e} is far above the recommended {low:e} to {high:e}{}; expect the loss to jump around or become NaN.",
+                if lora.is_some() { " for LoRA" } else { "" }
+            ));
+        } else if learning_rate < low / 2.0 {
+            hints.push(format!(
+                "A learning rate of {learning_rate:e} is far below the recommended {low:e} to {high:e}; the model will barely change."
+            ));
+        }
+        if !(8..=32).contains(&batch_size) {
+            hints.push(format!(
+                "The lesson recommends a batch size of 8, 16 or 32; {batch_size} may {}.",
+                if batch_size > 32 { "run out of memory" } else { "make training noisy and slow" }
+            ));
+        }
+        if !(2..=5).contains(&epochs) {
+            hints.push(format!(
+                "The lesson recommends 2 to 5 epochs; {epochs} may {}.",
+                if epochs > 5 { "overfit and keep the GPU from other teams" } else { "undertrain" }
+            ));
+        }
+        if warmup_ratio > 0.2 {
+            hints.push(format!(
+                "The lesson recommends a warmup ratio of 0.0 to 0.2; {warmup_ratio} spends many steps at a low learning rate."
+            ));
+        }
+        Ok((
+            RunSettings {
+                model: model.to_string(),
+                lora_rank: lora.map(|(rank, _)| rank),
+                lora_alpha: lora.map(|(_, alpha)| alpha),
+                learning_rate,
+                batch_size,
+                epochs,
+                warmup_ratio,
+                max_len,
+                train_subset,
+                seed,
+                probe_sentence,
+            },
+            hints,
+        ))
+    }
+
+    /// Checks the caller may see `run_id`: a member of its team or its class's instructor.
+    pub async fn check_run_access(pool: &SqlitePool, run_id: i64) -> Result<(), AppError> {
+        let owner: Option<(i64, i64)> =
+            sqlx::query_as("SELECT class_id, team_id FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await?;
+        let caller = crate::auth::ssr::caller(pool).await?;
+        check_access(pool, &caller, owner).await
+    }
+
+    /// The access rule behind [`check_run_access`], for a known caller.
+    pub async fn check_access(
+        pool: &SqlitePool,
+        caller: &crate::auth::ssr::Caller,
+        owner: Option<(i64, i64)>,
+    ) -> Result<(), AppError> {
+        use crate::auth::ssr::Caller;
+        let not_found = || AppError::not_found("There is no such run.");
+        match (caller, owner) {
+            (Caller::Anonymous, _) => Err(AppError::SignInRequired(
+                "Join your class first: ask your teacher for the join code.".into(),
+            )
+            .respond()),
+            (_, None) => Err(not_found()),
+            (Caller::Student(student), Some((_, team))) if team == student.team_id => Ok(()),
+            // Another team's run is not theirs to see; say so without confirming it exists.
+            (Caller::Student(_), Some(_)) => Err(not_found()),
+            (Caller::Instructor(instructor), Some((class, _))) => {
+                crate::auth::ssr::check_class_owner(pool, instructor, class).await
+            }
+        }
+    }
+
+    /// Which runs [`summaries`] lists.
+    #[derive(Debug, Clone, Copy)]
+    pub enum RunFilter {
+        /// A team's runs.
+        Team(i64),
+        /// A class's runs.
+        Class(i64),
+        /// One run.
+        Run(i64),
+    }
+
+    macro_rules! run_sql {
+        ($filter:literal) => {
+            concat!(
+                "SELECT r.id, t.name, r.submitted_by, r.status, r.settings, r.created_at, ",
+                "(SELECT COUNT(*) FROM runs q WHERE q.status = 'queued' AND q.id <= r.id), ",
+                "r.validation_accuracy, r.message ",
+                "FROM runs r JOIN teams t ON t.id = r.team_id WHERE ",
+                $filter,
+                " ORDER BY r.id DESC"
+            )
+        };
+    }
+
+    /// Run summaries, newest first. The queue position counts queued runs submitted
+    /// earlier (the worker also rotates between teams, so it is an upper bound).
+    pub async fn summaries(pool: &SqlitePool, filter: RunFilter) -> Result<Vec<RunSummary>, AppError> {
+        let (sql, value) = match filter {
+            RunFilter::Team(id) => (run_sql!("r.team_id = $1"), id),
+            RunFilter::Class(id) => (run_sql!("r.class_id = $1"), id),
+            RunFilter::Run(id) => (run_sql!("r.id = $1"), id),
+        };
+        type Row = (i64, String, String, String, String, String, i64, Option<f64>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(sql).bind(value).fetch_all(pool).await?;
+        rows.into_iter()
+            .map(|(id, team, submitted_by, status, settings, created_at, position, accuracy, message)| {
+                let status = RunStatus::parse(&status)
+                    .ok_or_else(|| AppError::internal(format!("unknown run status {status}")))?;
+                Ok(RunSummary {
+                    id,
+                    team,
+                    submitted_by,
+                    status,
+                    settings: serde_json::from_str(&settings).map_err(AppError::internal)?,
+                    created_at,
+                    queue_position: (status == RunStatus::Queued).then_some(position),
+                    validation_accuracy: accuracy,
+                    message,
+                })
+            })
+            .collect()
+    }
+
+    /// Which leaderboard.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Board {
+        /// Validation accuracy.
+        Public,
+        /// SST-2 dev accuracy.
+        Private,
+    }
+
+    /// Best accuracy per team, best first (ties: the earlier run).
+    pub async fn board(pool: &SqlitePool, class_id: i64, which: Board) -> Result<Vec<BoardLine>, AppError> {
+        let sql = match which {
+            Board::Public => "SELECT t.name, r.validation_accuracy, r.id FROM runs r JOIN teams t ON t.id = r.team_id \
+                WHERE r.class_id = $1 AND r.status = 'succeeded' AND r.validation_accuracy IS NOT NULL \
+                ORDER BY r.validation_accuracy DESC, r.id",
+            Board::Private => "SELECT t.name, r.private_accuracy, r.id FROM runs r JOIN teams t ON t.id = r.team_id \
+                WHERE r.class_id = $1 AND r.status = 'succeeded' AND r.private_accuracy IS NOT NULL \
+                ORDER BY r.private_accuracy DESC, r.id",
+        };
+        let rows: Vec<(String, f64, i64)> = sqlx::query_as(sql).bind(class_id).fetch_all(pool).await?;
+        let mut lines: Vec<BoardLine> = Vec::new();
+        for (team, accuracy, run_id) in rows {
+            if !lines.iter().any(|l| l.team == team) {
+                lines.push(BoardLine { team, accuracy, run_id });
+            }
+        }
+        Ok(lines)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn models() -> Vec<ModelChoice> {
+            vec![ModelChoice { name: "all-MiniLM-L6-v2".into(), params: 22_713_986 }]
+        }
+
+        fn form() -> RunForm {
+            RunForm {
+                model: "all-MiniLM-L6-v2".into(),
+                method: "full".into(),
+                lora_rank: "16".into(),
+                lora_alpha: String::new(),
+                learning_rate: "2e-5".into(),
+                batch_size: "32".into(),
+                epochs: "3".into(),
+                warmup_ratio: "0.1".into(),
+                max_len: "64".into(),
+                train_subset: String::new(),
+                seed: "42".into(),
+                probe_sentence: "the movie was not good .".into(),
+            }
+        }
+
+        #[test]
+        fn recommended_settings_pass_without_hints() {
+            let (settings, hints) = check_form(&form(), &models()).unwrap();
+            assert!(hints.is_empty(), "{hints:?}");
+            assert_eq!(settings.lora_rank, None);
+            assert_eq!(settings.train_subset, None);
+        }
+
+        #[test]
+        fn a_huge_learning_rate_is_a_hint_not_an_error() {
+            let (_, hints) = check_form(&RunForm { learning_rate: "1e-3".into(), ..form() }, &models()).unwrap();
+            assert_eq!(hints.len(), 1);
+            assert!(hints[0].contains("far above"), "{}", hints[0]);
+        }
+
+        #[test]
+        fn hard_limits_are_errors_naming_the_field() {
+            let cases = [
+                (RunForm { learning_rate: "NaN".into(), ..form() }, "Learning rate"),
+                (RunForm { learning_rate: "-1".into(), ..form() }, "Learning rate"),
+                (RunForm { learning_rate: "fast".into(), ..form() }, "not a number"),
+                (RunForm { batch_size: "0".into(), ..form() }, "Batch size"),
+                (RunForm { batch_size: "100000".into(), ..form() }, "Batch size"),
+                (RunForm { epochs: "2.5".into(), ..form() }, "Epochs"),
+                (RunForm { max_len: "4".into(), ..form() }, "Max length"),
+                (RunForm { model: "gpt-9".into(), ..form() }, "no model"),
+                (RunForm { method: "magic".into(), ..form() }, "Method"),
+                (RunForm { method: "lora".into(), lora_rank: "0".into(), ..form() }, "LoRA rank"),
+            ];
+            for (bad, expected) in cases {
+                let error = check_form(&bad, &models()).unwrap_err();
+                assert!(error.contains(expected), "{expected}: {error}");
+            }
+        }
+
+        #[test]
+        fn lora_gets_alpha_twice_the_rank_by_default() {
+            let (settings, hints) = check_form(
+                &RunForm { method: "lora".into(), learning_rate: "5e-4".into(), ..form() },
+                &models(),
+            )
+            .unwrap();
+            assert_eq!(settings.lora_rank, Some(16));
+            assert_eq!(settings.lora_alpha, Some(32.0));
+            assert!(hints.is_empty(), "{hints:?}");
+        }
+    }
+}

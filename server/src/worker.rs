@@ -1,0 +1,447 @@
+//! The training worker: claims queued runs from the database with a lease, drives the
+//! trainer on a blocking thread, persists every event with a per-run sequence number and
+//! broadcasts it, and keeps the lease alive with a heartbeat.
+//!
+//! A run whose lease expired (its server crashed) goes back to the queue and resumes from
+//! its latest checkpoint; events it had already stored are not stored again, so its
+//! history has no gap and no duplicate. The queue is round robin across teams. One run
+//! trains at a time per process (the CPU backend's random generator is process-wide).
+
+use app::runs::RunSettings;
+use app::runs::ssr::{RunEnvironment, RunUpdate};
+use sqlx::SqlitePool;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use trainer::device::ComputeDevice;
+use trainer::events::{EvalSplit, Event};
+use trainer::train::{CancelToken, Method, TrainConfig};
+
+/// The sentence every run's attention is shown for, before and after fine-tuning.
+pub const FIXED_PROBE: &str = "the movie was not good .";
+
+/// How long a claim holds without a heartbeat.
+const LEASE: Duration = Duration::from_secs(15);
+/// How often the lease is renewed and cancellation checked.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+/// How often the queue is looked at when nothing wakes the worker.
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+/// What the worker needs.
+#[derive(Clone)]
+pub struct Worker {
+    /// The database holding the queue.
+    pub pool: SqlitePool,
+    /// Models folder, wake-up and broadcast channel shared with the web side.
+    pub env: RunEnvironment,
+    /// The device runs train on.
+    pub device: ComputeDevice,
+    /// The SST-2 files.
+    pub sst2_dir: PathBuf,
+    /// Where each run keeps its checkpoints and exported model (`<runs_dir>/<id>/`).
+    pub runs_dir: PathBuf,
+    /// Sentences carved out of train for validation.
+    pub validation_size: usize,
+    /// Identifies this process in leases.
+    pub owner: String,
+}
+
+/// A claimed run.
+struct Claimed {
+    id: i64,
+    settings: RunSettings,
+}
+
+/// The seconds-since-epoch clock leases use.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Worker {
+    /// Runs the worker until `shutdown` turns true. A run in progress is then stopped at
+    /// its next step and left to resume from its checkpoint at the next start.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(error) = self.requeue_expired().await {
+                tracing::warn!(%error, "could not requeue expired runs");
+            }
+            match self.claim().await {
+                Ok(Some(run)) => self.execute(run, shutdown.clone()).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.env.wake.notified() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not claim a run");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    }
+
+    /// Puts runs whose lease expired back in the queue.
+    async fn requeue_expired(&self) -> Result<(), sqlx::Error> {
+        let requeued = sqlx::query(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE status = 'running' AND lease_expires_at < $1",
+        )
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        if requeued.rows_affected() > 0 {
+            tracing::info!(
+                runs = requeued.rows_affected(),
+                "requeued runs whose lease expired"
+            );
+        }
+        Ok(())
+    }
+
+    /// Claims the next run: from the team that trained least recently, its oldest run.
+    async fn claim(&self) -> Result<Option<Claimed>, sqlx::Error> {
+        loop {
+            let next: Option<(i64, String)> = sqlx::query_as(
+                "SELECT r.id, r.settings FROM runs r WHERE r.status = 'queued' \
+                 ORDER BY COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
+                 LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some((id, settings)) = next else {
+                return Ok(None);
+            };
+            let claimed = sqlx::query(
+                "UPDATE runs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
+                 claim_order = (SELECT COALESCE(MAX(claim_order), 0) + 1 FROM runs), \
+                 started_at = COALESCE(started_at, CURRENT_TIMESTAMP) \
+                 WHERE id = $3 AND status = 'queued'",
+            )
+            .bind(&self.owner)
+            .bind(now() + LEASE.as_secs() as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                continue; // another worker took it first
+            }
+            self.announce(id);
+            match serde_json::from_str(&settings) {
+                Ok(settings) => return Ok(Some(Claimed { id, settings })),
+                Err(error) => {
+                    self.finish(id, "failed", Some(format!("Its settings could not be read: {error}")), None)
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// Tells live pages a run's status changed.
+    fn announce(&self, run_id: i64) {
+        let _ = self.env.events.send(RunUpdate {
+            run_id,
+            event: None,
+        });
+    }
+
+    /// The trainer's settings for a run.
+    fn train_config(&self, run: &Claimed) -> TrainConfig {
+        let s = &run.settings;
+        let dir = self.runs_dir.join(run.id.to_string());
+        let mut probes = vec![FIXED_PROBE.to_string()];
+        if !s.probe_sentence.is_empty() && s.probe_sentence != FIXED_PROBE {
+            probes.push(s.probe_sentence.clone());
+        }
+        TrainConfig {
+            model_dir: self.env.models_dir.join(&s.model),
+            sst2_dir: self.sst2_dir.clone(),
+            method: match (s.lora_rank, s.lora_alpha) {
+                (Some(rank), alpha) => Method::Lora {
+                    rank,
+                    alpha: alpha.unwrap_or(2.0 * rank as f64),
+                },
+                (None, _) => Method::Full,
+            },
+            learning_rate: s.learning_rate,
+            batch_size: s.batch_size,
+            epochs: s.epochs,
+            warmup_ratio: s.warmup_ratio,
+            max_len: s.max_len,
+            train_subset: s.train_subset,
+            validation_size: self.validation_size,
+            eval_every: None,
+            seed: s.seed,
+            probe_sentences: probes,
+            checkpoint_dir: Some(dir.join("checkpoints")),
+            checkpoint_every: Some(Duration::from_secs(120)),
+            export_dir: Some(dir.join("model")),
+        }
+    }
+
+    /// Trains one claimed run to its end (or until shutdown), storing its events.
+    async fn execute(&self, run: Claimed, mut shutdown: watch::Receiver<bool>) {
+        let config = self.train_config(&run);
+        let mut history = match History::load(&self.pool, run.id).await {
+            Ok(history) => history,
+            Err(error) => {
+                tracing::error!(%error, run = run.id, "could not read the run's history");
+                return;
+            }
+        };
+        let cancel = CancelToken::default();
+        let (sender, mut receiver) = mpsc::unbounded_channel::<Event>();
+        let device = self.device.clone();
+        let training = tokio::task::spawn_blocking({
+            let cancel = cancel.clone();
+            move || {
+                trainer::train::train(&config, &device, &cancel, &mut |event| {
+                    let _ = sender.send(event);
+                })
+            }
+        });
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut interrupted = false;
+        let mut outcome: Option<(&'static str, Option<String>, Option<(f64, f64)>)> = None;
+        loop {
+            tokio::select! {
+                event = receiver.recv() => {
+                    let Some(event) = event else { break };
+                    if let Some(ending) = ending_of(&event) {
+                        if interrupted && matches!(event, Event::Cancelled { .. }) {
+                            continue; // stopped for a restart, not by a person
+                        }
+                        outcome = Some(ending);
+                    }
+                    if let Err(error) = history.store(&self.pool, &self.env, run.id, &event).await {
+                        tracing::error!(%error, run = run.id, "could not store a run event");
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    match self.renew(run.id).await {
+                        Ok(Renewal::Held { cancel_requested }) => if cancel_requested { cancel.cancel() },
+                        Ok(Renewal::Lost) => {
+                            tracing::warn!(run = run.id, "lease lost; stopping this copy of the run");
+                            interrupted = true;
+                            cancel.cancel();
+                        }
+                        Err(error) => tracing::warn!(%error, run = run.id, "heartbeat failed"),
+                    }
+                }
+                _ = shutdown.changed(), if !interrupted => {
+                    tracing::info!(run = run.id, "shutting down: the run will resume from its checkpoint");
+                    interrupted = true;
+                    cancel.cancel();
+                }
+            }
+        }
+        let _ = training.await;
+        let result = match outcome {
+            Some((status, message, accuracy)) => self.finish(run.id, status, message, accuracy).await,
+            None if interrupted => self.release(run.id).await,
+            None => {
+                self.finish(
+                    run.id,
+                    "failed",
+                    Some("The training engine stopped without saying why; see the server log.".into()),
+                    None,
+                )
+                .await
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, run = run.id, "could not record the run's end");
+        }
+    }
+
+    /// Extends the lease; says whether someone asked to cancel.
+    async fn renew(&self, run_id: i64) -> Result<Renewal, sqlx::Error> {
+        let renewed = sqlx::query(
+            "UPDATE runs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+        )
+        .bind(now() + LEASE.as_secs() as i64)
+        .bind(run_id)
+        .bind(&self.owner)
+        .execute(&self.pool)
+        .await?;
+        if renewed.rows_affected() == 0 {
+            return Ok(Renewal::Lost);
+        }
+        let cancel_requested: bool =
+            sqlx::query_scalar("SELECT cancel_requested FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Renewal::Held { cancel_requested })
+    }
+
+    /// Records a run's end, if this worker still holds it.
+    async fn finish(
+        &self,
+        run_id: i64,
+        status: &str,
+        message: Option<String>,
+        accuracy: Option<(f64, f64)>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE runs SET status = $1, message = $2, validation_accuracy = $3, private_accuracy = $4, \
+             finished_at = CURRENT_TIMESTAMP, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $5 AND lease_owner = $6",
+        )
+        .bind(status)
+        .bind(message)
+        .bind(accuracy.map(|a| a.0))
+        .bind(accuracy.map(|a| a.1))
+        .bind(run_id)
+        .bind(&self.owner)
+        .execute(&self.pool)
+        .await?;
+        self.announce(run_id);
+        Ok(())
+    }
+
+    /// Gives an unfinished run back to the queue (it resumes from its checkpoint).
+    async fn release(&self, run_id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(run_id)
+        .bind(&self.owner)
+        .execute(&self.pool)
+        .await?;
+        self.announce(run_id);
+        Ok(())
+    }
+}
+
+/// What a heartbeat found.
+enum Renewal {
+    /// Still ours.
+    Held {
+        /// Someone pressed Cancel.
+        cancel_requested: bool,
+    },
+    /// Another worker requeued or took the run.
+    Lost,
+}
+
+/// The status, message and (validation, private) accuracy a final event means.
+fn ending_of(event: &Event) -> Option<(&'static str, Option<String>, Option<(f64, f64)>)> {
+    match event {
+        Event::Finished { metrics } => Some((
+            "succeeded",
+            None,
+            Some((metrics.validation_accuracy, metrics.private_test_accuracy)),
+        )),
+        Event::Diverged { step, loss } => Some((
+            "diverged",
+            Some(match loss {
+                Some(loss) => format!("The loss exploded to {loss:.3e} at step {step}."),
+                None => format!("The loss became NaN (not a number) at step {step}."),
+            }),
+            None,
+        )),
+        Event::Failed { reason } => Some(("failed", Some(reason.clone()), None)),
+        Event::Cancelled { step } => Some(("cancelled", Some(format!("Cancelled after step {step}.")), None)),
+        _ => None,
+    }
+}
+
+/// What a run has already stored, so a resumed run adds only what is new.
+struct History {
+    next_seq: i64,
+    last_step: usize,
+    evals: HashSet<(usize, EvalSplit)>,
+    attention: HashSet<(usize, String)>,
+    checkpoints: HashSet<usize>,
+}
+
+impl History {
+    async fn load(pool: &SqlitePool, run_id: i64) -> Result<Self, sqlx::Error> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, payload FROM run_events WHERE run_id = $1 ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?;
+        let mut history = History {
+            next_seq: rows.last().map_or(1, |(seq, _)| seq + 1),
+            last_step: 0,
+            evals: HashSet::new(),
+            attention: HashSet::new(),
+            checkpoints: HashSet::new(),
+        };
+        for (_, payload) in rows {
+            if let Ok(event) = serde_json::from_str::<Event>(&payload) {
+                history.note(&event);
+            }
+        }
+        Ok(history)
+    }
+
+    /// Whether `event` is already stored (a resumed run repeats the steps after its
+    /// checkpoint).
+    fn already_stored(&self, event: &Event) -> bool {
+        match event {
+            Event::Step { step, .. } => *step <= self.last_step,
+            Event::Eval { step, split, .. } => self.evals.contains(&(*step, *split)),
+            Event::Attention { step, sentence, .. } => {
+                self.attention.contains(&(*step, sentence.clone()))
+            }
+            Event::Checkpoint { step } => self.checkpoints.contains(step),
+            _ => false,
+        }
+    }
+
+    fn note(&mut self, event: &Event) {
+        match event {
+            Event::Step { step, .. } => self.last_step = self.last_step.max(*step),
+            Event::Eval { step, split, .. } => {
+                self.evals.insert((*step, *split));
+            }
+            Event::Attention { step, sentence, .. } => {
+                self.attention.insert((*step, sentence.clone()));
+            }
+            Event::Checkpoint { step } => {
+                self.checkpoints.insert(*step);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stores and broadcasts `event` unless it is already stored.
+    async fn store(
+        &mut self,
+        pool: &SqlitePool,
+        env: &RunEnvironment,
+        run_id: i64,
+        event: &Event,
+    ) -> Result<(), sqlx::Error> {
+        if self.already_stored(event) {
+            return Ok(());
+        }
+        let payload = serde_json::to_string(event).unwrap_or_else(|e| {
+            format!("{{\"type\":\"failed\",\"reason\":\"unserialisable event: {e}\"}}")
+        });
+        sqlx::query("INSERT INTO run_events (run_id, seq, payload) VALUES ($1, $2, $3)")
+            .bind(run_id)
+            .bind(self.next_seq)
+            .bind(&payload)
+            .execute(pool)
+            .await?;
+        let _ = env.events.send(RunUpdate {
+            run_id,
+            event: Some((self.next_seq, payload)),
+        });
+        self.next_seq += 1;
+        self.note(event);
+        Ok(())
+    }
+}
