@@ -208,6 +208,8 @@ impl Worker {
             }
         });
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        // A Cancel pressed on this server arrives at once; the heartbeat catches the rest.
+        let mut updates = self.env.events.subscribe();
         let mut interrupted = false;
         let mut outcome: Option<(&'static str, Option<String>, Option<(f64, f64)>)> = None;
         loop {
@@ -222,6 +224,16 @@ impl Worker {
                     }
                     if let Err(error) = history.store(&self.pool, &self.env, run.id, &event).await {
                         tracing::error!(%error, run = run.id, "could not store a run event");
+                    }
+                }
+                update = updates.recv() => {
+                    let ours = match update {
+                        Ok(RunUpdate { run_id, event: None }) => run_id == run.id,
+                        Ok(_) => false,
+                        Err(_) => true,
+                    };
+                    if ours && self.cancel_requested(run.id).await.unwrap_or(false) {
+                        cancel.cancel();
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -274,12 +286,17 @@ impl Worker {
         if renewed.rows_affected() == 0 {
             return Ok(Renewal::Lost);
         }
-        let cancel_requested: bool =
-            sqlx::query_scalar("SELECT cancel_requested FROM runs WHERE id = $1")
-                .bind(run_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Renewal::Held { cancel_requested })
+        Ok(Renewal::Held {
+            cancel_requested: self.cancel_requested(run_id).await?,
+        })
+    }
+
+    /// Whether someone pressed Cancel on the run.
+    async fn cancel_requested(&self, run_id: i64) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT cancel_requested FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Records a run's end, if this worker still holds it.

@@ -4,6 +4,7 @@
 
 pub use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -63,7 +64,16 @@ impl Server {
     }
 
     pub fn start_in(data_dir: &Path) -> Self {
-        let mut child = command(data_dir)
+        Self::start_in_with(data_dir, &[])
+    }
+
+    /// Starts the server with extra environment variables (overriding the test defaults).
+    pub fn start_in_with(data_dir: &Path, env: &[(&str, String)]) -> Self {
+        let mut command = command(data_dir);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -90,6 +100,12 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -160,3 +176,168 @@ pub async fn call_server_fn(server: &Server, endpoint: &str, body: &str) -> (Sta
         .unwrap();
     (response.status(), response.text().await.unwrap())
 }
+
+// The classroom: accounts, a class with teams, joined students.
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Creates an instructor account with the terminal command, as a teacher would.
+pub fn add_instructor(server: &Server, username: &str) {
+    let output = command(&server.data_dir)
+        .env("JIGSAW_INSTRUCTOR_PASSWORD", PASSWORD)
+        .args(["instructor", "add", username])
+        .output()
+        .expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "instructor add failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created"));
+}
+
+/// A browser-like client: keeps its cookies, does not follow redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Calls a server function as `client`; returns the status and the body.
+pub async fn call(
+    client: &reqwest::Client,
+    server: &Server,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let response = client
+        .post(server.url(&format!("/api/{endpoint}")))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// Percent-encodes a form value.
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Calls a server function that must succeed and returns its JSON answer.
+pub async fn ok(
+    client: &reqwest::Client,
+    server: &Server,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> Value {
+    let (status, body) = call(client, server, endpoint, form).await;
+    assert!(
+        status.is_success() || status.is_redirection(),
+        "{endpoint} answered {status}: {body}"
+    );
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// Asserts a server function is refused with `expected` and a readable message.
+pub async fn refused(
+    client: &reqwest::Client,
+    server: &Server,
+    endpoint: &str,
+    form: &[(&str, &str)],
+    expected: StatusCode,
+) -> String {
+    let (status, body) = call(client, server, endpoint, form).await;
+    assert_eq!(status, expected, "{endpoint} {form:?}: {body}");
+    body
+}
+
+pub async fn signed_in_instructor(server: &Server, username: &str) -> reqwest::Client {
+    add_instructor(server, username);
+    let client = browser();
+    ok(
+        &client,
+        server,
+        "sign-in",
+        &[("username", username), ("password", PASSWORD)],
+    )
+    .await;
+    let me = ok(&client, server, "whoami", &[]).await;
+    assert_eq!(me["Instructor"]["username"], username);
+    client
+}
+
+/// A class with teams "Red" and "Blue", topics in turn. Returns (class id, join code, team ids).
+pub async fn class_with_teams(
+    instructor: &reqwest::Client,
+    server: &Server,
+) -> (i64, String, Vec<i64>) {
+    let class = ok(
+        instructor,
+        server,
+        "create-class",
+        &[("name", "Période 3 · NLP")],
+    )
+    .await;
+    let class_id = class["id"].as_i64().unwrap();
+    let code = class["join_code"].as_str().unwrap().to_string();
+    assert_eq!(code.len(), 6);
+    let id = class_id.to_string();
+    for team in ["Red", "Blue"] {
+        ok(
+            instructor,
+            server,
+            "add-team",
+            &[("class_id", &id), ("name", team)],
+        )
+        .await;
+    }
+    ok(instructor, server, "assign-topics", &[("class_id", &id)]).await;
+    let preview = ok(
+        &browser(),
+        server,
+        "find-class",
+        &[("code", &code.to_lowercase())],
+    )
+    .await;
+    let teams = preview["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    (class_id, code, teams)
+}
+
+pub async fn joined_student(server: &Server, code: &str, name: &str, team: i64) -> reqwest::Client {
+    let client = browser();
+    ok(
+        &client,
+        server,
+        "join-class",
+        &[
+            ("code", code),
+            ("display_name", name),
+            ("team_id", &team.to_string()),
+        ],
+    )
+    .await;
+    client
+}
+

@@ -1,0 +1,316 @@
+//! HTTP-level tests of fine-tuning runs against the real binary, training a tiny random BERT
+//! on a small synthetic sentiment set on the CPU: the whole path from the form to the
+//! leaderboard, a crash in the middle of a run, and the form's bad input.
+
+mod support;
+
+use reqwest::header::CONTENT_TYPE;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A models folder (the default model plus the tiny test BERT) and a small SST-2-style
+/// data set whose sentiment follows from its words.
+fn training_env(root: &Path) -> Vec<(&'static str, String)> {
+    let models = root.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(models_dir().join("all-MiniLM-L6-v2"), models.join("all-MiniLM-L6-v2")).unwrap();
+    std::os::unix::fs::symlink(
+        repo_root().join("trainer/tests/fixtures/tiny-bert"),
+        models.join("tiny-bert"),
+    )
+    .unwrap();
+    let sst2 = root.join("sst2");
+    std::fs::create_dir_all(&sst2).unwrap();
+    let positive = ["good", "great", "funny", "charming", "beautiful", "witty", "smart", "sweet"];
+    let negative = ["bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse"];
+    let subjects = ["the movie", "this film", "the story", "the cast", "the script", "the music"];
+    let mut train = String::from("sentence\tlabel\n");
+    let mut dev = String::from("sentence\tlabel\n");
+    for (i, subject) in subjects.iter().enumerate() {
+        for (j, (good, bad)) in positive.iter().zip(negative).enumerate() {
+            let target = if (i + j) % 5 == 0 { &mut dev } else { &mut train };
+            target.push_str(&format!("{subject} was {good} .\t1\n{subject} was {bad} .\t0\n"));
+        }
+    }
+    std::fs::write(sst2.join("train.tsv"), train).unwrap();
+    std::fs::write(sst2.join("dev.tsv"), dev).unwrap();
+    std::fs::write(sst2.join("test.tsv"), "index\tsentence\n0\tthe movie was good .\n").unwrap();
+    vec![
+        ("JIGSAW_MODELS_DIR", models.display().to_string()),
+        ("JIGSAW_SST2_DIR", sst2.display().to_string()),
+        ("JIGSAW_VALIDATION_SIZE", "16".to_string()),
+    ]
+}
+
+/// A run form for the tiny model; `changes` override fields.
+fn run_form<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("model", "tiny-bert"),
+        ("method", "full"),
+        ("lora_rank", "8"),
+        ("lora_alpha", ""),
+        ("learning_rate", "2e-3"),
+        ("batch_size", "8"),
+        ("epochs", "8"),
+        ("warmup_ratio", "0.1"),
+        ("max_len", "16"),
+        ("train_subset", ""),
+        ("seed", "11"),
+        ("probe_sentence", "the cast was witty ."),
+        ("confirmed", "true"),
+    ];
+    for (key, value) in changes {
+        form.iter_mut().find(|(k, _)| k == key).unwrap().1 = value;
+    }
+    form
+}
+
+/// A class with one student per team, ready to train.
+struct Classroom {
+    server: Server,
+    teacher: reqwest::Client,
+    class_id: i64,
+    red: reqwest::Client,
+    blue: reqwest::Client,
+}
+
+async fn classroom(data_dir: &Path, env: &[(&str, String)]) -> Classroom {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let server = Server::start_in_with(data_dir, env);
+    let teacher = signed_in_instructor(&server, "teacher").await;
+    let (class_id, code, teams) = class_with_teams(&teacher, &server).await;
+    let red = joined_student(&server, &code, "Ana", teams[0]).await;
+    let blue = joined_student(&server, &code, "Ben", teams[1]).await;
+    Classroom { server, teacher, class_id, red, blue }
+}
+
+/// Submits a run and returns its id.
+async fn submit(client: &reqwest::Client, server: &Server, changes: &[(&str, &str)]) -> i64 {
+    let outcome = ok(client, server, "submit-run", &run_form(changes)).await;
+    outcome["Queued"].as_i64().unwrap_or_else(|| panic!("not queued: {outcome}"))
+}
+
+/// Polls a run until it leaves the queue and training (or `limit` passes).
+async fn wait_for_end(client: &reqwest::Client, server: &Server, run_id: i64, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let run = ok(client, server, "run", &[("run_id", &run_id.to_string())]).await;
+        if !matches!(run["status"].as_str(), Some("queued" | "running")) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {run_id} did not end in {limit:?}: {run}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads a run's whole event stream until its final event: (ids, events).
+async fn read_events(client: &reqwest::Client, server: &Server, run_id: i64, last_event_id: Option<i64>) -> (Vec<i64>, Vec<Value>) {
+    let mut request = client.get(server.url(&format!("/api/runs/{run_id}/events")));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let mut response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    let mut buffer = String::new();
+    let (mut ids, mut events) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_string())
+            };
+            if field("event:").as_deref() != Some("run") {
+                continue;
+            }
+            ids.push(field("id:").unwrap().parse().unwrap());
+            let event: Value = serde_json::from_str(&field("data:").unwrap()).unwrap();
+            let done = matches!(event["type"].as_str(), Some("finished" | "failed" | "diverged" | "cancelled"));
+            events.push(event);
+            if done {
+                return (ids, events);
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("the run's events arrive")
+            .unwrap()
+            .expect("the stream stays open until the run ends");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+fn steps(events: &[Value]) -> Vec<u64> {
+    events.iter().filter(|e| e["type"] == "step").map(|e| e["step"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_run_goes_from_the_form_to_the_leaderboard() {
+    let temp = tempfile::tempdir().unwrap();
+    let env = training_env(temp.path());
+    let class = classroom(&temp.path().join("data"), &env).await;
+    let server = &class.server;
+
+    let form = ok(&class.red, server, "run-form", &[]).await;
+    let names: Vec<&str> = form["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["all-MiniLM-L6-v2", "tiny-bert"]);
+    assert_eq!(form["models"][0]["params"], 22_713_986);
+
+    // A learning rate far outside the lesson's range asks for confirmation first.
+    let mut unconfirmed = run_form(&[("confirmed", "false")]);
+    unconfirmed.retain(|(k, _)| *k != "confirmed");
+    unconfirmed.push(("confirmed", "false"));
+    let asked = ok(&class.red, server, "submit-run", &unconfirmed).await;
+    assert!(asked["NeedsConfirmation"][0].as_str().unwrap().contains("far above"), "{asked}");
+
+    let run_id = submit(&class.red, server, &[]).await;
+    let queued = ok(&class.red, server, "run", &[("run_id", &run_id.to_string())]).await;
+    assert!(matches!(queued["status"].as_str(), Some("queued" | "running")), "{queued}");
+
+    // The team watches the whole run over SSE, from Started to Finished.
+    let (ids, events) = read_events(&class.red, server, run_id, None).await;
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "sequence numbers 1, 2, 3, … without gaps");
+    assert_eq!(events[0]["type"], "started");
+    let planned = events[0]["steps_planned"].as_u64().unwrap();
+    assert_eq!(steps(&events), (1..=planned).collect::<Vec<_>>());
+    assert!(events.iter().any(|e| e["type"] == "eval" && e["split"] == "validation"));
+    let probes: Vec<&str> = events.iter().filter(|e| e["type"] == "attention").map(|e| e["sentence"].as_str().unwrap()).collect();
+    assert!(probes.contains(&"the movie was not good .") && probes.contains(&"the cast was witty ."), "{probes:?}");
+    assert_eq!(events.last().unwrap()["type"], "finished");
+
+    let done = wait_for_end(&class.red, server, run_id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let accuracy = done["validation_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.7, "the tiny model learns the separable task: {accuracy}");
+
+    // A reconnect with Last-Event-ID gets only what came after.
+    let (later, _) = read_events(&class.red, server, run_id, Some(ids[ids.len() - 3])).await;
+    assert_eq!(later, ids[ids.len() - 2..].to_vec());
+
+    // The public board shows the team; the private one stays hidden until revealed.
+    let boards = ok(&class.blue, server, "boards", &[]).await;
+    assert_eq!(boards["public"][0]["team"], "Red");
+    assert!(boards["private"].is_null());
+    let id = class.class_id.to_string();
+    let teacher_view = ok(&class.teacher, server, "boards", &[("class_id", &id)]).await;
+    assert_eq!(teacher_view["private"][0]["team"], "Red");
+    ok(&class.teacher, server, "reveal-board", &[("class_id", &id), ("revealed", "true")]).await;
+    assert_eq!(ok(&class.blue, server, "boards", &[]).await["private"][0]["team"], "Red");
+
+    // Another team can neither see nor cancel the run.
+    refused(&class.blue, server, "run", &[("run_id", &run_id.to_string())], StatusCode::NOT_FOUND).await;
+    refused(&class.blue, server, "cancel-run", &[("run_id", &run_id.to_string())], StatusCode::NOT_FOUND).await;
+    let stream = class.blue.get(server.url(&format!("/api/runs/{run_id}/events"))).send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::NOT_FOUND);
+
+    // A queued or running run can be cancelled by its team.
+    let second = submit(&class.red, server, &[("epochs", "20")]).await;
+    ok(&class.red, server, "cancel-run", &[("run_id", &second.to_string())]).await;
+    let cancelled = wait_for_end(&class.red, server, second, Duration::from_secs(30)).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    refused(&class.red, server, "cancel-run", &[("run_id", &second.to_string())], StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn a_run_survives_a_server_crash_and_resumes_from_its_checkpoint() {
+    let temp = tempfile::tempdir().unwrap();
+    let env = training_env(temp.path());
+    let data_dir = temp.path().join("data");
+    let class = classroom(&data_dir, &env).await;
+    let run_id = submit(&class.red, &class.server, &[("epochs", "8")]).await;
+
+    // Wait for the first checkpoint (end of epoch 1), then kill the server outright.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let db = format!("sqlite://{}", data_dir.join("jigsaw-lab.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    loop {
+        let checkpoints: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM run_events WHERE run_id = $1 AND payload LIKE '%\"type\":\"checkpoint\"%'",
+        )
+        .bind(run_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if checkpoints > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint within two minutes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Classroom { server, red, .. } = class;
+    server.kill();
+    let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "running", "the crash left the run claimed");
+    pool.close().await;
+
+    // After a restart the expired lease is noticed and the run resumes.
+    let server = Server::start_in_with(&data_dir, &env);
+    let done = wait_for_end(&red, &server, run_id, Duration::from_secs(180)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let (ids, events) = read_events(&red, &server, run_id, None).await;
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "no gap in the sequence");
+    let planned = events[0]["steps_planned"].as_u64().unwrap();
+    assert_eq!(steps(&events), (1..=planned).collect::<Vec<_>>(), "every step once: no gap, no duplicate");
+    let resumed: Vec<&Value> = events.iter().filter(|e| e["type"] == "started").collect();
+    assert_eq!(resumed.len(), 2, "started, then started again after the crash");
+    assert!(resumed[1]["resumed_from_step"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn bad_run_forms_get_a_clear_error_and_never_a_5xx() {
+    let temp = tempfile::tempdir().unwrap();
+    let env = training_env(temp.path());
+    let class = classroom(&temp.path().join("data"), &env).await;
+    let server = &class.server;
+    let huge_sentence = "x".repeat(600);
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("learning_rate", "NaN")], "Learning rate"),
+        (vec![("learning_rate", "-0.001")], "Learning rate"),
+        (vec![("learning_rate", "fast")], "not a number"),
+        (vec![("batch_size", "-8")], "Batch size"),
+        (vec![("batch_size", "1000000")], "Batch size"),
+        (vec![("epochs", "1e9")], "not a number"),
+        (vec![("epochs", "0")], "Epochs"),
+        (vec![("warmup_ratio", "2")], "Warmup ratio"),
+        (vec![("max_len", "100000")], "Max length"),
+        (vec![("train_subset", "3")], "Training sentences"),
+        (vec![("seed", "-1")], "not a number"),
+        (vec![("model", "bert-large-imaginary")], "no model"),
+        (vec![("model", "../../etc")], "no model"),
+        (vec![("method", "lora"), ("lora_rank", "0")], "LoRA rank"),
+        (vec![("probe_sentence", huge_sentence.as_str())], "attention sentence"),
+    ];
+    for (changes, message) in cases {
+        let (status, body) = call(&class.red, server, "submit-run", &run_form(&changes)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{changes:?}: {body}");
+        assert!(body.contains(message), "{changes:?}: {body}");
+    }
+    // Unreadable fields and other teams' runs.
+    let (status, body) = call(&class.red, server, "submit-run", &[("model", "tiny-bert")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let run_id = submit(&class.red, server, &[("epochs", "20")]).await.to_string();
+    for endpoint in ["run", "cancel-run"] {
+        refused(&class.blue, server, endpoint, &[("run_id", &run_id)], StatusCode::NOT_FOUND).await;
+        refused(&class.blue, server, endpoint, &[("run_id", "abc")], StatusCode::BAD_REQUEST).await;
+        refused(&browser(), server, endpoint, &[("run_id", &run_id)], StatusCode::UNAUTHORIZED).await;
+    }
+    // The team's queue allowance (3 waiting by default) is enforced with a clear message.
+    let mut refused_for_queue = None;
+    for _ in 0..10 {
+        let (status, body) = call(&class.red, server, "submit-run", &run_form(&[("epochs", "20")])).await;
+        if !status.is_success() {
+            refused_for_queue = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused_for_queue.expect("the fourth waiting run is refused");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("runs waiting"), "{body}");
+}
