@@ -69,6 +69,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/join") view=pages::JoinPage />
                     <Route path=path!("/class") view=pages::StudentClassPage ssr=SsrMode::Async />
                     <Route path=path!("/quiz") view=pages::QuizPage ssr=SsrMode::Async />
+                    <Route path=path!("/team") view=pages::TeamPage ssr=SsrMode::Async />
+                    <Route path=path!("/runs/:id") view=pages::RunPage ssr=SsrMode::Async />
                     <Route path=path!("/instructor/sign-in") view=pages::SignInPage />
                     <Route path=path!("/instructor") view=pages::InstructorHome ssr=SsrMode::Async />
                     <Route path=path!("/instructor/classes/:id") view=pages::ClassAdminPage ssr=SsrMode::Async />

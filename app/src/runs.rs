@@ -165,6 +165,81 @@ pub struct Boards {
     pub revealed: bool,
 }
 
+/// A run event as the browser reads it from the live stream (the trainer's event, with
+/// only the fields the pages draw).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// The run loaded its model and data.
+    Started {
+        /// The compute device.
+        device: String,
+        /// All parameters.
+        params_total: usize,
+        /// Parameters being trained.
+        params_trainable: usize,
+        /// Optimizer steps planned.
+        steps_planned: usize,
+        /// Set when the run resumed from a checkpoint.
+        resumed_from_step: Option<usize>,
+    },
+    /// One optimizer step.
+    Step {
+        /// 1-based step.
+        step: usize,
+        /// Training loss.
+        loss: f64,
+        /// Learning rate used.
+        lr: f64,
+        /// Throughput.
+        examples_per_sec: f64,
+    },
+    /// An evaluation.
+    Eval {
+        /// After this step.
+        step: usize,
+        /// "validation" or "private_test".
+        split: String,
+        /// Mean loss.
+        loss: f64,
+        /// Accuracy, 0..1.
+        accuracy: f64,
+    },
+    /// Attention maps of one probe sentence.
+    Attention {
+        /// After this step (0 = before training).
+        step: usize,
+        /// The sentence.
+        sentence: String,
+        /// Its tokens.
+        tokens: Vec<String>,
+        /// `[layer][head][query * tokens + key]`.
+        matrices: Vec<Vec<Vec<f32>>>,
+    },
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Its step.
+        step: usize,
+    },
+    /// The run finished.
+    Finished {},
+    /// The loss blew up.
+    Diverged {
+        /// At this step.
+        step: usize,
+    },
+    /// The run failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Someone cancelled it.
+    Cancelled {
+        /// After this step.
+        step: usize,
+    },
+}
+
 /// The run form's choices and the team's queue allowance.
 #[server(prefix = "/api", endpoint = "run-form")]
 pub async fn load_run_form() -> Result<RunFormInfo, AppError> {

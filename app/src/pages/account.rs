@@ -32,6 +32,7 @@ pub fn ViewerBar() -> impl IntoView {
                             <span class="who" data-testid="viewer">{format!("{name} · {team}")}</span>
                             <a href="/class">"My class"</a>
                             <a href="/quiz">"Quiz"</a>
+                            <a href="/team">"Team runs"</a>
                             <ActionForm action=sign_out attr:class="inline-form">
                                 <button type="submit" class="link-button">"Leave"</button>
                             </ActionForm>

@@ -5,6 +5,7 @@ mod home;
 mod instructor;
 mod lesson;
 mod not_found;
+mod runs;
 mod student;
 
 pub use account::{JoinPage, SignInPage, ViewerBar};
@@ -12,6 +13,7 @@ pub use home::HomePage;
 pub use instructor::{ClassAdminPage, GradeQuestionPage, GradingOverviewPage, InstructorHome};
 pub use lesson::LessonPage;
 pub use not_found::NotFound;
+pub use runs::{RunPage, TeamPage};
 pub use student::{QuizPage, StudentClassPage};
 
 use crate::error::AppError;

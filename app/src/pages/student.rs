@@ -83,6 +83,12 @@ fn ClassView(class: StudentClass) -> impl IntoView {
                     <a href="/quiz" data-testid="quiz-link">{if quiz_open { "Answer the quiz" } else { "See your answers and grades" }}</a>
                 </p>
             </section>
+            {(phase == Phase::Competition).then(|| view! {
+                <section class="panel">
+                    <h2>"Competition"</h2>
+                    <p><a href="/team" data-testid="team-link">"Fine-tune a model with your team and see the leaderboard"</a></p>
+                </section>
+            })}
             <section class="panel">
                 <h2>"Quiz standings"</h2>
                 <Leaderboard scores=leaderboard />

@@ -159,7 +159,7 @@ fn average(heads: &[Vec<f32>]) -> Vec<f32> {
 
 /// An SVG grid: rows are queries, columns keys, darkness the probability.
 #[component]
-fn Heatmap(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
+pub(crate) fn Heatmap(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
     const CELL: f32 = 26.0;
     const LABEL: f32 = 92.0;
     let n = tokens.len();

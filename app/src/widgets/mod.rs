@@ -9,6 +9,7 @@ mod tokenizer;
 
 #[cfg(feature = "ssr")]
 pub use attention::DefaultModel;
+pub(crate) use attention::Heatmap;
 pub use attention::{AttentionMap, AttentionView, AttentionViewer, attention_map};
 
 pub use cls::{ClsDemo, ClsView, ReadCls, read_cls};

@@ -1,0 +1,623 @@
+//! The team's training pages: the run form with its checks and duration estimate, the
+//! team's runs and the leaderboards (`/team`), and one run's live charts and attention
+//! maps (`/runs/:id`).
+
+use super::{ErrorList, action_error, id_param};
+use crate::runs::{
+    Boards, CancelRun, RunEvent, RunFormInfo, RunStatus, RunSummary, SubmitOutcome, SubmitRun,
+    class_boards, load_run_form, run_detail, team_runs,
+};
+use crate::widgets::Heatmap;
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+/// How often the team page refreshes its runs and boards.
+const TEAM_REFRESH_MS: u64 = 4_000;
+
+/// `/team`: train a model, watch the team's runs, see the boards.
+#[component]
+pub fn TeamPage() -> impl IntoView {
+    let info = Resource::new(|| (), |_| load_run_form());
+    let tick = RwSignal::new(0_u32);
+    #[cfg(feature = "hydrate")]
+    {
+        let handle = set_interval_with_handle(
+            move || tick.update(|n| *n += 1),
+            std::time::Duration::from_millis(TEAM_REFRESH_MS),
+        );
+        if let Ok(handle) = handle {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = TEAM_REFRESH_MS;
+    let submit = ServerAction::<SubmitRun>::new();
+    let cancel = ServerAction::<CancelRun>::new();
+    let runs = Resource::new(
+        move || (tick.get(), submit.version().get(), cancel.version().get()),
+        |_| team_runs(None),
+    );
+    let boards = Resource::new(move || (tick.get(), submit.version().get()), |_| class_boards(None));
+    view! {
+        <Title text="Team runs" />
+        <h1>"Fine-tune a model"</h1>
+        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> <p><a href="/join">"Join a class"</a></p> }>
+                {move || Suspend::new(async move { info.await.map(|info| view! { <RunForm info submit /> }) })}
+            </ErrorBoundary>
+        </Transition>
+        <section class="panel">
+            <h2>"Your team's runs"</h2>
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    runs.await.map(|runs| view! { <RunList runs cancel /> })
+                })}
+            </Transition>
+            {move || action_error(cancel.value().get())}
+        </section>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move { boards.await.map(|boards| view! { <BoardsView boards /> }) })}
+        </Transition>
+    }
+}
+
+/// The run form: choices, checks, hints and the duration estimate.
+#[component]
+fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView {
+    let default_model = info
+        .models
+        .iter()
+        .find(|m| m.name == "all-MiniLM-L6-v2")
+        .or(info.models.first())
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let field = |value: &str| RwSignal::new(value.to_string());
+    let model = RwSignal::new(default_model);
+    let method = field("full");
+    let lora_rank = field("16");
+    let lora_alpha = field("32");
+    let learning_rate = field("2e-5");
+    let batch_size = field("32");
+    let epochs = field("3");
+    let warmup_ratio = field("0.1");
+    let max_len = field("64");
+    let train_subset = field("");
+    let seed = field("42");
+    let probe_sentence = field("a gorgeous , witty , seductive movie .");
+    let send = move |confirmed: bool| {
+        submit.dispatch(SubmitRun {
+            model: model.get_untracked(),
+            method: method.get_untracked(),
+            lora_rank: lora_rank.get_untracked(),
+            lora_alpha: lora_alpha.get_untracked(),
+            learning_rate: learning_rate.get_untracked(),
+            batch_size: batch_size.get_untracked(),
+            epochs: epochs.get_untracked(),
+            warmup_ratio: warmup_ratio.get_untracked(),
+            max_len: max_len.get_untracked(),
+            train_subset: train_subset.get_untracked(),
+            seed: seed.get_untracked(),
+            probe_sentence: probe_sentence.get_untracked(),
+            confirmed,
+        });
+    };
+    let models = info.models.clone();
+    let estimate = move || {
+        let params = models.iter().find(|m| m.name == model.get()).map_or(22_713_986, |m| m.params);
+        let examples = train_subset
+            .get()
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .or(info.train_examples)?;
+        let batch: usize = batch_size.get().trim().parse().ok().filter(|b| *b > 0)?;
+        let epochs: usize = epochs.get().trim().parse().ok().filter(|e| *e > 0)?;
+        let steps = examples.div_ceil(batch) * epochs;
+        let speed = info.examples_per_second * 22_713_986.0 / params as f64;
+        let seconds = (examples * epochs) as f64 / speed;
+        Some(format!(
+            "{steps} steps; roughly {} on {} (an estimate from measured speeds, plus evaluation time).",
+            duration(seconds),
+            info.device
+        ))
+    };
+    let text_input = move |label: &'static str, name: &'static str, value: RwSignal<String>| {
+        view! {
+            <label class="field">
+                <span>{label}</span>
+                <input type="text" name=name prop:value=move || value.get() on:input=move |ev| value.set(event_target_value(&ev)) />
+            </label>
+        }
+    };
+    view! {
+        <section class="panel run-form">
+            <h2>"New run"</h2>
+            <form on:submit=move |ev| {
+                ev.prevent_default();
+                send(false);
+            }>
+                <div class="fields">
+                    <label class="field">
+                        <span>"Base model"</span>
+                        <select name="model" on:change=move |ev| model.set(event_target_value(&ev))>
+                            {info.models.iter().map(|m| {
+                                let selected = m.name == model.get_untracked();
+                                view! { <option value=m.name.clone() selected=selected>{format!("{} ({:.1}M parameters)", m.name, m.params as f64 / 1e6)}</option> }
+                            }).collect_view()}
+                        </select>
+                    </label>
+                    <label class="field">
+                        <span>"Method"</span>
+                        <select name="method" on:change=move |ev| method.set(event_target_value(&ev))>
+                            <option value="full">"Full fine-tuning"</option>
+                            <option value="lora">"LoRA (query and value)"</option>
+                        </select>
+                    </label>
+                    {move || (method.get() == "lora").then(|| view! {
+                        {text_input("LoRA rank r", "lora_rank", lora_rank)}
+                        {text_input("LoRA alpha", "lora_alpha", lora_alpha)}
+                    })}
+                    {text_input("Learning rate", "learning_rate", learning_rate)}
+                    {text_input("Batch size", "batch_size", batch_size)}
+                    {text_input("Epochs", "epochs", epochs)}
+                    {text_input("Warmup ratio", "warmup_ratio", warmup_ratio)}
+                    {text_input("Max length (tokens)", "max_len", max_len)}
+                    {text_input("Training sentences (empty = all)", "train_subset", train_subset)}
+                    {text_input("Seed", "seed", seed)}
+                </div>
+                <label class="field wide">
+                    <span>"A sentence whose attention you want to watch"</span>
+                    <input type="text" name="probe_sentence" maxlength="512" prop:value=move || probe_sentence.get() on:input=move |ev| probe_sentence.set(event_target_value(&ev)) />
+                </label>
+                <p class="hint" data-testid="estimate">{estimate}</p>
+                <p class="hint">{format!("Your team has {} of at most {} runs waiting or training.", info.active_runs, info.max_queued)}</p>
+                <button type="submit" class="primary" disabled=move || submit.pending().get()>"Queue the run"</button>
+            </form>
+            {move || match submit.value().get() {
+                Some(Ok(SubmitOutcome::NeedsConfirmation(hints))) => Some(view! {
+                    <div class="notice" role="alert" data-testid="hints">
+                        <p>"Outside the lesson's recommended ranges:"</p>
+                        <ul>{hints.into_iter().map(|h| view! { <li>{h}</li> }).collect_view()}</ul>
+                        <button on:click=move |_| send(true)>"Submit anyway"</button>
+                    </div>
+                }.into_any()),
+                Some(Ok(SubmitOutcome::Queued(id))) => Some(view! {
+                    <p class="saved" role="status">"Queued as run " <a href=format!("/runs/{id}")>{format!("#{id}")}</a></p>
+                }.into_any()),
+                other => action_error(other),
+            }}
+        </section>
+    }
+}
+
+/// "1 h 05 min", "12 min", "40 s".
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=3599 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The team's runs with status, queue position and a Cancel button.
+#[component]
+fn RunList(runs: Vec<RunSummary>, cancel: ServerAction<CancelRun>) -> impl IntoView {
+    if runs.is_empty() {
+        return view! { <p class="hint">"No runs yet."</p> }.into_any();
+    }
+    view! {
+        <table class="data-table" data-testid="runs">
+            <thead><tr><th>"Run"</th><th>"Status"</th><th>"Settings"</th><th>"Validation accuracy"</th><th></th></tr></thead>
+            <tbody>
+                {runs.into_iter().map(|run| {
+                    let id = run.id;
+                    let settings = settings_line(&run);
+                    let status = match (run.status, run.queue_position) {
+                        (RunStatus::Queued, Some(position)) => format!("queued, #{position} in line"),
+                        (status, _) => status.as_str().to_string(),
+                    };
+                    view! {
+                        <tr>
+                            <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a>" by "{run.submitted_by}</td>
+                            <td data-testid="run-status">{status}</td>
+                            <td>{settings}</td>
+                            <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
+                            <td>{run.status.is_active().then(|| view! {
+                                <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel"</button>
+                            })}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// A run's settings in one line.
+fn settings_line(run: &RunSummary) -> String {
+    let s = &run.settings;
+    let method = match s.lora_rank {
+        Some(rank) => format!("LoRA r={rank}"),
+        None => "full".to_string(),
+    };
+    format!(
+        "{} · {method} · lr {:e} · batch {} · {} epochs · max_len {}",
+        s.model, s.learning_rate, s.batch_size, s.epochs, s.max_len
+    )
+}
+
+/// The public board and, once revealed, the private one.
+#[component]
+fn BoardsView(boards: Boards) -> impl IntoView {
+    let table = |lines: Vec<crate::runs::BoardLine>, testid: &'static str| {
+        if lines.is_empty() {
+            return view! { <p class="hint">"No finished runs yet."</p> }.into_any();
+        }
+        view! {
+            <table class="data-table" data-testid=testid>
+                <thead><tr><th>"#"</th><th>"Team"</th><th>"Accuracy"</th><th>"Run"</th></tr></thead>
+                <tbody>
+                    {lines.into_iter().enumerate().map(|(rank, line)| view! {
+                        <tr><td>{rank + 1}</td><td>{line.team}</td><td>{format!("{:.1}%", 100.0 * line.accuracy)}</td><td>{format!("#{}", line.run_id)}</td></tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        }
+        .into_any()
+    };
+    view! {
+        <section class="panel">
+            <h2>"Leaderboard: validation accuracy"</h2>
+            {table(boards.public, "public-board")}
+        </section>
+        <section class="panel">
+            <h2>"Private leaderboard: SST-2 dev accuracy"</h2>
+            {match boards.private {
+                Some(lines) => table(lines, "private-board"),
+                None => view! { <p class="hint">"Hidden until your teacher reveals it, so nobody tunes on the test set."</p> }.into_any(),
+            }}
+        </section>
+    }
+}
+
+/// Everything the run page has received from the live stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Live {
+    batch_size: usize,
+    steps_planned: usize,
+    device: String,
+    params: Option<(usize, usize)>,
+    /// (step, loss, lr, examples/s)
+    steps: Vec<(usize, f64, f64, f64)>,
+    /// (step, split, loss, accuracy)
+    evals: Vec<(usize, String, f64, f64)>,
+    /// (step, sentence, tokens, matrices)
+    attention: Vec<(usize, String, Vec<String>, Vec<Vec<Vec<f32>>>)>,
+    ending: Option<RunEvent>,
+}
+
+impl Live {
+    /// Adds one event from the stream (called in the browser only).
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn apply(&mut self, event: RunEvent) {
+        match event {
+            RunEvent::Started { device, params_total, params_trainable, steps_planned, .. } => {
+                self.device = device;
+                self.params = Some((params_total, params_trainable));
+                self.steps_planned = steps_planned;
+            }
+            RunEvent::Step { step, loss, lr, examples_per_sec } => self.steps.push((step, loss, lr, examples_per_sec)),
+            RunEvent::Eval { step, split, loss, accuracy } => self.evals.push((step, split, loss, accuracy)),
+            RunEvent::Attention { step, sentence, tokens, matrices } => self.attention.push((step, sentence, tokens, matrices)),
+            RunEvent::Checkpoint { .. } => {}
+            ending => self.ending = Some(ending),
+        }
+    }
+}
+
+/// `/runs/:id`: the live loss curve, evaluations, schedule, attention and outcome.
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let run_id = id_param();
+    let changed = RwSignal::new(0_u32);
+    let cancel = ServerAction::<CancelRun>::new();
+    let run = Resource::new(move || (run_id.get(), changed.get(), cancel.version().get()), |(id, ..)| run_detail(id));
+    let live = RwSignal::new(Live::default());
+    follow_run(run_id.get_untracked(), live, changed);
+    Effect::new(move |_| {
+        if let Some(Ok(run)) = run.get() {
+            live.update(|l| l.batch_size = run.settings.batch_size);
+        }
+    });
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> <p><a href="/team">"Your team's runs"</a></p> }>
+                {move || Suspend::new(async move {
+                    run.await.map(|run| {
+                        let id = run.id;
+                        view! {
+                            <Title text=format!("Run #{id}") />
+                            <p class="breadcrumb"><a href="/team">"Team runs"</a>" / "{format!("Run #{id}")}</p>
+                            <h1>{format!("Run #{id}")}</h1>
+                            <p data-testid="run-state">
+                                <strong>{run.status.as_str()}</strong>
+                                {run.queue_position.map(|p| format!(", #{p} in line"))}
+                                " · "{settings_line(&run)}
+                            </p>
+                            {run.message.clone().map(|m| view! { <p class="notice">{m}</p> })}
+                            {run.status.is_active().then(|| view! {
+                                <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel this run"</button>
+                            })}
+                            <Outcome status=run.status message=run.message.unwrap_or_default() />
+                        }
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+        {move || action_error(cancel.value().get())}
+        <RunCharts live />
+    }
+}
+
+/// Opens the run's event stream (browser only): events go into `live`, status changes
+/// bump `changed`. The browser reconnects by itself with the last id it saw.
+fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        use wasm_bindgen::closure::Closure;
+        let Ok(source) = web_sys::EventSource::new(&format!("/api/runs/{run_id}/events")) else {
+            return;
+        };
+        let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |message: web_sys::MessageEvent| {
+            if let Some(data) = message.data().as_string() {
+                if let Ok(event) = serde_json::from_str::<RunEvent>(&data) {
+                    live.update(|live| live.apply(event));
+                }
+            }
+        });
+        let on_status = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
+            changed.update(|n| *n += 1);
+        });
+        let _ = source.add_event_listener_with_callback("run", on_event.as_ref().unchecked_ref());
+        let _ = source.add_event_listener_with_callback("status", on_status.as_ref().unchecked_ref());
+        let kept = StoredValue::new_local((source, on_event, on_status));
+        on_cleanup(move || kept.with_value(|(source, _, _)| source.close()));
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (run_id, live, changed);
+}
+
+/// What a run's end means for the class, with the lesson that explains it.
+#[component]
+fn Outcome(status: RunStatus, message: String) -> impl IntoView {
+    match status {
+        RunStatus::Diverged => Some(view! {
+            <div class="notice" data-testid="outcome">
+                <p><strong>"The loss became NaN or exploded."</strong>" This is the hyperparameters lesson's second question in real life: the learning rate was most likely too high. Lower it (e.g. 2e-5 for full fine-tuning) and keep warmup on."</p>
+                <a href="/lessons/hyperparameters">"Revisit the hyperparameters lesson"</a>
+            </div>
+        }.into_any()),
+        RunStatus::Failed if message.to_lowercase().contains("memory") => Some(view! {
+            <div class="notice" data-testid="outcome">
+                <p><strong>"Out of memory."</strong>" First move: lower the batch size (e.g. 32 → 16) or max_len; LoRA also needs less memory."</p>
+                <a href="/lessons/overfitting">"See the lesson's OOM question"</a>
+            </div>
+        }.into_any()),
+        RunStatus::Succeeded => Some(view! {
+            <p class="hint" data-testid="outcome">"Finished. Compare the training and validation curves below: if training loss keeps falling while validation loss rises, the model is overfitting (see the overfitting lesson)."</p>
+        }.into_any()),
+        _ => None,
+    }
+}
+
+/// The charts and attention maps, redrawn as events arrive.
+#[component]
+fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
+    let smoothing = RwSignal::new(0.6_f64);
+    let progress = move || {
+        live.with(|l| {
+            let done = l.steps.last().map_or(0, |s| s.0);
+            if l.steps_planned == 0 {
+                return "Waiting for the first step…".to_string();
+            }
+            let recent: Vec<f64> = l.steps.iter().rev().take(20).map(|s| s.3).filter(|v| *v > 0.0).collect();
+            let speed = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+            // Seconds per step = batch size / throughput; the batch size is the run's.
+            let elapsed: f64 = l.steps.iter().map(|s| if s.3 > 0.0 { l.batch_size as f64 / s.3 } else { 0.0 }).sum();
+            let left = if done > 0 { elapsed / done as f64 * (l.steps_planned.saturating_sub(done)) as f64 } else { 0.0 };
+            format!(
+                "Step {done} of {} on {} · {:.0} sentences/s · training time so far {} · about {} left (plus evaluations)",
+                l.steps_planned, l.device, speed, duration(elapsed), duration(left)
+            )
+        })
+    };
+    view! {
+        <section class="panel">
+            <h2>"Training loss"</h2>
+            <p class="hint" data-testid="progress">{progress}</p>
+            <label class="field">
+                <span>{move || format!("Smoothing (exponential moving average): {:.2}", smoothing.get())}</span>
+                <input type="range" min="0" max="0.99" step="0.01" prop:value=move || smoothing.get().to_string()
+                    on:input=move |ev| smoothing.set(event_target_value(&ev).parse().unwrap_or(0.0)) />
+            </label>
+            {move || {
+                let raw: Vec<(f64, f64)> = live.with(|l| l.steps.iter().map(|s| (s.0 as f64, s.1)).collect());
+                let smooth = ema(&raw, smoothing.get());
+                view! { <LineChart testid="loss-chart" series=vec![("raw", raw), ("smoothed", smooth)] x_label="step" y_label="loss" /> }
+            }}
+        </section>
+        <section class="panel">
+            <h2>"Validation"</h2>
+            {move || {
+                let (loss, accuracy) = live.with(|l| {
+                    let validation = l.evals.iter().filter(|e| e.1 == "validation");
+                    (
+                        validation.clone().map(|e| (e.0 as f64, e.2)).collect::<Vec<_>>(),
+                        validation.map(|e| (e.0 as f64, 100.0 * e.3)).collect::<Vec<_>>(),
+                    )
+                });
+                view! {
+                    <div class="chart-pair">
+                        <LineChart testid="validation-loss-chart" series=vec![("validation loss", loss)] x_label="step" y_label="loss" />
+                        <LineChart testid="validation-accuracy-chart" series=vec![("validation accuracy", accuracy)] x_label="step" y_label="accuracy %" />
+                    </div>
+                }
+            }}
+        </section>
+        <section class="panel">
+            <h2>"Learning-rate schedule"</h2>
+            {move || {
+                let lr: Vec<(f64, f64)> = live.with(|l| l.steps.iter().map(|s| (s.0 as f64, s.2)).collect());
+                view! { <LineChart testid="lr-chart" series=vec![("learning rate", lr)] x_label="step" y_label="lr" /> }
+            }}
+        </section>
+        <section class="panel">
+            <h2>"Attention: before and after fine-tuning"</h2>
+            <p class="hint">"Layer 6, average of the heads, for the class's probe sentence and your team's own. Left: before training; right: latest."</p>
+            {move || live.with(|l| attention_pairs(&l.attention))}
+        </section>
+    }
+}
+
+/// For each probe sentence, its first and latest maps side by side.
+fn attention_pairs(maps: &[(usize, String, Vec<String>, Vec<Vec<Vec<f32>>>)]) -> AnyView {
+    let mut sentences: Vec<&String> = Vec::new();
+    for (_, sentence, _, _) in maps {
+        if !sentences.contains(&sentence) {
+            sentences.push(sentence);
+        }
+    }
+    if sentences.is_empty() {
+        return view! { <p class="hint">"The first maps arrive when the run starts."</p> }.into_any();
+    }
+    sentences
+        .into_iter()
+        .map(|sentence| {
+            let of_sentence: Vec<_> = maps.iter().filter(|m| &m.1 == sentence).collect();
+            let first = of_sentence.first().copied();
+            let latest = of_sentence.last().copied();
+            let panel = |map: Option<&(usize, String, Vec<String>, Vec<Vec<Vec<f32>>>)>| {
+                map.map(|(step, _, tokens, layers)| {
+                    let last = layers.last().map(|heads| head_average(heads)).unwrap_or_default();
+                    view! {
+                        <figure>
+                            <figcaption>{if *step == 0 { "before training".to_string() } else { format!("after step {step}") }}</figcaption>
+                            <Heatmap tokens=tokens.clone() matrix=last />
+                        </figure>
+                    }
+                })
+            };
+            view! {
+                <h3>{sentence.clone()}</h3>
+                <div class="chart-pair" data-testid="attention-pair">{panel(first)}{panel(latest)}</div>
+            }
+        })
+        .collect_view()
+        .into_any()
+}
+
+/// The element-wise mean of a layer's heads.
+fn head_average(heads: &[Vec<f32>]) -> Vec<f32> {
+    let len = heads.first().map_or(0, Vec::len);
+    let mut sum = vec![0.0; len];
+    for head in heads {
+        for (total, value) in sum.iter_mut().zip(head) {
+            *total += value;
+        }
+    }
+    sum.iter().map(|v| v / heads.len().max(1) as f32).collect()
+}
+
+/// Exponential moving average with weight `alpha` on the past (0 = raw).
+fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
+    let mut smoothed = Vec::with_capacity(points.len());
+    let mut state: Option<f64> = None;
+    for &(x, y) in points {
+        if !y.is_finite() {
+            continue;
+        }
+        let next = match state {
+            Some(previous) => alpha * previous + (1.0 - alpha) * y,
+            None => y,
+        };
+        state = Some(next);
+        smoothed.push((x, next));
+    }
+    smoothed
+}
+
+/// A small SVG line chart: one polyline per series, axes with their ranges.
+#[component]
+fn LineChart(
+    testid: &'static str,
+    series: Vec<(&'static str, Vec<(f64, f64)>)>,
+    x_label: &'static str,
+    y_label: &'static str,
+) -> impl IntoView {
+    const W: f64 = 560.0;
+    const H: f64 = 200.0;
+    const PAD: f64 = 44.0;
+    let finite: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if finite.is_empty() {
+        return view! { <p class="hint" data-testid=testid>"No points yet."</p> }.into_any();
+    }
+    let (x0, x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| (a.min(*x), b.max(*x)));
+    let (y0, y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(*y), b.max(*y)));
+    let (x1, y1) = (if x1 > x0 { x1 } else { x0 + 1.0 }, if y1 > y0 { y1 } else { y0 + 1e-9_f64.max(y0.abs() * 0.1) });
+    let sx = move |x: f64| PAD + (x - x0) / (x1 - x0) * (W - 2.0 * PAD);
+    let sy = move |y: f64| H - PAD + -(y - y0) / (y1 - y0) * (H - 2.0 * PAD);
+    let label = |v: f64| if v.abs() < 1e-3 && v != 0.0 { format!("{v:.1e}") } else { format!("{v:.3}") };
+    let lines = series
+        .into_iter()
+        .enumerate()
+        .map(|(index, (name, points))| {
+            let path = points
+                .iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            view! { <polyline class=format!("series series-{index}") points=path><title>{name}</title></polyline> }
+        })
+        .collect_view();
+    view! {
+        <svg class="line-chart" data-testid=testid viewBox=format!("0 0 {W} {H}") role="img" aria-label=format!("{y_label} by {x_label}")>
+            <line class="axis" x1=PAD.to_string() y1=(H - PAD).to_string() x2=(W - PAD).to_string() y2=(H - PAD).to_string() />
+            <line class="axis" x1=PAD.to_string() y1=PAD.to_string() x2=PAD.to_string() y2=(H - PAD).to_string() />
+            <text class="tick" x=(PAD - 4.0).to_string() y=(H - PAD).to_string() text-anchor="end">{label(y0)}</text>
+            <text class="tick" x=(PAD - 4.0).to_string() y=(PAD + 4.0).to_string() text-anchor="end">{label(y1)}</text>
+            <text class="tick" x=PAD.to_string() y=(H - PAD + 16.0).to_string()>{format!("{x0:.0}")}</text>
+            <text class="tick" x=(W - PAD).to_string() y=(H - PAD + 16.0).to_string() text-anchor="end">{format!("{x1:.0}")}</text>
+            <text class="axis-label" x=(W / 2.0).to_string() y=(H - 8.0).to_string() text-anchor="middle">{x_label}</text>
+            <text class="axis-label" x="12" y=(H / 2.0).to_string() transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">{y_label}</text>
+            {lines}
+        </svg>
+    }
+    .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_moving_average_smooths_and_starts_at_the_first_point() {
+        assert_eq!(ema(&[(1.0, 1.0), (2.0, 0.0)], 0.5), vec![(1.0, 1.0), (2.0, 0.5)]);
+        assert_eq!(ema(&[(1.0, 1.0), (2.0, 0.0)], 0.0), vec![(1.0, 1.0), (2.0, 0.0)]);
+        assert_eq!(ema(&[(1.0, f64::NAN), (2.0, 3.0)], 0.9), vec![(2.0, 3.0)]);
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(40.0), "40 s");
+        assert_eq!(duration(720.0), "12 min");
+        assert_eq!(duration(3_900.0), "1 h 05 min");
+    }
+}
