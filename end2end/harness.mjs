@@ -26,7 +26,7 @@ const CHROMIUM_ARGS = [
 ];
 
 /** Starts the server binary; resolves with its base URL once it announces it. */
-export async function startServer() {
+export async function startServer(extraEnv = {}) {
   const binary = process.env.JIGSAW_BIN;
   if (!binary) throw new Error("JIGSAW_BIN must name the built jigsaw-lab binary (make test sets it)");
   const dataDir = await mkdtemp(join(tmpdir(), "jigsaw-e2e-"));
@@ -38,6 +38,7 @@ export async function startServer() {
     JIGSAW_SITE_ROOT: process.env.JIGSAW_TEST_SITE_ROOT ?? join(repo, "target", "site"),
     JIGSAW_DEVICE: "cpu",
     RUST_LOG: "warn",
+    ...extraEnv,
   };
   const child = spawn(binary, ["serve"], { cwd: dataDir, env, stdio: ["ignore", "pipe", "inherit"] });
   const baseUrl = await new Promise((resolvePromise, reject) => {

@@ -15,7 +15,11 @@ use support::*;
 fn training_env(root: &Path) -> Vec<(&'static str, String)> {
     let models = root.join("models");
     std::fs::create_dir_all(&models).unwrap();
-    std::os::unix::fs::symlink(models_dir().join("all-MiniLM-L6-v2"), models.join("all-MiniLM-L6-v2")).unwrap();
+    std::os::unix::fs::symlink(
+        models_dir().join("all-MiniLM-L6-v2"),
+        models.join("all-MiniLM-L6-v2"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(
         repo_root().join("trainer/tests/fixtures/tiny-bert"),
         models.join("tiny-bert"),
@@ -23,20 +27,48 @@ fn training_env(root: &Path) -> Vec<(&'static str, String)> {
     .unwrap();
     let sst2 = root.join("sst2");
     std::fs::create_dir_all(&sst2).unwrap();
-    let positive = ["good", "great", "funny", "charming", "beautiful", "witty", "smart", "sweet"];
-    let negative = ["bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse"];
-    let subjects = ["the movie", "this film", "the story", "the cast", "the script", "the music"];
+    let positive = [
+        "good",
+        "great",
+        "funny",
+        "charming",
+        "beautiful",
+        "witty",
+        "smart",
+        "sweet",
+    ];
+    let negative = [
+        "bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse",
+    ];
+    let subjects = [
+        "the movie",
+        "this film",
+        "the story",
+        "the cast",
+        "the script",
+        "the music",
+    ];
     let mut train = String::from("sentence\tlabel\n");
     let mut dev = String::from("sentence\tlabel\n");
     for (i, subject) in subjects.iter().enumerate() {
         for (j, (good, bad)) in positive.iter().zip(negative).enumerate() {
-            let target = if (i + j) % 5 == 0 { &mut dev } else { &mut train };
-            target.push_str(&format!("{subject} was {good} .\t1\n{subject} was {bad} .\t0\n"));
+            let target = if (i + j) % 5 == 0 {
+                &mut dev
+            } else {
+                &mut train
+            };
+            target.push_str(&format!(
+                "{subject} was {good} .\t1\n{subject} was {bad} .\t0\n"
+            ));
         }
     }
     std::fs::write(sst2.join("train.tsv"), train).unwrap();
     std::fs::write(sst2.join("dev.tsv"), dev).unwrap();
-    std::fs::write(sst2.join("test.tsv"), "index\tsentence\n0\tthe movie was good .\n").unwrap();
+    std::fs::write(
+        sst2.join("test.tsv"),
+        "index\tsentence\n0\tthe movie was good .\n",
+    )
+    .unwrap();
     vec![
         ("JIGSAW_MODELS_DIR", models.display().to_string()),
         ("JIGSAW_SST2_DIR", sst2.display().to_string()),
@@ -83,37 +115,63 @@ async fn classroom(data_dir: &Path, env: &[(&str, String)]) -> Classroom {
     let (class_id, code, teams) = class_with_teams(&teacher, &server).await;
     let red = joined_student(&server, &code, "Ana", teams[0]).await;
     let blue = joined_student(&server, &code, "Ben", teams[1]).await;
-    Classroom { server, teacher, class_id, red, blue }
+    Classroom {
+        server,
+        teacher,
+        class_id,
+        red,
+        blue,
+    }
 }
 
 /// Submits a run and returns its id.
 async fn submit(client: &reqwest::Client, server: &Server, changes: &[(&str, &str)]) -> i64 {
     let outcome = ok(client, server, "submit-run", &run_form(changes)).await;
-    outcome["Queued"].as_i64().unwrap_or_else(|| panic!("not queued: {outcome}"))
+    outcome["Queued"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not queued: {outcome}"))
 }
 
 /// Polls a run until it leaves the queue and training (or `limit` passes).
-async fn wait_for_end(client: &reqwest::Client, server: &Server, run_id: i64, limit: Duration) -> Value {
+async fn wait_for_end(
+    client: &reqwest::Client,
+    server: &Server,
+    run_id: i64,
+    limit: Duration,
+) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         let run = ok(client, server, "run", &[("run_id", &run_id.to_string())]).await;
         if !matches!(run["status"].as_str(), Some("queued" | "running")) {
             return run;
         }
-        assert!(Instant::now() < deadline, "run {run_id} did not end in {limit:?}: {run}");
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} did not end in {limit:?}: {run}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// Reads a run's whole event stream until its final event: (ids, events).
-async fn read_events(client: &reqwest::Client, server: &Server, run_id: i64, last_event_id: Option<i64>) -> (Vec<i64>, Vec<Value>) {
+async fn read_events(
+    client: &reqwest::Client,
+    server: &Server,
+    run_id: i64,
+    last_event_id: Option<i64>,
+) -> (Vec<i64>, Vec<Value>) {
     let mut request = client.get(server.url(&format!("/api/runs/{run_id}/events")));
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id.to_string());
     }
     let mut response = request.send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        response.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let mut buffer = String::new();
     let (mut ids, mut events) = (Vec::new(), Vec::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -121,14 +179,20 @@ async fn read_events(client: &reqwest::Client, server: &Server, run_id: i64, las
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
             let field = |name: &str| {
-                block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_string())
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim_start().to_string())
             };
             if field("event:").as_deref() != Some("run") {
                 continue;
             }
             ids.push(field("id:").unwrap().parse().unwrap());
             let event: Value = serde_json::from_str(&field("data:").unwrap()).unwrap();
-            let done = matches!(event["type"].as_str(), Some("finished" | "failed" | "diverged" | "cancelled"));
+            let done = matches!(
+                event["type"].as_str(),
+                Some("finished" | "failed" | "diverged" | "cancelled")
+            );
             events.push(event);
             if done {
                 return (ids, events);
@@ -144,7 +208,11 @@ async fn read_events(client: &reqwest::Client, server: &Server, run_id: i64, las
 }
 
 fn steps(events: &[Value]) -> Vec<u64> {
-    events.iter().filter(|e| e["type"] == "step").map(|e| e["step"].as_u64().unwrap()).collect()
+    events
+        .iter()
+        .filter(|e| e["type"] == "step")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -155,7 +223,12 @@ async fn a_run_goes_from_the_form_to_the_leaderboard() {
     let server = &class.server;
 
     let form = ok(&class.red, server, "run-form", &[]).await;
-    let names: Vec<&str> = form["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = form["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["all-MiniLM-L6-v2", "tiny-bert"]);
     assert_eq!(form["models"][0]["params"], 22_713_986);
 
@@ -164,27 +237,60 @@ async fn a_run_goes_from_the_form_to_the_leaderboard() {
     unconfirmed.retain(|(k, _)| *k != "confirmed");
     unconfirmed.push(("confirmed", "false"));
     let asked = ok(&class.red, server, "submit-run", &unconfirmed).await;
-    assert!(asked["NeedsConfirmation"][0].as_str().unwrap().contains("far above"), "{asked}");
+    assert!(
+        asked["NeedsConfirmation"][0]
+            .as_str()
+            .unwrap()
+            .contains("far above"),
+        "{asked}"
+    );
 
     let run_id = submit(&class.red, server, &[]).await;
-    let queued = ok(&class.red, server, "run", &[("run_id", &run_id.to_string())]).await;
-    assert!(matches!(queued["status"].as_str(), Some("queued" | "running")), "{queued}");
+    let queued = ok(
+        &class.red,
+        server,
+        "run",
+        &[("run_id", &run_id.to_string())],
+    )
+    .await;
+    assert!(
+        matches!(queued["status"].as_str(), Some("queued" | "running")),
+        "{queued}"
+    );
 
     // The team watches the whole run over SSE, from Started to Finished.
     let (ids, events) = read_events(&class.red, server, run_id, None).await;
-    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "sequence numbers 1, 2, 3, … without gaps");
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "sequence numbers 1, 2, 3, … without gaps"
+    );
     assert_eq!(events[0]["type"], "started");
     let planned = events[0]["steps_planned"].as_u64().unwrap();
     assert_eq!(steps(&events), (1..=planned).collect::<Vec<_>>());
-    assert!(events.iter().any(|e| e["type"] == "eval" && e["split"] == "validation"));
-    let probes: Vec<&str> = events.iter().filter(|e| e["type"] == "attention").map(|e| e["sentence"].as_str().unwrap()).collect();
-    assert!(probes.contains(&"the movie was not good .") && probes.contains(&"the cast was witty ."), "{probes:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "eval" && e["split"] == "validation")
+    );
+    let probes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "attention")
+        .map(|e| e["sentence"].as_str().unwrap())
+        .collect();
+    assert!(
+        probes.contains(&"the movie was not good .") && probes.contains(&"the cast was witty ."),
+        "{probes:?}"
+    );
     assert_eq!(events.last().unwrap()["type"], "finished");
 
     let done = wait_for_end(&class.red, server, run_id, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let accuracy = done["validation_accuracy"].as_f64().unwrap();
-    assert!(accuracy > 0.7, "the tiny model learns the separable task: {accuracy}");
+    assert!(
+        accuracy > 0.7,
+        "the tiny model learns the separable task: {accuracy}"
+    );
 
     // A reconnect with Last-Event-ID gets only what came after.
     let (later, _) = read_events(&class.red, server, run_id, Some(ids[ids.len() - 3])).await;
@@ -197,21 +303,62 @@ async fn a_run_goes_from_the_form_to_the_leaderboard() {
     let id = class.class_id.to_string();
     let teacher_view = ok(&class.teacher, server, "boards", &[("class_id", &id)]).await;
     assert_eq!(teacher_view["private"][0]["team"], "Red");
-    ok(&class.teacher, server, "reveal-board", &[("class_id", &id), ("revealed", "true")]).await;
-    assert_eq!(ok(&class.blue, server, "boards", &[]).await["private"][0]["team"], "Red");
+    ok(
+        &class.teacher,
+        server,
+        "reveal-board",
+        &[("class_id", &id), ("revealed", "true")],
+    )
+    .await;
+    assert_eq!(
+        ok(&class.blue, server, "boards", &[]).await["private"][0]["team"],
+        "Red"
+    );
 
     // Another team can neither see nor cancel the run.
-    refused(&class.blue, server, "run", &[("run_id", &run_id.to_string())], StatusCode::NOT_FOUND).await;
-    refused(&class.blue, server, "cancel-run", &[("run_id", &run_id.to_string())], StatusCode::NOT_FOUND).await;
-    let stream = class.blue.get(server.url(&format!("/api/runs/{run_id}/events"))).send().await.unwrap();
+    refused(
+        &class.blue,
+        server,
+        "run",
+        &[("run_id", &run_id.to_string())],
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    refused(
+        &class.blue,
+        server,
+        "cancel-run",
+        &[("run_id", &run_id.to_string())],
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let stream = class
+        .blue
+        .get(server.url(&format!("/api/runs/{run_id}/events")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stream.status(), StatusCode::NOT_FOUND);
 
     // A queued or running run can be cancelled by its team.
     let second = submit(&class.red, server, &[("epochs", "20")]).await;
-    ok(&class.red, server, "cancel-run", &[("run_id", &second.to_string())]).await;
+    ok(
+        &class.red,
+        server,
+        "cancel-run",
+        &[("run_id", &second.to_string())],
+    )
+    .await;
     let cancelled = wait_for_end(&class.red, server, second, Duration::from_secs(30)).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-    refused(&class.red, server, "cancel-run", &[("run_id", &second.to_string())], StatusCode::BAD_REQUEST).await;
+    refused(
+        &class.red,
+        server,
+        "cancel-run",
+        &[("run_id", &second.to_string())],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -237,7 +384,10 @@ async fn a_run_survives_a_server_crash_and_resumes_from_its_checkpoint() {
         if checkpoints > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "no checkpoint within two minutes");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint within two minutes"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let Classroom { server, red, .. } = class;
@@ -255,11 +405,23 @@ async fn a_run_survives_a_server_crash_and_resumes_from_its_checkpoint() {
     let done = wait_for_end(&red, &server, run_id, Duration::from_secs(180)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let (ids, events) = read_events(&red, &server, run_id, None).await;
-    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "no gap in the sequence");
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "no gap in the sequence"
+    );
     let planned = events[0]["steps_planned"].as_u64().unwrap();
-    assert_eq!(steps(&events), (1..=planned).collect::<Vec<_>>(), "every step once: no gap, no duplicate");
+    assert_eq!(
+        steps(&events),
+        (1..=planned).collect::<Vec<_>>(),
+        "every step once: no gap, no duplicate"
+    );
     let resumed: Vec<&Value> = events.iter().filter(|e| e["type"] == "started").collect();
-    assert_eq!(resumed.len(), 2, "started, then started again after the crash");
+    assert_eq!(
+        resumed.len(),
+        2,
+        "started, then started again after the crash"
+    );
     assert!(resumed[1]["resumed_from_step"].as_u64().unwrap() > 0);
 }
 
@@ -285,7 +447,10 @@ async fn bad_run_forms_get_a_clear_error_and_never_a_5xx() {
         (vec![("model", "bert-large-imaginary")], "no model"),
         (vec![("model", "../../etc")], "no model"),
         (vec![("method", "lora"), ("lora_rank", "0")], "LoRA rank"),
-        (vec![("probe_sentence", huge_sentence.as_str())], "attention sentence"),
+        (
+            vec![("probe_sentence", huge_sentence.as_str())],
+            "attention sentence",
+        ),
     ];
     for (changes, message) in cases {
         let (status, body) = call(&class.red, server, "submit-run", &run_form(&changes)).await;
@@ -295,16 +460,45 @@ async fn bad_run_forms_get_a_clear_error_and_never_a_5xx() {
     // Unreadable fields and other teams' runs.
     let (status, body) = call(&class.red, server, "submit-run", &[("model", "tiny-bert")]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let run_id = submit(&class.red, server, &[("epochs", "20")]).await.to_string();
+    let run_id = submit(&class.red, server, &[("epochs", "20")])
+        .await
+        .to_string();
     for endpoint in ["run", "cancel-run"] {
-        refused(&class.blue, server, endpoint, &[("run_id", &run_id)], StatusCode::NOT_FOUND).await;
-        refused(&class.blue, server, endpoint, &[("run_id", "abc")], StatusCode::BAD_REQUEST).await;
-        refused(&browser(), server, endpoint, &[("run_id", &run_id)], StatusCode::UNAUTHORIZED).await;
+        refused(
+            &class.blue,
+            server,
+            endpoint,
+            &[("run_id", &run_id)],
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        refused(
+            &class.blue,
+            server,
+            endpoint,
+            &[("run_id", "abc")],
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        refused(
+            &browser(),
+            server,
+            endpoint,
+            &[("run_id", &run_id)],
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
     }
     // The team's queue allowance (3 waiting by default) is enforced with a clear message.
     let mut refused_for_queue = None;
     for _ in 0..10 {
-        let (status, body) = call(&class.red, server, "submit-run", &run_form(&[("epochs", "20")])).await;
+        let (status, body) = call(
+            &class.red,
+            server,
+            "submit-run",
+            &run_form(&[("epochs", "20")]),
+        )
+        .await;
         if !status.is_success() {
             refused_for_queue = Some((status, body));
             break;

@@ -2,6 +2,10 @@
 //! their live queue position, cancelling, and the leaderboards. The queue lives in the
 //! database; the server's worker claims runs from it and feeds the events back.
 
+// The run form's server function takes every field as text, so each bad value gets its
+// own message; that makes a long argument list.
+#![allow(clippy::too_many_arguments)]
+
 use crate::error::AppError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -265,7 +269,6 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
 /// Checks the run form and queues the run for the caller's team. Values outside the
 /// recommended ranges come back as hints first; `confirmed` queues the run anyway.
 #[server(prefix = "/api", endpoint = "submit-run")]
-#[allow(clippy::too_many_arguments)]
 pub async fn submit_run(
     model: String,
     method: String,
@@ -302,12 +305,11 @@ pub async fn submit_run(
     if !hints.is_empty() && !confirmed {
         return Ok(SubmitOutcome::NeedsConfirmation(hints));
     }
-    let active: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status = 'queued'",
-    )
-    .bind(student.team_id)
-    .fetch_one(&pool)
-    .await?;
+    let active: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status = 'queued'")
+            .bind(student.team_id)
+            .fetch_one(&pool)
+            .await?;
     if active >= env.max_queued_per_team {
         return Err(AppError::bad_request(format!(
             "Your team already has {active} runs waiting; at most {} may wait at once. \
@@ -559,20 +561,31 @@ pub mod ssr {
 
     /// Parses one number field, with a message naming the field.
     fn number<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, String> {
-        text.trim()
-            .parse()
-            .map_err(|_| format!("{field}: \u{201c}{}\u{201d} is not a number.", text.trim().chars().take(24).collect::<String>()))
+        text.trim().parse().map_err(|_| {
+            format!(
+                "{field}: \u{201c}{}\u{201d} is not a number.",
+                text.trim().chars().take(24).collect::<String>()
+            )
+        })
     }
 
     /// A float that must be finite and within `low..=high`.
-    fn float_in(field: &str, text: &str, low: f64, high: f64, low_open: bool) -> Result<f64, String> {
+    fn float_in(
+        field: &str,
+        text: &str,
+        low: f64,
+        high: f64,
+        low_open: bool,
+    ) -> Result<f64, String> {
         let value: f64 = number(field, text)?;
         if !value.is_finite() {
             return Err(format!("{field} must be a finite number."));
         }
         if value > high || value < low || (low_open && value <= low) {
             let lower = if low_open { "above" } else { "at least" };
-            return Err(format!("{field} must be {lower} {low} and at most {high}; {value} is not."));
+            return Err(format!(
+                "{field} must be {lower} {low} and at most {high}; {value} is not."
+            ));
         }
         Ok(value)
     }
@@ -581,14 +594,19 @@ pub mod ssr {
     fn whole_in(field: &str, text: &str, low: usize, high: usize) -> Result<usize, String> {
         let value: i64 = number(field, text)?;
         if value < low as i64 || value > high as i64 {
-            return Err(format!("{field} must be from {low} to {high}; {value} is not."));
+            return Err(format!(
+                "{field} must be from {low} to {high}; {value} is not."
+            ));
         }
         Ok(value as usize)
     }
 
     /// Checks the form: hard limits are errors; values outside the lesson's recommended
     /// ranges come back as hints.
-    pub fn check_form(form: &RunForm, models: &[ModelChoice]) -> Result<(RunSettings, Vec<String>), String> {
+    pub fn check_form(
+        form: &RunForm,
+        models: &[ModelChoice],
+    ) -> Result<(RunSettings, Vec<String>), String> {
         let model = form.model.trim();
         if !models.iter().any(|m| m.name == model) {
             return Err(format!(
@@ -622,7 +640,12 @@ pub mod ssr {
         let train_subset = if form.train_subset.trim().is_empty() {
             None
         } else {
-            Some(whole_in("Training sentences", &form.train_subset, 16, 100_000)?)
+            Some(whole_in(
+                "Training sentences",
+                &form.train_subset,
+                16,
+                100_000,
+            )?)
         };
         let seed: u64 = number("Seed", &form.seed)?;
         let probe_sentence = form.probe_sentence.trim().to_string();
@@ -634,7 +657,11 @@ pub mod ssr {
         }
 
         let mut hints = Vec::new();
-        let (low, high) = if lora.is_some() { (1e-4, 1e-3) } else { (1e-5, 5e-5) };
+        let (low, high) = if lora.is_some() {
+            (1e-4, 1e-3)
+        } else {
+            (1e-5, 5e-5)
+        };
         if learning_rate > high * 2.0 {
             hints.push(format!(
                 "A learning rate of {learning_rate:e} is far above the recommended {low:e} to {high:e}{}; expect the loss to jump around or become NaN.",
@@ -648,13 +675,21 @@ pub mod ssr {
         if !(8..=32).contains(&batch_size) {
             hints.push(format!(
                 "The lesson recommends a batch size of 8, 16 or 32; {batch_size} may {}.",
-                if batch_size > 32 { "run out of memory" } else { "make training noisy and slow" }
+                if batch_size > 32 {
+                    "run out of memory"
+                } else {
+                    "make training noisy and slow"
+                }
             ));
         }
         if !(2..=5).contains(&epochs) {
             hints.push(format!(
                 "The lesson recommends 2 to 5 epochs; {epochs} may {}.",
-                if epochs > 5 { "overfit and keep the GPU from other teams" } else { "undertrain" }
+                if epochs > 5 {
+                    "overfit and keep the GPU from other teams"
+                } else {
+                    "undertrain"
+                }
             ));
         }
         if warmup_ratio > 0.2 {
@@ -740,30 +775,56 @@ pub mod ssr {
 
     /// Run summaries, newest first. The queue position counts queued runs submitted
     /// earlier (the worker also rotates between teams, so it is an upper bound).
-    pub async fn summaries(pool: &SqlitePool, filter: RunFilter) -> Result<Vec<RunSummary>, AppError> {
+    pub async fn summaries(
+        pool: &SqlitePool,
+        filter: RunFilter,
+    ) -> Result<Vec<RunSummary>, AppError> {
         let (sql, value) = match filter {
             RunFilter::Team(id) => (run_sql!("r.team_id = $1"), id),
             RunFilter::Class(id) => (run_sql!("r.class_id = $1"), id),
             RunFilter::Run(id) => (run_sql!("r.id = $1"), id),
         };
-        type Row = (i64, String, String, String, String, String, i64, Option<f64>, Option<String>);
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Option<f64>,
+            Option<String>,
+        );
         let rows: Vec<Row> = sqlx::query_as(sql).bind(value).fetch_all(pool).await?;
         rows.into_iter()
-            .map(|(id, team, submitted_by, status, settings, created_at, position, accuracy, message)| {
-                let status = RunStatus::parse(&status)
-                    .ok_or_else(|| AppError::internal(format!("unknown run status {status}")))?;
-                Ok(RunSummary {
+            .map(
+                |(
                     id,
                     team,
                     submitted_by,
                     status,
-                    settings: serde_json::from_str(&settings).map_err(AppError::internal)?,
+                    settings,
                     created_at,
-                    queue_position: (status == RunStatus::Queued).then_some(position),
-                    validation_accuracy: accuracy,
+                    position,
+                    accuracy,
                     message,
-                })
-            })
+                )| {
+                    let status = RunStatus::parse(&status).ok_or_else(|| {
+                        AppError::internal(format!("unknown run status {status}"))
+                    })?;
+                    Ok(RunSummary {
+                        id,
+                        team,
+                        submitted_by,
+                        status,
+                        settings: serde_json::from_str(&settings).map_err(AppError::internal)?,
+                        created_at,
+                        queue_position: (status == RunStatus::Queued).then_some(position),
+                        validation_accuracy: accuracy,
+                        message,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -777,20 +838,33 @@ pub mod ssr {
     }
 
     /// Best accuracy per team, best first (ties: the earlier run).
-    pub async fn board(pool: &SqlitePool, class_id: i64, which: Board) -> Result<Vec<BoardLine>, AppError> {
+    pub async fn board(
+        pool: &SqlitePool,
+        class_id: i64,
+        which: Board,
+    ) -> Result<Vec<BoardLine>, AppError> {
         let sql = match which {
-            Board::Public => "SELECT t.name, r.validation_accuracy, r.id FROM runs r JOIN teams t ON t.id = r.team_id \
+            Board::Public => {
+                "SELECT t.name, r.validation_accuracy, r.id FROM runs r JOIN teams t ON t.id = r.team_id \
                 WHERE r.class_id = $1 AND r.status = 'succeeded' AND r.validation_accuracy IS NOT NULL \
-                ORDER BY r.validation_accuracy DESC, r.id",
-            Board::Private => "SELECT t.name, r.private_accuracy, r.id FROM runs r JOIN teams t ON t.id = r.team_id \
+                ORDER BY r.validation_accuracy DESC, r.id"
+            }
+            Board::Private => {
+                "SELECT t.name, r.private_accuracy, r.id FROM runs r JOIN teams t ON t.id = r.team_id \
                 WHERE r.class_id = $1 AND r.status = 'succeeded' AND r.private_accuracy IS NOT NULL \
-                ORDER BY r.private_accuracy DESC, r.id",
+                ORDER BY r.private_accuracy DESC, r.id"
+            }
         };
-        let rows: Vec<(String, f64, i64)> = sqlx::query_as(sql).bind(class_id).fetch_all(pool).await?;
+        let rows: Vec<(String, f64, i64)> =
+            sqlx::query_as(sql).bind(class_id).fetch_all(pool).await?;
         let mut lines: Vec<BoardLine> = Vec::new();
         for (team, accuracy, run_id) in rows {
             if !lines.iter().any(|l| l.team == team) {
-                lines.push(BoardLine { team, accuracy, run_id });
+                lines.push(BoardLine {
+                    team,
+                    accuracy,
+                    run_id,
+                });
             }
         }
         Ok(lines)
@@ -801,7 +875,10 @@ pub mod ssr {
         use super::*;
 
         fn models() -> Vec<ModelChoice> {
-            vec![ModelChoice { name: "all-MiniLM-L6-v2".into(), params: 22_713_986 }]
+            vec![ModelChoice {
+                name: "all-MiniLM-L6-v2".into(),
+                params: 22_713_986,
+            }]
         }
 
         fn form() -> RunForm {
@@ -831,7 +908,14 @@ pub mod ssr {
 
         #[test]
         fn a_huge_learning_rate_is_a_hint_not_an_error() {
-            let (_, hints) = check_form(&RunForm { learning_rate: "1e-3".into(), ..form() }, &models()).unwrap();
+            let (_, hints) = check_form(
+                &RunForm {
+                    learning_rate: "1e-3".into(),
+                    ..form()
+                },
+                &models(),
+            )
+            .unwrap();
             assert_eq!(hints.len(), 1);
             assert!(hints[0].contains("far above"), "{}", hints[0]);
         }
@@ -839,16 +923,77 @@ pub mod ssr {
         #[test]
         fn hard_limits_are_errors_naming_the_field() {
             let cases = [
-                (RunForm { learning_rate: "NaN".into(), ..form() }, "Learning rate"),
-                (RunForm { learning_rate: "-1".into(), ..form() }, "Learning rate"),
-                (RunForm { learning_rate: "fast".into(), ..form() }, "not a number"),
-                (RunForm { batch_size: "0".into(), ..form() }, "Batch size"),
-                (RunForm { batch_size: "100000".into(), ..form() }, "Batch size"),
-                (RunForm { epochs: "2.5".into(), ..form() }, "Epochs"),
-                (RunForm { max_len: "4".into(), ..form() }, "Max length"),
-                (RunForm { model: "gpt-9".into(), ..form() }, "no model"),
-                (RunForm { method: "magic".into(), ..form() }, "Method"),
-                (RunForm { method: "lora".into(), lora_rank: "0".into(), ..form() }, "LoRA rank"),
+                (
+                    RunForm {
+                        learning_rate: "NaN".into(),
+                        ..form()
+                    },
+                    "Learning rate",
+                ),
+                (
+                    RunForm {
+                        learning_rate: "-1".into(),
+                        ..form()
+                    },
+                    "Learning rate",
+                ),
+                (
+                    RunForm {
+                        learning_rate: "fast".into(),
+                        ..form()
+                    },
+                    "not a number",
+                ),
+                (
+                    RunForm {
+                        batch_size: "0".into(),
+                        ..form()
+                    },
+                    "Batch size",
+                ),
+                (
+                    RunForm {
+                        batch_size: "100000".into(),
+                        ..form()
+                    },
+                    "Batch size",
+                ),
+                (
+                    RunForm {
+                        epochs: "2.5".into(),
+                        ..form()
+                    },
+                    "Epochs",
+                ),
+                (
+                    RunForm {
+                        max_len: "4".into(),
+                        ..form()
+                    },
+                    "Max length",
+                ),
+                (
+                    RunForm {
+                        model: "gpt-9".into(),
+                        ..form()
+                    },
+                    "no model",
+                ),
+                (
+                    RunForm {
+                        method: "magic".into(),
+                        ..form()
+                    },
+                    "Method",
+                ),
+                (
+                    RunForm {
+                        method: "lora".into(),
+                        lora_rank: "0".into(),
+                        ..form()
+                    },
+                    "LoRA rank",
+                ),
             ];
             for (bad, expected) in cases {
                 let error = check_form(&bad, &models()).unwrap_err();
@@ -859,7 +1004,11 @@ pub mod ssr {
         #[test]
         fn lora_gets_alpha_twice_the_rank_by_default() {
             let (settings, hints) = check_form(
-                &RunForm { method: "lora".into(), learning_rate: "5e-4".into(), ..form() },
+                &RunForm {
+                    method: "lora".into(),
+                    learning_rate: "5e-4".into(),
+                    ..form()
+                },
                 &models(),
             )
             .unwrap();

@@ -174,7 +174,10 @@ impl Config {
             if (low..=high).contains(&value) {
                 Ok(value)
             } else {
-                Err(ConfigError::new(env, format!("{value} is outside {low}..={high}")))
+                Err(ConfigError::new(
+                    env,
+                    format!("{value} is outside {low}..={high}"),
+                ))
             }
         };
         let validation_size = whole(

@@ -3,9 +3,9 @@
 
 use app::auth::ssr::{Caller, JoinLimiter, caller_of, check_class_owner};
 use app::classroom::ssr::ClassEvents;
-use app::runs::ssr::{RunEnvironment, RunUpdate};
 use app::error::AppError;
 use app::live::CLASS_CHANGED_EVENT;
+use app::runs::ssr::{RunEnvironment, RunUpdate};
 use app::widgets::{DefaultModel, DefaultTokenizer};
 use app::{App, shell};
 use axum::Router;
@@ -287,7 +287,10 @@ async fn stream_run_events(
     .map_err(|e| error_response(AppError::from(e)))?;
     let last_sent = history.last().map_or(after, |(seq, _)| *seq);
     let stored = futures_util::stream::iter(history.into_iter().map(|(seq, payload)| {
-        Ok(Event::default().id(seq.to_string()).event(RUN_EVENT).data(payload))
+        Ok(Event::default()
+            .id(seq.to_string())
+            .event(RUN_EVENT)
+            .data(payload))
     }));
     let live = futures_util::stream::unfold(
         (updates, state.shutdown.clone(), last_sent),

@@ -29,7 +29,11 @@ const WORKER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(20)
 /// SST-2 training sentences left after the validation split, if the file is there.
 fn count_train_examples(config: &Config) -> Option<usize> {
     let text = std::fs::read_to_string(config.sst2_dir.join("train.tsv")).ok()?;
-    let rows = text.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+    let rows = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .count();
     rows.checked_sub(config.validation_size)
 }
 
@@ -135,8 +139,13 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         .await
         .map_err(|e| ConfigError::new("JIGSAW_BIND", format!("the server stopped: {e}")))?;
     // A run in progress stops at its next step and goes back to the queue.
-    if tokio::time::timeout(WORKER_STOP_WAIT, worker).await.is_err() {
-        tracing::warn!("the run in progress did not stop in time; it resumes from its checkpoint at the next start");
+    if tokio::time::timeout(WORKER_STOP_WAIT, worker)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the run in progress did not stop in time; it resumes from its checkpoint at the next start"
+        );
     }
     pool.close().await;
     tracing::info!("stopped cleanly");

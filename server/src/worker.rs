@@ -137,8 +137,13 @@ impl Worker {
             match serde_json::from_str(&settings) {
                 Ok(settings) => return Ok(Some(Claimed { id, settings })),
                 Err(error) => {
-                    self.finish(id, "failed", Some(format!("Its settings could not be read: {error}")), None)
-                        .await?;
+                    self.finish(
+                        id,
+                        "failed",
+                        Some(format!("Its settings could not be read: {error}")),
+                        None,
+                    )
+                    .await?;
                 }
             }
         }
@@ -211,7 +216,7 @@ impl Worker {
         // A Cancel pressed on this server arrives at once; the heartbeat catches the rest.
         let mut updates = self.env.events.subscribe();
         let mut interrupted = false;
-        let mut outcome: Option<(&'static str, Option<String>, Option<(f64, f64)>)> = None;
+        let mut outcome: Option<Ending> = None;
         loop {
             tokio::select! {
                 event = receiver.recv() => {
@@ -256,13 +261,18 @@ impl Worker {
         }
         let _ = training.await;
         let result = match outcome {
-            Some((status, message, accuracy)) => self.finish(run.id, status, message, accuracy).await,
+            Some((status, message, accuracy)) => {
+                self.finish(run.id, status, message, accuracy).await
+            }
             None if interrupted => self.release(run.id).await,
             None => {
                 self.finish(
                     run.id,
                     "failed",
-                    Some("The training engine stopped without saying why; see the server log.".into()),
+                    Some(
+                        "The training engine stopped without saying why; see the server log."
+                            .into(),
+                    ),
                     None,
                 )
                 .await
@@ -350,8 +360,11 @@ enum Renewal {
     Lost,
 }
 
-/// The status, message and (validation, private) accuracy a final event means.
-fn ending_of(event: &Event) -> Option<(&'static str, Option<String>, Option<(f64, f64)>)> {
+/// How a run ended: its status, a message, and (validation, private) accuracy.
+type Ending = (&'static str, Option<String>, Option<(f64, f64)>);
+
+/// The ending a final event means.
+fn ending_of(event: &Event) -> Option<Ending> {
     match event {
         Event::Finished { metrics } => Some((
             "succeeded",
@@ -367,7 +380,11 @@ fn ending_of(event: &Event) -> Option<(&'static str, Option<String>, Option<(f64
             None,
         )),
         Event::Failed { reason } => Some(("failed", Some(reason.clone()), None)),
-        Event::Cancelled { step } => Some(("cancelled", Some(format!("Cancelled after step {step}.")), None)),
+        Event::Cancelled { step } => Some((
+            "cancelled",
+            Some(format!("Cancelled after step {step}.")),
+            None,
+        )),
         _ => None,
     }
 }

@@ -340,4 +340,3 @@ pub async fn joined_student(server: &Server, code: &str, name: &str, team: i64) 
     .await;
     client
 }
-

@@ -190,10 +190,10 @@ where
     T: Clone + Send + Sync + 'static,
 {
     Effect::new(move |_| {
-        if matches!(action.value().get(), Some(Ok(_))) {
-            if let Some(form) = form.get_untracked() {
-                form.reset();
-            }
+        if matches!(action.value().get(), Some(Ok(_)))
+            && let Some(form) = form.get_untracked()
+        {
+            form.reset();
         }
     });
 }

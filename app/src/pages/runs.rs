@@ -37,7 +37,10 @@ pub fn TeamPage() -> impl IntoView {
         move || (tick.get(), submit.version().get(), cancel.version().get()),
         |_| team_runs(None),
     );
-    let boards = Resource::new(move || (tick.get(), submit.version().get()), |_| class_boards(None));
+    let boards = Resource::new(
+        move || (tick.get(), submit.version().get()),
+        |_| class_boards(None),
+    );
     view! {
         <Title text="Team runs" />
         <h1>"Fine-tune a model"</h1>
@@ -103,7 +106,10 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
     };
     let models = info.models.clone();
     let estimate = move || {
-        let params = models.iter().find(|m| m.name == model.get()).map_or(22_713_986, |m| m.params);
+        let params = models
+            .iter()
+            .find(|m| m.name == model.get())
+            .map_or(22_713_986, |m| m.params);
         let examples = train_subset
             .get()
             .trim()
@@ -282,6 +288,19 @@ fn BoardsView(boards: Boards) -> impl IntoView {
     }
 }
 
+/// One probe sentence's attention maps at one step.
+#[derive(Debug, Clone, PartialEq)]
+struct AttentionSnapshot {
+    /// After this step (0 = before training).
+    step: usize,
+    /// The sentence.
+    sentence: String,
+    /// Its tokens.
+    tokens: Vec<String>,
+    /// `[layer][head][query * tokens + key]`.
+    matrices: Vec<Vec<Vec<f32>>>,
+}
+
 /// Everything the run page has received from the live stream.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Live {
@@ -293,8 +312,7 @@ struct Live {
     steps: Vec<(usize, f64, f64, f64)>,
     /// (step, split, loss, accuracy)
     evals: Vec<(usize, String, f64, f64)>,
-    /// (step, sentence, tokens, matrices)
-    attention: Vec<(usize, String, Vec<String>, Vec<Vec<Vec<f32>>>)>,
+    attention: Vec<AttentionSnapshot>,
     ending: Option<RunEvent>,
 }
 
@@ -303,14 +321,40 @@ impl Live {
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     fn apply(&mut self, event: RunEvent) {
         match event {
-            RunEvent::Started { device, params_total, params_trainable, steps_planned, .. } => {
+            RunEvent::Started {
+                device,
+                params_total,
+                params_trainable,
+                steps_planned,
+                ..
+            } => {
                 self.device = device;
                 self.params = Some((params_total, params_trainable));
                 self.steps_planned = steps_planned;
             }
-            RunEvent::Step { step, loss, lr, examples_per_sec } => self.steps.push((step, loss, lr, examples_per_sec)),
-            RunEvent::Eval { step, split, loss, accuracy } => self.evals.push((step, split, loss, accuracy)),
-            RunEvent::Attention { step, sentence, tokens, matrices } => self.attention.push((step, sentence, tokens, matrices)),
+            RunEvent::Step {
+                step,
+                loss,
+                lr,
+                examples_per_sec,
+            } => self.steps.push((step, loss, lr, examples_per_sec)),
+            RunEvent::Eval {
+                step,
+                split,
+                loss,
+                accuracy,
+            } => self.evals.push((step, split, loss, accuracy)),
+            RunEvent::Attention {
+                step,
+                sentence,
+                tokens,
+                matrices,
+            } => self.attention.push(AttentionSnapshot {
+                step,
+                sentence,
+                tokens,
+                matrices,
+            }),
             RunEvent::Checkpoint { .. } => {}
             ending => self.ending = Some(ending),
         }
@@ -323,7 +367,10 @@ pub fn RunPage() -> impl IntoView {
     let run_id = id_param();
     let changed = RwSignal::new(0_u32);
     let cancel = ServerAction::<CancelRun>::new();
-    let run = Resource::new(move || (run_id.get(), changed.get(), cancel.version().get()), |(id, ..)| run_detail(id));
+    let run = Resource::new(
+        move || (run_id.get(), changed.get(), cancel.version().get()),
+        |(id, ..)| run_detail(id),
+    );
     let live = RwSignal::new(Live::default());
     follow_run(run_id.get_untracked(), live, changed);
     Effect::new(move |_| {
@@ -371,18 +418,22 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
         let Ok(source) = web_sys::EventSource::new(&format!("/api/runs/{run_id}/events")) else {
             return;
         };
-        let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |message: web_sys::MessageEvent| {
-            if let Some(data) = message.data().as_string() {
-                if let Ok(event) = serde_json::from_str::<RunEvent>(&data) {
+        let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |message: web_sys::MessageEvent| {
+                if let Some(data) = message.data().as_string()
+                    && let Ok(event) = serde_json::from_str::<RunEvent>(&data)
+                {
                     live.update(|live| live.apply(event));
                 }
-            }
-        });
-        let on_status = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
-            changed.update(|n| *n += 1);
-        });
+            },
+        );
+        let on_status =
+            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
+                changed.update(|n| *n += 1);
+            });
         let _ = source.add_event_listener_with_callback("run", on_event.as_ref().unchecked_ref());
-        let _ = source.add_event_listener_with_callback("status", on_status.as_ref().unchecked_ref());
+        let _ =
+            source.add_event_listener_with_callback("status", on_status.as_ref().unchecked_ref());
         let kept = StoredValue::new_local((source, on_event, on_status));
         on_cleanup(move || kept.with_value(|(source, _, _)| source.close()));
     }
@@ -483,29 +534,31 @@ fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
 }
 
 /// For each probe sentence, its first and latest maps side by side.
-fn attention_pairs(maps: &[(usize, String, Vec<String>, Vec<Vec<Vec<f32>>>)]) -> AnyView {
+fn attention_pairs(maps: &[AttentionSnapshot]) -> AnyView {
     let mut sentences: Vec<&String> = Vec::new();
-    for (_, sentence, _, _) in maps {
-        if !sentences.contains(&sentence) {
-            sentences.push(sentence);
+    for map in maps {
+        if !sentences.contains(&&map.sentence) {
+            sentences.push(&map.sentence);
         }
     }
     if sentences.is_empty() {
-        return view! { <p class="hint">"The first maps arrive when the run starts."</p> }.into_any();
+        return view! { <p class="hint">"The first maps arrive when the run starts."</p> }
+            .into_any();
     }
     sentences
         .into_iter()
         .map(|sentence| {
-            let of_sentence: Vec<_> = maps.iter().filter(|m| &m.1 == sentence).collect();
+            let of_sentence: Vec<&AttentionSnapshot> = maps.iter().filter(|m| &m.sentence == sentence).collect();
             let first = of_sentence.first().copied();
             let latest = of_sentence.last().copied();
-            let panel = |map: Option<&(usize, String, Vec<String>, Vec<Vec<Vec<f32>>>)>| {
-                map.map(|(step, _, tokens, layers)| {
-                    let last = layers.last().map(|heads| head_average(heads)).unwrap_or_default();
+            let panel = |map: Option<&AttentionSnapshot>| {
+                map.map(|map| {
+                    let last = map.matrices.last().map(|heads| head_average(heads)).unwrap_or_default();
+                    let step = map.step;
                     view! {
                         <figure>
-                            <figcaption>{if *step == 0 { "before training".to_string() } else { format!("after step {step}") }}</figcaption>
-                            <Heatmap tokens=tokens.clone() matrix=last />
+                            <figcaption>{if step == 0 { "before training".to_string() } else { format!("after step {step}") }}</figcaption>
+                            <Heatmap tokens=map.tokens.clone() matrix=last />
                         </figure>
                     }
                 })
@@ -568,12 +621,29 @@ fn LineChart(
     if finite.is_empty() {
         return view! { <p class="hint" data-testid=testid>"No points yet."</p> }.into_any();
     }
-    let (x0, x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| (a.min(*x), b.max(*x)));
-    let (y0, y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(*y), b.max(*y)));
-    let (x1, y1) = (if x1 > x0 { x1 } else { x0 + 1.0 }, if y1 > y0 { y1 } else { y0 + 1e-9_f64.max(y0.abs() * 0.1) });
+    let (x0, x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
+        (a.min(*x), b.max(*x))
+    });
+    let (y0, y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
+        (a.min(*y), b.max(*y))
+    });
+    let (x1, y1) = (
+        if x1 > x0 { x1 } else { x0 + 1.0 },
+        if y1 > y0 {
+            y1
+        } else {
+            y0 + 1e-9_f64.max(y0.abs() * 0.1)
+        },
+    );
     let sx = move |x: f64| PAD + (x - x0) / (x1 - x0) * (W - 2.0 * PAD);
     let sy = move |y: f64| H - PAD + -(y - y0) / (y1 - y0) * (H - 2.0 * PAD);
-    let label = |v: f64| if v.abs() < 1e-3 && v != 0.0 { format!("{v:.1e}") } else { format!("{v:.3}") };
+    let label = |v: f64| {
+        if v.abs() < 1e-3 && v != 0.0 {
+            format!("{v:.1e}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
     let lines = series
         .into_iter()
         .enumerate()
@@ -609,8 +679,14 @@ mod tests {
 
     #[test]
     fn the_moving_average_smooths_and_starts_at_the_first_point() {
-        assert_eq!(ema(&[(1.0, 1.0), (2.0, 0.0)], 0.5), vec![(1.0, 1.0), (2.0, 0.5)]);
-        assert_eq!(ema(&[(1.0, 1.0), (2.0, 0.0)], 0.0), vec![(1.0, 1.0), (2.0, 0.0)]);
+        assert_eq!(
+            ema(&[(1.0, 1.0), (2.0, 0.0)], 0.5),
+            vec![(1.0, 1.0), (2.0, 0.5)]
+        );
+        assert_eq!(
+            ema(&[(1.0, 1.0), (2.0, 0.0)], 0.0),
+            vec![(1.0, 1.0), (2.0, 0.0)]
+        );
         assert_eq!(ema(&[(1.0, f64::NAN), (2.0, 3.0)], 0.9), vec![(2.0, 3.0)]);
     }
 
