@@ -11,6 +11,8 @@ CREATE TABLE runs (
     -- The run form's settings as JSON.
     settings TEXT NOT NULL,
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    -- The instructor's "run next": higher goes first, before the round robin.
+    priority BIGINT NOT NULL DEFAULT 0,
     -- Increases with every claim; a team's largest value says when it last got the GPU,
     -- which makes the queue round robin across teams.
     claim_order BIGINT,

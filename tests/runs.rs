@@ -315,6 +315,51 @@ async fn a_run_goes_from_the_form_to_the_leaderboard() {
         "Red"
     );
 
+    // "Try your model" runs the fine-tuned model; the download is an HF directory.
+    let reading = ok(
+        &class.red,
+        server,
+        "try-model",
+        &[
+            ("run_id", &run_id.to_string()),
+            ("text", "the story was charming ."),
+        ],
+    )
+    .await;
+    assert_eq!(reading["label"], "positive", "{reading}");
+    let zip = class
+        .red
+        .get(server.url(&format!("/runs/{run_id}/model.zip")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), StatusCode::OK);
+    assert_eq!(zip.headers()[CONTENT_TYPE], "application/zip");
+    let bytes = zip.bytes().await.unwrap();
+    assert_eq!(&bytes[..2], b"PK");
+    let names = String::from_utf8_lossy(&bytes);
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(
+            names.contains(&format!("jigsaw-run-{run_id}/{file}")),
+            "the zip holds {file}"
+        );
+    }
+    let foreign = class
+        .blue
+        .get(server.url(&format!("/runs/{run_id}/model.zip")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    refused(
+        &class.blue,
+        server,
+        "try-model",
+        &[("run_id", &run_id.to_string()), ("text", "good")],
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
     // Another team can neither see nor cancel the run.
     refused(
         &class.blue,
@@ -507,4 +552,69 @@ async fn bad_run_forms_get_a_clear_error_and_never_a_5xx() {
     let (status, body) = refused_for_queue.expect("the fourth waiting run is refused");
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("runs waiting"), "{body}");
+
+    // Only the instructor moves a run up the queue.
+    let waiting = ok(
+        &class.teacher,
+        server,
+        "team-runs",
+        &[("class_id", &class.class_id.to_string())],
+    )
+    .await;
+    let queued = waiting
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "queued")
+        .expect("a waiting run");
+    let queued_id = queued["id"].as_i64().unwrap().to_string();
+    refused(
+        &class.red,
+        server,
+        "prioritize-run",
+        &[("run_id", &queued_id)],
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    ok(
+        &class.teacher,
+        server,
+        "prioritize-run",
+        &[("run_id", &queued_id)],
+    )
+    .await;
+    refused(
+        &class.teacher,
+        server,
+        "prioritize-run",
+        &[("run_id", &run_id)],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_team_gets_a_limited_number_of_scored_runs_per_day() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut env = training_env(temp.path());
+    env.push(("JIGSAW_MAX_RUNS_PER_DAY", "2".to_string()));
+    env.push(("JIGSAW_MAX_QUEUED_PER_TEAM", "10".to_string()));
+    let class = classroom(&temp.path().join("data"), &env).await;
+    let server = &class.server;
+    let first = submit(&class.red, server, &[("epochs", "20")]).await;
+    submit(&class.red, server, &[("epochs", "20")]).await;
+    let (status, body) = call(&class.red, server, "submit-run", &run_form(&[])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("used its 2 runs for today"), "{body}");
+    // Another team has its own allowance; a cancelled run gives one back.
+    submit(&class.blue, server, &[("epochs", "20")]).await;
+    ok(
+        &class.red,
+        server,
+        "cancel-run",
+        &[("run_id", &first.to_string())],
+    )
+    .await;
+    wait_for_end(&class.red, server, first, Duration::from_secs(30)).await;
+    submit(&class.red, server, &[("epochs", "20")]).await;
 }

@@ -244,6 +244,42 @@ pub enum RunEvent {
     },
 }
 
+/// A finished run's model reading one sentence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelReading {
+    /// The tokens it read.
+    pub tokens: Vec<String>,
+    /// The most likely label.
+    pub label: String,
+    /// (label, probability) for each label.
+    pub probabilities: Vec<(String, f32)>,
+    /// Whether the sentence was cut to the model's length.
+    pub truncated: bool,
+}
+
+/// Runs a finished run's fine-tuned model on a sentence ("try your model").
+#[server(prefix = "/api", endpoint = "try-model")]
+pub async fn try_run_model(run_id: i64, text: String) -> Result<ModelReading, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    ssr::check_run_access(&pool, run_id).await?;
+    crate::widgets::check_sentence(&text)?;
+    let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(&pool)
+        .await?;
+    if status != "succeeded" {
+        return Err(AppError::bad_request(
+            "Only a finished run has a model to try.",
+        ));
+    }
+    let env: ssr::RunEnvironment = AppError::from_context("run environment")?;
+    let dir = env.model_dir(run_id);
+    let trained = env.trained.clone();
+    tokio::task::spawn_blocking(move || trained.predict(run_id, &dir, &text))
+        .await
+        .map_err(AppError::internal)?
+}
+
 /// The run form's choices and the team's queue allowance.
 #[server(prefix = "/api", endpoint = "run-form")]
 pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
@@ -317,6 +353,21 @@ pub async fn submit_run(
             env.max_queued_per_team
         )));
     }
+    let today = ssr::utc_date(std::time::SystemTime::now());
+    let scored_today: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status <> 'cancelled' AND created_at >= $2",
+    )
+    .bind(student.team_id)
+    .bind(&today)
+    .fetch_one(&pool)
+    .await?;
+    if scored_today >= env.max_runs_per_day {
+        return Err(AppError::bad_request(format!(
+            "Your team has used its {} runs for today (cancelled runs do not count). \
+             Pick your next settings carefully: more runs tomorrow.",
+            env.max_runs_per_day
+        )));
+    }
     let settings_json = serde_json::to_string(&settings).map_err(AppError::internal)?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (class_id, team_id, submitted_by, settings) VALUES ($1, $2, $3, $4) RETURNING id",
@@ -330,6 +381,31 @@ pub async fn submit_run(
     env.wake_worker();
     ssr::announce_run(id);
     Ok(SubmitOutcome::Queued(id))
+}
+
+/// Moves a queued run to the front of the queue (instructors).
+#[server(prefix = "/api", endpoint = "prioritize-run")]
+pub async fn prioritize_run(run_id: i64) -> Result<(), AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let instructor = crate::auth::ssr::require_instructor(&pool).await?;
+    let class_id: Option<i64> = sqlx::query_scalar("SELECT class_id FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_optional(&pool)
+        .await?;
+    let class_id = class_id.ok_or_else(|| AppError::not_found("There is no such run."))?;
+    crate::auth::ssr::check_class_owner(&pool, &instructor, class_id).await?;
+    let moved = sqlx::query(
+        "UPDATE runs SET priority = (SELECT COALESCE(MAX(priority), 0) + 1 FROM runs) \
+         WHERE id = $1 AND status = 'queued'",
+    )
+    .bind(run_id)
+    .execute(&pool)
+    .await?;
+    if moved.rows_affected() == 0 {
+        return Err(AppError::bad_request("Only a waiting run can be moved up."));
+    }
+    ssr::announce_run(run_id);
+    Ok(())
 }
 
 /// The caller's team's runs, newest first (students), or a class's (instructors).
@@ -461,6 +537,8 @@ pub mod ssr {
         pub models_dir: PathBuf,
         /// Runs a team may have waiting at once.
         pub max_queued_per_team: i64,
+        /// Runs (not cancelled) a team may submit per UTC day; they all count on the boards.
+        pub max_runs_per_day: i64,
         /// SST-2 training sentences after the validation split, when the data is there.
         pub train_examples: Option<usize>,
         /// The compute device, described.
@@ -471,6 +549,57 @@ pub mod ssr {
         pub wake: Arc<Notify>,
         /// Every persisted run event and status change, for the live pages.
         pub events: broadcast::Sender<RunUpdate>,
+        /// Where each run keeps its checkpoints and exported model.
+        pub runs_dir: PathBuf,
+        /// The fine-tuned model tried last, kept loaded.
+        pub trained: TrainedModel,
+    }
+
+    /// The most recently tried fine-tuned model, loaded on the CPU.
+    #[derive(Clone, Default)]
+    pub struct TrainedModel(Arc<std::sync::Mutex<Option<(i64, trainer::inference::Predictor)>>>);
+
+    impl std::fmt::Debug for TrainedModel {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("TrainedModel")
+        }
+    }
+
+    impl TrainedModel {
+        /// Reads `text` with run `run_id`'s exported model in `dir` (loading it if needed).
+        pub fn predict(
+            &self,
+            run_id: i64,
+            dir: &std::path::Path,
+            text: &str,
+        ) -> Result<super::ModelReading, AppError> {
+            let mut loaded = self
+                .0
+                .lock()
+                .map_err(|_| AppError::internal("model cache poisoned"))?;
+            if loaded.as_ref().map(|(id, _)| *id) != Some(run_id) {
+                let cpu = trainer::device::ComputeDevice::cpu();
+                let predictor = trainer::inference::Predictor::load(dir, None, cpu.device())
+                    .map_err(|e| AppError::internal(format!("run {run_id}'s model: {e}")))?;
+                *loaded = Some((run_id, predictor));
+            }
+            let (_, predictor) = loaded
+                .as_ref()
+                .ok_or_else(|| AppError::internal("no model"))?;
+            let prediction = predictor
+                .predict(text)
+                .map_err(|e| AppError::bad_request(e.to_string()))?;
+            Ok(super::ModelReading {
+                tokens: prediction.tokens,
+                label: prediction.label,
+                probabilities: trainer::train::LABELS
+                    .iter()
+                    .map(|l| l.to_string())
+                    .zip(prediction.probs)
+                    .collect(),
+                truncated: prediction.truncated,
+            })
+        }
     }
 
     /// Something new about a run.
@@ -514,10 +643,34 @@ pub mod ssr {
             models
         }
 
+        /// Where run `run_id`'s fine-tuned model is exported, as an HF directory.
+        pub fn model_dir(&self, run_id: i64) -> PathBuf {
+            self.runs_dir.join(run_id.to_string()).join("model")
+        }
+
         /// Tells the worker to look at the queue now.
         pub fn wake_worker(&self) {
             self.wake.notify_one();
         }
+    }
+
+    /// The UTC calendar date of `time` as `YYYY-MM-DD` (the database's timestamp format).
+    pub fn utc_date(time: std::time::SystemTime) -> String {
+        let days = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 86_400) as i64;
+        // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let day_of_era = z - era * 146_097;
+        let year_of_era =
+            (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let mp = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        format!("{year:04}-{month:02}-{day:02}")
     }
 
     /// Tells open pages that a run changed status.
@@ -896,6 +1049,16 @@ pub mod ssr {
                 seed: "42".into(),
                 probe_sentence: "the movie was not good .".into(),
             }
+        }
+
+        #[test]
+        fn dates_are_utc_calendar_days() {
+            let at =
+                |secs: u64| utc_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+            assert_eq!(at(0), "1970-01-01");
+            assert_eq!(at(951_782_400), "2000-02-29");
+            assert_eq!(at(1_795_651_200), "2026-11-26");
+            assert_eq!(at(1_795_737_599), "2026-11-26");
         }
 
         #[test]

@@ -71,6 +71,8 @@ pub struct Config {
     pub validation_size: usize,
     /// Runs a team may have waiting at once (`JIGSAW_MAX_QUEUED_PER_TEAM`, default 3).
     pub max_queued_per_team: i64,
+    /// Scored runs a team may submit per UTC day (`JIGSAW_MAX_RUNS_PER_DAY`, default 10).
+    pub max_runs_per_day: i64,
 }
 
 /// The optional TOML file; every key mirrors an environment variable.
@@ -88,6 +90,7 @@ struct FileSettings {
     secure_cookies: Option<bool>,
     validation_size: Option<usize>,
     max_queued_per_team: Option<i64>,
+    max_runs_per_day: Option<i64>,
 }
 
 impl Config {
@@ -194,6 +197,13 @@ impl Config {
             1,
             100,
         )?;
+        let max_runs_per_day = whole(
+            "JIGSAW_MAX_RUNS_PER_DAY",
+            file.max_runs_per_day,
+            10,
+            1,
+            1_000,
+        )?;
         Ok(Self {
             bind,
             data_dir,
@@ -206,6 +216,7 @@ impl Config {
             secure_cookies,
             validation_size,
             max_queued_per_team,
+            max_runs_per_day,
         })
     }
 

@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/class-events", get(stream_class_events))
         .route("/api/runs/{id}/events", get(stream_run_events))
+        .route("/runs/{id}/model.zip", get(download_model))
         .route("/instructor/classes/{id}/answers.csv", get(answers_csv))
         .leptos_routes_with_context(&state, routes, provide_pool.clone(), {
             let options = state.leptos_options.clone();
@@ -325,6 +326,75 @@ async fn stream_run_events(
     );
     use futures_util::StreamExt;
     Ok(Sse::new(stored.chain(live)).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /runs/{id}/model.zip`: a finished run's fine-tuned model as an HF directory
+/// (config.json with id2label, model.safetensors, tokenizer.json), zipped.
+async fn download_model(
+    State(state): State<AppState>,
+    session: Session,
+    Path(run_id): Path<i64>,
+) -> Response {
+    let result = async {
+        let caller = caller_of(&session, &state.pool).await?;
+        let owner: Option<(i64, i64, String)> =
+            sqlx::query_as("SELECT class_id, team_id, status FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(&state.pool)
+                .await?;
+        app::runs::ssr::check_access(&state.pool, &caller, owner.as_ref().map(|o| (o.0, o.1)))
+            .await?;
+        let dir = state.run_env.model_dir(run_id);
+        if owner.is_none_or(|o| o.2 != "succeeded") || !dir.is_dir() {
+            return Err(AppError::NotFound(
+                "This run has no finished model to download.".into(),
+            ));
+        }
+        tokio::task::spawn_blocking(move || zip_dir(&dir, &format!("jigsaw-run-{run_id}")))
+            .await
+            .map_err(AppError::internal)?
+            .map_err(AppError::internal)
+    }
+    .await;
+    match result {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/zip".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"jigsaw-run-{run_id}.zip\""),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => error_response(error),
+    }
+}
+
+/// Zips the files of `dir` (not recursive) under the folder name `root`, uncompressed
+/// (model weights hardly compress).
+fn zip_dir(dir: &std::path::Path, root: &str) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = format!("{root}/{}", entry.file_name().to_string_lossy());
+        zip.start_file(name, options).map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(entry.path()).map_err(|e| e.to_string())?;
+        zip.write_all(&bytes).map_err(|e| e.to_string())?;
+    }
+    zip.finish()
+        .map(|cursor| cursor.into_inner())
+        .map_err(|e| e.to_string())
 }
 
 /// The SSE event name of a stored run event.

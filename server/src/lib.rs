@@ -83,6 +83,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
     let run_env = app::runs::ssr::RunEnvironment {
         models_dir: config.models_dir.clone(),
         max_queued_per_team: config.max_queued_per_team,
+        max_runs_per_day: config.max_runs_per_day,
         train_examples: count_train_examples(&config),
         device: device.description(),
         examples_per_second: match device.kind() {
@@ -91,13 +92,15 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         },
         wake: Arc::new(tokio::sync::Notify::new()),
         events: tokio::sync::broadcast::channel(1024).0,
+        runs_dir: config.data_dir.join("runs"),
+        trained: app::runs::ssr::TrainedModel::default(),
     };
     let worker = worker::Worker {
         pool: pool.clone(),
         env: run_env.clone(),
         device: device.clone(),
         sst2_dir: config.sst2_dir.clone(),
-        runs_dir: config.data_dir.join("runs"),
+        runs_dir: run_env.runs_dir.clone(),
         validation_size: config.validation_size,
         owner: format!("{}-{}", std::process::id(), address.port()),
     };

@@ -106,12 +106,14 @@ impl Worker {
         Ok(())
     }
 
-    /// Claims the next run: from the team that trained least recently, its oldest run.
+    /// Claims the next run: one the instructor moved up first, then from the team that
+    /// trained least recently, its oldest run.
     async fn claim(&self) -> Result<Option<Claimed>, sqlx::Error> {
         loop {
             let next: Option<(i64, String)> = sqlx::query_as(
                 "SELECT r.id, r.settings FROM runs r WHERE r.status = 'queued' \
-                 ORDER BY COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
+                 ORDER BY r.priority DESC, \
+                 COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
                  LIMIT 1",
             )
             .fetch_optional(&self.pool)
@@ -187,7 +189,7 @@ impl Worker {
             probe_sentences: probes,
             checkpoint_dir: Some(dir.join("checkpoints")),
             checkpoint_every: Some(Duration::from_secs(120)),
-            export_dir: Some(dir.join("model")),
+            export_dir: Some(self.env.model_dir(run.id)),
         }
     }
 

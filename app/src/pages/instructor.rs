@@ -1,7 +1,7 @@
 //! The instructor's pages: their classes, one class's teams, topics and phase, and grading
 //! the quiz one question at a time.
 
-use super::{ErrorList, action_error, id_param, points, points_worth, when};
+use super::{ClassRuns, ErrorList, action_error, id_param, points, points_worth, when};
 use crate::auth::MAX_NAME_CHARS;
 use crate::classroom::{
     AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, Phase, SetPhase,
@@ -170,6 +170,7 @@ pub fn ClassAdminPage() -> impl IntoView {
                                 <h2>"Quiz standings"</h2>
                                 <Leaderboard scores=leaderboard />
                             </section>
+                            <ClassRuns class_id=id />
                         }
                     })
                 })}

@@ -13,6 +13,7 @@ pub use home::HomePage;
 pub use instructor::{ClassAdminPage, GradeQuestionPage, GradingOverviewPage, InstructorHome};
 pub use lesson::LessonPage;
 pub use not_found::NotFound;
+use runs::ClassRuns;
 pub use runs::{RunPage, TeamPage};
 pub use student::{QuizPage, StudentClassPage};
 

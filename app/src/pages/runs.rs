@@ -4,8 +4,8 @@
 
 use super::{ErrorList, action_error, id_param};
 use crate::runs::{
-    Boards, CancelRun, RunEvent, RunFormInfo, RunStatus, RunSummary, SubmitOutcome, SubmitRun,
-    class_boards, load_run_form, run_detail, team_runs,
+    Boards, CancelRun, PrioritizeRun, RevealBoard, RunEvent, RunFormInfo, RunStatus, RunSummary,
+    SubmitOutcome, SubmitRun, TryRunModel, class_boards, load_run_form, run_detail, team_runs,
 };
 use crate::widgets::Heatmap;
 use leptos::prelude::*;
@@ -398,6 +398,7 @@ pub fn RunPage() -> impl IntoView {
                                 <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel this run"</button>
                             })}
                             <Outcome status=run.status message=run.message.unwrap_or_default() />
+                            {(run.status == RunStatus::Succeeded).then(|| view! { <TryModel run_id=id /> })}
                         }
                     })
                 })}
@@ -461,6 +462,130 @@ fn Outcome(status: RunStatus, message: String) -> impl IntoView {
             <p class="hint" data-testid="outcome">"Finished. Compare the training and validation curves below: if training loss keeps falling while validation loss rises, the model is overfitting (see the overfitting lesson)."</p>
         }.into_any()),
         _ => None,
+    }
+}
+
+/// "Try your model": a sentence through the run's fine-tuned model, and the download.
+#[component]
+fn TryModel(run_id: i64) -> impl IntoView {
+    let text = RwSignal::new("a gorgeous , witty , seductive movie .".to_string());
+    let read = ServerAction::<TryRunModel>::new();
+    view! {
+        <section class="panel" data-testid="try-model">
+            <h2>"Try your model"</h2>
+            <form on:submit=move |ev| {
+                ev.prevent_default();
+                read.dispatch(TryRunModel { run_id, text: text.get_untracked() });
+            }>
+                <textarea name="text" rows="2" maxlength="512" prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))></textarea>
+                <button type="submit" disabled=move || read.pending().get()>"Classify"</button>
+            </form>
+            {move || match read.value().get() {
+                Some(Ok(reading)) => Some(view! {
+                    <p data-testid="model-reading">
+                        <strong>{reading.label.clone()}</strong>
+                        {reading.probabilities.iter().map(|(label, p)| format!(" · {label} {:.1}%", 100.0 * p)).collect::<String>()}
+                        {reading.truncated.then_some(" (the sentence was cut to the model's length)")}
+                    </p>
+                }.into_any()),
+                other => action_error(other),
+            }}
+            <p>
+                <a href=format!("/runs/{run_id}/model.zip") rel="external" download=format!("jigsaw-run-{run_id}.zip")>
+                    "Download the model (Hugging Face format, zip)"
+                </a>
+                " · loads with "<code>"AutoModelForSequenceClassification.from_pretrained"</code>
+            </p>
+        </section>
+    }
+}
+
+/// The instructor's view of a class's runs: cancel, move up, and the boards with the
+/// private board's reveal switch.
+#[component]
+pub fn ClassRuns(class_id: i64) -> impl IntoView {
+    let tick = RwSignal::new(0_u32);
+    #[cfg(feature = "hydrate")]
+    {
+        if let Ok(handle) = set_interval_with_handle(
+            move || tick.update(|n| *n += 1),
+            std::time::Duration::from_millis(TEAM_REFRESH_MS),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    let cancel = ServerAction::<CancelRun>::new();
+    let prioritize = ServerAction::<PrioritizeRun>::new();
+    let reveal = ServerAction::<RevealBoard>::new();
+    let runs = Resource::new(
+        move || {
+            (
+                tick.get(),
+                cancel.version().get(),
+                prioritize.version().get(),
+            )
+        },
+        move |_| team_runs(Some(class_id)),
+    );
+    let boards = Resource::new(
+        move || (tick.get(), reveal.version().get()),
+        move |_| class_boards(Some(class_id)),
+    );
+    view! {
+        <section class="panel">
+            <h2>"Training runs"</h2>
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    runs.await.map(|runs| {
+                        if runs.is_empty() {
+                            return view! { <p class="hint">"No runs yet: teams queue them from their team page in the competition phase."</p> }.into_any();
+                        }
+                        view! {
+                            <table class="data-table" data-testid="class-runs">
+                                <thead><tr><th>"Run"</th><th>"Team"</th><th>"Status"</th><th>"Settings"</th><th>"Validation"</th><th></th></tr></thead>
+                                <tbody>
+                                    {runs.into_iter().map(|run| {
+                                        let id = run.id;
+                                        let settings = settings_line(&run);
+                                        let queued = run.status == RunStatus::Queued;
+                                        view! {
+                                            <tr>
+                                                <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a></td>
+                                                <td>{run.team}</td>
+                                                <td>{run.status.as_str()}{run.queue_position.map(|p| format!(" (#{p})"))}</td>
+                                                <td>{settings}</td>
+                                                <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
+                                                <td>
+                                                    {queued.then(|| view! { <button on:click=move |_| { prioritize.dispatch(PrioritizeRun { run_id: id }); }>"Run next"</button> })}
+                                                    {run.status.is_active().then(|| view! { <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel"</button> })}
+                                                </td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }.into_any()
+                    })
+                })}
+            </Transition>
+            {move || action_error(cancel.value().get()).or_else(|| action_error(prioritize.value().get()))}
+        </section>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                boards.await.map(|boards| {
+                    let revealed = boards.revealed;
+                    view! {
+                        <BoardsView boards />
+                        <p>
+                            {if revealed { "Students see the private board. " } else { "Students do not see the private board yet. " }}
+                            <button data-testid="reveal-board" on:click=move |_| { reveal.dispatch(RevealBoard { class_id, revealed: !revealed }); }>
+                                {if revealed { "Hide it again" } else { "Reveal the private board" }}
+                            </button>
+                        </p>
+                    }
+                })
+            })}
+        </Transition>
     }
 }
 

@@ -87,7 +87,7 @@ pub const MAX_CHARS: usize = 512;
 
 /// Rejects empty and over-long widget input with a message for the student.
 #[cfg(feature = "ssr")]
-fn check_sentence(text: &str) -> Result<(), AppError> {
+pub(crate) fn check_sentence(text: &str) -> Result<(), AppError> {
     let characters = text.chars().count();
     if text.trim().is_empty() {
         return Err(AppError::BadRequest("Type a sentence first.".into()).respond());
