@@ -138,6 +138,13 @@ test("a team submits a run, watches the curve grow live, reloads, cancels a seco
     planned,
   );
   await page.locator('[data-testid="attention-pair"]').first().waitFor();
+
+  // Try the fine-tuned model; the download link is offered.
+  const tryModel = page.getByTestId("try-model");
+  await tryModel.locator("textarea").fill("the story was charming .");
+  await tryModel.getByRole("button", { name: "Classify" }).click();
+  await tryModel.getByTestId("model-reading").filter({ hasText: "positive" }).waitFor();
+  assert.match(await tryModel.getByRole("link", { name: /Download the model/ }).getAttribute("href"), /\/runs\/\d+\/model\.zip$/);
   await page.screenshot({ path: join(outputDir, "runs-3-after-reload.png"), fullPage: true });
 
   // A second run is cancelled from the team page; the board shows the first.
