@@ -360,6 +360,31 @@ async fn a_run_goes_from_the_form_to_the_leaderboard() {
     )
     .await;
 
+    // The lessons' attention viewer and [CLS] demo use the team's fine-tuned model too.
+    let sentence = [("text", "the story was charming .")];
+    let team_view = ok(&class.red, server, "team-attention", &sentence).await;
+    assert_eq!(team_view["run_id"], run_id);
+    assert_eq!(team_view["view"]["tokens"][0], "[CLS]");
+    assert!(
+        ok(&class.blue, server, "team-attention", &sentence)
+            .await
+            .is_null(),
+        "Blue has no model yet"
+    );
+    let cls = ok(&class.red, server, "cls", &sentence).await;
+    assert_eq!(
+        (cls["run_id"].as_i64(), cls["head_trained"].as_bool()),
+        (Some(run_id), Some(true))
+    );
+    let pretrained = ok(&class.blue, server, "cls", &sentence).await;
+    assert_eq!(
+        (
+            pretrained["run_id"].as_i64(),
+            pretrained["head_trained"].as_bool()
+        ),
+        (None, Some(false))
+    );
+
     // Another team can neither see nor cancel the run.
     refused(
         &class.blue,

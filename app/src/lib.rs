@@ -2,6 +2,9 @@
 //! the browser, plus the server functions they call. Database code is compiled only with
 //! the `ssr` feature; the `hydrate` feature builds the browser side.
 
+// Leptos view types nest deeply; the widget pages exceed the default limit.
+#![recursion_limit = "256"]
+
 pub mod auth;
 pub mod checkins;
 pub mod classroom;

@@ -566,38 +566,51 @@ pub mod ssr {
     }
 
     impl TrainedModel {
-        /// Reads `text` with run `run_id`'s exported model in `dir` (loading it if needed).
-        pub fn predict(
+        /// Runs `read` on run `run_id`'s exported model in `dir`, loading it first if it is
+        /// not the one kept loaded.
+        pub fn with_model<T>(
             &self,
             run_id: i64,
             dir: &std::path::Path,
-            text: &str,
-        ) -> Result<super::ModelReading, AppError> {
+            read: impl FnOnce(&trainer::inference::Predictor) -> Result<T, AppError>,
+        ) -> Result<T, AppError> {
             let mut loaded = self
                 .0
                 .lock()
                 .map_err(|_| AppError::internal("model cache poisoned"))?;
             if loaded.as_ref().map(|(id, _)| *id) != Some(run_id) {
                 let cpu = trainer::device::ComputeDevice::cpu();
-                let predictor = trainer::inference::Predictor::load(dir, None, cpu.device())
+                let predictor = trainer::inference::Predictor::load(dir, Some(64), cpu.device())
                     .map_err(|e| AppError::internal(format!("run {run_id}'s model: {e}")))?;
                 *loaded = Some((run_id, predictor));
             }
             let (_, predictor) = loaded
                 .as_ref()
                 .ok_or_else(|| AppError::internal("no model"))?;
-            let prediction = predictor
-                .predict(text)
-                .map_err(|e| AppError::bad_request(e.to_string()))?;
-            Ok(super::ModelReading {
-                tokens: prediction.tokens,
-                label: prediction.label,
-                probabilities: trainer::train::LABELS
-                    .iter()
-                    .map(|l| l.to_string())
-                    .zip(prediction.probs)
-                    .collect(),
-                truncated: prediction.truncated,
+            read(predictor)
+        }
+
+        /// Reads `text` with run `run_id`'s exported model in `dir`.
+        pub fn predict(
+            &self,
+            run_id: i64,
+            dir: &std::path::Path,
+            text: &str,
+        ) -> Result<super::ModelReading, AppError> {
+            self.with_model(run_id, dir, |predictor| {
+                let prediction = predictor
+                    .predict(text)
+                    .map_err(|e| AppError::bad_request(e.to_string()))?;
+                Ok(super::ModelReading {
+                    tokens: prediction.tokens,
+                    label: prediction.label,
+                    probabilities: trainer::train::LABELS
+                        .iter()
+                        .map(|l| l.to_string())
+                        .zip(prediction.probs)
+                        .collect(),
+                    truncated: prediction.truncated,
+                })
             })
         }
     }
@@ -609,6 +622,25 @@ pub mod ssr {
         pub run_id: i64,
         /// The event's sequence number and JSON, or `None` for a status change.
         pub event: Option<(i64, String)>,
+    }
+
+    /// The calling student's team's latest finished run with a model on disk, if any.
+    pub async fn team_model(pool: &SqlitePool) -> Result<Option<(i64, PathBuf)>, AppError> {
+        let crate::auth::ssr::Caller::Student(student) = crate::auth::ssr::caller(pool).await?
+        else {
+            return Ok(None);
+        };
+        let env: RunEnvironment = AppError::from_context("run environment")?;
+        let runs: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE team_id = $1 AND status = 'succeeded' ORDER BY id DESC",
+        )
+        .bind(student.team_id)
+        .fetch_all(pool)
+        .await?;
+        Ok(runs
+            .into_iter()
+            .map(|id| (id, env.model_dir(id)))
+            .find(|(_, dir)| dir.join("model.safetensors").is_file()))
     }
 
     impl RunEnvironment {

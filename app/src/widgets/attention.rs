@@ -52,11 +52,51 @@ pub async fn attention_map(text: String) -> Result<AttentionView, AppError> {
     })
 }
 
+/// The attention of the caller's team's fine-tuned model, for the side-by-side view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamAttention {
+    /// The run whose model it is.
+    pub run_id: i64,
+    /// Its maps.
+    pub view: AttentionView,
+}
+
+/// The same sentence through the caller's team's latest fine-tuned model, when the caller
+/// is a student whose team has finished a run (otherwise `None`).
+#[server(prefix = "/api", endpoint = "team-attention")]
+pub async fn team_attention_map(text: String) -> Result<Option<TeamAttention>, AppError> {
+    super::check_sentence(&text)?;
+    let pool = crate::auth::ssr::pool()?;
+    let Some((run_id, dir)) = crate::runs::ssr::team_model(&pool).await? else {
+        return Ok(None);
+    };
+    let env: crate::runs::ssr::RunEnvironment = AppError::from_context("run environment")?;
+    let view = tokio::task::spawn_blocking(move || {
+        env.trained.with_model(run_id, &dir, |predictor| {
+            predictor
+                .attention(&text)
+                .map_err(|e| AppError::bad_request(e.to_string()))
+        })
+    })
+    .await
+    .map_err(AppError::internal)??;
+    Ok(Some(TeamAttention {
+        run_id,
+        view: AttentionView {
+            tokens: view.tokens,
+            layers: view.layers,
+            truncated: view.truncated,
+            max_len: 64,
+        },
+    }))
+}
+
 /// A sentence box, layer and head pickers, and the heatmap.
 #[component]
 pub fn AttentionViewer() -> impl IntoView {
     let text = RwSignal::new("the movie was not good .".to_string());
     let show = ServerAction::<AttentionMap>::new();
+    let team = ServerAction::<TeamAttentionMap>::new();
     view! {
         <section class="widget attention-viewer">
             <h2>"Try it: the attention viewer"</h2>
@@ -68,11 +108,26 @@ pub fn AttentionViewer() -> impl IntoView {
                 text
                 label="Show attention"
                 pending=show.pending()
-                on_submit=move |text| {
-                    show.dispatch(AttentionMap { text });
+                on_submit=move |text: String| {
+                    show.dispatch(AttentionMap { text: text.clone() });
+                    team.dispatch(TeamAttentionMap { text });
                 }
             />
-            {move || super::action_result(show.value().get(), |view| view! { <AttentionExplorer view=Arc::new(view) /> }.into_any())}
+            <div class="chart-pair">
+                <div>
+                    {move || show.value().get().is_some_and(|r| r.is_ok()).then(|| view! { <h3>"Pretrained all-MiniLM-L6-v2"</h3> })}
+                    {move || super::action_result(show.value().get(), |view| view! { <AttentionExplorer view=Arc::new(view) /> }.into_any())}
+                </div>
+                {move || match team.value().get() {
+                    Some(Ok(Some(team))) => Some(view! {
+                        <div data-testid="team-attention">
+                            <h3>{format!("Your team's fine-tuned model (run #{})", team.run_id)}</h3>
+                            <AttentionExplorer view=Arc::new(team.view) />
+                        </div>
+                    }),
+                    _ => None,
+                }}
+            </div>
         </section>
     }
 }

@@ -16,12 +16,39 @@ pub struct ClsView {
     pub probabilities: Vec<(String, f32)>,
     /// False while the head has random weights (the model is not fine-tuned yet).
     pub head_trained: bool,
+    /// The fine-tuning run whose model read the sentence (the caller's team's latest), or
+    /// `None` for the pretrained default model.
+    pub run_id: Option<i64>,
 }
 
 /// Runs the default model on `text` and reads its [CLS] vector and head output.
 #[server(prefix = "/api", endpoint = "cls")]
 pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
     super::check_sentence(&text)?;
+    let pool = crate::auth::ssr::pool()?;
+    if let Some((run_id, dir)) = crate::runs::ssr::team_model(&pool).await? {
+        let env: crate::runs::ssr::RunEnvironment = AppError::from_context("run environment")?;
+        return tokio::task::spawn_blocking(move || {
+            env.trained.with_model(run_id, &dir, |predictor| {
+                let prediction = predictor
+                    .predict(&text)
+                    .map_err(|e| AppError::bad_request(e.to_string()))?;
+                Ok(ClsView {
+                    tokens: prediction.tokens,
+                    cls: prediction.cls,
+                    probabilities: trainer::train::LABELS
+                        .iter()
+                        .map(|l| l.to_string())
+                        .zip(prediction.probs)
+                        .collect(),
+                    head_trained: true,
+                    run_id: Some(run_id),
+                })
+            })
+        })
+        .await
+        .map_err(AppError::internal)?;
+    }
     let model: super::DefaultModel = AppError::from_context("model")?;
     let predictor = model
         .predictor
@@ -39,6 +66,7 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
             .zip(prediction.probs)
             .collect(),
         head_trained: predictor.head_trained(),
+        run_id: None,
     })
 }
 
@@ -102,10 +130,14 @@ fn ClsResult(view: ClsView) -> impl IntoView {
             }
         })
         .collect_view();
-    let explanation = if view.head_trained {
-        "This head was fine-tuned, so the probabilities are the model's verdict."
+    let explanation = if let Some(run_id) = view.run_id {
+        format!(
+            "This is your team's fine-tuned model from run #{run_id}: its head was trained on SST-2, so the probabilities are the model's verdict."
+        )
+    } else if view.head_trained {
+        "This head was fine-tuned, so the probabilities are the model's verdict.".to_string()
     } else {
-        "This is the pretrained all-MiniLM-L6-v2: its classification head has random weights until a team fine-tunes it, so these probabilities are close to a coin toss. Fine-tuning trains the head, and nudges the whole model so that [CLS] carries the sentiment."
+        "This is the pretrained all-MiniLM-L6-v2: its classification head has random weights until a team fine-tunes it, so these probabilities are close to a coin toss. Fine-tuning trains the head, and nudges the whole model so that [CLS] carries the sentiment.".to_string()
     };
     view! {
         <p class="piece-summary">{format!("[CLS] summarizes {} tokens into {n} numbers (blue above zero, orange below):", view.tokens.len())}</p>

@@ -10,7 +10,10 @@ mod tokenizer;
 #[cfg(feature = "ssr")]
 pub use attention::DefaultModel;
 pub(crate) use attention::Heatmap;
-pub use attention::{AttentionMap, AttentionView, AttentionViewer, attention_map};
+pub use attention::{
+    AttentionMap, AttentionView, AttentionViewer, TeamAttention, TeamAttentionMap, attention_map,
+    team_attention_map,
+};
 
 pub use cls::{ClsDemo, ClsView, ReadCls, read_cls};
 pub use lora::{LoraCount, LoraCounter, LoraParams, LoraTargets, lora_count};
