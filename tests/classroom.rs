@@ -46,6 +46,12 @@ async fn a_class_runs_from_study_to_graded_quiz() {
     let zoe = joined_student(&server, &code, "  Zoë 🦊 ", teams[0]).await;
     let sam = joined_student(&server, &code, "Sam", teams[1]).await;
 
+    // A student's "I've got it" counts once per lesson.
+    let first = ok(&zoe, &server, "checkin", &[("slug", "attention")]).await;
+    let again = ok(&zoe, &server, "checkin", &[("slug", "attention")]).await;
+    assert_eq!((first.as_i64(), again.as_i64()), (Some(1), Some(1)));
+    assert_eq!(ok(&sam, &server, "checkin", &[("slug", "attention")]).await, 2);
+
     // Study: the student sees the team's own topic first.
     let class = ok(&zoe, &server, "my-class", &[]).await;
     assert_eq!(class["name"], "Zoë 🦊", "names are trimmed, Unicode kept");

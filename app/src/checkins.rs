@@ -12,15 +12,24 @@ pub async fn checkin_count(slug: String) -> Result<i64, AppError> {
     Ok(db::count(&pool, &slug).await?)
 }
 
-/// Records one check-in for a lesson and returns the new total.
+/// Records one check-in for a lesson and returns the new total. A student who joined a
+/// class counts once per lesson, however often they click.
 #[server(prefix = "/api", endpoint = "checkin")]
 pub async fn check_in(slug: String) -> Result<i64, AppError> {
     let pool = db::pool()?;
     db::ensure_lesson(&slug)?;
-    sqlx::query("INSERT INTO lesson_checkins (lesson_slug) VALUES ($1)")
-        .bind(&slug)
-        .execute(&pool)
-        .await?;
+    let student = match crate::auth::ssr::caller(&pool).await? {
+        crate::auth::ssr::Caller::Student(student) => Some(student.id),
+        _ => None,
+    };
+    sqlx::query(
+        "INSERT INTO lesson_checkins (lesson_slug, student_id) VALUES ($1, $2) \
+         ON CONFLICT (lesson_slug, student_id) DO NOTHING",
+    )
+    .bind(&slug)
+    .bind(student)
+    .execute(&pool)
+    .await?;
     Ok(db::count(&pool, &slug).await?)
 }
 
