@@ -50,7 +50,10 @@ async fn a_class_runs_from_study_to_graded_quiz() {
     let first = ok(&zoe, &server, "checkin", &[("slug", "attention")]).await;
     let again = ok(&zoe, &server, "checkin", &[("slug", "attention")]).await;
     assert_eq!((first.as_i64(), again.as_i64()), (Some(1), Some(1)));
-    assert_eq!(ok(&sam, &server, "checkin", &[("slug", "attention")]).await, 2);
+    assert_eq!(
+        ok(&sam, &server, "checkin", &[("slug", "attention")]).await,
+        2
+    );
 
     // Study: the student sees the team's own topic first.
     let class = ok(&zoe, &server, "my-class", &[]).await;

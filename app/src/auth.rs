@@ -332,11 +332,16 @@ pub mod ssr {
             Caller::Instructor(_) => Err(AppError::forbidden(
                 "This page is for students; instructors use the class dashboard.",
             )),
-            Caller::Anonymous => Err(AppError::SignInRequired(
-                "Join your class first: ask your teacher for the join code.".into(),
-            )
-            .respond()),
+            Caller::Anonymous => Err(join_first()),
         }
+    }
+
+    /// The 401 for a visitor who has not joined a class.
+    pub fn join_first() -> AppError {
+        AppError::SignInRequired(
+            "Join your class first: ask your teacher for the join code.".into(),
+        )
+        .respond()
     }
 
     /// Starts a fresh session for `user` (a new id, so an old cookie cannot be reused).

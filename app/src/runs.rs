@@ -412,21 +412,13 @@ pub async fn prioritize_run(run_id: i64) -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "team-runs")]
 pub async fn team_runs(class_id: Option<i64>) -> Result<Vec<RunSummary>, AppError> {
     let pool = crate::auth::ssr::pool()?;
-    match (crate::auth::ssr::caller(&pool).await?, class_id) {
-        (crate::auth::ssr::Caller::Student(student), _) => {
-            ssr::summaries(&pool, ssr::RunFilter::Team(student.team_id)).await
+    match ssr::viewpoint(&pool, class_id).await? {
+        ssr::Viewpoint::Team { team_id, .. } => {
+            ssr::summaries(&pool, ssr::RunFilter::Team(team_id)).await
         }
-        (crate::auth::ssr::Caller::Instructor(instructor), Some(class_id)) => {
-            crate::auth::ssr::check_class_owner(&pool, &instructor, class_id).await?;
+        ssr::Viewpoint::Instructor { class_id } => {
             ssr::summaries(&pool, ssr::RunFilter::Class(class_id)).await
         }
-        (crate::auth::ssr::Caller::Instructor(_), None) => {
-            Err(AppError::bad_request("Name the class whose runs to list."))
-        }
-        (crate::auth::ssr::Caller::Anonymous, _) => Err(AppError::SignInRequired(
-            "Join your class first: ask your teacher for the join code.".into(),
-        )
-        .respond()),
     }
 }
 
@@ -473,21 +465,9 @@ pub async fn cancel_run(run_id: i64) -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "boards")]
 pub async fn class_boards(class_id: Option<i64>) -> Result<Boards, AppError> {
     let pool = crate::auth::ssr::pool()?;
-    let (class_id, instructor) = match (crate::auth::ssr::caller(&pool).await?, class_id) {
-        (crate::auth::ssr::Caller::Student(student), _) => (student.class_id, false),
-        (crate::auth::ssr::Caller::Instructor(instructor), Some(class_id)) => {
-            crate::auth::ssr::check_class_owner(&pool, &instructor, class_id).await?;
-            (class_id, true)
-        }
-        (crate::auth::ssr::Caller::Instructor(_), None) => {
-            return Err(AppError::bad_request("Name the class."));
-        }
-        (crate::auth::ssr::Caller::Anonymous, _) => {
-            return Err(AppError::SignInRequired(
-                "Join your class first: ask your teacher for the join code.".into(),
-            )
-            .respond());
-        }
+    let (class_id, instructor) = match ssr::viewpoint(&pool, class_id).await? {
+        ssr::Viewpoint::Team { class_id, .. } => (class_id, false),
+        ssr::Viewpoint::Instructor { class_id } => (class_id, true),
     };
     let revealed: bool =
         sqlx::query_scalar("SELECT private_board_revealed FROM classes WHERE id = $1")
@@ -604,11 +584,7 @@ pub mod ssr {
                 Ok(super::ModelReading {
                     tokens: prediction.tokens,
                     label: prediction.label,
-                    probabilities: trainer::train::LABELS
-                        .iter()
-                        .map(|l| l.to_string())
-                        .zip(prediction.probs)
-                        .collect(),
+                    probabilities: crate::widgets::labelled(prediction.probs),
                     truncated: prediction.truncated,
                 })
             })
@@ -900,6 +876,44 @@ pub mod ssr {
         ))
     }
 
+    /// Whose runs and boards a caller sees.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Viewpoint {
+        /// A student: their own class and team.
+        Team {
+            /// The student's class.
+            class_id: i64,
+            /// The student's team.
+            team_id: i64,
+        },
+        /// An instructor looking at one of their classes.
+        Instructor {
+            /// The class.
+            class_id: i64,
+        },
+    }
+
+    /// The caller's viewpoint: students see their own class (`class_id` is ignored);
+    /// instructors must name one of theirs.
+    pub async fn viewpoint(
+        pool: &SqlitePool,
+        class_id: Option<i64>,
+    ) -> Result<Viewpoint, AppError> {
+        use crate::auth::ssr::Caller;
+        match (crate::auth::ssr::caller(pool).await?, class_id) {
+            (Caller::Student(student), _) => Ok(Viewpoint::Team {
+                class_id: student.class_id,
+                team_id: student.team_id,
+            }),
+            (Caller::Instructor(instructor), Some(class_id)) => {
+                crate::auth::ssr::check_class_owner(pool, &instructor, class_id).await?;
+                Ok(Viewpoint::Instructor { class_id })
+            }
+            (Caller::Instructor(_), None) => Err(AppError::bad_request("Name the class.")),
+            (Caller::Anonymous, _) => Err(crate::auth::ssr::join_first()),
+        }
+    }
+
     /// Checks the caller may see `run_id`: a member of its team or its class's instructor.
     pub async fn check_run_access(pool: &SqlitePool, run_id: i64) -> Result<(), AppError> {
         let owner: Option<(i64, i64)> =
@@ -920,10 +934,7 @@ pub mod ssr {
         use crate::auth::ssr::Caller;
         let not_found = || AppError::not_found("There is no such run.");
         match (caller, owner) {
-            (Caller::Anonymous, _) => Err(AppError::SignInRequired(
-                "Join your class first: ask your teacher for the join code.".into(),
-            )
-            .respond()),
+            (Caller::Anonymous, _) => Err(crate::auth::ssr::join_first()),
             (_, None) => Err(not_found()),
             (Caller::Student(student), Some((_, team))) if team == student.team_id => Ok(()),
             // Another team's run is not theirs to see; say so without confirming it exists.

@@ -7,7 +7,7 @@ use crate::runs::{
     Boards, CancelRun, PrioritizeRun, RevealBoard, RunEvent, RunFormInfo, RunStatus, RunSummary,
     SubmitOutcome, SubmitRun, TryRunModel, class_boards, load_run_form, run_detail, team_runs,
 };
-use crate::widgets::Heatmap;
+use crate::widgets::{Heatmap, head_average};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -695,18 +695,6 @@ fn attention_pairs(maps: &[AttentionSnapshot]) -> AnyView {
         })
         .collect_view()
         .into_any()
-}
-
-/// The element-wise mean of a layer's heads.
-fn head_average(heads: &[Vec<f32>]) -> Vec<f32> {
-    let len = heads.first().map_or(0, Vec::len);
-    let mut sum = vec![0.0; len];
-    for head in heads {
-        for (total, value) in sum.iter_mut().zip(head) {
-            *total += value;
-        }
-    }
-    sum.iter().map(|v| v / heads.len().max(1) as f32).collect()
 }
 
 /// Exponential moving average with weight `alpha` on the past (0 = raw).

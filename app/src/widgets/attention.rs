@@ -201,7 +201,7 @@ fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
 }
 
 /// The mean of a layer's heads.
-fn average(heads: &[Vec<f32>]) -> Vec<f32> {
+pub(crate) fn average(heads: &[Vec<f32>]) -> Vec<f32> {
     let len = heads.first().map_or(0, Vec::len);
     let mut sum = vec![0.0; len];
     for head in heads {

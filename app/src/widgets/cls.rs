@@ -36,11 +36,7 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
                 Ok(ClsView {
                     tokens: prediction.tokens,
                     cls: prediction.cls,
-                    probabilities: trainer::train::LABELS
-                        .iter()
-                        .map(|l| l.to_string())
-                        .zip(prediction.probs)
-                        .collect(),
+                    probabilities: super::labelled(prediction.probs),
                     head_trained: true,
                     run_id: Some(run_id),
                 })
@@ -60,11 +56,7 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
     Ok(ClsView {
         tokens: prediction.tokens,
         cls: prediction.cls,
-        probabilities: trainer::train::LABELS
-            .iter()
-            .map(|l| l.to_string())
-            .zip(prediction.probs)
-            .collect(),
+        probabilities: super::labelled(prediction.probs),
         head_trained: predictor.head_trained(),
         run_id: None,
     })

@@ -9,11 +9,11 @@ mod tokenizer;
 
 #[cfg(feature = "ssr")]
 pub use attention::DefaultModel;
-pub(crate) use attention::Heatmap;
 pub use attention::{
     AttentionMap, AttentionView, AttentionViewer, TeamAttention, TeamAttentionMap, attention_map,
     team_attention_map,
 };
+pub(crate) use attention::{Heatmap, average as head_average};
 
 pub use cls::{ClsDemo, ClsView, ReadCls, read_cls};
 pub use lora::{LoraCount, LoraCounter, LoraParams, LoraTargets, lora_count};
@@ -102,4 +102,14 @@ pub(crate) fn check_sentence(text: &str) -> Result<(), AppError> {
         .respond());
     }
     Ok(())
+}
+
+/// SST-2's labels paired with the head's probabilities.
+#[cfg(feature = "ssr")]
+pub(crate) fn labelled(probabilities: Vec<f32>) -> Vec<(String, f32)> {
+    trainer::train::LABELS
+        .iter()
+        .map(|label| label.to_string())
+        .zip(probabilities)
+        .collect()
 }
