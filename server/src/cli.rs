@@ -1,8 +1,9 @@
 //! `jigsaw-lab train`: a fine-tuning run from the terminal, printing each event as a JSON
-//! line. It uses the same engine the web app's worker drives.
+//! line. It uses the same engine the web app's worker drives. Also `predict` and `bench`.
 
 use crate::config::{Config, DEFAULT_MODEL};
 use std::path::PathBuf;
+use trainer::bench::{BenchOptions, Shape};
 use trainer::train::{CancelToken, Method, TrainConfig};
 
 /// Usage text of the `train` subcommand.
@@ -160,6 +161,97 @@ pub fn predict(args: &[String], config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Usage text of the `bench` subcommand.
+pub const BENCH_USAGE: &str = "\
+Usage: jigsaw-lab bench [options]
+
+Measures training-step throughput (forward, backward and AdamW update of full fine-tuning,
+fp32) on the device JIGSAW_DEVICE chooses, for BERT-family models built from their
+configuration with random weights (nothing is downloaded). Inputs are full-length random
+token ids and random labels from a fixed seed.
+
+  --models LIST           comma-separated: minilm (6 layers, hidden 384, 12 heads, ffn
+                          1536), bert-base (12 layers, hidden 768, 12 heads, ffn 3072);
+                          default minilm,bert-base
+  --shapes LIST           comma-separated SEQxBATCH (default 128x32,64x64)
+  --warmup N              untimed steps first (default 5; a GPU's first steps compile
+                          and autotune kernels)
+  --windows N             timed windows; the medians are reported (default 5)
+  --steps-per-window N    steps per timed window (default 10)
+  --seed N                seed of weights, inputs and dropout (default 42)
+
+A table goes to standard error and one JSON record per configuration to standard output:
+card, date, model, impl, dtype, batch, seq, examples_per_s, step_ms_median, peak_mem_mb
+(null where the backend does not report memory), device, warmup_steps, warmup_s, windows,
+steps_per_window. bench/torch_reference.py writes the same records for PyTorch.";
+
+/// Parses `bench` options.
+pub fn parse_bench_args(args: &[String]) -> Result<BenchOptions, String> {
+    let mut options = BenchOptions::default();
+    let mut iter = args.iter();
+    while let Some(flag) = iter.next() {
+        let mut value = || iter.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--models" => options.models = list(value()?)?,
+            "--shapes" => options.shapes = list(value()?)?,
+            "--warmup" => options.warmup = number(flag, value()?)?,
+            "--windows" => options.windows = number(flag, value()?)?,
+            "--steps-per-window" => options.steps_per_window = number(flag, value()?)?,
+            "--seed" => options.seed = number(flag, value()?)?,
+            other => return Err(format!("unknown option \u{201c}{other}\u{201d}")),
+        }
+    }
+    options.validate()?;
+    Ok(options)
+}
+
+fn list<T: std::str::FromStr<Err = String>>(text: &str) -> Result<Vec<T>, String> {
+    text.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// Runs `jigsaw-lab bench`; `Ok(true)` when every configuration was measured.
+pub fn bench(args: &[String], config: &Config) -> Result<bool, String> {
+    let options = parse_bench_args(args)?;
+    let device =
+        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    eprintln!(
+        "jigsaw-lab bench on {}: {} warm-up steps, {} windows of {} steps",
+        device.description(),
+        options.warmup,
+        options.windows,
+        options.steps_per_window
+    );
+    let mut all_ok = true;
+    let records = trainer::bench::run(
+        &options,
+        &device,
+        &mut |record| {
+            if let Ok(line) = serde_json::to_string(record) {
+                println!("{line}");
+            }
+            eprintln!(
+                "  {} {}: {:.1} ms/step, {:.1} examples/s",
+                record.model,
+                Shape {
+                    seq: record.seq,
+                    batch: record.batch
+                },
+                record.step_ms_median,
+                record.examples_per_s
+            );
+        },
+        &mut |model, shape, reason| {
+            all_ok = false;
+            eprintln!("  {} {shape}: failed: {reason}", model.name());
+        },
+    );
+    eprint!("\n{}", trainer::bench::table(&records));
+    Ok(all_ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +295,40 @@ mod tests {
             ("--lora-alpha 4", "--lora-alpha needs --lora-rank"),
         ] {
             let error = parse_train_args(&args(text), &config()).unwrap_err();
+            assert!(error.contains(needle), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn bench_options_parse_and_bad_ones_are_clear() {
+        let options = parse_bench_args(&args(
+            "--models minilm --shapes 64x32,128x32 --warmup 2 --windows 3 --steps-per-window 2",
+        ))
+        .unwrap();
+        assert_eq!(options.models, [trainer::bench::BenchModel::MiniLmL6]);
+        assert_eq!(
+            options.shapes,
+            [
+                Shape { seq: 64, batch: 32 },
+                Shape {
+                    seq: 128,
+                    batch: 32
+                }
+            ]
+        );
+        assert_eq!(
+            (options.warmup, options.windows, options.steps_per_window),
+            (2, 3, 2)
+        );
+        assert_eq!(parse_bench_args(&[]).unwrap(), BenchOptions::default());
+        for (text, needle) in [
+            ("--models gpt2", "gpt2"),
+            ("--shapes 128", "SEQxBATCH"),
+            ("--windows 0", "at least 1"),
+            ("--warmup", "--warmup needs a value"),
+            ("--fast", "unknown option"),
+        ] {
+            let error = parse_bench_args(&args(text)).unwrap_err();
             assert!(error.contains(needle), "{text}: {error}");
         }
     }

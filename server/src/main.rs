@@ -9,6 +9,7 @@ Usage: jigsaw-lab [serve]           serve the web app
        jigsaw-lab train [options]   fine-tune from the terminal (jigsaw-lab train --help)
        jigsaw-lab predict TEXT...   classify sentences (jigsaw-lab predict --help)
        jigsaw-lab instructor add NAME   create an instructor account
+       jigsaw-lab bench [options]   training-step throughput (jigsaw-lab bench --help)
 
 Serves Jigsaw Lab. Settings come from environment variables (JIGSAW_BIND, JIGSAW_DATA_DIR,
 DATABASE_URL, JIGSAW_MODELS_DIR, JIGSAW_SST2_DIR, JIGSAW_DEVICE, JIGSAW_SITE_ROOT,
@@ -43,6 +44,11 @@ fn main() -> ExitCode {
         ["instructor", ..] => command("instructor", |config| {
             server::accounts::instructor(&args[1..], config)
         }),
+        ["bench", "-h" | "--help"] => {
+            println!("{}", server::cli::BENCH_USAGE);
+            ExitCode::SUCCESS
+        }
+        ["bench", ..] => command("bench", |config| server::cli::bench(&args[1..], config)),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -59,6 +59,7 @@ pub struct ComputeDevice {
     device: Device,
     kind: BackendKind,
     name: String,
+    card: String,
 }
 
 impl ComputeDevice {
@@ -69,7 +70,14 @@ impl ComputeDevice {
             device: Device::flex(),
             kind: BackendKind::Cpu,
             name: format!("{threads} threads"),
+            card: cpu_model_name(),
         }
+    }
+
+    /// The hardware alone, for benchmark records: the GPU adapter's name (such as
+    /// "NVIDIA H200") or the CPU's model name from /proc/cpuinfo.
+    pub fn card(&self) -> &str {
+        &self.card
     }
 
     /// The burn device to create tensors and modules on.
@@ -95,6 +103,20 @@ impl fmt::Display for ComputeDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.description())
     }
+}
+
+/// The CPU's model name as /proc/cpuinfo gives it, or "unknown CPU" where there is none.
+fn cpu_model_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 /// Resolves `choice` to a device. Call once per process: a wgpu device can be initialised
@@ -136,6 +158,7 @@ mod gpu {
             device,
             kind: BackendKind::Gpu,
             name: format!("{} ({:?})", info.name, info.backend),
+            card: info.name.clone(),
         })
     }
 
@@ -209,6 +232,7 @@ mod tests {
         let cpu = select(DeviceChoice::Cpu).unwrap();
         assert_eq!(cpu.kind(), BackendKind::Cpu);
         assert!(cpu.description().starts_with("CPU: "));
+        assert!(!cpu.card().is_empty());
         assert_eq!(matmul_on(cpu.device()), [58.0, 64.0, 139.0, 154.0]);
     }
 

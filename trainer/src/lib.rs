@@ -1,7 +1,9 @@
 //! Jigsaw Lab's fine-tuning engine, built on burn: BERT, DistilBERT and RoBERTa sequence
 //! classifiers loaded from HF checkpoints, SST-2 data, and the compute device (a wgpu GPU
-//! when one is usable, burn's CPU backend otherwise). It knows nothing of HTTP.
+//! when one is usable, burn's CPU backend otherwise), and a training-step benchmark. It
+//! knows nothing of HTTP.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -1,6 +1,8 @@
 //! End-to-end training runs on the CPU with the tiny BERT fixture and a small synthetic
 //! SST-2-shaped dataset: the loop learns, is reproducible from its seed, can be cancelled,
-//! and reports what it did.
+//! and reports what it did. Two runs use the real all-MiniLM-L6-v2 and the real SST-2 files:
+//! a short full fine-tuning run that must reach 75% on SST-2 dev, and a learning rate far too
+//! high that must visibly fail. The benchmark's training step is checked on the fixture.
 //!
 //! burn's CPU backend keeps one random generator per process, so these tests take turns
 //! (see [`one_at_a_time`]) to keep each run's dropout masks its own.
@@ -362,4 +364,193 @@ fn a_stopped_run_resumes_exactly_from_its_checkpoint() {
         matches!(&refused[..], [Event::Failed { reason }] if reason.contains("other settings")),
         "{refused:?}"
     );
+}
+
+/// The default model `make setup` installs: `JIGSAW_MODELS_DIR`, else `<repo>/data/models`.
+fn minilm_dir() -> PathBuf {
+    let models = std::env::var_os("JIGSAW_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("../data/models"));
+    let dir = models.join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the default model is missing at {}; run `make setup` or set JIGSAW_MODELS_DIR",
+        dir.display()
+    );
+    dir
+}
+
+/// The GLUE SST-2 files, found as the server finds them: `JIGSAW_SST2_DIR`, else
+/// `../shared/data/sst2` beside the repository when present, else `<repo>/data/sst2`.
+fn sst2_dir() -> PathBuf {
+    let repo = manifest_dir().join("..");
+    let dir = std::env::var_os("JIGSAW_SST2_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let shared = repo.join("../shared/data/sst2");
+            if shared.is_dir() {
+                shared
+            } else {
+                repo.join("data/sst2")
+            }
+        });
+    for file in ["train.tsv", "dev.tsv"] {
+        assert!(
+            dir.join(file).is_file(),
+            "SST-2 is missing: no {} (set JIGSAW_SST2_DIR to a folder with the GLUE SST-2 TSVs)",
+            dir.join(file).display()
+        );
+    }
+    dir
+}
+
+/// A short full fine-tuning run of all-MiniLM-L6-v2 on real SST-2: 1,000 training
+/// sentences, one epoch, max_len 64, a small validation split, no attention probes.
+fn minilm_sst2_run() -> TrainConfig {
+    TrainConfig {
+        model_dir: minilm_dir(),
+        sst2_dir: sst2_dir(),
+        method: Method::Full,
+        learning_rate: MINILM_LR,
+        batch_size: MINILM_BATCH,
+        epochs: 1,
+        warmup_ratio: 0.1,
+        max_len: 64,
+        train_subset: Some(1_000),
+        validation_size: 100,
+        eval_every: None,
+        seed: 42,
+        probe_sentences: Vec::new(),
+        checkpoint_dir: None,
+        checkpoint_every: None,
+        export_dir: None,
+    }
+}
+
+/// Peak learning rate and batch size of the 1,000-sentence run (see docs/benchmarks.md for
+/// what other choices measured).
+const MINILM_LR: f64 = 1e-4;
+const MINILM_BATCH: usize = 16;
+
+fn private_test_accuracy(events: &[Event]) -> Option<f64> {
+    events.iter().find_map(|e| match e {
+        Event::Eval {
+            split: EvalSplit::PrivateTest,
+            accuracy,
+            ..
+        } => Some(*accuracy),
+        _ => None,
+    })
+}
+
+#[test]
+fn minilm_on_1000_sst2_sentences_reaches_75_percent_on_dev() {
+    let config = minilm_sst2_run();
+    let started = std::time::Instant::now();
+    let events = run(&config);
+    let seconds = started.elapsed().as_secs_f64();
+    let Some(Event::Finished { metrics }) = events.last() else {
+        panic!("the run finishes: {:?}", events.last());
+    };
+    assert_eq!(metrics.steps, 1_000usize.div_ceil(MINILM_BATCH));
+    let accuracy = private_test_accuracy(&events).expect("SST-2 dev is evaluated at the end");
+    assert_eq!(accuracy, metrics.private_test_accuracy);
+    eprintln!(
+        "MiniLM, 1,000 SST-2 sentences, 1 epoch, batch {MINILM_BATCH}, lr {MINILM_LR}: \
+         SST-2 dev {:.2}%, validation {:.2}%, {seconds:.0} s",
+        accuracy * 100.0,
+        metrics.validation_accuracy * 100.0
+    );
+    assert!(
+        accuracy >= 0.75,
+        "SST-2 dev accuracy {:.2}% is below 75%",
+        accuracy * 100.0
+    );
+}
+
+/// With lr 1e-2 (100 times the 1e-4 above) ten steps wreck the pretrained weights. Measured
+/// on the CPU (seed 42): the loss goes 0.69, 0.70, 0.67, then jumps to 6.1 once warm-up ends
+/// and stays between 0.6 and 3.9; it never exceeds the divergence threshold, so the run
+/// finishes rather than ending with Diverged, and SST-2 dev accuracy is 50.9%, exactly the
+/// share of positive sentences: the model answers "positive" for everything. So lr 1e-2 is
+/// a clear failure to learn, not a Diverged event.
+#[test]
+fn a_learning_rate_of_1e_2_fails_to_learn() {
+    let config = TrainConfig {
+        learning_rate: 1e-2,
+        train_subset: Some(HIGH_LR_SENTENCES),
+        ..minilm_sst2_run()
+    };
+    let events = run(&config);
+    let steps = losses(&events);
+    eprintln!("lr 1e-2 losses: {steps:?}; last event {:?}", events.last());
+    let Some(Event::Finished { metrics }) = events.last() else {
+        panic!(
+            "lr 1e-2 was measured to finish (its loss stays finite and below the divergence \
+             threshold): {:?}",
+            events.last()
+        );
+    };
+    assert_eq!(metrics.steps, HIGH_LR_SENTENCES.div_ceil(MINILM_BATCH));
+    assert!(
+        metrics.private_test_accuracy < 0.60,
+        "SST-2 dev accuracy {:.2}% after lr 1e-2 should be near chance (about 50%)",
+        metrics.private_test_accuracy * 100.0
+    );
+    let peak = steps.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        peak > 2.0,
+        "the loss should jump far above chance (ln 2 = 0.69) once the rate peaks: {steps:?}"
+    );
+}
+
+/// Training sentences of the lr 1e-2 run: a few steps are enough to see it fail.
+const HIGH_LR_SENTENCES: usize = 160;
+
+#[test]
+fn the_benchmark_times_real_training_steps_on_the_cpu() {
+    use trainer::bench::{BenchOptions, Shape, measure};
+    let _turn = one_at_a_time();
+    let device = select(DeviceChoice::Cpu).unwrap();
+    let tiny = trainer::loader::read_config(&tiny_bert()).unwrap();
+    let options = BenchOptions {
+        warmup: 1,
+        windows: 3,
+        steps_per_window: 2,
+        ..BenchOptions::default()
+    };
+    let record = measure(
+        &tiny,
+        "tiny-bert",
+        Shape { seq: 16, batch: 4 },
+        &options,
+        &device,
+    );
+    assert_eq!(
+        (record.implementation.as_str(), record.dtype.as_str()),
+        ("burn-flex", "fp32")
+    );
+    assert_eq!((record.seq, record.batch), (16, 4));
+    assert!(record.examples_per_s.is_finite() && record.examples_per_s > 0.0);
+    assert!(record.step_ms_median.is_finite() && record.step_ms_median > 0.0);
+    assert_eq!(
+        record.peak_mem_mb, None,
+        "the CPU backend reports no memory pools"
+    );
+    assert_eq!(record.card, device.card());
+    let json = serde_json::to_value(&record).unwrap();
+    for field in [
+        "card",
+        "date",
+        "model",
+        "impl",
+        "dtype",
+        "batch",
+        "seq",
+        "examples_per_s",
+        "peak_mem_mb",
+        "step_ms_median",
+    ] {
+        assert!(json.get(field).is_some(), "{field} missing from {json}");
+    }
 }

@@ -1,0 +1,464 @@
+//! Training-step throughput: how many examples per second one full fine-tuning step
+//! (forward, backward, AdamW update; fp32) processes on the chosen device, for BERT-family
+//! models built from their configuration with random weights, so nothing needs downloading.
+//!
+//! Each measured configuration gets a fresh model and optimizer, runs `warmup` untimed steps
+//! (on a GPU the first ones compile shaders and autotune kernels), then `windows` timed
+//! windows of `steps_per_window` steps each, with the device synchronised at both ends of
+//! every window. The reported numbers are the medians over the windows. Inputs are
+//! full-length random token ids (no padding) and random labels from a fixed seed; the same
+//! batch is fed at every step. `bench/torch_reference.py` measures PyTorch the same way and
+//! writes records of the same shape.
+
+use crate::device::{BackendKind, ComputeDevice};
+use crate::model::{BatchTensors, EncoderConfig, Family, SequenceClassifier};
+use crate::rng::SeededRng;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+/// The learning rate of every measured step (as the PyTorch reference).
+const LEARNING_RATE: f64 = 2e-5;
+/// AdamW weight decay, applied to every parameter (as PyTorch's `AdamW(weight_decay=0.01)`).
+const WEIGHT_DECAY: f32 = 0.01;
+/// Labels of the classification head.
+const NUM_LABELS: usize = 2;
+
+/// A model size to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchModel {
+    /// all-MiniLM-L6-v2's shape: 6 layers, hidden 384, 12 heads, feed-forward 1536.
+    MiniLmL6,
+    /// bert-base-uncased's shape: 12 layers, hidden 768, 12 heads, feed-forward 3072.
+    BertBase,
+}
+
+impl BenchModel {
+    /// Both sizes, smallest first.
+    pub const ALL: [BenchModel; 2] = [BenchModel::MiniLmL6, BenchModel::BertBase];
+
+    /// The name used in options and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MiniLmL6 => "minilm-l6",
+            Self::BertBase => "bert-base",
+        }
+    }
+
+    /// The architecture, as HF's `BertConfig` with these sizes (vocabulary 30522, 512
+    /// positions, 2 token types, dropout 0.1).
+    pub fn config(self) -> EncoderConfig {
+        let (layers, hidden, heads, ffn) = match self {
+            Self::MiniLmL6 => (6, 384, 12, 1536),
+            Self::BertBase => (12, 768, 12, 3072),
+        };
+        EncoderConfig {
+            family: Family::Bert,
+            vocab_size: 30_522,
+            hidden_size: hidden,
+            num_layers: layers,
+            num_heads: heads,
+            intermediate_size: ffn,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_dropout: 0.1,
+            attention_dropout: 0.1,
+            classifier_dropout: 0.1,
+            pad_token_id: 0,
+        }
+    }
+}
+
+impl FromStr for BenchModel {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "minilm" | "minilm-l6" => Ok(Self::MiniLmL6),
+            "bert-base" | "bert" => Ok(Self::BertBase),
+            other => Err(format!(
+                "\u{201c}{other}\u{201d} is not a benchmark model; use minilm or bert-base"
+            )),
+        }
+    }
+}
+
+/// Sequence length and batch size of one measurement, written `SEQxBATCH` (`128x32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Sequences per step.
+    pub batch: usize,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.seq, self.batch)
+    }
+}
+
+impl FromStr for Shape {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("\u{201c}{text}\u{201d} is not a shape; write SEQxBATCH, such as 128x32");
+        let (seq, batch) = text.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+        let seq: usize = seq.trim().parse().map_err(|_| bad())?;
+        let batch: usize = batch.trim().parse().map_err(|_| bad())?;
+        if !(2..=512).contains(&seq) {
+            return Err(format!(
+                "the sequence length must be between 2 and 512, not {seq}"
+            ));
+        }
+        if !(1..=4096).contains(&batch) {
+            return Err(format!(
+                "the batch size must be between 1 and 4096, not {batch}"
+            ));
+        }
+        Ok(Self { seq, batch })
+    }
+}
+
+/// What to measure and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    /// Model sizes, each measured at every shape.
+    pub models: Vec<BenchModel>,
+    /// Shapes to measure.
+    pub shapes: Vec<Shape>,
+    /// Untimed steps before the first window.
+    pub warmup: usize,
+    /// Timed windows; the medians over them are reported.
+    pub windows: usize,
+    /// Steps in each window.
+    pub steps_per_window: usize,
+    /// Seed of the weights, the token ids, the labels and dropout.
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            models: BenchModel::ALL.to_vec(),
+            shapes: vec![
+                Shape {
+                    seq: 128,
+                    batch: 32,
+                },
+                Shape { seq: 64, batch: 64 },
+            ],
+            warmup: 5,
+            windows: 5,
+            steps_per_window: 10,
+            seed: 42,
+        }
+    }
+}
+
+impl BenchOptions {
+    /// Checks the options; anything accepted here can run.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.models.is_empty() || self.shapes.is_empty() {
+            return Err("name at least one model and one shape".into());
+        }
+        if self.windows == 0 || self.steps_per_window == 0 {
+            return Err("windows and steps per window must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One measured configuration: a JSON line of `jigsaw-lab bench`, in the same shape as
+/// the records of `bench/torch_reference.py`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchRecord {
+    /// The hardware: GPU adapter name, or the CPU model name.
+    pub card: String,
+    /// UTC date of the measurement, YYYY-MM-DD.
+    pub date: String,
+    /// `minilm-l6` or `bert-base`.
+    pub model: String,
+    /// `burn-wgpu` or `burn-flex`.
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// Always `fp32` here.
+    pub dtype: String,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Median over the windows of examples per second.
+    pub examples_per_s: f64,
+    /// Median over the windows of the mean step time, in milliseconds.
+    pub step_ms_median: f64,
+    /// The most memory the device's allocator held (reserved), in MiB, read after the warm-up
+    /// and after each window; `None` where the backend does not report it (the CPU).
+    pub peak_mem_mb: Option<f64>,
+    /// The device as the trainer describes it.
+    pub device: String,
+    /// Untimed warm-up steps.
+    pub warmup_steps: usize,
+    /// Seconds the warm-up took (includes shader compilation and autotuning on a GPU).
+    pub warmup_s: f64,
+    /// Timed windows.
+    pub windows: usize,
+    /// Steps per window.
+    pub steps_per_window: usize,
+}
+
+/// Measures every model at every shape, handing each record to `done` as it is measured.
+/// A configuration that fails (such as running out of GPU memory) is reported through
+/// `failed` and the rest still run. Returns the records.
+pub fn run(
+    options: &BenchOptions,
+    compute: &ComputeDevice,
+    done: &mut dyn FnMut(&BenchRecord),
+    failed: &mut dyn FnMut(BenchModel, Shape, String),
+) -> Vec<BenchRecord> {
+    let mut records = Vec::new();
+    for &model in &options.models {
+        for &shape in &options.shapes {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                measure(&model.config(), model.name(), shape, options, compute)
+            }));
+            compute.device().memory_cleanup();
+            match outcome {
+                Ok(record) => {
+                    done(&record);
+                    records.push(record);
+                }
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "the engine stopped unexpectedly".into());
+                    failed(model, shape, message);
+                }
+            }
+        }
+    }
+    records
+}
+
+/// Measures one architecture at one shape; `name` labels the record.
+pub fn measure(
+    config: &EncoderConfig,
+    name: &str,
+    shape: Shape,
+    options: &BenchOptions,
+    compute: &ComputeDevice,
+) -> BenchRecord {
+    let device = compute.device().clone().autodiff();
+    device.seed(options.seed);
+    let mut model = SequenceClassifier::new(config, NUM_LABELS, &device);
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(WEIGHT_DECAY)
+        .with_epsilon(1e-8)
+        .init();
+    let (batch, labels) = random_batch(config.vocab_size, shape, options.seed, &device);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut step = |model: SequenceClassifier| {
+        let logits = model.forward(&batch);
+        let loss = loss_fn.forward(logits, labels.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        optimizer.step(LEARNING_RATE, model, grads)
+    };
+    let sync = || device.sync().expect("the device failed while training");
+    let mut peak_bytes: Option<u64> = None;
+    let mut read_memory = || {
+        if let Some(usage) = device.memory_pool_usage() {
+            peak_bytes = Some(peak_bytes.unwrap_or(0).max(usage.bytes_reserved));
+        }
+    };
+
+    let started = Instant::now();
+    for _ in 0..options.warmup {
+        model = step(model);
+    }
+    sync();
+    let warmup_s = started.elapsed().as_secs_f64();
+    read_memory();
+
+    let mut step_ms = Vec::with_capacity(options.windows);
+    let mut examples_per_s = Vec::with_capacity(options.windows);
+    for _ in 0..options.windows {
+        sync();
+        let window = Instant::now();
+        for _ in 0..options.steps_per_window {
+            model = step(model);
+        }
+        sync();
+        let seconds = window.elapsed().as_secs_f64();
+        step_ms.push(seconds * 1e3 / options.steps_per_window as f64);
+        examples_per_s.push((shape.batch * options.steps_per_window) as f64 / seconds.max(1e-12));
+        read_memory();
+    }
+    drop(model);
+
+    BenchRecord {
+        card: compute.card().to_string(),
+        date: utc_date(std::time::SystemTime::now()),
+        model: name.to_string(),
+        implementation: match compute.kind() {
+            BackendKind::Cpu => "burn-flex",
+            BackendKind::Gpu => "burn-wgpu",
+        }
+        .into(),
+        dtype: "fp32".into(),
+        batch: shape.batch,
+        seq: shape.seq,
+        examples_per_s: median(&mut examples_per_s),
+        step_ms_median: median(&mut step_ms),
+        peak_mem_mb: peak_bytes.map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
+        device: compute.description(),
+        warmup_steps: options.warmup,
+        warmup_s,
+        windows: options.windows,
+        steps_per_window: options.steps_per_window,
+    }
+}
+
+/// Full-length random token ids (avoiding the special ids below 1000 of BERT's
+/// vocabulary), segment 0, no padding, and random labels.
+fn random_batch(
+    vocab_size: usize,
+    shape: Shape,
+    seed: u64,
+    device: &Device,
+) -> (BatchTensors, Tensor<1, Int>) {
+    let mut rng = SeededRng::new(seed);
+    let low = 1_000.min(vocab_size / 2);
+    let dims = [shape.batch, shape.seq];
+    let ids: Vec<i64> = (0..shape.batch * shape.seq)
+        .map(|_| (low + rng.below(vocab_size - low)) as i64)
+        .collect();
+    let labels: Vec<i64> = (0..shape.batch)
+        .map(|_| rng.below(NUM_LABELS) as i64)
+        .collect();
+    let batch = BatchTensors {
+        ids: Tensor::from_data(TensorData::new(ids, dims), device),
+        type_ids: Tensor::zeros(dims, device),
+        mask: Tensor::ones(dims, device),
+    };
+    let labels = Tensor::from_data(TensorData::new(labels, [shape.batch]), device);
+    (batch, labels)
+}
+
+/// The median of `values` (the mean of the middle two for an even count); NaN when empty.
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// `time` as a UTC calendar date, YYYY-MM-DD.
+pub fn utc_date(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The records as a table for people.
+pub fn table(records: &[BenchRecord]) -> String {
+    let mut out = format!(
+        "{:<10} {:<9} {:<5} {:>4} {:>5} {:>10} {:>11} {:>9}  {}\n",
+        "model", "impl", "dtype", "seq", "batch", "step ms", "examples/s", "peak MiB", "card"
+    );
+    for r in records {
+        let memory = r
+            .peak_mem_mb
+            .map_or_else(|| "n/a".to_string(), |mb| format!("{mb:.0}"));
+        out.push_str(&format!(
+            "{:<10} {:<9} {:<5} {:>4} {:>5} {:>10.1} {:>11.1} {:>9}  {}\n",
+            r.model,
+            r.implementation,
+            r.dtype,
+            r.seq,
+            r.batch,
+            r.step_ms_median,
+            r.examples_per_s,
+            memory,
+            r.card
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::{Method, param_counts};
+
+    #[test]
+    fn shapes_and_models_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            "128x32".parse(),
+            Ok(Shape {
+                seq: 128,
+                batch: 32
+            })
+        );
+        assert_eq!(" 64X64 ".parse(), Ok(Shape { seq: 64, batch: 64 }));
+        assert!("128".parse::<Shape>().unwrap_err().contains("SEQxBATCH"));
+        assert!(
+            "0x32"
+                .parse::<Shape>()
+                .unwrap_err()
+                .contains("sequence length")
+        );
+        assert!("64x0".parse::<Shape>().unwrap_err().contains("batch size"));
+        assert_eq!("minilm".parse(), Ok(BenchModel::MiniLmL6));
+        assert_eq!("BERT-base".parse(), Ok(BenchModel::BertBase));
+        assert!("gpt2".parse::<BenchModel>().unwrap_err().contains("gpt2"));
+    }
+
+    #[test]
+    fn the_configs_have_the_published_sizes() {
+        // all-MiniLM-L6-v2: 22.7M parameters with its pooler; bert-base-uncased: 109.5M.
+        let minilm = param_counts(&BenchModel::MiniLmL6.config(), 2, Method::Full);
+        assert_eq!(minilm.total, 22_713_216 + 384 * 2 + 2);
+        let bert = param_counts(&BenchModel::BertBase.config(), 2, Method::Full);
+        assert_eq!(bert.total, 109_482_240 + 768 * 2 + 2);
+    }
+
+    #[test]
+    fn dates_are_utc_calendar_days() {
+        let at = |secs| utc_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01");
+        assert_eq!(at(951_782_400), "2000-02-29");
+        assert_eq!(at(1_795_651_200), "2026-11-26");
+    }
+
+    #[test]
+    fn medians_take_the_middle() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
+}
