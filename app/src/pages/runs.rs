@@ -373,6 +373,20 @@ pub fn RunPage() -> impl IntoView {
     );
     let live = RwSignal::new(Live::default());
     follow_run(run_id.get_untracked(), live, changed);
+    // While the run waits, other runs starting move it up the line: refresh its position.
+    #[cfg(feature = "hydrate")]
+    {
+        if let Ok(handle) = set_interval_with_handle(
+            move || {
+                if matches!(run.get_untracked(), Some(Ok(ref r)) if r.status == RunStatus::Queued) {
+                    changed.update(|n| *n += 1);
+                }
+            },
+            std::time::Duration::from_millis(TEAM_REFRESH_MS),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
+    }
     Effect::new(move |_| {
         if let Some(Ok(run)) = run.get() {
             live.update(|l| l.batch_size = run.settings.batch_size);
