@@ -148,7 +148,7 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
                         <select name="model" on:change=move |ev| model.set(event_target_value(&ev))>
                             {info.models.iter().map(|m| {
                                 let selected = m.name == model.get_untracked();
-                                view! { <option value=m.name.clone() selected=selected>{format!("{} ({:.1}M parameters)", m.name, m.params as f64 / 1e6)}</option> }
+                                view! { <option value=m.name.clone() selected=selected>{format!("{} ({} parameters)", m.name, parameter_count(m.params))}</option> }
                             }).collect_view()}
                         </select>
                     </label>
@@ -193,6 +193,15 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
                 other => action_error(other),
             }}
         </section>
+    }
+}
+
+/// "22.7M", "110M", "55k": a parameter count for people.
+fn parameter_count(params: usize) -> String {
+    match params {
+        0..=999 => params.to_string(),
+        1_000..=999_999 => format!("{:.0}k", params as f64 / 1e3),
+        _ => format!("{:.1}M", params as f64 / 1e6),
     }
 }
 
@@ -815,6 +824,13 @@ mod tests {
             vec![(1.0, 1.0), (2.0, 0.0)]
         );
         assert_eq!(ema(&[(1.0, f64::NAN), (2.0, 3.0)], 0.9), vec![(2.0, 3.0)]);
+    }
+
+    #[test]
+    fn parameter_counts_read_naturally() {
+        assert_eq!(parameter_count(22_713_986), "22.7M");
+        assert_eq!(parameter_count(55_000), "55k");
+        assert_eq!(parameter_count(512), "512");
     }
 
     #[test]
