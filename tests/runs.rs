@@ -429,6 +429,36 @@ async fn a_run_goes_from_the_form_to_the_leaderboard() {
         StatusCode::BAD_REQUEST,
     )
     .await;
+
+    // The team compares its runs' curves in one chart.
+    let curves = ok(&class.red, server, "team-curves", &[]).await;
+    let curves = curves.as_array().unwrap();
+    assert_eq!(curves.len(), 2);
+    assert_eq!(curves[0]["run_id"], run_id);
+    assert_eq!(
+        curves[0]["loss"].as_array().unwrap().len() as u64,
+        planned.min(200)
+    );
+    assert!(
+        !curves[0]["validation_accuracy"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        curves[0]["label"]
+            .as_str()
+            .unwrap()
+            .starts_with("tiny-bert · full")
+    );
+    refused(
+        &class.teacher,
+        server,
+        "team-curves",
+        &[],
+        StatusCode::FORBIDDEN,
+    )
+    .await;
 }
 
 #[tokio::test]

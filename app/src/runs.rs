@@ -88,6 +88,20 @@ pub struct RunSettings {
     pub probe_sentence: String,
 }
 
+impl RunSettings {
+    /// The settings in one line, e.g. "all-MiniLM-L6-v2 · full · lr 2e-5 · batch 32 · 3 epochs · max_len 64".
+    pub fn summary(&self) -> String {
+        let method = match self.lora_rank {
+            Some(rank) => format!("LoRA r={rank}"),
+            None => "full".to_string(),
+        };
+        format!(
+            "{} · {method} · lr {:e} · batch {} · {} epochs · max_len {}",
+            self.model, self.learning_rate, self.batch_size, self.epochs, self.max_len
+        )
+    }
+}
+
 /// A base model a team can fine-tune.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelChoice {
@@ -102,8 +116,6 @@ pub struct ModelChoice {
 pub struct RunFormInfo {
     /// The models found in the models folder.
     pub models: Vec<ModelChoice>,
-    /// Runs the team has waiting or running.
-    pub active_runs: i64,
     /// How many a team may have waiting at once.
     pub max_queued: i64,
     /// Training sentences available (SST-2 train minus validation).
@@ -284,17 +296,10 @@ pub async fn try_run_model(run_id: i64, text: String) -> Result<ModelReading, Ap
 #[server(prefix = "/api", endpoint = "run-form")]
 pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
     let pool = crate::auth::ssr::pool()?;
-    let student = crate::auth::ssr::require_student(&pool).await?;
+    crate::auth::ssr::require_student(&pool).await?;
     let env: ssr::RunEnvironment = AppError::from_context("run environment")?;
-    let active_runs: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status IN ('queued', 'running')",
-    )
-    .bind(student.team_id)
-    .fetch_one(&pool)
-    .await?;
     Ok(RunFormInfo {
         models: env.models(),
-        active_runs,
         max_queued: env.max_queued_per_team,
         train_examples: env.train_examples,
         device: env.device.clone(),
@@ -406,6 +411,73 @@ pub async fn prioritize_run(run_id: i64) -> Result<(), AppError> {
     }
     ssr::announce_run(run_id);
     Ok(())
+}
+
+/// One run's curves for the team's comparison chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCurves {
+    /// The run.
+    pub run_id: i64,
+    /// Its settings in one line.
+    pub label: String,
+    /// (step, training loss), at most [`MAX_CURVE_POINTS`] evenly spaced points.
+    pub loss: Vec<(f64, f64)>,
+    /// (step, validation accuracy in %).
+    pub validation_accuracy: Vec<(f64, f64)>,
+}
+
+/// The most points a comparison curve keeps.
+pub const MAX_CURVE_POINTS: usize = 200;
+/// How many of the team's latest runs the comparison shows.
+pub const COMPARED_RUNS: i64 = 6;
+
+/// The team's latest runs' loss and validation curves, for comparing them in one chart.
+#[server(prefix = "/api", endpoint = "team-curves")]
+pub async fn team_curves() -> Result<Vec<RunCurves>, AppError> {
+    let pool = crate::auth::ssr::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    let runs: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, settings FROM runs WHERE team_id = $1 AND status <> 'queued' ORDER BY id DESC LIMIT $2",
+    )
+    .bind(student.team_id)
+    .bind(COMPARED_RUNS)
+    .fetch_all(&pool)
+    .await?;
+    let mut curves = Vec::new();
+    for (run_id, settings) in runs.into_iter().rev() {
+        let settings: RunSettings = serde_json::from_str(&settings).map_err(AppError::internal)?;
+        let payloads: Vec<String> = sqlx::query_scalar(
+            "SELECT payload FROM run_events WHERE run_id = $1 AND \
+             (payload LIKE '{\"type\":\"step\"%' OR payload LIKE '{\"type\":\"eval\"%') ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&pool)
+        .await?;
+        let (mut loss, mut validation_accuracy) = (Vec::new(), Vec::new());
+        for payload in payloads {
+            match serde_json::from_str::<RunEvent>(&payload) {
+                Ok(RunEvent::Step {
+                    step, loss: value, ..
+                }) => loss.push((step as f64, value)),
+                Ok(RunEvent::Eval {
+                    step,
+                    split,
+                    accuracy,
+                    ..
+                }) if split == "validation" => {
+                    validation_accuracy.push((step as f64, 100.0 * accuracy))
+                }
+                _ => {}
+            }
+        }
+        curves.push(RunCurves {
+            run_id,
+            label: settings.summary(),
+            loss: ssr::downsample(&loss, MAX_CURVE_POINTS),
+            validation_accuracy,
+        });
+    }
+    Ok(curves)
 }
 
 /// The caller's team's runs, newest first (students), or a class's (instructors).
@@ -660,6 +732,26 @@ pub mod ssr {
         pub fn wake_worker(&self) {
             self.wake.notify_one();
         }
+    }
+
+    /// Keeps at most `max` points: the mean of each of `max` equal slices, so the curve's
+    /// shape survives and a long run stays cheap to draw.
+    pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+        if points.len() <= max || max == 0 {
+            return points.to_vec();
+        }
+        (0..max)
+            .filter_map(|i| {
+                let slice = &points[i * points.len() / max..(i + 1) * points.len() / max];
+                (!slice.is_empty()).then(|| {
+                    let n = slice.len() as f64;
+                    (
+                        slice.iter().map(|p| p.0).sum::<f64>() / n,
+                        slice.iter().map(|p| p.1).sum::<f64>() / n,
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The UTC calendar date of `time` as `YYYY-MM-DD` (the database's timestamp format).
@@ -1092,6 +1184,16 @@ pub mod ssr {
                 seed: "42".into(),
                 probe_sentence: "the movie was not good .".into(),
             }
+        }
+
+        #[test]
+        fn downsampling_keeps_short_curves_and_averages_long_ones() {
+            let short = vec![(1.0, 2.0), (2.0, 4.0)];
+            assert_eq!(downsample(&short, 10), short);
+            let long: Vec<(f64, f64)> = (1..=1000).map(|i| (i as f64, 1.0)).collect();
+            let kept = downsample(&long, 100);
+            assert_eq!(kept.len(), 100);
+            assert_eq!(kept[0], (5.5, 1.0));
         }
 
         #[test]

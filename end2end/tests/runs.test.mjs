@@ -162,6 +162,7 @@ test("a team submits a run, watches the curve grow live, reloads, cancels a seco
   await runs.getByRole("button", { name: "Cancel" }).first().click();
   await runs.getByTestId("run-status").filter({ hasText: "cancelled" }).waitFor();
   await page.getByTestId("public-board").filter({ hasText: "Red" }).waitFor();
+  await page.getByTestId("compare-loss").waitFor();
   await page.screenshot({ path: join(outputDir, "runs-4-cancelled-and-board.png"), fullPage: true });
   assert.deepEqual(pageErrors, []);
 });

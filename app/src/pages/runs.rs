@@ -4,8 +4,9 @@
 
 use super::{ErrorList, action_error, id_param};
 use crate::runs::{
-    Boards, CancelRun, PrioritizeRun, RevealBoard, RunEvent, RunFormInfo, RunStatus, RunSummary,
-    SubmitOutcome, SubmitRun, TryRunModel, class_boards, load_run_form, run_detail, team_runs,
+    Boards, CancelRun, PrioritizeRun, RevealBoard, RunCurves, RunEvent, RunFormInfo, RunStatus,
+    RunSummary, SubmitOutcome, SubmitRun, TryRunModel, class_boards, load_run_form, run_detail,
+    team_curves, team_runs,
 };
 use crate::widgets::{Heatmap, head_average};
 use leptos::prelude::*;
@@ -41,6 +42,7 @@ pub fn TeamPage() -> impl IntoView {
         move || (tick.get(), submit.version().get()),
         |_| class_boards(None),
     );
+    let curves = Resource::new(move || tick.get(), |_| team_curves());
     view! {
         <Title text="Team runs" />
         <h1>"Fine-tune a model"</h1>
@@ -58,6 +60,9 @@ pub fn TeamPage() -> impl IntoView {
             </Transition>
             {move || action_error(cancel.value().get())}
         </section>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move { curves.await.map(|curves| view! { <CompareRuns curves /> }) })}
+        </Transition>
         <Transition fallback=|| ()>
             {move || Suspend::new(async move { boards.await.map(|boards| view! { <BoardsView boards /> }) })}
         </Transition>
@@ -176,7 +181,7 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
                     <input type="text" name="probe_sentence" maxlength="512" prop:value=move || probe_sentence.get() on:input=move |ev| probe_sentence.set(event_target_value(&ev)) />
                 </label>
                 <p class="hint" data-testid="estimate">{estimate}</p>
-                <p class="hint">{format!("Your team has {} of at most {} runs waiting or training.", info.active_runs, info.max_queued)}</p>
+                <p class="hint">{format!("A team may have at most {} runs waiting at once.", info.max_queued)}</p>
                 <button type="submit" class="primary" disabled=move || submit.pending().get()>"Queue the run"</button>
             </form>
             {move || match submit.value().get() {
@@ -227,7 +232,7 @@ fn RunList(runs: Vec<RunSummary>, cancel: ServerAction<CancelRun>) -> impl IntoV
             <tbody>
                 {runs.into_iter().map(|run| {
                     let id = run.id;
-                    let settings = settings_line(&run);
+                    let settings = run.settings.summary();
                     let status = match (run.status, run.queue_position) {
                         (RunStatus::Queued, Some(position)) => format!("queued, #{position} in line"),
                         (status, _) => status.as_str().to_string(),
@@ -250,17 +255,34 @@ fn RunList(runs: Vec<RunSummary>, cancel: ServerAction<CancelRun>) -> impl IntoV
     .into_any()
 }
 
-/// A run's settings in one line.
-fn settings_line(run: &RunSummary) -> String {
-    let s = &run.settings;
-    let method = match s.lora_rank {
-        Some(rank) => format!("LoRA r={rank}"),
-        None => "full".to_string(),
-    };
-    format!(
-        "{} · {method} · lr {:e} · batch {} · {} epochs · max_len {}",
-        s.model, s.learning_rate, s.batch_size, s.epochs, s.max_len
-    )
+/// The team's latest runs overlaid: training loss (smoothed) and validation accuracy.
+#[component]
+fn CompareRuns(curves: Vec<RunCurves>) -> impl IntoView {
+    if curves.len() < 2 {
+        return ().into_any();
+    }
+    let name = |c: &RunCurves| format!("#{} {}", c.run_id, c.label);
+    let loss: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|c| (name(c), ema(&c.loss, 0.8)))
+        .collect();
+    let accuracy: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|c| (name(c), c.validation_accuracy.clone()))
+        .collect();
+    view! {
+        <section class="panel">
+            <h2>"Compare your runs"</h2>
+            <ol class="legend">
+                {curves.iter().enumerate().map(|(i, c)| view! { <li class=format!("series-{i}")>{name(c)}</li> }).collect_view()}
+            </ol>
+            <div class="chart-pair">
+                <LineChart testid="compare-loss" series=loss x_label="step" y_label="training loss (smoothed)" />
+                <LineChart testid="compare-accuracy" series=accuracy x_label="step" y_label="validation accuracy %" />
+            </div>
+        </section>
+    }
+    .into_any()
 }
 
 /// The public board and, once revealed, the private one.
@@ -414,7 +436,7 @@ pub fn RunPage() -> impl IntoView {
                             <p data-testid="run-state">
                                 <strong>{run.status.as_str()}</strong>
                                 {run.queue_position.map(|p| format!(", #{p} in line"))}
-                                " · "{settings_line(&run)}
+                                " · "{run.settings.summary()}
                             </p>
                             {run.message.clone().map(|m| view! { <p class="notice">{m}</p> })}
                             {run.status.is_active().then(|| view! {
@@ -569,7 +591,7 @@ pub fn ClassRuns(class_id: i64) -> impl IntoView {
                                 <tbody>
                                     {runs.into_iter().map(|run| {
                                         let id = run.id;
-                                        let settings = settings_line(&run);
+                                        let settings = run.settings.summary();
                                         let queued = run.status == RunStatus::Queued;
                                         view! {
                                             <tr>
@@ -645,7 +667,7 @@ fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
             {move || {
                 let raw: Vec<(f64, f64)> = live.with(|l| l.steps.iter().map(|s| (s.0 as f64, s.1)).collect());
                 let smooth = ema(&raw, smoothing.get());
-                view! { <LineChart testid="loss-chart" series=vec![("raw", raw), ("smoothed", smooth)] x_label="step" y_label="loss" /> }
+                view! { <LineChart testid="loss-chart" series=vec![("raw".to_string(), raw), ("smoothed".to_string(), smooth)] x_label="step" y_label="loss" /> }
             }}
         </section>
         <section class="panel">
@@ -660,8 +682,8 @@ fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
                 });
                 view! {
                     <div class="chart-pair">
-                        <LineChart testid="validation-loss-chart" series=vec![("validation loss", loss)] x_label="step" y_label="loss" />
-                        <LineChart testid="validation-accuracy-chart" series=vec![("validation accuracy", accuracy)] x_label="step" y_label="accuracy %" />
+                        <LineChart testid="validation-loss-chart" series=vec![("validation loss".to_string(), loss)] x_label="step" y_label="loss" />
+                        <LineChart testid="validation-accuracy-chart" series=vec![("validation accuracy".to_string(), accuracy)] x_label="step" y_label="accuracy %" />
                     </div>
                 }
             }}
@@ -670,7 +692,7 @@ fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
             <h2>"Learning-rate schedule"</h2>
             {move || {
                 let lr: Vec<(f64, f64)> = live.with(|l| l.steps.iter().map(|s| (s.0 as f64, s.2)).collect());
-                view! { <LineChart testid="lr-chart" series=vec![("learning rate", lr)] x_label="step" y_label="lr" /> }
+                view! { <LineChart testid="lr-chart" series=vec![("learning rate".to_string(), lr)] x_label="step" y_label="lr" /> }
             }}
         </section>
         <section class="panel">
@@ -742,13 +764,13 @@ fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
 #[component]
 fn LineChart(
     testid: &'static str,
-    series: Vec<(&'static str, Vec<(f64, f64)>)>,
+    series: Vec<(String, Vec<(f64, f64)>)>,
     x_label: &'static str,
     y_label: &'static str,
 ) -> impl IntoView {
     const W: f64 = 560.0;
     const H: f64 = 200.0;
-    const PAD: f64 = 44.0;
+    const PAD: f64 = 58.0;
     let finite: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|(_, points)| points.iter().copied())
