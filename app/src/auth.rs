@@ -286,7 +286,12 @@ pub mod ssr {
 
     /// The calling instructor, or 401/403.
     pub async fn require_instructor(pool: &SqlitePool) -> Result<InstructorCaller, AppError> {
-        match caller(pool).await? {
+        instructor_only(caller(pool).await?)
+    }
+
+    /// `caller` if it is an instructor, else the 401 or 403 that says why not.
+    pub fn instructor_only(caller: Caller) -> Result<InstructorCaller, AppError> {
+        match caller {
             Caller::Instructor(instructor) => Ok(instructor),
             Caller::Student(_) => Err(AppError::forbidden("Only instructors can do that.")),
             Caller::Anonymous => {

@@ -187,9 +187,7 @@ pub async fn save_answer(
             ));
         }
     }
-    let (item, grading) = ssr::questions()
-        .into_iter()
-        .find(|(item, _)| item.key == key)
+    let (item, grading) = ssr::question(&key)
         .ok_or_else(|| AppError::not_found("There is no such quiz question."))?;
     let text = text.trim().to_string();
     let length = text.chars().count();
@@ -267,9 +265,7 @@ pub async fn grading_overview(class_id: i64) -> Result<QuizProgress, AppError> {
 pub async fn answers_to_grade(class_id: i64, key: String) -> Result<GradingQueue, AppError> {
     let pool = crate::auth::ssr::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
-    let (item, grading) = ssr::questions()
-        .into_iter()
-        .find(|(item, _)| item.key == key)
+    let (item, grading) = ssr::question(&key)
         .ok_or_else(|| AppError::not_found("There is no such quiz question."))?;
     let class_name: String = sqlx::query_scalar("SELECT name FROM classes WHERE id = $1")
         .bind(class_id)
@@ -339,10 +335,7 @@ pub async fn grade_answer(answer_id: i64, points: f64, feedback: String) -> Resu
             "That answer is still a draft; it can be graded once it is submitted.",
         ));
     }
-    let max_points = ssr::questions()
-        .into_iter()
-        .find(|(item, _)| item.key == key)
-        .map_or(0.0, |(item, _)| item.max_points);
+    let max_points = ssr::question(&key).map_or(0.0, |(item, _)| item.max_points);
     if !points.is_finite() || points < 0.0 || points > max_points {
         return Err(AppError::bad_request(format!(
             "Points must be a number from 0 to {max_points}."
@@ -429,6 +422,11 @@ pub mod ssr {
                 })
             })
             .collect()
+    }
+
+    /// The question with this key.
+    pub fn question(key: &str) -> Option<(QuizItem, Grading)> {
+        questions().into_iter().find(|(item, _)| item.key == key)
     }
 
     /// Grades an answer to an auto-graded question: points and feedback, or an error
@@ -684,10 +682,7 @@ pub mod ssr {
 
         #[test]
         fn the_steps_question_accepts_100_in_any_spelling() {
-            let (item, grading) = questions()
-                .into_iter()
-                .find(|(item, _)| item.key == "hyperparameters-1")
-                .unwrap();
+            let (item, grading) = question("hyperparameters-1").unwrap();
             let key = grading.key.unwrap();
             for right in ["100", " 100 ", "100.0", "1e2"] {
                 assert_eq!(auto_grade(&item, &key, right).unwrap().0, item.max_points);
@@ -699,10 +694,7 @@ pub mod ssr {
 
         #[test]
         fn the_model_choice_question_wants_deberta() {
-            let (item, grading) = questions()
-                .into_iter()
-                .find(|(item, _)| item.key == "model-choice-2")
-                .unwrap();
+            let (item, grading) = question("model-choice-2").unwrap();
             let key = grading.key.unwrap();
             assert_eq!(auto_grade(&item, &key, "DeBERTa").unwrap().0, 1.0);
             assert_eq!(auto_grade(&item, &key, "RoBERTa-base").unwrap().0, 0.0);

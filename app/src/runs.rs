@@ -968,7 +968,7 @@ pub mod ssr {
         ))
     }
 
-    /// Whose runs and boards a caller sees.
+    /// Whose runs, boards and live class events a caller sees.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Viewpoint {
         /// A student: their own class and team.
@@ -985,14 +985,32 @@ pub mod ssr {
         },
     }
 
+    impl Viewpoint {
+        /// The class seen.
+        pub fn class_id(self) -> i64 {
+            match self {
+                Viewpoint::Team { class_id, .. } | Viewpoint::Instructor { class_id } => class_id,
+            }
+        }
+    }
+
     /// The caller's viewpoint: students see their own class (`class_id` is ignored);
     /// instructors must name one of theirs.
     pub async fn viewpoint(
         pool: &SqlitePool,
         class_id: Option<i64>,
     ) -> Result<Viewpoint, AppError> {
+        viewpoint_of(pool, crate::auth::ssr::caller(pool).await?, class_id).await
+    }
+
+    /// [`viewpoint`] for a known caller (the server's live class events use it too).
+    pub async fn viewpoint_of(
+        pool: &SqlitePool,
+        caller: crate::auth::ssr::Caller,
+        class_id: Option<i64>,
+    ) -> Result<Viewpoint, AppError> {
         use crate::auth::ssr::Caller;
-        match (crate::auth::ssr::caller(pool).await?, class_id) {
+        match (caller, class_id) {
             (Caller::Student(student), _) => Ok(Viewpoint::Team {
                 class_id: student.class_id,
                 team_id: student.team_id,
@@ -1008,21 +1026,22 @@ pub mod ssr {
 
     /// Checks the caller may see `run_id`: a member of its team or its class's instructor.
     pub async fn check_run_access(pool: &SqlitePool, run_id: i64) -> Result<(), AppError> {
+        let caller = crate::auth::ssr::caller(pool).await?;
+        check_access(pool, &caller, run_id).await
+    }
+
+    /// The access rule behind [`check_run_access`], for a known caller (the server's own
+    /// routes use it too).
+    pub async fn check_access(
+        pool: &SqlitePool,
+        caller: &crate::auth::ssr::Caller,
+        run_id: i64,
+    ) -> Result<(), AppError> {
         let owner: Option<(i64, i64)> =
             sqlx::query_as("SELECT class_id, team_id FROM runs WHERE id = $1")
                 .bind(run_id)
                 .fetch_optional(pool)
                 .await?;
-        let caller = crate::auth::ssr::caller(pool).await?;
-        check_access(pool, &caller, owner).await
-    }
-
-    /// The access rule behind [`check_run_access`], for a known caller.
-    pub async fn check_access(
-        pool: &SqlitePool,
-        caller: &crate::auth::ssr::Caller,
-        owner: Option<(i64, i64)>,
-    ) -> Result<(), AppError> {
         use crate::auth::ssr::Caller;
         let not_found = || AppError::not_found("There is no such run.");
         match (caller, owner) {

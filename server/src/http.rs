@@ -1,7 +1,7 @@
 //! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, and the
 //! middleware around them (tracing, compression, security and cache headers).
 
-use app::auth::ssr::{Caller, JoinLimiter, caller_of, check_class_owner};
+use app::auth::ssr::{JoinLimiter, caller_of, check_class_owner, instructor_only};
 use app::classroom::ssr::ClassEvents;
 use app::error::AppError;
 use app::live::CLASS_CHANGED_EVENT;
@@ -192,27 +192,6 @@ struct ClassQuery {
     class: Option<i64>,
 }
 
-/// The class the caller may follow: a student's own, or an instructor's named one.
-async fn followed_class(
-    state: &AppState,
-    session: &Session,
-    class: Option<i64>,
-) -> Result<i64, AppError> {
-    match (caller_of(session, &state.pool).await?, class) {
-        (Caller::Student(student), _) => Ok(student.class_id),
-        (Caller::Instructor(instructor), Some(class_id)) => {
-            check_class_owner(&state.pool, &instructor, class_id).await?;
-            Ok(class_id)
-        }
-        (Caller::Instructor(_), None) => Err(AppError::BadRequest(
-            "Name the class to follow: /api/class-events?class=ID.".into(),
-        )),
-        (Caller::Anonymous, _) => Err(AppError::SignInRequired(
-            "Join a class or sign in to follow it live.".into(),
-        )),
-    }
-}
-
 /// `GET /api/class-events`: server-sent events, one `class-changed` per change to the
 /// caller's class (phase, teams, topics, grades). Ends when the server shuts down.
 async fn stream_class_events(
@@ -220,9 +199,14 @@ async fn stream_class_events(
     session: Session,
     Query(query): Query<ClassQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
-    let class_id = followed_class(&state, &session, query.class)
+    // A student follows their own class; an instructor names one of theirs.
+    let caller = caller_of(&session, &state.pool)
         .await
         .map_err(error_response)?;
+    let class_id = app::runs::ssr::viewpoint_of(&state.pool, caller, query.class)
+        .await
+        .map_err(error_response)?
+        .class_id();
     let changes = state.class_events.0.subscribe();
     let stream = futures_util::stream::unfold(
         (changes, state.shutdown.clone()),
@@ -262,13 +246,7 @@ async fn stream_run_events(
     let caller = caller_of(&session, &state.pool)
         .await
         .map_err(error_response)?;
-    let owner: Option<(i64, i64)> =
-        sqlx::query_as("SELECT class_id, team_id FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(|e| error_response(AppError::from(e)))?;
-    app::runs::ssr::check_access(&state.pool, &caller, owner)
+    app::runs::ssr::check_access(&state.pool, &caller, run_id)
         .await
         .map_err(error_response)?;
     let after: i64 = headers
@@ -337,15 +315,13 @@ async fn download_model(
 ) -> Response {
     let result = async {
         let caller = caller_of(&session, &state.pool).await?;
-        let owner: Option<(i64, i64, String)> =
-            sqlx::query_as("SELECT class_id, team_id, status FROM runs WHERE id = $1")
-                .bind(run_id)
-                .fetch_optional(&state.pool)
-                .await?;
-        app::runs::ssr::check_access(&state.pool, &caller, owner.as_ref().map(|o| (o.0, o.1)))
+        app::runs::ssr::check_access(&state.pool, &caller, run_id).await?;
+        let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&state.pool)
             .await?;
         let dir = state.run_env.model_dir(run_id);
-        if owner.is_none_or(|o| o.2 != "succeeded") || !dir.is_dir() {
+        if status != "succeeded" || !dir.is_dir() {
             return Err(AppError::NotFound(
                 "This run has no finished model to download.".into(),
             ));
@@ -409,19 +385,8 @@ async fn answers_csv(
     Path(class_id): Path<i64>,
 ) -> Response {
     let result = async {
-        match caller_of(&session, &state.pool).await? {
-            Caller::Instructor(instructor) => {
-                check_class_owner(&state.pool, &instructor, class_id).await?
-            }
-            Caller::Student(_) => {
-                return Err(AppError::Forbidden("Only instructors can do that.".into()));
-            }
-            Caller::Anonymous => {
-                return Err(AppError::SignInRequired(
-                    "Sign in as an instructor first.".into(),
-                ));
-            }
-        }
+        let instructor = instructor_only(caller_of(&session, &state.pool).await?)?;
+        check_class_owner(&state.pool, &instructor, class_id).await?;
         app::quiz::ssr::answers_csv(&state.pool, class_id).await
     }
     .await;

@@ -12,26 +12,23 @@ use crate::widgets::{Heatmap, head_average};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-/// How often the team page refreshes its runs and boards.
-const TEAM_REFRESH_MS: u64 = 4_000;
+/// While the calling component lives, calls `refresh` every 4 seconds in the browser
+/// (nothing on the server): how the run lists, boards and queue places stay current.
+fn every_refresh(refresh: impl Fn() + 'static) {
+    #[cfg(feature = "hydrate")]
+    if let Ok(handle) = set_interval_with_handle(refresh, std::time::Duration::from_secs(4)) {
+        on_cleanup(move || handle.clear());
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = refresh;
+}
 
 /// `/team`: train a model, watch the team's runs, see the boards.
 #[component]
 pub fn TeamPage() -> impl IntoView {
     let info = Resource::new(|| (), |_| load_run_form());
     let tick = RwSignal::new(0_u32);
-    #[cfg(feature = "hydrate")]
-    {
-        let handle = set_interval_with_handle(
-            move || tick.update(|n| *n += 1),
-            std::time::Duration::from_millis(TEAM_REFRESH_MS),
-        );
-        if let Ok(handle) = handle {
-            on_cleanup(move || handle.clear());
-        }
-    }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = TEAM_REFRESH_MS;
+    every_refresh(move || tick.update(|n| *n += 1));
     let submit = ServerAction::<SubmitRun>::new();
     let cancel = ServerAction::<CancelRun>::new();
     let runs = Resource::new(
@@ -405,19 +402,11 @@ pub fn RunPage() -> impl IntoView {
     let live = RwSignal::new(Live::default());
     follow_run(run_id.get_untracked(), live, changed);
     // While the run waits, other runs starting move it up the line: refresh its position.
-    #[cfg(feature = "hydrate")]
-    {
-        if let Ok(handle) = set_interval_with_handle(
-            move || {
-                if matches!(run.get_untracked(), Some(Ok(ref r)) if r.status == RunStatus::Queued) {
-                    changed.update(|n| *n += 1);
-                }
-            },
-            std::time::Duration::from_millis(TEAM_REFRESH_MS),
-        ) {
-            on_cleanup(move || handle.clear());
+    every_refresh(move || {
+        if matches!(run.get_untracked(), Some(Ok(ref r)) if r.status == RunStatus::Queued) {
+            changed.update(|n| *n += 1);
         }
-    }
+    });
     Effect::new(move |_| {
         if let Some(Ok(run)) = run.get() {
             live.update(|l| l.batch_size = run.settings.batch_size);
@@ -550,15 +539,7 @@ fn TryModel(run_id: i64) -> impl IntoView {
 #[component]
 pub fn ClassRuns(class_id: i64) -> impl IntoView {
     let tick = RwSignal::new(0_u32);
-    #[cfg(feature = "hydrate")]
-    {
-        if let Ok(handle) = set_interval_with_handle(
-            move || tick.update(|n| *n += 1),
-            std::time::Duration::from_millis(TEAM_REFRESH_MS),
-        ) {
-            on_cleanup(move || handle.clear());
-        }
-    }
+    every_refresh(move || tick.update(|n| *n += 1));
     let cancel = ServerAction::<CancelRun>::new();
     let prioritize = ServerAction::<PrioritizeRun>::new();
     let reveal = ServerAction::<RevealBoard>::new();
