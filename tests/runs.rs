@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// A models folder (the default model plus the tiny test BERT) and a small SST-2-style
-/// data set whose sentiment follows from its words.
+/// data set whose sentiment follows from its words (see [`write_synthetic_sst2`]).
 fn training_env(root: &Path) -> Vec<(&'static str, String)> {
     let models = root.join("models");
     std::fs::create_dir_all(&models).unwrap();
@@ -26,49 +26,7 @@ fn training_env(root: &Path) -> Vec<(&'static str, String)> {
     )
     .unwrap();
     let sst2 = root.join("sst2");
-    std::fs::create_dir_all(&sst2).unwrap();
-    let positive = [
-        "good",
-        "great",
-        "funny",
-        "charming",
-        "beautiful",
-        "witty",
-        "smart",
-        "sweet",
-    ];
-    let negative = [
-        "bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse",
-    ];
-    let subjects = [
-        "the movie",
-        "this film",
-        "the story",
-        "the cast",
-        "the script",
-        "the music",
-    ];
-    let mut train = String::from("sentence\tlabel\n");
-    let mut dev = String::from("sentence\tlabel\n");
-    for (i, subject) in subjects.iter().enumerate() {
-        for (j, (good, bad)) in positive.iter().zip(negative).enumerate() {
-            let target = if (i + j) % 5 == 0 {
-                &mut dev
-            } else {
-                &mut train
-            };
-            target.push_str(&format!(
-                "{subject} was {good} .\t1\n{subject} was {bad} .\t0\n"
-            ));
-        }
-    }
-    std::fs::write(sst2.join("train.tsv"), train).unwrap();
-    std::fs::write(sst2.join("dev.tsv"), dev).unwrap();
-    std::fs::write(
-        sst2.join("test.tsv"),
-        "index\tsentence\n0\tthe movie was good .\n",
-    )
-    .unwrap();
+    write_synthetic_sst2(&sst2);
     vec![
         ("JIGSAW_MODELS_DIR", models.display().to_string()),
         ("JIGSAW_SST2_DIR", sst2.display().to_string()),
@@ -314,6 +272,27 @@ async fn a_run_goes_from_the_form_to_the_leaderboard() {
         ok(&class.blue, server, "boards", &[]).await["private"][0]["team"],
         "Red"
     );
+
+    // The overfitting lesson draws this run's training and validation loss for its team
+    // and the instructor; a team without a finished run gets none.
+    let example = ok(&class.red, server, "overfitting-curves", &[]).await;
+    assert_eq!(example["run_id"], run_id, "{example}");
+    let validation = example["validation_loss"].as_array().unwrap();
+    assert_eq!(
+        validation.len(),
+        8,
+        "one validation point per epoch: {example}"
+    );
+    assert!(!example["train_loss"].as_array().unwrap().is_empty());
+    let best = example["best"][1].as_f64().unwrap();
+    assert!(validation.iter().all(|p| p[1].as_f64().unwrap() >= best));
+    assert!(
+        ok(&class.blue, server, "overfitting-curves", &[])
+            .await
+            .is_null()
+    );
+    let teacher_example = ok(&class.teacher, server, "overfitting-curves", &[]).await;
+    assert_eq!(teacher_example["run_id"], run_id);
 
     // "Try your model" runs the fine-tuned model; the download is an HF directory.
     let reading = ok(

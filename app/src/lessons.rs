@@ -39,6 +39,8 @@ pub enum Widget {
     LoraCounter,
     /// A sentence's [CLS] vector and the classification head's probabilities.
     ClsDemo,
+    /// Training vs validation loss of one of the viewer's own finished runs.
+    RunCurves,
 }
 
 /// A whole lesson, ready to render.

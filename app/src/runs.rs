@@ -436,45 +436,21 @@ pub const COMPARED_RUNS: i64 = 6;
 pub async fn team_curves() -> Result<Vec<RunCurves>, AppError> {
     let pool = crate::auth::ssr::pool()?;
     let student = crate::auth::ssr::require_student(&pool).await?;
-    let runs: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, settings FROM runs WHERE team_id = $1 AND status <> 'queued' ORDER BY id DESC LIMIT $2",
+    let run_ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM runs WHERE team_id = $1 AND status <> 'queued' ORDER BY id DESC LIMIT $2",
     )
     .bind(student.team_id)
     .bind(COMPARED_RUNS)
     .fetch_all(&pool)
     .await?;
     let mut curves = Vec::new();
-    for (run_id, settings) in runs.into_iter().rev() {
-        let settings: RunSettings = serde_json::from_str(&settings).map_err(AppError::internal)?;
-        let payloads: Vec<String> = sqlx::query_scalar(
-            "SELECT payload FROM run_events WHERE run_id = $1 AND \
-             (payload LIKE '{\"type\":\"step\"%' OR payload LIKE '{\"type\":\"eval\"%') ORDER BY seq",
-        )
-        .bind(run_id)
-        .fetch_all(&pool)
-        .await?;
-        let (mut loss, mut validation_accuracy) = (Vec::new(), Vec::new());
-        for payload in payloads {
-            match serde_json::from_str::<RunEvent>(&payload) {
-                Ok(RunEvent::Step {
-                    step, loss: value, ..
-                }) => loss.push((step as f64, value)),
-                Ok(RunEvent::Eval {
-                    step,
-                    split,
-                    accuracy,
-                    ..
-                }) if split == "validation" => {
-                    validation_accuracy.push((step as f64, 100.0 * accuracy))
-                }
-                _ => {}
-            }
-        }
+    for run_id in run_ids.into_iter().rev() {
+        let run = ssr::loss_curves(&pool, run_id).await?;
         curves.push(RunCurves {
             run_id,
-            label: settings.summary(),
-            loss: ssr::downsample(&loss, MAX_CURVE_POINTS),
-            validation_accuracy,
+            label: ssr::run_label(&pool, run_id).await?,
+            loss: run.loss,
+            validation_accuracy: run.validation_accuracy,
         });
     }
     Ok(curves)
@@ -575,7 +551,9 @@ pub async fn reveal_board(class_id: i64, revealed: bool) -> Result<(), AppError>
 pub mod ssr {
     //! The run form's checks, run queries, and what the server shares with the worker.
 
-    use super::{BoardLine, ModelChoice, RunSettings, RunStatus, RunSummary};
+    use super::{
+        BoardLine, MAX_CURVE_POINTS, ModelChoice, RunEvent, RunSettings, RunStatus, RunSummary,
+    };
     use crate::error::AppError;
     use sqlx::SqlitePool;
     use std::path::PathBuf;
@@ -732,6 +710,61 @@ pub mod ssr {
         pub fn wake_worker(&self) {
             self.wake.notify_one();
         }
+    }
+
+    /// A run's stored loss and validation curves.
+    pub struct LossCurves {
+        /// (step, training loss), at most [`MAX_CURVE_POINTS`] evenly spaced points.
+        pub loss: Vec<(f64, f64)>,
+        /// (step, validation loss) per evaluation.
+        pub validation_loss: Vec<(f64, f64)>,
+        /// (step, validation accuracy in %) per evaluation.
+        pub validation_accuracy: Vec<(f64, f64)>,
+    }
+
+    /// Reads a run's curves from its stored step and evaluation events.
+    pub async fn loss_curves(pool: &SqlitePool, run_id: i64) -> Result<LossCurves, AppError> {
+        let payloads: Vec<String> = sqlx::query_scalar(
+            "SELECT payload FROM run_events WHERE run_id = $1 AND \
+             (payload LIKE '{\"type\":\"step\"%' OR payload LIKE '{\"type\":\"eval\"%') ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(pool)
+        .await?;
+        let mut curves = LossCurves {
+            loss: Vec::new(),
+            validation_loss: Vec::new(),
+            validation_accuracy: Vec::new(),
+        };
+        for payload in payloads {
+            match serde_json::from_str::<RunEvent>(&payload) {
+                Ok(RunEvent::Step { step, loss, .. }) => curves.loss.push((step as f64, loss)),
+                Ok(RunEvent::Eval {
+                    step,
+                    split,
+                    loss,
+                    accuracy,
+                }) if split == "validation" => {
+                    curves.validation_loss.push((step as f64, loss));
+                    curves
+                        .validation_accuracy
+                        .push((step as f64, 100.0 * accuracy));
+                }
+                _ => {}
+            }
+        }
+        curves.loss = downsample(&curves.loss, MAX_CURVE_POINTS);
+        Ok(curves)
+    }
+
+    /// A run's settings in one line.
+    pub async fn run_label(pool: &SqlitePool, run_id: i64) -> Result<String, AppError> {
+        let settings: String = sqlx::query_scalar("SELECT settings FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(pool)
+            .await?;
+        let settings: RunSettings = serde_json::from_str(&settings).map_err(AppError::internal)?;
+        Ok(settings.summary())
     }
 
     /// Keeps at most `max` points: the mean of each of `max` equal slices, so the curve's

@@ -1,16 +1,25 @@
-//! `jigsaw-lab train`: a fine-tuning run from the terminal, printing each event as a JSON
-//! line. It uses the same engine the web app's worker drives. Also `predict` and `bench`.
+//! `jigsaw-lab train`: a fine-tuning run from the terminal with a progress bar, using the
+//! same engine the web app's worker drives. Also `predict`, `inspect` and `bench`.
 
 use crate::config::{Config, DEFAULT_MODEL};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 use trainer::bench::{BenchOptions, Shape};
+use trainer::device::DeviceChoice;
+use trainer::events::{EvalSplit, Event};
+use trainer::model::LoraSettings;
 use trainer::train::{CancelToken, Method, TrainConfig};
 
 /// Usage text of the `train` subcommand.
 pub const TRAIN_USAGE: &str = "\
 Usage: jigsaw-lab train [options]
 
-  --model NAME          model directory under JIGSAW_MODELS_DIR (default all-MiniLM-L6-v2)
+  --model DIR|NAME      an HF model directory, or a folder name under JIGSAW_MODELS_DIR
+                        (default all-MiniLM-L6-v2)
+  --data DIR            the SST-2 folder (default JIGSAW_SST2_DIR)
+  --device auto|gpu|cpu where to train (default JIGSAW_DEVICE, else auto)
+  --out DIR             write the fine-tuned model to DIR as an HF directory at the end
   --lr X                peak learning rate (default 2e-5)
   --batch-size N        sentences per step (default 32)
   --epochs N            passes over the training data (default 3)
@@ -19,19 +28,36 @@ Usage: jigsaw-lab train [options]
   --train-subset N      train on N sentences only
   --validation-size N   sentences carved out of train for validation (default 2000)
   --eval-every N        evaluate every N steps as well as at each epoch end
-  --lora-rank R         train LoRA adapters of rank R instead of all weights
+  --lora-r R            train LoRA adapters of rank R instead of all weights (or --lora-rank)
   --lora-alpha A        LoRA alpha (default 2 x rank)
+  --lora-dropout P      dropout on the LoRA branches' input (default 0.1)
   --seed N              seed for data order, dropout and the new head (default 42)
   --probe TEXT          a sentence whose attention maps are reported (repeatable)
-  --export-dir DIR      write the fine-tuned model to DIR as an HF directory at the end
   --checkpoint-dir DIR  keep checkpoints in DIR (each epoch and every 10 minutes); a run
                         started again with the same settings resumes from the latest one
 
-Settings such as JIGSAW_DEVICE, JIGSAW_MODELS_DIR and JIGSAW_SST2_DIR apply as for serve.
-Events go to standard output, one JSON object per line.";
+  --events              print every event as a JSON line on standard output
+
+A progress bar goes to standard error. When the run finishes, its final metrics go to
+standard output as one JSON line: steps, validation_accuracy, validation_loss,
+private_test_accuracy (SST-2 dev) and seconds. A run that diverges, fails or is cancelled
+says why on standard error and exits with status 1.";
+
+/// A `train` command line: the run, where it trains and how it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainCommand {
+    /// The run.
+    pub run: TrainConfig,
+    /// The compute device asked for.
+    pub device: DeviceChoice,
+    /// Print every event as a JSON line instead of the final metrics only.
+    pub events: bool,
+}
 
 /// Parses `train` options into a run configuration.
-pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainConfig, String> {
+pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand, String> {
+    let mut device = config.device;
+    let mut events = false;
     let mut run = TrainConfig {
         model_dir: config.models_dir.join(DEFAULT_MODEL),
         sst2_dir: config.sst2_dir.clone(),
@@ -39,12 +65,16 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainConfig,
     };
     let mut lora_rank: Option<usize> = None;
     let mut lora_alpha: Option<f64> = None;
+    let mut lora_dropout: Option<f64> = None;
     let mut probes = Vec::new();
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         let mut value = || iter.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--model" => run.model_dir = safe_model_dir(config, value()?)?,
+            "--model" => run.model_dir = model_dir(config, value()?)?,
+            "--data" => run.sst2_dir = PathBuf::from(value()?),
+            "--device" => device = value()?.parse().map_err(|e| format!("--device: {e}"))?,
+            "--events" => events = true,
             "--lr" => run.learning_rate = number(flag, value()?)?,
             "--batch-size" => run.batch_size = number(flag, value()?)?,
             "--epochs" => run.epochs = number(flag, value()?)?,
@@ -53,45 +83,51 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainConfig,
             "--train-subset" => run.train_subset = Some(number(flag, value()?)?),
             "--validation-size" => run.validation_size = number(flag, value()?)?,
             "--eval-every" => run.eval_every = Some(number(flag, value()?)?),
-            "--lora-rank" => lora_rank = Some(number(flag, value()?)?),
+            "--lora-r" | "--lora-rank" => lora_rank = Some(number(flag, value()?)?),
             "--lora-alpha" => lora_alpha = Some(number(flag, value()?)?),
+            "--lora-dropout" => lora_dropout = Some(number(flag, value()?)?),
             "--seed" => run.seed = number(flag, value()?)?,
             "--probe" => probes.push(value()?.clone()),
             "--checkpoint-dir" => run.checkpoint_dir = Some(PathBuf::from(value()?)),
-            "--export-dir" => run.export_dir = Some(PathBuf::from(value()?)),
+            "--out" | "--export-dir" => run.export_dir = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown option \u{201c}{other}\u{201d}")),
         }
     }
     if let Some(rank) = lora_rank {
-        run.method = Method::Lora {
-            rank,
-            alpha: lora_alpha.unwrap_or(2.0 * rank as f64),
-        };
-    } else if lora_alpha.is_some() {
-        return Err("--lora-alpha needs --lora-rank".into());
+        run.method = Method::Lora(LoraSettings {
+            dropout: lora_dropout.unwrap_or(LoraSettings::DEFAULT_DROPOUT),
+            ..LoraSettings::new(rank, lora_alpha.unwrap_or(2.0 * rank as f64))
+        });
+    } else if lora_alpha.is_some() || lora_dropout.is_some() {
+        return Err("--lora-alpha and --lora-dropout need --lora-r".into());
     }
     if !probes.is_empty() {
         run.probe_sentences = probes;
     }
     run.validate().map_err(|e| e.to_string())?;
-    Ok(run)
+    Ok(TrainCommand {
+        run,
+        device,
+        events,
+    })
 }
 
-/// Resolves a model name to a directory inside the models directory (no path tricks).
-fn safe_model_dir(config: &Config, name: &str) -> Result<PathBuf, String> {
-    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        return Err(format!(
-            "\u{201c}{name}\u{201d} is not a model name; use a folder name inside JIGSAW_MODELS_DIR"
-        ));
+/// Resolves `--model`: an HF model directory (one holding `config.json`), or the name of a
+/// folder inside the models directory.
+fn model_dir(config: &Config, value: &str) -> Result<PathBuf, String> {
+    let path = Path::new(value);
+    if path.join("config.json").is_file() {
+        return Ok(path.to_path_buf());
     }
-    let dir = config.models_dir.join(name);
-    if !dir.is_dir() {
-        return Err(format!(
-            "no model called \u{201c}{name}\u{201d} in {}",
-            config.models_dir.display()
-        ));
+    let named = config.models_dir.join(value);
+    let plain_name = !value.is_empty() && !value.contains(['/', '\\']) && !value.starts_with('.');
+    if plain_name && named.join("config.json").is_file() {
+        return Ok(named);
     }
-    Ok(dir)
+    Err(format!(
+        "no model at \u{201c}{value}\u{201d}: give an HF model directory (with config.json) or a model name in {}",
+        config.models_dir.display()
+    ))
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
@@ -100,37 +136,178 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
 }
 
 /// Runs `jigsaw-lab train`; `Ok(true)` when the run finished, `Ok(false)` when it failed,
-/// diverged or was cancelled (the events say which).
+/// diverged or was cancelled (standard error says which).
 pub fn train(args: &[String], config: &Config) -> Result<bool, String> {
-    let run = parse_train_args(args, config)?;
-    let device =
-        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    let command = parse_train_args(args, config)?;
+    let device = trainer::device::select(command.device).map_err(|e| format!("--device: {e}"))?;
     let cancel = CancelToken::default();
-    let mut emit = |event: trainer::events::Event| {
-        if let Ok(line) = serde_json::to_string(&event) {
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    let mut emit = |event: Event| {
+        if command.events
+            && let Ok(line) = serde_json::to_string(&event)
+        {
+            println!("{line}");
+        }
+        progress.show(&event);
+        if let Event::Finished { metrics } = &event
+            && !command.events
+            && let Ok(line) = serde_json::to_string(metrics)
+        {
             println!("{line}");
         }
     };
-    Ok(trainer::train::train(&run, &device, &cancel, &mut emit).is_some())
+    Ok(trainer::train::train(&command.run, &device, &cancel, &mut emit).is_some())
+}
+
+/// The `train` progress bar on standard error: redrawn in place on a terminal, a line every
+/// 5% of the steps otherwise (a log file).
+struct Progress {
+    terminal: bool,
+    started: Instant,
+    steps_planned: usize,
+    first_step: usize,
+    last_line: usize,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Self {
+        Self {
+            terminal,
+            started: Instant::now(),
+            steps_planned: 0,
+            first_step: 0,
+            last_line: 0,
+        }
+    }
+
+    fn show(&mut self, event: &Event) {
+        let mut err = std::io::stderr().lock();
+        let line_end = if self.terminal { "\r\x1b[K" } else { "" };
+        match event {
+            Event::Started {
+                device,
+                params_total,
+                params_trainable,
+                steps_planned,
+                train_examples,
+                resumed_from_step,
+                ..
+            } => {
+                self.steps_planned = *steps_planned;
+                self.first_step = resumed_from_step.unwrap_or(0);
+                self.started = Instant::now();
+                let _ = writeln!(
+                    err,
+                    "Training on {device}: {train_examples} sentences, {steps_planned} steps, \
+                     {params_trainable} of {params_total} parameters trained{}",
+                    resumed_from_step
+                        .map(|s| format!(", resuming after step {s}"))
+                        .unwrap_or_default()
+                );
+            }
+            Event::Step {
+                step,
+                epoch,
+                loss,
+                lr,
+                examples_per_sec,
+                ..
+            } => {
+                let every = (self.steps_planned / 20).max(1);
+                if !self.terminal && *step != self.steps_planned && step - self.last_line < every {
+                    return;
+                }
+                self.last_line = *step;
+                let done = step.saturating_sub(self.first_step).max(1) as f64;
+                let left = self.steps_planned.saturating_sub(*step) as f64;
+                let eta = self.started.elapsed().as_secs_f64() / done * left;
+                let width = 24;
+                let filled = (step * width / self.steps_planned.max(1)).min(width);
+                let _ = write!(
+                    err,
+                    "{line_end}[{}{}] {step}/{} epoch {epoch} loss {loss:.4} lr {lr:.1e} \
+                     {examples_per_sec:.0} ex/s ETA {}{}",
+                    "#".repeat(filled),
+                    "-".repeat(width - filled),
+                    self.steps_planned,
+                    clock(eta),
+                    if self.terminal { "" } else { "\n" }
+                );
+            }
+            Event::Eval {
+                step,
+                split,
+                loss,
+                accuracy,
+            } => {
+                let name = match split {
+                    EvalSplit::Validation => "validation",
+                    EvalSplit::PrivateTest => "SST-2 dev",
+                };
+                let _ = writeln!(
+                    err,
+                    "{line_end}step {step}: {name} loss {loss:.4}, accuracy {:.2}%",
+                    accuracy * 100.0
+                );
+            }
+            Event::Checkpoint { step } => {
+                let _ = writeln!(err, "{line_end}checkpoint saved at step {step}");
+            }
+            Event::Finished { metrics } => {
+                let _ = writeln!(
+                    err,
+                    "{line_end}finished in {}: validation accuracy {:.2}%, SST-2 dev accuracy {:.2}%",
+                    clock(metrics.seconds),
+                    metrics.validation_accuracy * 100.0,
+                    metrics.private_test_accuracy * 100.0
+                );
+            }
+            Event::Diverged { step, loss } => {
+                let loss = loss.map_or("not a number".to_string(), |l| format!("{l:.3e}"));
+                let _ = writeln!(
+                    err,
+                    "{line_end}diverged at step {step} (loss {loss}): lower the learning rate"
+                );
+            }
+            Event::Failed { reason } => {
+                let _ = writeln!(err, "{line_end}failed: {reason}");
+            }
+            Event::Cancelled { step } => {
+                let _ = writeln!(err, "{line_end}cancelled after step {step}");
+            }
+            Event::Attention { .. } => {}
+        }
+    }
+}
+
+/// Seconds as m:ss (or h:mm:ss).
+fn clock(seconds: f64) -> String {
+    let total = seconds.max(0.0).round() as u64;
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
 }
 
 /// Usage text of the `predict` subcommand.
 pub const PREDICT_USAGE: &str = "\
-Usage: jigsaw-lab predict [--model-dir DIR] [--max-len N] SENTENCE...
+Usage: jigsaw-lab predict [--model DIR|NAME] [--max-len N] SENTENCE...
 
 Classifies each sentence with the model in DIR (default: the default model, whose head is
 untrained) and prints {\"results\": [...]} as JSON: tokens, ids, logits, probabilities, label.";
 
 /// Runs `jigsaw-lab predict`.
 pub fn predict(args: &[String], config: &Config) -> Result<(), String> {
-    let mut model_dir = config.models_dir.join(DEFAULT_MODEL);
+    let mut model = config.models_dir.join(DEFAULT_MODEL);
     let mut max_len = None;
     let mut sentences = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
-            "--model-dir" => {
-                model_dir = PathBuf::from(iter.next().ok_or("--model-dir needs a value")?)
+            "--model" | "--model-dir" => {
+                model = model_dir(config, iter.next().ok_or("--model needs a value")?)?
             }
             "--max-len" => {
                 max_len = Some(number(
@@ -149,15 +326,73 @@ pub fn predict(args: &[String], config: &Config) -> Result<(), String> {
     }
     let device =
         trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
-    let predictor = trainer::inference::Predictor::load(&model_dir, max_len, device.device())
+    let predictor = trainer::inference::Predictor::load(&model, max_len, device.device())
         .map_err(|e| e.to_string())?;
     let results = sentences
         .iter()
         .map(|s| predictor.predict(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let json = serde_json::json!({ "model_dir": model_dir, "results": results });
+    let json = serde_json::json!({ "model_dir": model, "results": results });
     println!("{json}");
+    Ok(())
+}
+
+/// Usage text of the `inspect` subcommand.
+pub const INSPECT_USAGE: &str = "\
+Usage: jigsaw-lab inspect [--model DIR|NAME] [--json] SENTENCE
+
+Runs the base encoder (no classification head) of the model in DIR (default: the default
+model) on one sentence. With --json it prints one JSON object: tokens, ids, cls (the last
+layer's first-token vector), mean (the mask-aware mean of the last layer's vectors) and
+attentions [layer][head][query][key]. Without it, a readable summary.";
+
+/// Runs `jigsaw-lab inspect`.
+pub fn inspect(args: &[String], config: &Config) -> Result<(), String> {
+    let mut model = config.models_dir.join(DEFAULT_MODEL);
+    let mut json = false;
+    let mut sentences = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--model" => model = model_dir(config, iter.next().ok_or("--model needs a value")?)?,
+            "--json" => json = true,
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown option \u{201c}{flag}\u{201d}"));
+            }
+            sentence => sentences.push(sentence.to_string()),
+        }
+    }
+    let [sentence] = sentences.as_slice() else {
+        return Err("give exactly one sentence to inspect (quote it)".into());
+    };
+    let device =
+        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    let predictor = trainer::inference::Predictor::load(&model, None, device.device())
+        .map_err(|e| e.to_string())?;
+    let inspection = predictor.inspect(sentence).map_err(|e| e.to_string())?;
+    if json {
+        let line = serde_json::to_string(&inspection).map_err(|e| e.to_string())?;
+        println!("{line}");
+        return Ok(());
+    }
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    println!("model: {}", model.display());
+    for (token, id) in inspection.tokens.iter().zip(&inspection.ids) {
+        println!("  {id:>7}  {token}");
+    }
+    println!(
+        "[CLS] vector: {} values, norm {:.4}; mean-pooled: norm {:.4}",
+        inspection.cls.len(),
+        norm(&inspection.cls),
+        norm(&inspection.mean)
+    );
+    println!(
+        "attention: {} layers x {} heads over {} tokens (use --json for the matrices)",
+        inspection.attentions.len(),
+        inspection.attentions.first().map_or(0, Vec::len),
+        inspection.tokens.len()
+    );
     Ok(())
 }
 
@@ -266,20 +501,22 @@ mod tests {
 
     #[test]
     fn options_parse_into_a_run() {
-        let run = parse_train_args(
-            &args("--lr 3e-5 --batch-size 16 --epochs 2 --lora-rank 8 --seed 7"),
+        let command = parse_train_args(
+            &args(
+                "--lr 3e-5 --batch-size 16 --epochs 2 --lora-r 8 --seed 7 --data /data/sst2 \
+                 --device cpu --out /tmp/out --events",
+            ),
             &config(),
         )
         .unwrap();
+        let run = &command.run;
         assert_eq!(run.learning_rate, 3e-5);
         assert_eq!((run.batch_size, run.epochs, run.seed), (16, 2, 7));
-        assert_eq!(
-            run.method,
-            Method::Lora {
-                rank: 8,
-                alpha: 16.0
-            }
-        );
+        assert_eq!(run.method, Method::Lora(LoraSettings::new(8, 16.0)));
+        assert_eq!(run.sst2_dir, PathBuf::from("/data/sst2"));
+        assert_eq!(run.export_dir, Some(PathBuf::from("/tmp/out")));
+        assert_eq!(command.device, DeviceChoice::Cpu);
+        assert!(command.events);
     }
 
     #[test]
@@ -289,10 +526,13 @@ mod tests {
             ("--lr NaN", "learning rate"),
             ("--batch-size -3", "--batch-size expects a number"),
             ("--epochs", "--epochs needs a value"),
-            ("--model ../etc", "not a model name"),
-            ("--model nothing-here", "no model called"),
+            ("--model ../etc", "no model at"),
+            ("--model nothing-here", "no model at"),
+            ("--device tpu", "not a device choice"),
             ("--colour blue", "unknown option"),
-            ("--lora-alpha 4", "--lora-alpha needs --lora-rank"),
+            ("--lora-alpha 4", "need --lora-r"),
+            ("--lora-dropout 0.2", "need --lora-r"),
+            ("--lora-r 8 --lora-dropout 1.5", "LoRA dropout"),
         ] {
             let error = parse_train_args(&args(text), &config()).unwrap_err();
             assert!(error.contains(needle), "{text}: {error}");

@@ -8,6 +8,7 @@ const USAGE: &str = "\
 Usage: jigsaw-lab [serve]           serve the web app
        jigsaw-lab train [options]   fine-tune from the terminal (jigsaw-lab train --help)
        jigsaw-lab predict TEXT...   classify sentences (jigsaw-lab predict --help)
+       jigsaw-lab inspect TEXT      the encoder's vectors and attention (jigsaw-lab inspect --help)
        jigsaw-lab instructor add NAME   create an instructor account
        jigsaw-lab bench [options]   training-step throughput (jigsaw-lab bench --help)
 
@@ -36,6 +37,13 @@ fn main() -> ExitCode {
         }
         ["predict", ..] => command("predict", |config| {
             server::cli::predict(&args[1..], config).map(|()| true)
+        }),
+        ["inspect", "-h" | "--help"] => {
+            println!("{}", server::cli::INSPECT_USAGE);
+            ExitCode::SUCCESS
+        }
+        ["inspect", ..] => command("inspect", |config| {
+            server::cli::inspect(&args[1..], config).map(|()| true)
         }),
         ["instructor", "-h" | "--help"] => {
             println!("{}", server::accounts::INSTRUCTOR_USAGE);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use trainer::device::ComputeDevice;
 use trainer::events::{EvalSplit, Event};
+use trainer::model::LoraSettings;
 use trainer::train::{CancelToken, Method, TrainConfig};
 
 /// The sentence every run's attention is shown for, before and after fine-tuning.
@@ -171,10 +172,9 @@ impl Worker {
             model_dir: self.env.models_dir.join(&s.model),
             sst2_dir: self.sst2_dir.clone(),
             method: match (s.lora_rank, s.lora_alpha) {
-                (Some(rank), alpha) => Method::Lora {
-                    rank,
-                    alpha: alpha.unwrap_or(2.0 * rank as f64),
-                },
+                (Some(rank), alpha) => {
+                    Method::Lora(LoraSettings::new(rank, alpha.unwrap_or(2.0 * rank as f64)))
+                }
                 (None, _) => Method::Full,
             },
             learning_rate: s.learning_rate,
@@ -190,6 +190,7 @@ impl Worker {
             checkpoint_dir: Some(dir.join("checkpoints")),
             checkpoint_every: Some(Duration::from_secs(120)),
             export_dir: Some(self.env.model_dir(run.id)),
+            readback_every: None,
         }
     }
 

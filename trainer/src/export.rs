@@ -1,11 +1,10 @@
 //! Writing a fine-tuned model as an HF directory (`config.json` with the SST-2 labels,
 //! `model.safetensors` under the family's own key names, `tokenizer.json`), which HF
-//! transformers loads with `AutoModelForSequenceClassification`. LoRA adapters are merged
+//! transformers loads with `AutoModelForSequenceClassification`. LoRA branches are merged
 //! into the weights first.
 
 use crate::model::{Family, SequenceClassifier};
 use crate::train::LABELS;
-use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, SafetensorsStore};
 use std::path::{Path, PathBuf};
 
@@ -214,7 +213,7 @@ pub fn export_hf(
         .metadata("format", "pt");
     model
         .clone()
-        .materialize()
+        .merge_lora()
         .save_into(&mut store)
         .map_err(|e| fail(&weights, e.to_string()))?;
     Ok(())

@@ -1,5 +1,6 @@
 //! Running a model on sentences: labels and probabilities, one sentence at a time (no
-//! padding), for "try your model" and for checking an export against HF transformers.
+//! padding), for "try your model" and for checking an export against HF transformers; and
+//! the base encoder's vectors and attention for `jigsaw-lab inspect`.
 
 use crate::loader::{self, LoadError};
 use crate::model::{BatchTensors, SequenceClassifier};
@@ -29,6 +30,21 @@ pub struct Prediction {
     pub truncated: bool,
     /// The first token's ([CLS] or `<s>`) last-layer vector, which the head reads.
     pub cls: Vec<f32>,
+}
+
+/// What the base encoder (no classification head) computes for one sentence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Inspection {
+    /// Its tokens, special tokens included.
+    pub tokens: Vec<String>,
+    /// Its token ids.
+    pub ids: Vec<u32>,
+    /// The last layer's vector of the first token ([CLS] or `<s>`).
+    pub cls: Vec<f32>,
+    /// The mean of the last layer's token vectors.
+    pub mean: Vec<f32>,
+    /// Attention probabilities, `[layer][head][query][key]`.
+    pub attentions: Vec<Vec<Vec<Vec<f32>>>>,
 }
 
 /// Attention probabilities of one sentence, `[layer][head][query * tokens + key]`.
@@ -104,6 +120,39 @@ impl Predictor {
             layers: attention_matrices(&self.model, &encoding, &self.device),
             tokens: encoding.tokens,
             truncated: encoding.truncated,
+        })
+    }
+
+    /// The base encoder's last-layer [CLS] and mean-pooled vectors and every layer's and
+    /// head's attention for one sentence.
+    pub fn inspect(&self, text: &str) -> Result<Inspection, TokenizeError> {
+        let encoding = self.tokenizer.encode(text)?;
+        let batch = BatchTensors::new(
+            &pad(std::slice::from_ref(&encoding), self.tokenizer.pad_id()),
+            &self.device,
+        );
+        let output = self.model.encode(&batch, true);
+        let vector = |tensor: burn::tensor::Tensor<2>| {
+            tensor.into_data().try_into_vec::<f32>().unwrap_or_default()
+        };
+        let seq_len = encoding.ids.len();
+        let attentions = output
+            .attentions
+            .into_iter()
+            .map(|layer| {
+                let values = layer.into_data().try_into_vec::<f32>().unwrap_or_default();
+                values
+                    .chunks(seq_len * seq_len)
+                    .map(|head| head.chunks(seq_len).map(<[f32]>::to_vec).collect())
+                    .collect()
+            })
+            .collect();
+        Ok(Inspection {
+            cls: vector(SequenceClassifier::first_token(&output.hidden)),
+            mean: vector(SequenceClassifier::mean_pooled(&output.hidden, &batch.mask)),
+            attentions,
+            tokens: encoding.tokens,
+            ids: encoding.ids,
         })
     }
 

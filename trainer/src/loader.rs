@@ -1,14 +1,18 @@
-//! Loading an HF model directory (`config.json`, `model.safetensors`, `tokenizer.json`) into
-//! a [`SequenceClassifier`]. The checkpoint key names of all three families are mapped onto
-//! our module tree here, in [`rules`], and nowhere else.
+//! Loading an HF model directory (`config.json`, `model.safetensors` or `pytorch_model.bin`,
+//! `tokenizer.json`) into a [`SequenceClassifier`]. The checkpoint key names of all three
+//! families are mapped onto our module tree here, in [`rules`], and nowhere else.
+//!
+//! `pytorch_model.bin` is read by burn's pickle reader, which understands the tensors and
+//! dictionaries `torch.save` writes and never runs code from the file.
 //!
 //! Every problem is a [`LoadError`] that names the file and, where there is one, the tensor.
 
 use crate::model::{EncoderConfig, Family, SequenceClassifier, config::parse_config};
 use crate::tokenize::{TextEncoder, TokenizeError};
+use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{
     FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore,
+    PytorchStore, SafetensorsStore,
 };
 use burn::tensor::{DType, Device};
 use regex::Regex;
@@ -25,7 +29,7 @@ pub enum LoadError {
     /// `config.json` is unreadable or describes something we cannot build.
     #[error("{0}")]
     Config(String),
-    /// `model.safetensors` is unreadable or does not fit the configuration.
+    /// The weights file is unreadable or does not fit the configuration.
     #[error("{path}{}: {reason}", key.as_ref().map(|k| format!(", tensor \u{201c}{k}\u{201d}")).unwrap_or_default())]
     Weights {
         /// The weights file.
@@ -104,12 +108,7 @@ pub fn load(
         )));
     }
     let mut model = SequenceClassifier::new(&config, num_labels, device);
-    let report = load_weights(
-        &mut model,
-        &config,
-        num_labels,
-        &dir.join("model.safetensors"),
-    )?;
+    let report = load_weights(&mut model, &config, num_labels, &WeightsFile::find(dir)?)?;
     Ok(LoadedModel {
         model,
         config,
@@ -262,6 +261,100 @@ fn expected_shapes(config: &EncoderConfig, num_labels: usize) -> BTreeMap<String
     shapes
 }
 
+/// The weights file of a model directory, in either format HF writes.
+enum WeightsFile {
+    /// `model.safetensors`, preferred when both are present.
+    Safetensors(PathBuf),
+    /// `pytorch_model.bin`.
+    Pytorch(PathBuf),
+}
+
+impl WeightsFile {
+    /// The weights file in `dir`.
+    fn find(dir: &Path) -> Result<Self, LoadError> {
+        let safetensors = dir.join("model.safetensors");
+        let pytorch = dir.join("pytorch_model.bin");
+        if safetensors.is_file() {
+            Ok(Self::Safetensors(safetensors))
+        } else if pytorch.is_file() {
+            Ok(Self::Pytorch(pytorch))
+        } else {
+            Err(LoadError::Weights {
+                path: safetensors,
+                key: None,
+                reason: "file not found, and there is no pytorch_model.bin either".into(),
+            })
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Self::Safetensors(path) | Self::Pytorch(path) => path,
+        }
+    }
+
+    /// Every tensor's name, dtype and shape, checked to lie inside the file.
+    fn tensors(&self) -> Result<BTreeMap<String, TensorInfo>, LoadError> {
+        match self {
+            Self::Safetensors(path) => read_header(path),
+            Self::Pytorch(path) => read_pickle_index(path),
+        }
+    }
+
+    /// Loads the tensors into `model`, renaming keys with `remapper`.
+    fn load_into(
+        &self,
+        model: &mut SequenceClassifier,
+        remapper: KeyRemapper,
+    ) -> Result<burn::store::ApplyResult, String> {
+        match self {
+            Self::Safetensors(path) => {
+                let mut store = SafetensorsStore::from_file(path)
+                    .remap(remapper)
+                    .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+                    .allow_partial(true);
+                model.load_from(&mut store).map_err(|e| e.to_string())
+            }
+            Self::Pytorch(path) => {
+                // The PyTorch store applies PyTorchToBurnAdapter itself.
+                let mut store = PytorchStore::from_file(path)
+                    .remap(remapper)
+                    .allow_partial(true);
+                model.load_from(&mut store).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// One tensor of a checkpoint as its index describes it.
+#[derive(Debug)]
+struct TensorInfo {
+    dtype: String,
+    shape: Vec<usize>,
+}
+
+/// Lists the tensors of a `pytorch_model.bin` without reading their data.
+fn read_pickle_index(path: &Path) -> Result<BTreeMap<String, TensorInfo>, LoadError> {
+    let reader = PytorchReader::new(path).map_err(|e| LoadError::Weights {
+        path: path.to_path_buf(),
+        key: None,
+        reason: format!("not a readable PyTorch checkpoint ({e}); is it truncated?"),
+    })?;
+    Ok(reader
+        .tensors()
+        .iter()
+        .map(|(name, tensor)| {
+            (
+                name.clone(),
+                TensorInfo {
+                    dtype: format!("{:?}", tensor.dtype()),
+                    shape: tensor.shape().to_vec(),
+                },
+            )
+        })
+        .collect())
+}
+
 /// One tensor's entry in a safetensors header.
 #[derive(Debug, serde::Deserialize)]
 struct HeaderEntry {
@@ -272,7 +365,7 @@ struct HeaderEntry {
 
 /// Reads and checks a safetensors header: names, dtypes, shapes, and that every tensor's
 /// bytes are inside the file (a truncated download is caught here).
-fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>, LoadError> {
+fn read_header(path: &Path) -> Result<BTreeMap<String, TensorInfo>, LoadError> {
     let fail = |key: Option<&str>, reason: String| LoadError::Weights {
         path: path.to_path_buf(),
         key: key.map(str::to_string),
@@ -322,7 +415,13 @@ fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>, LoadError> 
                 ),
             ));
         }
-        parsed.insert(key, entry);
+        parsed.insert(
+            key,
+            TensorInfo {
+                dtype: entry.dtype,
+                shape: entry.shape,
+            },
+        );
     }
     Ok(parsed)
 }
@@ -343,9 +442,10 @@ fn load_weights(
     model: &mut SequenceClassifier,
     config: &EncoderConfig,
     num_labels: usize,
-    path: &Path,
+    weights: &WeightsFile,
 ) -> Result<LoadReport, LoadError> {
-    let header = read_header(path)?;
+    let path = weights.path();
+    let header = weights.tensors()?;
     let fail = |key: &str, reason: String| LoadError::Weights {
         path: path.to_path_buf(),
         key: Some(key.to_string()),
@@ -425,16 +525,12 @@ fn load_weights(
             ),
         );
     }
-    let mut store = SafetensorsStore::from_file(path)
-        .remap(KeyRemapper::from_compiled_patterns(remapper))
-        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
-        .allow_partial(true);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| LoadError::Weights {
+    let result = weights
+        .load_into(model, KeyRemapper::from_compiled_patterns(remapper))
+        .map_err(|reason| LoadError::Weights {
             path: path.to_path_buf(),
             key: None,
-            reason: e.to_string(),
+            reason,
         })?;
     if let Some(error) = result.errors.first() {
         return Err(LoadError::Weights {

@@ -5,17 +5,18 @@
 //! AdamW (weight decay 0.01, none on biases and LayerNorm), linear warmup then linear decay
 //! (as HF's `get_linear_schedule_with_warmup`), global gradient-norm clipping at 1.0,
 //! dropout from the checkpoint's config, dynamic padding, and seeded shuffling and dropout,
-//! so a CPU run is reproducible from its seed. LoRA uses burn's built-in adapters.
+//! so a CPU run is reproducible from its seed. LoRA adds PEFT-style branches (with dropout)
+//! beside the frozen query and value projections; see [`crate::model::LoraBranch`].
 
 use crate::checkpoint;
 use crate::data::{self, DataError, Example, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::events::{EvalSplit, Event, Metrics};
 use crate::loader::{self, LoadError};
-use crate::model::{BatchTensors, EncoderConfig, Family, SequenceClassifier};
+use crate::model::{BatchTensors, EncoderConfig, Family, LoraSettings, SequenceClassifier};
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder, TokenizeError, pad};
-use burn::module::{Lora, Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -33,12 +34,7 @@ pub enum Method {
     /// Every weight is updated.
     Full,
     /// The base is frozen; low-rank adapters on attention query and value, and the head, train.
-    Lora {
-        /// Rank r of the adapters.
-        rank: usize,
-        /// Scale numerator: updates are scaled by alpha / r.
-        alpha: f64,
-    },
+    Lora(LoraSettings),
 }
 
 /// Everything a run needs to know.
@@ -76,6 +72,10 @@ pub struct TrainConfig {
     pub checkpoint_every: Option<std::time::Duration>,
     /// Write the fine-tuned model here as an HF directory when the run finishes.
     pub export_dir: Option<PathBuf>,
+    /// Read losses and gradient norms back from the device every this many steps, in one
+    /// transfer; `None` chooses by device (every step on the CPU, where reading is free;
+    /// every [`GPU_READBACK_EVERY`] steps on a GPU, where each read waits for the queue).
+    pub readback_every: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -97,9 +97,13 @@ impl Default for TrainConfig {
             checkpoint_dir: None,
             checkpoint_every: Some(std::time::Duration::from_secs(600)),
             export_dir: None,
+            readback_every: None,
         }
     }
 }
+
+/// Steps between loss read-backs on a GPU (see [`TrainConfig::readback_every`]).
+pub const GPU_READBACK_EVERY: usize = 10;
 
 /// Weight decay for every weight matrix; biases and LayerNorm parameters get none.
 const WEIGHT_DECAY: f32 = 0.01;
@@ -192,7 +196,15 @@ impl TrainConfig {
         if self.eval_every == Some(0) {
             return bad("evaluating every 0 steps is not possible".into());
         }
-        if let Method::Lora { rank, alpha } = self.method {
+        if self.readback_every == Some(0) {
+            return bad("reading the loss back every 0 steps is not possible".into());
+        }
+        if let Method::Lora(LoraSettings {
+            rank,
+            alpha,
+            dropout,
+        }) = self.method
+        {
             if !(1..=256).contains(&rank) {
                 return bad(format!(
                     "the LoRA rank must be between 1 and 256, not {rank}"
@@ -200,6 +212,11 @@ impl TrainConfig {
             }
             if !(alpha.is_finite() && alpha > 0.0) {
                 return bad(format!("LoRA alpha must be a positive number, not {alpha}"));
+            }
+            if !(0.0..1.0).contains(&dropout) {
+                return bad(format!(
+                    "LoRA dropout must be at least 0 and below 1, not {dropout}"
+                ));
             }
         }
         Ok(())
@@ -329,7 +346,7 @@ pub fn param_counts(config: &EncoderConfig, num_labels: usize, method: Method) -
             total: base,
             trainable: base,
         },
-        Method::Lora { rank, .. } => {
+        Method::Lora(LoraSettings { rank, .. }) => {
             let adapters = lora_adapter_params(config, rank, &DEFAULT_LORA_TARGETS);
             let trained_head = match config.family {
                 Family::Roberta => head,
@@ -437,13 +454,13 @@ fn run(
     let test_set = encode(&tokenizer, &splits.private_test)?;
 
     let mut model = loaded.model;
-    if let Method::Lora { rank, alpha } = config.method {
-        let targets = ParamGroup::from_regex(r"^layers\.\d+\.attention\.(query|value)\.weight$")
-            .map_err(|e| TrainError::Config(format!("{e:?}")))?;
+    if let Method::Lora(settings) = config.method {
         let head = ParamGroup::from_regex(lora_head_pattern(loaded.config.family))
             .map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        // no_grad, not freeze: the frozen base keeps its dropout while training, as in PEFT.
         model = model
-            .apply_lora(Lora::new(rank, alpha).set_param_group(targets))
+            .no_grad()
+            .with_lora(settings, &device)
             .unfreeze_group(head);
     }
     let no_decay = ParamGroup::from_regex(r"(\.bias$|norm\.(gamma|beta)$)")
@@ -512,6 +529,11 @@ fn run(
 
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let pad_id = tokenizer.pad_id();
+    let readback_every = config.readback_every.unwrap_or(match compute.kind() {
+        BackendKind::Cpu => 1,
+        BackendKind::Gpu => GPU_READBACK_EVERY,
+    });
+    let mut pending = PendingSteps::default();
     let mut last_checkpoint = Instant::now();
     let mut batch_number = 0;
     for epoch in 1..=config.epochs {
@@ -523,10 +545,13 @@ fn run(
                 continue; // done before the checkpoint this run resumed from
             }
             if cancel.is_cancelled() {
+                if pending.report(emit).is_err() {
+                    return Ok(None);
+                }
                 emit(Event::Cancelled { step });
                 return Ok(None);
             }
-            let step_started = Instant::now();
+            pending.start_step();
             // Dropout masks depend only on the seed and the step, so a resumed run repeats them.
             device.seed(config.seed.wrapping_add(step as u64 + 1));
             let encodings: Vec<Encoding> = batch_indices
@@ -537,37 +562,33 @@ fn run(
             let batch = BatchTensors::new(&pad(&encodings, pad_id), &device);
             let logits = model.forward(&batch);
             let loss = loss_fn.forward(logits, labels_tensor(&labels, &device));
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            if !loss_value.is_finite() || loss_value > EXPLODED_LOSS {
-                emit(Event::Diverged {
-                    step: step + 1,
-                    loss: loss_value.is_finite().then_some(loss_value),
-                });
-                return Ok(None);
-            }
+            let loss_on_device = loss.clone().detach();
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
             let grad_norm = clip_global_norm(&model, &mut grads, MAX_GRAD_NORM);
-            if !grad_norm.is_finite() {
-                emit(Event::Diverged {
-                    step: step + 1,
-                    loss: Some(loss_value),
-                });
-                return Ok(None);
-            }
             let lr = plan.learning_rate(config.learning_rate, step);
             model = optimizer.step(lr, model, grads);
             step += 1;
-            emit(Event::Step {
+            pending.push(PendingStep {
                 step,
                 epoch,
-                loss: loss_value,
-                lr,
+                loss: loss_on_device,
                 grad_norm,
-                examples_per_sec: labels.len() as f64
-                    / step_started.elapsed().as_secs_f64().max(1e-9),
+                lr,
+                examples: labels.len(),
             });
             let end_of_epoch = step == epoch * plan.steps_per_epoch;
-            if end_of_epoch || config.eval_every.is_some_and(|n| step % n == 0) {
+            let evaluate_now = end_of_epoch || config.eval_every.is_some_and(|n| step % n == 0);
+            let checkpoint_now = config.checkpoint_dir.is_some()
+                && (end_of_epoch
+                    || config
+                        .checkpoint_every
+                        .is_some_and(|every| last_checkpoint.elapsed() >= every));
+            if (pending.len() >= readback_every || evaluate_now || checkpoint_now)
+                && pending.report(emit).is_err()
+            {
+                return Ok(None);
+            }
+            if evaluate_now {
                 let valid = model.valid();
                 last_validation = evaluate(&valid, &validation_set, pad_id, &inference_device);
                 emit(Event::Eval {
@@ -578,11 +599,8 @@ fn run(
                 });
                 emit_attention(&valid, &probes, step, &inference_device, emit);
             }
-            let due = config
-                .checkpoint_every
-                .is_some_and(|every| last_checkpoint.elapsed() >= every);
             if let Some(root) = &config.checkpoint_dir
-                && (end_of_epoch || due)
+                && checkpoint_now
             {
                 let progress = checkpoint::Progress {
                     step,
@@ -595,6 +613,9 @@ fn run(
                 emit(Event::Checkpoint { step });
             }
         }
+    }
+    if pending.report(emit).is_err() {
+        return Ok(None);
     }
     let (test_loss, test_accuracy) = evaluate(&model.valid(), &test_set, pad_id, &inference_device);
     emit(Event::Eval {
@@ -617,6 +638,99 @@ fn run(
         metrics: metrics.clone(),
     });
     Ok(Some(metrics))
+}
+
+/// A step whose loss and gradient norm are still on the device.
+struct PendingStep {
+    step: usize,
+    epoch: usize,
+    loss: Tensor<1>,
+    grad_norm: Option<Tensor<1>>,
+    lr: f64,
+    examples: usize,
+}
+
+/// Steps not yet reported, read back from the device together in one transfer.
+struct PendingSteps {
+    steps: Vec<PendingStep>,
+    since: Instant,
+}
+
+impl Default for PendingSteps {
+    fn default() -> Self {
+        Self {
+            steps: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+/// The run diverged; [`Event::Diverged`] has been emitted.
+struct DivergedRun;
+
+impl PendingSteps {
+    /// Marks the start of a step's work, which starts the throughput clock of a new window.
+    fn start_step(&mut self) {
+        if self.steps.is_empty() {
+            self.since = Instant::now();
+        }
+    }
+
+    fn push(&mut self, step: PendingStep) {
+        self.steps.push(step);
+    }
+
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Reads the pending steps' numbers back and emits their [`Event::Step`]s, or
+    /// [`Event::Diverged`] at the first step whose loss or gradient norm is not finite or
+    /// whose loss exploded. Throughput is averaged over the steps read together.
+    fn report(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), DivergedRun> {
+        if self.steps.is_empty() {
+            return Ok(());
+        }
+        let steps = std::mem::take(&mut self.steps);
+        let read = |tensors: Vec<Tensor<1>>| -> Vec<f64> {
+            Tensor::cat(tensors, 0)
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        let losses = read(steps.iter().map(|s| s.loss.clone()).collect());
+        let norms = read(steps.iter().filter_map(|s| s.grad_norm.clone()).collect());
+        let examples: usize = steps.iter().map(|s| s.examples).sum();
+        let examples_per_sec = examples as f64 / self.since.elapsed().as_secs_f64().max(1e-9);
+        self.since = Instant::now();
+        let mut norms = norms.into_iter();
+        for (pending, loss) in steps.iter().zip(losses) {
+            let grad_norm = match pending.grad_norm {
+                Some(_) => norms.next().unwrap_or(f64::NAN),
+                None => 0.0,
+            };
+            if !loss.is_finite() || loss > EXPLODED_LOSS || !grad_norm.is_finite() {
+                emit(Event::Diverged {
+                    step: pending.step,
+                    loss: loss.is_finite().then_some(loss),
+                });
+                return Err(DivergedRun);
+            }
+            emit(Event::Step {
+                step: pending.step,
+                epoch: pending.epoch,
+                loss,
+                lr: pending.lr,
+                grad_norm,
+                examples_per_sec,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Mean loss and accuracy of `model` (an inference copy) on `split`.
@@ -692,9 +806,14 @@ impl ModuleVisitor for TrainableIds {
     }
 }
 
-/// Scales all gradients together so their global L2 norm is at most `max_norm` (as
-/// PyTorch's `clip_grad_norm_`); returns the norm before clipping.
-fn clip_global_norm(model: &SequenceClassifier, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+/// Scales the gradients so that their global L2 norm is at most `max_norm`, without
+/// leaving the device: the scale is min(1, max_norm / (norm + 1e-6)) as a tensor. Returns
+/// the norm before clipping, still on the device (`None` when nothing is trainable).
+fn clip_global_norm(
+    model: &SequenceClassifier,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Option<Tensor<1>> {
     let mut ids = TrainableIds::default();
     model.visit(&mut ids);
     let mut squares: Vec<Tensor<1>> = Vec::new();
@@ -709,23 +828,27 @@ fn clip_global_norm(model: &SequenceClassifier, grads: &mut GradientsParams, max
         }
     }
     if squares.is_empty() {
-        return 0.0;
+        return None;
     }
-    let norm = (Tensor::cat(squares, 0).sum().into_scalar::<f32>() as f64).sqrt();
-    let scale = max_norm / (norm + 1e-6);
-    if scale < 1.0 {
-        for id in &ids.vectors {
-            if let Some(g) = grads.remove::<1>(*id) {
-                grads.register(*id, g.mul_scalar(scale));
-            }
-        }
-        for id in &ids.matrices {
-            if let Some(g) = grads.remove::<2>(*id) {
-                grads.register(*id, g.mul_scalar(scale));
-            }
+    let norm = Tensor::cat(squares, 0).sum().sqrt();
+    let scale = norm
+        .clone()
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
+    for id in &ids.vectors {
+        if let Some(g) = grads.remove::<1>(*id) {
+            grads.register(*id, g.mul(scale.clone()));
         }
     }
-    norm
+    let scale_2d = scale.reshape([1, 1]);
+    for id in &ids.matrices {
+        if let Some(g) = grads.remove::<2>(*id) {
+            grads.register(*id, g.mul(scale_2d.clone()));
+        }
+    }
+    Some(norm)
 }
 
 #[cfg(test)]
@@ -758,14 +881,7 @@ mod tests {
         .unwrap();
         let full = param_counts(&config, 2, Method::Full);
         assert_eq!(full.total, 22_713_216 + 384 * 2 + 2);
-        let lora = param_counts(
-            &config,
-            2,
-            Method::Lora {
-                rank: 16,
-                alpha: 32.0,
-            },
-        );
+        let lora = param_counts(&config, 2, Method::Lora(LoraSettings::new(16, 32.0)));
         let adapters = lora.total - full.total;
         assert_eq!(adapters, 147_456);
         let share = adapters as f64 / full.total as f64;
@@ -820,13 +936,20 @@ mod tests {
             ),
             (
                 TrainConfig {
-                    method: Method::Lora {
-                        rank: 0,
-                        alpha: 1.0,
-                    },
+                    method: Method::Lora(LoraSettings::new(0, 1.0)),
                     ..base.clone()
                 },
                 "rank",
+            ),
+            (
+                TrainConfig {
+                    method: Method::Lora(LoraSettings {
+                        dropout: 1.0,
+                        ..LoraSettings::new(8, 16.0)
+                    }),
+                    ..base.clone()
+                },
+                "dropout",
             ),
         ] {
             let error = config.validate().unwrap_err().to_string();

@@ -4,6 +4,7 @@
 use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use trainer::inference::Predictor;
 use trainer::loader;
 use trainer::model::{BatchTensors, SequenceClassifier};
 use trainer::tokenize::{TokenBatch, pad};
@@ -111,6 +112,35 @@ fn minilm_matches_transformers_token_for_token_and_within_1e_4() {
 }
 
 #[test]
+fn inspect_reports_what_transformers_computes() {
+    let fixture: MiniLmFixture = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("minilm_parity.json")).unwrap(),
+    )
+    .unwrap();
+    let predictor = Predictor::load(&minilm_dir(), None, &Device::flex()).unwrap();
+    let sentence = &fixture.sentences[0];
+    let inspection = predictor.inspect(&sentence.text).unwrap();
+    assert_eq!(inspection.tokens, sentence.tokens);
+    assert_eq!(inspection.ids, sentence.input_ids);
+    assert_close(&inspection.cls, &sentence.cls, "inspect [CLS]");
+    assert_close(&inspection.mean, &sentence.mean_pooled, "inspect mean");
+    let seq = sentence.tokens.len();
+    assert_eq!(inspection.attentions.len(), 6);
+    assert!(
+        inspection
+            .attentions
+            .iter()
+            .all(|layer| layer.len() == 12 && layer.iter().all(|head| head.len() == seq))
+    );
+    let attentions: Vec<f32> = inspection.attentions.concat().concat().concat();
+    assert_close(
+        &attentions,
+        &flatten(&sentence.attentions),
+        "inspect attentions",
+    );
+}
+
+#[test]
 fn unhappiness_splits_into_known_pieces() {
     let loaded = loader::load(&minilm_dir(), 2, 128, &Device::flex()).unwrap();
     let encoding = loaded.tokenizer.encode("unhappiness").unwrap();
@@ -152,13 +182,18 @@ fn tiny_batch(fixture: &TinyFixture) -> TokenBatch {
 }
 
 fn check_tiny(name: &str) {
+    check_tiny_in(name, &fixtures().join(name));
+}
+
+/// Checks the model in `dir` against the reference numbers of the tiny model `name`.
+fn check_tiny_in(name: &str, dir: &Path) {
     let all: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("tiny_reference.json")).unwrap(),
     )
     .unwrap();
     let fixture: TinyFixture = serde_json::from_value(all[name].clone()).unwrap();
     let device = Device::flex();
-    let loaded = loader::load(&fixtures().join(name), 2, 32, &device).unwrap();
+    let loaded = loader::load(dir, 2, 32, &device).unwrap();
     assert!(
         loaded.report.initialized.is_empty(),
         "{name}: {:?}",
@@ -201,6 +236,41 @@ fn tiny_distilbert_matches_transformers() {
 #[test]
 fn tiny_roberta_matches_transformers() {
     check_tiny("tiny-roberta");
+}
+
+/// A temporary copy of the tiny model `name` whose weights are only `pytorch_model.bin`.
+fn pickle_only_copy(name: &str) -> tempfile::TempDir {
+    let temp = tempfile::tempdir().unwrap();
+    for file in ["config.json", "tokenizer.json", "pytorch_model.bin"] {
+        std::fs::copy(fixtures().join(name).join(file), temp.path().join(file)).unwrap();
+    }
+    temp
+}
+
+#[test]
+fn pytorch_model_bin_loads_the_same_weights_for_every_family() {
+    for name in ["tiny-bert", "tiny-distilbert", "tiny-roberta"] {
+        check_tiny_in(name, pickle_only_copy(name).path());
+    }
+}
+
+#[test]
+fn a_broken_pytorch_model_bin_is_reported_not_a_panic() {
+    let temp = pickle_only_copy("tiny-bert");
+    let path = temp.path().join("pytorch_model.bin");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let error = load_error(temp.path());
+    assert!(
+        error.contains("pytorch_model.bin") && error.contains("truncated"),
+        "{error}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let error = load_error(temp.path());
+    assert!(
+        error.contains("model.safetensors") && error.contains("pytorch_model.bin"),
+        "{error}"
+    );
 }
 
 /// A temporary directory with tiny-bert's config and tokenizer but no weights yet.

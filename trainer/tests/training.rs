@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use trainer::device::{DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
 use trainer::inference::Predictor;
+use trainer::model::LoraSettings;
 use trainer::train::{CancelToken, Method, TrainConfig, train};
 
 /// This package's directory, read when the test runs (cargo sets it), so a test binary
@@ -187,6 +188,69 @@ fn a_full_fine_tuning_run_learns_and_reports_every_step() {
     );
 }
 
+/// The numbers of every Step event, without the throughput (a timing).
+fn step_numbers(events: &[Event]) -> Vec<(usize, f64, f64, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step {
+                step,
+                loss,
+                lr,
+                grad_norm,
+                ..
+            } => Some((*step, *loss, *lr, *grad_norm)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn reading_losses_back_in_windows_reports_the_same_steps() {
+    let data = tiny_sst2();
+    let mut every_step = config(data.path());
+    every_step.epochs = 2;
+    every_step.readback_every = Some(1);
+    let windowed = TrainConfig {
+        readback_every: Some(4),
+        ..every_step.clone()
+    };
+    let (a, b) = (run(&every_step), run(&windowed));
+    assert!(step_numbers(&a).len() > 8);
+    assert_eq!(step_numbers(&a), step_numbers(&b));
+    // Evaluations still follow the steps they measure.
+    let order = |events: &[Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Step { step, .. } => Some(format!("s{step}")),
+                Event::Eval { step, .. } => Some(format!("e{step}")),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(order(&a), order(&b));
+}
+
+#[test]
+fn a_diverging_run_stops_at_its_first_bad_step_even_between_read_backs() {
+    let data = tiny_sst2();
+    let wild = TrainConfig {
+        learning_rate: 1.0,
+        warmup_ratio: 0.0,
+        readback_every: Some(4),
+        ..config(data.path())
+    };
+    let events = run(&wild);
+    let Some(Event::Diverged { step, loss }) = events.last() else {
+        panic!("lr 1.0 on the tiny model diverges: {:?}", events.last());
+    };
+    eprintln!("diverged at step {step} with loss {loss:?}");
+    let reported: Vec<usize> = step_numbers(&events).iter().map(|s| s.0).collect();
+    assert_eq!(reported, (1..*step).collect::<Vec<_>>());
+    assert!(!events.iter().any(|e| matches!(e, Event::Finished { .. })));
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run_on_the_cpu() {
     let data = tiny_sst2();
@@ -204,10 +268,7 @@ fn the_same_seed_gives_the_same_run_on_the_cpu() {
 fn lora_trains_a_small_share_of_the_parameters() {
     let data = tiny_sst2();
     let mut lora = config(data.path());
-    lora.method = Method::Lora {
-        rank: 4,
-        alpha: 8.0,
-    };
+    lora.method = Method::Lora(LoraSettings::new(4, 8.0));
     lora.epochs = 3;
     let export = tempfile::tempdir().unwrap();
     lora.export_dir = Some(export.path().join("model"));
@@ -424,6 +485,7 @@ fn minilm_sst2_run() -> TrainConfig {
         checkpoint_dir: None,
         checkpoint_every: None,
         export_dir: None,
+        readback_every: None,
     }
 }
 

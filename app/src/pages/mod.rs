@@ -5,7 +5,7 @@ mod home;
 mod instructor;
 mod lesson;
 mod not_found;
-mod runs;
+pub(crate) mod runs;
 mod student;
 
 pub use account::{JoinPage, SignInPage, ViewerBar};

@@ -724,7 +724,7 @@ fn attention_pairs(maps: &[AttentionSnapshot]) -> AnyView {
 }
 
 /// Exponential moving average with weight `alpha` on the past (0 = raw).
-fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
+pub(crate) fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
     let mut smoothed = Vec::with_capacity(points.len());
     let mut state: Option<f64> = None;
     for &(x, y) in points {
@@ -743,7 +743,7 @@ fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
 
 /// A small SVG line chart: one polyline per series, axes with their ranges.
 #[component]
-fn LineChart(
+pub(crate) fn LineChart(
     testid: &'static str,
     series: Vec<(String, Vec<(f64, f64)>)>,
     x_label: &'static str,

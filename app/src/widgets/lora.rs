@@ -46,6 +46,7 @@ impl LoraParams {
 /// Counts LoRA's trainable parameters for the default model.
 #[server(prefix = "/api", endpoint = "lora-count")]
 pub async fn lora_count(rank: usize, targets: LoraTargets) -> Result<LoraParams, AppError> {
+    use trainer::model::LoraSettings;
     use trainer::train::{LoraTarget, Method, lora_adapter_params, param_counts};
     if !(1..=256).contains(&rank) {
         return Err(AppError::BadRequest(format!(
@@ -72,10 +73,7 @@ pub async fn lora_count(rank: usize, targets: LoraTargets) -> Result<LoraParams,
     let lora = param_counts(
         &model.config,
         2,
-        Method::Lora {
-            rank,
-            alpha: 2.0 * rank as f64,
-        },
+        Method::Lora(LoraSettings::new(rank, 2.0 * rank as f64)),
     );
     let default_adapters = lora.total - full.total;
     Ok(LoraParams {

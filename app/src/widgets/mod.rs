@@ -4,6 +4,7 @@
 mod attention;
 mod cls;
 mod lora;
+mod run_curves;
 mod steps;
 mod tokenizer;
 
@@ -17,6 +18,7 @@ pub(crate) use attention::{Heatmap, average as head_average};
 
 pub use cls::{ClsDemo, ClsView, ReadCls, read_cls};
 pub use lora::{LoraCount, LoraCounter, LoraParams, LoraTargets, lora_count};
+pub use run_curves::{OverfittingCurves, OverfittingExample, RunCurves, overfitting_curves};
 pub use steps::{StepPlan, StepsCalculator, step_plan};
 #[cfg(feature = "ssr")]
 pub use tokenizer::DefaultTokenizer;
@@ -35,6 +37,7 @@ pub fn LessonWidget(widget: Widget) -> impl IntoView {
         Widget::AttentionViewer => view! { <AttentionViewer /> }.into_any(),
         Widget::LoraCounter => view! { <LoraCounter /> }.into_any(),
         Widget::ClsDemo => view! { <ClsDemo /> }.into_any(),
+        Widget::RunCurves => view! { <RunCurves /> }.into_any(),
     }
 }
 

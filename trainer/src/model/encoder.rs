@@ -3,6 +3,7 @@
 //! residual connection and LayerNorm.
 
 use super::config::EncoderConfig;
+use super::lora::{LoraBranch, LoraSettings, project};
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
@@ -21,6 +22,10 @@ pub struct SelfAttention {
     pub output: Linear,
     /// LayerNorm after the residual.
     pub norm: LayerNorm,
+    /// LoRA branch beside the query projection, while LoRA trains.
+    pub query_lora: Option<LoraBranch>,
+    /// LoRA branch beside the value projection, while LoRA trains.
+    pub value_lora: Option<LoraBranch>,
     probability_dropout: Dropout,
     output_dropout: Dropout,
     #[module(skip)]
@@ -38,6 +43,8 @@ impl SelfAttention {
             norm: LayerNormConfig::new(config.hidden_size)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
+            query_lora: None,
+            value_lora: None,
             probability_dropout: DropoutConfig::new(config.attention_dropout).init(),
             output_dropout: DropoutConfig::new(config.hidden_dropout).init(),
             num_heads: config.num_heads,
@@ -59,9 +66,9 @@ impl SelfAttention {
             t.reshape([batch, seq_len, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let query = split_heads(self.query.forward(x.clone()));
+        let query = split_heads(project(&self.query, self.query_lora.as_ref(), x.clone()));
         let key = split_heads(self.key.forward(x.clone()));
-        let value = split_heads(self.value.forward(x.clone()));
+        let value = split_heads(project(&self.value, self.value_lora.as_ref(), x.clone()));
         let scores = query
             .matmul(key.transpose())
             .div_scalar((head_dim as f64).sqrt())
@@ -76,6 +83,31 @@ impl SelfAttention {
             .reshape([batch, seq_len, hidden]);
         let out = self.output_dropout.forward(self.output.forward(context));
         (self.norm.forward(out + x), kept)
+    }
+
+    /// Adds fresh LoRA branches beside the query and value projections.
+    fn with_lora(self, settings: LoraSettings, device: &Device) -> Self {
+        let [hidden, _] = self.query.weight.val().dims();
+        Self {
+            query_lora: Some(LoraBranch::new(hidden, hidden, settings, device)),
+            value_lora: Some(LoraBranch::new(hidden, hidden, settings, device)),
+            ..self
+        }
+    }
+
+    /// Folds any LoRA branches into the projections' weights and drops them.
+    fn merge_lora(self) -> Self {
+        let fold = |linear: Linear, branch: Option<LoraBranch>| match branch {
+            Some(branch) => branch.merge_into(linear),
+            None => linear,
+        };
+        Self {
+            query: fold(self.query, self.query_lora),
+            value: fold(self.value, self.value_lora),
+            query_lora: None,
+            value_lora: None,
+            ..self
+        }
     }
 }
 
@@ -119,5 +151,21 @@ impl EncoderLayer {
             .dropout
             .forward(self.ffn_out.forward(gelu(self.ffn_in.forward(x.clone()))));
         (self.ffn_norm.forward(ffn + x), probabilities)
+    }
+
+    /// Adds fresh LoRA branches beside the attention's query and value projections.
+    pub fn with_lora(self, settings: LoraSettings, device: &Device) -> Self {
+        Self {
+            attention: self.attention.with_lora(settings, device),
+            ..self
+        }
+    }
+
+    /// Folds the layer's LoRA branches into its weights.
+    pub fn merge_lora(self) -> Self {
+        Self {
+            attention: self.attention.merge_lora(),
+            ..self
+        }
     }
 }

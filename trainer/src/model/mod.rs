@@ -6,11 +6,13 @@ pub mod config;
 mod embedding;
 mod encoder;
 mod head;
+mod lora;
 
 pub use config::{EncoderConfig, Family};
 pub use embedding::Embeddings;
 pub use encoder::{EncoderLayer, SelfAttention};
 pub use head::{ClassificationHead, HeadStyle};
+pub use lora::{LoraBranch, LoraSettings};
 
 use crate::tokenize::TokenBatch;
 use burn::module::Module;
@@ -76,6 +78,30 @@ impl SequenceClassifier {
                 .map(|_| EncoderLayer::new(config, device))
                 .collect(),
             head: ClassificationHead::new(config, num_labels, device),
+        }
+    }
+
+    /// Adds LoRA branches beside every layer's attention query and value projections.
+    pub fn with_lora(self, settings: LoraSettings, device: &Device) -> Self {
+        Self {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|layer| layer.with_lora(settings, device))
+                .collect(),
+            ..self
+        }
+    }
+
+    /// Folds every LoRA branch into its projection: the same model as plain weights.
+    pub fn merge_lora(self) -> Self {
+        Self {
+            layers: self
+                .layers
+                .into_iter()
+                .map(EncoderLayer::merge_lora)
+                .collect(),
+            ..self
         }
     }
 

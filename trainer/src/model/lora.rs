@@ -1,0 +1,164 @@
+//! LoRA as PEFT implements it: a trainable low-rank branch beside a frozen projection,
+//! `y = W x + (alpha / r) · B A dropout(x)`. burn's own LoRA adapts the weight itself
+//! (`W + s · A B`), which leaves no place for PEFT's dropout on the branch input; this
+//! module has one.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear};
+use burn::tensor::{Device, Tensor};
+
+/// How LoRA branches are shaped and scaled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraSettings {
+    /// Rank r of the branch.
+    pub rank: usize,
+    /// Scale numerator: the branch is scaled by alpha / r.
+    pub alpha: f64,
+    /// Dropout on the branch input while training, 0..1.
+    pub dropout: f64,
+}
+
+impl LoraSettings {
+    /// Dropout on the branch input unless a run asks otherwise (as the model's own dropout).
+    pub const DEFAULT_DROPOUT: f64 = 0.1;
+
+    /// Rank `rank` and alpha `alpha`, with the default dropout.
+    pub fn new(rank: usize, alpha: f64) -> Self {
+        Self {
+            rank,
+            alpha,
+            dropout: Self::DEFAULT_DROPOUT,
+        }
+    }
+}
+
+/// The low-rank branch added to one projection.
+#[derive(Module, Debug)]
+pub struct LoraBranch {
+    /// Down-projection `[d_in, r]`, initialised as PEFT does (Kaiming uniform, a = √5).
+    pub down: Param<Tensor<2>>,
+    /// Up-projection `[r, d_out]`, zero at first so training starts from the base model.
+    pub up: Param<Tensor<2>>,
+    dropout: Dropout,
+    #[module(skip)]
+    scale: f64,
+}
+
+impl LoraBranch {
+    /// A new branch for a `d_in` → `d_out` projection.
+    pub fn new(d_in: usize, d_out: usize, settings: LoraSettings, device: &Device) -> Self {
+        // PEFT's kaiming_uniform_(a=√5) on a [r, d_in] matrix draws from ±1/√d_in.
+        let bound = 1.0 / (d_in as f64).sqrt();
+        Self {
+            down: Initializer::Uniform {
+                min: -bound,
+                max: bound,
+            }
+            .init([d_in, settings.rank], device),
+            up: Initializer::Zeros.init([settings.rank, d_out], device),
+            dropout: DropoutConfig::new(settings.dropout).init(),
+            scale: settings.alpha / settings.rank as f64,
+        }
+    }
+
+    /// The branch's contribution for `x` (`[batch, seq, d_in]`).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, seq_len, d_in] = x.dims();
+        let flat = self.dropout.forward(x).reshape([batch * seq_len, d_in]);
+        let out = flat
+            .matmul(self.down.val())
+            .matmul(self.up.val())
+            .mul_scalar(self.scale);
+        let d_out = out.dims()[1];
+        out.reshape([batch, seq_len, d_out])
+    }
+
+    /// Folds the branch into `linear`'s weight (`W + s · A B`, burn's `[d_in, d_out]` layout),
+    /// which gives the same outputs without the branch.
+    pub fn merge_into(&self, linear: Linear) -> Linear {
+        let delta = self.down.val().matmul(self.up.val()).mul_scalar(self.scale);
+        Linear {
+            weight: linear.weight.map(|weight| weight + delta),
+            ..linear
+        }
+    }
+}
+
+/// `linear(x)`, plus the LoRA branch when there is one.
+pub fn project(linear: &Linear, lora: Option<&LoraBranch>, x: Tensor<3>) -> Tensor<3> {
+    match lora {
+        Some(branch) => linear.forward(x.clone()) + branch.forward(x),
+        None => linear.forward(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn::tensor::Distribution;
+
+    fn device() -> Device {
+        Device::flex()
+    }
+
+    fn settings(dropout: f64) -> LoraSettings {
+        LoraSettings {
+            rank: 4,
+            alpha: 8.0,
+            dropout,
+        }
+    }
+
+    #[test]
+    fn a_new_branch_leaves_the_projection_unchanged() {
+        let device = device();
+        let linear = LinearConfig::new(6, 5).init(&device);
+        let branch = LoraBranch::new(6, 5, settings(0.0), &device);
+        let x = Tensor::<3>::random([2, 3, 6], Distribution::Default, &device);
+        let plain = linear.forward(x.clone());
+        let adapted = project(&linear, Some(&branch), x);
+        plain.into_data().assert_approx_eq::<f32>(
+            &adapted.into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+    }
+
+    #[test]
+    fn merging_gives_the_same_outputs_as_the_branch() {
+        let device = device();
+        let linear = LinearConfig::new(6, 5).init(&device);
+        let mut branch = LoraBranch::new(6, 5, settings(0.0), &device);
+        branch.up = Param::from_tensor(Tensor::random([4, 5], Distribution::Default, &device));
+        let x = Tensor::<3>::random([2, 3, 6], Distribution::Default, &device);
+        let with_branch = project(&linear, Some(&branch), x.clone());
+        let merged = branch.merge_into(linear).forward(x);
+        with_branch
+            .into_data()
+            .assert_approx_eq::<f32>(&merged.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn dropout_acts_on_the_branch_only_while_training() {
+        let device = device();
+        let training = device.clone().autodiff();
+        let mut branch = LoraBranch::new(16, 8, settings(0.5), &training);
+        branch.up = Param::from_tensor(Tensor::ones([4, 8], &training));
+        let x = Tensor::<3>::ones([1, 4, 16], &training);
+        let branch_only =
+            |b: &LoraBranch, x: Tensor<3>| b.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        // While training, dropout zeroes some inputs of the branch, so rows differ.
+        let trained = branch_only(&branch, x.clone());
+        let row = 8;
+        assert!(
+            (0..4).any(|r| trained[r * row..(r + 1) * row] != trained[..row]),
+            "dropout left every row of the branch identical: {trained:?}"
+        );
+        // In evaluation the branch is deterministic.
+        let evaluated = branch_only(&branch.valid(), Tensor::ones([1, 4, 16], &device));
+        assert!(
+            (0..4).all(|r| evaluated[r * row..(r + 1) * row] == evaluated[..row]),
+            "{evaluated:?}"
+        );
+    }
+}
