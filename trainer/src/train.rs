@@ -856,6 +856,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bad_loss_between_read_backs_ends_the_run_at_its_own_step() {
+        let device = Device::flex();
+        let scalar = |v: f32| Tensor::<1>::from_data(TensorData::new(vec![v], [1]), &device);
+        let mut pending = PendingSteps::default();
+        for (step, loss) in [(1, 0.7), (2, 0.6), (3, f32::NAN), (4, f32::NAN)] {
+            pending.push(PendingStep {
+                step,
+                epoch: 1,
+                loss: scalar(loss),
+                grad_norm: Some(scalar(0.5)),
+                lr: 1e-5,
+                examples: 8,
+            });
+        }
+        let mut events = Vec::new();
+        assert!(pending.report(&mut |e| events.push(e)).is_err());
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Event::Step { step, grad_norm, .. } => format!("step {step} norm {grad_norm}"),
+                Event::Diverged { step, loss } => format!("diverged {step} {loss:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["step 1 norm 0.5", "step 2 norm 0.5", "diverged 3 None"]
+        );
+        // An exploding loss and a non-finite gradient norm diverge too.
+        for (loss, norm) in [(5e3, 0.5), (0.7, f32::INFINITY)] {
+            pending.push(PendingStep {
+                step: 9,
+                epoch: 1,
+                loss: scalar(loss),
+                grad_norm: Some(scalar(norm)),
+                lr: 1e-5,
+                examples: 8,
+            });
+            let mut events = Vec::new();
+            assert!(pending.report(&mut |e| events.push(e)).is_err());
+            assert!(matches!(events[..], [Event::Diverged { step: 9, .. }]));
+        }
+    }
+
+    #[test]
     fn the_schedule_warms_up_then_decays_linearly_like_hf() {
         let plan = StepPlan::new(1_000, 10, 2, 0.1);
         assert_eq!(
