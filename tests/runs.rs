@@ -173,6 +173,59 @@ fn steps(events: &[Value]) -> Vec<u64> {
         .collect()
 }
 
+/// Polls a run until its status is `status`, returning it.
+async fn wait_for_status(client: &reqwest::Client, server: &Server, run_id: i64, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = ok(client, server, "run", &[("run_id", &run_id.to_string())]).await;
+        if run["status"] == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} never became {status}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_training_slots_train_two_teams_runs_at_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut env = training_env(temp.path());
+    env.push(("JIGSAW_TRAINING_SLOTS", "2".to_string()));
+    let class = classroom(&temp.path().join("data"), &env).await;
+    let server = &class.server;
+    // Runs long enough (MiniLM, one sentence per step, 20 epochs) to overlap for sure;
+    // both are cancelled once they do.
+    let long = [
+        ("model", "all-MiniLM-L6-v2"),
+        ("batch_size", "1"),
+        ("epochs", "20"),
+        ("learning_rate", "2e-5"),
+    ];
+    let red = submit(&class.red, server, &long).await;
+    wait_for_status(&class.red, server, red, "running").await;
+    let blue = submit(&class.blue, server, &long).await;
+    wait_for_status(&class.blue, server, blue, "running").await;
+    let red_now = ok(&class.red, server, "run", &[("run_id", &red.to_string())]).await;
+    assert_eq!(
+        red_now["status"], "running",
+        "both runs train at once: {red_now}"
+    );
+    for (client, run_id) in [(&class.red, red), (&class.blue, blue)] {
+        ok(
+            client,
+            server,
+            "cancel-run",
+            &[("run_id", &run_id.to_string())],
+        )
+        .await;
+        let ended = wait_for_end(client, server, run_id, Duration::from_secs(60)).await;
+        assert_eq!(ended["status"], "cancelled", "{ended}");
+    }
+}
+
 #[tokio::test]
 async fn a_run_goes_from_the_form_to_the_leaderboard() {
     let temp = tempfile::tempdir().unwrap();

@@ -73,6 +73,8 @@ pub struct Config {
     pub max_queued_per_team: i64,
     /// Scored runs a team may submit per UTC day (`JIGSAW_MAX_RUNS_PER_DAY`, default 10).
     pub max_runs_per_day: i64,
+    /// Runs this process trains at the same time (`JIGSAW_TRAINING_SLOTS`, default 1).
+    pub training_slots: usize,
 }
 
 /// The optional TOML file; every key mirrors an environment variable.
@@ -91,6 +93,7 @@ struct FileSettings {
     validation_size: Option<usize>,
     max_queued_per_team: Option<i64>,
     max_runs_per_day: Option<i64>,
+    training_slots: Option<usize>,
 }
 
 impl Config {
@@ -204,6 +207,13 @@ impl Config {
             1,
             1_000,
         )?;
+        let training_slots = whole(
+            "JIGSAW_TRAINING_SLOTS",
+            file.training_slots.map(|v| v as i64),
+            1,
+            1,
+            16,
+        )? as usize;
         Ok(Self {
             bind,
             data_dir,
@@ -217,6 +227,7 @@ impl Config {
             validation_size,
             max_queued_per_team,
             max_runs_per_day,
+            training_slots,
         })
     }
 

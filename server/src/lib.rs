@@ -95,16 +95,21 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         runs_dir: config.data_dir.join("runs"),
         trained: app::runs::ssr::TrainedModel::default(),
     };
-    let worker = worker::Worker {
-        pool: pool.clone(),
-        env: run_env.clone(),
-        device: device.clone(),
-        sst2_dir: config.sst2_dir.clone(),
-        runs_dir: run_env.runs_dir.clone(),
-        validation_size: config.validation_size,
-        owner: format!("{}-{}", std::process::id(), address.port()),
-    };
-    let worker = tokio::spawn(worker.run(shutdown_receiver.clone()));
+    // One worker per training slot, each claiming and training runs on its own.
+    let workers: Vec<_> = (1..=config.training_slots)
+        .map(|slot| {
+            let worker = worker::Worker {
+                pool: pool.clone(),
+                env: run_env.clone(),
+                device: device.clone(),
+                sst2_dir: config.sst2_dir.clone(),
+                runs_dir: run_env.runs_dir.clone(),
+                validation_size: config.validation_size,
+                owner: format!("{}-{}-{slot}", std::process::id(), address.port()),
+            };
+            tokio::spawn(worker.run(shutdown_receiver.clone()))
+        })
+        .collect();
     let state = http::AppState {
         leptos_options,
         pool: pool.clone(),
@@ -141,13 +146,13 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         })
         .await
         .map_err(|e| ConfigError::new("JIGSAW_BIND", format!("the server stopped: {e}")))?;
-    // A run in progress stops at its next step and goes back to the queue.
-    if tokio::time::timeout(WORKER_STOP_WAIT, worker)
+    // Runs in progress stop at their next step and go back to the queue.
+    if tokio::time::timeout(WORKER_STOP_WAIT, futures_util::future::join_all(workers))
         .await
         .is_err()
     {
         tracing::warn!(
-            "the run in progress did not stop in time; it resumes from its checkpoint at the next start"
+            "a run in progress did not stop in time; it resumes from its checkpoint at the next start"
         );
     }
     pool.close().await;

@@ -4,8 +4,10 @@
 //!
 //! A run whose lease expired (its server crashed) goes back to the queue and resumes from
 //! its latest checkpoint; events it had already stored are not stored again, so its
-//! history has no gap and no duplicate. The queue is round robin across teams. One run
-//! trains at a time per process (the CPU backend's random generator is process-wide).
+//! history has no gap and no duplicate. The queue is round robin across teams. The server
+//! runs one worker per training slot (`JIGSAW_TRAINING_SLOTS`, default 1); each claims and
+//! trains runs on its own. With one slot a CPU run is reproducible from its seed; with more,
+//! concurrent runs share the backend's process-wide random generator.
 
 use app::runs::RunSettings;
 use app::runs::ssr::{RunEnvironment, RunUpdate};

@@ -875,7 +875,9 @@ mod tests {
         let kinds: Vec<String> = events
             .iter()
             .map(|e| match e {
-                Event::Step { step, grad_norm, .. } => format!("step {step} norm {grad_norm}"),
+                Event::Step {
+                    step, grad_norm, ..
+                } => format!("step {step} norm {grad_norm}"),
                 Event::Diverged { step, loss } => format!("diverged {step} {loss:?}"),
                 other => format!("{other:?}"),
             })
