@@ -23,6 +23,8 @@ say "Building the browser bundle (wasm, JS, CSS)"
 cargo leptos build --release --frontend-only
 
 say "Unit and HTTP integration tests"
+# The _on_postgres tests create (and drop) databases of their own on this PostgreSQL server.
+export JIGSAW_TEST_POSTGRES_URL="${JIGSAW_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 JIGSAW_TEST_SITE_ROOT="$PWD/target/site" cargo test --release --workspace --exclude frontend
 
 say "Browser tests (Playwright + Chromium)"

@@ -1,6 +1,7 @@
 //! HTTP-level tests of the jigsaw classroom against the real binary: instructor accounts,
 //! classes and teams, topics, phases followed live over server-sent events, the quiz with
-//! drafts and grading, and what each role may and may not reach.
+//! drafts and grading, and what each role may and may not reach. The `_on_postgres` tests
+//! run the same flows on PostgreSQL instead of SQLite.
 
 mod support;
 
@@ -39,7 +40,18 @@ async fn next_class_change(response: &mut reqwest::Response) {
 
 #[tokio::test]
 async fn a_class_runs_from_study_to_graded_quiz() {
-    let server = Server::start();
+    class_from_study_to_graded_quiz(None).await;
+}
+
+#[tokio::test]
+async fn a_class_runs_from_study_to_graded_quiz_on_postgres() {
+    let database = PostgresDatabase::create().await;
+    class_from_study_to_graded_quiz(Some(&database)).await;
+}
+
+/// The classroom from sign-in to graded quiz, on `database` (else SQLite).
+async fn class_from_study_to_graded_quiz(database: Option<&PostgresDatabase>) {
+    let server = Server::start_on(database);
     let teacher = signed_in_instructor(&server, "ms.rivera").await;
     let (class_id, code, teams) = class_with_teams(&teacher, &server).await;
     let id = class_id.to_string();
@@ -279,7 +291,18 @@ async fn a_class_runs_from_study_to_graded_quiz() {
 
 #[tokio::test]
 async fn each_role_reaches_only_its_own_pages_and_data() {
-    let server = Server::start();
+    roles_reach_only_their_own(None).await;
+}
+
+#[tokio::test]
+async fn each_role_reaches_only_its_own_pages_and_data_on_postgres() {
+    let database = PostgresDatabase::create().await;
+    roles_reach_only_their_own(Some(&database)).await;
+}
+
+/// What each role may reach, on `database` (else SQLite).
+async fn roles_reach_only_their_own(database: Option<&PostgresDatabase>) {
+    let server = Server::start_on(database);
     let teacher = signed_in_instructor(&server, "teacher").await;
     let (class_id, code, teams) = class_with_teams(&teacher, &server).await;
     let id = class_id.to_string();

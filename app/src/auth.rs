@@ -54,7 +54,7 @@ pub struct TeamOption {
 /// Says who the caller is.
 #[server(prefix = "/api", endpoint = "whoami")]
 pub async fn who_am_i() -> Result<Viewer, AppError> {
-    let pool = ssr::pool()?;
+    let pool = crate::db::pool()?;
     Ok(match ssr::caller(&pool).await? {
         ssr::Caller::Anonymous => Viewer::Anonymous,
         ssr::Caller::Instructor(instructor) => Viewer::Instructor {
@@ -71,7 +71,7 @@ pub async fn who_am_i() -> Result<Viewer, AppError> {
 /// Signs an instructor in and sends them to their classes.
 #[server(prefix = "/api", endpoint = "sign-in")]
 pub async fn sign_in(username: String, password: String) -> Result<(), AppError> {
-    let pool = ssr::pool()?;
+    let pool = crate::db::pool()?;
     let username = username.trim().to_string();
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT id, password_hash FROM instructors WHERE username = $1")
@@ -106,7 +106,7 @@ pub async fn sign_out() -> Result<(), AppError> {
 /// Looks a class up by its join code, for the join form's team list.
 #[server(prefix = "/api", endpoint = "find-class")]
 pub async fn find_class(code: String) -> Result<ClassPreview, AppError> {
-    let pool = ssr::pool()?;
+    let pool = crate::db::pool()?;
     let class_id = ssr::class_by_code(&pool, &code).await?;
     let name: String = sqlx::query_scalar("SELECT name FROM classes WHERE id = $1")
         .bind(class_id)
@@ -127,7 +127,7 @@ pub async fn find_class(code: String) -> Result<ClassPreview, AppError> {
 /// Joins a class as a student and sends them to the class page.
 #[server(prefix = "/api", endpoint = "join-class")]
 pub async fn join_class(code: String, display_name: String, team_id: i64) -> Result<(), AppError> {
-    let pool = ssr::pool()?;
+    let pool = crate::db::pool()?;
     let class_id = ssr::class_by_code(&pool, &code).await?;
     let name = ssr::clean_name(&display_name, "Your name")?;
     let team_in_class: Option<i64> =
@@ -171,9 +171,9 @@ pub mod ssr {
     //! Sessions, roles and the checks every server function makes.
 
     use super::MAX_NAME_CHARS;
+    use crate::db::DbPool;
     use crate::error::AppError;
     use serde::{Deserialize, Serialize};
-    use sqlx::SqlitePool;
     use std::collections::{HashMap, VecDeque};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::sync::{Arc, Mutex};
@@ -229,11 +229,6 @@ pub mod ssr {
         Student(StudentCaller),
     }
 
-    /// The database pool the server put into the request context.
-    pub fn pool() -> Result<SqlitePool, AppError> {
-        AppError::from_context("database pool")
-    }
-
     /// The request's session (the server's session layer always provides one).
     pub async fn session() -> Result<Session, AppError> {
         leptos_axum::extract::<Session>()
@@ -242,12 +237,12 @@ pub mod ssr {
     }
 
     /// Who is calling this server function.
-    pub async fn caller(pool: &SqlitePool) -> Result<Caller, AppError> {
+    pub async fn caller(pool: &DbPool) -> Result<Caller, AppError> {
         caller_of(&session().await?, pool).await
     }
 
     /// Who owns `session`; also used by the server's own routes (live events, CSV).
-    pub async fn caller_of(session: &Session, pool: &SqlitePool) -> Result<Caller, AppError> {
+    pub async fn caller_of(session: &Session, pool: &DbPool) -> Result<Caller, AppError> {
         let user = session
             .get::<SessionUser>(SESSION_USER)
             .await
@@ -285,7 +280,7 @@ pub mod ssr {
     }
 
     /// The calling instructor, or 401/403.
-    pub async fn require_instructor(pool: &SqlitePool) -> Result<InstructorCaller, AppError> {
+    pub async fn require_instructor(pool: &DbPool) -> Result<InstructorCaller, AppError> {
         instructor_only(caller(pool).await?)
     }
 
@@ -302,7 +297,7 @@ pub mod ssr {
 
     /// The calling instructor if `class_id` is one of their classes, or 401/403/404.
     pub async fn require_class_owner(
-        pool: &SqlitePool,
+        pool: &DbPool,
         class_id: i64,
     ) -> Result<InstructorCaller, AppError> {
         let instructor = require_instructor(pool).await?;
@@ -312,7 +307,7 @@ pub mod ssr {
 
     /// Checks that `class_id` belongs to `instructor`.
     pub async fn check_class_owner(
-        pool: &SqlitePool,
+        pool: &DbPool,
         instructor: &InstructorCaller,
         class_id: i64,
     ) -> Result<(), AppError> {
@@ -331,7 +326,7 @@ pub mod ssr {
     }
 
     /// The calling student, or 401/403.
-    pub async fn require_student(pool: &SqlitePool) -> Result<StudentCaller, AppError> {
+    pub async fn require_student(pool: &DbPool) -> Result<StudentCaller, AppError> {
         match caller(pool).await? {
             Caller::Student(student) => Ok(student),
             Caller::Instructor(_) => Err(AppError::forbidden(
@@ -413,7 +408,7 @@ pub mod ssr {
 
     /// Finds a class by join code (case and spaces ignored). Wrong codes count against
     /// the caller's address; too many in a row are refused for a while.
-    pub async fn class_by_code(pool: &SqlitePool, code: &str) -> Result<i64, AppError> {
+    pub async fn class_by_code(pool: &DbPool, code: &str) -> Result<i64, AppError> {
         let limiter: JoinLimiter = AppError::from_context("join limiter")?;
         let address = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
             .await

@@ -7,17 +7,17 @@ use leptos::prelude::*;
 /// How many check-ins a lesson has received.
 #[server(prefix = "/api", endpoint = "checkins")]
 pub async fn checkin_count(slug: String) -> Result<i64, AppError> {
-    let pool = db::pool()?;
-    db::ensure_lesson(&slug)?;
-    Ok(db::count(&pool, &slug).await?)
+    let pool = crate::db::pool()?;
+    ssr::ensure_lesson(&slug)?;
+    Ok(ssr::count(&pool, &slug).await?)
 }
 
 /// Records one check-in for a lesson and returns the new total. A student who joined a
 /// class counts once per lesson, however often they click.
 #[server(prefix = "/api", endpoint = "checkin")]
 pub async fn check_in(slug: String) -> Result<i64, AppError> {
-    let pool = db::pool()?;
-    db::ensure_lesson(&slug)?;
+    let pool = crate::db::pool()?;
+    ssr::ensure_lesson(&slug)?;
     let student = match crate::auth::ssr::caller(&pool).await? {
         crate::auth::ssr::Caller::Student(student) => Some(student.id),
         _ => None,
@@ -30,19 +30,14 @@ pub async fn check_in(slug: String) -> Result<i64, AppError> {
     .bind(student)
     .execute(&pool)
     .await?;
-    Ok(db::count(&pool, &slug).await?)
+    Ok(ssr::count(&pool, &slug).await?)
 }
 
 #[cfg(feature = "ssr")]
-mod db {
+mod ssr {
+    use crate::db::DbPool;
     use crate::error::AppError;
     use crate::lessons::content;
-    use sqlx::SqlitePool;
-
-    /// The database pool the server put into the request context.
-    pub fn pool() -> Result<SqlitePool, AppError> {
-        AppError::from_context("database pool")
-    }
 
     /// Rejects slugs that name no lesson.
     pub fn ensure_lesson(slug: &str) -> Result<(), AppError> {
@@ -54,7 +49,7 @@ mod db {
     }
 
     /// Counts a lesson's check-ins.
-    pub async fn count(pool: &SqlitePool, slug: &str) -> Result<i64, sqlx::Error> {
+    pub async fn count(pool: &DbPool, slug: &str) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COUNT(*) FROM lesson_checkins WHERE lesson_slug = $1")
             .bind(slug)
             .fetch_one(pool)

@@ -180,7 +180,7 @@ pub struct TeamScore {
 /// Lists the calling instructor's classes.
 #[server(prefix = "/api", endpoint = "my-classes")]
 pub async fn my_classes() -> Result<Vec<ClassSummary>, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let instructor = crate::auth::ssr::require_instructor(&pool).await?;
     ssr::summaries(&pool, ssr::Classes::Of(instructor.id)).await
 }
@@ -188,7 +188,7 @@ pub async fn my_classes() -> Result<Vec<ClassSummary>, AppError> {
 /// Creates a class with a fresh join code.
 #[server(prefix = "/api", endpoint = "create-class")]
 pub async fn create_class(name: String) -> Result<ClassSummary, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let instructor = crate::auth::ssr::require_instructor(&pool).await?;
     let name = crate::auth::ssr::clean_name(&name, "The class name")?;
     for _ in 0..8 {
@@ -215,16 +215,17 @@ pub async fn create_class(name: String) -> Result<ClassSummary, AppError> {
 /// The instructor's view of one class.
 #[server(prefix = "/api", endpoint = "class-admin")]
 pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     let summary = ssr::summaries(&pool, ssr::Classes::Id(class_id))
         .await?
         .pop()
         .ok_or_else(|| AppError::not_found("There is no such class."))?;
-    let quiz_closed: bool = sqlx::query_scalar("SELECT quiz_closed FROM classes WHERE id = $1")
-        .bind(class_id)
-        .fetch_one(&pool)
-        .await?;
+    let quiz_closed: i64 =
+        sqlx::query_scalar("SELECT CAST(quiz_closed AS INTEGER) FROM classes WHERE id = $1")
+            .bind(class_id)
+            .fetch_one(&pool)
+            .await?;
     let rows: Vec<(i64, String, Option<String>)> =
         sqlx::query_as("SELECT id, name, topic_slug FROM teams WHERE class_id = $1 ORDER BY id")
             .bind(class_id)
@@ -251,7 +252,7 @@ pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
         .collect();
     Ok(ClassAdmin {
         summary,
-        quiz_closed,
+        quiz_closed: quiz_closed != 0,
         teams,
         topics: ssr::topics(),
         leaderboard: crate::quiz::ssr::leaderboard(&pool, class_id).await?,
@@ -261,7 +262,7 @@ pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
 /// Adds a team to a class.
 #[server(prefix = "/api", endpoint = "add-team")]
 pub async fn add_team(class_id: i64, name: String) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     let name = crate::auth::ssr::clean_name(&name, "The team name")?;
     let inserted = sqlx::query(
@@ -283,7 +284,7 @@ pub async fn add_team(class_id: i64, name: String) -> Result<(), AppError> {
 /// Gives the class's teams the lessons as expert topics in turn, in teaching order.
 #[server(prefix = "/api", endpoint = "assign-topics")]
 pub async fn assign_topics_round_robin(class_id: i64) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     let teams: Vec<i64> =
         sqlx::query_scalar("SELECT id FROM teams WHERE class_id = $1 ORDER BY id")
@@ -310,7 +311,7 @@ pub async fn assign_topics_round_robin(class_id: i64) -> Result<(), AppError> {
 /// Gives one team a topic by hand; an empty slug takes its topic away.
 #[server(prefix = "/api", endpoint = "assign-topic")]
 pub async fn assign_topic(team_id: i64, slug: String) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let instructor = crate::auth::ssr::require_instructor(&pool).await?;
     let class_id: Option<i64> = sqlx::query_scalar("SELECT class_id FROM teams WHERE id = $1")
         .bind(team_id)
@@ -338,7 +339,7 @@ pub async fn assign_topic(team_id: i64, slug: String) -> Result<(), AppError> {
 /// Moves a class to another phase; every open page of the class follows.
 #[server(prefix = "/api", endpoint = "set-phase")]
 pub async fn set_phase(class_id: i64, phase: Phase) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     sqlx::query("UPDATE classes SET phase = $1 WHERE id = $2")
         .bind(phase.as_str())
@@ -352,7 +353,7 @@ pub async fn set_phase(class_id: i64, phase: Phase) -> Result<(), AppError> {
 /// Closes the quiz (answers freeze) or opens it again.
 #[server(prefix = "/api", endpoint = "set-quiz-closed")]
 pub async fn set_quiz_closed(class_id: i64, closed: bool) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     sqlx::query("UPDATE classes SET quiz_closed = $1 WHERE id = $2")
         .bind(closed)
@@ -366,10 +367,10 @@ pub async fn set_quiz_closed(class_id: i64, closed: bool) -> Result<(), AppError
 /// The calling student's class page.
 #[server(prefix = "/api", endpoint = "my-class")]
 pub async fn my_class() -> Result<StudentClass, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let student = crate::auth::ssr::require_student(&pool).await?;
-    let (phase, quiz_closed): (String, bool) =
-        sqlx::query_as("SELECT phase, quiz_closed FROM classes WHERE id = $1")
+    let (phase, quiz_closed): (String, i64) =
+        sqlx::query_as("SELECT phase, CAST(quiz_closed AS INTEGER) FROM classes WHERE id = $1")
             .bind(student.class_id)
             .fetch_one(&pool)
             .await?;
@@ -417,7 +418,7 @@ pub async fn my_class() -> Result<StudentClass, AppError> {
         phase,
         topic: own_slug.as_deref().and_then(ssr::topic),
         lessons,
-        quiz_open: phase.quiz_available() && !quiz_closed,
+        quiz_open: phase.quiz_available() && quiz_closed == 0,
         leaderboard,
     })
 }
@@ -427,10 +428,10 @@ pub mod ssr {
     //! Queries and the live-update channel behind the classroom server functions.
 
     use super::{ClassSummary, Phase, Topic};
+    use crate::db::DbPool;
     use crate::error::AppError;
     use crate::lessons::content;
     use rand::Rng;
-    use sqlx::SqlitePool;
     use tokio::sync::broadcast;
 
     /// Letters and digits that cannot be confused when read aloud or copied from a board.
@@ -486,10 +487,7 @@ pub mod ssr {
     }
 
     /// Summaries of the chosen classes, newest first.
-    pub async fn summaries(
-        pool: &SqlitePool,
-        which: Classes,
-    ) -> Result<Vec<ClassSummary>, AppError> {
+    pub async fn summaries(pool: &DbPool, which: Classes) -> Result<Vec<ClassSummary>, AppError> {
         let (sql, value) = match which {
             Classes::Of(instructor) => (summary_sql!("c.instructor_id = $1"), instructor),
             Classes::Id(id) => (summary_sql!("c.id = $1"), id),

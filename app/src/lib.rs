@@ -8,6 +8,8 @@
 pub mod auth;
 pub mod checkins;
 pub mod classroom;
+#[cfg(feature = "ssr")]
+pub mod db;
 pub mod error;
 pub mod lessons;
 pub mod live;

@@ -148,7 +148,7 @@ pub struct GradingQueue {
 /// The calling student's quiz.
 #[server(prefix = "/api", endpoint = "my-quiz")]
 pub async fn my_quiz() -> Result<StudentQuiz, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let student = crate::auth::ssr::require_student(&pool).await?;
     let state = ssr::state(&pool, student.class_id).await?;
     if state == QuizState::NotYet {
@@ -176,7 +176,7 @@ pub async fn save_answer(
     text: String,
     submit: bool,
 ) -> Result<StudentQuizItem, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let student = crate::auth::ssr::require_student(&pool).await?;
     match ssr::state(&pool, student.class_id).await? {
         QuizState::Open => {}
@@ -206,13 +206,14 @@ pub async fn save_answer(
     } else {
         sqlx::query(
             "INSERT INTO quiz_answers (student_id, question_key, draft, draft_saved_at) \
-             VALUES ($1, $2, $3, CURRENT_TIMESTAMP) \
+             VALUES ($1, $2, $3, $4) \
              ON CONFLICT (student_id, question_key) \
              DO UPDATE SET draft = excluded.draft, draft_saved_at = excluded.draft_saved_at",
         )
         .bind(student.id)
         .bind(&item.key)
         .bind(&text)
+        .bind(crate::db::now())
         .execute(&pool)
         .await?;
     }
@@ -226,7 +227,7 @@ pub async fn save_answer(
 /// Grading progress for each question of a class's quiz.
 #[server(prefix = "/api", endpoint = "grading-overview")]
 pub async fn grading_overview(class_id: i64) -> Result<QuizProgress, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     let counts: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT a.question_key, COUNT(*), COUNT(a.points) FROM quiz_answers a \
@@ -263,7 +264,7 @@ pub async fn grading_overview(class_id: i64) -> Result<QuizProgress, AppError> {
 /// Every handed-in answer to one question in one class.
 #[server(prefix = "/api", endpoint = "grading-queue")]
 pub async fn answers_to_grade(class_id: i64, key: String) -> Result<GradingQueue, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     let (item, grading) = ssr::question(&key)
         .ok_or_else(|| AppError::not_found("There is no such quiz question."))?;
@@ -318,7 +319,7 @@ pub async fn answers_to_grade(class_id: i64, key: String) -> Result<GradingQueue
 /// Gives an answer points and feedback (replacing any earlier grade, automatic or not).
 #[server(prefix = "/api", endpoint = "grade-answer")]
 pub async fn grade_answer(answer_id: i64, points: f64, feedback: String) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let instructor = crate::auth::ssr::require_instructor(&pool).await?;
     let found: Option<(i64, String, Option<String>)> = sqlx::query_as(
         "SELECT s.class_id, a.question_key, a.answer FROM quiz_answers a \
@@ -350,10 +351,11 @@ pub async fn grade_answer(answer_id: i64, points: f64, feedback: String) -> Resu
     }
     sqlx::query(
         "UPDATE quiz_answers SET points = $1, feedback = $2, graded_by = 'instructor', \
-         graded_at = CURRENT_TIMESTAMP WHERE id = $3",
+         graded_at = $3 WHERE id = $4",
     )
     .bind(points)
     .bind((!feedback.is_empty()).then_some(feedback))
+    .bind(crate::db::now())
     .bind(answer_id)
     .execute(&pool)
     .await?;
@@ -367,9 +369,9 @@ pub mod ssr {
 
     use super::{AnswerFormat, MyAnswer, QuizItem, QuizState};
     use crate::classroom::{Phase, TeamScore};
+    use crate::db::DbPool;
     use crate::error::AppError;
     use crate::lessons::content::{self, QuestionKind};
-    use sqlx::SqlitePool;
     use std::collections::HashMap;
 
     /// What grading a question needs beyond what students see.
@@ -473,7 +475,7 @@ pub mod ssr {
     /// Hands in an answer: stores it, clears the draft and grades it when the app can.
     /// A free-text answer keeps its grade only if its text did not change.
     pub async fn submit(
-        pool: &SqlitePool,
+        pool: &DbPool,
         student_id: i64,
         item: &QuizItem,
         grading: &Grading,
@@ -502,11 +504,12 @@ pub mod ssr {
                 _ => (None, None, None),
             },
         };
+        let now = crate::db::now();
+        let graded_at = points.map(|_| now.clone());
         sqlx::query(
             "INSERT INTO quiz_answers (student_id, question_key, answer, submitted_at, draft, \
              draft_saved_at, points, feedback, graded_by, graded_at) \
-             VALUES ($1, $2, $3, CURRENT_TIMESTAMP, NULL, NULL, $4, $5, $6, \
-             CASE WHEN $4 IS NULL THEN NULL ELSE CURRENT_TIMESTAMP END) \
+             VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6, $7, $8) \
              ON CONFLICT (student_id, question_key) DO UPDATE SET \
              answer = excluded.answer, submitted_at = excluded.submitted_at, draft = NULL, \
              draft_saved_at = NULL, points = excluded.points, feedback = excluded.feedback, \
@@ -515,23 +518,26 @@ pub mod ssr {
         .bind(student_id)
         .bind(&item.key)
         .bind(text)
+        .bind(now)
         .bind(points)
         .bind(feedback)
         .bind(graded_by)
+        .bind(graded_at)
+        .persistent(false) // `points` may be NULL: see `crate::db`
         .execute(pool)
         .await?;
         Ok(())
     }
 
     /// Whether a class's quiz can be answered now.
-    pub async fn state(pool: &SqlitePool, class_id: i64) -> Result<QuizState, AppError> {
-        let (phase, closed): (String, bool) =
-            sqlx::query_as("SELECT phase, quiz_closed FROM classes WHERE id = $1")
+    pub async fn state(pool: &DbPool, class_id: i64) -> Result<QuizState, AppError> {
+        let (phase, closed): (String, i64) =
+            sqlx::query_as("SELECT phase, CAST(quiz_closed AS INTEGER) FROM classes WHERE id = $1")
                 .bind(class_id)
                 .fetch_one(pool)
                 .await?;
         Ok(match Phase::parse(&phase) {
-            Some(phase) if phase.quiz_available() && !closed => QuizState::Open,
+            Some(phase) if phase.quiz_available() && closed == 0 => QuizState::Open,
             Some(phase) if phase.quiz_available() => QuizState::Closed,
             _ => QuizState::NotYet,
         })
@@ -539,7 +545,7 @@ pub mod ssr {
 
     /// A student's answers by question key.
     pub async fn answers_of(
-        pool: &SqlitePool,
+        pool: &DbPool,
         student_id: i64,
     ) -> Result<HashMap<String, MyAnswer>, AppError> {
         type Row = (
@@ -575,7 +581,7 @@ pub mod ssr {
     }
 
     /// The quiz standings of a class: graded points per team member, best first.
-    pub async fn leaderboard(pool: &SqlitePool, class_id: i64) -> Result<Vec<TeamScore>, AppError> {
+    pub async fn leaderboard(pool: &DbPool, class_id: i64) -> Result<Vec<TeamScore>, AppError> {
         let rows: Vec<(String, i64, f64, i64)> = sqlx::query_as(
             "SELECT t.name, \
              (SELECT COUNT(*) FROM students s WHERE s.team_id = t.id), \
@@ -609,7 +615,7 @@ pub mod ssr {
     /// Every handed-in answer of a class with its grade, as CSV (UTF-8, RFC 4180 quoting).
     /// Text cells starting with `=`, `+`, `-` or `@` get a leading `'` so spreadsheets
     /// show them instead of evaluating them.
-    pub async fn answers_csv(pool: &SqlitePool, class_id: i64) -> Result<String, AppError> {
+    pub async fn answers_csv(pool: &DbPool, class_id: i64) -> Result<String, AppError> {
         type Row = (
             String,
             String,

@@ -272,7 +272,7 @@ pub struct ModelReading {
 /// Runs a finished run's fine-tuned model on a sentence ("try your model").
 #[server(prefix = "/api", endpoint = "try-model")]
 pub async fn try_run_model(run_id: i64, text: String) -> Result<ModelReading, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     ssr::check_run_access(&pool, run_id).await?;
     crate::widgets::check_sentence(&text)?;
     let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
@@ -295,7 +295,7 @@ pub async fn try_run_model(run_id: i64, text: String) -> Result<ModelReading, Ap
 /// The run form's choices and the team's queue allowance.
 #[server(prefix = "/api", endpoint = "run-form")]
 pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_student(&pool).await?;
     let env: ssr::RunEnvironment = AppError::from_context("run environment")?;
     Ok(RunFormInfo {
@@ -325,7 +325,7 @@ pub async fn submit_run(
     probe_sentence: String,
     confirmed: bool,
 ) -> Result<SubmitOutcome, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let student = crate::auth::ssr::require_student(&pool).await?;
     let env: ssr::RunEnvironment = AppError::from_context("run environment")?;
     let form = ssr::RunForm {
@@ -391,7 +391,7 @@ pub async fn submit_run(
 /// Moves a queued run to the front of the queue (instructors).
 #[server(prefix = "/api", endpoint = "prioritize-run")]
 pub async fn prioritize_run(run_id: i64) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let instructor = crate::auth::ssr::require_instructor(&pool).await?;
     let class_id: Option<i64> = sqlx::query_scalar("SELECT class_id FROM runs WHERE id = $1")
         .bind(run_id)
@@ -434,7 +434,7 @@ pub const COMPARED_RUNS: i64 = 6;
 /// The team's latest runs' loss and validation curves, for comparing them in one chart.
 #[server(prefix = "/api", endpoint = "team-curves")]
 pub async fn team_curves() -> Result<Vec<RunCurves>, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let student = crate::auth::ssr::require_student(&pool).await?;
     let run_ids: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM runs WHERE team_id = $1 AND status <> 'queued' ORDER BY id DESC LIMIT $2",
@@ -459,7 +459,7 @@ pub async fn team_curves() -> Result<Vec<RunCurves>, AppError> {
 /// The caller's team's runs, newest first (students), or a class's (instructors).
 #[server(prefix = "/api", endpoint = "team-runs")]
 pub async fn team_runs(class_id: Option<i64>) -> Result<Vec<RunSummary>, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     match ssr::viewpoint(&pool, class_id).await? {
         ssr::Viewpoint::Team { team_id, .. } => {
             ssr::summaries(&pool, ssr::RunFilter::Team(team_id)).await
@@ -473,7 +473,7 @@ pub async fn team_runs(class_id: Option<i64>) -> Result<Vec<RunSummary>, AppErro
 /// One run, for its team or its class's instructor.
 #[server(prefix = "/api", endpoint = "run")]
 pub async fn run_detail(run_id: i64) -> Result<RunSummary, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     ssr::check_run_access(&pool, run_id).await?;
     ssr::summaries(&pool, ssr::RunFilter::Run(run_id))
         .await?
@@ -484,12 +484,13 @@ pub async fn run_detail(run_id: i64) -> Result<RunSummary, AppError> {
 /// Cancels a queued or running run (its team or the instructor).
 #[server(prefix = "/api", endpoint = "cancel-run")]
 pub async fn cancel_run(run_id: i64) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     ssr::check_run_access(&pool, run_id).await?;
     let queued = sqlx::query(
-        "UPDATE runs SET status = 'cancelled', finished_at = CURRENT_TIMESTAMP, \
-         message = 'Cancelled before it started.' WHERE id = $1 AND status = 'queued'",
+        "UPDATE runs SET status = 'cancelled', finished_at = $1, \
+         message = 'Cancelled before it started.' WHERE id = $2 AND status = 'queued'",
     )
+    .bind(crate::db::now())
     .bind(run_id)
     .execute(&pool)
     .await?;
@@ -512,16 +513,18 @@ pub async fn cancel_run(run_id: i64) -> Result<(), AppError> {
 /// revealed (instructors always see it).
 #[server(prefix = "/api", endpoint = "boards")]
 pub async fn class_boards(class_id: Option<i64>) -> Result<Boards, AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let (class_id, instructor) = match ssr::viewpoint(&pool, class_id).await? {
         ssr::Viewpoint::Team { class_id, .. } => (class_id, false),
         ssr::Viewpoint::Instructor { class_id } => (class_id, true),
     };
-    let revealed: bool =
-        sqlx::query_scalar("SELECT private_board_revealed FROM classes WHERE id = $1")
-            .bind(class_id)
-            .fetch_one(&pool)
-            .await?;
+    let revealed: i64 = sqlx::query_scalar(
+        "SELECT CAST(private_board_revealed AS INTEGER) FROM classes WHERE id = $1",
+    )
+    .bind(class_id)
+    .fetch_one(&pool)
+    .await?;
+    let revealed = revealed != 0;
     Ok(Boards {
         public: ssr::board(&pool, class_id, ssr::Board::Public).await?,
         private: if revealed || instructor {
@@ -536,7 +539,7 @@ pub async fn class_boards(class_id: Option<i64>) -> Result<Boards, AppError> {
 /// Shows or hides the private (SST-2 dev) board to the class's students.
 #[server(prefix = "/api", endpoint = "reveal-board")]
 pub async fn reveal_board(class_id: i64, revealed: bool) -> Result<(), AppError> {
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     sqlx::query("UPDATE classes SET private_board_revealed = $1 WHERE id = $2")
         .bind(revealed)
@@ -554,8 +557,8 @@ pub mod ssr {
     use super::{
         BoardLine, MAX_CURVE_POINTS, ModelChoice, RunEvent, RunSettings, RunStatus, RunSummary,
     };
+    use crate::db::DbPool;
     use crate::error::AppError;
-    use sqlx::SqlitePool;
     use std::path::PathBuf;
     use std::sync::Arc;
     use tokio::sync::{Notify, broadcast};
@@ -651,7 +654,7 @@ pub mod ssr {
     }
 
     /// The calling student's team's latest finished run with a model on disk, if any.
-    pub async fn team_model(pool: &SqlitePool) -> Result<Option<(i64, PathBuf)>, AppError> {
+    pub async fn team_model(pool: &DbPool) -> Result<Option<(i64, PathBuf)>, AppError> {
         let crate::auth::ssr::Caller::Student(student) = crate::auth::ssr::caller(pool).await?
         else {
             return Ok(None);
@@ -723,7 +726,7 @@ pub mod ssr {
     }
 
     /// Reads a run's curves from its stored step and evaluation events.
-    pub async fn loss_curves(pool: &SqlitePool, run_id: i64) -> Result<LossCurves, AppError> {
+    pub async fn loss_curves(pool: &DbPool, run_id: i64) -> Result<LossCurves, AppError> {
         let payloads: Vec<String> = sqlx::query_scalar(
             "SELECT payload FROM run_events WHERE run_id = $1 AND \
              (payload LIKE '{\"type\":\"step\"%' OR payload LIKE '{\"type\":\"eval\"%') ORDER BY seq",
@@ -758,7 +761,7 @@ pub mod ssr {
     }
 
     /// A run's settings in one line.
-    pub async fn run_label(pool: &SqlitePool, run_id: i64) -> Result<String, AppError> {
+    pub async fn run_label(pool: &DbPool, run_id: i64) -> Result<String, AppError> {
         let settings: String = sqlx::query_scalar("SELECT settings FROM runs WHERE id = $1")
             .bind(run_id)
             .fetch_one(pool)
@@ -787,23 +790,12 @@ pub mod ssr {
             .collect()
     }
 
-    /// The UTC calendar date of `time` as `YYYY-MM-DD` (the database's timestamp format).
+    /// The UTC calendar date of `time` as `YYYY-MM-DD`, which compares as that day's first
+    /// [`crate::db::timestamp`].
     pub fn utc_date(time: std::time::SystemTime) -> String {
-        let days = time
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() / 86_400) as i64;
-        // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let day_of_era = z - era * 146_097;
-        let year_of_era =
-            (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-        let mp = (5 * day_of_year + 2) / 153;
-        let day = day_of_year - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = year_of_era + era * 400 + i64::from(month <= 2);
-        format!("{year:04}-{month:02}-{day:02}")
+        let mut date = crate::db::timestamp(time);
+        date.truncate(10);
+        date
     }
 
     /// Tells open pages that a run changed status.
@@ -1029,16 +1021,13 @@ pub mod ssr {
 
     /// The caller's viewpoint: students see their own class (`class_id` is ignored);
     /// instructors must name one of theirs.
-    pub async fn viewpoint(
-        pool: &SqlitePool,
-        class_id: Option<i64>,
-    ) -> Result<Viewpoint, AppError> {
+    pub async fn viewpoint(pool: &DbPool, class_id: Option<i64>) -> Result<Viewpoint, AppError> {
         viewpoint_of(pool, crate::auth::ssr::caller(pool).await?, class_id).await
     }
 
     /// [`viewpoint`] for a known caller (the server's live class events use it too).
     pub async fn viewpoint_of(
-        pool: &SqlitePool,
+        pool: &DbPool,
         caller: crate::auth::ssr::Caller,
         class_id: Option<i64>,
     ) -> Result<Viewpoint, AppError> {
@@ -1058,7 +1047,7 @@ pub mod ssr {
     }
 
     /// Checks the caller may see `run_id`: a member of its team or its class's instructor.
-    pub async fn check_run_access(pool: &SqlitePool, run_id: i64) -> Result<(), AppError> {
+    pub async fn check_run_access(pool: &DbPool, run_id: i64) -> Result<(), AppError> {
         let caller = crate::auth::ssr::caller(pool).await?;
         check_access(pool, &caller, run_id).await
     }
@@ -1066,7 +1055,7 @@ pub mod ssr {
     /// The access rule behind [`check_run_access`], for a known caller (the server's own
     /// routes use it too).
     pub async fn check_access(
-        pool: &SqlitePool,
+        pool: &DbPool,
         caller: &crate::auth::ssr::Caller,
         run_id: i64,
     ) -> Result<(), AppError> {
@@ -1115,10 +1104,7 @@ pub mod ssr {
 
     /// Run summaries, newest first. The queue position counts queued runs submitted
     /// earlier (the worker also rotates between teams, so it is an upper bound).
-    pub async fn summaries(
-        pool: &SqlitePool,
-        filter: RunFilter,
-    ) -> Result<Vec<RunSummary>, AppError> {
+    pub async fn summaries(pool: &DbPool, filter: RunFilter) -> Result<Vec<RunSummary>, AppError> {
         let (sql, value) = match filter {
             RunFilter::Team(id) => (run_sql!("r.team_id = $1"), id),
             RunFilter::Class(id) => (run_sql!("r.class_id = $1"), id),
@@ -1179,7 +1165,7 @@ pub mod ssr {
 
     /// Best accuracy per team, best first (ties: the earlier run).
     pub async fn board(
-        pool: &SqlitePool,
+        pool: &DbPool,
         class_id: i64,
         which: Board,
     ) -> Result<Vec<BoardLine>, AppError> {

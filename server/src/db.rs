@@ -1,41 +1,99 @@
-//! Opening the database and applying the migrations in `migrations/`.
+//! Opening the database and applying its migrations: the one place that knows which
+//! database is behind the app's [`DbPool`].
+//!
+//! `DATABASE_URL` names SQLite (`sqlite:…`, the embedded default) or PostgreSQL
+//! (`postgres://…`). SQLite files are created when missing and use WAL, foreign keys and a
+//! busy timeout; each database has its own numbered migrations, `migrations/` for SQLite
+//! and `migrations/postgres/` for PostgreSQL, with the same numbers and names.
 
 use crate::config::ConfigError;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use app::db::DbPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{ConnectOptions, Connection, Executor};
 use std::str::FromStr;
-use std::time::Duration;
 
-/// The numbered migrations, embedded at build time.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+/// The SQLite migrations, embedded at build time (sqlx skips the `postgres/` folder in it).
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Opens (creating if needed) the SQLite database at `url` and brings its schema up to date.
-pub async fn connect_and_migrate(url: &str) -> Result<SqlitePool, ConfigError> {
-    let fail = |message: String| ConfigError::new("DATABASE_URL", message);
-    if !url.starts_with("sqlite:") {
-        return Err(fail(format!(
-            "\u{201c}{}\u{201d} is not a sqlite: URL; this build stores its data in SQLite",
-            redact(url)
-        )));
+/// The PostgreSQL migrations, embedded at build time.
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Connections per server process.
+const MAX_CONNECTIONS: u32 = 8;
+/// What every SQLite connection sets: enforced foreign keys, and up to 5 s of waiting for
+/// another connection's write lock. (The file itself remembers write-ahead logging.)
+const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000";
+
+/// The databases a `DATABASE_URL` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn of(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
     }
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(|e| fail(format!("cannot parse {}: {e}", redact(url))))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Self::Sqlite => &SQLITE_MIGRATOR,
+            Self::Postgres => &POSTGRES_MIGRATOR,
+        }
+    }
+}
+
+/// Opens the database at `url` (creating a missing SQLite file) and brings its schema up
+/// to date.
+pub async fn connect_and_migrate(url: &str) -> Result<DbPool, ConfigError> {
+    let fail = |message: String| ConfigError::new("DATABASE_URL", message);
+    let backend = Backend::of(url).ok_or_else(|| {
+        fail(format!(
+            "\u{201c}{}\u{201d} is neither a sqlite: nor a postgres:// URL",
+            redact(url)
+        ))
+    })?;
+    sqlx::any::install_default_drivers();
+    let mut options = AnyPoolOptions::new().max_connections(MAX_CONNECTIONS);
+    if backend == Backend::Sqlite {
+        prepare_sqlite_file(url)
+            .await
+            .map_err(|e| fail(format!("cannot open {}: {e}", redact(url))))?;
+        options = options.after_connect(|connection, _| {
+            Box::pin(async move { connection.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
+        });
+    }
+    let pool = options
+        .connect(url)
         .await
         .map_err(|e| fail(format!("cannot open {}: {e}", redact(url))))?;
-    MIGRATOR.run(&pool).await.map_err(|e| {
+    backend.migrator().run(&pool).await.map_err(|e| {
         fail(format!(
             "cannot apply the migrations to {}: {e}",
             redact(url)
         ))
     })?;
     Ok(pool)
+}
+
+/// Creates the SQLite file if it is missing and switches it to write-ahead logging, which
+/// the file remembers for every later connection.
+async fn prepare_sqlite_file(url: &str) -> Result<(), sqlx::Error> {
+    let connection = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await?;
+    connection.close().await
 }
 
 /// Hides a password in a database URL before it is printed.
@@ -67,8 +125,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sqlite_connections_use_wal_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let pool = connect_and_migrate(&url).await.unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let orphan = sqlx::query("INSERT INTO teams (class_id, name) VALUES ($1, $2)")
+            .bind(999_i64)
+            .bind("Red")
+            .execute(&pool)
+            .await;
+        assert!(orphan.is_err(), "a team needs its class");
+    }
+
+    #[test]
+    fn the_migration_folders_have_the_same_numbers_and_names() {
+        let names = |migrator: &Migrator| {
+            migrator
+                .iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&SQLITE_MIGRATOR), names(&POSTGRES_MIGRATOR));
+        assert_eq!(SQLITE_MIGRATOR.iter().count(), 4);
+    }
+
+    #[tokio::test]
     async fn other_databases_are_refused_without_leaking_the_password() {
-        let error = connect_and_migrate("postgres://user:secret@localhost/db")
+        let error = connect_and_migrate("mysql://user:secret@localhost/db")
+            .await
+            .unwrap_err();
+        assert_eq!(error.setting, "DATABASE_URL");
+        assert!(
+            error.message.contains("mysql://***@localhost/db"),
+            "{}",
+            error.message
+        );
+        assert!(!error.message.contains("secret"), "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn a_bad_postgres_url_names_the_setting_without_the_password() {
+        let error = connect_and_migrate("postgres://user:secret@localhost:99999/db")
             .await
             .unwrap_err();
         assert_eq!(error.setting, "DATABASE_URL");

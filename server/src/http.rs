@@ -3,6 +3,7 @@
 
 use app::auth::ssr::{JoinLimiter, caller_of, check_class_owner, instructor_only};
 use app::classroom::ssr::ClassEvents;
+use app::db::DbPool;
 use app::error::AppError;
 use app::live::CLASS_CHANGED_EVENT;
 use app::runs::ssr::{RunEnvironment, RunUpdate};
@@ -23,7 +24,6 @@ use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
@@ -41,7 +41,7 @@ pub struct AppState {
     /// Leptos rendering options (site root, output name, address).
     pub leptos_options: LeptosOptions,
     /// The database.
-    pub pool: SqlitePool,
+    pub pool: DbPool,
     /// Facts `/healthz` reports.
     pub status: Arc<ServerStatus>,
     /// The default model's tokenizer, for the tokenizer playground.

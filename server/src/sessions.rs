@@ -4,8 +4,8 @@
 //! keeps each session's record as JSON in the `sessions` table. Expired rows are deleted
 //! when read and swept every hour.
 
+use app::db::DbPool;
 use async_trait::async_trait;
-use sqlx::SqlitePool;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
@@ -14,12 +14,12 @@ use tower_sessions::session_store::{self, SessionStore};
 /// A tower-sessions store on the `sessions` table.
 #[derive(Debug, Clone)]
 pub struct SqlSessionStore {
-    pool: SqlitePool,
+    pool: DbPool,
 }
 
 impl SqlSessionStore {
     /// A store on `pool`, whose schema the migrations created.
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: DbPool) -> Self {
         Self { pool }
     }
 

@@ -9,9 +9,9 @@
 //! trains runs on its own. With one slot a CPU run is reproducible from its seed; with more,
 //! concurrent runs share the backend's process-wide random generator.
 
+use app::db::DbPool;
 use app::runs::RunSettings;
 use app::runs::ssr::{RunEnvironment, RunUpdate};
-use sqlx::SqlitePool;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +35,7 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Worker {
     /// The database holding the queue.
-    pub pool: SqlitePool,
+    pub pool: DbPool,
     /// Models folder, wake-up and broadcast channel shared with the web side.
     pub env: RunEnvironment,
     /// The device runs train on.
@@ -127,11 +127,12 @@ impl Worker {
             let claimed = sqlx::query(
                 "UPDATE runs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
                  claim_order = (SELECT COALESCE(MAX(claim_order), 0) + 1 FROM runs), \
-                 started_at = COALESCE(started_at, CURRENT_TIMESTAMP) \
-                 WHERE id = $3 AND status = 'queued'",
+                 started_at = COALESCE(started_at, $3) \
+                 WHERE id = $4 AND status = 'queued'",
             )
             .bind(&self.owner)
             .bind(now() + LEASE.as_secs() as i64)
+            .bind(app::db::now())
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -308,10 +309,12 @@ impl Worker {
 
     /// Whether someone pressed Cancel on the run.
     async fn cancel_requested(&self, run_id: i64) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar("SELECT cancel_requested FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(&self.pool)
-            .await
+        let requested: i64 =
+            sqlx::query_scalar("SELECT CAST(cancel_requested AS INTEGER) FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(requested != 0)
     }
 
     /// Records a run's end, if this worker still holds it.
@@ -324,15 +327,17 @@ impl Worker {
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE runs SET status = $1, message = $2, validation_accuracy = $3, private_accuracy = $4, \
-             finished_at = CURRENT_TIMESTAMP, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $5 AND lease_owner = $6",
+             finished_at = $5, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $6 AND lease_owner = $7",
         )
         .bind(status)
         .bind(message)
         .bind(accuracy.map(|a| a.0))
         .bind(accuracy.map(|a| a.1))
+        .bind(app::db::now())
         .bind(run_id)
         .bind(&self.owner)
+        .persistent(false) // the accuracies may be NULL: see `app::db`
         .execute(&self.pool)
         .await?;
         self.announce(run_id);
@@ -404,7 +409,7 @@ struct History {
 }
 
 impl History {
-    async fn load(pool: &SqlitePool, run_id: i64) -> Result<Self, sqlx::Error> {
+    async fn load(pool: &DbPool, run_id: i64) -> Result<Self, sqlx::Error> {
         let rows: Vec<(i64, String)> =
             sqlx::query_as("SELECT seq, payload FROM run_events WHERE run_id = $1 ORDER BY seq")
                 .bind(run_id)
@@ -458,7 +463,7 @@ impl History {
     /// Stores and broadcasts `event` unless it is already stored.
     async fn store(
         &mut self,
-        pool: &SqlitePool,
+        pool: &DbPool,
         env: &RunEnvironment,
         run_id: i64,
         event: &Event,

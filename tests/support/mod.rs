@@ -1,5 +1,6 @@
 //! What the HTTP-level integration tests share: starting the real `jigsaw-lab` binary on a
-//! free port with a fresh data directory, and calling it. Each test file uses a part.
+//! free port with a fresh data directory (and, for the `_on_postgres` tests, a fresh
+//! PostgreSQL database), and calling it. Each test file uses a part.
 #![allow(dead_code)]
 
 pub use reqwest::StatusCode;
@@ -51,14 +52,23 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub data_dir: PathBuf,
+    /// The environment variables it was started with beyond the test defaults.
+    env: Vec<(String, String)>,
     _temp: Option<tempfile::TempDir>,
 }
 
 impl Server {
     pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// Starts the server in a fresh data directory, on `database` when given (else on
+    /// SQLite in that directory).
+    pub fn start_on(database: Option<&PostgresDatabase>) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().to_path_buf();
-        let mut server = Self::start_in(&data_dir);
+        let env: Vec<_> = database.map(PostgresDatabase::env).into_iter().collect();
+        let mut server = Self::start_in_with(&data_dir, &env);
         server._temp = Some(temp);
         server
     }
@@ -94,8 +104,19 @@ impl Server {
             child,
             base,
             data_dir: data_dir.to_path_buf(),
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone()))
+                .collect(),
             _temp: None,
         }
+    }
+
+    /// The binary with this server's environment, for its terminal commands.
+    pub fn command(&self) -> Command {
+        let mut command = command(&self.data_dir);
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
+        command
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -162,6 +183,86 @@ pub fn failed_start(setting: &str, value: &str) -> (Option<i32>, String) {
     )
 }
 
+// PostgreSQL: the `_on_postgres` tests run the same flows on a database of their own.
+
+/// Names the PostgreSQL server the `_on_postgres` tests create their databases on.
+pub const POSTGRES_URL_VAR: &str = "JIGSAW_TEST_POSTGRES_URL";
+
+/// A fresh, empty PostgreSQL database for one test, dropped (connections and all) when the
+/// value is. Declare it before the server, so the server stops first.
+pub struct PostgresDatabase {
+    pub url: String,
+}
+
+impl PostgresDatabase {
+    /// Creates the database on the server that [`POSTGRES_URL_VAR`] names, or fails the
+    /// test saying how to set it: these tests never pass without a database to test.
+    pub async fn create() -> Self {
+        use sqlx::migrate::MigrateDatabase;
+        static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let server = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+            panic!(
+                "{POSTGRES_URL_VAR} is not set. The _on_postgres tests need a PostgreSQL server \
+                 where they may create databases, e.g. \
+                 {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test (`make test` sets that)"
+            )
+        });
+        let name = format!(
+            "jigsaw_test_{}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+            CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let url = with_database(&server, &name);
+        sqlx::Postgres::create_database(&url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot create a test database with {POSTGRES_URL_VAR}={server}: {e}")
+            });
+        Self { url }
+    }
+
+    /// The setting that points a server at this database.
+    pub fn env(&self) -> (&'static str, String) {
+        ("DATABASE_URL", self.url.clone())
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        use sqlx::migrate::MigrateDatabase;
+        let url = self.url.clone();
+        // Drop runs inside the test's runtime, which cannot block; a thread of its own can.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(sqlx::Postgres::force_drop_database(&url))
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop the test database {}: {error}", self.url);
+        }
+    }
+}
+
+/// `server`, a postgres:// URL, with its database name replaced by `name`.
+fn with_database(server: &str, name: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server, String::new()),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[host_start..]
+        .find('/')
+        .map_or(base.len(), |i| host_start + i);
+    format!("{}/{name}{query}", &base[..host_end])
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
@@ -183,7 +284,8 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// Creates an instructor account with the terminal command, as a teacher would.
 pub fn add_instructor(server: &Server, username: &str) {
-    let output = command(&server.data_dir)
+    let output = server
+        .command()
         .env("JIGSAW_INSTRUCTOR_PASSWORD", PASSWORD)
         .args(["instructor", "add", username])
         .output()

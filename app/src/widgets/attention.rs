@@ -66,7 +66,7 @@ pub struct TeamAttention {
 #[server(prefix = "/api", endpoint = "team-attention")]
 pub async fn team_attention_map(text: String) -> Result<Option<TeamAttention>, AppError> {
     super::check_sentence(&text)?;
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let Some((run_id, dir)) = crate::runs::ssr::team_model(&pool).await? else {
         return Ok(None);
     };

@@ -25,7 +25,7 @@ pub struct ClsView {
 #[server(prefix = "/api", endpoint = "cls")]
 pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
     super::check_sentence(&text)?;
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     if let Some((run_id, dir)) = crate::runs::ssr::team_model(&pool).await? {
         let env: crate::runs::ssr::RunEnvironment = AppError::from_context("run environment")?;
         return tokio::task::spawn_blocking(move || {

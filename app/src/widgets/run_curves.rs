@@ -41,7 +41,7 @@ pub async fn overfitting_curves() -> Result<Option<OverfittingExample>, AppError
     use crate::runs::ssr::{loss_curves, run_label};
     /// How many recent finished runs are compared.
     const RECENT_RUNS: i64 = 30;
-    let pool = crate::auth::ssr::pool()?;
+    let pool = crate::db::pool()?;
     let run_ids: Vec<i64> = match crate::auth::ssr::caller(&pool).await? {
         Caller::Student(student) => {
             sqlx::query_scalar(
