@@ -202,7 +202,7 @@ async fn wait_for_status(client: &reqwest::Client, server: &Server, run_id: i64,
 #[tokio::test]
 async fn two_training_slots_train_two_teams_runs_at_once() {
     let temp = tempfile::tempdir().unwrap();
-    let mut env = training_env(temp.path());
+    let mut env = training_env(temp.path(), None);
     env.push(("JIGSAW_TRAINING_SLOTS", "2".to_string()));
     let class = classroom(&temp.path().join("data"), &env).await;
     let server = &class.server;

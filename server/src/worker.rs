@@ -194,18 +194,24 @@ impl Worker {
             checkpoint_every: Some(Duration::from_secs(120)),
             export_dir: Some(self.env.model_dir(run.id)),
             readback_every: None,
+            resume_at_most: None,
         }
     }
 
     /// Trains one claimed run to its end (or until shutdown), storing its events.
     async fn execute(&self, run: Claimed, mut shutdown: watch::Receiver<bool>) {
-        let config = self.train_config(&run);
         let mut history = match History::load(&self.pool, run.id).await {
             Ok(history) => history,
             Err(error) => {
                 tracing::error!(%error, run = run.id, "could not read the run's history");
                 return;
             }
+        };
+        // Checkpoint files can be ahead of the stored events after a crash: resume from one
+        // the stored steps reach, so the run's history keeps no gap.
+        let config = TrainConfig {
+            resume_at_most: Some(history.last_step),
+            ..self.train_config(&run)
         };
         let cancel = CancelToken::default();
         let (sender, mut receiver) = mpsc::unbounded_channel::<Event>();

@@ -4,7 +4,9 @@
 //! all the schedule and the data need.
 //!
 //! A checkpoint is written to `latest.partial/` and then swapped in, so a crash while
-//! writing leaves the previous one intact.
+//! writing leaves the previous one intact. The one before it is kept as `previous/`: a
+//! caller that stores the run's events more slowly than checkpoints are written can resume
+//! from the newest checkpoint its stored events reach (see [`find`]).
 
 use crate::model::SequenceClassifier;
 use burn::module::Module;
@@ -79,14 +81,12 @@ pub fn save(
         std::fs::rename(&latest, &previous).map_err(|e| io(&latest, e))?;
     }
     std::fs::rename(&partial, &latest).map_err(|e| io(&partial, e))?;
-    if previous.exists() {
-        std::fs::remove_dir_all(&previous).map_err(|e| io(&previous, e))?;
-    }
     Ok(())
 }
 
-/// Finds the newest complete checkpoint under `root`, if there is one.
-pub fn find(root: &Path) -> Result<Option<Saved>, String> {
+/// Finds the newest complete checkpoint under `root` whose step is at most `at_most` (any
+/// step when `None`), if there is one.
+pub fn find(root: &Path, at_most: Option<usize>) -> Result<Option<Saved>, String> {
     for name in ["latest", "previous"] {
         let dir = root.join(name);
         let file = dir.join("progress.json");
@@ -94,9 +94,44 @@ pub fn find(root: &Path) -> Result<Option<Saved>, String> {
             continue;
         }
         let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
-        let progress =
+        let progress: Progress =
             serde_json::from_str(&text).map_err(|e| io(&file, format!("not a checkpoint: {e}")))?;
-        return Ok(Some(Saved { dir, progress }));
+        if at_most.is_none_or(|limit| progress.step <= limit) {
+            return Ok(Some(Saved { dir, progress }));
+        }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::optim::AdamWConfig;
+    use burn::tensor::Device;
+
+    #[test]
+    fn the_newest_checkpoint_within_reach_is_found() {
+        let temp = tempfile::tempdir().unwrap();
+        let config = crate::model::config::parse_config(
+            r#"{"model_type":"bert","vocab_size":50,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":32,"type_vocab_size":2}"#,
+            Path::new("config.json"),
+        )
+        .unwrap();
+        let device = Device::flex().autodiff();
+        let model = SequenceClassifier::new(&config, 2, &device);
+        let optimizer = AdamWConfig::new().init();
+        for step in [10, 20, 30] {
+            let progress = Progress {
+                step,
+                settings: "same run".into(),
+                last_validation: None,
+            };
+            save(temp.path(), &model, &optimizer, &progress).unwrap();
+        }
+        let step = |at_most| find(temp.path(), at_most).unwrap().map(|s| s.progress.step);
+        assert_eq!(step(None), Some(30));
+        assert_eq!(step(Some(30)), Some(30));
+        assert_eq!(step(Some(25)), Some(20));
+        assert_eq!(step(Some(15)), None);
+    }
 }

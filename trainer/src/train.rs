@@ -76,6 +76,9 @@ pub struct TrainConfig {
     /// transfer; `None` chooses by device (every step on the CPU, where reading is free;
     /// every [`GPU_READBACK_EVERY`] steps on a GPU, where each read waits for the queue).
     pub readback_every: Option<usize>,
+    /// Resume only from a checkpoint at or before this step: the caller has stored the
+    /// run's events up to it, and resuming from a later one would leave a gap in them.
+    pub resume_at_most: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -98,6 +101,7 @@ impl Default for TrainConfig {
             checkpoint_every: Some(std::time::Duration::from_secs(600)),
             export_dir: None,
             readback_every: None,
+            resume_at_most: None,
         }
     }
 }
@@ -487,7 +491,8 @@ fn run(
     let mut step = 0;
     let mut last_validation = (f64::NAN, 0.0);
     if let Some(root) = &config.checkpoint_dir
-        && let Some(saved) = checkpoint::find(root).map_err(TrainError::Checkpoint)?
+        && let Some(saved) =
+            checkpoint::find(root, config.resume_at_most).map_err(TrainError::Checkpoint)?
     {
         if saved.progress.settings != config.resume_key() {
             return Err(TrainError::Checkpoint(format!(

@@ -467,6 +467,7 @@ fn minilm_sst2_run() -> TrainConfig {
         checkpoint_every: None,
         export_dir: None,
         readback_every: None,
+        resume_at_most: None,
     }
 }
 
