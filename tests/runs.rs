@@ -38,10 +38,10 @@ fn training_env(root: &Path, database: Option<&PostgresDatabase>) -> Vec<(&'stat
     env
 }
 
-/// Training tests share the CPU, except the crash test, which trains alone: when other
-/// training slows the worker, its stored events can lag a checkpoint behind the trainer,
-/// and a crash then loses the steps in between (the run resumes from the newer checkpoint
-/// on disk). That is a race in the worker, not in what this test checks.
+/// Training tests share the CPU, except the crash test, which trains alone so that the
+/// kill lands while its run is still training. (When stored events lag behind the
+/// checkpoint files, the worker resumes from the newest checkpoint they reach; see
+/// `trainer::checkpoint::find`.)
 static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// A run form for the tiny model; `changes` override fields.
