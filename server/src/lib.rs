@@ -91,7 +91,9 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             trainer::device::BackendKind::Gpu => GPU_EXAMPLES_PER_SECOND,
         },
         wake: Arc::new(tokio::sync::Notify::new()),
-        events: tokio::sync::broadcast::channel(1024).0,
+        // Room for several seconds of a fast run's events (a small model emits a thousand
+        // steps a second), so an open run page rarely lags behind and has to reconnect.
+        events: tokio::sync::broadcast::channel(16_384).0,
         runs_dir: config.data_dir.join("runs"),
         trained: app::runs::ssr::TrainedModel::default(),
     };
