@@ -24,6 +24,7 @@ use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
@@ -236,7 +237,8 @@ async fn stream_class_events(
 /// `GET /api/runs/{id}/events`: a run's stored events (after `Last-Event-ID`, when the
 /// browser reconnects) and then its new ones live, each with its sequence number as the
 /// SSE id, so a reconnect or reload sees the whole history with no gap or duplicate.
-/// Status changes come as `status` events without an id.
+/// Status changes come as `status` events without an id. A listener that falls behind the
+/// live broadcast catches up from the database within the same stream.
 async fn stream_run_events(
     State(state): State<AppState>,
     session: Session,
@@ -271,33 +273,63 @@ async fn stream_run_events(
             .event(RUN_EVENT)
             .data(payload))
     }));
+    let pool = state.pool.clone();
     let live = futures_util::stream::unfold(
-        (updates, state.shutdown.clone(), last_sent),
-        move |(mut updates, mut shutdown, mut last_sent)| async move {
-            loop {
-                if *shutdown.borrow() {
-                    return None;
-                }
-                tokio::select! {
-                    received = updates.recv() => match received {
-                        Ok(RunUpdate { run_id: id, .. }) if id != run_id => continue,
-                        Ok(RunUpdate { event: Some((seq, payload)), .. }) => {
-                            if seq <= last_sent {
-                                continue;
+        (updates, state.shutdown.clone(), last_sent, VecDeque::new()),
+        move |(mut updates, mut shutdown, mut last_sent, mut missed)| {
+            let pool = pool.clone();
+            async move {
+                loop {
+                    if *shutdown.borrow() {
+                        return None;
+                    }
+                    // Events read back from the database after falling behind go first.
+                    if let Some((seq, payload)) = missed.pop_front() {
+                        if seq <= last_sent {
+                            continue;
+                        }
+                        last_sent = seq;
+                        let event = Event::default()
+                            .id(seq.to_string())
+                            .event(RUN_EVENT)
+                            .data(payload);
+                        return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                    }
+                    tokio::select! {
+                        received = updates.recv() => match received {
+                            Ok(RunUpdate { run_id: id, .. }) if id != run_id => continue,
+                            Ok(RunUpdate { event: Some((seq, payload)), .. }) => {
+                                if seq <= last_sent {
+                                    continue;
+                                }
+                                last_sent = seq;
+                                let event = Event::default().id(seq.to_string()).event(RUN_EVENT).data(payload);
+                                return Some((Ok(event), (updates, shutdown, last_sent, missed)));
                             }
-                            last_sent = seq;
-                            let event = Event::default().id(seq.to_string()).event(RUN_EVENT).data(payload);
-                            return Some((Ok(event), (updates, shutdown, last_sent)));
-                        }
-                        Ok(RunUpdate { event: None, .. }) => {
-                            let event = Event::default().event(RUN_STATUS_EVENT).data(run_id.to_string());
-                            return Some((Ok(event), (updates, shutdown, last_sent)));
-                        }
-                        // Too slow a listener: end the stream; the browser reconnects with
-                        // its Last-Event-ID and gets what it missed from the database.
-                        Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = shutdown.changed() => return None,
+                            Ok(RunUpdate { event: None, .. }) => {
+                                let event = Event::default().event(RUN_STATUS_EVENT).data(run_id.to_string());
+                                return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                            }
+                            // Too slow a listener: catch up from the database in this same
+                            // stream, then say the status may have changed meanwhile.
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                let stored: Result<Vec<(i64, String)>, _> = sqlx::query_as(
+                                    "SELECT seq, payload FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+                                )
+                                .bind(run_id)
+                                .bind(last_sent)
+                                .fetch_all(&pool)
+                                .await;
+                                // If the database fails, end the stream: the browser
+                                // reconnects with its Last-Event-ID.
+                                missed.extend(stored.ok()?);
+                                let event = Event::default().event(RUN_STATUS_EVENT).data(run_id.to_string());
+                                return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        _ = shutdown.changed() => return None,
+                    }
                 }
             }
         },

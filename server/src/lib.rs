@@ -92,7 +92,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         },
         wake: Arc::new(tokio::sync::Notify::new()),
         // Room for several seconds of a fast run's events (a small model emits a thousand
-        // steps a second), so an open run page rarely lags behind and has to reconnect.
+        // steps a second); a run page that still falls behind catches up from the database.
         events: tokio::sync::broadcast::channel(16_384).0,
         runs_dir: config.data_dir.join("runs"),
         trained: app::runs::ssr::TrainedModel::default(),
