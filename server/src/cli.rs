@@ -324,10 +324,7 @@ pub fn predict(args: &[String], config: &Config) -> Result<(), String> {
     if sentences.is_empty() {
         return Err("give at least one sentence to classify".into());
     }
-    let device =
-        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
-    let predictor = trainer::inference::Predictor::load(&model, max_len, device.device())
-        .map_err(|e| e.to_string())?;
+    let predictor = load_predictor(config, &model, max_len)?;
     let results = sentences
         .iter()
         .map(|s| predictor.predict(s))
@@ -336,6 +333,17 @@ pub fn predict(args: &[String], config: &Config) -> Result<(), String> {
     let json = serde_json::json!({ "model_dir": model, "results": results });
     println!("{json}");
     Ok(())
+}
+
+/// Loads the model in `dir` for `predict` and `inspect` on the device JIGSAW_DEVICE chooses.
+fn load_predictor(
+    config: &Config,
+    dir: &Path,
+    max_len: Option<usize>,
+) -> Result<trainer::inference::Predictor, String> {
+    let device =
+        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    trainer::inference::Predictor::load(dir, max_len, device.device()).map_err(|e| e.to_string())
 }
 
 /// Usage text of the `inspect` subcommand.
@@ -366,10 +374,7 @@ pub fn inspect(args: &[String], config: &Config) -> Result<(), String> {
     let [sentence] = sentences.as_slice() else {
         return Err("give exactly one sentence to inspect (quote it)".into());
     };
-    let device =
-        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
-    let predictor = trainer::inference::Predictor::load(&model, None, device.device())
-        .map_err(|e| e.to_string())?;
+    let predictor = load_predictor(config, &model, None)?;
     let inspection = predictor.inspect(sentence).map_err(|e| e.to_string())?;
     if json {
         let line = serde_json::to_string(&inspection).map_err(|e| e.to_string())?;

@@ -6,8 +6,8 @@ use crate::loader::{self, LoadError};
 use crate::model::{BatchTensors, SequenceClassifier};
 use crate::tokenize::{Encoding, TextEncoder, TokenizeError, pad};
 use crate::train::LABELS;
-use burn::tensor::Device;
 use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 use std::path::Path;
 
@@ -54,9 +54,13 @@ pub fn attention_matrices(
     device: &Device,
 ) -> Vec<Vec<Vec<f32>>> {
     let batch = BatchTensors::new(&pad(std::slice::from_ref(encoding), 0), device);
-    model
-        .encode(&batch, true)
-        .attentions
+    per_head(model.encode(&batch, true).attentions)
+}
+
+/// One sentence's attention tensors (`[1, heads, seq, seq]` per layer) as
+/// `[layer][head][query * seq + key]`.
+fn per_head(layers: Vec<Tensor<4>>) -> Vec<Vec<Vec<f32>>> {
+    layers
         .into_iter()
         .map(|layer| {
             let [_, heads, seq, _] = layer.dims();
@@ -132,17 +136,14 @@ impl Predictor {
             &self.device,
         );
         let output = self.model.encode(&batch, true);
-        let vector = |tensor: burn::tensor::Tensor<2>| {
-            tensor.into_data().try_into_vec::<f32>().unwrap_or_default()
-        };
+        let vector =
+            |tensor: Tensor<2>| tensor.into_data().try_into_vec::<f32>().unwrap_or_default();
         let seq_len = encoding.ids.len();
-        let attentions = output
-            .attentions
+        let attentions = per_head(output.attentions)
             .into_iter()
             .map(|layer| {
-                let values = layer.into_data().try_into_vec::<f32>().unwrap_or_default();
-                values
-                    .chunks(seq_len * seq_len)
+                layer
+                    .iter()
                     .map(|head| head.chunks(seq_len).map(<[f32]>::to_vec).collect())
                     .collect()
             })
