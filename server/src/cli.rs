@@ -139,7 +139,9 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
 /// diverged or was cancelled (standard error says which).
 pub fn train(args: &[String], config: &Config) -> Result<bool, String> {
     let command = parse_train_args(args, config)?;
-    let device = trainer::device::select(command.device).map_err(|e| format!("--device: {e}"))?;
+    let device = config
+        .open_device(command.device)
+        .map_err(|e| format!("--device: {e}"))?;
     let cancel = CancelToken::default();
     let mut progress = Progress::new(std::io::stderr().is_terminal());
     let mut emit = |event: Event| {
@@ -341,8 +343,9 @@ fn load_predictor(
     dir: &Path,
     max_len: Option<usize>,
 ) -> Result<trainer::inference::Predictor, String> {
-    let device =
-        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    let device = config
+        .open_device(config.device)
+        .map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
     trainer::inference::Predictor::load(dir, max_len, device.device()).map_err(|e| e.to_string())
 }
 
@@ -422,8 +425,10 @@ token ids and random labels from a fixed seed.
 
 A table goes to standard error and one JSON record per configuration to standard output:
 card, date, model, impl, dtype, batch, seq, examples_per_s, step_ms_median, peak_mem_mb
-(null where the backend does not report memory), device, warmup_steps, warmup_s, windows,
-steps_per_window. bench/torch_reference.py writes the same records for PyTorch.";
+(null where the backend does not report memory), memory_after_warmup_mb and
+memory_by_window_mb (the GPU allocator's reservation, or on the CPU the process's resident
+memory, after the warm-up and after each window: flat when nothing grows), device,
+warmup_steps, warmup_s, windows, steps_per_window. bench/torch_reference.py writes the same records for PyTorch.";
 
 /// Parses `bench` options.
 pub fn parse_bench_args(args: &[String]) -> Result<BenchOptions, String> {
@@ -455,8 +460,9 @@ fn list<T: std::str::FromStr<Err = String>>(text: &str) -> Result<Vec<T>, String
 /// Runs `jigsaw-lab bench`; `Ok(true)` when every configuration was measured.
 pub fn bench(args: &[String], config: &Config) -> Result<bool, String> {
     let options = parse_bench_args(args)?;
-    let device =
-        trainer::device::select(config.device).map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
+    let device = config
+        .open_device(config.device)
+        .map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
     eprintln!(
         "jigsaw-lab bench on {}: {} warm-up steps, {} windows of {} steps",
         device.description(),

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use trainer::device::DeviceChoice;
+use trainer::device::{ComputeDevice, DeviceChoice, DeviceError};
 
 /// The model every install ships with and the lessons use.
 pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
@@ -234,6 +234,18 @@ impl Config {
     /// The directory of the default model.
     pub fn default_model_dir(&self) -> PathBuf {
         self.models_dir.join(DEFAULT_MODEL)
+    }
+
+    /// Where the GPU runtime keeps its autotune results and compiled kernels between runs.
+    pub fn gpu_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("gpu-cache")
+    }
+
+    /// Opens the compute device for `choice`, keeping the GPU's caches in
+    /// [`Config::gpu_cache_dir`] so that only the first run on a machine pays the warm-up.
+    pub fn open_device(&self, choice: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
+        trainer::device::keep_gpu_cache_in(&self.gpu_cache_dir());
+        trainer::device::select(choice)
     }
 
     /// Checks the file system before the server starts: a writable data directory, the

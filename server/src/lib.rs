@@ -42,7 +42,8 @@ fn count_train_examples(config: &Config) -> Option<usize> {
 /// Every start-up problem comes back as a [`ConfigError`] naming the setting at fault.
 pub async fn serve(config: Config) -> Result<(), ConfigError> {
     let warnings = config.preflight()?;
-    let device = trainer::device::select(config.device)
+    let device = config
+        .open_device(config.device)
         .map_err(|e| ConfigError::new("JIGSAW_DEVICE", e.to_string()))?;
     tracing::info!(device = %device.description(), "compute device chosen");
 

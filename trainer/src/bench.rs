@@ -12,9 +12,10 @@
 
 use crate::device::{BackendKind, ComputeDevice};
 use crate::model::{BatchTensors, EncoderConfig, Family, SequenceClassifier};
+use crate::optim::AdamW;
 use crate::rng::SeededRng;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 use std::fmt;
@@ -201,6 +202,11 @@ pub struct BenchRecord {
     /// The most memory the device's allocator held (reserved), in MiB, read after the warm-up
     /// and after each window; `None` where the backend does not report it (the CPU).
     pub peak_mem_mb: Option<f64>,
+    /// Memory in use after the warm-up, in MiB: the device allocator's reservation on a
+    /// GPU, the process's resident memory on the CPU.
+    pub memory_after_warmup_mb: Option<f64>,
+    /// The same reading after each window, to show whether memory stays flat.
+    pub memory_by_window_mb: Vec<f64>,
     /// The device as the trainer describes it.
     pub device: String,
     /// Untimed warm-up steps.
@@ -259,10 +265,7 @@ pub fn measure(
     let device = compute.device().clone().autodiff();
     device.seed(options.seed);
     let mut model = SequenceClassifier::new(config, NUM_LABELS, &device);
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(WEIGHT_DECAY)
-        .with_epsilon(1e-8)
-        .init();
+    let mut optimizer = ModuleOptimizer::from(AdamW::new(1e-8, WEIGHT_DECAY));
     let (batch, labels) = random_batch(config.vocab_size, shape, options.seed, &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut step = |model: SequenceClassifier| {
@@ -273,10 +276,14 @@ pub fn measure(
     };
     let sync = || device.sync().expect("the device failed while training");
     let mut peak_bytes: Option<u64> = None;
+    let mut memory_by_window_mb = Vec::with_capacity(options.windows);
     let mut read_memory = || {
-        if let Some(usage) = device.memory_pool_usage() {
-            peak_bytes = Some(peak_bytes.unwrap_or(0).max(usage.bytes_reserved));
+        let pool = device.memory_pool_usage().map(|usage| usage.bytes_reserved);
+        if let Some(reserved) = pool {
+            peak_bytes = Some(peak_bytes.unwrap_or(0).max(reserved));
         }
+        pool.or_else(resident_bytes)
+            .map(|bytes| bytes as f64 / (1024.0 * 1024.0))
     };
 
     let started = Instant::now();
@@ -285,7 +292,7 @@ pub fn measure(
     }
     sync();
     let warmup_s = started.elapsed().as_secs_f64();
-    read_memory();
+    let memory_after_warmup_mb = read_memory();
 
     let mut step_ms = Vec::with_capacity(options.windows);
     let mut examples_per_s = Vec::with_capacity(options.windows);
@@ -299,7 +306,7 @@ pub fn measure(
         let seconds = window.elapsed().as_secs_f64();
         step_ms.push(seconds * 1e3 / options.steps_per_window as f64);
         examples_per_s.push((shape.batch * options.steps_per_window) as f64 / seconds.max(1e-12));
-        read_memory();
+        memory_by_window_mb.extend(read_memory());
     }
     drop(model);
 
@@ -318,12 +325,22 @@ pub fn measure(
         examples_per_s: median(&mut examples_per_s),
         step_ms_median: median(&mut step_ms),
         peak_mem_mb: peak_bytes.map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
+        memory_after_warmup_mb,
+        memory_by_window_mb,
         device: compute.description(),
         warmup_steps: options.warmup,
         warmup_s,
         windows: options.windows,
         steps_per_window: options.steps_per_window,
     }
+}
+
+/// The resident memory of this process (Linux), or `None` where it cannot be read.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Full-length random token ids (avoiding the special ids below 1000 of BERT's

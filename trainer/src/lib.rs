@@ -12,6 +12,7 @@ pub mod export;
 pub mod inference;
 pub mod loader;
 pub mod model;
+pub mod optim;
 pub mod rng;
 pub mod tokenize;
 pub mod train;

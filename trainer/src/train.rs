@@ -14,11 +14,12 @@ use crate::device::{BackendKind, ComputeDevice};
 use crate::events::{EvalSplit, Event, Metrics};
 use crate::loader::{self, LoadError};
 use crate::model::{BatchTensors, EncoderConfig, Family, LoraSettings, SequenceClassifier};
+use crate::optim::AdamW;
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder, TokenizeError, pad};
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -469,18 +470,11 @@ fn run(
     }
     let no_decay = ParamGroup::from_regex(r"(\.bias$|norm\.(gamma|beta)$)")
         .map_err(|e| TrainError::Config(format!("{e:?}")))?;
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(WEIGHT_DECAY)
-        .with_epsilon(ADAM_EPSILON)
-        .init()
-        .with_group(
-            no_decay,
-            AdamWConfig::new()
-                .with_weight_decay(0.0)
-                .with_epsilon(ADAM_EPSILON)
-                .build(),
-            None,
-        );
+    let mut optimizer = ModuleOptimizer::from(AdamW::new(ADAM_EPSILON, WEIGHT_DECAY)).with_group(
+        no_decay,
+        AdamW::new(ADAM_EPSILON, 0.0),
+        None,
+    );
 
     let plan = StepPlan::new(
         train_set.labels.len(),

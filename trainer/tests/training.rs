@@ -582,6 +582,9 @@ fn the_benchmark_times_real_training_steps_on_the_cpu() {
         "the CPU backend reports no memory pools"
     );
     assert_eq!(record.card, device.card());
+    // On the CPU the memory readings are the process's resident memory: one per window.
+    assert_eq!(record.memory_by_window_mb.len(), 3);
+    assert!(record.memory_after_warmup_mb.is_some_and(|mb| mb > 1.0));
     let json = serde_json::to_value(&record).unwrap();
     for field in [
         "card",

@@ -2,6 +2,7 @@
 //! layer-normalised.
 
 use super::config::{EncoderConfig, Family};
+use super::dropout;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor};
@@ -66,6 +67,6 @@ impl Embeddings {
         if let Some(token_type) = &self.token_type {
             sum = sum + token_type.forward(type_ids);
         }
-        self.dropout.forward(self.norm.forward(sum))
+        dropout::apply(&self.dropout, self.norm.forward(sum))
     }
 }

@@ -3,10 +3,13 @@
 //! residual connection and LayerNorm.
 
 use super::config::EncoderConfig;
+use super::dropout;
 use super::lora::{LoraBranch, LoraSettings, project};
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
 /// Multi-head self-attention with its output projection and LayerNorm.
@@ -69,19 +72,37 @@ impl SelfAttention {
         let query = split_heads(project(&self.query, self.query_lora.as_ref(), x.clone()));
         let key = split_heads(self.key.forward(x.clone()));
         let value = split_heads(project(&self.value, self.value_lora.as_ref(), x.clone()));
+        let device = x.device();
+        if !keep_probabilities && !device.is_autodiff() && device == Device::flex() {
+            // Inference on the CPU without attention maps: burn's fused kernel computes the
+            // same softmax(QKᵀ/√d + bias)·V a tile at a time, never holding the
+            // [batch, heads, seq, seq] scores. (On a GPU the fused kernel takes no additive
+            // bias, so the GPU keeps the path below.)
+            let bias = mask_bias.expand([batch, 1, seq_len, seq_len]);
+            let context = attention(
+                query,
+                key,
+                value,
+                None,
+                Some(bias),
+                AttentionModuleOptions::default(),
+            )
+            .swap_dims(1, 2)
+            .reshape([batch, seq_len, hidden]);
+            let out = self.output.forward(context);
+            return (self.norm.forward(out + x), None);
+        }
         let scores = query
             .matmul(key.transpose())
             .div_scalar((head_dim as f64).sqrt())
             + mask_bias;
         let probabilities = softmax(scores, 3);
         let kept = keep_probabilities.then(|| probabilities.clone());
-        let context = self
-            .probability_dropout
-            .forward(probabilities)
+        let context = dropout::apply(&self.probability_dropout, probabilities)
             .matmul(value)
             .swap_dims(1, 2)
             .reshape([batch, seq_len, hidden]);
-        let out = self.output_dropout.forward(self.output.forward(context));
+        let out = dropout::apply(&self.output_dropout, self.output.forward(context));
         (self.norm.forward(out + x), kept)
     }
 
@@ -147,9 +168,10 @@ impl EncoderLayer {
         keep_probabilities: bool,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
         let (x, probabilities) = self.attention.forward(x, mask_bias, keep_probabilities);
-        let ffn = self
-            .dropout
-            .forward(self.ffn_out.forward(gelu(self.ffn_in.forward(x.clone()))));
+        let ffn = dropout::apply(
+            &self.dropout,
+            self.ffn_out.forward(gelu(self.ffn_in.forward(x.clone()))),
+        );
         (self.ffn_norm.forward(ffn + x), probabilities)
     }
 

@@ -2,6 +2,7 @@
 //! own form.
 
 use super::config::{EncoderConfig, Family};
+use super::dropout;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
@@ -50,8 +51,11 @@ impl ClassificationHead {
         let hidden = match self.style {
             HeadStyle::BertPooler => self.dense.forward(first_token).tanh(),
             HeadStyle::DistilBert => relu(self.dense.forward(first_token)),
-            HeadStyle::Roberta => self.dense.forward(self.dropout.forward(first_token)).tanh(),
+            HeadStyle::Roberta => self
+                .dense
+                .forward(dropout::apply(&self.dropout, first_token))
+                .tanh(),
         };
-        self.out.forward(self.dropout.forward(hidden))
+        self.out.forward(dropout::apply(&self.dropout, hidden))
     }
 }

@@ -3,6 +3,7 @@
 //! (`W + s · A B`), which leaves no place for PEFT's dropout on the branch input; this
 //! module has one.
 
+use super::dropout;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear};
 use burn::tensor::{Device, Tensor};
@@ -64,7 +65,7 @@ impl LoraBranch {
     /// The branch's contribution for `x` (`[batch, seq, d_in]`).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, seq_len, d_in] = x.dims();
-        let flat = self.dropout.forward(x).reshape([batch * seq_len, d_in]);
+        let flat = dropout::apply(&self.dropout, x).reshape([batch * seq_len, d_in]);
         let out = flat
             .matmul(self.down.val())
             .matmul(self.up.val())

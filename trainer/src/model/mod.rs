@@ -3,6 +3,7 @@
 //! [`crate::loader`] maps each family's checkpoint names onto it.
 
 pub mod config;
+mod dropout;
 mod embedding;
 mod encoder;
 mod head;
