@@ -106,6 +106,12 @@ impl fmt::Display for ComputeDevice {
     }
 }
 
+/// Whether `device` (with or without autodiff) is burn's CPU backend, the one
+/// [`ComputeDevice::cpu`] opens: the engine's CPU-only fast paths check this.
+pub(crate) fn on_cpu_backend(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
 /// Tunes glibc's allocator for the CPU backend, which allocates a fresh buffer of up to
 /// tens of MB for every intermediate tensor. By default glibc maps each buffer above its
 /// threshold from the kernel and unmaps it when freed, so every step pays page faults and

@@ -9,6 +9,7 @@
 //! operations the GPU backend fuses itself. The state has burn's AdamW layout, so
 //! checkpoints stay interchangeable with it.
 
+use crate::device::on_cpu_backend;
 use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
@@ -55,7 +56,7 @@ impl Optimizer for AdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let device = tensor.device();
-        let fusable = device == Device::flex()
+        let fusable = on_cpu_backend(&device)
             && tensor.dtype() == DType::F32
             && grad.dtype() == DType::F32
             && state

@@ -9,6 +9,7 @@
 //! scaled by 1/keep, and applied with one multiplication. On a GPU burn's own dropout runs,
 //! its mask generated on the device.
 
+use crate::device::on_cpu_backend;
 use crate::rng::SeededRng;
 use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -23,7 +24,7 @@ pub fn apply<const D: usize>(layer: &Dropout, input: Tensor<D>) -> Tensor<D> {
     if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
         return input;
     }
-    if device != Device::flex() {
+    if !on_cpu_backend(&device) {
         return layer.forward(input);
     }
     let keep = 1.0 - layer.prob;

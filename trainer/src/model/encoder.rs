@@ -5,6 +5,7 @@
 use super::config::EncoderConfig;
 use super::dropout;
 use super::lora::{LoraBranch, LoraSettings, project};
+use crate::device::on_cpu_backend;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
@@ -73,35 +74,30 @@ impl SelfAttention {
         let key = split_heads(self.key.forward(x.clone()));
         let value = split_heads(project(&self.value, self.value_lora.as_ref(), x.clone()));
         let device = x.device();
-        if !keep_probabilities && !device.is_autodiff() && device == Device::flex() {
-            // Inference on the CPU without attention maps: burn's fused kernel computes the
-            // same softmax(QKᵀ/√d + bias)·V a tile at a time, never holding the
-            // [batch, heads, seq, seq] scores. (On a GPU the fused kernel takes no additive
-            // bias, so the GPU keeps the path below.)
-            let bias = mask_bias.expand([batch, 1, seq_len, seq_len]);
-            let context = attention(
-                query,
-                key,
-                value,
-                None,
-                Some(bias),
-                AttentionModuleOptions::default(),
-            )
-            .swap_dims(1, 2)
-            .reshape([batch, seq_len, hidden]);
-            let out = self.output.forward(context);
-            return (self.norm.forward(out + x), None);
-        }
-        let scores = query
-            .matmul(key.transpose())
-            .div_scalar((head_dim as f64).sqrt())
-            + mask_bias;
-        let probabilities = softmax(scores, 3);
-        let kept = keep_probabilities.then(|| probabilities.clone());
-        let context = dropout::apply(&self.probability_dropout, probabilities)
-            .matmul(value)
-            .swap_dims(1, 2)
-            .reshape([batch, seq_len, hidden]);
+        let (context, kept) =
+            if !keep_probabilities && !device.is_autodiff() && on_cpu_backend(&device) {
+                // Inference on the CPU without attention maps: burn's fused kernel computes the
+                // same softmax(QKᵀ/√d + bias)·V a tile at a time, never holding the
+                // [batch, heads, seq, seq] scores. (On a GPU the fused kernel takes no additive
+                // bias, so the GPU keeps the path below.)
+                let bias = mask_bias.expand([batch, 1, seq_len, seq_len]);
+                let options = AttentionModuleOptions::default();
+                (
+                    attention(query, key, value, None, Some(bias), options),
+                    None,
+                )
+            } else {
+                let scores = query
+                    .matmul(key.transpose())
+                    .div_scalar((head_dim as f64).sqrt())
+                    + mask_bias;
+                let probabilities = softmax(scores, 3);
+                let kept = keep_probabilities.then(|| probabilities.clone());
+                let context =
+                    dropout::apply(&self.probability_dropout, probabilities).matmul(value);
+                (context, kept)
+            };
+        let context = context.swap_dims(1, 2).reshape([batch, seq_len, hidden]);
         let out = dropout::apply(&self.output_dropout, self.output.forward(context));
         (self.norm.forward(out + x), kept)
     }
