@@ -20,7 +20,7 @@ Usage: jigsaw-lab train [options]
   --data DIR            the SST-2 folder (default JIGSAW_SST2_DIR)
   --device auto|gpu|cpu where to train (default JIGSAW_DEVICE, else auto)
   --out DIR             write the fine-tuned model to DIR as an HF directory at the end
-  --lr X                peak learning rate (default 2e-5)
+  --lr X                peak learning rate (default 5e-5)
   --batch-size N        sentences per step (default 32)
   --epochs N            passes over the training data (default 3)
   --warmup-ratio X      share of steps warming up, 0..1 (default 0.1)

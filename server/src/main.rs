@@ -118,8 +118,11 @@ fn fail(error: server::config::ConfigError) -> ExitCode {
 }
 
 fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
+    // cubecl logs every GPU kernel it autotunes at info, and at warn when two runs measure
+    // the same kernel at once: noise for a teacher, so only its errors show by default.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,tower_http=info,sqlx=warn,cubecl=warn,cubecl_runtime=error")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

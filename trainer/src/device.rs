@@ -2,7 +2,8 @@
 //! is present and falls back to burn's CPU backend; `gpu` and `cpu` insist.
 //!
 //! Software GPU adapters (llvmpipe, lavapipe) count as no GPU: they are far slower than the
-//! CPU backend for training.
+//! CPU backend for training. `JIGSAW_GPU_ALLOW_SOFTWARE=1` lets one stand in, which runs the
+//! GPU code paths (wgpu kernels, fusion, autotune) on a machine without a GPU, slowly.
 
 use burn::tensor::Device;
 use std::fmt;
@@ -209,6 +210,7 @@ mod gpu {
             wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(0),
             wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(0),
             wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(0),
+            wgpu::DeviceType::Cpu => DeviceKind::Cpu,
             _ => DeviceKind::DefaultDevice,
         };
         let device = Device::wgpu_options()
@@ -223,8 +225,10 @@ mod gpu {
         })
     }
 
-    /// Every adapter wgpu can see that is not a software renderer.
+    /// Every adapter wgpu can see that is not a software renderer (software ones too, last,
+    /// when `JIGSAW_GPU_ALLOW_SOFTWARE=1`).
     fn hardware_adapters() -> Vec<wgpu::AdapterInfo> {
+        let allow_software = std::env::var("JIGSAW_GPU_ALLOW_SOFTWARE").is_ok_and(|v| v == "1");
         let backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
         let adapters = std::panic::catch_unwind(move || {
             let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -238,10 +242,14 @@ mod gpu {
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-        adapters
+        let (software, hardware): (Vec<_>, Vec<_>) = adapters
             .into_iter()
-            .filter(|info| info.device_type != wgpu::DeviceType::Cpu)
-            .collect()
+            .partition(|info| info.device_type == wgpu::DeviceType::Cpu);
+        if allow_software {
+            hardware.into_iter().chain(software).collect()
+        } else {
+            hardware
+        }
     }
 }
 

@@ -161,7 +161,25 @@ impl TextEncoder {
 
 /// Pads encodings to the longest one.
 pub fn pad(encodings: &[Encoding], pad_id: u32) -> TokenBatch {
-    let seq_len = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    pad_to_multiple(encodings, pad_id, 1, usize::MAX)
+}
+
+/// Pads encodings to the longest one rounded up to a multiple of `multiple`, but to no more
+/// than `cap` columns unless a sentence is longer. A GPU then sees a few sequence lengths
+/// instead of every one, so it compiles and tunes fewer kernel variants; padded positions
+/// are masked, so the results do not change.
+pub fn pad_to_multiple(
+    encodings: &[Encoding],
+    pad_id: u32,
+    multiple: usize,
+    cap: usize,
+) -> TokenBatch {
+    let longest = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    let seq_len = longest
+        .div_ceil(multiple.max(1))
+        .saturating_mul(multiple.max(1))
+        .min(cap)
+        .max(longest);
     let mut batch = TokenBatch {
         ids: Vec::with_capacity(encodings.len() * seq_len),
         type_ids: Vec::with_capacity(encodings.len() * seq_len),
@@ -190,4 +208,36 @@ pub fn pad(encodings: &[Encoding], pad_id: u32) -> TokenBatch {
         );
     }
     batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoding(len: usize) -> Encoding {
+        Encoding {
+            ids: (1..=len as u32).collect(),
+            tokens: vec!["t".into(); len],
+            type_ids: vec![0; len],
+            word_ids: vec![None; len],
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn padding_rounds_up_to_the_multiple_and_masks_the_extra_columns() {
+        let batch = pad_to_multiple(&[encoding(5), encoding(3)], 0, 8, 64);
+        assert_eq!((batch.batch_size, batch.seq_len), (2, 8));
+        assert_eq!(batch.ids[..8], [1, 2, 3, 4, 5, 0, 0, 0]);
+        assert_eq!(batch.mask[8..], [1, 1, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(pad(&[encoding(5), encoding(3)], 0).seq_len, 5);
+    }
+
+    #[test]
+    fn padding_stops_at_the_cap_but_never_cuts_a_sentence() {
+        assert_eq!(pad_to_multiple(&[encoding(61)], 0, 8, 62).seq_len, 62);
+        assert_eq!(pad_to_multiple(&[encoding(61)], 0, 8, 60).seq_len, 61);
+        assert_eq!(pad_to_multiple(&[encoding(16)], 0, 8, 64).seq_len, 16);
+        assert_eq!(pad_to_multiple(&[], 0, 8, 64).seq_len, 0);
+    }
 }

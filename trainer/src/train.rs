@@ -16,7 +16,7 @@ use crate::loader::{self, LoadError};
 use crate::model::{BatchTensors, EncoderConfig, Family, LoraSettings, SequenceClassifier};
 use crate::optim::AdamW;
 use crate::rng::SeededRng;
-use crate::tokenize::{Encoding, TextEncoder, TokenizeError, pad};
+use crate::tokenize::{Encoding, TextEncoder, TokenBatch, TokenizeError, pad_to_multiple};
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -88,7 +88,7 @@ impl Default for TrainConfig {
             model_dir: PathBuf::from("data/models/all-MiniLM-L6-v2"),
             sst2_dir: PathBuf::from("../shared/data/sst2"),
             method: Method::Full,
-            learning_rate: 2e-5,
+            learning_rate: 5e-5,
             batch_size: 32,
             epochs: 3,
             warmup_ratio: 0.1,
@@ -109,6 +109,10 @@ impl Default for TrainConfig {
 
 /// Steps between loss read-backs on a GPU (see [`TrainConfig::readback_every`]).
 pub const GPU_READBACK_EVERY: usize = 10;
+
+/// Sequence lengths on a GPU are rounded up to a multiple of this (see
+/// [`crate::tokenize::pad_to_multiple`]).
+const GPU_PAD_MULTIPLE: usize = 8;
 
 /// Weight decay for every weight matrix; biases and LayerNorm parameters get none.
 const WEIGHT_DECAY: f32 = 0.01;
@@ -527,7 +531,14 @@ fn run(
     }
 
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let pad_id = tokenizer.pad_id();
+    let padding = Padding {
+        pad_id: tokenizer.pad_id(),
+        multiple: match compute.kind() {
+            BackendKind::Cpu => 1,
+            BackendKind::Gpu => GPU_PAD_MULTIPLE,
+        },
+        cap: tokenizer.max_len(),
+    };
     let readback_every = config.readback_every.unwrap_or(match compute.kind() {
         BackendKind::Cpu => 1,
         BackendKind::Gpu => GPU_READBACK_EVERY,
@@ -558,7 +569,7 @@ fn run(
                 .map(|&i| train_set.encodings[i].clone())
                 .collect();
             let labels: Vec<u8> = batch_indices.iter().map(|&i| train_set.labels[i]).collect();
-            let batch = BatchTensors::new(&pad(&encodings, pad_id), &device);
+            let batch = BatchTensors::new(&padding.apply(&encodings), &device);
             let logits = model.forward(&batch);
             let loss = loss_fn.forward(logits, labels_tensor(&labels, &device));
             let loss_on_device = loss.clone().detach();
@@ -582,14 +593,15 @@ fn run(
                     || config
                         .checkpoint_every
                         .is_some_and(|every| last_checkpoint.elapsed() >= every));
-            if (pending.len() >= readback_every || evaluate_now || checkpoint_now)
+            // The first step is read back at once so that the loss curve starts without delay.
+            if (pending.len() >= readback_every || step == 1 || evaluate_now || checkpoint_now)
                 && pending.report(emit).is_err()
             {
                 return Ok(None);
             }
             if evaluate_now {
                 let valid = model.valid();
-                last_validation = evaluate(&valid, &validation_set, pad_id, &inference_device);
+                last_validation = evaluate(&valid, &validation_set, &padding, &inference_device);
                 emit(Event::Eval {
                     step,
                     split: EvalSplit::Validation,
@@ -616,7 +628,8 @@ fn run(
     if pending.report(emit).is_err() {
         return Ok(None);
     }
-    let (test_loss, test_accuracy) = evaluate(&model.valid(), &test_set, pad_id, &inference_device);
+    let (test_loss, test_accuracy) =
+        evaluate(&model.valid(), &test_set, &padding, &inference_device);
     emit(Event::Eval {
         step,
         split: EvalSplit::PrivateTest,
@@ -733,35 +746,59 @@ impl PendingSteps {
 }
 
 /// Mean loss and accuracy of `model` (an inference copy) on `split`.
+/// How batches are padded: with which token, to a multiple of how many columns, and to at
+/// most how many.
+struct Padding {
+    pad_id: u32,
+    multiple: usize,
+    cap: usize,
+}
+
+impl Padding {
+    fn apply(&self, encodings: &[Encoding]) -> TokenBatch {
+        pad_to_multiple(encodings, self.pad_id, self.multiple, self.cap)
+    }
+}
+
 fn evaluate(
     model: &SequenceClassifier,
     split: &EncodedSplit,
-    pad_id: u32,
+    padding: &Padding,
     device: &Device,
 ) -> (f64, f64) {
     let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let (mut loss_sum, mut correct) = (0.0, 0i64);
+    // Sums stay on the device and are read back once: on a GPU each read waits for the queue.
+    let mut loss_sum: Option<Tensor<1>> = None;
+    let mut correct: Option<Tensor<1, Int>> = None;
     for (encodings, labels) in split
         .encodings
         .chunks(EVAL_BATCH)
         .zip(split.labels.chunks(EVAL_BATCH))
     {
-        let batch = BatchTensors::new(&pad(encodings, pad_id), device);
+        let batch = BatchTensors::new(&padding.apply(encodings), device);
         let logits = model.forward(&batch);
         let targets = labels_tensor(labels, device);
-        loss_sum += loss_fn
+        let batch_loss = loss_fn
             .forward(logits.clone(), targets.clone())
-            .into_scalar::<f32>() as f64
-            * labels.len() as f64;
-        correct += logits
+            .mul_scalar(labels.len() as f32);
+        let batch_correct = logits
             .argmax(1)
             .reshape([labels.len()])
             .equal(targets)
             .int()
-            .sum()
-            .into_scalar::<i64>();
+            .sum();
+        loss_sum = Some(match loss_sum {
+            Some(sum) => sum.add(batch_loss),
+            None => batch_loss,
+        });
+        correct = Some(match correct {
+            Some(sum) => sum.add(batch_correct),
+            None => batch_correct,
+        });
     }
     let n = split.labels.len().max(1) as f64;
+    let loss_sum = loss_sum.map_or(0.0, |t| t.into_scalar::<f32>() as f64);
+    let correct = correct.map_or(0, |t| t.into_scalar::<i64>());
     (loss_sum / n, correct as f64 / n)
 }
 

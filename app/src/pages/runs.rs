@@ -81,7 +81,7 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
     let method = field("full");
     let lora_rank = field("16");
     let lora_alpha = field("32");
-    let learning_rate = field("2e-5");
+    let learning_rate = field(crate::runs::DEFAULT_LEARNING_RATE_FULL);
     let batch_size = field("32");
     let epochs = field("3");
     let warmup_ratio = field("0.1");
@@ -156,7 +156,11 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
                     </label>
                     <label class="field">
                         <span>"Method"</span>
-                        <select name="method" on:change=move |ev| method.set(event_target_value(&ev))>
+                        <select name="method" on:change=move |ev| {
+                            let chosen = event_target_value(&ev);
+                            learning_rate.update(|lr| *lr = crate::runs::default_learning_rate_after_switch(lr, &chosen));
+                            method.set(chosen);
+                        }>
                             <option value="full">"Full fine-tuning"</option>
                             <option value="lora">"LoRA (query and value)"</option>
                         </select>

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Two calls on a lent GPU machine (the workplace's `device` tool), the second right after the
+# first so that the machine is still warm: the default model, then the burn bench, the
+# PyTorch reference, the persisted GPU cache and SST-2 accuracy runs (full and LoRA).
+#
+#   bench/gpu_session.sh pack         here: build .devicecarry-model/ (the default model) and
+#                                     .devicecarry/ (the binary, SST-2) for the calls to carry,
+#                                     next to the Vulkan loaders in .gl/
+#   bench/gpu_session.sh stage-model  there, call 1 (carry .devicecarry-model): unpack the model
+#   bench/gpu_session.sh run          there, call 2 (carry .devicecarry and .gl), with $OUT set
+#
+# A call carries at most 64 MiB, so the model goes first and alone, its fp32 weights as f16
+# (bench/gpu_model_transfer.py; widened back to fp32 on arrival), and the binary travels
+# xz-compressed. Without the model, `run` skips the accuracy runs. Everything `run` prints
+# goes to $OUT/session.log; records go to $OUT/*.jsonl. Overrides for a smoke test on any
+# Vulkan device: BENCH_ARGS, TORCH_ARGS, TRAIN_ARGS, RUNS (full-5e-5,full-1e-4,lora-r16), BUDGET_S.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+carry=.devicecarry
+carry_model=.devicecarry-model
+work=/tmp/jigsaw
+model_dir=$work/models/all-MiniLM-L6-v2
+
+pack() {
+  source scripts/env.sh
+  local bin="$CARGO_TARGET_DIR/release/jigsaw-lab" model="$JIGSAW_MODELS_DIR/all-MiniLM-L6-v2"
+  local sst2="${JIGSAW_SST2_DIR:-../shared/data/sst2}"
+  [ -x "$bin" ] || { echo "pack: build $bin first" >&2; exit 2; }
+  [ -f "$model/model.safetensors" ] || { echo "pack: no model in $model (scripts/setup.sh)" >&2; exit 2; }
+  [ -d .gl ] || { echo "pack: fetch the Vulkan loaders into .gl/ first (device README)" >&2; exit 2; }
+  local dir
+  for dir in "$carry" "$carry_model"; do
+    grep -qx "/$dir/" .git/info/exclude 2>/dev/null || echo "/$dir/" >>.git/info/exclude
+    rm -rf "$dir"
+  done
+  mkdir -p "$carry/sst2" "$carry_model"
+  strip -o "$carry/jigsaw-lab" "$bin" && xz -T2 -6 "$carry/jigsaw-lab"
+  python3 bench/gpu_model_transfer.py shrink "$model/model.safetensors" "$carry_model/model.f16.safetensors"
+  cp "$model/config.json" "$model/tokenizer.json" "$carry_model/"
+  for f in train dev test; do gzip -c "$sst2/$f.tsv" >"$carry/sst2/$f.tsv.gz"; done
+  du -sh "$carry" "$carry_model" .gl
+}
+
+stage_model() {
+  mkdir -p "$model_dir"
+  python3 bench/gpu_model_transfer.py restore "$carry_model/model.f16.safetensors" "$model_dir/model.safetensors"
+  cp "$carry_model/config.json" "$carry_model/tokenizer.json" "$model_dir/"
+  ls -la "$model_dir"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+  ldconfig -p | grep -i vulkan || echo "no libvulkan here: run carries .gl"
+  ls /usr/local/nvidia/share/vulkan/icd.d/ 2>/dev/null
+}
+
+# Prints elapsed seconds since the stage began before each line read on standard input.
+stamp() { python3 -uc 'import sys,time
+t=time.time()
+for line in sys.stdin: sys.stdout.write(f"{time.time()-t:.3f} {line}")'; }
+
+run() {
+  local out="${OUT:?run: OUT must name the folder whose files come back}"
+  exec > >(tee -a "$out/session.log") 2>&1
+  local start=$SECONDS budget="${BUDGET_S:-580}"
+  left() { echo $((budget - (SECONDS - start))); }
+  if ! ldconfig -p | grep -q libvulkan.so.1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  fi
+  local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  [ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null || true
+
+  mkdir -p "$work/sst2" "$work/data"
+  xz -dc "$carry/jigsaw-lab.xz" >"$work/jigsaw-lab" && chmod +x "$work/jigsaw-lab"
+  for f in train dev test; do gunzip -c "$carry/sst2/$f.tsv.gz" >"$work/sst2/$f.tsv"; done
+  export JIGSAW_DATA_DIR="$work/data" JIGSAW_MODELS_DIR="$work/models" JIGSAW_SST2_DIR="$work/sst2"
+  export JIGSAW_DEVICE=gpu RUST_BACKTRACE=1
+  local bin="$work/jigsaw-lab"
+
+  echo "==> [$((SECONDS - start)) s] burn bench (fresh process, empty GPU cache)"
+  # shellcheck disable=SC2086  # the overrides are split on purpose
+  timeout 200 "$bin" bench ${BENCH_ARGS:---warmup 3 --windows 5 --steps-per-window 6} >"$out/burn.jsonl"
+  echo "bench exit $?; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null) in $(find "$work/data/gpu-cache" -type f 2>/dev/null | wc -l) files"
+
+  echo "==> [$((SECONDS - start)) s] PyTorch reference"
+  # shellcheck disable=SC2086
+  timeout 100 python3 bench/torch_reference.py ${TORCH_ARGS:---device cuda --warmup 3 --windows 5 --steps-per-window 6} >"$out/torch.jsonl"
+  echo "torch exit $?"
+
+  if [ ! -f "$model_dir/model.safetensors" ]; then
+    echo "no model in $model_dir (stage-model did not run on this machine): no accuracy runs"
+    return
+  fi
+  local train_time=$(($(left) - 15))
+  echo "==> [$((SECONDS - start)) s] SST-2 accuracy runs, side by side, ${train_time} s at most"
+  local common="--epochs 3 --batch-size 32 --max-len 64 --warmup-ratio 0.1 --seed 42 --events ${TRAIN_ARGS:-}"
+  local -A settings=([full-5e-5]="--lr 5e-5" [full-1e-4]="--lr 1e-4"
+    [lora-r16]="--lora-r 16 --lora-alpha 32 --lr 5e-4")
+  # Each process's GPU memory every 10 s, to show whether it stays flat across the epochs.
+  (while sleep 10; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader \
+    | sed "s/^/$((SECONDS - start)) s, /"; done >"$out/gpu_memory.csv" 2>/dev/null) &
+  local sampler=$!
+  local name
+  for name in $(echo "${RUNS:-full-5e-5,full-1e-4,lora-r16}" | tr , ' '); do
+    # shellcheck disable=SC2086
+    (timeout "$train_time" "$bin" train ${settings[$name]} $common 2> >(sed -u "s/^/[$name] /" >&2) \
+      | stamp >"$out/$name.jsonl"; echo "[$name] exit ${PIPESTATUS[0]}") &
+  done
+  wait $(jobs -p | grep -vx "$sampler")
+  kill "$sampler" 2>/dev/null
+  echo "GPU cache after the runs: $(du -sh "$work/data/gpu-cache" 2>/dev/null)"
+  echo "==> [$((SECONDS - start)) s] done"
+  python3 - "$out" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+for name in ("burn", "torch"):
+    for line in (out / f"{name}.jsonl").read_text().splitlines() if (out / f"{name}.jsonl").exists() else []:
+        r = json.loads(line)
+        print(f"{r['impl']:10} {r['dtype']:5} {r['model']:10} {r['seq']}x{r['batch']}: "
+              f"{r['examples_per_s']:8.1f} ex/s {r['step_ms_median']:7.1f} ms/step peak {r['peak_mem_mb']} MB "
+              f"warmup {r.get('warmup_s')} s")
+for path in sorted(out.glob("*.jsonl")):
+    if path.stem in ("burn", "torch"):
+        continue
+    first_step = None
+    for line in path.read_text().splitlines():
+        t, _, text = line.partition(" ")
+        try:
+            e = json.loads(text)
+        except ValueError:
+            continue
+        if e["type"] == "step" and first_step is None:
+            first_step = t
+            print(f"{path.stem} first loss point at {t} s: {text[:200]}")
+        elif e["type"] in ("started", "eval", "finished", "failed", "diverged"):
+            print(f"{path.stem} {t} s: {text[:300]}")
+PY
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  stage-model) stage_model ;;
+  run) run ;;
+  *) echo "usage: bench/gpu_session.sh pack|stage-model|run" >&2; exit 2 ;;
+esac
