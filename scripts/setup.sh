@@ -85,6 +85,17 @@ if [ "${1:-}" = "--for-tests" ]; then
       exit 1
     fi
   fi
+  # Mesa's software Vulkan driver (lavapipe): the GPU code paths' tests run on it when the
+  # machine has no GPU (trainer/tests/gpu.rs).
+  if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+      say "Installing Mesa's software Vulkan driver for the GPU code paths' tests"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+    else
+      echo "setup: the GPU tests need a Vulkan driver; install Mesa's with: sudo apt-get install mesa-vulkan-drivers" >&2
+      exit 1
+    fi
+  fi
   if [ ! -d end2end/node_modules/playwright-core ]; then
     say "Installing the browser-test packages (playwright-core; no browser download)"
     (cd end2end && npm ci --no-audit --no-fund --loglevel=error)

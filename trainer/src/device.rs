@@ -2,8 +2,8 @@
 //! is present and falls back to burn's CPU backend; `gpu` and `cpu` insist.
 //!
 //! Software GPU adapters (llvmpipe, lavapipe) count as no GPU: they are far slower than the
-//! CPU backend for training. `JIGSAW_GPU_ALLOW_SOFTWARE=1` lets one stand in, which runs the
-//! GPU code paths (wgpu kernels, fusion, autotune) on a machine without a GPU, slowly.
+//! CPU backend for training. With `JIGSAW_GPU_ALLOW_SOFTWARE=1`, `gpu` (never `auto`) takes
+//! one when there is no hardware GPU, which runs the GPU code paths anywhere, slowly.
 
 use burn::tensor::Device;
 use std::fmt;
@@ -160,13 +160,20 @@ pub fn keep_gpu_cache_in(dir: &std::path::Path) -> bool {
     gpu::keep_cache_in(dir)
 }
 
+/// Whether `JIGSAW_GPU_ALLOW_SOFTWARE=1` lets `gpu` open a software adapter (Mesa's lavapipe)
+/// when there is no hardware GPU: very slow, but it runs the GPU code paths anywhere, as the
+/// tests do. `auto` never takes one.
+fn software_gpu_allowed() -> bool {
+    std::env::var("JIGSAW_GPU_ALLOW_SOFTWARE").is_ok_and(|value| value == "1")
+}
+
 /// Resolves `choice` to a device. Call once per process: a wgpu device can be initialised
 /// only once, so clone the result rather than selecting again.
 pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
     match choice {
         DeviceChoice::Cpu => Ok(ComputeDevice::cpu()),
-        DeviceChoice::Gpu => gpu::open().map_err(DeviceError::NoGpu),
-        DeviceChoice::Auto => Ok(gpu::open().unwrap_or_else(|reason| {
+        DeviceChoice::Gpu => gpu::open(software_gpu_allowed()).map_err(DeviceError::NoGpu),
+        DeviceChoice::Auto => Ok(gpu::open(false).unwrap_or_else(|reason| {
             tracing::info!(%reason, "no usable GPU; training on the CPU");
             ComputeDevice::cpu()
         })),
@@ -200,9 +207,10 @@ mod gpu {
         config
     }
 
-    /// Opens the first hardware GPU adapter wgpu finds.
-    pub fn open() -> Result<ComputeDevice, String> {
-        let info = hardware_adapters()
+    /// Opens the first hardware GPU adapter wgpu finds (or a software one, when allowed and
+    /// there is no hardware).
+    pub fn open(allow_software: bool) -> Result<ComputeDevice, String> {
+        let info = adapters(allow_software)
             .into_iter()
             .next()
             .ok_or("wgpu found no hardware GPU adapter")?;
@@ -225,10 +233,9 @@ mod gpu {
         })
     }
 
-    /// Every adapter wgpu can see that is not a software renderer (software ones too, last,
-    /// when `JIGSAW_GPU_ALLOW_SOFTWARE=1`).
-    fn hardware_adapters() -> Vec<wgpu::AdapterInfo> {
-        let allow_software = std::env::var("JIGSAW_GPU_ALLOW_SOFTWARE").is_ok_and(|v| v == "1");
+    /// Every adapter wgpu can see that is not a software renderer, then the software ones
+    /// when `allow_software`.
+    fn adapters(allow_software: bool) -> Vec<wgpu::AdapterInfo> {
         let backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
         let adapters = std::panic::catch_unwind(move || {
             let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -263,7 +270,7 @@ mod gpu {
     }
 
     /// This build has no GPU support.
-    pub fn open() -> Result<ComputeDevice, String> {
+    pub fn open(_allow_software: bool) -> Result<ComputeDevice, String> {
         Err(
             "this build of Jigsaw Lab has no GPU support (the trainer's `wgpu` feature is off)"
                 .into(),
@@ -329,13 +336,13 @@ mod tests {
     }
 
     /// Runs the same product on the GPU wherever one exists; on machines without one,
-    /// `auto` must fall back to the CPU.
+    /// `auto` must fall back to the CPU, even where `gpu` may take a software adapter.
     #[test]
     fn auto_uses_a_gpu_when_present_and_the_cpu_otherwise() {
         let chosen = select(DeviceChoice::Auto).unwrap();
         if chosen.kind() == BackendKind::Gpu {
             assert!(chosen.description().starts_with("GPU: "));
-        } else {
+        } else if !software_gpu_allowed() {
             assert!(matches!(
                 select(DeviceChoice::Gpu),
                 Err(DeviceError::NoGpu(_))

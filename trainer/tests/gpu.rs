@@ -1,0 +1,149 @@
+//! The GPU code paths: burn's wgpu kernels with fusion and autotune, and the engine's GPU
+//! branches (burn's dropout and AdamW instead of the CPU fast paths, matmul + softmax
+//! attention, batches padded to a multiple of 8, losses read back in windows), on the
+//! adapter `JIGSAW_DEVICE=gpu` opens.
+//!
+//! `make test` runs this file with `JIGSAW_GPU_ALLOW_SOFTWARE=1` and
+//! `JIGSAW_TEST_GPU=required`, so on a machine without a GPU Mesa's lavapipe stands in and
+//! the tests must run. Without either variable and without a GPU, they say so and pass.
+
+use burn::tensor::{Device, Tensor};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use trainer::device::{BackendKind, ComputeDevice, DeviceChoice, select};
+use trainer::events::{EvalSplit, Event};
+use trainer::loader;
+use trainer::model::BatchTensors;
+use trainer::train::{CancelToken, TrainConfig, train};
+
+/// This package's directory, read when the test runs.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// The GPU, opened once for the whole file (a wgpu device is initialised once per process),
+/// or `None` when there is none and none is required.
+fn gpu() -> Option<&'static ComputeDevice> {
+    static GPU: OnceLock<Option<ComputeDevice>> = OnceLock::new();
+    GPU.get_or_init(|| match select(DeviceChoice::Gpu) {
+        Ok(device) => Some(device),
+        Err(error) if std::env::var("JIGSAW_TEST_GPU").as_deref() == Ok("required") => {
+            panic!("JIGSAW_TEST_GPU=required, but {error}")
+        }
+        Err(error) => {
+            eprintln!("no GPU, so the GPU code paths are not tested here: {error}");
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().try_into_vec::<f32>().unwrap()
+}
+
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn the_encoder_computes_on_the_gpu_what_it_computes_on_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    assert_eq!(gpu.kind(), BackendKind::Gpu);
+    let dir = manifest_dir().join("tests/fixtures/tiny-bert");
+    let cpu = Device::flex();
+    let on_cpu = loader::load(&dir, 2, 32, &cpu).unwrap();
+    let on_gpu = loader::load(&dir, 2, 32, gpu.device()).unwrap();
+    // Two lengths, so the shorter sentence is padded and masked.
+    let tokens = on_cpu
+        .tokenizer
+        .batch(&["a gorgeous , witty movie .", "dull ."])
+        .unwrap();
+    for keep_attentions in [false, true] {
+        let expected = on_cpu
+            .model
+            .encode(&BatchTensors::new(&tokens, &cpu), keep_attentions);
+        let actual = on_gpu
+            .model
+            .encode(&BatchTensors::new(&tokens, gpu.device()), keep_attentions);
+        let difference = max_difference(&values(actual.hidden), &values(expected.hidden));
+        assert!(
+            difference < 1e-4,
+            "hidden states differ by {difference:e} (attention maps kept: {keep_attentions})"
+        );
+        assert_eq!(actual.attentions.len(), expected.attentions.len());
+        for (a, e) in actual.attentions.into_iter().zip(expected.attentions) {
+            let difference = max_difference(&values(a), &values(e));
+            assert!(difference < 1e-4, "attention maps differ by {difference:e}");
+        }
+    }
+}
+
+#[test]
+fn a_short_run_trains_and_evaluates_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let sst2 = std::env::var_os("JIGSAW_SST2_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("../../shared/data/sst2"));
+    let config = TrainConfig {
+        model_dir: manifest_dir().join("tests/fixtures/tiny-bert"),
+        sst2_dir: sst2,
+        learning_rate: 1e-3,
+        batch_size: 8,
+        epochs: 1,
+        max_len: 20,
+        train_subset: Some(96),
+        validation_size: 16,
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    let mut events = Vec::new();
+    let metrics = train(&config, gpu, &CancelToken::default(), &mut |e| {
+        events.push(e)
+    });
+    let failure = events.iter().find_map(|e| match e {
+        Event::Failed { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    let metrics = metrics.unwrap_or_else(|| panic!("the run did not finish: {failure:?}"));
+    assert_eq!(metrics.steps, 12);
+    assert!(matches!(&events[0], Event::Started { backend, .. } if backend == "gpu"));
+    let steps: Vec<(usize, f64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { step, loss, .. } => Some((*step, *loss)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps.iter().map(|(step, _)| *step).collect::<Vec<_>>(),
+        (1..=12).collect::<Vec<_>>(),
+        "every step is reported once, in order"
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|(_, loss)| loss.is_finite() && *loss > 0.0),
+        "{steps:?}"
+    );
+    let dev = events.iter().find_map(|e| match e {
+        Event::Eval {
+            split: EvalSplit::PrivateTest,
+            accuracy,
+            ..
+        } => Some(*accuracy),
+        _ => None,
+    });
+    assert!(dev.is_some_and(|a| (0.0..=1.0).contains(&a)), "{dev:?}");
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Attention { step: 12, matrices, .. } if !matrices.is_empty())
+        ),
+        "the probe sentence's attention maps after the run"
+    );
+}
