@@ -117,7 +117,7 @@ for name in ("burn", "torch"):
         r = json.loads(line)
         print(f"{r['impl']:10} {r['dtype']:5} {r['model']:10} {r['seq']}x{r['batch']}: "
               f"{r['examples_per_s']:8.1f} ex/s {r['step_ms_median']:7.1f} ms/step peak {r['peak_mem_mb']} MB "
-              f"warmup {r.get('warmup_s')} s")
+              f"warmup {r.get('warmup_s')} s phases {r.get('phases')}")
 for path in sorted(out.glob("*.jsonl")):
     if path.stem in ("burn", "torch"):
         continue

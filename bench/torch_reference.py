@@ -20,8 +20,9 @@ optimizer) where the device supports it (CUDA with bf16, and the CPU).
 Prints a table on stderr and one JSON record per configuration on stdout, in the shape of
 `jigsaw-lab bench`: card, date, model, impl ("torch"), dtype, batch, seq, examples_per_s,
 step_ms_median, peak_mem_mb (CUDA: torch.cuda.max_memory_reserved, the counterpart of burn's
-reserved bytes; null on the CPU), device, warmup_steps, warmup_s, windows, steps_per_window,
-attn. torch uses its default thread count (all cores).
+reserved bytes; null on the CPU), device, phases (forward_backward_ms, optimizer_ms and
+dispatch_ms: medians of one more window that waits for the device after each phase; dispatch
+is the host time to issue a step), warmup_steps, warmup_s, windows, steps_per_window, attn. torch uses its default thread count (all cores).
 """
 
 import argparse
@@ -95,12 +96,18 @@ def measure(name, seq, batch, dtype, device, args):
     type_ids = torch.zeros(batch, seq, dtype=torch.long, device=device)
     bf16 = dtype == "bf16"
 
-    def step():
+    def forward_backward():
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids=ids, attention_mask=mask, token_type_ids=type_ids, labels=labels).loss
         loss.backward()
+
+    def update():
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    def step():
+        forward_backward()
+        update()
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -122,6 +129,22 @@ def measure(name, seq, batch, dtype, device, args):
         step_ms.append(seconds * 1e3 / args.steps_per_window)
         examples_per_s.append(batch * args.steps_per_window / seconds)
 
+    # One more window, waiting for the device after each phase, as `jigsaw-lab bench` does.
+    forward_backward_ms, optimizer_ms, dispatch_ms = [], [], []
+    for _ in range(args.steps_per_window):
+        sync(device)
+        started = time.perf_counter()
+        forward_backward()
+        issued = time.perf_counter() - started
+        sync(device)
+        forward_backward_ms.append((time.perf_counter() - started) * 1e3)
+        update_started = time.perf_counter()
+        update()
+        issued += time.perf_counter() - update_started
+        sync(device)
+        optimizer_ms.append((time.perf_counter() - update_started) * 1e3)
+        dispatch_ms.append(issued * 1e3)
+
     peak = torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else None
     if device.type == "cuda":
         card = torch.cuda.get_device_name(device)
@@ -142,6 +165,11 @@ def measure(name, seq, batch, dtype, device, args):
         "step_ms_median": statistics.median(step_ms),
         "peak_mem_mb": peak,
         "device": described,
+        "phases": {
+            "forward_backward_ms": statistics.median(forward_backward_ms),
+            "optimizer_ms": statistics.median(optimizer_ms),
+            "dispatch_ms": statistics.median(dispatch_ms),
+        },
         "warmup_steps": args.warmup,
         "warmup_s": warmup_s,
         "windows": args.windows,

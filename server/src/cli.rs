@@ -428,7 +428,10 @@ card, date, model, impl, dtype, batch, seq, examples_per_s, step_ms_median, peak
 (null where the backend does not report memory), memory_after_warmup_mb and
 memory_by_window_mb (the GPU allocator's reservation, or on the CPU the process's resident
 memory, after the warm-up and after each window: flat when nothing grows), device,
-warmup_steps, warmup_s, windows, steps_per_window. bench/torch_reference.py writes the same records for PyTorch.";
+phases (forward_backward_ms, optimizer_ms, dispatch_ms: medians of one more window that
+waits for the device after each phase; dispatch is the host time to issue a step, which on a
+GPU shows whether the host's dispatch bounds the step), warmup_steps, warmup_s, windows,
+steps_per_window. bench/torch_reference.py writes the same records for PyTorch.";
 
 /// Parses `bench` options.
 pub fn parse_bench_args(args: &[String]) -> Result<BenchOptions, String> {

@@ -209,6 +209,9 @@ pub struct BenchRecord {
     pub memory_by_window_mb: Vec<f64>,
     /// The device as the trainer describes it.
     pub device: String,
+    /// Where a step's time goes, from one more window whose steps wait for the device
+    /// after each phase (so it runs a little slower than the timed windows).
+    pub phases: PhaseTimes,
     /// Untimed warm-up steps.
     pub warmup_steps: usize,
     /// Seconds the warm-up took (includes shader compilation and autotuning on a GPU).
@@ -217,6 +220,19 @@ pub struct BenchRecord {
     pub windows: usize,
     /// Steps per window.
     pub steps_per_window: usize,
+}
+
+/// Median milliseconds per step of each phase of a training step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseTimes {
+    /// Forward pass, loss and backward pass, until the device has finished them.
+    pub forward_backward_ms: f64,
+    /// The AdamW update, until the device has finished it.
+    pub optimizer_ms: f64,
+    /// Host time to issue a whole step (both phases) before waiting for the device. On a
+    /// GPU, when this is close to the step time, the step is bound by the host's dispatch
+    /// of operations rather than by the GPU's arithmetic.
+    pub dispatch_ms: f64,
 }
 
 /// Measures every model at every shape, handing each record to `done` as it is measured.
@@ -268,10 +284,13 @@ pub fn measure(
     let mut optimizer = ModuleOptimizer::from(AdamW::new(1e-8, WEIGHT_DECAY));
     let (batch, labels) = random_batch(config.vocab_size, shape, options.seed, &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut step = |model: SequenceClassifier| {
+    let forward_backward = |model: &SequenceClassifier| {
         let logits = model.forward(&batch);
         let loss = loss_fn.forward(logits, labels.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        GradientsParams::from_grads(loss.backward(), model)
+    };
+    let mut step = |model: SequenceClassifier| {
+        let grads = forward_backward(&model);
         optimizer.step(LEARNING_RATE, model, grads)
     };
     let sync = || device.sync().expect("the device failed while training");
@@ -308,7 +327,29 @@ pub fn measure(
         examples_per_s.push((shape.batch * options.steps_per_window) as f64 / seconds.max(1e-12));
         memory_by_window_mb.extend(read_memory());
     }
+
+    let (mut forward_backward_ms, mut optimizer_ms, mut dispatch_ms) = (vec![], vec![], vec![]);
+    for _ in 0..options.steps_per_window {
+        sync();
+        let started = Instant::now();
+        let grads = forward_backward(&model);
+        let issued_forward_backward = started.elapsed();
+        sync();
+        let forward_backward_done = started.elapsed();
+        let optimizer_started = Instant::now();
+        model = optimizer.step(LEARNING_RATE, model, grads);
+        let issued_optimizer = optimizer_started.elapsed();
+        sync();
+        forward_backward_ms.push(forward_backward_done.as_secs_f64() * 1e3);
+        optimizer_ms.push(optimizer_started.elapsed().as_secs_f64() * 1e3);
+        dispatch_ms.push((issued_forward_backward + issued_optimizer).as_secs_f64() * 1e3);
+    }
     drop(model);
+    let phases = PhaseTimes {
+        forward_backward_ms: median(&mut forward_backward_ms),
+        optimizer_ms: median(&mut optimizer_ms),
+        dispatch_ms: median(&mut dispatch_ms),
+    };
 
     BenchRecord {
         card: compute.card().to_string(),
@@ -328,6 +369,7 @@ pub fn measure(
         memory_after_warmup_mb,
         memory_by_window_mb,
         device: compute.description(),
+        phases,
         warmup_steps: options.warmup,
         warmup_s,
         windows: options.windows,

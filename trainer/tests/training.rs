@@ -577,6 +577,14 @@ fn the_benchmark_times_real_training_steps_on_the_cpu() {
     assert_eq!((record.seq, record.batch), (16, 4));
     assert!(record.examples_per_s.is_finite() && record.examples_per_s > 0.0);
     assert!(record.step_ms_median.is_finite() && record.step_ms_median > 0.0);
+    let phases = &record.phases;
+    for (phase, ms) in [
+        ("forward and backward", phases.forward_backward_ms),
+        ("optimizer", phases.optimizer_ms),
+        ("dispatch", phases.dispatch_ms),
+    ] {
+        assert!(ms.is_finite() && ms > 0.0, "{phase}: {ms} ms");
+    }
     assert_eq!(
         record.peak_mem_mb, None,
         "the CPU backend reports no memory pools"
@@ -597,6 +605,7 @@ fn the_benchmark_times_real_training_steps_on_the_cpu() {
         "examples_per_s",
         "peak_mem_mb",
         "step_ms_median",
+        "phases",
     ] {
         assert!(json.get(field).is_some(), "{field} missing from {json}");
     }
