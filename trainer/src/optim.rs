@@ -165,46 +165,35 @@ mod tests {
                 let grads = GradientsParams::from_grads(loss.backward(), &layer);
                 layer = optimizer.step(1e-2 / (step + 1) as f64, layer, grads);
             }
-            layer
-                .weight
-                .val()
-                .into_data()
-                .try_into_vec::<f32>()
-                .unwrap()
+            to_vec(layer.weight.val())
         };
         let burns = AdamWConfig::new()
             .with_epsilon(1e-8)
             .with_weight_decay(weight_decay)
             .init();
         let ours = ModuleOptimizer::from(AdamW::new(1e-8, weight_decay));
-        let initial = layer
-            .weight
-            .val()
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
+        let initial = to_vec(layer.weight.val());
         (initial, run(burns), run(ours))
+    }
+
+    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
     fn the_fused_step_matches_burns_adamw() {
         for weight_decay in [0.0, 0.01, 0.5] {
             let (initial, expected, actual) = train_both(weight_decay);
-            let worst = expected
-                .iter()
-                .zip(&actual)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = max_difference(&expected, &actual);
             assert!(
                 worst < 1e-6,
                 "weight decay {weight_decay}: max difference {worst}"
             );
             // The weights moved, so the comparison is not between two untouched copies.
-            let moved = initial
-                .iter()
-                .zip(&expected)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let moved = max_difference(&initial, &expected);
             assert!(
                 moved > 1e-3,
                 "weight decay {weight_decay}: moved only {moved}"

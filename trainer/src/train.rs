@@ -745,7 +745,6 @@ impl PendingSteps {
     }
 }
 
-/// Mean loss and accuracy of `model` (an inference copy) on `split`.
 /// How batches are padded: with which token, to a multiple of how many columns, and to at
 /// most how many.
 struct Padding {
@@ -760,6 +759,7 @@ impl Padding {
     }
 }
 
+/// Mean loss and accuracy of `model` (an inference copy) on `split`.
 fn evaluate(
     model: &SequenceClassifier,
     split: &EncodedSplit,
@@ -768,8 +768,8 @@ fn evaluate(
 ) -> (f64, f64) {
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     // Sums stay on the device and are read back once: on a GPU each read waits for the queue.
-    let mut loss_sum: Option<Tensor<1>> = None;
-    let mut correct: Option<Tensor<1, Int>> = None;
+    let mut loss_sum = Tensor::<1>::zeros([1], device);
+    let mut correct = Tensor::<1, Int>::zeros([1], device);
     for (encodings, labels) in split
         .encodings
         .chunks(EVAL_BATCH)
@@ -778,27 +778,23 @@ fn evaluate(
         let batch = BatchTensors::new(&padding.apply(encodings), device);
         let logits = model.forward(&batch);
         let targets = labels_tensor(labels, device);
-        let batch_loss = loss_fn
-            .forward(logits.clone(), targets.clone())
-            .mul_scalar(labels.len() as f32);
-        let batch_correct = logits
-            .argmax(1)
-            .reshape([labels.len()])
-            .equal(targets)
-            .int()
-            .sum();
-        loss_sum = Some(match loss_sum {
-            Some(sum) => sum.add(batch_loss),
-            None => batch_loss,
-        });
-        correct = Some(match correct {
-            Some(sum) => sum.add(batch_correct),
-            None => batch_correct,
-        });
+        loss_sum = loss_sum.add(
+            loss_fn
+                .forward(logits.clone(), targets.clone())
+                .mul_scalar(labels.len() as f32),
+        );
+        correct = correct.add(
+            logits
+                .argmax(1)
+                .reshape([labels.len()])
+                .equal(targets)
+                .int()
+                .sum(),
+        );
     }
     let n = split.labels.len().max(1) as f64;
-    let loss_sum = loss_sum.map_or(0.0, |t| t.into_scalar::<f32>() as f64);
-    let correct = correct.map_or(0, |t| t.into_scalar::<i64>());
+    let loss_sum = loss_sum.into_scalar::<f32>() as f64;
+    let correct = correct.into_scalar::<i64>();
     (loss_sum / n, correct as f64 / n)
 }
 
