@@ -30,7 +30,12 @@ async function trainingAssets() {
   await mkdir(sst2);
   const positive = ["good", "great", "funny", "charming", "beautiful", "witty", "smart", "sweet"];
   const negative = ["bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse"];
-  const subjects = ["the movie", "this film", "the story", "the cast", "the script", "the music"];
+  // Enough sentences that the run is still training when its page first draws the curve
+  // (the test watches the curve grow), even on a fast machine.
+  const subjects = [
+    "the movie", "this film", "the story", "the cast", "the script", "the music",
+    "the plot", "the acting", "the ending", "the dialogue", "the soundtrack", "the director",
+  ];
   let train = "sentence\tlabel\n";
   let dev = "sentence\tlabel\n";
   subjects.forEach((subject, i) => {
