@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Two calls on a lent GPU machine (the workplace's `device` tool), the second right after the
-# first so that the machine is still warm: the default model, then the burn bench, the
-# PyTorch reference, the persisted GPU cache and SST-2 accuracy runs (full and LoRA).
+# Calls on a lent GPU machine (the workplace's `device` tool), each right after the one
+# before so that the machine is still warm: the default model, then the burn bench (both
+# AdamW implementations), the PyTorch reference and the persisted GPU cache, then SST-2
+# accuracy runs (full and LoRA, side by side).
 #
 #   bench/gpu_session.sh pack         here: build .devicecarry-model/ (the default model) and
 #                                     .devicecarry/ (the binary, SST-2) for the calls to carry,
 #                                     next to the Vulkan loaders in .gl/
 #   bench/gpu_session.sh stage-model  there, call 1 (carry .devicecarry-model): unpack the model
-#   bench/gpu_session.sh run          there, call 2 (carry .devicecarry and .gl), with $OUT set
+#   bench/gpu_session.sh run          there, call 2 (carry .devicecarry and .gl), with $OUT set:
+#                                     the benches, then (if BUDGET_S leaves time) the sweep
+#   bench/gpu_session.sh sweep        there, call 3 (same carry), with $OUT set: the accuracy
+#                                     runs only
 #
 # A call carries at most 64 MiB, so the model goes first and alone, its fp32 weights as f16
 # (bench/gpu_model_transfer.py; widened back to fp32 on arrival), and the binary travels
 # xz-compressed. Without the model, `run` skips the accuracy runs. Everything `run` prints
 # goes to $OUT/session.log; records go to $OUT/*.jsonl. Overrides for a smoke test on any
-# Vulkan device: BENCH_ARGS, TORCH_ARGS, TRAIN_ARGS, RUNS (full-5e-5,full-1e-4,lora-r16), BUDGET_S.
+# Vulkan device: BENCH_ARGS, OPTIMIZERS (per-tensor,flat), TORCH_ARGS, TRAIN_ARGS, RUNS (see
+# `settings` below; default full-5e-5,full-1e-4,lora-r16), BUDGET_S.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 carry=.devicecarry
@@ -56,11 +61,11 @@ stamp() { python3 -uc 'import sys,time
 t=time.time()
 for line in sys.stdin: sys.stdout.write(f"{time.time()-t:.3f} {line}")'; }
 
-run() {
-  local out="${OUT:?run: OUT must name the folder whose files come back}"
+# Unpacks the binary, the data and the Vulkan loader once per machine; sets the run's
+# environment.
+prepare() {
+  local out="${OUT:?OUT must name the folder whose files come back}"
   exec > >(tee -a "$out/session.log") 2>&1
-  local start=$SECONDS budget="${BUDGET_S:-580}"
-  left() { echo $((budget - (SECONDS - start))); }
   if ! ldconfig -p | grep -q libvulkan.so.1; then
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
@@ -70,31 +75,58 @@ run() {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null || true
 
   mkdir -p "$work/sst2" "$work/data"
-  xz -dc "$carry/jigsaw-lab.xz" >"$work/jigsaw-lab" && chmod +x "$work/jigsaw-lab"
-  for f in train dev test; do gunzip -c "$carry/sst2/$f.tsv.gz" >"$work/sst2/$f.tsv"; done
+  if [ ! -x "$work/jigsaw-lab" ]; then
+    xz -dc "$carry/jigsaw-lab.xz" >"$work/jigsaw-lab" && chmod +x "$work/jigsaw-lab"
+    for f in train dev test; do gunzip -c "$carry/sst2/$f.tsv.gz" >"$work/sst2/$f.tsv"; done
+  fi
   export JIGSAW_DATA_DIR="$work/data" JIGSAW_MODELS_DIR="$work/models" JIGSAW_SST2_DIR="$work/sst2"
   export JIGSAW_DEVICE=gpu RUST_BACKTRACE=1
-  local bin="$work/jigsaw-lab"
+  bin="$work/jigsaw-lab"
+}
 
-  echo "==> [$((SECONDS - start)) s] burn bench (fresh process, empty GPU cache)"
-  # shellcheck disable=SC2086  # the overrides are split on purpose
-  timeout 200 "$bin" bench ${BENCH_ARGS:---warmup 3 --windows 5 --steps-per-window 6} >"$out/burn.jsonl"
-  echo "bench exit $?; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null) in $(find "$work/data/gpu-cache" -type f 2>/dev/null | wc -l) files"
+run() {
+  local start=$SECONDS budget="${BUDGET_S:-580}"
+  prepare
+  local out=$OUT optimizer
+  for optimizer in $(echo "${OPTIMIZERS:-per-tensor,flat}" | tr , ' '); do
+    echo "==> [$((SECONDS - start)) s] burn bench, $optimizer AdamW"
+    # shellcheck disable=SC2086  # the overrides are split on purpose
+    timeout 200 "$bin" bench --optimizer "$optimizer" \
+      ${BENCH_ARGS:---warmup 3 --windows 5 --steps-per-window 6} >>"$out/burn.jsonl"
+    echo "bench exit $?; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null) in $(find "$work/data/gpu-cache" -type f 2>/dev/null | wc -l) files"
+  done
 
   echo "==> [$((SECONDS - start)) s] PyTorch reference"
   # shellcheck disable=SC2086
   timeout 100 python3 bench/torch_reference.py ${TORCH_ARGS:---device cuda --warmup 3 --windows 5 --steps-per-window 6} >"$out/torch.jsonl"
   echo "torch exit $?"
+  summary
+  local left=$((budget - (SECONDS - start)))
+  if [ "$left" -gt 120 ]; then
+    BUDGET_S=$left sweep
+  fi
+}
 
+# SST-2 accuracy runs side by side, within BUDGET_S seconds.
+sweep() {
+  local start=$SECONDS budget="${BUDGET_S:-580}"
+  [ -n "${bin:-}" ] || prepare
+  local out=$OUT
   if [ ! -f "$model_dir/model.safetensors" ]; then
     echo "no model in $model_dir (stage-model did not run on this machine): no accuracy runs"
     return
   fi
-  local train_time=$(($(left) - 15))
+  local train_time=$((budget - 15))
   echo "==> [$((SECONDS - start)) s] SST-2 accuracy runs, side by side, ${train_time} s at most"
-  local common="--epochs 3 --batch-size 32 --max-len 64 --warmup-ratio 0.1 --seed 42 --events ${TRAIN_ARGS:-}"
-  local -A settings=([full-5e-5]="--lr 5e-5" [full-1e-4]="--lr 1e-4"
-    [lora-r16]="--lora-r 16 --lora-alpha 32 --lr 5e-4")
+  local common="--batch-size 32 --max-len 64 --seed 42 --test-each-epoch --events ${TRAIN_ARGS:-}"
+  local -A settings=(
+    [full-5e-5]="--lr 5e-5 --epochs 3 --warmup-ratio 0.1"
+    [full-8e-5]="--lr 8e-5 --epochs 3 --warmup-ratio 0.1"
+    [full-1e-4]="--lr 1e-4 --epochs 3 --warmup-ratio 0.1"
+    [full-1e-4-w06]="--lr 1e-4 --epochs 3 --warmup-ratio 0.06"
+    [full-5e-5-pt]="--lr 5e-5 --epochs 3 --warmup-ratio 0.1 --optimizer per-tensor"
+    [lora-r16]="--lora-r 16 --lora-alpha 32 --lr 5e-4 --epochs 3 --warmup-ratio 0.1"
+    [lora-r16-1e-3]="--lora-r 16 --lora-alpha 32 --lr 1e-3 --epochs 3 --warmup-ratio 0.1")
   # Each process's GPU memory every 10 s, to show whether it stays flat across the epochs.
   (while sleep 10; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader \
     | sed "s/^/$((SECONDS - start)) s, /"; done >"$out/gpu_memory.csv" 2>/dev/null) &
@@ -109,7 +141,12 @@ run() {
   kill "$sampler" 2>/dev/null
   echo "GPU cache after the runs: $(du -sh "$work/data/gpu-cache" 2>/dev/null)"
   echo "==> [$((SECONDS - start)) s] done"
-  python3 - "$out" <<'PY'
+  summary
+}
+
+# Prints the bench records and each run's first loss point and evaluations.
+summary() {
+  python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 for name in ("burn", "torch"):
@@ -117,7 +154,7 @@ for name in ("burn", "torch"):
         r = json.loads(line)
         print(f"{r['impl']:10} {r['dtype']:5} {r['model']:10} {r['seq']}x{r['batch']}: "
               f"{r['examples_per_s']:8.1f} ex/s {r['step_ms_median']:7.1f} ms/step peak {r['peak_mem_mb']} MB "
-              f"warmup {r.get('warmup_s')} s phases {r.get('phases')}")
+              f"warmup {r.get('warmup_s')} s {r.get('optimizer', '')} phases {r.get('phases')}")
 for path in sorted(out.glob("*.jsonl")):
     if path.stem in ("burn", "torch"):
         continue
@@ -140,5 +177,6 @@ case "${1:-}" in
   pack) pack ;;
   stage-model) stage_model ;;
   run) run ;;
-  *) echo "usage: bench/gpu_session.sh pack|stage-model|run" >&2; exit 2 ;;
+  sweep) sweep ;;
+  *) echo "usage: bench/gpu_session.sh pack|stage-model|run|sweep" >&2; exit 2 ;;
 esac

@@ -36,6 +36,11 @@ Usage: jigsaw-lab train [options]
   --checkpoint-dir DIR  keep checkpoints in DIR (each epoch and every 10 minutes); a run
                         started again with the same settings resumes from the latest one
 
+  --optimizer NAME       AdamW one tensor at a time (per-tensor) or all at once (flat,
+                        full fine-tuning only); default auto: flat on a GPU for full
+                        fine-tuning, per-tensor otherwise
+  --test-each-epoch     also evaluate on SST-2 dev at each epoch end (for sweeps)
+
   --events              print every event as a JSON line on standard output
 
 A progress bar goes to standard error. When the run finishes, its final metrics go to
@@ -90,6 +95,10 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand
             "--probe" => probes.push(value()?.clone()),
             "--checkpoint-dir" => run.checkpoint_dir = Some(PathBuf::from(value()?)),
             "--out" | "--export-dir" => run.export_dir = Some(PathBuf::from(value()?)),
+            "--optimizer" => {
+                run.optimizer = value()?.parse().map_err(|e| format!("--optimizer: {e}"))?
+            }
+            "--test-each-epoch" => run.test_each_epoch = true,
             other => return Err(format!("unknown option \u{201c}{other}\u{201d}")),
         }
     }
@@ -422,6 +431,7 @@ token ids and random labels from a fixed seed.
   --windows N             timed windows; the medians are reported (default 5)
   --steps-per-window N    steps per timed window (default 10)
   --seed N                seed of weights, inputs and dropout (default 42)
+  --optimizer NAME        per-tensor or flat AdamW (default auto: flat on a GPU)
 
 A table goes to standard error and one JSON record per configuration to standard output:
 card, date, model, impl, dtype, batch, seq, examples_per_s, step_ms_median, peak_mem_mb
@@ -446,6 +456,9 @@ pub fn parse_bench_args(args: &[String]) -> Result<BenchOptions, String> {
             "--windows" => options.windows = number(flag, value()?)?,
             "--steps-per-window" => options.steps_per_window = number(flag, value()?)?,
             "--seed" => options.seed = number(flag, value()?)?,
+            "--optimizer" => {
+                options.optimizer = value()?.parse().map_err(|e| format!("--optimizer: {e}"))?
+            }
             other => return Err(format!("unknown option \u{201c}{other}\u{201d}")),
         }
     }

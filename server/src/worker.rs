@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use trainer::device::ComputeDevice;
 use trainer::events::{EvalSplit, Event};
 use trainer::model::LoraSettings;
+use trainer::optim::OptimizerChoice;
 use trainer::train::{CancelToken, Method, TrainConfig};
 
 /// The sentence every run's attention is shown for, before and after fine-tuning.
@@ -195,6 +196,8 @@ impl Worker {
             export_dir: Some(self.env.model_dir(run.id)),
             readback_every: None,
             resume_at_most: None,
+            optimizer: OptimizerChoice::Auto,
+            test_each_epoch: false,
         }
     }
 

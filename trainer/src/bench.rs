@@ -12,7 +12,7 @@
 
 use crate::device::{BackendKind, ComputeDevice};
 use crate::model::{BatchTensors, EncoderConfig, Family, SequenceClassifier};
-use crate::optim::AdamW;
+use crate::optim::{AdamW, FlatAdamW, OptimizerChoice};
 use crate::rng::SeededRng;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -142,6 +142,8 @@ pub struct BenchOptions {
     pub steps_per_window: usize,
     /// Seed of the weights, the token ids, the labels and dropout.
     pub seed: u64,
+    /// The AdamW implementation to step with.
+    pub optimizer: OptimizerChoice,
 }
 
 impl Default for BenchOptions {
@@ -159,6 +161,7 @@ impl Default for BenchOptions {
             windows: 5,
             steps_per_window: 10,
             seed: 42,
+            optimizer: OptimizerChoice::Auto,
         }
     }
 }
@@ -191,6 +194,8 @@ pub struct BenchRecord {
     pub implementation: String,
     /// Always `fp32` here.
     pub dtype: String,
+    /// The AdamW implementation: `per-tensor` or `flat`.
+    pub optimizer: String,
     /// Sequences per step.
     pub batch: usize,
     /// Tokens per sequence.
@@ -281,7 +286,16 @@ pub fn measure(
     let device = compute.device().clone().autodiff();
     device.seed(options.seed);
     let mut model = SequenceClassifier::new(config, NUM_LABELS, &device);
-    let mut optimizer = ModuleOptimizer::from(AdamW::new(1e-8, WEIGHT_DECAY));
+    let flat = options
+        .optimizer
+        .flat(compute.kind() == BackendKind::Gpu, true);
+    let mut optimizer = if flat {
+        // Weight decay on every parameter and no clipping, as the per-tensor path here.
+        let no_decay = regex::Regex::new("$^").expect("a valid pattern");
+        BenchOptimizer::Flat(Box::new(FlatAdamW::new(1e-8, WEIGHT_DECAY, no_decay, None)))
+    } else {
+        BenchOptimizer::PerTensor(ModuleOptimizer::from(AdamW::new(1e-8, WEIGHT_DECAY)))
+    };
     let (batch, labels) = random_batch(config.vocab_size, shape, options.seed, &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let forward_backward = |model: &SequenceClassifier| {
@@ -291,7 +305,7 @@ pub fn measure(
     };
     let mut step = |model: SequenceClassifier| {
         let grads = forward_backward(&model);
-        optimizer.step(LEARNING_RATE, model, grads)
+        optimizer.step(model, grads)
     };
     let sync = || device.sync().expect("the device failed while training");
     let mut peak_bytes: Option<u64> = None;
@@ -337,7 +351,7 @@ pub fn measure(
         sync();
         let forward_backward_done = started.elapsed();
         let optimizer_started = Instant::now();
-        model = optimizer.step(LEARNING_RATE, model, grads);
+        model = optimizer.step(model, grads);
         let issued_optimizer = optimizer_started.elapsed();
         sync();
         forward_backward_ms.push(forward_backward_done.as_secs_f64() * 1e3);
@@ -361,6 +375,7 @@ pub fn measure(
         }
         .into(),
         dtype: "fp32".into(),
+        optimizer: if flat { "flat" } else { "per-tensor" }.into(),
         batch: shape.batch,
         seq: shape.seq,
         examples_per_s: median(&mut examples_per_s),
@@ -374,6 +389,21 @@ pub fn measure(
         warmup_s,
         windows: options.windows,
         steps_per_window: options.steps_per_window,
+    }
+}
+
+/// The optimizer of a measurement, stepping at [`LEARNING_RATE`].
+enum BenchOptimizer {
+    PerTensor(ModuleOptimizer),
+    Flat(Box<FlatAdamW>),
+}
+
+impl BenchOptimizer {
+    fn step(&mut self, model: SequenceClassifier, grads: GradientsParams) -> SequenceClassifier {
+        match self {
+            Self::PerTensor(optimizer) => optimizer.step(LEARNING_RATE, model, grads),
+            Self::Flat(optimizer) => optimizer.step(LEARNING_RATE, model, grads).0,
+        }
     }
 }
 

@@ -10,7 +10,6 @@
 
 use crate::model::SequenceClassifier;
 use burn::module::Module;
-use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +23,11 @@ pub struct Progress {
     /// Last validation loss and accuracy, if any evaluation ran.
     pub last_validation: Option<(f64, f64)>,
 }
+
+/// The per-tensor optimizer's state file in a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// The flat optimizer's state file in a checkpoint.
+pub const FLAT_OPTIMIZER_FILE: &str = "optimizer.flat";
 
 /// A checkpoint found on disk.
 #[derive(Debug, Clone)]
@@ -40,9 +44,14 @@ impl Saved {
         self.dir.join("model.bpk")
     }
 
-    /// The optimizer state file.
+    /// The per-tensor optimizer's state file.
     pub fn optimizer_file(&self) -> PathBuf {
-        self.dir.join("optimizer.bpk")
+        self.dir.join(OPTIMIZER_FILE)
+    }
+
+    /// The flat optimizer's state file (a checkpoint holds this one or the other).
+    pub fn flat_optimizer_file(&self) -> PathBuf {
+        self.dir.join(FLAT_OPTIMIZER_FILE)
     }
 }
 
@@ -50,11 +59,12 @@ fn io(path: &Path, error: impl std::fmt::Display) -> String {
     format!("{}: {error}", path.display())
 }
 
-/// Writes a checkpoint of `model` and `optimizer` at `progress` into `root`.
+/// Writes a checkpoint of `model`, the optimizer's state (`save_optimizer` writes it into
+/// the directory it is given) and `progress` into `root`.
 pub fn save(
     root: &Path,
     model: &SequenceClassifier,
-    optimizer: &ModuleOptimizer,
+    save_optimizer: impl FnOnce(&Path) -> Result<(), String>,
     progress: &Progress,
 ) -> Result<(), String> {
     let partial = root.join("latest.partial");
@@ -68,9 +78,7 @@ pub fn save(
         .clone()
         .save_file(partial.join("model.bpk"))
         .map_err(|e| io(&partial.join("model.bpk"), e))?;
-    optimizer
-        .save(partial.join("optimizer.bpk"))
-        .map_err(|e| io(&partial.join("optimizer.bpk"), e))?;
+    save_optimizer(&partial)?;
     let json = serde_json::to_string_pretty(progress).map_err(|e| io(&partial, e))?;
     std::fs::write(partial.join("progress.json"), json)
         .map_err(|e| io(&partial.join("progress.json"), e))?;
@@ -126,7 +134,11 @@ mod tests {
                 settings: "same run".into(),
                 last_validation: None,
             };
-            save(temp.path(), &model, &optimizer, &progress).unwrap();
+            let save_optimizer = |dir: &Path| {
+                let file = dir.join(OPTIMIZER_FILE);
+                optimizer.save(&file).map_err(|e| io(&file, e))
+            };
+            save(temp.path(), &model, save_optimizer, &progress).unwrap();
         }
         let step = |at_most| find(temp.path(), at_most).unwrap().map(|s| s.progress.step);
         assert_eq!(step(None), Some(30));

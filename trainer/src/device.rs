@@ -213,7 +213,11 @@ mod gpu {
         let info = adapters(allow_software)
             .into_iter()
             .next()
-            .ok_or("wgpu found no hardware GPU adapter")?;
+            .ok_or(if allow_software {
+                "wgpu found no GPU adapter, hardware or software"
+            } else {
+                "wgpu found no hardware GPU adapter"
+            })?;
         let kind = match info.device_type {
             wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(0),
             wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(0),

@@ -14,14 +14,14 @@ use crate::device::{BackendKind, ComputeDevice};
 use crate::events::{EvalSplit, Event, Metrics};
 use crate::loader::{self, LoadError};
 use crate::model::{BatchTensors, EncoderConfig, Family, LoraSettings, SequenceClassifier};
-use crate::optim::AdamW;
+use crate::optim::{AdamW, FlatAdamW, OptimizerChoice};
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder, TokenBatch, TokenizeError, pad_to_multiple};
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -80,6 +80,12 @@ pub struct TrainConfig {
     /// Resume only from a checkpoint at or before this step: the caller has stored the
     /// run's events up to it, and resuming from a later one would leave a gap in them.
     pub resume_at_most: Option<usize>,
+    /// Which AdamW implementation steps the run; a resumed run keeps its checkpoint's.
+    pub optimizer: OptimizerChoice,
+    /// Also evaluate on the private test split (SST-2 dev) at each epoch end, for
+    /// hyperparameter sweeps from the command line. The app never sets it: its leaderboard
+    /// keeps that split for the end of a run.
+    pub test_each_epoch: bool,
 }
 
 impl Default for TrainConfig {
@@ -103,6 +109,8 @@ impl Default for TrainConfig {
             export_dir: None,
             readback_every: None,
             resume_at_most: None,
+            optimizer: OptimizerChoice::Auto,
+            test_each_epoch: false,
         }
     }
 }
@@ -118,6 +126,8 @@ const GPU_PAD_MULTIPLE: usize = 8;
 const WEIGHT_DECAY: f32 = 0.01;
 /// AdamW epsilon (as PyTorch's AdamW).
 const ADAM_EPSILON: f32 = 1e-8;
+/// Parameters that take no weight decay, by module path.
+const NO_DECAY: &str = r"(\.bias$|norm\.(gamma|beta)$)";
 /// Global gradient-norm clipping threshold.
 const MAX_GRAD_NORM: f64 = 1.0;
 /// A loss above this is treated as divergence (ln 2 ≈ 0.69 is chance for two labels).
@@ -169,6 +179,11 @@ impl TrainConfig {
     /// Checks the hard limits; anything accepted here can run.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
+        if self.optimizer == OptimizerChoice::Flat && self.method != Method::Full {
+            return bad(
+                "the flat optimizer steps full fine-tuning only; use per-tensor for LoRA".into(),
+            );
+        }
         if !(self.learning_rate.is_finite()
             && self.learning_rate > 0.0
             && self.learning_rate <= 1.0)
@@ -472,12 +487,9 @@ fn run(
             .with_lora(settings, &device)
             .unfreeze_group(head);
     }
-    let no_decay = ParamGroup::from_regex(r"(\.bias$|norm\.(gamma|beta)$)")
-        .map_err(|e| TrainError::Config(format!("{e:?}")))?;
-    let mut optimizer = ModuleOptimizer::from(AdamW::new(ADAM_EPSILON, WEIGHT_DECAY)).with_group(
-        no_decay,
-        AdamW::new(ADAM_EPSILON, 0.0),
-        None,
+    let flat = config.optimizer.flat(
+        compute.kind() == BackendKind::Gpu,
+        matches!(config.method, Method::Full),
     );
 
     let plan = StepPlan::new(
@@ -488,10 +500,18 @@ fn run(
     );
     let mut step = 0;
     let mut last_validation = (f64::NAN, 0.0);
-    if let Some(root) = &config.checkpoint_dir
-        && let Some(saved) =
+    let saved = match &config.checkpoint_dir {
+        Some(root) => {
             checkpoint::find(root, config.resume_at_most).map_err(TrainError::Checkpoint)?
-    {
+        }
+        None => None,
+    };
+    // A resumed run keeps the optimizer its checkpoint's state belongs to.
+    let flat = saved
+        .as_ref()
+        .map_or(flat, |saved| saved.flat_optimizer_file().is_file());
+    let mut optimizer = RunOptimizer::new(flat)?;
+    if let Some(saved) = saved {
         if saved.progress.settings != config.resume_key() {
             return Err(TrainError::Checkpoint(format!(
                 "the checkpoint in {} belongs to a run with other settings; remove it to start afresh",
@@ -501,9 +521,7 @@ fn run(
         model = model.try_load_file(saved.model_file()).map_err(|e| {
             TrainError::Checkpoint(format!("{}: {e}", saved.model_file().display()))
         })?;
-        optimizer = optimizer.load(saved.optimizer_file()).map_err(|e| {
-            TrainError::Checkpoint(format!("{}: {e}", saved.optimizer_file().display()))
-        })?;
+        optimizer = optimizer.load(&saved).map_err(TrainError::Checkpoint)?;
         step = saved.progress.step;
         last_validation = saved.progress.last_validation.unwrap_or(last_validation);
     }
@@ -573,10 +591,10 @@ fn run(
             let logits = model.forward(&batch);
             let loss = loss_fn.forward(logits, labels_tensor(&labels, &device));
             let loss_on_device = loss.clone().detach();
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            let grad_norm = clip_global_norm(&model, &mut grads, MAX_GRAD_NORM);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = plan.learning_rate(config.learning_rate, step);
-            model = optimizer.step(lr, model, grads);
+            let grad_norm;
+            (model, grad_norm) = optimizer.step(lr, model, grads);
             step += 1;
             pending.push(PendingStep {
                 step,
@@ -609,6 +627,16 @@ fn run(
                     accuracy: last_validation.1,
                 });
                 emit_attention(&valid, &probes, step, &inference_device, emit);
+                // The last epoch's is the run's final evaluation, below.
+                if end_of_epoch && config.test_each_epoch && epoch < config.epochs {
+                    let (loss, accuracy) = evaluate(&valid, &test_set, &padding, &inference_device);
+                    emit(Event::Eval {
+                        step,
+                        split: EvalSplit::PrivateTest,
+                        loss,
+                        accuracy,
+                    });
+                }
             }
             if let Some(root) = &config.checkpoint_dir
                 && checkpoint_now
@@ -618,7 +646,7 @@ fn run(
                     settings: config.resume_key(),
                     last_validation: last_validation.0.is_finite().then_some(last_validation),
                 };
-                checkpoint::save(root, &model, &optimizer, &progress)
+                checkpoint::save(root, &model, |dir| optimizer.save(dir), &progress)
                     .map_err(TrainError::Checkpoint)?;
                 last_checkpoint = Instant::now();
                 emit(Event::Checkpoint { step });
@@ -650,6 +678,85 @@ fn run(
         metrics: metrics.clone(),
     });
     Ok(Some(metrics))
+}
+
+/// The optimizer of a run: [`AdamW`] one tensor at a time after [`clip_global_norm`], or
+/// [`FlatAdamW`], which clips and steps all parameters at once.
+enum RunOptimizer {
+    PerTensor(ModuleOptimizer),
+    Flat(Box<FlatAdamW>),
+}
+
+impl RunOptimizer {
+    fn new(flat: bool) -> Result<Self, TrainError> {
+        let bad_pattern = |e: String| TrainError::Config(format!("no-decay pattern: {e}"));
+        Ok(if flat {
+            let no_decay = regex::Regex::new(NO_DECAY).map_err(|e| bad_pattern(e.to_string()))?;
+            Self::Flat(Box::new(FlatAdamW::new(
+                ADAM_EPSILON,
+                WEIGHT_DECAY,
+                no_decay,
+                Some(MAX_GRAD_NORM),
+            )))
+        } else {
+            let no_decay =
+                ParamGroup::from_regex(NO_DECAY).map_err(|e| bad_pattern(format!("{e:?}")))?;
+            Self::PerTensor(
+                ModuleOptimizer::from(AdamW::new(ADAM_EPSILON, WEIGHT_DECAY)).with_group(
+                    no_decay,
+                    AdamW::new(ADAM_EPSILON, 0.0),
+                    None,
+                ),
+            )
+        })
+    }
+
+    /// Clips the gradients to [`MAX_GRAD_NORM`] and steps; returns the updated model and the
+    /// gradient norm before clipping, still on the device.
+    fn step(
+        &mut self,
+        lr: f64,
+        model: SequenceClassifier,
+        mut grads: GradientsParams,
+    ) -> (SequenceClassifier, Option<Tensor<1>>) {
+        match self {
+            Self::PerTensor(optimizer) => {
+                let norm = clip_global_norm(&model, &mut grads, MAX_GRAD_NORM);
+                (optimizer.step(lr, model, grads), norm)
+            }
+            Self::Flat(optimizer) => optimizer.step(lr, model, grads),
+        }
+    }
+
+    /// Writes the state into a checkpoint's directory.
+    fn save(&self, dir: &Path) -> Result<(), String> {
+        match self {
+            Self::PerTensor(optimizer) => {
+                let file = dir.join(checkpoint::OPTIMIZER_FILE);
+                optimizer
+                    .save(&file)
+                    .map_err(|e| format!("{}: {e}", file.display()))
+            }
+            Self::Flat(optimizer) => optimizer.save(&dir.join(checkpoint::FLAT_OPTIMIZER_FILE)),
+        }
+    }
+
+    /// Takes the state of a saved checkpoint.
+    fn load(self, saved: &checkpoint::Saved) -> Result<Self, String> {
+        Ok(match self {
+            Self::PerTensor(optimizer) => {
+                let file = saved.optimizer_file();
+                Self::PerTensor(
+                    optimizer
+                        .load(&file)
+                        .map_err(|e| format!("{}: {e}", file.display()))?,
+                )
+            }
+            Self::Flat(optimizer) => {
+                Self::Flat(Box::new((*optimizer).load(&saved.flat_optimizer_file())?))
+            }
+        })
+    }
 }
 
 /// A step whose loss and gradient norm are still on the device.

@@ -12,6 +12,7 @@ use trainer::device::{DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
 use trainer::inference::Predictor;
 use trainer::model::LoraSettings;
+use trainer::optim::OptimizerChoice;
 use trainer::train::{CancelToken, Method, TrainConfig, train};
 
 /// This package's directory, read when the test runs (cargo sets it), so a test binary
@@ -331,12 +332,69 @@ fn setup_problems_end_the_run_with_a_clear_failure() {
 }
 
 #[test]
+fn the_flat_optimizer_trains_like_the_per_tensor_one() {
+    let data = tiny_sst2();
+    let mut per_tensor = config(data.path());
+    per_tensor.epochs = 2;
+    per_tensor.optimizer = OptimizerChoice::PerTensor;
+    let flat = TrainConfig {
+        optimizer: OptimizerChoice::Flat,
+        test_each_epoch: true,
+        ..per_tensor.clone()
+    };
+    let expected = run(&per_tensor);
+    let actual = run(&flat);
+    let (expected_losses, actual_losses) = (losses(&expected), losses(&actual));
+    assert_eq!(expected_losses.len(), actual_losses.len());
+    assert!(!expected_losses.is_empty());
+    for (step, (want, got)) in expected_losses.iter().zip(&actual_losses).enumerate() {
+        assert!(
+            (want - got).abs() <= 1e-3 * want.abs().max(1.0),
+            "step {}: per-tensor loss {want}, flat {got}",
+            step + 1
+        );
+    }
+    // test_each_epoch adds SST-2 dev after the first epoch; the second is the final one.
+    let tests = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Eval {
+                        split: EvalSplit::PrivateTest,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!((tests(&expected), tests(&actual)), (1, 2));
+
+    let mut lora = flat.clone();
+    lora.method = Method::Lora(LoraSettings::new(4, 8.0));
+    assert!(
+        matches!(&run(&lora)[..], [Event::Failed { reason }] if reason.contains("full fine-tuning only")),
+        "a LoRA run with the flat optimizer fails with a clear reason"
+    );
+}
+
+#[test]
 fn a_stopped_run_resumes_exactly_from_its_checkpoint() {
+    for optimizer in [OptimizerChoice::PerTensor, OptimizerChoice::Flat] {
+        stop_and_resume(optimizer);
+    }
+}
+
+/// Stops a two-epoch run two steps into its second epoch and resumes it from the
+/// checkpoint of the first epoch's end.
+fn stop_and_resume(optimizer: OptimizerChoice) {
     let data = tiny_sst2();
     let checkpoints = tempfile::tempdir().unwrap();
     let mut plain = config(data.path());
     plain.epochs = 2;
     plain.eval_every = None;
+    plain.optimizer = optimizer;
     let uninterrupted = run(&plain);
     let all_losses = losses(&uninterrupted);
     let steps_per_epoch = all_losses.len() / 2;
@@ -468,6 +526,8 @@ fn minilm_sst2_run() -> TrainConfig {
         export_dir: None,
         readback_every: None,
         resume_at_most: None,
+        optimizer: OptimizerChoice::Auto,
+        test_each_epoch: false,
     }
 }
 

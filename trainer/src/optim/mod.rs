@@ -8,11 +8,20 @@
 //! word embeddings, every step). On a GPU it hands the step to burn's AdamW, whose
 //! operations the GPU backend fuses itself. The state has burn's AdamW layout, so
 //! checkpoints stay interchangeable with it.
+//!
+//! [`FlatAdamW`] computes the same step over all parameters at once, in one flat buffer,
+//! which saves a GPU most of the per-tensor operations' host cost; [`OptimizerChoice`]
+//! picks between the two.
+
+mod flat;
+
+pub use flat::FlatAdamW;
 
 use crate::device::on_cpu_backend;
 use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
+use std::str::FromStr;
 
 /// First-moment decay (PyTorch's default).
 const BETA_1: f32 = 0.9;
@@ -20,6 +29,54 @@ const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.999;
 /// Parameters per parallel work item of the fused CPU step.
 const CHUNK: usize = 1 << 15;
+
+/// Which AdamW implementation steps a run or a benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OptimizerChoice {
+    /// [`FlatAdamW`] for full fine-tuning on a GPU, [`AdamW`] otherwise.
+    #[default]
+    Auto,
+    /// [`AdamW`], one parameter tensor at a time.
+    PerTensor,
+    /// [`FlatAdamW`], all parameters at once (full fine-tuning only).
+    Flat,
+}
+
+impl OptimizerChoice {
+    /// Whether to step with [`FlatAdamW`] on a GPU (`on_gpu`) or not, for full fine-tuning
+    /// (`full`) or not.
+    pub fn flat(self, on_gpu: bool, full: bool) -> bool {
+        match self {
+            Self::Auto => on_gpu && full,
+            Self::PerTensor => false,
+            Self::Flat => true,
+        }
+    }
+
+    /// The name used in options and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::PerTensor => "per-tensor",
+            Self::Flat => "flat",
+        }
+    }
+}
+
+impl FromStr for OptimizerChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "per-tensor" => Ok(Self::PerTensor),
+            "flat" => Ok(Self::Flat),
+            other => Err(format!(
+                "\u{201c}{other}\u{201d} is not an optimizer; use auto, per-tensor or flat"
+            )),
+        }
+    }
+}
 
 /// AdamW; see the module documentation.
 #[derive(Clone)]

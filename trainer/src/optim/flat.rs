@@ -1,0 +1,547 @@
+//! AdamW over all of a model's trainable parameters at once, for GPUs.
+//!
+//! The per-tensor optimizer issues some eighteen operations for each parameter tensor
+//! (gradient-norm clipping, the two moments, bias correction, decay, update), so a BERT
+//! step spends about two thousand operations on its ~100 tensors; on a GPU each one costs
+//! host time to record, fuse and launch, whatever its size. This optimizer gathers the
+//! gradients into one flat buffer (one concatenation), clips and updates there with a
+//! dozen whole-buffer operations, and hands the parameters back as slices of one flat
+//! parameter buffer. The arithmetic is exactly that of [`super::AdamW`] plus
+//! global-norm clipping; `the_flat_step_matches_the_per_tensor_step` checks it.
+//!
+//! The flat parameter buffer is kept between steps, so the model's parameters must change
+//! only through this optimizer while it is in use (as in a training loop). A checkpoint
+//! holds the step count and both moments ([`FlatAdamW::save`]); the parameters come from the
+//! model's own checkpoint.
+
+use super::{BETA_1, BETA_2};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Shape, Tensor, TensorData};
+use regex::Regex;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// First bytes of a saved state, with the format's version.
+const MAGIC: &[u8; 8] = b"JLFLAT01";
+/// Each parameter starts at a multiple of this many values (256 bytes) in the flat
+/// buffers, so a GPU backend can hand out its slice as a view instead of copying it; the
+/// gaps hold zeros and stay zero.
+const ALIGN: usize = 64;
+
+/// Multi-tensor AdamW with global gradient-norm clipping; see the module documentation.
+pub struct FlatAdamW {
+    epsilon: f32,
+    weight_decay: f32,
+    no_decay: Regex,
+    max_grad_norm: Option<f64>,
+    state: Option<State>,
+    /// Moments read from a checkpoint, put on the device at the first step.
+    loaded: Option<Saved>,
+}
+
+/// Where one parameter lives in the flat buffers.
+#[derive(Debug, Clone, PartialEq)]
+struct Slot {
+    id: ParamId,
+    offset: usize,
+    shape: Shape,
+    decay: bool,
+}
+
+impl Slot {
+    fn len(&self) -> usize {
+        self.shape.num_elements()
+    }
+}
+
+struct State {
+    slots: Vec<Slot>,
+    by_id: HashMap<ParamId, usize>,
+    /// The parameters' current values, all of them in one buffer.
+    params: Tensor<1>,
+    moment_1: Tensor<1>,
+    moment_2: Tensor<1>,
+    /// 1 where the parameter takes weight decay, 0 where not.
+    decay_mask: Tensor<1>,
+    time: usize,
+}
+
+/// Optimizer state as saved: steps taken and both moments.
+struct Saved {
+    time: usize,
+    moment_1: Vec<f32>,
+    moment_2: Vec<f32>,
+}
+
+impl FlatAdamW {
+    /// AdamW with β = (0.9, 0.999), ε, decoupled weight decay λ on every parameter whose
+    /// module path does not match `no_decay`, and, when `max_grad_norm` is set, gradients
+    /// scaled to a global L2 norm of at most that.
+    pub fn new(
+        epsilon: f32,
+        weight_decay: f32,
+        no_decay: Regex,
+        max_grad_norm: Option<f64>,
+    ) -> Self {
+        Self {
+            epsilon,
+            weight_decay,
+            no_decay,
+            max_grad_norm,
+            state: None,
+            loaded: None,
+        }
+    }
+
+    /// One step at learning rate `lr` over every parameter `grads` holds a gradient for.
+    /// Returns the updated model and the global gradient norm before clipping, still on the
+    /// device (`None` when no parameter has a gradient).
+    pub fn step<M: Module>(
+        &mut self,
+        lr: f64,
+        model: M,
+        mut grads: GradientsParams,
+    ) -> (M, Option<Tensor<1>>) {
+        let mut gather = Gather {
+            grads: &mut grads,
+            no_decay: &self.no_decay,
+            take_values: self.state.is_none(),
+            path: Vec::new(),
+            slots: Vec::new(),
+            grads_flat: Vec::new(),
+            values_flat: Vec::new(),
+            offset: 0,
+        };
+        model.visit(&mut gather);
+        gather.align();
+        let Gather {
+            slots,
+            grads_flat,
+            values_flat,
+            offset: total,
+            ..
+        } = gather;
+        if slots.is_empty() {
+            return (model, None);
+        }
+        let grad = Tensor::cat(grads_flat, 0);
+        let device = grad.device();
+        let mut state = match self.state.take() {
+            Some(state) => {
+                assert!(
+                    state.slots == slots,
+                    "the flat AdamW step met other parameters than at its first step"
+                );
+                state
+            }
+            None => self.first_state(slots, total, Tensor::cat(values_flat, 0), &device),
+        };
+
+        let norm = self
+            .max_grad_norm
+            .map(|_| grad.clone().square().sum().sqrt());
+        let grad = match (&norm, self.max_grad_norm) {
+            (Some(norm), Some(max_norm)) => {
+                let scale = norm
+                    .clone()
+                    .add_scalar(1e-6)
+                    .recip()
+                    .mul_scalar(max_norm)
+                    .clamp_max(1.0);
+                grad.mul(scale)
+            }
+            _ => grad,
+        };
+        state.time += 1;
+        let time = state.time as i32;
+        state.moment_1 = state
+            .moment_1
+            .mul_scalar(BETA_1)
+            .add(grad.clone().mul_scalar(1.0 - BETA_1));
+        state.moment_2 = state
+            .moment_2
+            .mul_scalar(BETA_2)
+            .add(grad.square().mul_scalar(1.0 - BETA_2));
+        let step = state
+            .moment_1
+            .clone()
+            .div_scalar(1.0 - BETA_1.powi(time))
+            .div(
+                state
+                    .moment_2
+                    .clone()
+                    .div_scalar(1.0 - BETA_2.powi(time))
+                    .sqrt()
+                    .add_scalar(self.epsilon),
+            );
+        let decay = state
+            .decay_mask
+            .clone()
+            .mul_scalar(-(lr * self.weight_decay as f64) as f32)
+            .add_scalar(1.0);
+        state.params = state.params.mul(decay).sub(step.mul_scalar(lr as f32));
+
+        let model = model.map(&mut Scatter { state: &state });
+        self.state = Some(state);
+        (model, norm)
+    }
+
+    /// The state of a first step: zero moments, or those of a loaded checkpoint.
+    fn first_state(
+        &mut self,
+        slots: Vec<Slot>,
+        total: usize,
+        params: Tensor<1>,
+        device: &Device,
+    ) -> State {
+        let mut mask = vec![0.0f32; total];
+        for slot in slots.iter().filter(|slot| slot.decay) {
+            mask[slot.offset..slot.offset + slot.len()].fill(1.0);
+        }
+        let flat = |values: Vec<f32>| Tensor::from_data(TensorData::new(values, [total]), device);
+        let (time, moment_1, moment_2) = match self.loaded.take() {
+            Some(saved) => {
+                assert!(
+                    saved.moment_1.len() == total,
+                    "the checkpoint's optimizer state has {} values for {total} parameters",
+                    saved.moment_1.len()
+                );
+                (saved.time, flat(saved.moment_1), flat(saved.moment_2))
+            }
+            None => (
+                0,
+                Tensor::zeros([total], device),
+                Tensor::zeros([total], device),
+            ),
+        };
+        State {
+            by_id: slots.iter().enumerate().map(|(i, s)| (s.id, i)).collect(),
+            slots,
+            params,
+            moment_1,
+            moment_2,
+            decay_mask: flat(mask),
+            time,
+        }
+    }
+
+    /// Writes the step count and both moments to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+        let (time, moment_1, moment_2) = match (&self.state, &self.loaded) {
+            (Some(state), _) => (
+                state.time,
+                values(state.moment_1.clone()),
+                values(state.moment_2.clone()),
+            ),
+            (None, Some(saved)) => (saved.time, saved.moment_1.clone(), saved.moment_2.clone()),
+            (None, None) => (0, Vec::new(), Vec::new()),
+        };
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
+        out.write_all(MAGIC).map_err(fail)?;
+        out.write_all(&(time as u64).to_le_bytes()).map_err(fail)?;
+        out.write_all(&(moment_1.len() as u64).to_le_bytes())
+            .map_err(fail)?;
+        for value in moment_1.iter().chain(&moment_2) {
+            out.write_all(&value.to_le_bytes()).map_err(fail)?;
+        }
+        out.flush().map_err(fail)
+    }
+
+    /// Reads a state [`save`](Self::save) wrote; it takes effect at the next step, which
+    /// checks that it fits the model's parameters.
+    pub fn load(mut self, path: &Path) -> Result<Self, String> {
+        let fail = |e: String| format!("{}: {e}", path.display());
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|mut file| file.read_to_end(&mut bytes))
+            .map_err(|e| fail(e.to_string()))?;
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        let (Some(time), Some(len)) = (word(8), word(16)) else {
+            return Err(fail("not a flat AdamW state (too short)".into()));
+        };
+        if &bytes[..8] != MAGIC || bytes.len() as u64 != 24 + 8 * len {
+            return Err(fail("not a flat AdamW state, or cut short".into()));
+        }
+        let floats: Vec<f32> = bytes[24..]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let (moment_1, moment_2) = floats.split_at(len as usize);
+        self.state = None;
+        self.loaded = Some(Saved {
+            time: time as usize,
+            moment_1: moment_1.to_vec(),
+            moment_2: moment_2.to_vec(),
+        });
+        Ok(self)
+    }
+}
+
+fn values(tensor: Tensor<1>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 values")
+}
+
+/// Collects, in module order, each parameter that has a gradient: its place in the flat
+/// buffers, its gradient flattened and (at the first step) its value flattened, with zeros
+/// in the gaps that [`ALIGN`] leaves.
+struct Gather<'a> {
+    grads: &'a mut GradientsParams,
+    no_decay: &'a Regex,
+    take_values: bool,
+    path: Vec<String>,
+    slots: Vec<Slot>,
+    grads_flat: Vec<Tensor<1>>,
+    values_flat: Vec<Tensor<1>>,
+    offset: usize,
+}
+
+impl Gather<'_> {
+    /// Pads the buffers with zeros up to the next multiple of [`ALIGN`].
+    fn align(&mut self) {
+        let gap = self.offset.next_multiple_of(ALIGN) - self.offset;
+        let Some(device) = self.grads_flat.last().map(Tensor::device) else {
+            return;
+        };
+        if gap > 0 {
+            self.grads_flat.push(Tensor::zeros([gap], &device));
+            if self.take_values {
+                self.values_flat.push(Tensor::zeros([gap], &device));
+            }
+            self.offset += gap;
+        }
+    }
+}
+
+impl ModuleVisitor for Gather<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some(grad) = self.grads.remove::<D>(param.id) else {
+            return;
+        };
+        self.align();
+        let shape = grad.shape();
+        let len = shape.num_elements();
+        self.grads_flat.push(grad.reshape([len]));
+        if self.take_values {
+            self.values_flat.push(param.val().inner().reshape([len]));
+        }
+        self.slots.push(Slot {
+            id: param.id,
+            offset: self.offset,
+            shape,
+            decay: !self.no_decay.is_match(&self.path.join(".")),
+        });
+        self.offset += len;
+    }
+}
+
+/// Replaces each gathered parameter with its slice of the flat parameter buffer, keeping
+/// its autodiff settings.
+struct Scatter<'a> {
+    state: &'a State,
+}
+
+impl ModuleMapper for Scatter<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(&index) = self.state.by_id.get(&param.id) else {
+            return param;
+        };
+        let slot = &self.state.slots[index];
+        let (id, old, mapper) = param.consume();
+        let inner: Tensor<D> = self
+            .state
+            .params
+            .clone()
+            .narrow(0, slot.offset, slot.len())
+            .reshape(slot.shape.clone());
+        let mut value = Tensor::from_inner(inner);
+        if let Some(strategy) = old.gradient_checkpointing_strategy() {
+            value = value.with_gradient_checkpointing_strategy(strategy);
+        }
+        if old.is_require_grad() {
+            value = value.require_grad();
+        }
+        Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::AdamW;
+    use burn::module::Module;
+    use burn::module::ParamGroup;
+    use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+    use burn::optim::ModuleOptimizer;
+
+    #[derive(Module, Debug)]
+    struct Tiny {
+        dense: Linear,
+        norm: LayerNorm,
+        out: Linear,
+    }
+
+    impl Tiny {
+        fn new(device: &Device) -> Self {
+            Self {
+                dense: LinearConfig::new(12, 16).init(device),
+                norm: LayerNormConfig::new(16).init(device),
+                out: LinearConfig::new(16, 3).init(device),
+            }
+        }
+
+        fn loss(&self, input: Tensor<2>) -> Tensor<1> {
+            let hidden = self.norm.forward(self.dense.forward(input).tanh());
+            self.out.forward(hidden).powi_scalar(2).mean()
+        }
+
+        fn weights(&self) -> Vec<f32> {
+            let mut all = values(self.dense.weight.val().inner().reshape([-1]));
+            all.extend(values(self.norm.gamma.val().inner()));
+            all.extend(values(self.out.bias.as_ref().unwrap().val().inner()));
+            all
+        }
+    }
+
+    const NO_DECAY: &str = r"(\.bias$|norm\.(gamma|beta)$)";
+
+    fn input(device: &Device) -> Tensor<2> {
+        Tensor::random(
+            [6, 12],
+            burn::tensor::Distribution::Normal(0.0, 3.0),
+            device,
+        )
+    }
+
+    /// The per-tensor path of a training run: clip to a global norm, then burn's optimizer
+    /// with a no-decay group.
+    fn per_tensor_steps(model: Tiny, input: Tensor<2>, steps: usize, max_norm: f32) -> Tiny {
+        let mut optimizer = ModuleOptimizer::from(AdamW::new(1e-8, 0.1)).with_group(
+            ParamGroup::from_regex(NO_DECAY).unwrap(),
+            AdamW::new(1e-8, 0.0),
+            None,
+        );
+        let mut model = model;
+        for step in 0..steps {
+            let mut grads =
+                GradientsParams::from_grads(model.loss(input.clone()).backward(), &model);
+            let mut squares = Vec::new();
+            let mut ids = Vec::new();
+            model.visit(&mut Ids(&mut ids));
+            for (id, rank) in &ids {
+                match rank {
+                    1 => squares.push(grads.get::<1>(*id).unwrap().square().sum()),
+                    _ => squares.push(grads.get::<2>(*id).unwrap().square().sum()),
+                }
+            }
+            let norm = Tensor::cat(squares, 0).sum().sqrt();
+            let scale = norm
+                .add_scalar(1e-6)
+                .recip()
+                .mul_scalar(max_norm)
+                .clamp_max(1.0);
+            for (id, rank) in &ids {
+                if *rank == 1 {
+                    let g = grads.remove::<1>(*id).unwrap();
+                    grads.register(*id, g.mul(scale.clone()));
+                } else {
+                    let g = grads.remove::<2>(*id).unwrap();
+                    grads.register(*id, g.mul(scale.clone().reshape([1, 1])));
+                }
+            }
+            model = optimizer.step(1e-2 / (step + 1) as f64, model, grads);
+        }
+        model
+    }
+
+    struct Ids<'a>(&'a mut Vec<(ParamId, usize)>);
+
+    impl ModuleVisitor for Ids<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push((param.id, D));
+        }
+    }
+
+    fn flat_steps(
+        optimizer: &mut FlatAdamW,
+        model: Tiny,
+        input: Tensor<2>,
+        steps: std::ops::Range<usize>,
+    ) -> (Tiny, Vec<f32>) {
+        let mut model = model;
+        let mut norms = Vec::new();
+        for step in steps {
+            let grads = GradientsParams::from_grads(model.loss(input.clone()).backward(), &model);
+            let (updated, norm) = optimizer.step(1e-2 / (step + 1) as f64, model, grads);
+            model = updated;
+            norms.extend(values(norm.unwrap()));
+        }
+        (model, norms)
+    }
+
+    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn the_flat_step_matches_the_per_tensor_step() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let model = Tiny::new(&device);
+        let input = input(&device);
+        let no_decay = Regex::new(NO_DECAY).unwrap();
+        for max_norm in [0.05f32, 100.0] {
+            let expected = per_tensor_steps(model.clone(), input.clone(), 6, max_norm);
+            let mut flat = FlatAdamW::new(1e-8, 0.1, no_decay.clone(), Some(max_norm as f64));
+            let (actual, norms) = flat_steps(&mut flat, model.clone(), input.clone(), 0..6);
+            let worst = max_difference(&expected.weights(), &actual.weights());
+            assert!(worst < 1e-6, "max norm {max_norm}: max difference {worst}");
+            let moved = max_difference(&model.weights(), &expected.weights());
+            assert!(moved > 1e-3, "max norm {max_norm}: moved only {moved}");
+            assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0), "{norms:?}");
+        }
+    }
+
+    #[test]
+    fn a_saved_state_resumes_the_same_steps() {
+        let device = Device::flex().autodiff();
+        device.seed(8);
+        let model = Tiny::new(&device);
+        let input = input(&device);
+        let fresh = || FlatAdamW::new(1e-8, 0.1, Regex::new(NO_DECAY).unwrap(), Some(1.0));
+        let mut straight = fresh();
+        let (expected, _) = flat_steps(&mut straight, model.clone(), input.clone(), 0..5);
+
+        let mut first = fresh();
+        let (halfway, _) = flat_steps(&mut first, model, input.clone(), 0..3);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("optimizer.flat");
+        first.save(&file).unwrap();
+        let mut resumed = fresh().load(&file).unwrap();
+        let (actual, _) = flat_steps(&mut resumed, halfway, input, 3..5);
+        assert_eq!(expected.weights(), actual.weights());
+
+        std::fs::write(&file, b"JLFLAT01 short").unwrap();
+        let error = fresh().load(&file).err().unwrap();
+        assert!(error.contains("not a flat AdamW state"), "{error}");
+    }
+}
