@@ -1,5 +1,5 @@
 //! The GPU code paths: burn's wgpu kernels with fusion and autotune, and the engine's GPU
-//! branches (burn's dropout and AdamW instead of the CPU fast paths, matmul + softmax
+//! branches (burn's dropout and the flat AdamW instead of the CPU fast paths, matmul + softmax
 //! attention, batches padded to a multiple of 8, losses read back in windows), on the
 //! adapter `JIGSAW_DEVICE=gpu` opens.
 //!
@@ -7,13 +7,17 @@
 //! `JIGSAW_TEST_GPU=required`, so on a machine without a GPU Mesa's lavapipe stands in and
 //! the tests must run. Without either variable and without a GPU, they say so and pass.
 
-use burn::tensor::{Device, Tensor};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use trainer::device::{BackendKind, ComputeDevice, DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
 use trainer::loader;
-use trainer::model::BatchTensors;
+use trainer::model::{BatchTensors, SequenceClassifier};
+use trainer::optim::{AdamW, FlatAdamW};
 use trainer::train::{CancelToken, TrainConfig, train};
 
 /// This package's directory, read when the test runs.
@@ -145,5 +149,68 @@ fn a_short_run_trains_and_evaluates_on_the_gpu() {
             |e| matches!(e, Event::Attention { step: 12, matrices, .. } if !matrices.is_empty())
         ),
         "the probe sentence's attention maps after the run"
+    );
+}
+
+/// Every float parameter's values, in module order.
+fn parameters(model: &SequenceClassifier) -> Vec<f32> {
+    struct Values(Vec<f32>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(values(param.val().inner()));
+        }
+    }
+    let mut all = Values(Vec::new());
+    model.visit(&mut all);
+    all.0
+}
+
+#[test]
+fn the_flat_optimizer_steps_on_the_gpu_as_the_per_tensor_one_does() {
+    let Some(gpu) = gpu() else { return };
+    let device = gpu.device().clone().autodiff();
+    let loaded = loader::load(
+        &manifest_dir().join("tests/fixtures/tiny-bert"),
+        2,
+        32,
+        &device,
+    )
+    .unwrap();
+    let tokens = loaded
+        .tokenizer
+        .batch(&["a gorgeous , witty movie .", "dull ."])
+        .unwrap();
+    let batch = BatchTensors::new(&tokens, &device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    type Step<'a> = Box<dyn FnMut(SequenceClassifier, GradientsParams) -> SequenceClassifier + 'a>;
+    let train = |mut step: Step| {
+        let mut model = loaded.model.clone();
+        for n in 0..4 {
+            // The same dropout masks in both runs.
+            device.seed(100 + n);
+            let loss = loss_fn.forward(model.forward(&batch), labels.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = step(model, grads);
+        }
+        parameters(&model)
+    };
+    let mut per_tensor = ModuleOptimizer::from(AdamW::new(1e-8, 0.01));
+    let expected = train(Box::new(move |model, grads| {
+        per_tensor.step(1e-3, model, grads)
+    }));
+    // Weight decay everywhere and no clipping, as the per-tensor optimizer above.
+    let no_decay = regex::Regex::new("$^").unwrap();
+    let mut flat = FlatAdamW::new(1e-8, 0.01, no_decay, None);
+    let actual = train(Box::new(move |model, grads| {
+        flat.step(1e-3, model, grads).0
+    }));
+
+    let moved = max_difference(&parameters(&loaded.model), &expected);
+    assert!(moved > 1e-3, "the weights moved by only {moved:e}");
+    let difference = max_difference(&expected, &actual);
+    assert!(
+        difference < 1e-5,
+        "the flat and per-tensor steps differ by {difference:e}"
     );
 }
