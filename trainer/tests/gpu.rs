@@ -12,7 +12,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use trainer::device::{BackendKind, ComputeDevice, DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
 use trainer::loader;
@@ -41,6 +41,13 @@ fn gpu() -> Option<&'static ComputeDevice> {
         }
     })
     .as_ref()
+}
+
+/// Held by each test that trains: the device's random seed (dropout masks) is shared by
+/// every thread, so two trainings at once would reseed each other's dropout.
+fn one_trainer_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
@@ -107,9 +114,12 @@ fn a_short_run_trains_and_evaluates_on_the_gpu() {
         ..TrainConfig::default()
     };
     let mut events = Vec::new();
-    let metrics = train(&config, gpu, &CancelToken::default(), &mut |e| {
-        events.push(e)
-    });
+    let metrics = {
+        let _turn = one_trainer_at_a_time();
+        train(&config, gpu, &CancelToken::default(), &mut |e| {
+            events.push(e)
+        })
+    };
     let failure = events.iter().find_map(|e| match e {
         Event::Failed { reason } => Some(reason.clone()),
         _ => None,
@@ -183,6 +193,7 @@ fn the_flat_optimizer_steps_on_the_gpu_as_the_per_tensor_one_does() {
     let batch = BatchTensors::new(&tokens, &device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let _turn = one_trainer_at_a_time();
     type Step<'a> = Box<dyn FnMut(SequenceClassifier, GradientsParams) -> SequenceClassifier + 'a>;
     let train = |mut step: Step| {
         let mut model = loaded.model.clone();
