@@ -521,7 +521,9 @@ fn run(
         model = model.try_load_file(saved.model_file()).map_err(|e| {
             TrainError::Checkpoint(format!("{}: {e}", saved.model_file().display()))
         })?;
-        optimizer = optimizer.load(&saved).map_err(TrainError::Checkpoint)?;
+        optimizer = optimizer
+            .load(&saved, &model)
+            .map_err(TrainError::Checkpoint)?;
         step = saved.progress.step;
         last_validation = saved.progress.last_validation.unwrap_or(last_validation);
     }
@@ -741,8 +743,8 @@ impl RunOptimizer {
         }
     }
 
-    /// Takes the state of a saved checkpoint.
-    fn load(self, saved: &checkpoint::Saved) -> Result<Self, String> {
+    /// Takes the state of a saved checkpoint of `model`.
+    fn load(self, saved: &checkpoint::Saved, model: &SequenceClassifier) -> Result<Self, String> {
         Ok(match self {
             Self::PerTensor(optimizer) => {
                 let file = saved.optimizer_file();
@@ -752,9 +754,9 @@ impl RunOptimizer {
                         .map_err(|e| format!("{}: {e}", file.display()))?,
                 )
             }
-            Self::Flat(optimizer) => {
-                Self::Flat(Box::new((*optimizer).load(&saved.flat_optimizer_file())?))
-            }
+            Self::Flat(optimizer) => Self::Flat(Box::new(
+                (*optimizer).load(&saved.flat_optimizer_file(), model)?,
+            )),
         })
     }
 }

@@ -250,9 +250,10 @@ impl FlatAdamW {
         out.flush().map_err(fail)
     }
 
-    /// Reads a state [`save`](Self::save) wrote; it takes effect at the next step, which
-    /// checks that it fits the model's parameters.
-    pub fn load(mut self, path: &Path) -> Result<Self, String> {
+    /// Reads a state [`save`](Self::save) wrote for `model`; it takes effect at the next
+    /// step. Fails with a clear message when the file is not such a state or was written
+    /// for a model with other parameters.
+    pub fn load<M: Module>(mut self, path: &Path, model: &M) -> Result<Self, String> {
         let fail = |e: String| format!("{}: {e}", path.display());
         let mut bytes = Vec::new();
         std::fs::File::open(path)
@@ -271,6 +272,14 @@ impl FlatAdamW {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        let mut trainable = TrainableLength(0);
+        model.visit(&mut trainable);
+        let expected = trainable.0.next_multiple_of(ALIGN);
+        if len as usize != expected {
+            return Err(fail(format!(
+                "the optimizer state holds {len} values, but this model's trainable parameters take {expected}"
+            )));
+        }
         let (moment_1, moment_2) = floats.split_at(len as usize);
         self.state = None;
         self.loaded = Some(Saved {
@@ -348,6 +357,18 @@ impl ModuleVisitor for Gather<'_> {
             decay: !self.no_decay.is_match(&self.path.join(".")),
         });
         self.offset += len;
+    }
+}
+
+/// The length of the flat buffers for a model's trainable parameters, laid out as
+/// [`Gather`] lays them out (before the final alignment).
+struct TrainableLength(usize);
+
+impl ModuleVisitor for TrainableLength {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if param.val().is_require_grad() {
+            self.0 = self.0.next_multiple_of(ALIGN) + param.lazy_shape().num_elements();
+        }
     }
 }
 
@@ -536,12 +557,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("optimizer.flat");
         first.save(&file).unwrap();
-        let mut resumed = fresh().load(&file).unwrap();
-        let (actual, _) = flat_steps(&mut resumed, halfway, input, 3..5);
+        let mut resumed = fresh().load(&file, &halfway).unwrap();
+        let (actual, _) = flat_steps(&mut resumed, halfway.clone(), input, 3..5);
         assert_eq!(expected.weights(), actual.weights());
 
+        let other_model = Tiny {
+            out: LinearConfig::new(16, 5).init(&device),
+            ..Tiny::new(&device)
+        };
+        let error = fresh().load(&file, &other_model).err().unwrap();
+        assert!(
+            error.contains("this model's trainable parameters"),
+            "{error}"
+        );
+
         std::fs::write(&file, b"JLFLAT01 short").unwrap();
-        let error = fresh().load(&file).err().unwrap();
+        let error = fresh().load(&file, &halfway).err().unwrap();
         assert!(error.contains("not a flat AdamW state"), "{error}");
     }
 }
