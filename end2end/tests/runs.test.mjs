@@ -38,9 +38,14 @@ async function trainingAssets() {
   ];
   let train = "sentence\tlabel\n";
   let dev = "sentence\tlabel\n";
+  // Three phrasings of each sentence: a run of 20 epochs then lasts several seconds on a
+  // fast machine, where twice fewer sentences once finished before its page drew the curve.
+  const phrasings = ["was", "was really", "was truly"];
   subjects.forEach((subject, i) => {
     positive.forEach((good, j) => {
-      const rows = `${subject} was ${good} .\t1\n${subject} was ${negative[j]} .\t0\n`;
+      const rows = phrasings
+        .map((verb) => `${subject} ${verb} ${good} .\t1\n${subject} ${verb} ${negative[j]} .\t0\n`)
+        .join("");
       if ((i + j) % 5 === 0) dev += rows;
       else train += rows;
     });
