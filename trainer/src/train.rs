@@ -14,7 +14,7 @@ use crate::device::{BackendKind, ComputeDevice};
 use crate::events::{EvalSplit, Event, Metrics};
 use crate::loader::{self, LoadError};
 use crate::model::{BatchTensors, EncoderConfig, Family, LoraSettings, SequenceClassifier};
-use crate::optim::{AdamW, FlatAdamW, OptimizerChoice};
+use crate::optim::{AdamW, FlatAdamW, OptimizerChoice, clip_scale};
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder, TokenBatch, TokenizeError, pad_to_multiple};
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
@@ -972,12 +972,7 @@ fn clip_global_norm(
         return None;
     }
     let norm = Tensor::cat(squares, 0).sum().sqrt();
-    let scale = norm
-        .clone()
-        .add_scalar(1e-6)
-        .recip()
-        .mul_scalar(max_norm)
-        .clamp_max(1.0);
+    let scale = clip_scale(norm.clone(), max_norm);
     for id in &ids.vectors {
         if let Some(g) = grads.remove::<1>(*id) {
             grads.register(*id, g.mul(scale.clone()));

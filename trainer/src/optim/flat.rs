@@ -14,7 +14,7 @@
 //! holds the step count and both moments ([`FlatAdamW::save`]); the parameters come from the
 //! model's own checkpoint.
 
-use super::{BETA_1, BETA_2};
+use super::{BETA_1, BETA_2, clip_scale};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Shape, Tensor, TensorData};
@@ -139,20 +139,12 @@ impl FlatAdamW {
             None => self.first_state(slots, total, Tensor::cat(values_flat, 0), &device),
         };
 
-        let norm = self
-            .max_grad_norm
-            .map(|_| grad.clone().square().sum().sqrt());
-        let grad = match (&norm, self.max_grad_norm) {
-            (Some(norm), Some(max_norm)) => {
-                let scale = norm
-                    .clone()
-                    .add_scalar(1e-6)
-                    .recip()
-                    .mul_scalar(max_norm)
-                    .clamp_max(1.0);
-                grad.mul(scale)
+        let (grad, norm) = match self.max_grad_norm {
+            Some(max_norm) => {
+                let norm = grad.clone().square().sum().sqrt();
+                (grad.mul(clip_scale(norm.clone(), max_norm)), Some(norm))
             }
-            _ => grad,
+            None => (grad, None),
         };
         state.time += 1;
         let time = state.time as i32;
@@ -406,6 +398,7 @@ impl ModuleMapper for Scatter<'_> {
 mod tests {
     use super::*;
     use crate::optim::AdamW;
+    use crate::optim::tests::max_difference;
     use burn::module::Module;
     use burn::module::ParamGroup;
     use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -514,13 +507,6 @@ mod tests {
             norms.extend(values(norm.unwrap()));
         }
         (model, norms)
-    }
-
-    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     #[test]

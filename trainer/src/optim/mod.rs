@@ -30,6 +30,15 @@ const BETA_2: f32 = 0.999;
 /// Parameters per parallel work item of the fused CPU step.
 const CHUNK: usize = 1 << 15;
 
+/// The factor that scales gradients whose global L2 norm is `norm` down to at most
+/// `max_norm`: min(1, max_norm / (norm + 1e-6)), kept on the device.
+pub fn clip_scale(norm: Tensor<1>, max_norm: f64) -> Tensor<1> {
+    norm.add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0)
+}
+
 /// Which AdamW implementation steps a run or a benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OptimizerChoice {
@@ -233,7 +242,8 @@ mod tests {
         (initial, run(burns), run(ours))
     }
 
-    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    /// The largest absolute difference between two equally long slices.
+    pub(super) fn max_difference(a: &[f32], b: &[f32]) -> f32 {
         a.iter()
             .zip(b)
             .map(|(x, y)| (x - y).abs())
