@@ -18,7 +18,12 @@
 # xz-compressed. Without the model, `run` skips the accuracy runs. Everything `run` prints
 # goes to $OUT/session.log; records go to $OUT/*.jsonl. Overrides for a smoke test on any
 # Vulkan device: BENCH_ARGS, OPTIMIZERS (per-tensor,flat), TORCH_ARGS, TRAIN_ARGS, RUNS (see
-# `settings` below; default full-5e-5,full-1e-4,lora-r16), BUDGET_S.
+# `settings` below; default full-5e-5,full-1e-4,lora-r16), BUDGET_S. Experiments, off unless
+# set: MAX_TASKS (comma-separated CUBECL_WGPU_MAX_TASKS values to bench again with, using
+# TASKS_BENCH_ARGS or BENCH_ARGS),
+# PROFILE_SHAPES with PROFILE_MODEL (per-kernel GPU time of those bench shapes, see `profile`),
+# WARM_TRAIN (train options of a short run that fills the GPU cache with training shapes,
+# so the sweep's runs start on a machine that has trained before).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 carry=.devicecarry
@@ -87,7 +92,7 @@ prepare() {
 run() {
   local start=$SECONDS budget="${BUDGET_S:-580}"
   prepare
-  local out=$OUT optimizer
+  local out=$OUT optimizer tasks
   for optimizer in $(echo "${OPTIMIZERS:-per-tensor,flat}" | tr , ' '); do
     echo "==> [$((SECONDS - start)) s] burn bench, $optimizer AdamW"
     # shellcheck disable=SC2086  # the overrides are split on purpose
@@ -95,16 +100,58 @@ run() {
       ${BENCH_ARGS:---warmup 3 --windows 5 --steps-per-window 6} >>"$out/burn.jsonl"
     echo "bench exit $?; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null) in $(find "$work/data/gpu-cache" -type f 2>/dev/null | wc -l) files"
   done
+  # The same bench with more kernels batched into each GPU command (cubecl's default is 32).
+  for tasks in $(echo "${MAX_TASKS:-}" | tr , ' '); do
+    echo "==> [$((SECONDS - start)) s] burn bench, CUBECL_WGPU_MAX_TASKS=$tasks"
+    # shellcheck disable=SC2086
+    CUBECL_WGPU_MAX_TASKS=$tasks timeout 120 "$bin" bench \
+      ${TASKS_BENCH_ARGS:-${BENCH_ARGS:---warmup 3 --windows 5 --steps-per-window 6}} \
+      >>"$out/burn-tasks-$tasks.jsonl"
+    echo "bench exit $?"
+  done
+  local shape
+  for shape in $(echo "${PROFILE_SHAPES:-}" | tr , ' '); do
+    echo "==> [$((SECONDS - start)) s] kernel profile, ${PROFILE_MODEL:-minilm} $shape"
+    profile "${PROFILE_MODEL:-minilm}" "$shape"
+  done
 
   echo "==> [$((SECONDS - start)) s] PyTorch reference"
   # shellcheck disable=SC2086
   timeout 100 python3 bench/torch_reference.py ${TORCH_ARGS:---device cuda --warmup 3 --windows 5 --steps-per-window 6} >"$out/torch.jsonl"
   echo "torch exit $?"
   summary
+  if [ -n "${WARM_TRAIN:-}" ]; then
+    echo "==> [$((SECONDS - start)) s] a short training run, to fill the GPU cache with the training shapes"
+    # shellcheck disable=SC2086
+    timeout 200 "$bin" train --train-subset 3200 --epochs 1 --validation-size 200 --events \
+      ${WARM_TRAIN} 2>/dev/null | stamp >"$out/warm-train.jsonl"
+    echo "warm-up run exit ${PIPESTATUS[0]}; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null)"
+  fi
   local left=$((budget - (SECONDS - start)))
   if [ "$left" -gt 120 ]; then
     BUDGET_S=$left sweep
   fi
+}
+
+# One bench configuration with cubecl's kernel profiler on (every kernel timed, one by one,
+# so the step is slower than in the bench): the kernels' GPU time per step, largest first.
+# Run the plain bench on the same shape first, so no autotuning lands in the profile.
+profile() {
+  local model=$1 shape=$2 dir
+  dir=$(mktemp -d)
+  local log="$dir/kernels.log" steps=3
+  cat >"$dir/cubecl.toml" <<TOML
+[profiling.logger]
+level = "basic"
+file = "$log"
+TOML
+  (cd "$dir" && timeout 150 "$bin" bench --models "$model" --shapes "$shape" --warmup 1 \
+    --windows 1 --steps-per-window 1 >>"$OUT/profiled-bench.jsonl")
+  echo "profiled bench exit $?"
+  # 1 warm-up step, 1 timed window of 1 step, 1 step of the phase window.
+  python3 bench/kernel_profile.py "$log" --steps "$steps" --top 30 \
+    --json "$OUT/kernels-$model-$shape.json" | tee "$OUT/kernels-$model-$shape.txt"
+  rm -rf "$dir"
 }
 
 # SST-2 accuracy runs side by side, within BUDGET_S seconds.
@@ -126,7 +173,11 @@ sweep() {
     [full-1e-4-w06]="--lr 1e-4 --epochs 3 --warmup-ratio 0.06"
     [full-5e-5-pt]="--lr 5e-5 --epochs 3 --warmup-ratio 0.1 --optimizer per-tensor"
     [lora-r16]="--lora-r 16 --lora-alpha 32 --lr 5e-4 --epochs 3 --warmup-ratio 0.1"
-    [lora-r16-1e-3]="--lora-r 16 --lora-alpha 32 --lr 1e-3 --epochs 3 --warmup-ratio 0.1")
+    [lora-r16-1e-3]="--lora-r 16 --lora-alpha 32 --lr 1e-3 --epochs 3 --warmup-ratio 0.1"
+    # Two epochs, evaluated every 400 steps, finishing with the best model on validation.
+    [full-5e-5-2ep-best]="--lr 5e-5 --epochs 2 --warmup-ratio 0.1 --eval-every 400 --keep-best"
+    [full-3e-5-2ep-best]="--lr 3e-5 --epochs 2 --warmup-ratio 0.1 --eval-every 400 --keep-best"
+    [lora-r16-1e-3-2ep-best]="--lora-r 16 --lora-alpha 32 --lr 1e-3 --epochs 2 --warmup-ratio 0.1 --eval-every 400 --keep-best")
   # Each process's GPU memory every 10 s, to show whether it stays flat across the epochs.
   (while sleep 10; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader \
     | sed "s/^/$((SECONDS - start)) s, /"; done >"$out/gpu_memory.csv" 2>/dev/null) &

@@ -40,6 +40,9 @@ Usage: jigsaw-lab train [options]
                         full fine-tuning only); default auto: flat on a GPU for full
                         fine-tuning, per-tensor otherwise
   --test-each-epoch     also evaluate on SST-2 dev at each epoch end (for sweeps)
+  --keep-best           finish with the model of the evaluation with the best validation
+                        accuracy, not the last step's (evaluations run at each epoch end
+                        and every --eval-every steps)
 
   --events              print every event as a JSON line on standard output
 
@@ -99,6 +102,7 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand
                 run.optimizer = value()?.parse().map_err(|e| format!("--optimizer: {e}"))?
             }
             "--test-each-epoch" => run.test_each_epoch = true,
+            "--keep-best" => run.keep_best = true,
             other => return Err(format!("unknown option \u{201c}{other}\u{201d}")),
         }
     }
@@ -265,9 +269,12 @@ impl Progress {
                 let _ = writeln!(err, "{line_end}checkpoint saved at step {step}");
             }
             Event::Finished { metrics } => {
+                let kept = metrics
+                    .kept_step
+                    .map_or(String::new(), |step| format!(" (the model of step {step}, the best on validation)"));
                 let _ = writeln!(
                     err,
-                    "{line_end}finished in {}: validation accuracy {:.2}%, SST-2 dev accuracy {:.2}%",
+                    "{line_end}finished in {}: validation accuracy {:.2}%, SST-2 dev accuracy {:.2}%{kept}",
                     clock(metrics.seconds),
                     metrics.validation_accuracy * 100.0,
                     metrics.private_test_accuracy * 100.0

@@ -198,6 +198,7 @@ impl Worker {
             resume_at_most: None,
             optimizer: OptimizerChoice::Auto,
             test_each_epoch: false,
+            keep_best: false,
         }
     }
 

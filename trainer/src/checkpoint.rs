@@ -22,12 +22,29 @@ pub struct Progress {
     pub settings: String,
     /// Last validation loss and accuracy, if any evaluation ran.
     pub last_validation: Option<(f64, f64)>,
+    /// The evaluation with the best validation accuracy so far, when the run keeps its
+    /// best model; that model's weights are in [`BEST_MODEL_FILE`].
+    #[serde(default)]
+    pub best: Option<BestEvaluation>,
+}
+
+/// An evaluation whose model a run keeps (see `TrainConfig::keep_best`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BestEvaluation {
+    /// The step after which it ran.
+    pub step: usize,
+    /// Validation loss.
+    pub loss: f64,
+    /// Validation accuracy, 0..1.
+    pub accuracy: f64,
 }
 
 /// The per-tensor optimizer's state file in a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 /// The flat optimizer's state file in a checkpoint.
 pub const FLAT_OPTIMIZER_FILE: &str = "optimizer.flat";
+/// The kept best model's weights in a checkpoint, when the run keeps one.
+pub const BEST_MODEL_FILE: &str = "best.bpk";
 
 /// A checkpoint found on disk.
 #[derive(Debug, Clone)]
@@ -53,6 +70,11 @@ impl Saved {
     pub fn flat_optimizer_file(&self) -> PathBuf {
         self.dir.join(FLAT_OPTIMIZER_FILE)
     }
+
+    /// The kept best model's weights, present when `progress.best` is.
+    pub fn best_model_file(&self) -> PathBuf {
+        self.dir.join(BEST_MODEL_FILE)
+    }
 }
 
 fn io(path: &Path, error: impl std::fmt::Display) -> String {
@@ -60,11 +82,12 @@ fn io(path: &Path, error: impl std::fmt::Display) -> String {
 }
 
 /// Writes a checkpoint of `model`, the optimizer's state (`save_optimizer` writes it into
-/// the directory it is given) and `progress` into `root`.
+/// the directory it is given), the kept best model if any, and `progress` into `root`.
 pub fn save(
     root: &Path,
     model: &SequenceClassifier,
     save_optimizer: impl FnOnce(&Path) -> Result<(), String>,
+    best_model: Option<&SequenceClassifier>,
     progress: &Progress,
 ) -> Result<(), String> {
     let partial = root.join("latest.partial");
@@ -79,6 +102,10 @@ pub fn save(
         .save_file(partial.join("model.bpk"))
         .map_err(|e| io(&partial.join("model.bpk"), e))?;
     save_optimizer(&partial)?;
+    if let Some(best) = best_model {
+        let file = partial.join(BEST_MODEL_FILE);
+        best.clone().save_file(&file).map_err(|e| io(&file, e))?;
+    }
     let json = serde_json::to_string_pretty(progress).map_err(|e| io(&partial, e))?;
     std::fs::write(partial.join("progress.json"), json)
         .map_err(|e| io(&partial.join("progress.json"), e))?;
@@ -133,12 +160,13 @@ mod tests {
                 step,
                 settings: "same run".into(),
                 last_validation: None,
+                best: None,
             };
             let save_optimizer = |dir: &Path| {
                 let file = dir.join(OPTIMIZER_FILE);
                 optimizer.save(&file).map_err(|e| io(&file, e))
             };
-            save(temp.path(), &model, save_optimizer, &progress).unwrap();
+            save(temp.path(), &model, save_optimizer, None, &progress).unwrap();
         }
         let step = |at_most| find(temp.path(), at_most).unwrap().map(|s| s.progress.step);
         assert_eq!(step(None), Some(30));

@@ -23,6 +23,11 @@ pub struct Metrics {
     pub validation_loss: f64,
     /// Accuracy on the private test set (SST-2 dev), 0..1.
     pub private_test_accuracy: f64,
+    /// The step whose model the run kept because it had the best validation accuracy,
+    /// when that was not the last step (see `TrainConfig::keep_best`); the accuracies above
+    /// are that model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_step: Option<usize>,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
 }

@@ -8,7 +8,7 @@
 //! so a CPU run is reproducible from its seed. LoRA adds PEFT-style branches (with dropout)
 //! beside the frozen query and value projections; see [`crate::model::LoraBranch`].
 
-use crate::checkpoint;
+use crate::checkpoint::{self, BestEvaluation};
 use crate::data::{self, DataError, Example, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::events::{EvalSplit, Event, Metrics};
@@ -86,6 +86,10 @@ pub struct TrainConfig {
     /// hyperparameter sweeps from the command line. The app never sets it: its leaderboard
     /// keeps that split for the end of a run.
     pub test_each_epoch: bool,
+    /// Finish with the model of the evaluation with the best validation accuracy instead
+    /// of the last step's: the final test, the export and the reported validation numbers
+    /// are that model's. Selection uses the validation split only, never the test split.
+    pub keep_best: bool,
 }
 
 impl Default for TrainConfig {
@@ -111,6 +115,7 @@ impl Default for TrainConfig {
             resume_at_most: None,
             optimizer: OptimizerChoice::Auto,
             test_each_epoch: false,
+            keep_best: false,
         }
     }
 }
@@ -162,7 +167,7 @@ impl TrainConfig {
     /// The settings that must match for a checkpoint to resume this run.
     fn resume_key(&self) -> String {
         format!(
-            "model={} method={:?} lr={} batch={} epochs={} warmup={} max_len={} subset={:?} validation={} seed={}",
+            "model={} method={:?} lr={} batch={} epochs={} warmup={} max_len={} subset={:?} validation={} seed={}{}",
             self.model_dir.display(),
             self.method,
             self.learning_rate,
@@ -172,7 +177,9 @@ impl TrainConfig {
             self.max_len,
             self.train_subset,
             self.validation_size,
-            self.seed
+            self.seed,
+            // Added only when set, so checkpoints written before this setting still resume.
+            if self.keep_best { " keep_best" } else { "" }
         )
     }
 
@@ -500,6 +507,7 @@ fn run(
     );
     let mut step = 0;
     let mut last_validation = (f64::NAN, 0.0);
+    let mut best: Option<(BestEvaluation, SequenceClassifier)> = None;
     let saved = match &config.checkpoint_dir {
         Some(root) => {
             checkpoint::find(root, config.resume_at_most).map_err(TrainError::Checkpoint)?
@@ -526,6 +534,14 @@ fn run(
             .map_err(TrainError::Checkpoint)?;
         step = saved.progress.step;
         last_validation = saved.progress.last_validation.unwrap_or(last_validation);
+        if let Some(evaluation) = saved.progress.best.filter(|_| config.keep_best) {
+            let file = saved.best_model_file();
+            let kept = model
+                .clone()
+                .try_load_file(&file)
+                .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", file.display())))?;
+            best = Some((evaluation, kept.valid()));
+        }
     }
     let resumed_from_step = (step > 0).then_some(step);
     let counts = param_counts(&loaded.config, LABELS.len(), config.method);
@@ -628,6 +644,20 @@ fn run(
                     loss: last_validation.0,
                     accuracy: last_validation.1,
                 });
+                let improved = best
+                    .as_ref()
+                    .is_none_or(|(kept, _)| last_validation.1 > kept.accuracy);
+                if config.keep_best && improved {
+                    let evaluation = BestEvaluation {
+                        step,
+                        loss: last_validation.0,
+                        accuracy: last_validation.1,
+                    };
+                    // burn tensors are immutable values: the kept model's weights stay as
+                    // they are while training goes on (the optimizer copies instead of
+                    // updating them in place while they are shared).
+                    best = Some((evaluation, valid.clone()));
+                }
                 emit_attention(&valid, &probes, step, &inference_device, emit);
                 // The last epoch's is the run's final evaluation, below.
                 if end_of_epoch && config.test_each_epoch && epoch < config.epochs {
@@ -647,8 +677,10 @@ fn run(
                     step,
                     settings: config.resume_key(),
                     last_validation: last_validation.0.is_finite().then_some(last_validation),
+                    best: best.as_ref().map(|(evaluation, _)| *evaluation),
                 };
-                checkpoint::save(root, &model, |dir| optimizer.save(dir), &progress)
+                let best_model = best.as_ref().map(|(_, kept)| kept);
+                checkpoint::save(root, &model, |dir| optimizer.save(dir), best_model, &progress)
                     .map_err(TrainError::Checkpoint)?;
                 last_checkpoint = Instant::now();
                 emit(Event::Checkpoint { step });
@@ -658,8 +690,14 @@ fn run(
     if pending.report(emit).is_err() {
         return Ok(None);
     }
-    let (test_loss, test_accuracy) =
-        evaluate(&model.valid(), &test_set, &padding, &inference_device);
+    let (final_model, kept_step) = match best {
+        Some((evaluation, kept)) if evaluation.step != step => {
+            last_validation = (evaluation.loss, evaluation.accuracy);
+            (kept, Some(evaluation.step))
+        }
+        _ => (model.valid(), None),
+    };
+    let (test_loss, test_accuracy) = evaluate(&final_model, &test_set, &padding, &inference_device);
     emit(Event::Eval {
         step,
         split: EvalSplit::PrivateTest,
@@ -667,13 +705,14 @@ fn run(
         accuracy: test_accuracy,
     });
     if let Some(out) = &config.export_dir {
-        crate::export::export_hf(&model.valid(), loaded.config.family, &config.model_dir, out)?;
+        crate::export::export_hf(&final_model, loaded.config.family, &config.model_dir, out)?;
     }
     let metrics = Metrics {
         steps: step,
         validation_accuracy: last_validation.1,
         validation_loss: last_validation.0,
         private_test_accuracy: test_accuracy,
+        kept_step,
         seconds: started.elapsed().as_secs_f64(),
     };
     emit(Event::Finished {

@@ -466,6 +466,86 @@ fn stop_and_resume(optimizer: OptimizerChoice) {
     );
 }
 
+/// The validation evaluations of a run, as (step, accuracy).
+fn validation_accuracies(events: &[Event]) -> Vec<(usize, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Eval {
+                step,
+                split: EvalSplit::Validation,
+                accuracy,
+                ..
+            } => Some((*step, *accuracy)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn keep_best_finishes_with_the_best_validated_model_and_resumes_with_it() {
+    let data = tiny_sst2();
+    let mut keeping = config(data.path());
+    keeping.keep_best = true;
+    keeping.learning_rate = 5e-3;
+    let events = run(&keeping);
+    let Some(Event::Finished { metrics }) = events.last() else {
+        panic!("the run finishes: {:?}", events.last());
+    };
+    let evaluations = validation_accuracies(&events);
+    let best = evaluations
+        .iter()
+        .fold(None::<(usize, f64)>, |kept, &(step, accuracy)| match kept {
+            Some((_, best)) if accuracy <= best => kept,
+            _ => Some((step, accuracy)),
+        })
+        .expect("the run evaluates");
+    assert_eq!(metrics.validation_accuracy, best.1, "{evaluations:?}");
+    let last_step = evaluations.last().unwrap().0;
+    assert_eq!(
+        metrics.kept_step,
+        (best.0 != last_step).then_some(best.0),
+        "{evaluations:?}"
+    );
+    assert!(
+        metrics.kept_step.is_some(),
+        "this run peaks before its end, so the test covers a kept model: {evaluations:?}"
+    );
+
+    // Stopped after its best evaluation and resumed, it keeps the same model.
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut saving = keeping.clone();
+    saving.checkpoint_dir = Some(checkpoints.path().to_path_buf());
+    saving.checkpoint_every = Some(std::time::Duration::ZERO);
+    let stop_at = best.0 + 1;
+    let device = select(DeviceChoice::Cpu).unwrap();
+    let cancel = CancelToken::default();
+    {
+        let _turn = one_at_a_time();
+        train(&saving, &device, &cancel.clone(), &mut |event| {
+            if matches!(event, Event::Step { step, .. } if step == stop_at) {
+                cancel.cancel();
+            }
+        });
+    }
+    let resumed = run(&saving);
+    let Some(Event::Finished { metrics: resumed }) = resumed.last() else {
+        panic!("the resumed run finishes: {:?}", resumed.last());
+    };
+    assert_eq!(
+        (
+            resumed.kept_step,
+            resumed.validation_accuracy,
+            resumed.private_test_accuracy
+        ),
+        (
+            metrics.kept_step,
+            metrics.validation_accuracy,
+            metrics.private_test_accuracy
+        )
+    );
+}
+
 /// The default model `make setup` installs: `JIGSAW_MODELS_DIR`, else `<repo>/data/models`.
 fn minilm_dir() -> PathBuf {
     let models = std::env::var_os("JIGSAW_MODELS_DIR")
@@ -528,6 +608,7 @@ fn minilm_sst2_run() -> TrainConfig {
         resume_at_most: None,
         optimizer: OptimizerChoice::Auto,
         test_each_epoch: false,
+        keep_best: false,
     }
 }
 
