@@ -269,9 +269,9 @@ impl Progress {
                 let _ = writeln!(err, "{line_end}checkpoint saved at step {step}");
             }
             Event::Finished { metrics } => {
-                let kept = metrics
-                    .kept_step
-                    .map_or(String::new(), |step| format!(" (the model of step {step}, the best on validation)"));
+                let kept = metrics.kept_step.map_or(String::new(), |step| {
+                    format!(" (the model of step {step}, the best on validation)")
+                });
                 let _ = writeln!(
                     err,
                     "{line_end}finished in {}: validation accuracy {:.2}%, SST-2 dev accuracy {:.2}%{kept}",

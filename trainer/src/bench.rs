@@ -434,7 +434,7 @@ fn random_batch(
         .collect();
     let batch = BatchTensors {
         ids: Tensor::from_data(TensorData::new(ids, dims), device),
-        type_ids: Tensor::zeros(dims, device),
+        type_ids: None,
         mask: Tensor::ones(dims, device),
     };
     let labels = Tensor::from_data(TensorData::new(labels, [shape.batch]), device);

@@ -680,8 +680,14 @@ fn run(
                     best: best.as_ref().map(|(evaluation, _)| *evaluation),
                 };
                 let best_model = best.as_ref().map(|(_, kept)| kept);
-                checkpoint::save(root, &model, |dir| optimizer.save(dir), best_model, &progress)
-                    .map_err(TrainError::Checkpoint)?;
+                checkpoint::save(
+                    root,
+                    &model,
+                    |dir| optimizer.save(dir),
+                    best_model,
+                    &progress,
+                )
+                .map_err(TrainError::Checkpoint)?;
                 last_checkpoint = Instant::now();
                 emit(Event::Checkpoint { step });
             }

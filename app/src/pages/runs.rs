@@ -83,7 +83,7 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
     let lora_alpha = field("32");
     let learning_rate = field(crate::runs::DEFAULT_LEARNING_RATE_FULL);
     let batch_size = field("32");
-    let epochs = field("3");
+    let epochs = field(crate::runs::DEFAULT_EPOCHS);
     let warmup_ratio = field("0.1");
     let max_len = field("64");
     let train_subset = field("");

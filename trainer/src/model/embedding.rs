@@ -46,27 +46,125 @@ impl Embeddings {
     }
 
     /// Embeds `[batch, seq]` token ids (and segment ids) into `[batch, seq, hidden]`;
-    /// `mask` is 1 for real tokens and 0 for padding.
+    /// `mask` is 1 for real tokens and 0 for padding. `type_ids` of `None` puts every token
+    /// in segment 0.
+    ///
+    /// Rows every sequence shares are added as one broadcast slice rather than looked up
+    /// per token: the positions (except RoBERTa's, which depend on the padding) and the
+    /// single segment. The values are the same; the backward pass then sums the gradient
+    /// over the batch instead of scattering every token's gradient into the same few rows,
+    /// which a GPU does with contended atomic adds (the slowest kernel of a MiniLM step in
+    /// a profile on an H200, docs/benchmarks.md).
     pub fn forward(
         &self,
         ids: Tensor<2, Int>,
-        type_ids: Tensor<2, Int>,
+        type_ids: Option<Tensor<2, Int>>,
         mask: Tensor<2>,
     ) -> Tensor<3> {
         let [_, seq_len] = ids.dims();
+        let [_, hidden] = self.word.weight.dims();
         let device = ids.device();
-        let offset = self.position_offset as i64;
-        let mut positions = Tensor::<1, Int>::arange(offset..offset + seq_len as i64, &device)
-            .reshape([1, seq_len]);
-        if let Some(padding) = self.padding_position {
-            // As HF's RoBERTa: real tokens count up from the offset, padding sits at its index.
-            let real = positions.float() * mask.clone();
-            positions = (real + (mask.neg() + 1.0) * padding as f64).int();
-        }
-        let mut sum = self.word.forward(ids) + self.position.forward(positions);
+        let offset = self.position_offset;
+        let positions = match self.padding_position {
+            None => self
+                .position
+                .weight
+                .val()
+                .narrow(0, offset, seq_len)
+                .reshape([1, seq_len, hidden]),
+            Some(padding) => {
+                // As HF's RoBERTa: real tokens count up from the offset, padding sits at its
+                // index.
+                let counting =
+                    Tensor::<1, Int>::arange(offset as i64..(offset + seq_len) as i64, &device)
+                        .reshape([1, seq_len]);
+                let real = counting.float() * mask.clone();
+                let ids = (real + (mask.neg() + 1.0) * padding as f64).int();
+                self.position.forward(ids)
+            }
+        };
+        let mut sum = self.word.forward(ids) + positions;
         if let Some(token_type) = &self.token_type {
-            sum = sum + token_type.forward(type_ids);
+            sum = sum
+                + match type_ids {
+                    Some(type_ids) => token_type.forward(type_ids),
+                    None => token_type
+                        .weight
+                        .val()
+                        .narrow(0, 0, 1)
+                        .reshape([1, 1, hidden]),
+                };
         }
         dropout::apply(&self.dropout, self.norm.forward(sum))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::parse_config;
+    use burn::tensor::TensorData;
+    use std::path::Path;
+
+    fn embeddings(model_type: &str, device: &Device) -> Embeddings {
+        let config = parse_config(
+            &format!(
+                r#"{{"model_type":"{model_type}","vocab_size":40,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":24,"type_vocab_size":2,"pad_token_id":1,"hidden_dropout_prob":0.0}}"#
+            ),
+            Path::new("config.json"),
+        )
+        .unwrap();
+        Embeddings::new(&config, device)
+    }
+
+    /// The broadcast rows give the values and the gradients of a lookup per token.
+    #[test]
+    fn shared_rows_broadcast_like_a_lookup_per_token() {
+        let device = Device::flex().autodiff();
+        for model_type in ["bert", "roberta"] {
+            let layer = embeddings(model_type, &device);
+            let ids = Tensor::<2, Int>::from_data(
+                TensorData::new(vec![2i64, 5, 7, 1, 3, 9, 11, 13], [2, 4]),
+                &device,
+            );
+            let mask = Tensor::<2>::from_data(
+                TensorData::new(vec![1.0f32, 1., 1., 0., 1., 1., 1., 1.], [2, 4]),
+                &device,
+            );
+            let zeros = Tensor::<2, Int>::zeros([2, 4], &device);
+            let broadcast = layer.forward(ids.clone(), None, mask.clone());
+            let looked_up = layer.forward(ids, Some(zeros), mask);
+            let difference = (broadcast.clone() - looked_up.clone())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(
+                difference < 1e-6,
+                "{model_type}: values differ by {difference}"
+            );
+
+            let weights = Tensor::<3>::from_data(
+                TensorData::new(
+                    (0..64).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(),
+                    [2, 4, 8],
+                ),
+                &device,
+            );
+            let grads_broadcast = (broadcast * weights.clone()).sum().backward();
+            let grads_looked_up = (looked_up * weights).sum().backward();
+            for (name, param) in [
+                ("position", &layer.position.weight),
+                ("token type", &layer.token_type.as_ref().unwrap().weight),
+                ("word", &layer.word.weight),
+            ] {
+                let a = param.grad(&grads_broadcast).unwrap();
+                let b = param.grad(&grads_looked_up).unwrap();
+                let difference = (a - b).abs().max().into_scalar::<f32>();
+                assert!(
+                    difference < 1e-5,
+                    "{model_type} {name}: gradients differ by {difference}"
+                );
+            }
+        }
     }
 }

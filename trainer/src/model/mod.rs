@@ -27,8 +27,9 @@ const MASKED_SCORE: f32 = -1.0e9;
 pub struct BatchTensors {
     /// Token ids `[batch, seq]`.
     pub ids: Tensor<2, Int>,
-    /// Segment ids `[batch, seq]`.
-    pub type_ids: Tensor<2, Int>,
+    /// Segment ids `[batch, seq]`; `None` when every token is in segment 0 (single
+    /// sentences), which [`Embeddings::forward`] adds as one broadcast row.
+    pub type_ids: Option<Tensor<2, Int>>,
     /// 1 for real tokens, 0 for padding, `[batch, seq]` as floats.
     pub mask: Tensor<2>,
 }
@@ -44,7 +45,11 @@ impl BatchTensors {
         let mask: Vec<f32> = batch.mask.iter().map(|&m| m as f32).collect();
         Self {
             ids: ints(&batch.ids),
-            type_ids: ints(&batch.type_ids),
+            type_ids: batch
+                .type_ids
+                .iter()
+                .any(|&segment| segment != 0)
+                .then(|| ints(&batch.type_ids)),
             mask: Tensor::<2>::from_data(TensorData::new(mask, shape), device),
         }
     }
