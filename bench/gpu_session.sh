@@ -177,7 +177,8 @@ sweep() {
     # Two epochs, evaluated every 400 steps, finishing with the best model on validation.
     [full-5e-5-2ep-best]="--lr 5e-5 --epochs 2 --warmup-ratio 0.1 --eval-every 400 --keep-best"
     [full-3e-5-2ep-best]="--lr 3e-5 --epochs 2 --warmup-ratio 0.1 --eval-every 400 --keep-best"
-    [lora-r16-1e-3-2ep-best]="--lora-r 16 --lora-alpha 32 --lr 1e-3 --epochs 2 --warmup-ratio 0.1 --eval-every 400 --keep-best")
+    [lora-r16-1e-3-2ep-best]="--lora-r 16 --lora-alpha 32 --lr 1e-3 --epochs 2 --warmup-ratio 0.1 --eval-every 400 --keep-best"
+    [lora-r16-2e-3-2ep-best]="--lora-r 16 --lora-alpha 32 --lr 2e-3 --epochs 2 --warmup-ratio 0.1 --eval-every 400 --keep-best")
   # Each process's GPU memory every 10 s, to show whether it stays flat across the epochs.
   (while sleep 10; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader \
     | sed "s/^/$((SECONDS - start)) s, /"; done >"$out/gpu_memory.csv" 2>/dev/null) &
