@@ -510,3 +510,37 @@ impl History {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trainer::events::Metrics;
+
+    fn finished(kept_step: Option<usize>) -> Event {
+        Event::Finished {
+            metrics: Metrics {
+                steps: 4086,
+                validation_accuracy: 0.9395,
+                validation_loss: 0.199,
+                private_test_accuracy: 0.9048,
+                kept_step,
+                seconds: 130.1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_run_that_kept_an_earlier_model_says_which_step() {
+        let (status, message, accuracies) = ending_of(&finished(Some(3600))).unwrap();
+        assert_eq!(status, "succeeded");
+        assert_eq!(accuracies, Some((0.9395, 0.9048)));
+        let message = message.expect("the run page explains the kept model");
+        assert!(
+            message.contains("step 3600") && message.contains("93.95%"),
+            "{message}"
+        );
+
+        let (status, message, _) = ending_of(&finished(None)).unwrap();
+        assert_eq!((status, message), ("succeeded", None));
+    }
+}
