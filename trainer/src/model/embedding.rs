@@ -53,8 +53,8 @@ impl Embeddings {
     /// per token: the positions (except RoBERTa's, which depend on the padding) and the
     /// single segment. The values are the same; the backward pass then sums the gradient
     /// over the batch instead of scattering every token's gradient into the same few rows,
-    /// which a GPU does with contended atomic adds (the slowest kernel of a MiniLM step in
-    /// a profile on an H200, docs/benchmarks.md).
+    /// which a GPU does with contended atomic adds (the slowest kernel per launch of a
+    /// MiniLM step in a profile on an H200, docs/benchmarks.md).
     pub fn forward(
         &self,
         ids: Tensor<2, Int>,
