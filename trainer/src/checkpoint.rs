@@ -71,9 +71,13 @@ impl Saved {
         self.dir.join(FLAT_OPTIMIZER_FILE)
     }
 
-    /// The kept best model's weights, present when `progress.best` is.
+    /// The kept best model's weights, when `progress.best` is set: the checkpoint's own
+    /// model file when the best evaluation ran at its step, else [`BEST_MODEL_FILE`].
     pub fn best_model_file(&self) -> PathBuf {
-        self.dir.join(BEST_MODEL_FILE)
+        match self.progress.best {
+            Some(best) if best.step == self.progress.step => self.model_file(),
+            _ => self.dir.join(BEST_MODEL_FILE),
+        }
     }
 }
 
@@ -82,7 +86,8 @@ fn io(path: &Path, error: impl std::fmt::Display) -> String {
 }
 
 /// Writes a checkpoint of `model`, the optimizer's state (`save_optimizer` writes it into
-/// the directory it is given), the kept best model if any, and `progress` into `root`.
+/// the directory it is given), the kept best model if any (none when it is `model`
+/// itself: see [`Saved::best_model_file`]), and `progress` into `root`.
 pub fn save(
     root: &Path,
     model: &SequenceClassifier,

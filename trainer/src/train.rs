@@ -647,10 +647,11 @@ fn run(
                     loss: last_validation.0,
                     accuracy: last_validation.1,
                 });
-                let improved = best
-                    .as_ref()
-                    .is_none_or(|(kept, _)| last_validation.1 > kept.accuracy);
-                if config.keep_best && improved {
+                if config.keep_best
+                    && best
+                        .as_ref()
+                        .is_none_or(|(kept, _)| last_validation.1 > kept.accuracy)
+                {
                     let evaluation = BestEvaluation {
                         step,
                         loss: last_validation.0,
@@ -682,7 +683,11 @@ fn run(
                     last_validation: last_validation.0.is_finite().then_some(last_validation),
                     best: best.as_ref().map(|(evaluation, _)| *evaluation),
                 };
-                let best_model = best.as_ref().map(|(_, kept)| kept);
+                // A best model from this very step is the checkpoint's model.bpk already.
+                let best_model = best
+                    .as_ref()
+                    .filter(|(evaluation, _)| evaluation.step != step)
+                    .map(|(_, kept)| kept);
                 checkpoint::save(
                     root,
                     &model,

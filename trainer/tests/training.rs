@@ -132,23 +132,12 @@ fn a_full_fine_tuning_run_learns_and_reports_every_step() {
     assert_eq!(*steps_planned, train_examples.div_ceil(8) * 12);
     assert_eq!(losses(&events).len(), *steps_planned);
 
-    let validation: Vec<(f64, f64)> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Eval {
-                split: EvalSplit::Validation,
-                loss,
-                accuracy,
-                ..
-            } => Some((*loss, *accuracy)),
-            _ => None,
-        })
-        .collect();
+    let validation = validation_evaluations(&events);
     assert!(validation.len() >= 4, "{validation:?}");
     let (first, last) = (validation[0], *validation.last().unwrap());
-    assert!(last.0 < first.0, "validation loss falls: {validation:?}");
+    assert!(last.1 < first.1, "validation loss falls: {validation:?}");
     assert!(
-        last.1 >= 0.75,
+        last.2 >= 0.75,
         "the words decide the label, so the model should learn them: {validation:?}"
     );
 
@@ -187,6 +176,22 @@ fn a_full_fine_tuning_run_learns_and_reports_every_step() {
         (peak - 2e-3).abs() < 1e-9 && lrs[0] == 0.0 && *lrs.last().unwrap() < peak / 5.0,
         "{lrs:?}"
     );
+}
+
+/// The validation evaluations of a run, as (step, loss, accuracy).
+fn validation_evaluations(events: &[Event]) -> Vec<(usize, f64, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Eval {
+                step,
+                split: EvalSplit::Validation,
+                loss,
+                accuracy,
+            } => Some((*step, *loss, *accuracy)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The numbers of every Step event, without the throughput (a timing).
@@ -466,22 +471,6 @@ fn stop_and_resume(optimizer: OptimizerChoice) {
     );
 }
 
-/// The validation evaluations of a run, as (step, accuracy).
-fn validation_accuracies(events: &[Event]) -> Vec<(usize, f64)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Eval {
-                step,
-                split: EvalSplit::Validation,
-                accuracy,
-                ..
-            } => Some((*step, *accuracy)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn keep_best_finishes_with_the_best_validated_model_and_resumes_with_it() {
     let data = tiny_sst2();
@@ -492,7 +481,10 @@ fn keep_best_finishes_with_the_best_validated_model_and_resumes_with_it() {
     let Some(Event::Finished { metrics }) = events.last() else {
         panic!("the run finishes: {:?}", events.last());
     };
-    let evaluations = validation_accuracies(&events);
+    let evaluations: Vec<(usize, f64)> = validation_evaluations(&events)
+        .into_iter()
+        .map(|(step, _, accuracy)| (step, accuracy))
+        .collect();
     let best = evaluations
         .iter()
         .fold(None::<(usize, f64)>, |kept, &(step, accuracy)| match kept {
@@ -512,38 +504,41 @@ fn keep_best_finishes_with_the_best_validated_model_and_resumes_with_it() {
         "this run peaks before its end, so the test covers a kept model: {evaluations:?}"
     );
 
-    // Stopped after its best evaluation and resumed, it keeps the same model.
-    let checkpoints = tempfile::tempdir().unwrap();
-    let mut saving = keeping.clone();
-    saving.checkpoint_dir = Some(checkpoints.path().to_path_buf());
-    saving.checkpoint_every = Some(std::time::Duration::ZERO);
-    let stop_at = best.0 + 1;
-    let device = select(DeviceChoice::Cpu).unwrap();
-    let cancel = CancelToken::default();
-    {
-        let _turn = one_at_a_time();
-        train(&saving, &device, &cancel.clone(), &mut |event| {
-            if matches!(event, Event::Step { step, .. } if step == stop_at) {
-                cancel.cancel();
-            }
-        });
+    // Stopped at its best evaluation (the checkpoint's model is the best one) or one step
+    // after it (the best is saved beside it) and resumed, it keeps the same model.
+    for stop_at in [best.0, best.0 + 1] {
+        let checkpoints = tempfile::tempdir().unwrap();
+        let mut saving = keeping.clone();
+        saving.checkpoint_dir = Some(checkpoints.path().to_path_buf());
+        saving.checkpoint_every = Some(std::time::Duration::ZERO);
+        let device = select(DeviceChoice::Cpu).unwrap();
+        let cancel = CancelToken::default();
+        {
+            let _turn = one_at_a_time();
+            train(&saving, &device, &cancel.clone(), &mut |event| {
+                if matches!(event, Event::Step { step, .. } if step == stop_at) {
+                    cancel.cancel();
+                }
+            });
+        }
+        let resumed = run(&saving);
+        let Some(Event::Finished { metrics: resumed }) = resumed.last() else {
+            panic!("the resumed run finishes: {:?}", resumed.last());
+        };
+        assert_eq!(
+            (
+                resumed.kept_step,
+                resumed.validation_accuracy,
+                resumed.private_test_accuracy
+            ),
+            (
+                metrics.kept_step,
+                metrics.validation_accuracy,
+                metrics.private_test_accuracy
+            ),
+            "stopped at step {stop_at}"
+        );
     }
-    let resumed = run(&saving);
-    let Some(Event::Finished { metrics: resumed }) = resumed.last() else {
-        panic!("the resumed run finishes: {:?}", resumed.last());
-    };
-    assert_eq!(
-        (
-            resumed.kept_step,
-            resumed.validation_accuracy,
-            resumed.private_test_accuracy
-        ),
-        (
-            metrics.kept_step,
-            metrics.validation_accuracy,
-            metrics.private_test_accuracy
-        )
-    );
 }
 
 /// The default model `make setup` installs: `JIGSAW_MODELS_DIR`, else `<repo>/data/models`.

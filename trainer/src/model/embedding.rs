@@ -133,7 +133,22 @@ mod tests {
             );
             let zeros = Tensor::<2, Int>::zeros([2, 4], &device);
             let broadcast = layer.forward(ids.clone(), None, mask.clone());
-            let looked_up = layer.forward(ids, Some(zeros), mask);
+            let looked_up = match model_type {
+                // Every row looked up per token, positions included (dropout is 0 here).
+                "bert" => {
+                    let positions = Tensor::<1, Int>::arange(0..4, &device)
+                        .reshape([1, 4])
+                        .expand([2, 4]);
+                    let token_type = layer.token_type.as_ref().unwrap();
+                    layer.norm.forward(
+                        layer.word.forward(ids)
+                            + layer.position.forward(positions)
+                            + token_type.forward(zeros),
+                    )
+                }
+                // RoBERTa's positions depend on the padding and stay a lookup.
+                _ => layer.forward(ids, Some(zeros), mask),
+            };
             let difference = (broadcast.clone() - looked_up.clone())
                 .abs()
                 .max()
