@@ -23,7 +23,9 @@
 # TASKS_BENCH_ARGS or BENCH_ARGS),
 # PROFILE_SHAPES with PROFILE_MODEL (per-kernel GPU time of those bench shapes, see `profile`),
 # WARM_TRAIN (train options of a short run that fills the GPU cache with training shapes,
-# so the sweep's runs start on a machine that has trained before).
+# so the sweep's runs start on a machine that has trained before), FIRST_LOSS (a number of
+# runs: `train --first-loss`, the time to each run's first loss point in one process, with
+# the start-up phases logged; run it after WARM_TRAIN to see a machine that has run before).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 carry=.devicecarry
@@ -126,6 +128,14 @@ run() {
     timeout 200 "$bin" train --train-subset 3200 --epochs 1 --validation-size 200 --events \
       ${WARM_TRAIN} 2>/dev/null | stamp >"$out/warm-train.jsonl"
     echo "warm-up run exit ${PIPESTATUS[0]}; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null)"
+  fi
+  if [ -n "${FIRST_LOSS:-}" ]; then
+    echo "==> [$((SECONDS - start)) s] time to the first loss point, $FIRST_LOSS runs in one process"
+    # Each run's start-up phases come from the trainer's log; the JSON lines are the totals.
+    # shellcheck disable=SC2086
+    RUST_LOG=warn,trainer::train=info,server::config=info timeout 200 "$bin" train \
+      --first-loss "$FIRST_LOSS" ${TRAIN_ARGS:-} | tee "$out/first-loss.jsonl"
+    echo "first-loss exit ${PIPESTATUS[0]}"
   fi
   local left=$((budget - (SECONDS - start)))
   if [ "$left" -gt 120 ]; then

@@ -173,3 +173,44 @@ fn bad_command_lines_get_a_clear_message_and_no_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn first_loss_times_each_start_in_one_process() {
+    let temp = tempfile::tempdir().unwrap();
+    let sst2 = temp.path().join("sst2");
+    write_synthetic_sst2(&sst2);
+    let (sst2, model) = (sst2.display().to_string(), tiny_bert());
+    let timed = jigsaw(
+        temp.path(),
+        &[
+            "train",
+            "--model",
+            &model,
+            "--data",
+            &sst2,
+            "--device",
+            "cpu",
+            "--validation-size",
+            "16",
+            "--first-loss",
+            "2",
+        ],
+    );
+    let (stdout, stderr) = (text(&timed.stdout), text(&timed.stderr));
+    assert!(timed.status.success(), "{stderr}");
+    let runs: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2, "{stdout}");
+    for (number, run) in (1..).zip(&runs) {
+        assert_eq!(run["run"], number, "{run}");
+        let started = run["started_s"].as_f64().unwrap();
+        let first_loss = run["first_loss_s"].as_f64().unwrap();
+        assert!(0.0 < started && started <= first_loss, "{run}");
+    }
+    // Only the first run opens the device; the second finds it open.
+    assert!(runs[0]["device_s"].as_f64().unwrap() >= 0.0, "{stdout}");
+    assert!(runs[1]["device_s"].is_null(), "{stdout}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+}

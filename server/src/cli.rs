@@ -22,7 +22,7 @@ Usage: jigsaw-lab train [options]
   --out DIR             write the fine-tuned model to DIR as an HF directory at the end
   --lr X                peak learning rate (default 5e-5)
   --batch-size N        sentences per step (default 32)
-  --epochs N            passes over the training data (default 3)
+  --epochs N            passes over the training data (default 2)
   --warmup-ratio X      share of steps warming up, 0..1 (default 0.1)
   --max-len N           longest sequence in tokens (default 64)
   --train-subset N      train on N sentences only
@@ -45,6 +45,12 @@ Usage: jigsaw-lab train [options]
                         and every --eval-every steps)
 
   --events              print every event as a JSON line on standard output
+  --first-loss RUNS     measure start-up instead of training: start the run RUNS times
+                        in this one process, stopping each at its first loss point, and
+                        print one JSON line per run (seconds to the device, to the
+                        started event and to the first loss). The first run pays for
+                        opening the device; the later ones see what the web app's
+                        long-lived worker sees.
 
 A progress bar goes to standard error. When the run finishes, its final metrics go to
 standard output as one JSON line: steps, validation_accuracy, validation_loss,
@@ -60,12 +66,15 @@ pub struct TrainCommand {
     pub device: DeviceChoice,
     /// Print every event as a JSON line instead of the final metrics only.
     pub events: bool,
+    /// Measure start-up only: this many runs, each stopped at its first loss point.
+    pub first_loss_runs: Option<usize>,
 }
 
 /// Parses `train` options into a run configuration.
 pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand, String> {
     let mut device = config.device;
     let mut events = false;
+    let mut first_loss_runs = None;
     let mut run = TrainConfig {
         model_dir: config.models_dir.join(DEFAULT_MODEL),
         sst2_dir: config.sst2_dir.clone(),
@@ -83,6 +92,10 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand
             "--data" => run.sst2_dir = PathBuf::from(value()?),
             "--device" => device = value()?.parse().map_err(|e| format!("--device: {e}"))?,
             "--events" => events = true,
+            "--first-loss" => match number(flag, value()?)? {
+                0 => return Err("--first-loss needs at least 1 run".into()),
+                runs => first_loss_runs = Some(runs),
+            },
             "--lr" => run.learning_rate = number(flag, value()?)?,
             "--batch-size" => run.batch_size = number(flag, value()?)?,
             "--epochs" => run.epochs = number(flag, value()?)?,
@@ -122,6 +135,7 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand
         run,
         device,
         events,
+        first_loss_runs,
     })
 }
 
@@ -152,9 +166,13 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
 /// diverged or was cancelled (standard error says which).
 pub fn train(args: &[String], config: &Config) -> Result<bool, String> {
     let command = parse_train_args(args, config)?;
+    let opening = Instant::now();
     let device = config
         .open_device(command.device)
         .map_err(|e| format!("--device: {e}"))?;
+    if let Some(runs) = command.first_loss_runs {
+        return Ok(time_first_loss(&command.run, &device, runs, opening));
+    }
     let cancel = CancelToken::default();
     let mut progress = Progress::new(std::io::stderr().is_terminal());
     let mut emit = |event: Event| {
@@ -172,6 +190,56 @@ pub fn train(args: &[String], config: &Config) -> Result<bool, String> {
         }
     };
     Ok(trainer::train::train(&command.run, &device, &cancel, &mut emit).is_some())
+}
+
+/// How long one run took to start, in seconds from its beginning.
+#[derive(Debug, Default, serde::Serialize)]
+struct StartTimes {
+    /// Which run of the process this was, from 1.
+    run: usize,
+    /// Opening the compute device, paid by the first run only.
+    device_s: Option<f64>,
+    /// To the `started` event: model, data and tokenization ready.
+    started_s: Option<f64>,
+    /// To the first loss point.
+    first_loss_s: Option<f64>,
+}
+
+/// `train --first-loss`: starts `config`'s run `runs` times on `device`, stopping each at
+/// its first loss point, and prints each one's [`StartTimes`]; `opened` is when opening
+/// the device began. True when every run reached a loss point.
+fn time_first_loss(
+    config: &TrainConfig,
+    device: &trainer::device::ComputeDevice,
+    runs: usize,
+    opened: Instant,
+) -> bool {
+    let device_s = opened.elapsed().as_secs_f64();
+    let mut all_reached = true;
+    for run in 1..=runs {
+        let begun = Instant::now();
+        let cancel = CancelToken::default();
+        let mut times = StartTimes {
+            run,
+            device_s: (run == 1).then_some(device_s),
+            ..StartTimes::default()
+        };
+        let mut emit = |event: Event| match event {
+            Event::Started { .. } => times.started_s = Some(begun.elapsed().as_secs_f64()),
+            Event::Step { .. } if times.first_loss_s.is_none() => {
+                times.first_loss_s = Some(begun.elapsed().as_secs_f64());
+                cancel.cancel();
+            }
+            Event::Failed { reason } => eprintln!("run {run} failed: {reason}"),
+            _ => {}
+        };
+        trainer::train::train(config, device, &cancel, &mut emit);
+        all_reached &= times.first_loss_s.is_some();
+        if let Ok(line) = serde_json::to_string(&times) {
+            println!("{line}");
+        }
+    }
+    all_reached
 }
 
 /// The `train` progress bar on standard error: redrawn in place on a terminal, a line every
@@ -551,6 +619,9 @@ mod tests {
         assert_eq!(run.export_dir, Some(PathBuf::from("/tmp/out")));
         assert_eq!(command.device, DeviceChoice::Cpu);
         assert!(command.events);
+        assert_eq!(command.first_loss_runs, None);
+        let timing = parse_train_args(&args("--first-loss 3"), &config()).unwrap();
+        assert_eq!(timing.first_loss_runs, Some(3));
     }
 
     #[test]
@@ -567,6 +638,8 @@ mod tests {
             ("--lora-alpha 4", "need --lora-r"),
             ("--lora-dropout 0.2", "need --lora-r"),
             ("--lora-r 8 --lora-dropout 1.5", "LoRA dropout"),
+            ("--first-loss 0", "at least 1 run"),
+            ("--first-loss many", "--first-loss expects a number"),
         ] {
             let error = parse_train_args(&args(text), &config()).unwrap_err();
             assert!(error.contains(needle), "{text}: {error}");

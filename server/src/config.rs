@@ -245,7 +245,14 @@ impl Config {
     /// [`Config::gpu_cache_dir`] so that only the first run on a machine pays the warm-up.
     pub fn open_device(&self, choice: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
         trainer::device::keep_gpu_cache_in(&self.gpu_cache_dir());
-        trainer::device::select(choice)
+        let opening = std::time::Instant::now();
+        let device = trainer::device::select(choice)?;
+        tracing::info!(
+            device = %device.description(),
+            took_ms = opening.elapsed().as_millis() as u64,
+            "compute device opened"
+        );
+        Ok(device)
     }
 
     /// Checks the file system before the server starts: a writable data directory, the

@@ -3,7 +3,12 @@
 //! PostgreSQL database), and calling it. Each test file uses a part.
 #![allow(dead_code)]
 
+#[path = "../../trainer/tests/support/synthetic_sst2.rs"]
+mod synthetic_sst2;
+
 pub use reqwest::StatusCode;
+#[allow(unused_imports)] // each test file uses a part
+pub use synthetic_sst2::write_synthetic_sst2;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -443,50 +448,3 @@ pub async fn joined_student(server: &Server, code: &str, name: &str, team: i64) 
     client
 }
 
-/// Writes a small SST-2-style data set into `sst2` (train, dev and test TSVs) whose
-/// sentiment follows from its words, so a tiny model learns it in a few seconds.
-pub fn write_synthetic_sst2(sst2: &Path) {
-    std::fs::create_dir_all(sst2).unwrap();
-    let positive = [
-        "good",
-        "great",
-        "funny",
-        "charming",
-        "beautiful",
-        "witty",
-        "smart",
-        "sweet",
-    ];
-    let negative = [
-        "bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse",
-    ];
-    let subjects = [
-        "the movie",
-        "this film",
-        "the story",
-        "the cast",
-        "the script",
-        "the music",
-    ];
-    let mut train = String::from("sentence\tlabel\n");
-    let mut dev = String::from("sentence\tlabel\n");
-    for (i, subject) in subjects.iter().enumerate() {
-        for (j, (good, bad)) in positive.iter().zip(negative).enumerate() {
-            let target = if (i + j) % 5 == 0 {
-                &mut dev
-            } else {
-                &mut train
-            };
-            target.push_str(&format!(
-                "{subject} was {good} .\t1\n{subject} was {bad} .\t0\n"
-            ));
-        }
-    }
-    std::fs::write(sst2.join("train.tsv"), train).unwrap();
-    std::fs::write(sst2.join("dev.tsv"), dev).unwrap();
-    std::fs::write(
-        sst2.join("test.tsv"),
-        "index\tsentence\n0\tthe movie was good .\n",
-    )
-    .unwrap();
-}

@@ -109,7 +109,15 @@ pub fn save(
     save_optimizer(&partial)?;
     if let Some(best) = best_model {
         let file = partial.join(BEST_MODEL_FILE);
-        best.clone().save_file(&file).map_err(|e| io(&file, e))?;
+        // The kept model changes only when an evaluation beats it, so most checkpoints can
+        // link the previous checkpoint's copy instead of writing the same weights again.
+        let unchanged = progress
+            .best
+            .and_then(|evaluation| kept_model_file(&latest, evaluation));
+        let linked = unchanged.is_some_and(|source| std::fs::hard_link(source, &file).is_ok());
+        if !linked {
+            best.clone().save_file(&file).map_err(|e| io(&file, e))?;
+        }
     }
     let json = serde_json::to_string_pretty(progress).map_err(|e| io(&partial, e))?;
     std::fs::write(partial.join("progress.json"), json)
@@ -122,6 +130,33 @@ pub fn save(
     }
     std::fs::rename(&partial, &latest).map_err(|e| io(&partial, e))?;
     Ok(())
+}
+
+/// The file in the checkpoint `dir` that holds the kept model of `evaluation`, if that
+/// checkpoint kept the same one.
+fn kept_model_file(dir: &Path, evaluation: BestEvaluation) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(dir.join("progress.json")).ok()?;
+    let progress: Progress = serde_json::from_str(&text).ok()?;
+    let saved = Saved {
+        dir: dir.to_path_buf(),
+        progress,
+    };
+    (saved.progress.best.map(|b| b.step) == Some(evaluation.step))
+        .then(|| saved.best_model_file())
+        .filter(|file| file.is_file())
+}
+
+/// Loads `model`'s weights from the checkpoint file `path`, reading the whole file now.
+///
+/// burn's own `try_load_file` reads each tensor from the path only when it is first used.
+/// A checkpoint's files are renamed and removed as later checkpoints are written (and a kept
+/// model's file may be linked from there), so a model not used at once, such as a run's
+/// kept best, would later read whatever file has taken that path.
+pub fn load_model(model: SequenceClassifier, path: &Path) -> Result<SequenceClassifier, String> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| io(path, e))?;
+    model.try_load_record(record).map_err(|e| io(path, e))
 }
 
 /// Finds the newest complete checkpoint under `root` whose step is at most `at_most` (any
@@ -149,34 +184,70 @@ mod tests {
     use burn::optim::AdamWConfig;
     use burn::tensor::Device;
 
-    #[test]
-    fn the_newest_checkpoint_within_reach_is_found() {
-        let temp = tempfile::tempdir().unwrap();
+    fn tiny_model() -> SequenceClassifier {
         let config = crate::model::config::parse_config(
             r#"{"model_type":"bert","vocab_size":50,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":32,"type_vocab_size":2}"#,
             Path::new("config.json"),
         )
         .unwrap();
-        let device = Device::flex().autodiff();
-        let model = SequenceClassifier::new(&config, 2, &device);
+        SequenceClassifier::new(&config, 2, &Device::flex().autodiff())
+    }
+
+    /// Writes a checkpoint at `step` whose kept model is from `best_step`, if any.
+    fn save_at(root: &Path, model: &SequenceClassifier, step: usize, best_step: Option<usize>) {
         let optimizer = AdamWConfig::new().init();
-        for step in [10, 20, 30] {
-            let progress = Progress {
+        let progress = Progress {
+            step,
+            settings: "same run".into(),
+            last_validation: None,
+            best: best_step.map(|step| BestEvaluation {
                 step,
-                settings: "same run".into(),
-                last_validation: None,
-                best: None,
-            };
-            let save_optimizer = |dir: &Path| {
-                let file = dir.join(OPTIMIZER_FILE);
-                optimizer.save(&file).map_err(|e| io(&file, e))
-            };
-            save(temp.path(), &model, save_optimizer, None, &progress).unwrap();
+                loss: 0.5,
+                accuracy: 0.8,
+            }),
+        };
+        let save_optimizer = |dir: &Path| {
+            let file = dir.join(OPTIMIZER_FILE);
+            optimizer.save(&file).map_err(|e| io(&file, e))
+        };
+        let best_model = best_step.filter(|&b| b != step).map(|_| model);
+        save(root, model, save_optimizer, best_model, &progress).unwrap();
+    }
+
+    #[test]
+    fn the_newest_checkpoint_within_reach_is_found() {
+        let temp = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        for step in [10, 20, 30] {
+            save_at(temp.path(), &model, step, None);
         }
         let step = |at_most| find(temp.path(), at_most).unwrap().map(|s| s.progress.step);
         assert_eq!(step(None), Some(30));
         assert_eq!(step(Some(30)), Some(30));
         assert_eq!(step(Some(25)), Some(20));
         assert_eq!(step(Some(15)), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unchanged_kept_model_is_linked_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path();
+        let inode = |path: PathBuf| std::fs::metadata(path).unwrap().ino();
+        let model = tiny_model();
+
+        save_at(root, &model, 10, Some(10));
+        let best_at_10 = inode(root.join("latest/model.bpk"));
+        save_at(root, &model, 20, Some(10));
+        assert_eq!(inode(root.join("latest").join(BEST_MODEL_FILE)), best_at_10);
+        save_at(root, &model, 30, Some(10));
+        assert_eq!(inode(root.join("latest").join(BEST_MODEL_FILE)), best_at_10);
+        let saved = find(root, None).unwrap().unwrap();
+        assert!(load_model(model.clone(), &saved.best_model_file()).is_ok());
+
+        // A new best is written afresh.
+        save_at(root, &model, 40, Some(35));
+        assert_ne!(inode(root.join("latest").join(BEST_MODEL_FILE)), best_at_10);
     }
 }

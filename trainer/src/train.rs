@@ -101,7 +101,7 @@ impl Default for TrainConfig {
             method: Method::Full,
             learning_rate: 5e-5,
             batch_size: 32,
-            epochs: 3,
+            epochs: 2,
             warmup_ratio: 0.1,
             max_len: 64,
             train_subset: None,
@@ -447,14 +447,53 @@ struct EncodedSplit {
 
 fn encode(tokenizer: &TextEncoder, examples: &[Example]) -> Result<EncodedSplit, TokenizeError> {
     Ok(EncodedSplit {
-        // On every core: with SST-2's 67,349 training sentences this took a run's start
-        // (to its `started` event, on the CPU) from 1.8 s to 1.1 s on 2 cores.
+        // On every core. (The training sentences are tokenized as batches need them.)
         encodings: examples
             .par_iter()
             .map(|e| tokenizer.encode(&e.sentence))
             .collect::<Result<_, _>>()?,
         labels: examples.iter().map(|e| e.label).collect(),
     })
+}
+
+/// The training sentences, each tokenized the first time a batch needs it: a run's first
+/// loss point does not wait for all 67,349 of SST-2's, and later epochs reuse them.
+struct TrainingSentences<'a> {
+    examples: &'a [Example],
+    encodings: Vec<Option<Encoding>>,
+}
+
+impl<'a> TrainingSentences<'a> {
+    fn new(examples: &'a [Example]) -> Self {
+        Self {
+            examples,
+            encodings: vec![None; examples.len()],
+        }
+    }
+
+    /// The encodings of the sentences at `indices`, tokenizing those not seen yet.
+    fn batch(
+        &mut self,
+        tokenizer: &TextEncoder,
+        indices: &[usize],
+    ) -> Result<Vec<Encoding>, TokenizeError> {
+        let missing: Vec<usize> = indices
+            .iter()
+            .copied()
+            .filter(|&i| self.encodings[i].is_none())
+            .collect();
+        let encoded = missing
+            .par_iter()
+            .map(|&i| tokenizer.encode(&self.examples[i].sentence))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, encoding) in missing.into_iter().zip(encoded) {
+            self.encodings[i] = Some(encoding);
+        }
+        Ok(indices
+            .iter()
+            .filter_map(|&i| self.encodings[i].clone())
+            .collect())
+    }
 }
 
 fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
@@ -473,7 +512,9 @@ fn run(
     let inference_device = compute.device().clone();
     let device = inference_device.clone().autodiff();
     device.seed(config.seed);
+    let mut start_phases = StartPhases::new(started);
     let loaded = loader::load(&config.model_dir, LABELS.len(), config.max_len, &device)?;
+    start_phases.done("model loaded");
     let splits = data::load_sst2(
         &config.sst2_dir,
         &SplitOptions {
@@ -483,9 +524,10 @@ fn run(
         },
     )?;
     let tokenizer = loaded.tokenizer;
-    let train_set = encode(&tokenizer, &splits.train)?;
+    let mut train_set = TrainingSentences::new(&splits.train);
     let validation_set = encode(&tokenizer, &splits.validation)?;
     let test_set = encode(&tokenizer, &splits.private_test)?;
+    start_phases.done("data read, validation and test tokenized");
 
     let mut model = loaded.model;
     if let Method::Lora(settings) = config.method {
@@ -503,7 +545,7 @@ fn run(
     );
 
     let plan = StepPlan::new(
-        train_set.labels.len(),
+        splits.train.len(),
         config.batch_size,
         config.epochs,
         config.warmup_ratio,
@@ -529,25 +571,22 @@ fn run(
                 saved.dir.display()
             )));
         }
-        model = model.try_load_file(saved.model_file()).map_err(|e| {
-            TrainError::Checkpoint(format!("{}: {e}", saved.model_file().display()))
-        })?;
+        model = checkpoint::load_model(model, &saved.model_file()).map_err(TrainError::Checkpoint)?;
         optimizer = optimizer
             .load(&saved, &model)
             .map_err(TrainError::Checkpoint)?;
         step = saved.progress.step;
         last_validation = saved.progress.last_validation.unwrap_or(last_validation);
         if let Some(evaluation) = saved.progress.best.filter(|_| config.keep_best) {
-            let file = saved.best_model_file();
-            let kept = model
-                .clone()
-                .try_load_file(&file)
-                .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", file.display())))?;
+            let kept = checkpoint::load_model(model.clone(), &saved.best_model_file())
+                .map_err(TrainError::Checkpoint)?;
             best = Some((evaluation, kept.valid()));
         }
     }
     let resumed_from_step = (step > 0).then_some(step);
     let counts = param_counts(&loaded.config, LABELS.len(), config.method);
+    start_phases.done("ready to train");
+    let mut awaiting_first_loss = Some(start_phases);
     emit(Event::Started {
         device: compute.description(),
         backend: match compute.kind() {
@@ -557,7 +596,7 @@ fn run(
         params_total: counts.total,
         params_trainable: counts.trainable,
         steps_planned: plan.total_steps,
-        train_examples: train_set.labels.len(),
+        train_examples: splits.train.len(),
         resumed_from_step,
     });
     let probes = config
@@ -565,9 +604,9 @@ fn run(
         .iter()
         .map(|s| tokenizer.encode(s).map(|e| (s.clone(), e)))
         .collect::<Result<Vec<_>, _>>()?;
-    if resumed_from_step.is_none() {
-        emit_attention(&model.valid(), &probes, 0, &inference_device, emit);
-    }
+    // The maps before training are drawn once the first loss is out: they need inference
+    // kernels of their own, and the loss curve should not wait for them.
+    let mut untrained = resumed_from_step.is_none().then(|| model.valid());
 
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let padding = Padding {
@@ -586,7 +625,7 @@ fn run(
     let mut last_checkpoint = Instant::now();
     let mut batch_number = 0;
     for epoch in 1..=config.epochs {
-        let mut order: Vec<usize> = (0..train_set.labels.len()).collect();
+        let mut order: Vec<usize> = (0..splits.train.len()).collect();
         SeededRng::new(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9)).shuffle(&mut order);
         for batch_indices in order.chunks(config.batch_size) {
             batch_number += 1;
@@ -603,11 +642,8 @@ fn run(
             pending.start_step();
             // Dropout masks depend only on the seed and the step, so a resumed run repeats them.
             device.seed(config.seed.wrapping_add(step as u64 + 1));
-            let encodings: Vec<Encoding> = batch_indices
-                .iter()
-                .map(|&i| train_set.encodings[i].clone())
-                .collect();
-            let labels: Vec<u8> = batch_indices.iter().map(|&i| train_set.labels[i]).collect();
+            let encodings = train_set.batch(&tokenizer, batch_indices)?;
+            let labels: Vec<u8> = batch_indices.iter().map(|&i| splits.train[i].label).collect();
             let batch = BatchTensors::new(&padding.apply(&encodings), &device);
             let logits = model.forward(&batch);
             let loss = loss_fn.forward(logits, labels_tensor(&labels, &device));
@@ -633,10 +669,16 @@ fn run(
                         .checkpoint_every
                         .is_some_and(|every| last_checkpoint.elapsed() >= every));
             // The first step is read back at once so that the loss curve starts without delay.
-            if (pending.len() >= readback_every || step == 1 || evaluate_now || checkpoint_now)
-                && pending.report(emit).is_err()
-            {
-                return Ok(None);
+            if pending.len() >= readback_every || step == 1 || evaluate_now || checkpoint_now {
+                if pending.report(emit).is_err() {
+                    return Ok(None);
+                }
+                if let Some(mut phases) = awaiting_first_loss.take() {
+                    phases.done("first loss");
+                }
+            }
+            if let Some(untrained) = untrained.take() {
+                emit_attention(&untrained, &probes, 0, &inference_device, emit);
             }
             if evaluate_now {
                 let valid = model.valid();
@@ -733,6 +775,31 @@ fn run(
         metrics: metrics.clone(),
     });
     Ok(Some(metrics))
+}
+
+/// Logs how long each phase of a run's start took, to find where the wait before the
+/// first loss point goes.
+struct StartPhases {
+    since: Instant,
+    last: Instant,
+}
+
+impl StartPhases {
+    fn new(since: Instant) -> Self {
+        Self { since, last: since }
+    }
+
+    /// Logs `phase` as ended now.
+    fn done(&mut self, phase: &str) {
+        let now = Instant::now();
+        tracing::info!(
+            phase,
+            took_ms = (now - self.last).as_millis() as u64,
+            since_start_ms = (now - self.since).as_millis() as u64,
+            "run start"
+        );
+        self.last = now;
+    }
 }
 
 /// The optimizer of a run: [`AdamW`] one tensor at a time after [`clip_global_norm`], or

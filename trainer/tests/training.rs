@@ -7,7 +7,11 @@
 //! burn's CPU backend keeps one random generator per process, so these tests take turns
 //! (see [`one_at_a_time`]) to keep each run's dropout masks its own.
 
+#[path = "support/synthetic_sst2.rs"]
+mod synthetic_sst2;
+
 use std::path::{Path, PathBuf};
+use synthetic_sst2::write_synthetic_sst2;
 use trainer::device::{DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
 use trainer::inference::Predictor;
@@ -32,48 +36,10 @@ fn tiny_bert() -> PathBuf {
     manifest_dir().join("tests/fixtures/tiny-bert")
 }
 
-/// Writes train/dev TSVs of short reviews whose sentiment follows from their words.
+/// A temporary folder holding the synthetic SST-2 files.
 fn tiny_sst2() -> tempfile::TempDir {
-    let positive = [
-        "good",
-        "great",
-        "funny",
-        "charming",
-        "beautiful",
-        "witty",
-        "smart",
-        "sweet",
-        "fresh",
-        "moving",
-    ];
-    let negative = [
-        "bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse", "long", "noise",
-    ];
-    let subjects = [
-        "the movie",
-        "this film",
-        "the story",
-        "the cast",
-        "the script",
-        "the music",
-    ];
-    let mut train = String::from("sentence\tlabel\n");
-    let mut dev = String::from("sentence\tlabel\n");
-    for (i, subject) in subjects.iter().enumerate() {
-        for (j, (good, bad)) in positive.iter().zip(negative).enumerate() {
-            let target = if (i + j) % 5 == 0 {
-                &mut dev
-            } else {
-                &mut train
-            };
-            target.push_str(&format!(
-                "{subject} was {good} .\t1\n{subject} was {bad} .\t0\n"
-            ));
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("train.tsv"), train).unwrap();
-    std::fs::write(dir.path().join("dev.tsv"), dev).unwrap();
+    write_synthetic_sst2(dir.path());
     dir
 }
 
@@ -148,6 +114,16 @@ fn a_full_fine_tuning_run_learns_and_reports_every_step() {
         _ => None,
     });
     let (tokens, matrices) = attention.expect("attention maps are reported");
+    // The maps before training wait for the first loss point, so the curve starts at once.
+    let first_loss = events
+        .iter()
+        .position(|e| matches!(e, Event::Step { .. }))
+        .unwrap();
+    assert!(
+        matches!(&events[first_loss + 1], Event::Attention { step: 0, .. }),
+        "{:?}",
+        &events[..=first_loss + 1]
+    );
     assert_eq!(matrices.len(), 2, "one entry per layer");
     assert_eq!(matrices[0].len(), 4, "one matrix per head");
     assert_eq!(matrices[0][0].len(), tokens.len() * tokens.len());
