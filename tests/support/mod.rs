@@ -7,14 +7,14 @@
 mod synthetic_sst2;
 
 pub use reqwest::StatusCode;
-#[allow(unused_imports)] // each test file uses a part
-pub use synthetic_sst2::write_synthetic_sst2;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+#[allow(unused_imports)] // each test file uses a part
+pub use synthetic_sst2::write_synthetic_sst2;
 
 /// This package's directory, read when the test runs (cargo sets it), so a test binary
 /// built from another checkout sharing the target directory still finds its files.
@@ -447,4 +447,3 @@ pub async fn joined_student(server: &Server, code: &str, name: &str, team: i64) 
     .await;
     client
 }
-

@@ -571,7 +571,8 @@ fn run(
                 saved.dir.display()
             )));
         }
-        model = checkpoint::load_model(model, &saved.model_file()).map_err(TrainError::Checkpoint)?;
+        model =
+            checkpoint::load_model(model, &saved.model_file()).map_err(TrainError::Checkpoint)?;
         optimizer = optimizer
             .load(&saved, &model)
             .map_err(TrainError::Checkpoint)?;
@@ -643,7 +644,10 @@ fn run(
             // Dropout masks depend only on the seed and the step, so a resumed run repeats them.
             device.seed(config.seed.wrapping_add(step as u64 + 1));
             let encodings = train_set.batch(&tokenizer, batch_indices)?;
-            let labels: Vec<u8> = batch_indices.iter().map(|&i| splits.train[i].label).collect();
+            let labels: Vec<u8> = batch_indices
+                .iter()
+                .map(|&i| splits.train[i].label)
+                .collect();
             let batch = BatchTensors::new(&padding.apply(&encodings), &device);
             let logits = model.forward(&batch);
             let loss = loss_fn.forward(logits, labels_tensor(&labels, &device));
