@@ -133,7 +133,7 @@ run() {
     echo "==> [$((SECONDS - start)) s] time to the first loss point, $FIRST_LOSS runs in one process"
     # Each run's start-up phases come from the trainer's log; the JSON lines are the totals.
     # shellcheck disable=SC2086
-    RUST_LOG=warn,trainer::train=info,server::config=info timeout 200 "$bin" train \
+    RUST_LOG=warn,trainer::train=debug,server::config=debug timeout 200 "$bin" train \
       --first-loss "$FIRST_LOSS" ${TRAIN_ARGS:-} | tee "$out/first-loss.jsonl"
     echo "first-loss exit ${PIPESTATUS[0]}"
   fi

@@ -50,7 +50,7 @@ Usage: jigsaw-lab train [options]
                         print one JSON line per run (seconds to the device, to the
                         started event and to the first loss). The first run pays for
                         opening the device; the later ones see what the web app's
-                        long-lived worker sees.
+                        long-lived worker sees. RUST_LOG=trainer=debug logs the phases.
 
 A progress bar goes to standard error. When the run finishes, its final metrics go to
 standard output as one JSON line: steps, validation_accuracy, validation_loss,
@@ -131,6 +131,14 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand
         run.probe_sentences = probes;
     }
     run.validate().map_err(|e| e.to_string())?;
+    if first_loss_runs.is_some()
+        && (events || run.export_dir.is_some() || run.checkpoint_dir.is_some())
+    {
+        return Err(
+            "--first-loss only times start-ups: leave out --events, --out and --checkpoint-dir"
+                .into(),
+        );
+    }
     Ok(TrainCommand {
         run,
         device,
@@ -163,7 +171,8 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
 }
 
 /// Runs `jigsaw-lab train`; `Ok(true)` when the run finished, `Ok(false)` when it failed,
-/// diverged or was cancelled (standard error says which).
+/// diverged or was cancelled (standard error says which). With `--first-loss`, `Ok(true)`
+/// when every run reached its first loss point.
 pub fn train(args: &[String], config: &Config) -> Result<bool, String> {
     let command = parse_train_args(args, config)?;
     let opening = Instant::now();
@@ -231,6 +240,7 @@ fn time_first_loss(
                 cancel.cancel();
             }
             Event::Failed { reason } => eprintln!("run {run} failed: {reason}"),
+            Event::Diverged { step, .. } => eprintln!("run {run} diverged at step {step}"),
             _ => {}
         };
         trainer::train::train(config, device, &cancel, &mut emit);
@@ -640,6 +650,8 @@ mod tests {
             ("--lora-r 8 --lora-dropout 1.5", "LoRA dropout"),
             ("--first-loss 0", "at least 1 run"),
             ("--first-loss many", "--first-loss expects a number"),
+            ("--first-loss 2 --events", "only times start-ups"),
+            ("--first-loss 2 --out /tmp/x", "only times start-ups"),
         ] {
             let error = parse_train_args(&args(text), &config()).unwrap_err();
             assert!(error.contains(needle), "{text}: {error}");

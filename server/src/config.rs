@@ -247,7 +247,7 @@ impl Config {
         trainer::device::keep_gpu_cache_in(&self.gpu_cache_dir());
         let opening = std::time::Instant::now();
         let device = trainer::device::select(choice)?;
-        tracing::info!(
+        tracing::debug!(
             device = %device.description(),
             took_ms = opening.elapsed().as_millis() as u64,
             "compute device opened"

@@ -88,12 +88,18 @@ fn io(path: &Path, error: impl std::fmt::Display) -> String {
 /// Writes a checkpoint of `model`, the optimizer's state (`save_optimizer` writes it into
 /// the directory it is given), the kept best model if any (none when it is `model`
 /// itself: see [`Saved::best_model_file`]), and `progress` into `root`.
+///
+/// `own_latest` is the step of the checkpoint in `root` that this run wrote last or resumed
+/// from, if that is the latest one: when it kept the same best model, its file is linked
+/// instead of written again. (A checkpoint left by another attempt at the run is never
+/// linked from: its weights need not be this run's.)
 pub fn save(
     root: &Path,
     model: &SequenceClassifier,
     save_optimizer: impl FnOnce(&Path) -> Result<(), String>,
     best_model: Option<&SequenceClassifier>,
     progress: &Progress,
+    own_latest: Option<usize>,
 ) -> Result<(), String> {
     let partial = root.join("latest.partial");
     let latest = root.join("latest");
@@ -113,7 +119,8 @@ pub fn save(
         // link the previous checkpoint's copy instead of writing the same weights again.
         let unchanged = progress
             .best
-            .and_then(|evaluation| kept_model_file(&latest, evaluation));
+            .zip(own_latest)
+            .and_then(|(evaluation, step)| kept_model_file(&latest, step, evaluation));
         let linked = unchanged.is_some_and(|source| std::fs::hard_link(source, &file).is_ok());
         if !linked {
             best.clone().save_file(&file).map_err(|e| io(&file, e))?;
@@ -133,30 +140,36 @@ pub fn save(
 }
 
 /// The file in the checkpoint `dir` that holds the kept model of `evaluation`, if that
-/// checkpoint kept the same one.
-fn kept_model_file(dir: &Path, evaluation: BestEvaluation) -> Option<PathBuf> {
+/// checkpoint is the one of `step` and kept the same model.
+fn kept_model_file(dir: &Path, step: usize, evaluation: BestEvaluation) -> Option<PathBuf> {
     let text = std::fs::read_to_string(dir.join("progress.json")).ok()?;
     let progress: Progress = serde_json::from_str(&text).ok()?;
     let saved = Saved {
         dir: dir.to_path_buf(),
         progress,
     };
-    (saved.progress.best.map(|b| b.step) == Some(evaluation.step))
+    (saved.progress.step == step && saved.progress.best.map(|b| b.step) == Some(evaluation.step))
         .then(|| saved.best_model_file())
         .filter(|file| file.is_file())
 }
 
 /// Loads `model`'s weights from the checkpoint file `path`, reading the whole file now.
 ///
-/// burn's own `try_load_file` reads each tensor from the path only when it is first used.
+/// burn's own `try_load_file` reads each tensor from the path only when it is first used
+/// (so does its optimizer's `load`; [`read_whole`] serves both).
 /// A checkpoint's files are renamed and removed as later checkpoints are written (and a kept
 /// model's file may be linked from there), so a model not used at once, such as a run's
 /// kept best, would later read whatever file has taken that path.
 pub fn load_model(model: SequenceClassifier, path: &Path) -> Result<SequenceClassifier, String> {
-    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-        .map_err(|e| io(path, e))?;
+    let record =
+        burn::store::ModuleRecord::from_bytes(read_whole(path)?).map_err(|e| io(path, e))?;
     model.try_load_record(record).map_err(|e| io(path, e))
+}
+
+/// The bytes of the checkpoint file `path`, read into memory.
+pub fn read_whole(path: &Path) -> Result<burn::tensor::Bytes, String> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    Ok(burn::tensor::Bytes::from_bytes_vec(bytes))
 }
 
 /// Finds the newest complete checkpoint under `root` whose step is at most `at_most` (any
@@ -193,8 +206,15 @@ mod tests {
         SequenceClassifier::new(&config, 2, &Device::flex().autodiff())
     }
 
-    /// Writes a checkpoint at `step` whose kept model is from `best_step`, if any.
-    fn save_at(root: &Path, model: &SequenceClassifier, step: usize, best_step: Option<usize>) {
+    /// Writes a checkpoint at `step` whose kept model is from `best_step`, if any, as a run
+    /// whose own latest checkpoint is that of `own_latest`.
+    fn save_at(
+        root: &Path,
+        model: &SequenceClassifier,
+        step: usize,
+        best_step: Option<usize>,
+        own_latest: Option<usize>,
+    ) {
         let optimizer = AdamWConfig::new().init();
         let progress = Progress {
             step,
@@ -211,7 +231,15 @@ mod tests {
             optimizer.save(&file).map_err(|e| io(&file, e))
         };
         let best_model = best_step.filter(|&b| b != step).map(|_| model);
-        save(root, model, save_optimizer, best_model, &progress).unwrap();
+        save(
+            root,
+            model,
+            save_optimizer,
+            best_model,
+            &progress,
+            own_latest,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -219,7 +247,7 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let model = tiny_model();
         for step in [10, 20, 30] {
-            save_at(temp.path(), &model, step, None);
+            save_at(temp.path(), &model, step, None, None);
         }
         let step = |at_most| find(temp.path(), at_most).unwrap().map(|s| s.progress.step);
         assert_eq!(step(None), Some(30));
@@ -237,17 +265,34 @@ mod tests {
         let inode = |path: PathBuf| std::fs::metadata(path).unwrap().ino();
         let model = tiny_model();
 
-        save_at(root, &model, 10, Some(10));
+        save_at(root, &model, 10, Some(10), None);
         let best_at_10 = inode(root.join("latest/model.bpk"));
-        save_at(root, &model, 20, Some(10));
+        save_at(root, &model, 20, Some(10), Some(10));
         assert_eq!(inode(root.join("latest").join(BEST_MODEL_FILE)), best_at_10);
-        save_at(root, &model, 30, Some(10));
+        save_at(root, &model, 30, Some(10), Some(20));
         assert_eq!(inode(root.join("latest").join(BEST_MODEL_FILE)), best_at_10);
         let saved = find(root, None).unwrap().unwrap();
-        assert!(load_model(model.clone(), &saved.best_model_file()).is_ok());
+        let loaded = load_model(tiny_model(), &saved.best_model_file()).unwrap();
+        let weights = |m: &SequenceClassifier| m.layers[0].attention.query.weight.val().into_data();
+        assert_ne!(
+            weights(&tiny_model()),
+            weights(&model),
+            "fresh models differ"
+        );
+        assert_eq!(
+            weights(&loaded),
+            weights(&model),
+            "the linked file holds the kept model"
+        );
 
         // A new best is written afresh.
-        save_at(root, &model, 40, Some(35));
+        save_at(root, &model, 40, Some(35), Some(30));
         assert_ne!(inode(root.join("latest").join(BEST_MODEL_FILE)), best_at_10);
+        // So is a best whose latest checkpoint this run did not write (another attempt's).
+        save_at(root, &model, 50, Some(35), Some(20));
+        assert_ne!(
+            inode(root.join("latest").join(BEST_MODEL_FILE)),
+            inode(root.join("previous").join(BEST_MODEL_FILE))
+        );
     }
 }

@@ -553,6 +553,9 @@ fn run(
     let mut step = 0;
     let mut last_validation = (f64::NAN, 0.0);
     let mut best: Option<(BestEvaluation, SequenceClassifier)> = None;
+    // The step of the newest checkpoint this run wrote or resumed from, while it is the
+    // checkpoint folder's latest (see `checkpoint::save`).
+    let mut own_latest_checkpoint = None;
     let saved = match &config.checkpoint_dir {
         Some(root) => {
             checkpoint::find(root, config.resume_at_most).map_err(TrainError::Checkpoint)?
@@ -577,6 +580,7 @@ fn run(
             .load(&saved, &model)
             .map_err(TrainError::Checkpoint)?;
         step = saved.progress.step;
+        own_latest_checkpoint = saved.dir.ends_with("latest").then_some(step);
         last_validation = saved.progress.last_validation.unwrap_or(last_validation);
         if let Some(evaluation) = saved.progress.best.filter(|_| config.keep_best) {
             let kept = checkpoint::load_model(model.clone(), &saved.best_model_file())
@@ -607,7 +611,8 @@ fn run(
         .collect::<Result<Vec<_>, _>>()?;
     // The maps before training are drawn once the first loss is out: they need inference
     // kernels of their own, and the loss curve should not wait for them.
-    let mut untrained = resumed_from_step.is_none().then(|| model.valid());
+    // (A run cancelled or diverging at its first step draws none.)
+    let mut untrained = (resumed_from_step.is_none() && !probes.is_empty()).then(|| model.valid());
 
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let padding = Padding {
@@ -643,7 +648,14 @@ fn run(
             pending.start_step();
             // Dropout masks depend only on the seed and the step, so a resumed run repeats them.
             device.seed(config.seed.wrapping_add(step as u64 + 1));
-            let encodings = train_set.batch(&tokenizer, batch_indices)?;
+            let encodings = match train_set.batch(&tokenizer, batch_indices) {
+                Ok(encodings) => encodings,
+                Err(error) => {
+                    // The steps done so far are reported before the run fails.
+                    let _ = pending.report(emit);
+                    return Err(error.into());
+                }
+            };
             let labels: Vec<u8> = batch_indices
                 .iter()
                 .map(|&i| splits.train[i].label)
@@ -678,7 +690,7 @@ fn run(
                     return Ok(None);
                 }
                 if let Some(mut phases) = awaiting_first_loss.take() {
-                    phases.done("first loss");
+                    phases.done("first loss reported");
                 }
             }
             if let Some(untrained) = untrained.take() {
@@ -740,8 +752,10 @@ fn run(
                     |dir| optimizer.save(dir),
                     best_model,
                     &progress,
+                    own_latest_checkpoint,
                 )
                 .map_err(TrainError::Checkpoint)?;
+                own_latest_checkpoint = Some(step);
                 last_checkpoint = Instant::now();
                 emit(Event::Checkpoint { step });
             }
@@ -781,8 +795,8 @@ fn run(
     Ok(Some(metrics))
 }
 
-/// Logs how long each phase of a run's start took, to find where the wait before the
-/// first loss point goes.
+/// Logs, at debug level, how long each phase of a run's start took, to find where the wait
+/// before the first loss point goes.
 struct StartPhases {
     since: Instant,
     last: Instant,
@@ -796,7 +810,7 @@ impl StartPhases {
     /// Logs `phase` as ended now.
     fn done(&mut self, phase: &str) {
         let now = Instant::now();
-        tracing::info!(
+        tracing::debug!(
             phase,
             took_ms = (now - self.last).as_millis() as u64,
             since_start_ms = (now - self.since).as_millis() as u64,
@@ -871,10 +885,11 @@ impl RunOptimizer {
     fn load(self, saved: &checkpoint::Saved, model: &SequenceClassifier) -> Result<Self, String> {
         Ok(match self {
             Self::PerTensor(optimizer) => {
+                // Read whole, as the model: burn's `load` reads the state from the path lazily.
                 let file = saved.optimizer_file();
                 Self::PerTensor(
                     optimizer
-                        .load(&file)
+                        .from_bytes(checkpoint::read_whole(&file)?)
                         .map_err(|e| format!("{}: {e}", file.display()))?,
                 )
             }

@@ -8,10 +8,11 @@
 //! (see [`one_at_a_time`]) to keep each run's dropout masks its own.
 
 #[path = "support/synthetic_sst2.rs"]
+#[allow(dead_code)] // shared with the HTTP-level tests
 mod synthetic_sst2;
 
 use std::path::{Path, PathBuf};
-use synthetic_sst2::write_synthetic_sst2;
+use synthetic_sst2::write_synthetic_sst2_with_words;
 use trainer::device::{DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
 use trainer::inference::Predictor;
@@ -39,7 +40,7 @@ fn tiny_bert() -> PathBuf {
 /// A temporary folder holding the synthetic SST-2 files.
 fn tiny_sst2() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    write_synthetic_sst2(dir.path());
+    write_synthetic_sst2_with_words(dir.path(), 10);
     dir
 }
 

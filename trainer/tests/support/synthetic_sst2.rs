@@ -3,10 +3,16 @@
 
 use std::path::Path;
 
-/// Writes `train.tsv`, `dev.tsv` and `test.tsv` into `sst2` (created if missing): 120 short
+/// Writes `train.tsv`, `dev.tsv` and `test.tsv` into `sst2` (created if missing): 96 short
 /// reviews whose sentiment follows from one word, so a tiny model learns them in seconds.
 /// A fifth of them go to dev; test holds one unlabelled sentence, as GLUE's test file does.
 pub fn write_synthetic_sst2(sst2: &Path) {
+    write_synthetic_sst2_with_words(sst2, 8);
+}
+
+/// [`write_synthetic_sst2`] with `words` positive and as many negative words (at most 10),
+/// each in a review of each of 6 subjects.
+pub fn write_synthetic_sst2_with_words(sst2: &Path, words: usize) {
     let positive = [
         "good",
         "great",
@@ -33,7 +39,7 @@ pub fn write_synthetic_sst2(sst2: &Path) {
     let mut train = String::from("sentence\tlabel\n");
     let mut dev = String::from("sentence\tlabel\n");
     for (i, subject) in subjects.iter().enumerate() {
-        for (j, (good, bad)) in positive.iter().zip(negative).enumerate() {
+        for (j, (good, bad)) in positive.iter().zip(negative).take(words).enumerate() {
             let target = if (i + j) % 5 == 0 {
                 &mut dev
             } else {
