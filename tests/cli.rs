@@ -25,6 +25,17 @@ fn tiny_bert() -> String {
         .to_string()
 }
 
+/// Runs `jigsaw-lab train` on the CPU with the tiny BERT on the SST-2 files in `sst2`, with
+/// `options` besides.
+fn train_tiny(data_dir: &Path, sst2: &str, options: &[&str]) -> Output {
+    let model = tiny_bert();
+    let mut args = vec![
+        "train", "--model", &model, "--data", sst2, "--device", "cpu",
+    ];
+    args.extend_from_slice(options);
+    jigsaw(data_dir, &args)
+}
+
 #[test]
 fn train_exports_a_model_that_predict_and_inspect_read() {
     let temp = tempfile::tempdir().unwrap();
@@ -32,17 +43,10 @@ fn train_exports_a_model_that_predict_and_inspect_read() {
     write_synthetic_sst2(&sst2);
     let out = temp.path().join("trained");
     let (sst2, out_dir) = (sst2.display().to_string(), out.display().to_string());
-    let model = tiny_bert();
-    let trained = jigsaw(
+    let trained = train_tiny(
         temp.path(),
+        &sst2,
         &[
-            "train",
-            "--model",
-            &model,
-            "--data",
-            &sst2,
-            "--device",
-            "cpu",
             "--lr",
             "2e-3",
             "--batch-size",
@@ -179,22 +183,10 @@ fn first_loss_times_each_start_in_one_process() {
     let temp = tempfile::tempdir().unwrap();
     let sst2 = temp.path().join("sst2");
     write_synthetic_sst2(&sst2);
-    let (sst2, model) = (sst2.display().to_string(), tiny_bert());
-    let timed = jigsaw(
+    let timed = train_tiny(
         temp.path(),
-        &[
-            "train",
-            "--model",
-            &model,
-            "--data",
-            &sst2,
-            "--device",
-            "cpu",
-            "--validation-size",
-            "16",
-            "--first-loss",
-            "2",
-        ],
+        &sst2.display().to_string(),
+        &["--validation-size", "16", "--first-loss", "2"],
     );
     let (stdout, stderr) = (text(&timed.stdout), text(&timed.stderr));
     assert!(timed.status.success(), "{stderr}");

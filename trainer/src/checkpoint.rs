@@ -56,6 +56,21 @@ pub struct Saved {
 }
 
 impl Saved {
+    /// The complete checkpoint in `dir`, if there is one (its `progress.json` is written last).
+    pub fn read(dir: &Path) -> Result<Option<Saved>, String> {
+        let file = dir.join("progress.json");
+        if !file.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
+        let progress: Progress =
+            serde_json::from_str(&text).map_err(|e| io(&file, format!("not a checkpoint: {e}")))?;
+        Ok(Some(Saved {
+            dir: dir.to_path_buf(),
+            progress,
+        }))
+    }
+
     /// The model weights file.
     pub fn model_file(&self) -> PathBuf {
         self.dir.join("model.bpk")
@@ -142,12 +157,7 @@ pub fn save(
 /// The file in the checkpoint `dir` that holds the kept model of `evaluation`, if that
 /// checkpoint is the one of `step` and kept the same model.
 fn kept_model_file(dir: &Path, step: usize, evaluation: BestEvaluation) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(dir.join("progress.json")).ok()?;
-    let progress: Progress = serde_json::from_str(&text).ok()?;
-    let saved = Saved {
-        dir: dir.to_path_buf(),
-        progress,
-    };
+    let saved = Saved::read(dir).ok()??;
     (saved.progress.step == step && saved.progress.best.map(|b| b.step) == Some(evaluation.step))
         .then(|| saved.best_model_file())
         .filter(|file| file.is_file())
@@ -176,16 +186,10 @@ pub fn read_whole(path: &Path) -> Result<burn::tensor::Bytes, String> {
 /// step when `None`), if there is one.
 pub fn find(root: &Path, at_most: Option<usize>) -> Result<Option<Saved>, String> {
     for name in ["latest", "previous"] {
-        let dir = root.join(name);
-        let file = dir.join("progress.json");
-        if !file.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
-        let progress: Progress =
-            serde_json::from_str(&text).map_err(|e| io(&file, format!("not a checkpoint: {e}")))?;
-        if at_most.is_none_or(|limit| progress.step <= limit) {
-            return Ok(Some(Saved { dir, progress }));
+        if let Some(saved) = Saved::read(&root.join(name))?
+            && at_most.is_none_or(|limit| saved.progress.step <= limit)
+        {
+            return Ok(Some(saved));
         }
     }
     Ok(None)
