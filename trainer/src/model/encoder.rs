@@ -4,7 +4,7 @@
 
 use super::config::EncoderConfig;
 use super::dropout;
-use super::lora::{LoraBranch, LoraSettings, project};
+use super::lora::{LoraBranch, LoraSettings, project, token_wise};
 use crate::device::on_cpu_backend;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -71,7 +71,7 @@ impl SelfAttention {
                 .swap_dims(1, 2)
         };
         let query = split_heads(project(&self.query, self.query_lora.as_ref(), x.clone()));
-        let key = split_heads(self.key.forward(x.clone()));
+        let key = split_heads(token_wise(&self.key, x.clone()));
         let value = split_heads(project(&self.value, self.value_lora.as_ref(), x.clone()));
         let device = x.device();
         let (context, kept) =
@@ -98,7 +98,7 @@ impl SelfAttention {
                 (context, kept)
             };
         let context = context.swap_dims(1, 2).reshape([batch, seq_len, hidden]);
-        let out = dropout::apply(&self.output_dropout, self.output.forward(context));
+        let out = dropout::apply(&self.output_dropout, token_wise(&self.output, context));
         (self.norm.forward(out + x), kept)
     }
 
@@ -166,7 +166,7 @@ impl EncoderLayer {
         let (x, probabilities) = self.attention.forward(x, mask_bias, keep_probabilities);
         let ffn = dropout::apply(
             &self.dropout,
-            self.ffn_out.forward(gelu(self.ffn_in.forward(x.clone()))),
+            token_wise(&self.ffn_out, gelu(token_wise(&self.ffn_in, x.clone()))),
         );
         (self.ffn_norm.forward(ffn + x), probabilities)
     }

@@ -88,9 +88,19 @@ impl LoraBranch {
 /// `linear(x)`, plus the LoRA branch when there is one.
 pub fn project(linear: &Linear, lora: Option<&LoraBranch>, x: Tensor<3>) -> Tensor<3> {
     match lora {
-        Some(branch) => linear.forward(x.clone()) + branch.forward(x),
-        None => linear.forward(x),
+        Some(branch) => token_wise(linear, x.clone()) + branch.forward(x),
+        None => token_wise(linear, x),
     }
+}
+
+/// `linear` applied to every token of `x` (`[batch, seq, d_in]`) as one `[batch·seq, d_in]`
+/// matrix product. burn keeps a 3-D input as `batch` separate products, which on the CPU
+/// packs the weight once per sentence and splits the work by sentence.
+pub fn token_wise(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, seq_len, d_in] = x.dims();
+    let out = linear.forward(x.reshape([batch * seq_len, d_in]));
+    let d_out = out.dims()[1];
+    out.reshape([batch, seq_len, d_out])
 }
 
 #[cfg(test)]
