@@ -516,17 +516,33 @@ async fn run_to_the_leaderboard(database: Option<&PostgresDatabase>) {
 
 #[tokio::test]
 async fn a_run_survives_a_server_crash_and_resumes_from_its_checkpoint() {
+    survive_a_crash(None).await;
+}
+
+#[tokio::test]
+async fn a_run_survives_a_server_crash_and_resumes_from_its_checkpoint_on_postgres() {
+    let database = PostgresDatabase::create().await;
+    survive_a_crash(Some(&database)).await;
+}
+
+/// Kills the server after a run's first checkpoint, restarts it, and checks that the run
+/// resumes from that checkpoint and ends with every step reported exactly once.
+async fn survive_a_crash(database: Option<&PostgresDatabase>) {
     let _cpu = CPU.write().await;
     let temp = tempfile::tempdir().unwrap();
-    let env = training_env(temp.path(), None);
+    let env = training_env(temp.path(), database);
     let data_dir = temp.path().join("data");
     let class = classroom(&data_dir, &env).await;
     let run_id = submit(&class.red, &class.server, &[("epochs", "8")]).await;
 
     // Wait for the first checkpoint (end of epoch 1), then kill the server outright.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let db = format!("sqlite://{}", data_dir.join("jigsaw-lab.db").display());
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let db = match database {
+        Some(database) => database.url.clone(),
+        None => format!("sqlite://{}", data_dir.join("jigsaw-lab.db").display()),
+    };
+    let pool = sqlx::AnyPool::connect(&db).await.unwrap();
     loop {
         let checkpoints: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM run_events WHERE run_id = $1 AND payload LIKE '%\"type\":\"checkpoint\"%'",
