@@ -122,6 +122,30 @@ mod tests {
     }
 
     #[test]
+    fn token_wise_gives_the_linear_layers_own_outputs_and_gradients() {
+        // 32 tokens per sentence: the shape burn keeps as one product per sentence.
+        let device = Device::flex().autodiff();
+        let linear = LinearConfig::new(6, 5).init(&device);
+        let x = Tensor::<3>::random([3, 32, 6], Distribution::Default, &device).require_grad();
+        let expected = linear.forward(x.clone());
+        let got = token_wise(&linear, x.clone());
+        assert_eq!(got.dims(), [3, 32, 5]);
+        got.clone().into_data().assert_approx_eq::<f32>(
+            &expected.clone().into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+        let weight_grad = |out: Tensor<3>| {
+            let grads = out.powf_scalar(2.0).sum().backward();
+            let weight = linear.weight.grad(&grads).unwrap().into_data();
+            (weight, x.grad(&grads).unwrap().into_data())
+        };
+        let (expected_weight, expected_input) = weight_grad(expected);
+        let (weight, input) = weight_grad(got);
+        weight.assert_approx_eq::<f32>(&expected_weight, burn::tensor::Tolerance::absolute(1e-4));
+        input.assert_approx_eq::<f32>(&expected_input, burn::tensor::Tolerance::absolute(1e-5));
+    }
+
+    #[test]
     fn a_new_branch_leaves_the_projection_unchanged() {
         let device = device();
         let linear = LinearConfig::new(6, 5).init(&device);
