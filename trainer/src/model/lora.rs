@@ -62,16 +62,12 @@ impl LoraBranch {
         }
     }
 
-    /// The branch's contribution for `x` (`[batch, seq, d_in]`).
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [batch, seq_len, d_in] = x.dims();
-        let flat = dropout::apply(&self.dropout, x).reshape([batch * seq_len, d_in]);
-        let out = flat
+    /// The branch's contribution for the token rows `rows` (`[tokens, d_in]`).
+    pub fn forward(&self, rows: Tensor<2>) -> Tensor<2> {
+        dropout::apply(&self.dropout, rows)
             .matmul(self.down.val())
             .matmul(self.up.val())
-            .mul_scalar(self.scale);
-        let d_out = out.dims()[1];
-        out.reshape([batch, seq_len, d_out])
+            .mul_scalar(self.scale)
     }
 
     /// Folds the branch into `linear`'s weight (`W + s · A B`, burn's `[d_in, d_out]` layout),
@@ -85,20 +81,27 @@ impl LoraBranch {
     }
 }
 
-/// `linear(x)`, plus the LoRA branch when there is one.
+/// `linear(x)`, plus the LoRA branch when there is one, over every token (see [`token_wise`]).
 pub fn project(linear: &Linear, lora: Option<&LoraBranch>, x: Tensor<3>) -> Tensor<3> {
-    match lora {
-        Some(branch) => token_wise(linear, x.clone()) + branch.forward(x),
-        None => token_wise(linear, x),
-    }
+    over_tokens(x, |rows| match lora {
+        Some(branch) => linear.forward(rows.clone()) + branch.forward(rows),
+        None => linear.forward(rows),
+    })
 }
 
 /// `linear` applied to every token of `x` (`[batch, seq, d_in]`) as one `[batch·seq, d_in]`
-/// matrix product. burn keeps a 3-D input as `batch` separate products, which on the CPU
-/// packs the weight once per sentence and splits the work by sentence.
+/// matrix product. Given the 3-D input, burn keeps `batch` separate products whenever `seq`
+/// is a multiple of 32, which on the CPU packs the weight once per sentence and splits the
+/// work by sentence.
 pub fn token_wise(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    over_tokens(x, |rows| linear.forward(rows))
+}
+
+/// `per_row` applied to `x` (`[batch, seq, d_in]`) seen as one row per token
+/// (`[batch·seq, d_in]`, a view), its `[batch·seq, d_out]` result shaped back by sentence.
+fn over_tokens(x: Tensor<3>, per_row: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<3> {
     let [batch, seq_len, d_in] = x.dims();
-    let out = linear.forward(x.reshape([batch * seq_len, d_in]));
+    let out = per_row(x.reshape([batch * seq_len, d_in]));
     let d_out = out.dims()[1];
     out.reshape([batch, seq_len, d_out])
 }
@@ -134,13 +137,13 @@ mod tests {
             &expected.clone().into_data(),
             burn::tensor::Tolerance::absolute(1e-6),
         );
-        let weight_grad = |out: Tensor<3>| {
+        let gradients = |out: Tensor<3>| {
             let grads = out.powf_scalar(2.0).sum().backward();
             let weight = linear.weight.grad(&grads).unwrap().into_data();
             (weight, x.grad(&grads).unwrap().into_data())
         };
-        let (expected_weight, expected_input) = weight_grad(expected);
-        let (weight, input) = weight_grad(got);
+        let (expected_weight, expected_input) = gradients(expected);
+        let (weight, input) = gradients(got);
         weight.assert_approx_eq::<f32>(&expected_weight, burn::tensor::Tolerance::absolute(1e-4));
         input.assert_approx_eq::<f32>(&expected_input, burn::tensor::Tolerance::absolute(1e-5));
     }
@@ -179,9 +182,9 @@ mod tests {
         let training = device.clone().autodiff();
         let mut branch = LoraBranch::new(16, 8, settings(0.5), &training);
         branch.up = Param::from_tensor(Tensor::ones([4, 8], &training));
-        let x = Tensor::<3>::ones([1, 4, 16], &training);
+        let x = Tensor::<2>::ones([4, 16], &training);
         let branch_only =
-            |b: &LoraBranch, x: Tensor<3>| b.forward(x).into_data().try_to_vec::<f32>().unwrap();
+            |b: &LoraBranch, x: Tensor<2>| b.forward(x).into_data().try_to_vec::<f32>().unwrap();
         // While training, dropout zeroes some inputs of the branch, so rows differ.
         let trained = branch_only(&branch, x.clone());
         let row = 8;
@@ -190,7 +193,7 @@ mod tests {
             "dropout left every row of the branch identical: {trained:?}"
         );
         // In evaluation the branch is deterministic.
-        let evaluated = branch_only(&branch.valid(), Tensor::ones([1, 4, 16], &device));
+        let evaluated = branch_only(&branch.valid(), Tensor::ones([4, 16], &device));
         assert!(
             (0..4).all(|r| evaluated[r * row..(r + 1) * row] == evaluated[..row]),
             "{evaluated:?}"
