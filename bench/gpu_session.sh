@@ -26,13 +26,6 @@
 # so the sweep's runs start on a machine that has trained before), FIRST_LOSS (a number of
 # runs: `train --first-loss`, the time to each run's first loss point in one process, with
 # the start-up phases logged; run it after WARM_TRAIN to see a machine that has run before).
-#
-# The SPIR-V build (`--features server/vulkan`, tensor cores for flex32 matrix products)
-# travels too when `pack` finds SPIRV_BIN (a built binary's path). `run` then benches it with
-# SPIRV_BENCH_ARGS (default BENCH_ARGS) at each float type of SPIRV_FLOATS (default flex32),
-# into $OUT/burn-spirv.jsonl, after the default build's bench and before PyTorch; and
-# `sweep` trains with it when SWEEP_BUILD=spirv (float type SWEEP_FLOAT, default flex32).
-# It keeps its GPU cache apart from the default build's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 carry=.devicecarry
@@ -54,9 +47,6 @@ pack() {
   done
   mkdir -p "$carry/sst2" "$carry_model"
   strip -o "$carry/jigsaw-lab" "$bin" && xz -T2 -6 "$carry/jigsaw-lab"
-  if [ -n "${SPIRV_BIN:-}" ]; then
-    strip -o "$carry/jigsaw-lab-spirv" "$SPIRV_BIN" && xz -T2 -6 "$carry/jigsaw-lab-spirv"
-  fi
   python3 bench/gpu_model_transfer.py shrink "$model/model.safetensors" "$carry_model/model.f16.safetensors"
   cp "$model/config.json" "$model/tokenizer.json" "$carry_model/"
   for f in train dev test; do gzip -c "$sst2/$f.tsv" >"$carry/sst2/$f.tsv.gz"; done
@@ -91,13 +81,10 @@ prepare() {
   [ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null || true
 
-  mkdir -p "$work/sst2" "$work/data" "$work/data-spirv"
+  mkdir -p "$work/sst2" "$work/data"
   if [ ! -x "$work/jigsaw-lab" ]; then
     xz -dc "$carry/jigsaw-lab.xz" >"$work/jigsaw-lab" && chmod +x "$work/jigsaw-lab"
     for f in train dev test; do gunzip -c "$carry/sst2/$f.tsv.gz" >"$work/sst2/$f.tsv"; done
-  fi
-  if [ -f "$carry/jigsaw-lab-spirv.xz" ] && [ ! -x "$work/jigsaw-lab-spirv" ]; then
-    xz -dc "$carry/jigsaw-lab-spirv.xz" >"$work/jigsaw-lab-spirv" && chmod +x "$work/jigsaw-lab-spirv"
   fi
   export JIGSAW_DATA_DIR="$work/data" JIGSAW_MODELS_DIR="$work/models" JIGSAW_SST2_DIR="$work/sst2"
   export JIGSAW_DEVICE=gpu RUST_BACKTRACE=1
@@ -124,18 +111,6 @@ run() {
       >>"$out/burn-tasks-$tasks.jsonl"
     echo "bench exit $?"
   done
-  if [ -x "$work/jigsaw-lab-spirv" ]; then
-    local float
-    for float in $(echo "${SPIRV_FLOATS:-flex32}" | tr , ' '); do
-      echo "==> [$((SECONDS - start)) s] burn bench, SPIR-V build, $float"
-      # shellcheck disable=SC2086
-      JIGSAW_DATA_DIR="$work/data-spirv" JIGSAW_GPU_FLOAT=$float timeout "${SPIRV_TIMEOUT:-240}" \
-        "$work/jigsaw-lab-spirv" bench \
-        ${SPIRV_BENCH_ARGS:-${BENCH_ARGS:---warmup 3 --windows 5 --steps-per-window 6}} \
-        >>"$out/burn-spirv.jsonl"
-      echo "bench exit $?"
-    done
-  fi
   local shape
   for shape in $(echo "${PROFILE_SHAPES:-}" | tr , ' '); do
     echo "==> [$((SECONDS - start)) s] kernel profile, ${PROFILE_MODEL:-minilm} $shape"
@@ -201,12 +176,6 @@ sweep() {
   local train_time=$((budget - 15))
   echo "==> [$((SECONDS - start)) s] SST-2 accuracy runs, side by side, ${train_time} s at most"
   local common="--batch-size 32 --max-len 64 --seed 42 --test-each-epoch --events ${TRAIN_ARGS:-}"
-  local train_bin=$bin
-  if [ "${SWEEP_BUILD:-}" = spirv ]; then
-    train_bin=$work/jigsaw-lab-spirv
-    export JIGSAW_DATA_DIR="$work/data-spirv" JIGSAW_GPU_FLOAT="${SWEEP_FLOAT:-flex32}"
-    echo "training with the SPIR-V build, JIGSAW_GPU_FLOAT=$JIGSAW_GPU_FLOAT"
-  fi
   local -A settings=(
     [full-5e-5]="--lr 5e-5 --epochs 3 --warmup-ratio 0.1"
     [full-8e-5]="--lr 8e-5 --epochs 3 --warmup-ratio 0.1"
@@ -227,7 +196,7 @@ sweep() {
   local name
   for name in $(echo "${RUNS:-full-5e-5,full-1e-4,lora-r16}" | tr , ' '); do
     # shellcheck disable=SC2086
-    (timeout "$train_time" "$train_bin" train ${settings[$name]} $common 2> >(sed -u "s/^/[$name] /" >&2) \
+    (timeout "$train_time" "$bin" train ${settings[$name]} $common 2> >(sed -u "s/^/[$name] /" >&2) \
       | stamp >"$out/$name.jsonl"; echo "[$name] exit ${PIPESTATUS[0]}") &
   done
   wait $(jobs -p | grep -vx "$sampler")
@@ -242,14 +211,14 @@ summary() {
   python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-for name in ("burn", "burn-spirv", "torch"):
+for name in ("burn", "torch"):
     for line in (out / f"{name}.jsonl").read_text().splitlines() if (out / f"{name}.jsonl").exists() else []:
         r = json.loads(line)
         print(f"{r['impl']:10} {r['dtype']:5} {r['model']:10} {r['seq']}x{r['batch']}: "
               f"{r['examples_per_s']:8.1f} ex/s {r['step_ms_median']:7.1f} ms/step peak {r['peak_mem_mb']} MB "
               f"warmup {r.get('warmup_s')} s {r.get('optimizer', '')} phases {r.get('phases')}")
 for path in sorted(out.glob("*.jsonl")):
-    if path.stem in ("burn", "burn-spirv", "torch"):
+    if path.stem in ("burn", "torch"):
         continue
     first_step = None
     for line in path.read_text().splitlines():

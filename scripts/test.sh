@@ -29,9 +29,6 @@ export JIGSAW_TEST_POSTGRES_URL="${JIGSAW_TEST_POSTGRES_URL:-postgres://postgres
 # no other test asks for `gpu`), and that file must run.
 JIGSAW_GPU_ALLOW_SOFTWARE=1 JIGSAW_TEST_GPU=required JIGSAW_TEST_SITE_ROOT="$PWD/target/site" \
   cargo test --release --workspace --exclude frontend
-say "The GPU code paths again, computing in flex32 (JIGSAW_GPU_FLOAT)"
-JIGSAW_GPU_ALLOW_SOFTWARE=1 JIGSAW_TEST_GPU=required JIGSAW_GPU_FLOAT=flex32 \
-  cargo test --release -p trainer --test gpu
 
 say "Browser tests (Playwright + Chromium)"
 (cd end2end && JIGSAW_BIN="$CARGO_TARGET_DIR/release/jigsaw-lab" JIGSAW_TEST_SITE_ROOT="$PWD/../target/site" npm test)

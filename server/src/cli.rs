@@ -439,7 +439,7 @@ fn load_predictor(
 ) -> Result<trainer::inference::Predictor, String> {
     let device = config
         .open_device(config.device)
-        .map_err(|e| format!("{}: {e}", e.setting()))?;
+        .map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
     trainer::inference::Predictor::load(dir, max_len, device.device()).map_err(|e| e.to_string())
 }
 
@@ -563,7 +563,7 @@ pub fn bench(args: &[String], config: &Config) -> Result<bool, String> {
     let options = parse_bench_args(args)?;
     let device = config
         .open_device(config.device)
-        .map_err(|e| format!("{}: {e}", e.setting()))?;
+        .map_err(|e| format!("JIGSAW_DEVICE: {e}"))?;
     eprintln!(
         "jigsaw-lab bench on {}: {} warm-up steps, {} windows of {} steps",
         device.description(),

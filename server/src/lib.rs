@@ -44,7 +44,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
     let warnings = config.preflight()?;
     let device = config
         .open_device(config.device)
-        .map_err(|e| ConfigError::new(e.setting(), e.to_string()))?;
+        .map_err(|e| ConfigError::new("JIGSAW_DEVICE", e.to_string()))?;
     tracing::info!(device = %device.description(), "compute device chosen");
 
     let model_dir = config.default_model_dir();

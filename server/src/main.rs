@@ -13,7 +13,7 @@ Usage: jigsaw-lab [serve]           serve the web app
        jigsaw-lab bench [options]   training-step throughput (jigsaw-lab bench --help)
 
 Serves Jigsaw Lab. Settings come from environment variables (JIGSAW_BIND, JIGSAW_DATA_DIR,
-DATABASE_URL, JIGSAW_MODELS_DIR, JIGSAW_SST2_DIR, JIGSAW_DEVICE, JIGSAW_GPU_FLOAT, JIGSAW_SITE_ROOT,
+DATABASE_URL, JIGSAW_MODELS_DIR, JIGSAW_SST2_DIR, JIGSAW_DEVICE, JIGSAW_SITE_ROOT,
 JIGSAW_LOG_FORMAT, JIGSAW_SECURE_COOKIES) and the optional TOML file named by JIGSAW_CONFIG (default ./jigsaw.toml).
 See README.md.";
 

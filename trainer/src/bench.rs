@@ -192,12 +192,8 @@ pub struct BenchRecord {
     /// `burn-wgpu` or `burn-flex`.
     #[serde(rename = "impl")]
     pub implementation: String,
-    /// `fp32`, or `flex32` on a GPU opened with `JIGSAW_GPU_FLOAT=flex32`.
+    /// Always `fp32` here.
     pub dtype: String,
-    /// The GPU shader compiler of this build: `spirv` (the `vulkan` build, Vulkan adapters
-    /// only) or `wgsl`; absent on the CPU.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub compiler: Option<String>,
     /// The AdamW implementation: `per-tensor` or `flat`.
     pub optimizer: String,
     /// Sequences per step.
@@ -378,15 +374,7 @@ pub fn measure(
             BackendKind::Gpu => "burn-wgpu",
         }
         .into(),
-        dtype: compute.float().name().into(),
-        compiler: (compute.kind() == BackendKind::Gpu).then(|| {
-            if cfg!(feature = "vulkan") {
-                "spirv"
-            } else {
-                "wgsl"
-            }
-            .to_string()
-        }),
+        dtype: "fp32".into(),
         optimizer: if flat { "flat" } else { "per-tensor" }.into(),
         batch: shape.batch,
         seq: shape.seq,

@@ -173,12 +173,7 @@ fn kept_model_file(dir: &Path, step: usize, evaluation: BestEvaluation) -> Optio
 pub fn load_model(model: SequenceClassifier, path: &Path) -> Result<SequenceClassifier, String> {
     let record =
         burn::store::ModuleRecord::from_bytes(read_whole(path)?).map_err(|e| io(path, e))?;
-    let device = model.devices().into_iter().next();
-    let loaded = model.try_load_record(record).map_err(|e| io(path, e))?;
-    Ok(match device {
-        Some(device) => loaded.in_float_of(&device),
-        None => loaded,
-    })
+    model.try_load_record(record).map_err(|e| io(path, e))
 }
 
 /// The bytes of the checkpoint file `path`, read into memory.

@@ -4,10 +4,8 @@
 //! Software GPU adapters (llvmpipe, lavapipe) count as no GPU: they are far slower than the
 //! CPU backend for training. With `JIGSAW_GPU_ALLOW_SOFTWARE=1`, `gpu` (never `auto`) takes
 //! one when there is no hardware GPU, which runs the GPU code paths anywhere, slowly.
-//!
-//! `JIGSAW_GPU_FLOAT` picks the GPU's float type (see [`GpuFloat`]); the CPU is always fp32.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use std::fmt;
 use std::str::FromStr;
 
@@ -36,71 +34,15 @@ impl FromStr for DeviceChoice {
     }
 }
 
-/// The float type a GPU device computes in (`JIGSAW_GPU_FLOAT`: `f32`, the default, or
-/// `flex32`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GpuFloat {
-    /// fp32 storage and arithmetic.
-    #[default]
-    F32,
-    /// burn's flex32: values stored as fp32, matrix products allowed to take f16 inputs with
-    /// fp32 accumulation, on tensor cores where the shader compiler reaches them (the SPIR-V
-    /// compiler of the `vulkan` build on NVIDIA). Elsewhere it computes as fp32 does.
-    Flex32,
-}
-
-impl GpuFloat {
-    /// The name benchmark records use: `fp32` or `flex32`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "fp32",
-            Self::Flex32 => "flex32",
-        }
-    }
-
-    /// What `JIGSAW_GPU_FLOAT` asks for (fp32 when unset).
-    pub fn from_env() -> Result<Self, DeviceError> {
-        match std::env::var("JIGSAW_GPU_FLOAT") {
-            Ok(text) => text.parse(),
-            Err(_) => Ok(Self::F32),
-        }
-    }
-}
-
-impl FromStr for GpuFloat {
-    type Err = DeviceError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "f32" | "fp32" => Ok(Self::F32),
-            "flex32" => Ok(Self::Flex32),
-            _ => Err(DeviceError::UnknownFloat(text.to_string())),
-        }
-    }
-}
-
 /// Why a device could not be chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
     /// The choice is not one of auto, gpu, cpu.
     #[error("\u{201c}{0}\u{201d} is not a device choice; use auto, gpu or cpu")]
     UnknownChoice(String),
-    /// `JIGSAW_GPU_FLOAT` is not one of f32, flex32.
-    #[error("JIGSAW_GPU_FLOAT=\u{201c}{0}\u{201d} is not a GPU float type; use f32 or flex32")]
-    UnknownFloat(String),
     /// A GPU was demanded but none is usable.
     #[error("a GPU was requested but none is usable ({0}); use auto or cpu to train on the CPU")]
     NoGpu(String),
-}
-
-impl DeviceError {
-    /// The setting at fault: `JIGSAW_GPU_FLOAT` or `JIGSAW_DEVICE`.
-    pub fn setting(&self) -> &'static str {
-        match self {
-            Self::UnknownFloat(_) => "JIGSAW_GPU_FLOAT",
-            Self::UnknownChoice(_) | Self::NoGpu(_) => "JIGSAW_DEVICE",
-        }
-    }
 }
 
 /// Which kind of backend a [`ComputeDevice`] runs on.
@@ -119,7 +61,6 @@ pub struct ComputeDevice {
     kind: BackendKind,
     name: String,
     card: String,
-    float: GpuFloat,
 }
 
 impl ComputeDevice {
@@ -132,7 +73,6 @@ impl ComputeDevice {
             kind: BackendKind::Cpu,
             name: format!("{threads} threads"),
             card: cpu_model_name(),
-            float: GpuFloat::F32,
         }
     }
 
@@ -152,19 +92,11 @@ impl ComputeDevice {
         self.kind
     }
 
-    /// The float type tensors are created in (always fp32 on the CPU).
-    pub fn float(&self) -> GpuFloat {
-        self.float
-    }
-
     /// For logs and the UI, e.g. "GPU: NVIDIA H200 (burn wgpu)" or "CPU: 2 threads (burn flex)".
     pub fn description(&self) -> String {
-        match (self.kind, self.float) {
-            (BackendKind::Cpu, _) => format!("CPU: {} (burn flex)", self.name),
-            (BackendKind::Gpu, GpuFloat::F32) => format!("GPU: {} (burn wgpu)", self.name),
-            (BackendKind::Gpu, GpuFloat::Flex32) => {
-                format!("GPU: {} (burn wgpu, flex32)", self.name)
-            }
+        match self.kind {
+            BackendKind::Cpu => format!("CPU: {} (burn flex)", self.name),
+            BackendKind::Gpu => format!("GPU: {} (burn wgpu)", self.name),
         }
     }
 }
@@ -204,13 +136,6 @@ fn keep_tensor_buffers_in_the_heap() {
     }
 }
 
-/// A float tensor holding `data`, in the float type `device` computes in. burn's
-/// `Tensor::from_data` keeps the data's own type (fp32 here) even on a device configured
-/// for another, such as flex32 ([`GpuFloat::Flex32`]), and burn refuses to mix the two.
-pub(crate) fn float_tensor<const D: usize>(data: TensorData, device: &Device) -> Tensor<D> {
-    Tensor::<D>::from_data(data, device).cast(device.settings().float_dtype)
-}
-
 /// The CPU's model name as /proc/cpuinfo gives it, or "unknown CPU" where there is none.
 fn cpu_model_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -247,25 +172,21 @@ fn software_gpu_allowed() -> bool {
 pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
     match choice {
         DeviceChoice::Cpu => Ok(ComputeDevice::cpu()),
-        DeviceChoice::Gpu => {
-            gpu::open(software_gpu_allowed(), GpuFloat::from_env()?).map_err(DeviceError::NoGpu)
-        }
-        DeviceChoice::Auto => Ok(gpu::open(false, GpuFloat::from_env()?).unwrap_or_else(
-            |reason| {
-                tracing::info!(%reason, "no usable GPU; training on the CPU");
-                ComputeDevice::cpu()
-            },
-        )),
+        DeviceChoice::Gpu => gpu::open(software_gpu_allowed()).map_err(DeviceError::NoGpu),
+        DeviceChoice::Auto => Ok(gpu::open(false).unwrap_or_else(|reason| {
+            tracing::info!(%reason, "no usable GPU; training on the CPU");
+            ComputeDevice::cpu()
+        })),
     }
 }
 
 #[cfg(feature = "wgpu")]
 mod gpu {
-    use super::{BackendKind, ComputeDevice, GpuFloat};
+    use super::{BackendKind, ComputeDevice};
     use burn::cubecl::config::cache::CacheConfig;
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
     use burn::tensor::wgpu::wgpu;
-    use burn::tensor::{Device, DeviceKind, FloatDType};
+    use burn::tensor::{Device, DeviceKind};
     use std::path::Path;
 
     /// See [`super::keep_gpu_cache_in`].
@@ -287,8 +208,8 @@ mod gpu {
     }
 
     /// Opens the first hardware GPU adapter wgpu finds (or a software one, when allowed and
-    /// there is no hardware), creating float tensors as `float`.
-    pub fn open(allow_software: bool, float: GpuFloat) -> Result<ComputeDevice, String> {
+    /// there is no hardware).
+    pub fn open(allow_software: bool) -> Result<ComputeDevice, String> {
         let info = adapters(allow_software)
             .into_iter()
             .next()
@@ -304,21 +225,15 @@ mod gpu {
             wgpu::DeviceType::Cpu => DeviceKind::Cpu,
             _ => DeviceKind::DefaultDevice,
         };
-        let mut device = Device::wgpu_options()
+        let device = Device::wgpu_options()
             .device_kind(kind)
             .init()
             .map_err(|e| format!("{} could not be opened: {e}", info.name))?;
-        if float == GpuFloat::Flex32 {
-            device
-                .configure(FloatDType::Flex32)
-                .map_err(|e| format!("{} cannot compute in flex32: {e:?}", info.name))?;
-        }
         Ok(ComputeDevice {
             device,
             kind: BackendKind::Gpu,
             name: format!("{} ({:?})", info.name, info.backend),
             card: info.name.clone(),
-            float,
         })
     }
 
@@ -351,7 +266,7 @@ mod gpu {
 
 #[cfg(not(feature = "wgpu"))]
 mod gpu {
-    use super::{ComputeDevice, GpuFloat};
+    use super::ComputeDevice;
 
     /// This build has no GPU support, so there is no cache to place.
     pub fn keep_cache_in(_dir: &std::path::Path) -> bool {
@@ -359,7 +274,7 @@ mod gpu {
     }
 
     /// This build has no GPU support.
-    pub fn open(_allow_software: bool, _float: GpuFloat) -> Result<ComputeDevice, String> {
+    pub fn open(_allow_software: bool) -> Result<ComputeDevice, String> {
         Err(
             "this build of Jigsaw Lab has no GPU support (the trainer's `wgpu` feature is off)"
                 .into(),
@@ -380,13 +295,6 @@ mod tests {
         let error = "tpu".parse::<DeviceChoice>().unwrap_err().to_string();
         assert!(
             error.contains("tpu") && error.contains("auto, gpu or cpu"),
-            "{error}"
-        );
-        assert_eq!(" FP32".parse(), Ok(GpuFloat::F32));
-        assert_eq!("flex32".parse(), Ok(GpuFloat::Flex32));
-        let error = "f16".parse::<GpuFloat>().unwrap_err().to_string();
-        assert!(
-            error.contains("JIGSAW_GPU_FLOAT") && error.contains("f32 or flex32"),
             "{error}"
         );
     }

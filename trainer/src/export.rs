@@ -6,7 +6,6 @@
 use crate::model::{Family, SequenceClassifier};
 use crate::train::LABELS;
 use burn::store::{BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, SafetensorsStore};
-use burn::tensor::FloatDType;
 use std::path::{Path, PathBuf};
 
 /// Why an export failed.
@@ -212,11 +211,9 @@ pub fn export_hf(
         .with_to_adapter(BurnToPyTorchAdapter)
         .remap(remapper)
         .metadata("format", "pt");
-    // HF checkpoints hold fp32, whatever the device computed in.
     model
         .clone()
         .merge_lora()
-        .in_float(FloatDType::F32)
         .save_into(&mut store)
         .map_err(|e| fail(&weights, e.to_string()))?;
     Ok(())

@@ -64,11 +64,7 @@ fn per_head(layers: Vec<Tensor<4>>) -> Vec<Vec<Vec<f32>>> {
         .into_iter()
         .map(|layer| {
             let [_, heads, seq, _] = layer.dims();
-            let values = layer
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
+            let values = layer.into_data().try_into_vec::<f32>().unwrap_or_default();
             values
                 .chunks(seq * seq)
                 .take(heads)
@@ -140,13 +136,8 @@ impl Predictor {
             &self.device,
         );
         let output = self.model.encode(&batch, true);
-        let vector = |tensor: Tensor<2>| {
-            tensor
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default()
-        };
+        let vector =
+            |tensor: Tensor<2>| tensor.into_data().try_into_vec::<f32>().unwrap_or_default();
         let seq_len = encoding.ids.len();
         let attentions = per_head(output.attentions)
             .into_iter()
@@ -176,21 +167,12 @@ impl Predictor {
         let hidden = self.model.encode(&batch, false).hidden;
         let cls = SequenceClassifier::first_token(&hidden);
         let logits = self.model.head.forward(cls.clone());
-        let cls = cls
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
+        let cls = cls.into_data().try_into_vec::<f32>().unwrap_or_default();
         let probs = softmax(logits.clone(), 1)
             .into_data()
-            .convert::<f32>()
             .try_into_vec::<f32>()
             .unwrap_or_default();
-        let logits = logits
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
+        let logits = logits.into_data().try_into_vec::<f32>().unwrap_or_default();
         let best = probs
             .iter()
             .enumerate()

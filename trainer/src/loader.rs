@@ -110,7 +110,7 @@ pub fn load(
     let mut model = SequenceClassifier::new(&config, num_labels, device);
     let report = load_weights(&mut model, &config, num_labels, &WeightsFile::find(dir)?)?;
     Ok(LoadedModel {
-        model: model.in_float_of(device),
+        model,
         config,
         tokenizer,
         report,

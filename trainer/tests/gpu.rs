@@ -6,16 +6,14 @@
 //! `make test` runs this file with `JIGSAW_GPU_ALLOW_SOFTWARE=1` and
 //! `JIGSAW_TEST_GPU=required`, so on a machine without a GPU Mesa's lavapipe stands in and
 //! the tests must run. Without either variable and without a GPU, they say so and pass.
-//! It runs the file a second time with `JIGSAW_GPU_FLOAT=flex32`: on lavapipe (WGSL) flex32
-//! computes as fp32 does, so the same tolerances hold while every path handles flex32 tensors.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use trainer::device::{BackendKind, ComputeDevice, DeviceChoice, GpuFloat, select};
+use trainer::device::{BackendKind, ComputeDevice, DeviceChoice, select};
 use trainer::events::{EvalSplit, Event};
 use trainer::loader;
 use trainer::model::{BatchTensors, SequenceClassifier};
@@ -53,11 +51,7 @@ fn one_trainer_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
+    tensor.into_data().try_into_vec::<f32>().unwrap()
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
@@ -76,16 +70,6 @@ fn the_encoder_computes_on_the_gpu_what_it_computes_on_the_cpu() {
     let cpu = Device::flex();
     let on_cpu = loader::load(&dir, 2, 32, &cpu).unwrap();
     let on_gpu = loader::load(&dir, 2, 32, gpu.device()).unwrap();
-    // Weights come from the file as fp32; on the GPU they take the float type it computes in.
-    let float = match gpu.float() {
-        GpuFloat::F32 => DType::F32,
-        GpuFloat::Flex32 => DType::Flex32,
-    };
-    let weight = on_gpu.model.layers[0].attention.query.weight.val();
-    assert_eq!(weight.dtype(), float);
-    // Training's autodiff device creates tensors (LoRA branches, optimizer state) in it too.
-    let training = gpu.device().clone().autodiff();
-    assert_eq!(Tensor::<1>::zeros([1], &training).dtype(), float);
     // Two lengths, so the shorter sentence is padded and masked.
     let tokens = on_cpu
         .tokenizer

@@ -15,10 +15,9 @@ pub use encoder::{EncoderLayer, SelfAttention};
 pub use head::{ClassificationHead, HeadStyle};
 pub use lora::{LoraBranch, LoraSettings};
 
-use crate::device::float_tensor;
 use crate::tokenize::TokenBatch;
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Added to attention scores at padding positions, so their probability is exactly 0.
 const MASKED_SCORE: f32 = -1.0e9;
@@ -51,7 +50,7 @@ impl BatchTensors {
                 .iter()
                 .any(|&segment| segment != 0)
                 .then(|| ints(&batch.type_ids)),
-            mask: float_tensor(TensorData::new(mask, shape), device),
+            mask: Tensor::<2>::from_data(TensorData::new(mask, shape), device),
         }
     }
 }
@@ -86,19 +85,6 @@ impl SequenceClassifier {
                 .collect(),
             head: ClassificationHead::new(config, num_labels, device),
         }
-    }
-
-    /// The model with every float parameter in `device`'s float type. Weights read from a
-    /// file keep the file's fp32, whatever the device computes in; a device that computes in
-    /// flex32 ([`crate::device::GpuFloat`]) needs its parameters in flex32 as well. A no-op
-    /// where they already are.
-    pub fn in_float_of(self, device: &Device) -> Self {
-        self.in_float(device.settings().float_dtype)
-    }
-
-    /// The model with every float parameter in `dtype`.
-    pub fn in_float(self, dtype: FloatDType) -> Self {
-        self.map(&mut CastFloats(dtype))
     }
 
     /// Adds LoRA branches beside every layer's attention query and value projections.
@@ -170,30 +156,5 @@ impl SequenceClassifier {
     pub fn forward(&self, batch: &BatchTensors) -> Tensor<2> {
         let output = self.encode(batch, false);
         self.head.forward(Self::first_token(&output.hidden))
-    }
-}
-
-/// Casts every float parameter to one float type, keeping its id, its autodiff association
-/// and whether it requires a gradient.
-struct CastFloats(FloatDType);
-
-impl ModuleMapper for CastFloats {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, value, mapper) = param.consume();
-        if FloatDType::from(value.dtype()) == self.0 {
-            return Param::from_mapped_value(id, value, mapper);
-        }
-        let strategy = value.gradient_checkpointing_strategy();
-        let require_grad = value.is_require_grad();
-        let mut cast = value.without_autodiff().cast(self.0);
-        if let Some(strategy) = strategy {
-            cast = cast
-                .autodiff()
-                .with_gradient_checkpointing_strategy(strategy);
-        }
-        if require_grad {
-            cast = cast.require_grad();
-        }
-        Param::from_mapped_value(id, cast, mapper)
     }
 }

@@ -15,7 +15,6 @@
 //! model's own checkpoint.
 
 use super::{BETA_1, BETA_2, clip_scale};
-use crate::device::float_tensor;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Shape, Tensor, TensorData};
@@ -193,7 +192,7 @@ impl FlatAdamW {
         for slot in slots.iter().filter(|slot| slot.decay) {
             mask[slot.offset..slot.offset + slot.len()].fill(1.0);
         }
-        let flat = |values: Vec<f32>| float_tensor(TensorData::new(values, [total]), device);
+        let flat = |values: Vec<f32>| Tensor::from_data(TensorData::new(values, [total]), device);
         let (time, moment_1, moment_2) = match self.loaded.take() {
             Some(saved) => {
                 assert!(
