@@ -9,7 +9,7 @@
 #                                     next to the Vulkan loaders in .gl/
 #   bench/gpu_session.sh stage-model  there, call 1 (carry .devicecarry-model): unpack the model
 #   bench/gpu_session.sh run          there, call 2 (carry .devicecarry and .gl), with $OUT set:
-#                                     the benches, then (if BUDGET_S leaves time) the sweep
+#                                     the benches, then (if RUNS is set and BUDGET_S leaves time) the sweep
 #   bench/gpu_session.sh sweep        there, call 3 (same carry), with $OUT set: the accuracy
 #                                     runs only
 #
@@ -26,6 +26,9 @@
 # so the sweep's runs start on a machine that has trained before), FIRST_LOSS (a number of
 # runs: `train --first-loss`, the time to each run's first loss point in one process, with
 # the start-up phases logged; run it after WARM_TRAIN to see a machine that has run before).
+# `pack` takes the binary BIN (default: the release build's). `run` goes on to the accuracy
+# runs only when RUNS names them; a run `NAME@SEED` trains setting NAME with that seed (42
+# otherwise).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 carry=.devicecarry
@@ -35,7 +38,7 @@ model_dir=$work/models/all-MiniLM-L6-v2
 
 pack() {
   source scripts/env.sh
-  local bin="$CARGO_TARGET_DIR/release/jigsaw-lab" model="$JIGSAW_MODELS_DIR/all-MiniLM-L6-v2"
+  local bin="${BIN:-$CARGO_TARGET_DIR/release/jigsaw-lab}" model="$JIGSAW_MODELS_DIR/all-MiniLM-L6-v2"
   local sst2="${JIGSAW_SST2_DIR:-../shared/data/sst2}"
   [ -x "$bin" ] || { echo "pack: build $bin first" >&2; exit 2; }
   [ -f "$model/model.safetensors" ] || { echo "pack: no model in $model (scripts/setup.sh)" >&2; exit 2; }
@@ -138,7 +141,9 @@ run() {
     echo "first-loss exit ${PIPESTATUS[0]}"
   fi
   local left=$((budget - (SECONDS - start)))
-  if [ "$left" -gt 120 ]; then
+  # Accuracy runs only when asked for: an unasked sweep once spent device time on runs that
+  # the budget then cut short.
+  if [ -n "${RUNS:-}" ] && [ "$left" -gt 120 ]; then
     BUDGET_S=$left sweep
   fi
 }
@@ -175,7 +180,7 @@ sweep() {
   fi
   local train_time=$((budget - 15))
   echo "==> [$((SECONDS - start)) s] SST-2 accuracy runs, side by side, ${train_time} s at most"
-  local common="--batch-size 32 --max-len 64 --seed 42 --test-each-epoch --events ${TRAIN_ARGS:-}"
+  local common="--batch-size 32 --max-len 64 --test-each-epoch --events ${TRAIN_ARGS:-}"
   local -A settings=(
     [full-5e-5]="--lr 5e-5 --epochs 3 --warmup-ratio 0.1"
     [full-8e-5]="--lr 8e-5 --epochs 3 --warmup-ratio 0.1"
@@ -193,11 +198,14 @@ sweep() {
   (while sleep 10; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader \
     | sed "s/^/$((SECONDS - start)) s, /"; done >"$out/gpu_memory.csv" 2>/dev/null) &
   local sampler=$!
-  local name
+  local name key seed
   for name in $(echo "${RUNS:-full-5e-5,full-1e-4,lora-r16}" | tr , ' '); do
+    key=${name%@*} seed=42
+    [[ $name == *@* ]] && seed=${name#*@}
     # shellcheck disable=SC2086
-    (timeout "$train_time" "$bin" train ${settings[$name]} $common 2> >(sed -u "s/^/[$name] /" >&2) \
-      | stamp >"$out/$name.jsonl"; echo "[$name] exit ${PIPESTATUS[0]}") &
+    (timeout "$train_time" "$bin" train ${settings[$key]} --seed "$seed" $common \
+      2> >(sed -u "s/^/[$name] /" >&2) | stamp >"$out/${name//@/-}.jsonl"
+      echo "[$name] exit ${PIPESTATUS[0]}") &
   done
   wait $(jobs -p | grep -vx "$sampler")
   kill "$sampler" 2>/dev/null
