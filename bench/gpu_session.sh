@@ -198,16 +198,21 @@ sweep() {
   (while sleep 10; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader \
     | sed "s/^/$((SECONDS - start)) s, /"; done >"$out/gpu_memory.csv" 2>/dev/null) &
   local sampler=$!
-  local name key seed
+  local name key seed runs=()
   for name in $(echo "${RUNS:-full-5e-5,full-1e-4,lora-r16}" | tr , ' '); do
     key=${name%@*} seed=42
     [[ $name == *@* ]] && seed=${name#*@}
+    if [ -z "${settings[$key]+set}" ]; then
+      echo "[$name] skipped: no setting named $key (see settings in bench/gpu_session.sh)"
+      continue
+    fi
     # shellcheck disable=SC2086
     (timeout "$train_time" "$bin" train ${settings[$key]} --seed "$seed" $common \
       2> >(sed -u "s/^/[$name] /" >&2) | stamp >"$out/${name//@/-}.jsonl"
       echo "[$name] exit ${PIPESTATUS[0]}") &
+    runs+=($!)
   done
-  wait $(jobs -p | grep -vx "$sampler")
+  [ ${#runs[@]} -eq 0 ] || wait "${runs[@]}"
   kill "$sampler" 2>/dev/null
   echo "GPU cache after the runs: $(du -sh "$work/data/gpu-cache" 2>/dev/null)"
   echo "==> [$((SECONDS - start)) s] done"
