@@ -243,26 +243,6 @@ async fn the_tokenizer_playground_splits_with_the_default_model() {
     assert_eq!(result["pieces"].as_array().unwrap().len(), 512);
 }
 
-#[test]
-fn the_browser_steps_calculator_matches_the_trainer() {
-    for examples in [1, 7, 999, 1_000, 67_349] {
-        for batch in [1, 8, 10, 32] {
-            for ratio in [0.0, 0.06, 0.1, 0.2] {
-                let ours = app::widgets::step_plan(examples, batch, 3, ratio).unwrap();
-                let trainer = trainer::train::StepPlan::new(examples, batch, 3, ratio);
-                assert_eq!(
-                    (ours.steps_per_epoch, ours.total_steps, ours.warmup_steps),
-                    (
-                        trainer.steps_per_epoch,
-                        trainer.total_steps,
-                        trainer.warmup_steps
-                    )
-                );
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_attention_viewer_returns_every_layer_and_head() {
     let server = Server::start();

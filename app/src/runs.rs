@@ -8,6 +8,8 @@
 
 use crate::error::AppError;
 use leptos::prelude::*;
+use run_protocol::RunSettings;
+use run_protocol::settings::{DEFAULT_LEARNING_RATE_FULL, DEFAULT_LEARNING_RATE_LORA};
 use serde::{Deserialize, Serialize};
 
 /// Where a run is in its life.
@@ -61,60 +63,6 @@ impl RunStatus {
     }
 }
 
-/// A run's checked settings, as stored with it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSettings {
-    /// Model directory name under the models folder.
-    pub model: String,
-    /// LoRA rank; `None` for full fine-tuning.
-    pub lora_rank: Option<usize>,
-    /// LoRA alpha (with a rank).
-    pub lora_alpha: Option<f64>,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// Sentences per step.
-    pub batch_size: usize,
-    /// Passes over the training data.
-    pub epochs: usize,
-    /// Share of steps warming up.
-    pub warmup_ratio: f64,
-    /// Longest sequence in tokens.
-    pub max_len: usize,
-    /// Train on this many sentences only.
-    pub train_subset: Option<usize>,
-    /// Seed for order, dropout and the head.
-    pub seed: u64,
-    /// A sentence of the team's choosing whose attention is shown.
-    pub probe_sentence: String,
-}
-
-impl RunSettings {
-    /// The settings in one line, e.g. "all-MiniLM-L6-v2 · full · lr 2e-5 · batch 32 · 3 epochs · max_len 64".
-    pub fn summary(&self) -> String {
-        let method = match self.lora_rank {
-            Some(rank) => format!("LoRA r={rank}"),
-            None => "full".to_string(),
-        };
-        format!(
-            "{} · {method} · lr {:e} · batch {} · {} epochs · max_len {}",
-            self.model, self.learning_rate, self.batch_size, self.epochs, self.max_len
-        )
-    }
-}
-
-/// The run form's learning rate for full fine-tuning. With the form's other defaults (batch
-/// 32, 2 epochs, warmup 0.1, max_len 64) and the worker keeping the model of the best
-/// validation evaluation, it gave all-MiniLM-L6-v2 90.48% on SST-2 dev on an NVIDIA H200
-/// with two seeds (docs/benchmarks.md).
-pub const DEFAULT_LEARNING_RATE_FULL: &str = "5e-5";
-/// The run form's learning rate for LoRA (r 16, alpha 32): 87.61% on SST-2 dev in the same
-/// setting, 96.8% of full fine-tuning (5e-4 over 3 epochs gave 87.39%, 2e-3 over 2 epochs
-/// 86.81%).
-pub const DEFAULT_LEARNING_RATE_LORA: &str = "1e-3";
-/// The run form's epochs: a third epoch lowered SST-2 dev accuracy in every measured
-/// schedule (docs/benchmarks.md), and takes a third longer.
-pub const DEFAULT_EPOCHS: &str = "2";
-
 /// The learning rate the form shows after the method changes to `method`: that method's
 /// default when the field still holds the other method's default, else what was typed.
 pub fn default_learning_rate_after_switch(current: &str, method: &str) -> String {
@@ -123,11 +71,16 @@ pub fn default_learning_rate_after_switch(current: &str, method: &str) -> String
     } else {
         (DEFAULT_LEARNING_RATE_LORA, DEFAULT_LEARNING_RATE_FULL)
     };
-    if current.trim() == other {
-        own.to_string()
+    if current.trim().parse::<f64>() == Ok(other) {
+        format_rate(own)
     } else {
         current.to_string()
     }
+}
+
+/// A learning rate as the form shows it: 5e-5, 1e-3.
+pub fn format_rate(rate: f64) -> String {
+    format!("{rate:e}")
 }
 
 /// A base model a team can fine-tune.
@@ -207,81 +160,6 @@ pub struct Boards {
     pub private: Option<Vec<BoardLine>>,
     /// Whether the private board is revealed to students.
     pub revealed: bool,
-}
-
-/// A run event as the browser reads it from the live stream (the trainer's event, with
-/// only the fields the pages draw).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum RunEvent {
-    /// The run loaded its model and data.
-    Started {
-        /// The compute device.
-        device: String,
-        /// All parameters.
-        params_total: usize,
-        /// Parameters being trained.
-        params_trainable: usize,
-        /// Optimizer steps planned.
-        steps_planned: usize,
-        /// Set when the run resumed from a checkpoint.
-        resumed_from_step: Option<usize>,
-    },
-    /// One optimizer step.
-    Step {
-        /// 1-based step.
-        step: usize,
-        /// Training loss.
-        loss: f64,
-        /// Learning rate used.
-        lr: f64,
-        /// Throughput.
-        examples_per_sec: f64,
-    },
-    /// An evaluation.
-    Eval {
-        /// After this step.
-        step: usize,
-        /// "validation" or "private_test".
-        split: String,
-        /// Mean loss.
-        loss: f64,
-        /// Accuracy, 0..1.
-        accuracy: f64,
-    },
-    /// Attention maps of one probe sentence.
-    Attention {
-        /// After this step (0 = before training).
-        step: usize,
-        /// The sentence.
-        sentence: String,
-        /// Its tokens.
-        tokens: Vec<String>,
-        /// `[layer][head][query * tokens + key]`.
-        matrices: Vec<Vec<Vec<f32>>>,
-    },
-    /// A checkpoint was written.
-    Checkpoint {
-        /// Its step.
-        step: usize,
-    },
-    /// The run finished.
-    Finished {},
-    /// The loss blew up.
-    Diverged {
-        /// At this step.
-        step: usize,
-    },
-    /// The run failed.
-    Failed {
-        /// Why.
-        reason: String,
-    },
-    /// Someone cancelled it.
-    Cancelled {
-        /// After this step.
-        step: usize,
-    },
 }
 
 /// A finished run's model reading one sentence.
@@ -582,11 +460,12 @@ pub async fn reveal_board(class_id: i64, revealed: bool) -> Result<(), AppError>
 pub mod ssr {
     //! The run form's checks, run queries, and what the server shares with the worker.
 
-    use super::{
-        BoardLine, MAX_CURVE_POINTS, ModelChoice, RunEvent, RunSettings, RunStatus, RunSummary,
-    };
+    use super::{BoardLine, MAX_CURVE_POINTS, ModelChoice, RunStatus, RunSummary};
     use crate::db::DbPool;
     use crate::error::AppError;
+    use run_protocol::{
+        EvalSplit, Event, EventKind, LIMITS, Limits, LoraSettings, Method, RunSettings,
+    };
     use std::path::PathBuf;
     use std::sync::Arc;
     use tokio::sync::{Notify, broadcast};
@@ -719,12 +598,7 @@ pub mod ssr {
                     let config = trainer::loader::read_config(&dir).ok()?;
                     Some(ModelChoice {
                         name: entry.file_name().to_string_lossy().into_owned(),
-                        params: trainer::train::param_counts(
-                            &config,
-                            2,
-                            trainer::train::Method::Full,
-                        )
-                        .total,
+                        params: trainer::train::param_counts(&config, 2, Method::Full).total,
                     })
                 })
                 .collect();
@@ -755,11 +629,12 @@ pub mod ssr {
 
     /// Reads a run's curves from its stored step and evaluation events.
     pub async fn loss_curves(pool: &DbPool, run_id: i64) -> Result<LossCurves, AppError> {
-        let payloads: Vec<String> = sqlx::query_scalar(
-            "SELECT payload FROM run_events WHERE run_id = $1 AND \
-             (payload LIKE '{\"type\":\"step\"%' OR payload LIKE '{\"type\":\"eval\"%') ORDER BY seq",
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND kind IN ($2, $3) ORDER BY seq",
         )
         .bind(run_id)
+        .bind(EventKind::Step.as_str())
+        .bind(EventKind::Eval.as_str())
         .fetch_all(pool)
         .await?;
         let mut curves = LossCurves {
@@ -767,21 +642,24 @@ pub mod ssr {
             validation_loss: Vec::new(),
             validation_accuracy: Vec::new(),
         };
-        for payload in payloads {
-            match serde_json::from_str::<RunEvent>(&payload) {
-                Ok(RunEvent::Step { step, loss, .. }) => curves.loss.push((step as f64, loss)),
-                Ok(RunEvent::Eval {
+        for (seq, payload) in rows {
+            match serde_json::from_str::<Event>(&payload) {
+                Ok(Event::Step { step, loss, .. }) => curves.loss.push((step as f64, loss)),
+                Ok(Event::Eval {
                     step,
-                    split,
+                    split: EvalSplit::Validation,
                     loss,
                     accuracy,
-                }) if split == "validation" => {
+                }) => {
                     curves.validation_loss.push((step as f64, loss));
                     curves
                         .validation_accuracy
                         .push((step as f64, 100.0 * accuracy));
                 }
-                _ => {}
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(run = run_id, seq, %error, "a stored run event does not parse; its curve point is left out");
+                }
             }
         }
         curves.loss = downsample(&curves.loss, MAX_CURVE_POINTS);
@@ -875,36 +753,33 @@ pub mod ssr {
         })
     }
 
-    /// A float that must be finite and within `low..=high`.
+    /// A number within `range` (above its start when `low_open`), with a message naming
+    /// the field.
     fn float_in(
         field: &str,
         text: &str,
-        low: f64,
-        high: f64,
+        range: &std::ops::RangeInclusive<f64>,
         low_open: bool,
     ) -> Result<f64, String> {
-        let value: f64 = number(field, text)?;
-        if !value.is_finite() {
-            return Err(format!("{field} must be a finite number."));
-        }
-        if value > high || value < low || (low_open && value <= low) {
-            let lower = if low_open { "above" } else { "at least" };
-            return Err(format!(
-                "{field} must be {lower} {low} and at most {high}; {value} is not."
-            ));
-        }
-        Ok(value)
+        Limits::check_float(field, number(field, text)?, range, low_open)
     }
 
-    /// A whole number within `low..=high`.
-    fn whole_in(field: &str, text: &str, low: usize, high: usize) -> Result<usize, String> {
+    /// A whole number within `range`, with a message naming the field (a negative number
+    /// gets the range, not "not a number").
+    fn whole_in(
+        field: &str,
+        text: &str,
+        range: &std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, String> {
         let value: i64 = number(field, text)?;
-        if value < low as i64 || value > high as i64 {
-            return Err(format!(
-                "{field} must be from {low} to {high}; {value} is not."
-            ));
+        match usize::try_from(value) {
+            Ok(value) => Limits::check_whole(field, value, range),
+            Err(_) => Err(format!(
+                "{field} must be from {} to {}; {value} is not.",
+                range.start(),
+                range.end()
+            )),
         }
-        Ok(value as usize)
     }
 
     /// Checks the form: hard limits are errors; values outside the lesson's recommended
@@ -923,11 +798,11 @@ pub mod ssr {
         let lora = match form.method.trim() {
             "full" => None,
             "lora" => {
-                let rank = whole_in("LoRA rank", &form.lora_rank, 1, 256)?;
+                let rank = whole_in("LoRA rank", &form.lora_rank, &LIMITS.lora_rank)?;
                 let alpha = if form.lora_alpha.trim().is_empty() {
-                    2.0 * rank as f64
+                    LoraSettings::default_alpha(rank)
                 } else {
-                    float_in("LoRA alpha", &form.lora_alpha, 0.0, 4096.0, true)?
+                    float_in("LoRA alpha", &form.lora_alpha, &LIMITS.lora_alpha, true)?
                 };
                 Some((rank, alpha))
             }
@@ -938,19 +813,23 @@ pub mod ssr {
                 ));
             }
         };
-        let learning_rate = float_in("Learning rate", &form.learning_rate, 0.0, 1.0, true)?;
-        let batch_size = whole_in("Batch size", &form.batch_size, 1, 256)?;
-        let epochs = whole_in("Epochs", &form.epochs, 1, 20)?;
-        let warmup_ratio = float_in("Warmup ratio", &form.warmup_ratio, 0.0, 0.5, false)?;
-        let max_len = whole_in("Max length", &form.max_len, 8, 512)?;
+        let learning_rate = LIMITS.check_rate(number("Learning rate", &form.learning_rate)?)?;
+        let batch_size = whole_in("Batch size", &form.batch_size, &LIMITS.batch_size)?;
+        let epochs = whole_in("Epochs", &form.epochs, &LIMITS.epochs)?;
+        let warmup_ratio = float_in(
+            "Warmup ratio",
+            &form.warmup_ratio,
+            &LIMITS.warmup_ratio,
+            false,
+        )?;
+        let max_len = whole_in("Max length", &form.max_len, &LIMITS.max_len)?;
         let train_subset = if form.train_subset.trim().is_empty() {
             None
         } else {
             Some(whole_in(
                 "Training sentences",
                 &form.train_subset,
-                16,
-                100_000,
+                &LIMITS.train_subset,
             )?)
         };
         let seed: u64 = number("Seed", &form.seed)?;
@@ -1003,22 +882,22 @@ pub mod ssr {
                 "The lesson recommends a warmup ratio of 0.0 to 0.2; {warmup_ratio} spends many steps at a low learning rate."
             ));
         }
-        Ok((
-            RunSettings {
-                model: model.to_string(),
-                lora_rank: lora.map(|(rank, _)| rank),
-                lora_alpha: lora.map(|(_, alpha)| alpha),
-                learning_rate,
-                batch_size,
-                epochs,
-                warmup_ratio,
-                max_len,
-                train_subset,
-                seed,
-                probe_sentence,
-            },
-            hints,
-        ))
+        let settings = RunSettings {
+            model: model.to_string(),
+            lora_rank: lora.map(|(rank, _)| rank),
+            lora_alpha: lora.map(|(_, alpha)| alpha),
+            lora_dropout: None,
+            learning_rate,
+            batch_size,
+            epochs,
+            warmup_ratio,
+            max_len,
+            train_subset,
+            seed,
+            probe_sentence,
+        };
+        settings.check_limits()?;
+        Ok((settings, hints))
     }
 
     /// Whose runs, boards and live class events a caller sees.
@@ -1399,14 +1278,13 @@ mod form_default_tests {
 
     #[test]
     fn switching_method_swaps_an_untouched_default_learning_rate_only() {
-        assert_eq!(
-            default_learning_rate_after_switch(DEFAULT_LEARNING_RATE_FULL, "lora"),
-            DEFAULT_LEARNING_RATE_LORA
-        );
-        assert_eq!(
-            default_learning_rate_after_switch(DEFAULT_LEARNING_RATE_LORA, "full"),
-            DEFAULT_LEARNING_RATE_FULL
-        );
+        let full = format_rate(DEFAULT_LEARNING_RATE_FULL);
+        let lora = format_rate(DEFAULT_LEARNING_RATE_LORA);
+        assert_eq!((full.as_str(), lora.as_str()), ("5e-5", "1e-3"));
+        assert_eq!(default_learning_rate_after_switch(&full, "lora"), lora);
+        assert_eq!(default_learning_rate_after_switch(&lora, "full"), full);
+        // The same number typed another way is still the untouched default.
+        assert_eq!(default_learning_rate_after_switch("0.00005", "lora"), lora);
         assert_eq!(default_learning_rate_after_switch("3e-5", "lora"), "3e-5");
         assert_eq!(default_learning_rate_after_switch("2e-3", "full"), "2e-3");
         assert_eq!(default_learning_rate_after_switch("5e-5", "full"), "5e-5");

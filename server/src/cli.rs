@@ -2,14 +2,13 @@
 //! same engine the web app's worker drives. Also `predict`, `inspect` and `bench`.
 
 use crate::config::{Config, DEFAULT_MODEL};
+use run_protocol::{EvalSplit, Event, LoraSettings, Method};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use trainer::bench::{BenchOptions, Shape};
 use trainer::device::DeviceChoice;
-use trainer::events::{EvalSplit, Event};
-use trainer::model::LoraSettings;
-use trainer::train::{CancelToken, Method, TrainConfig};
+use trainer::train::{CancelToken, TrainConfig};
 
 /// Usage text of the `train` subcommand.
 pub const TRAIN_USAGE: &str = "\
@@ -96,18 +95,18 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand
                 0 => return Err("--first-loss needs at least 1 run".into()),
                 runs => first_loss_runs = Some(runs),
             },
-            "--lr" => run.learning_rate = number(flag, value()?)?,
-            "--batch-size" => run.batch_size = number(flag, value()?)?,
-            "--epochs" => run.epochs = number(flag, value()?)?,
-            "--warmup-ratio" => run.warmup_ratio = number(flag, value()?)?,
-            "--max-len" => run.max_len = number(flag, value()?)?,
-            "--train-subset" => run.train_subset = Some(number(flag, value()?)?),
+            "--lr" => run.settings.learning_rate = number(flag, value()?)?,
+            "--batch-size" => run.settings.batch_size = number(flag, value()?)?,
+            "--epochs" => run.settings.epochs = number(flag, value()?)?,
+            "--warmup-ratio" => run.settings.warmup_ratio = number(flag, value()?)?,
+            "--max-len" => run.settings.max_len = number(flag, value()?)?,
+            "--train-subset" => run.settings.train_subset = Some(number(flag, value()?)?),
             "--validation-size" => run.validation_size = number(flag, value()?)?,
             "--eval-every" => run.eval_every = Some(number(flag, value()?)?),
             "--lora-r" | "--lora-rank" => lora_rank = Some(number(flag, value()?)?),
             "--lora-alpha" => lora_alpha = Some(number(flag, value()?)?),
             "--lora-dropout" => lora_dropout = Some(number(flag, value()?)?),
-            "--seed" => run.seed = number(flag, value()?)?,
+            "--seed" => run.settings.seed = number(flag, value()?)?,
             "--probe" => probes.push(value()?.clone()),
             "--checkpoint-dir" => run.checkpoint_dir = Some(PathBuf::from(value()?)),
             "--out" | "--export-dir" => run.export_dir = Some(PathBuf::from(value()?)),
@@ -120,10 +119,13 @@ pub fn parse_train_args(args: &[String], config: &Config) -> Result<TrainCommand
         }
     }
     if let Some(rank) = lora_rank {
-        run.method = Method::Lora(LoraSettings {
+        run.settings.set_method(Method::Lora(LoraSettings {
             dropout: lora_dropout.unwrap_or(LoraSettings::DEFAULT_DROPOUT),
-            ..LoraSettings::new(rank, lora_alpha.unwrap_or(2.0 * rank as f64))
-        });
+            ..LoraSettings::new(
+                rank,
+                lora_alpha.unwrap_or_else(|| LoraSettings::default_alpha(rank)),
+            )
+        }));
     } else if lora_alpha.is_some() || lora_dropout.is_some() {
         return Err("--lora-alpha and --lora-dropout need --lora-r".into());
     }
@@ -622,9 +624,19 @@ mod tests {
         )
         .unwrap();
         let run = &command.run;
-        assert_eq!(run.learning_rate, 3e-5);
-        assert_eq!((run.batch_size, run.epochs, run.seed), (16, 2, 7));
-        assert_eq!(run.method, Method::Lora(LoraSettings::new(8, 16.0)));
+        assert_eq!(run.settings.learning_rate, 3e-5);
+        assert_eq!(
+            (
+                run.settings.batch_size,
+                run.settings.epochs,
+                run.settings.seed
+            ),
+            (16, 2, 7)
+        );
+        assert_eq!(
+            run.settings.method(),
+            Method::Lora(LoraSettings::new(8, 16.0))
+        );
         assert_eq!(run.sst2_dir, PathBuf::from("/data/sst2"));
         assert_eq!(run.export_dir, Some(PathBuf::from("/tmp/out")));
         assert_eq!(command.device, DeviceChoice::Cpu);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use trainer::device::{ComputeDevice, DeviceChoice, DeviceError};
 
 /// The model every install ships with and the lessons use.
-pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
+pub use run_protocol::settings::DEFAULT_MODEL;
 
 /// Files an HF model directory must hold for Jigsaw Lab to use it.
 pub const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];

@@ -10,17 +10,15 @@
 //! concurrent runs share the backend's process-wide random generator.
 
 use app::db::DbPool;
-use app::runs::RunSettings;
 use app::runs::ssr::{RunEnvironment, RunUpdate};
+use run_protocol::{EvalSplit, Event, EventKind, RunSettings};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use trainer::device::ComputeDevice;
-use trainer::events::{EvalSplit, Event};
-use trainer::model::LoraSettings;
 use trainer::optim::OptimizerChoice;
-use trainer::train::{CancelToken, Method, TrainConfig};
+use trainer::train::{CancelToken, TrainConfig};
 
 /// The sentence every run's attention is shown for, before and after fine-tuning.
 pub const FIXED_PROBE: &str = "the movie was not good .";
@@ -180,21 +178,9 @@ impl Worker {
         TrainConfig {
             model_dir: self.env.models_dir.join(&s.model),
             sst2_dir: self.sst2_dir.clone(),
-            method: match (s.lora_rank, s.lora_alpha) {
-                (Some(rank), alpha) => {
-                    Method::Lora(LoraSettings::new(rank, alpha.unwrap_or(2.0 * rank as f64)))
-                }
-                (None, _) => Method::Full,
-            },
-            learning_rate: s.learning_rate,
-            batch_size: s.batch_size,
-            epochs: s.epochs,
-            warmup_ratio: s.warmup_ratio,
-            max_len: s.max_len,
-            train_subset: s.train_subset,
+            settings: s.clone(),
             validation_size: self.validation_size,
             eval_every: Some(VALIDATE_EVERY),
-            seed: s.seed,
             probe_sentences: probes,
             checkpoint_dir: Some(dir.join("checkpoints")),
             checkpoint_every: Some(Duration::from_secs(120)),
@@ -443,9 +429,15 @@ impl History {
             attention: HashSet::new(),
             checkpoints: HashSet::new(),
         };
-        for (_, payload) in rows {
-            if let Ok(event) = serde_json::from_str::<Event>(&payload) {
-                history.note(&event);
+        for (seq, payload) in rows {
+            match serde_json::from_str::<Event>(&payload) {
+                Ok(event) => history.note(&event),
+                Err(error) => tracing::warn!(
+                    run = run_id,
+                    seq,
+                    %error,
+                    "a stored run event does not parse; resuming without it"
+                ),
             }
         }
         Ok(history)
@@ -492,12 +484,17 @@ impl History {
         if self.already_stored(event) {
             return Ok(());
         }
-        let payload = serde_json::to_string(event).unwrap_or_else(|e| {
-            format!("{{\"type\":\"failed\",\"reason\":\"unserialisable event: {e}\"}}")
-        });
-        sqlx::query("INSERT INTO run_events (run_id, seq, payload) VALUES ($1, $2, $3)")
+        let (kind, payload) = match serde_json::to_string(event) {
+            Ok(payload) => (event.kind(), payload),
+            Err(e) => (
+                EventKind::Failed,
+                format!("{{\"type\":\"failed\",\"reason\":\"unserialisable event: {e}\"}}"),
+            ),
+        };
+        sqlx::query("INSERT INTO run_events (run_id, seq, kind, payload) VALUES ($1, $2, $3, $4)")
             .bind(run_id)
             .bind(self.next_seq)
+            .bind(kind.as_str())
             .bind(&payload)
             .execute(pool)
             .await?;
@@ -514,7 +511,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trainer::events::Metrics;
+    use run_protocol::Metrics;
 
     fn finished(kept_step: Option<usize>) -> Event {
         Event::Finished {

@@ -502,7 +502,8 @@ pub fn table(records: &[BenchRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::{Method, param_counts};
+    use crate::train::param_counts;
+    use run_protocol::Method;
 
     #[test]
     fn shapes_and_models_parse_and_bad_ones_say_why() {

@@ -5,6 +5,9 @@
 use crate::rng::SeededRng;
 use std::path::{Path, PathBuf};
 
+/// Labels of SST-2, in the order of their ids (0 negative, 1 positive).
+pub const LABELS: [&str; 2] = ["negative", "positive"];
+
 /// One labelled sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Example {

@@ -3,8 +3,8 @@
 //! transformers loads with `AutoModelForSequenceClassification`. LoRA branches are merged
 //! into the weights first.
 
+use crate::data::LABELS;
 use crate::model::{Family, SequenceClassifier};
-use crate::train::LABELS;
 use burn::store::{BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, SafetensorsStore};
 use std::path::{Path, PathBuf};
 

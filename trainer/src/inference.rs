@@ -2,10 +2,10 @@
 //! padding), for "try your model" and for checking an export against HF transformers; and
 //! the base encoder's vectors and attention for `jigsaw-lab inspect`.
 
+use crate::data::LABELS;
 use crate::loader::{self, LoadError};
 use crate::model::{BatchTensors, SequenceClassifier};
 use crate::tokenize::{Encoding, TextEncoder, TokenizeError, pad};
-use crate::train::LABELS;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use serde::Serialize;

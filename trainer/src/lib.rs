@@ -1,13 +1,13 @@
 //! Jigsaw Lab's fine-tuning engine, built on burn: BERT, DistilBERT and RoBERTa sequence
 //! classifiers loaded from HF checkpoints, SST-2 data, and the compute device (a wgpu GPU
 //! when one is usable, burn's CPU backend otherwise), and a training-step benchmark. It
-//! knows nothing of HTTP.
+//! knows nothing of HTTP. What it shares with the web app (settings, limits, events) is
+//! the `run-protocol` crate.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
-pub mod events;
 pub mod export;
 pub mod inference;
 pub mod loader;

@@ -9,11 +9,10 @@
 //! beside the frozen query and value projections; see [`crate::model::LoraBranch`].
 
 use crate::checkpoint::{self, BestEvaluation};
-use crate::data::{self, DataError, Example, SplitOptions};
+use crate::data::{self, DataError, Example, LABELS, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
-use crate::events::{EvalSplit, Event, Metrics};
 use crate::loader::{self, LoadError};
-use crate::model::{BatchTensors, EncoderConfig, Family, LoraSettings, SequenceClassifier};
+use crate::model::{BatchTensors, EncoderConfig, Family, SequenceClassifier};
 use crate::optim::{AdamW, FlatAdamW, OptimizerChoice, clip_scale};
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder, TokenBatch, TokenizeError, pad_to_multiple};
@@ -22,22 +21,13 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
+use run_protocol::{
+    EvalSplit, Event, LoraSettings, Method, Metrics, ParamCounts, RunSettings, StepPlan,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-/// Labels of SST-2.
-pub const LABELS: [&str; 2] = ["negative", "positive"];
-
-/// How the model's weights are trained.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Method {
-    /// Every weight is updated.
-    Full,
-    /// The base is frozen; low-rank adapters on attention query and value, and the head, train.
-    Lora(LoraSettings),
-}
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,26 +36,13 @@ pub struct TrainConfig {
     pub model_dir: PathBuf,
     /// Directory with the SST-2 TSVs.
     pub sst2_dir: PathBuf,
-    /// Full fine-tuning or LoRA.
-    pub method: Method,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// Sentences per step.
-    pub batch_size: usize,
-    /// Passes over the training data.
-    pub epochs: usize,
-    /// Share of the steps spent warming the learning rate up, 0..1.
-    pub warmup_ratio: f64,
-    /// Longest sequence in tokens; longer sentences are truncated.
-    pub max_len: usize,
-    /// Train on only this many sentences.
-    pub train_subset: Option<usize>,
+    /// The run's settings as a team chose them (the model name in it is only a label:
+    /// `model_dir` is what loads).
+    pub settings: RunSettings,
     /// Sentences carved out of train for validation.
     pub validation_size: usize,
     /// Evaluate on validation every this many steps (and at each epoch end).
     pub eval_every: Option<usize>,
-    /// Seed for data order, dropout and the new head.
-    pub seed: u64,
     /// Sentences whose attention maps are reported before training and at each evaluation.
     pub probe_sentences: Vec<String>,
     /// Where to keep checkpoints; a run finding one here resumes from it.
@@ -98,16 +75,9 @@ impl Default for TrainConfig {
         Self {
             model_dir: PathBuf::from("data/models/all-MiniLM-L6-v2"),
             sst2_dir: PathBuf::from("../shared/data/sst2"),
-            method: Method::Full,
-            learning_rate: 5e-5,
-            batch_size: 32,
-            epochs: 2,
-            warmup_ratio: 0.1,
-            max_len: 64,
-            train_subset: None,
+            settings: RunSettings::default(),
             validation_size: 2_000,
             eval_every: None,
-            seed: 42,
             probe_sentences: vec!["the movie was not good .".into()],
             checkpoint_dir: None,
             checkpoint_every: Some(std::time::Duration::from_secs(600)),
@@ -170,60 +140,33 @@ impl TrainConfig {
         format!(
             "model={} method={:?} lr={} batch={} epochs={} warmup={} max_len={} subset={:?} validation={} seed={}{}",
             self.model_dir.display(),
-            self.method,
-            self.learning_rate,
-            self.batch_size,
-            self.epochs,
-            self.warmup_ratio,
-            self.max_len,
-            self.train_subset,
+            self.settings.method(),
+            self.settings.learning_rate,
+            self.settings.batch_size,
+            self.settings.epochs,
+            self.settings.warmup_ratio,
+            self.settings.max_len,
+            self.settings.train_subset,
             self.validation_size,
-            self.seed,
+            self.settings.seed,
             // Added only when set, so checkpoints written before this setting still resume.
             if self.keep_best { " keep_best" } else { "" }
         )
     }
 
-    /// Checks the hard limits; anything accepted here can run.
+    /// Checks the settings against the run protocol's one table of limits, and the
+    /// engine's own options; anything accepted here can run.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
-        if self.optimizer == OptimizerChoice::Flat && self.method != Method::Full {
+        // The protocol's messages start with the form's field names ("Batch size must…");
+        // here they continue a sentence of their own.
+        self.settings
+            .check_limits()
+            .map_err(|message| TrainError::Config(lower_first_word(&message)))?;
+        if self.optimizer == OptimizerChoice::Flat && self.settings.lora_rank.is_some() {
             return bad(
                 "the flat optimizer steps full fine-tuning only; use per-tensor for LoRA".into(),
             );
-        }
-        if !(self.learning_rate.is_finite()
-            && self.learning_rate > 0.0
-            && self.learning_rate <= 1.0)
-        {
-            return bad(format!(
-                "the learning rate must be a number above 0 and at most 1, not {}",
-                self.learning_rate
-            ));
-        }
-        if !(1..=1024).contains(&self.batch_size) {
-            return bad(format!(
-                "the batch size must be between 1 and 1024, not {}",
-                self.batch_size
-            ));
-        }
-        if !(1..=100).contains(&self.epochs) {
-            return bad(format!(
-                "epochs must be between 1 and 100, not {}",
-                self.epochs
-            ));
-        }
-        if !(self.warmup_ratio.is_finite() && (0.0..1.0).contains(&self.warmup_ratio)) {
-            return bad(format!(
-                "the warmup ratio must be at least 0 and below 1, not {}",
-                self.warmup_ratio
-            ));
-        }
-        if !(8..=512).contains(&self.max_len) {
-            return bad(format!(
-                "max_len must be between 8 and 512 tokens, not {}",
-                self.max_len
-            ));
         }
         if self.eval_every == Some(0) {
             return bad("evaluating every 0 steps is not possible".into());
@@ -231,27 +174,19 @@ impl TrainConfig {
         if self.readback_every == Some(0) {
             return bad("reading the loss back every 0 steps is not possible".into());
         }
-        if let Method::Lora(LoraSettings {
-            rank,
-            alpha,
-            dropout,
-        }) = self.method
-        {
-            if !(1..=256).contains(&rank) {
-                return bad(format!(
-                    "the LoRA rank must be between 1 and 256, not {rank}"
-                ));
-            }
-            if !(alpha.is_finite() && alpha > 0.0) {
-                return bad(format!("LoRA alpha must be a positive number, not {alpha}"));
-            }
-            if !(0.0..1.0).contains(&dropout) {
-                return bad(format!(
-                    "LoRA dropout must be at least 0 and below 1, not {dropout}"
-                ));
-            }
-        }
         Ok(())
+    }
+}
+
+/// `message` with its first word in lower case unless it is an abbreviation ("LoRA").
+fn lower_first_word(message: &str) -> String {
+    let mut chars = message.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if second.is_lowercase() => first
+            .to_lowercase()
+            .chain(message[first.len_utf8()..].chars())
+            .collect(),
+        _ => message.to_string(),
     }
 }
 
@@ -271,51 +206,6 @@ impl CancelToken {
     }
 }
 
-/// The step plan of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepPlan {
-    /// Steps per epoch: ceil(examples / batch size).
-    pub steps_per_epoch: usize,
-    /// All steps.
-    pub total_steps: usize,
-    /// Steps of linear warmup: ceil(warmup ratio × total).
-    pub warmup_steps: usize,
-}
-
-impl StepPlan {
-    /// Plans `epochs` passes over `examples` sentences.
-    pub fn new(examples: usize, batch_size: usize, epochs: usize, warmup_ratio: f64) -> Self {
-        let steps_per_epoch = examples.div_ceil(batch_size.max(1));
-        let total_steps = steps_per_epoch * epochs;
-        let warmup_steps = (warmup_ratio * total_steps as f64).ceil() as usize;
-        Self {
-            steps_per_epoch,
-            total_steps,
-            warmup_steps,
-        }
-    }
-
-    /// The learning rate for 0-based step `step`, as HF's linear schedule with warmup.
-    pub fn learning_rate(&self, peak: f64, step: usize) -> f64 {
-        let factor = if step < self.warmup_steps {
-            step as f64 / self.warmup_steps.max(1) as f64
-        } else {
-            let remaining = self.total_steps.saturating_sub(step) as f64;
-            remaining / self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64
-        };
-        peak * factor.max(0.0)
-    }
-}
-
-/// Parameter counts of a model as configured for training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParamCounts {
-    /// All parameters, adapters included.
-    pub total: usize,
-    /// Parameters the optimizer updates.
-    pub trainable: usize,
-}
-
 /// The head parameters LoRA trains, as PEFT does for sequence classification: the
 /// `classifier` module only (BERT's pretrained pooler and DistilBERT's pre-classifier stay
 /// frozen; RoBERTa's classifier holds both its layers).
@@ -326,70 +216,10 @@ fn lora_head_pattern(family: Family) -> &'static str {
     }
 }
 
-/// A weight matrix of every encoder layer that LoRA can adapt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoraTarget {
-    /// Attention query projection.
-    Query,
-    /// Attention key projection.
-    Key,
-    /// Attention value projection.
-    Value,
-    /// Attention output projection.
-    AttentionOutput,
-    /// Feed-forward expansion.
-    FfnIn,
-    /// Feed-forward projection back.
-    FfnOut,
-}
-
-/// The targets training uses: attention query and value.
-pub const DEFAULT_LORA_TARGETS: [LoraTarget; 2] = [LoraTarget::Query, LoraTarget::Value];
-
-/// Adapter parameters of rank `rank` on `targets` in every layer: r × (d_in + d_out) each.
-pub fn lora_adapter_params(config: &EncoderConfig, rank: usize, targets: &[LoraTarget]) -> usize {
-    let (h, i) = (config.hidden_size, config.intermediate_size);
-    let per_layer: usize = targets
-        .iter()
-        .map(|target| match target {
-            LoraTarget::Query
-            | LoraTarget::Key
-            | LoraTarget::Value
-            | LoraTarget::AttentionOutput => rank * (h + h),
-            LoraTarget::FfnIn | LoraTarget::FfnOut => rank * (h + i),
-        })
-        .sum();
-    config.num_layers * per_layer
-}
-
-/// Counts parameters for `method` from the architecture's shapes.
+/// Counts the parameters of a loaded model's architecture for `method` (see
+/// [`run_protocol::param_counts`]).
 pub fn param_counts(config: &EncoderConfig, num_labels: usize, method: Method) -> ParamCounts {
-    let h = config.hidden_size;
-    let i = config.intermediate_size;
-    let linear = |d_in: usize, d_out: usize| d_in * d_out + d_out;
-    let norm = 2 * h;
-    let embeddings =
-        (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + norm;
-    let layer = 4 * linear(h, h) + norm + linear(h, i) + linear(i, h) + norm;
-    let head = linear(h, h) + linear(h, num_labels);
-    let base = embeddings + config.num_layers * layer + head;
-    match method {
-        Method::Full => ParamCounts {
-            total: base,
-            trainable: base,
-        },
-        Method::Lora(LoraSettings { rank, .. }) => {
-            let adapters = lora_adapter_params(config, rank, &DEFAULT_LORA_TARGETS);
-            let trained_head = match config.family {
-                Family::Roberta => head,
-                Family::Bert | Family::DistilBert => linear(h, num_labels),
-            };
-            ParamCounts {
-                total: base + adapters,
-                trainable: adapters + trained_head,
-            }
-        }
-    }
+    run_protocol::param_counts(&config.shape(), num_labels, method)
 }
 
 /// Runs a whole fine-tuning run, reporting through `emit`. Never panics: errors and
@@ -511,16 +341,21 @@ fn run(
     let started = Instant::now();
     let inference_device = compute.device().clone();
     let device = inference_device.clone().autodiff();
-    device.seed(config.seed);
+    device.seed(config.settings.seed);
     let mut start_phases = StartPhases::new(started);
-    let loaded = loader::load(&config.model_dir, LABELS.len(), config.max_len, &device)?;
+    let loaded = loader::load(
+        &config.model_dir,
+        LABELS.len(),
+        config.settings.max_len,
+        &device,
+    )?;
     start_phases.done("model loaded");
     let splits = data::load_sst2(
         &config.sst2_dir,
         &SplitOptions {
             validation_size: config.validation_size,
-            train_subset: config.train_subset,
-            seed: config.seed,
+            train_subset: config.settings.train_subset,
+            seed: config.settings.seed,
         },
     )?;
     let tokenizer = loaded.tokenizer;
@@ -530,7 +365,7 @@ fn run(
     start_phases.done("data read, validation and test tokenized");
 
     let mut model = loaded.model;
-    if let Method::Lora(settings) = config.method {
+    if let Method::Lora(settings) = config.settings.method() {
         let head = ParamGroup::from_regex(lora_head_pattern(loaded.config.family))
             .map_err(|e| TrainError::Config(format!("{e:?}")))?;
         // no_grad, not freeze: the frozen base keeps its dropout while training, as in PEFT.
@@ -541,14 +376,14 @@ fn run(
     }
     let flat = config.optimizer.flat(
         compute.kind() == BackendKind::Gpu,
-        matches!(config.method, Method::Full),
+        matches!(config.settings.method(), Method::Full),
     );
 
     let plan = StepPlan::new(
         splits.train.len(),
-        config.batch_size,
-        config.epochs,
-        config.warmup_ratio,
+        config.settings.batch_size,
+        config.settings.epochs,
+        config.settings.warmup_ratio,
     );
     let mut step = 0;
     let mut last_validation = (f64::NAN, 0.0);
@@ -589,7 +424,7 @@ fn run(
         }
     }
     let resumed_from_step = (step > 0).then_some(step);
-    let counts = param_counts(&loaded.config, LABELS.len(), config.method);
+    let counts = param_counts(&loaded.config, LABELS.len(), config.settings.method());
     start_phases.done("ready to train");
     let mut awaiting_first_loss = Some(start_phases);
     emit(Event::Started {
@@ -630,10 +465,11 @@ fn run(
     let mut pending = PendingSteps::default();
     let mut last_checkpoint = Instant::now();
     let mut batch_number = 0;
-    for epoch in 1..=config.epochs {
+    for epoch in 1..=config.settings.epochs {
         let mut order: Vec<usize> = (0..splits.train.len()).collect();
-        SeededRng::new(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9)).shuffle(&mut order);
-        for batch_indices in order.chunks(config.batch_size) {
+        SeededRng::new(config.settings.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9))
+            .shuffle(&mut order);
+        for batch_indices in order.chunks(config.settings.batch_size) {
             batch_number += 1;
             if batch_number <= step {
                 continue; // done before the checkpoint this run resumed from
@@ -647,7 +483,7 @@ fn run(
             }
             pending.start_step();
             // Dropout masks depend only on the seed and the step, so a resumed run repeats them.
-            device.seed(config.seed.wrapping_add(step as u64 + 1));
+            device.seed(config.settings.seed.wrapping_add(step as u64 + 1));
             let encodings = match train_set.batch(&tokenizer, batch_indices) {
                 Ok(encodings) => encodings,
                 Err(error) => {
@@ -665,7 +501,7 @@ fn run(
             let loss = loss_fn.forward(logits, labels_tensor(&labels, &device));
             let loss_on_device = loss.clone().detach();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = plan.learning_rate(config.learning_rate, step);
+            let lr = plan.learning_rate(config.settings.learning_rate, step);
             let grad_norm;
             (model, grad_norm) = optimizer.step(lr, model, grads);
             step += 1;
@@ -722,7 +558,7 @@ fn run(
                 }
                 emit_attention(&valid, &probes, step, &inference_device, emit);
                 // The last epoch's is the run's final evaluation, below.
-                if end_of_epoch && config.test_each_epoch && epoch < config.epochs {
+                if end_of_epoch && config.test_each_epoch && epoch < config.settings.epochs {
                     let (loss, accuracy) = evaluate(&valid, &test_set, &padding, &inference_device);
                     emit(Event::Eval {
                         step,
@@ -1178,23 +1014,6 @@ mod tests {
     }
 
     #[test]
-    fn the_schedule_warms_up_then_decays_linearly_like_hf() {
-        let plan = StepPlan::new(1_000, 10, 2, 0.1);
-        assert_eq!(
-            (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps),
-            (100, 200, 20)
-        );
-        assert_eq!(plan.learning_rate(2e-5, 0), 0.0);
-        assert!((plan.learning_rate(2e-5, 10) - 1e-5).abs() < 1e-12);
-        assert!((plan.learning_rate(2e-5, 20) - 2e-5).abs() < 1e-12);
-        assert!((plan.learning_rate(2e-5, 110) - 1e-5).abs() < 1e-12);
-        assert_eq!(plan.learning_rate(2e-5, 200), 0.0);
-        let no_warmup = StepPlan::new(10, 3, 1, 0.0);
-        assert_eq!((no_warmup.total_steps, no_warmup.warmup_steps), (4, 0));
-        assert_eq!(no_warmup.learning_rate(1.0, 0), 1.0);
-    }
-
-    #[test]
     fn lora_counts_match_the_lesson_for_minilm() {
         let config = crate::model::config::parse_config(
             r#"{"model_type":"bert","vocab_size":30522,"hidden_size":384,"num_hidden_layers":6,"num_attention_heads":12,"intermediate_size":1536,"max_position_embeddings":512,"type_vocab_size":2}"#,
@@ -1213,65 +1032,37 @@ mod tests {
     #[test]
     fn hard_limits_are_clear_errors() {
         let base = TrainConfig::default();
+        let with = |change: fn(&mut RunSettings)| {
+            let mut config = base.clone();
+            change(&mut config.settings);
+            config
+        };
         for (config, needle) in [
+            (with(|s| s.learning_rate = f64::NAN), "learning rate"),
+            (with(|s| s.learning_rate = -1.0), "learning rate"),
+            (with(|s| s.batch_size = 0), "batch size"),
+            (with(|s| s.epochs = 1000), "epochs"),
+            (with(|s| s.warmup_ratio = 1.5), "warmup"),
+            (with(|s| s.max_len = 100_000), "max length"),
             (
-                TrainConfig {
-                    learning_rate: f64::NAN,
-                    ..base.clone()
-                },
-                "learning rate",
-            ),
-            (
-                TrainConfig {
-                    learning_rate: -1.0,
-                    ..base.clone()
-                },
-                "learning rate",
-            ),
-            (
-                TrainConfig {
-                    batch_size: 0,
-                    ..base.clone()
-                },
-                "batch size",
-            ),
-            (
-                TrainConfig {
-                    epochs: 1000,
-                    ..base.clone()
-                },
-                "epochs",
-            ),
-            (
-                TrainConfig {
-                    warmup_ratio: 1.5,
-                    ..base.clone()
-                },
-                "warmup",
-            ),
-            (
-                TrainConfig {
-                    max_len: 100_000,
-                    ..base.clone()
-                },
-                "max_len",
-            ),
-            (
-                TrainConfig {
-                    method: Method::Lora(LoraSettings::new(0, 1.0)),
-                    ..base.clone()
-                },
+                with(|s| s.set_method(Method::Lora(LoraSettings::new(0, 1.0)))),
                 "rank",
             ),
             (
-                TrainConfig {
-                    method: Method::Lora(LoraSettings {
+                with(|s| {
+                    s.set_method(Method::Lora(LoraSettings {
                         dropout: 1.0,
                         ..LoraSettings::new(8, 16.0)
-                    }),
+                    }))
+                }),
+                "dropout",
+            ),
+            (
+                TrainConfig {
+                    eval_every: Some(0),
                     ..base.clone()
                 },
-                "dropout",
+                "every 0 steps",
             ),
         ] {
             let error = config.validate().unwrap_err().to_string();

@@ -11,10 +11,10 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use run_protocol::{EvalSplit, Event, RunSettings};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use trainer::device::{BackendKind, ComputeDevice, DeviceChoice, select};
-use trainer::events::{EvalSplit, Event};
 use trainer::loader;
 use trainer::model::{BatchTensors, SequenceClassifier};
 use trainer::optim::{AdamW, FlatAdamW};
@@ -104,13 +104,16 @@ fn a_short_run_trains_and_evaluates_on_the_gpu() {
     let config = TrainConfig {
         model_dir: manifest_dir().join("tests/fixtures/tiny-bert"),
         sst2_dir: sst2,
-        learning_rate: 1e-3,
-        batch_size: 8,
-        epochs: 1,
-        max_len: 20,
-        train_subset: Some(96),
         validation_size: 16,
-        seed: 5,
+        settings: RunSettings {
+            learning_rate: 1e-3,
+            batch_size: 8,
+            epochs: 1,
+            max_len: 20,
+            train_subset: Some(96),
+            seed: 5,
+            ..RunSettings::default()
+        },
         ..TrainConfig::default()
     };
     let mut events = Vec::new();

@@ -11,14 +11,13 @@
 #[allow(dead_code)] // shared with the HTTP-level tests
 mod synthetic_sst2;
 
+use run_protocol::{EvalSplit, Event, LoraSettings, Method, RunSettings};
 use std::path::{Path, PathBuf};
 use synthetic_sst2::write_synthetic_sst2_with_words;
 use trainer::device::{DeviceChoice, select};
-use trainer::events::{EvalSplit, Event};
 use trainer::inference::Predictor;
-use trainer::model::LoraSettings;
 use trainer::optim::OptimizerChoice;
-use trainer::train::{CancelToken, Method, TrainConfig, train};
+use trainer::train::{CancelToken, TrainConfig, train};
 
 /// This package's directory, read when the test runs (cargo sets it), so a test binary
 /// built from another checkout sharing the target directory still finds its files.
@@ -48,15 +47,18 @@ fn config(data: &Path) -> TrainConfig {
     TrainConfig {
         model_dir: tiny_bert(),
         sst2_dir: data.to_path_buf(),
-        learning_rate: 2e-3,
-        batch_size: 8,
-        epochs: 12,
-        warmup_ratio: 0.1,
-        max_len: 16,
         validation_size: 16,
         eval_every: Some(10),
-        seed: 11,
         probe_sentences: vec!["the movie was not good .".into()],
+        settings: RunSettings {
+            learning_rate: 2e-3,
+            batch_size: 8,
+            epochs: 12,
+            warmup_ratio: 0.1,
+            max_len: 16,
+            seed: 11,
+            ..RunSettings::default()
+        },
         ..TrainConfig::default()
     }
 }
@@ -192,7 +194,7 @@ fn step_numbers(events: &[Event]) -> Vec<(usize, f64, f64, f64)> {
 fn reading_losses_back_in_windows_reports_the_same_steps() {
     let data = tiny_sst2();
     let mut every_step = config(data.path());
-    every_step.epochs = 2;
+    every_step.settings.epochs = 2;
     every_step.readback_every = Some(1);
     let windowed = TrainConfig {
         readback_every: Some(4),
@@ -219,12 +221,12 @@ fn reading_losses_back_in_windows_reports_the_same_steps() {
 fn the_same_seed_gives_the_same_run_on_the_cpu() {
     let data = tiny_sst2();
     let mut short = config(data.path());
-    short.epochs = 2;
+    short.settings.epochs = 2;
     let first = losses(&run(&short));
     let second = losses(&run(&short));
     assert!(!first.is_empty());
     assert_eq!(first, second);
-    short.seed = 12;
+    short.settings.seed = 12;
     assert_ne!(first, losses(&run(&short)));
 }
 
@@ -232,8 +234,9 @@ fn the_same_seed_gives_the_same_run_on_the_cpu() {
 fn lora_trains_a_small_share_of_the_parameters() {
     let data = tiny_sst2();
     let mut lora = config(data.path());
-    lora.method = Method::Lora(LoraSettings::new(4, 8.0));
-    lora.epochs = 3;
+    lora.settings
+        .set_method(Method::Lora(LoraSettings::new(4, 8.0)));
+    lora.settings.epochs = 3;
     let export = tempfile::tempdir().unwrap();
     lora.export_dir = Some(export.path().join("model"));
     let events = run(&lora);
@@ -307,7 +310,7 @@ fn setup_problems_end_the_run_with_a_clear_failure() {
     );
 
     let mut bad_lr = config(data.path());
-    bad_lr.learning_rate = f64::INFINITY;
+    bad_lr.settings.learning_rate = f64::INFINITY;
     assert!(
         matches!(&run(&bad_lr)[..], [Event::Failed { reason }] if reason.contains("learning rate"))
     );
@@ -317,7 +320,7 @@ fn setup_problems_end_the_run_with_a_clear_failure() {
 fn the_flat_optimizer_trains_like_the_per_tensor_one() {
     let data = tiny_sst2();
     let mut per_tensor = config(data.path());
-    per_tensor.epochs = 2;
+    per_tensor.settings.epochs = 2;
     per_tensor.optimizer = OptimizerChoice::PerTensor;
     let flat = TrainConfig {
         optimizer: OptimizerChoice::Flat,
@@ -354,7 +357,8 @@ fn the_flat_optimizer_trains_like_the_per_tensor_one() {
     assert_eq!((tests(&expected), tests(&actual)), (1, 2));
 
     let mut lora = flat.clone();
-    lora.method = Method::Lora(LoraSettings::new(4, 8.0));
+    lora.settings
+        .set_method(Method::Lora(LoraSettings::new(4, 8.0)));
     assert!(
         matches!(&run(&lora)[..], [Event::Failed { reason }] if reason.contains("full fine-tuning only")),
         "a LoRA run with the flat optimizer fails with a clear reason"
@@ -374,7 +378,7 @@ fn stop_and_resume(optimizer: OptimizerChoice) {
     let data = tiny_sst2();
     let checkpoints = tempfile::tempdir().unwrap();
     let mut plain = config(data.path());
-    plain.epochs = 2;
+    plain.settings.epochs = 2;
     plain.eval_every = None;
     plain.optimizer = optimizer;
     let uninterrupted = run(&plain);
@@ -440,7 +444,7 @@ fn stop_and_resume(optimizer: OptimizerChoice) {
     );
 
     let mut other = saving.clone();
-    other.learning_rate = 1e-3;
+    other.settings.learning_rate = 1e-3;
     let refused = run(&other);
     assert!(
         matches!(&refused[..], [Event::Failed { reason }] if reason.contains("other settings")),
@@ -453,7 +457,7 @@ fn keep_best_finishes_with_the_best_validated_model_and_resumes_with_it() {
     let data = tiny_sst2();
     let mut keeping = config(data.path());
     keeping.keep_best = true;
-    keeping.learning_rate = 5e-3;
+    keeping.settings.learning_rate = 5e-3;
     let events = run(&keeping);
     let Some(Event::Finished { metrics }) = events.last() else {
         panic!("the run finishes: {:?}", events.last());
@@ -562,16 +566,8 @@ fn minilm_sst2_run() -> TrainConfig {
     TrainConfig {
         model_dir: minilm_dir(),
         sst2_dir: sst2_dir(),
-        method: Method::Full,
-        learning_rate: MINILM_LR,
-        batch_size: MINILM_BATCH,
-        epochs: 1,
-        warmup_ratio: 0.1,
-        max_len: 64,
-        train_subset: Some(1_000),
         validation_size: 100,
         eval_every: None,
-        seed: 42,
         probe_sentences: Vec::new(),
         checkpoint_dir: None,
         checkpoint_every: None,
@@ -581,6 +577,16 @@ fn minilm_sst2_run() -> TrainConfig {
         optimizer: OptimizerChoice::Auto,
         test_each_epoch: false,
         keep_best: false,
+        settings: RunSettings {
+            learning_rate: MINILM_LR,
+            batch_size: MINILM_BATCH,
+            epochs: 1,
+            warmup_ratio: 0.1,
+            max_len: 64,
+            train_subset: Some(1_000),
+            seed: 42,
+            ..RunSettings::default()
+        },
     }
 }
 
@@ -634,8 +640,11 @@ fn minilm_on_1000_sst2_sentences_reaches_75_percent_on_dev() {
 #[test]
 fn a_learning_rate_of_1e_2_fails_to_learn() {
     let config = TrainConfig {
-        learning_rate: 1e-2,
-        train_subset: Some(HIGH_LR_SENTENCES),
+        settings: RunSettings {
+            learning_rate: 1e-2,
+            train_subset: Some(HIGH_LR_SENTENCES),
+            ..minilm_sst2_run().settings
+        },
         ..minilm_sst2_run()
     };
     let events = run(&config);

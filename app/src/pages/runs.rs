@@ -4,13 +4,15 @@
 
 use super::{ErrorList, action_error, id_param};
 use crate::runs::{
-    Boards, CancelRun, PrioritizeRun, RevealBoard, RunCurves, RunEvent, RunFormInfo, RunStatus,
-    RunSummary, SubmitOutcome, SubmitRun, TryRunModel, class_boards, load_run_form, run_detail,
+    Boards, CancelRun, PrioritizeRun, RevealBoard, RunCurves, RunFormInfo, RunStatus, RunSummary,
+    SubmitOutcome, SubmitRun, TryRunModel, class_boards, format_rate, load_run_form, run_detail,
     team_curves, team_runs,
 };
 use crate::widgets::{Heatmap, head_average};
 use leptos::prelude::*;
 use leptos_meta::Title;
+use run_protocol::settings::{DEFAULT_LORA_RANK, DEFAULT_MODEL};
+use run_protocol::{EvalSplit, Event, LoraSettings, RunSettings};
 
 /// While the calling component lives, calls `refresh` every 4 seconds in the browser
 /// (nothing on the server): how the run lists, boards and queue places stay current.
@@ -69,26 +71,27 @@ pub fn TeamPage() -> impl IntoView {
 /// The run form: choices, checks, hints and the duration estimate.
 #[component]
 fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView {
+    let defaults = RunSettings::default();
     let default_model = info
         .models
         .iter()
-        .find(|m| m.name == "all-MiniLM-L6-v2")
+        .find(|m| m.name == DEFAULT_MODEL)
         .or(info.models.first())
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    let field = |value: &str| RwSignal::new(value.to_string());
+    let field = |value: String| RwSignal::new(value);
     let model = RwSignal::new(default_model);
-    let method = field("full");
-    let lora_rank = field("16");
-    let lora_alpha = field("32");
-    let learning_rate = field(crate::runs::DEFAULT_LEARNING_RATE_FULL);
-    let batch_size = field("32");
-    let epochs = field(crate::runs::DEFAULT_EPOCHS);
-    let warmup_ratio = field("0.1");
-    let max_len = field("64");
-    let train_subset = field("");
-    let seed = field("42");
-    let probe_sentence = field("a gorgeous , witty , seductive movie .");
+    let method = field("full".to_string());
+    let lora_rank = field(DEFAULT_LORA_RANK.to_string());
+    let lora_alpha = field(LoraSettings::default_alpha(DEFAULT_LORA_RANK).to_string());
+    let learning_rate = field(format_rate(defaults.learning_rate));
+    let batch_size = field(defaults.batch_size.to_string());
+    let epochs = field(defaults.epochs.to_string());
+    let warmup_ratio = field(defaults.warmup_ratio.to_string());
+    let max_len = field(defaults.max_len.to_string());
+    let train_subset = field(String::new());
+    let seed = field(defaults.seed.to_string());
+    let probe_sentence = field("a gorgeous , witty , seductive movie .".to_string());
     let send = move |confirmed: bool| {
         submit.dispatch(SubmitRun {
             model: model.get_untracked(),
@@ -343,17 +346,17 @@ struct Live {
     /// (step, loss, lr, examples/s)
     steps: Vec<(usize, f64, f64, f64)>,
     /// (step, split, loss, accuracy)
-    evals: Vec<(usize, String, f64, f64)>,
+    evals: Vec<(usize, EvalSplit, f64, f64)>,
     attention: Vec<AttentionSnapshot>,
-    ending: Option<RunEvent>,
+    ending: Option<Event>,
 }
 
 impl Live {
     /// Adds one event from the stream (called in the browser only).
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
-    fn apply(&mut self, event: RunEvent) {
+    fn apply(&mut self, event: Event) {
         match event {
-            RunEvent::Started {
+            Event::Started {
                 device,
                 params_total,
                 params_trainable,
@@ -364,19 +367,20 @@ impl Live {
                 self.params = Some((params_total, params_trainable));
                 self.steps_planned = steps_planned;
             }
-            RunEvent::Step {
+            Event::Step {
                 step,
                 loss,
                 lr,
                 examples_per_sec,
+                ..
             } => self.steps.push((step, loss, lr, examples_per_sec)),
-            RunEvent::Eval {
+            Event::Eval {
                 step,
                 split,
                 loss,
                 accuracy,
             } => self.evals.push((step, split, loss, accuracy)),
-            RunEvent::Attention {
+            Event::Attention {
                 step,
                 sentence,
                 tokens,
@@ -387,7 +391,7 @@ impl Live {
                 tokens,
                 matrices,
             }),
-            RunEvent::Checkpoint { .. } => {}
+            Event::Checkpoint { .. } => {}
             ending => self.ending = Some(ending),
         }
     }
@@ -459,10 +463,15 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
         };
         let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
             move |message: web_sys::MessageEvent| {
-                if let Some(data) = message.data().as_string()
-                    && let Ok(event) = serde_json::from_str::<RunEvent>(&data)
-                {
-                    live.update(|live| live.apply(event));
+                let Some(data) = message.data().as_string() else {
+                    return;
+                };
+                match serde_json::from_str::<Event>(&data) {
+                    Ok(event) => live.update(|live| live.apply(event)),
+                    Err(error) => leptos::logging::warn!(
+                        "run {run_id}: an event from the server does not parse ({error}): {}",
+                        data.chars().take(200).collect::<String>()
+                    ),
                 }
             },
         );
@@ -659,7 +668,7 @@ fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
             <h2>"Validation"</h2>
             {move || {
                 let (loss, accuracy) = live.with(|l| {
-                    let validation = l.evals.iter().filter(|e| e.1 == "validation");
+                    let validation = l.evals.iter().filter(|e| e.1 == EvalSplit::Validation);
                     (
                         validation.clone().map(|e| (e.0 as f64, e.2)).collect::<Vec<_>>(),
                         validation.map(|e| (e.0 as f64, 100.0 * e.3)).collect::<Vec<_>>(),

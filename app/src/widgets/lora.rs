@@ -46,11 +46,14 @@ impl LoraParams {
 /// Counts LoRA's trainable parameters for the default model.
 #[server(prefix = "/api", endpoint = "lora-count")]
 pub async fn lora_count(rank: usize, targets: LoraTargets) -> Result<LoraParams, AppError> {
-    use trainer::model::LoraSettings;
-    use trainer::train::{LoraTarget, Method, lora_adapter_params, param_counts};
-    if !(1..=256).contains(&rank) {
+    use run_protocol::{
+        LIMITS, LoraSettings, LoraTarget, Method, lora_adapter_params, param_counts,
+    };
+    if !LIMITS.lora_rank.contains(&rank) {
         return Err(AppError::BadRequest(format!(
-            "The rank must be between 1 and 256, not {rank}."
+            "The rank must be between {} and {}, not {rank}.",
+            LIMITS.lora_rank.start(),
+            LIMITS.lora_rank.end()
         ))
         .respond());
     }
@@ -69,17 +72,18 @@ pub async fn lora_count(rank: usize, targets: LoraTargets) -> Result<LoraParams,
         return Err(AppError::BadRequest("Pick at least one matrix to adapt.".into()).respond());
     }
     let model: super::DefaultModel = AppError::from_context("model")?;
-    let full = param_counts(&model.config, 2, Method::Full);
+    let shape = model.config.shape();
+    let full = param_counts(&shape, 2, Method::Full);
     let lora = param_counts(
-        &model.config,
+        &shape,
         2,
-        Method::Lora(LoraSettings::new(rank, 2.0 * rank as f64)),
+        Method::Lora(LoraSettings::new(rank, LoraSettings::default_alpha(rank))),
     );
     let default_adapters = lora.total - full.total;
     Ok(LoraParams {
         model: model.name.clone(),
         model_params: full.total,
-        adapter_params: lora_adapter_params(&model.config, rank, &chosen),
+        adapter_params: lora_adapter_params(&shape, rank, &chosen),
         classifier_params: lora.trainable - default_adapters,
     })
 }

@@ -19,7 +19,7 @@ pub(crate) use attention::{Heatmap, average as head_average};
 pub use cls::{ClsDemo, ClsView, ReadCls, read_cls};
 pub use lora::{LoraCount, LoraCounter, LoraParams, LoraTargets, lora_count};
 pub use run_curves::{OverfittingCurves, OverfittingExample, RunCurves, overfitting_curves};
-pub use steps::{StepPlan, StepsCalculator, step_plan};
+pub use steps::StepsCalculator;
 #[cfg(feature = "ssr")]
 pub use tokenizer::DefaultTokenizer;
 pub use tokenizer::{Piece, TokenizeText, TokenizedText, TokenizerPlayground, tokenize_text};
@@ -110,7 +110,7 @@ pub(crate) fn check_sentence(text: &str) -> Result<(), AppError> {
 /// SST-2's labels paired with the head's probabilities.
 #[cfg(feature = "ssr")]
 pub(crate) fn labelled(probabilities: Vec<f32>) -> Vec<(String, f32)> {
-    trainer::train::LABELS
+    trainer::data::LABELS
         .iter()
         .map(|label| label.to_string())
         .zip(probabilities)

@@ -1,38 +1,9 @@
 //! The steps calculator: examples, batch size, epochs and warmup ratio to the number of
-//! optimizer steps, computed in the browser as the trainer computes them.
+//! optimizer steps, computed in the browser by the trainer's own arithmetic
+//! ([`run_protocol::StepPlan`]).
 
 use leptos::prelude::*;
-
-/// Step counts of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepPlan {
-    /// ceil(examples / batch size).
-    pub steps_per_epoch: usize,
-    /// Steps per epoch × epochs.
-    pub total_steps: usize,
-    /// ceil(warmup ratio × total steps).
-    pub warmup_steps: usize,
-}
-
-/// The trainer's step arithmetic (`trainer::train::StepPlan`, checked equal by the server's
-/// tests); `None` when an input is out of range.
-pub fn step_plan(
-    examples: usize,
-    batch_size: usize,
-    epochs: usize,
-    warmup_ratio: f64,
-) -> Option<StepPlan> {
-    if examples == 0 || batch_size == 0 || epochs == 0 || !(0.0..1.0).contains(&warmup_ratio) {
-        return None;
-    }
-    let steps_per_epoch = examples.div_ceil(batch_size);
-    let total_steps = steps_per_epoch.checked_mul(epochs)?;
-    Some(StepPlan {
-        steps_per_epoch,
-        total_steps,
-        warmup_steps: (warmup_ratio * total_steps as f64).ceil() as usize,
-    })
-}
+use run_protocol::StepPlan;
 
 /// Four inputs and the step counts they give, updated as you type.
 #[component]
@@ -43,7 +14,7 @@ pub fn StepsCalculator() -> impl IntoView {
     let warmup = RwSignal::new("0.1".to_string());
     let plan = move || {
         let whole = |s: RwSignal<String>| s.get().trim().parse::<usize>().ok();
-        step_plan(
+        StepPlan::checked(
             whole(examples)?,
             whole(batch_size)?,
             whole(epochs)?,
@@ -101,20 +72,25 @@ mod tests {
 
     #[test]
     fn the_lesson_example_gives_100_steps_per_epoch() {
-        let plan = step_plan(1_000, 10, 3, 0.1).unwrap();
+        let plan = StepPlan::checked(1_000, 10, 3, 0.1).unwrap();
         assert_eq!(
             (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps),
             (100, 300, 30)
         );
-        assert_eq!(step_plan(1_001, 10, 1, 0.0).unwrap().steps_per_epoch, 101);
+        assert_eq!(
+            StepPlan::checked(1_001, 10, 1, 0.0)
+                .unwrap()
+                .steps_per_epoch,
+            101
+        );
     }
 
     #[test]
     fn impossible_inputs_give_no_plan() {
-        assert_eq!(step_plan(0, 10, 3, 0.1), None);
-        assert_eq!(step_plan(100, 0, 3, 0.1), None);
-        assert_eq!(step_plan(100, 10, 3, 1.5), None);
-        assert_eq!(step_plan(100, 10, 3, f64::NAN), None);
-        assert_eq!(step_plan(usize::MAX, 1, 2, 0.1), None);
+        assert_eq!(StepPlan::checked(0, 10, 3, 0.1), None);
+        assert_eq!(StepPlan::checked(100, 0, 3, 0.1), None);
+        assert_eq!(StepPlan::checked(100, 10, 3, 1.5), None);
+        assert_eq!(StepPlan::checked(100, 10, 3, f64::NAN), None);
+        assert_eq!(StepPlan::checked(usize::MAX, 1, 2, 0.1), None);
     }
 }

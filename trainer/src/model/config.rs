@@ -1,18 +1,10 @@
 //! Reading an HF `config.json` into the one shape our encoder needs, whatever the family.
 
+use run_protocol::ModelShape;
 use serde::Deserialize;
 use std::path::Path;
 
-/// The checkpoint families the engine can load, from `model_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// BERT and its relatives that keep its layout (MiniLM is a BERT).
-    Bert,
-    /// DistilBERT: no token types, no pooler, a ReLU pre-classifier.
-    DistilBert,
-    /// RoBERTa: positions offset past the padding index, a tanh classification head.
-    Roberta,
-}
+pub use run_protocol::Family;
 
 /// Architecture hyperparameters, normalised across families.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +38,19 @@ pub struct EncoderConfig {
 }
 
 impl EncoderConfig {
+    /// The sizes that decide the parameter count.
+    pub fn shape(&self) -> ModelShape {
+        ModelShape {
+            family: self.family,
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            intermediate_size: self.intermediate_size,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: self.type_vocab_size,
+        }
+    }
+
     /// The longest sequence the position embeddings allow.
     pub fn max_sequence_len(&self) -> usize {
         match self.family {

@@ -8,30 +8,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear};
 use burn::tensor::{Device, Tensor};
 
-/// How LoRA branches are shaped and scaled.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoraSettings {
-    /// Rank r of the branch.
-    pub rank: usize,
-    /// Scale numerator: the branch is scaled by alpha / r.
-    pub alpha: f64,
-    /// Dropout on the branch input while training, 0..1.
-    pub dropout: f64,
-}
-
-impl LoraSettings {
-    /// Dropout on the branch input unless a run asks otherwise (as the model's own dropout).
-    pub const DEFAULT_DROPOUT: f64 = 0.1;
-
-    /// Rank `rank` and alpha `alpha`, with the default dropout.
-    pub fn new(rank: usize, alpha: f64) -> Self {
-        Self {
-            rank,
-            alpha,
-            dropout: Self::DEFAULT_DROPOUT,
-        }
-    }
-}
+pub use run_protocol::LoraSettings;
 
 /// The low-rank branch added to one projection.
 #[derive(Module, Debug)]
