@@ -44,25 +44,32 @@ fn training_env(root: &Path, database: Option<&PostgresDatabase>) -> Vec<(&'stat
 /// `trainer::checkpoint::find`.)
 static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-/// A run form for the tiny model; `changes` override fields.
+/// A run form for the tiny model; `changes` override fields by name (`model`, or
+/// `confirmed`). The server function takes the form as one struct, so its fields travel as
+/// `form[name]`.
 fn run_form<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut form = vec![
-        ("model", "tiny-bert"),
-        ("method", "full"),
-        ("lora_rank", "8"),
-        ("lora_alpha", ""),
-        ("learning_rate", "2e-3"),
-        ("batch_size", "8"),
-        ("epochs", "8"),
-        ("warmup_ratio", "0.1"),
-        ("max_len", "16"),
-        ("train_subset", ""),
-        ("seed", "11"),
-        ("probe_sentence", "the cast was witty ."),
+        ("form[model]", "tiny-bert"),
+        ("form[method]", "full"),
+        ("form[lora_rank]", "8"),
+        ("form[lora_alpha]", ""),
+        ("form[learning_rate]", "2e-3"),
+        ("form[batch_size]", "8"),
+        ("form[epochs]", "8"),
+        ("form[warmup_ratio]", "0.1"),
+        ("form[max_len]", "16"),
+        ("form[train_subset]", ""),
+        ("form[seed]", "11"),
+        ("form[probe_sentence]", "the cast was witty ."),
         ("confirmed", "true"),
     ];
     for (key, value) in changes {
-        form.iter_mut().find(|(k, _)| k == key).unwrap().1 = value;
+        form.iter_mut()
+            .find(|(k, _)| {
+                k == key || k.strip_prefix("form[").and_then(|k| k.strip_suffix(']')) == Some(key)
+            })
+            .unwrap_or_else(|| panic!("no form field {key}"))
+            .1 = value;
     }
     form
 }
@@ -629,7 +636,13 @@ async fn bad_run_forms_get_a_clear_error_and_never_a_5xx() {
         assert!(body.contains(message), "{changes:?}: {body}");
     }
     // Unreadable fields and other teams' runs.
-    let (status, body) = call(&class.red, server, "submit-run", &[("model", "tiny-bert")]).await;
+    let (status, body) = call(
+        &class.red,
+        server,
+        "submit-run",
+        &[("form[model]", "tiny-bert")],
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let run_id = submit(&class.red, server, &[("epochs", "20")])
         .await

@@ -6,8 +6,12 @@ use app::classroom::ssr::ClassEvents;
 use app::db::DbPool;
 use app::error::AppError;
 use app::live::CLASS_CHANGED_EVENT;
-use app::runs::ssr::{RunEnvironment, RunUpdate};
-use app::widgets::{DefaultModel, DefaultTokenizer};
+use app::models::ModelService;
+use app::runs::RunStatus;
+use app::runs::environment::{RunEnvironment, RunUpdate};
+use app::runs::event_log::EventLog;
+use app::runs::queue::RunQueue;
+use app::widgets::DefaultTokenizer;
 use app::{App, shell};
 use axum::Router;
 use axum::body::Body;
@@ -47,8 +51,8 @@ pub struct AppState {
     pub status: Arc<ServerStatus>,
     /// The default model's tokenizer, for the tokenizer playground.
     pub tokenizer: DefaultTokenizer,
-    /// The default model, for the attention viewer.
-    pub model: DefaultModel,
+    /// The default model and the fine-tuned ones the widgets read.
+    pub models: ModelService,
     /// Changes to classes, streamed to their open pages.
     pub class_events: ClassEvents,
     /// Counts wrong join codes per address.
@@ -79,7 +83,7 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let pool = state.pool.clone();
     let tokenizer = state.tokenizer.clone();
-    let model = state.model.clone();
+    let models = state.models.clone();
     let class_events = state.class_events.clone();
     let join_limiter = state.join_limiter.clone();
     let run_env = state.run_env.clone();
@@ -87,7 +91,7 @@ pub fn router(state: AppState) -> Router {
         provide_context(run_env.clone());
         provide_context(pool.clone());
         provide_context(tokenizer.clone());
-        provide_context(model.clone());
+        provide_context(models.clone());
         provide_context(class_events.clone());
         provide_context(join_limiter.clone());
     };
@@ -204,7 +208,7 @@ async fn stream_class_events(
     let caller = caller_of(&session, &state.pool)
         .await
         .map_err(error_response)?;
-    let class_id = app::runs::ssr::viewpoint_of(&state.pool, caller, query.class)
+    let class_id = app::runs::access::viewpoint_of(&state.pool, caller, query.class)
         .await
         .map_err(error_response)?
         .class_id();
@@ -248,7 +252,7 @@ async fn stream_run_events(
     let caller = caller_of(&session, &state.pool)
         .await
         .map_err(error_response)?;
-    app::runs::ssr::check_access(&state.pool, &caller, run_id)
+    app::runs::access::check_access(&state.pool, &caller, run_id)
         .await
         .map_err(error_response)?;
     let after: i64 = headers
@@ -258,26 +262,22 @@ async fn stream_run_events(
         .unwrap_or(0);
     // Subscribe before reading the history, so nothing falls between the two.
     let updates = state.run_env.events.subscribe();
-    let history: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT seq, payload FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
-    )
-    .bind(run_id)
-    .bind(after)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(|e| error_response(AppError::from(e)))?;
-    let last_sent = history.last().map_or(after, |(seq, _)| *seq);
-    let stored = futures_util::stream::iter(history.into_iter().map(|(seq, payload)| {
+    let log = EventLog::new(state.pool.clone());
+    let history = log
+        .after(run_id, after)
+        .await
+        .map_err(|e| error_response(AppError::from(e)))?;
+    let last_sent = history.last().map_or(after, |row| row.seq);
+    let stored = futures_util::stream::iter(history.into_iter().map(|row| {
         Ok(Event::default()
-            .id(seq.to_string())
+            .id(row.seq.to_string())
             .event(RUN_EVENT)
-            .data(payload))
+            .data(row.payload))
     }));
-    let pool = state.pool.clone();
     let live = futures_util::stream::unfold(
         (updates, state.shutdown.clone(), last_sent, VecDeque::new()),
         move |(mut updates, mut shutdown, mut last_sent, mut missed)| {
-            let pool = pool.clone();
+            let log = log.clone();
             async move {
                 loop {
                     if *shutdown.borrow() {
@@ -313,16 +313,10 @@ async fn stream_run_events(
                             // Too slow a listener: catch up from the database in this same
                             // stream, then say the status may have changed meanwhile.
                             Err(broadcast::error::RecvError::Lagged(_)) => {
-                                let stored: Result<Vec<(i64, String)>, _> = sqlx::query_as(
-                                    "SELECT seq, payload FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
-                                )
-                                .bind(run_id)
-                                .bind(last_sent)
-                                .fetch_all(&pool)
-                                .await;
+                                let stored = log.after(run_id, last_sent).await;
                                 // If the database fails, end the stream: the browser
                                 // reconnects with its Last-Event-ID.
-                                missed.extend(stored.ok()?);
+                                missed.extend(stored.ok()?.into_iter().map(|row| (row.seq, row.payload)));
                                 let event = Event::default().event(RUN_STATUS_EVENT).data(run_id.to_string());
                                 return Some((Ok(event), (updates, shutdown, last_sent, missed)));
                             }
@@ -347,13 +341,10 @@ async fn download_model(
 ) -> Response {
     let result = async {
         let caller = caller_of(&session, &state.pool).await?;
-        app::runs::ssr::check_access(&state.pool, &caller, run_id).await?;
-        let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(&state.pool)
-            .await?;
+        app::runs::access::check_access(&state.pool, &caller, run_id).await?;
+        let status = RunQueue::new(state.pool.clone()).status(run_id).await?;
         let dir = state.run_env.model_dir(run_id);
-        if status != "succeeded" || !dir.is_dir() {
+        if status != Some(RunStatus::Succeeded) || !dir.is_dir() {
             return Err(AppError::NotFound(
                 "This run has no finished model to download.".into(),
             ));

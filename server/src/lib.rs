@@ -14,9 +14,6 @@ use leptos::config::LeptosOptions;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// The attention viewer shows at most this many tokens (a 64×64 map per head).
-const ATTENTION_VIEWER_MAX_LEN: usize = 64;
-
 /// Rough training speed of all-MiniLM-L6-v2 on a 2-core CPU (docs/benchmarks.md), for the
 /// run form's duration estimate.
 const CPU_EXAMPLES_PER_SECOND: f64 = 16.0;
@@ -58,7 +55,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
     .map_err(|e| bad_model(e.to_string()))?;
     let predictor = trainer::inference::Predictor::load(
         &model_dir,
-        Some(ATTENTION_VIEWER_MAX_LEN),
+        Some(app::models::VIEWER_MAX_TOKENS),
         device.device(),
     )
     .map_err(|e| bad_model(e.to_string()))?;
@@ -81,7 +78,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         .site_addr(address)
         .build();
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
-    let run_env = app::runs::ssr::RunEnvironment {
+    let run_env = app::runs::environment::RunEnvironment {
         models_dir: config.models_dir.clone(),
         max_queued_per_team: config.max_queued_per_team,
         max_runs_per_day: config.max_runs_per_day,
@@ -96,7 +93,6 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         // steps a second); a run page that still falls behind catches up from the database.
         events: tokio::sync::broadcast::channel(16_384).0,
         runs_dir: config.data_dir.join("runs"),
-        trained: app::runs::ssr::TrainedModel::default(),
     };
     // One worker per training slot, each claiming and training runs on its own.
     let workers: Vec<_> = (1..=config.training_slots)
@@ -121,12 +117,11 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             sst2_warning: config.sst2_warning(),
         }),
         tokenizer: app::widgets::DefaultTokenizer(Arc::new(tokenizer)),
-        model: app::widgets::DefaultModel {
-            predictor: Arc::new(std::sync::Mutex::new(predictor)),
-            max_len: ATTENTION_VIEWER_MAX_LEN,
-            config: model_config,
-            name: config::DEFAULT_MODEL.to_string(),
-        },
+        models: app::models::ModelService::new(
+            config::DEFAULT_MODEL.to_string(),
+            predictor,
+            model_config,
+        ),
         class_events: app::classroom::ssr::ClassEvents::new(),
         join_limiter: app::auth::ssr::JoinLimiter::default(),
         secure_cookies: config.secure_cookies,

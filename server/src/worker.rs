@@ -10,8 +10,11 @@
 //! concurrent runs share the backend's process-wide random generator.
 
 use app::db::DbPool;
-use app::runs::ssr::{RunEnvironment, RunUpdate};
-use run_protocol::{EvalSplit, Event, EventKind, RunSettings};
+use app::runs::RunStatus;
+use app::runs::environment::{RunEnvironment, RunUpdate};
+use app::runs::event_log::EventLog;
+use app::runs::queue::{ClaimedRun, RunEnding, RunQueue};
+use run_protocol::{EvalSplit, Event, EventKind};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,12 +57,6 @@ pub struct Worker {
     pub owner: String,
 }
 
-/// A claimed run.
-struct Claimed {
-    id: i64,
-    settings: RunSettings,
-}
-
 /// The seconds-since-epoch clock leases use.
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -95,80 +92,41 @@ impl Worker {
         }
     }
 
+    /// The queue in this worker's database.
+    fn queue(&self) -> RunQueue {
+        RunQueue::new(self.pool.clone())
+    }
+
+    /// When a lease taken or renewed now runs out (seconds since the epoch).
+    fn lease_until() -> i64 {
+        now() + LEASE.as_secs() as i64
+    }
+
     /// Puts runs whose lease expired back in the queue.
     async fn requeue_expired(&self) -> Result<(), sqlx::Error> {
-        let requeued = sqlx::query(
-            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE status = 'running' AND lease_expires_at < $1",
-        )
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        if requeued.rows_affected() > 0 {
-            tracing::info!(
-                runs = requeued.rows_affected(),
-                "requeued runs whose lease expired"
-            );
+        let requeued = self.queue().requeue_expired(now()).await?;
+        if requeued > 0 {
+            tracing::info!(runs = requeued, "requeued runs whose lease expired");
         }
         Ok(())
     }
 
-    /// Claims the next run: one the instructor moved up first, then from the team that
-    /// trained least recently, its oldest run.
-    async fn claim(&self) -> Result<Option<Claimed>, sqlx::Error> {
-        loop {
-            let next: Option<(i64, String)> = sqlx::query_as(
-                "SELECT r.id, r.settings FROM runs r WHERE r.status = 'queued' \
-                 ORDER BY r.priority DESC, \
-                 COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
-                 LIMIT 1",
-            )
-            .fetch_optional(&self.pool)
-            .await?;
-            let Some((id, settings)) = next else {
-                return Ok(None);
-            };
-            let claimed = sqlx::query(
-                "UPDATE runs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
-                 claim_order = (SELECT COALESCE(MAX(claim_order), 0) + 1 FROM runs), \
-                 started_at = COALESCE(started_at, $3) \
-                 WHERE id = $4 AND status = 'queued'",
-            )
-            .bind(&self.owner)
-            .bind(now() + LEASE.as_secs() as i64)
-            .bind(app::db::now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-            if claimed.rows_affected() == 0 {
-                continue; // another worker took it first
-            }
-            self.announce(id);
-            match serde_json::from_str(&settings) {
-                Ok(settings) => return Ok(Some(Claimed { id, settings })),
-                Err(error) => {
-                    self.finish(
-                        id,
-                        "failed",
-                        Some(format!("Its settings could not be read: {error}")),
-                        None,
-                    )
-                    .await?;
-                }
-            }
+    /// Claims the next run (see [`RunQueue::claim`]) and tells live pages.
+    async fn claim(&self) -> Result<Option<ClaimedRun>, sqlx::Error> {
+        let claimed = self.queue().claim(&self.owner, Self::lease_until()).await?;
+        if let Some(run) = &claimed {
+            self.announce(run.id);
         }
+        Ok(claimed)
     }
 
     /// Tells live pages a run's status changed.
     fn announce(&self, run_id: i64) {
-        let _ = self.env.events.send(RunUpdate {
-            run_id,
-            event: None,
-        });
+        self.env.announce(run_id);
     }
 
     /// The trainer's settings for a run.
-    fn train_config(&self, run: &Claimed) -> TrainConfig {
+    fn train_config(&self, run: &ClaimedRun) -> TrainConfig {
         let s = &run.settings;
         let dir = self.runs_dir.join(run.id.to_string());
         let mut probes = vec![FIXED_PROBE.to_string()];
@@ -194,7 +152,7 @@ impl Worker {
     }
 
     /// Trains one claimed run to its end (or until shutdown), storing its events.
-    async fn execute(&self, run: Claimed, mut shutdown: watch::Receiver<bool>) {
+    async fn execute(&self, run: ClaimedRun, mut shutdown: watch::Receiver<bool>) {
         let mut history = match History::load(&self.pool, run.id).await {
             Ok(history) => history,
             Err(error) => {
@@ -223,7 +181,7 @@ impl Worker {
         // A Cancel pressed on this server arrives at once; the heartbeat catches the rest.
         let mut updates = self.env.events.subscribe();
         let mut interrupted = false;
-        let mut outcome: Option<Ending> = None;
+        let mut outcome: Option<RunEnding> = None;
         loop {
             tokio::select! {
                 event = receiver.recv() => {
@@ -268,21 +226,18 @@ impl Worker {
         }
         let _ = training.await;
         let result = match outcome {
-            Some((status, message, accuracy)) => {
-                self.finish(run.id, status, message, accuracy).await
-            }
+            Some(ending) => self.finish(run.id, &ending).await,
             None if interrupted => self.release(run.id).await,
             None => {
-                self.finish(
-                    run.id,
-                    "failed",
-                    Some(
+                let ending = RunEnding {
+                    status: RunStatus::Failed,
+                    message: Some(
                         "The training engine stopped without saying why; see the server log."
                             .into(),
                     ),
-                    None,
-                )
-                .await
+                    accuracies: None,
+                };
+                self.finish(run.id, &ending).await
             }
         };
         if let Err(error) = result {
@@ -292,69 +247,33 @@ impl Worker {
 
     /// Extends the lease; says whether someone asked to cancel.
     async fn renew(&self, run_id: i64) -> Result<Renewal, sqlx::Error> {
-        let renewed = sqlx::query(
-            "UPDATE runs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
-        )
-        .bind(now() + LEASE.as_secs() as i64)
-        .bind(run_id)
-        .bind(&self.owner)
-        .execute(&self.pool)
-        .await?;
-        if renewed.rows_affected() == 0 {
+        let queue = self.queue();
+        if !queue
+            .renew(run_id, &self.owner, Self::lease_until())
+            .await?
+        {
             return Ok(Renewal::Lost);
         }
         Ok(Renewal::Held {
-            cancel_requested: self.cancel_requested(run_id).await?,
+            cancel_requested: queue.cancel_requested(run_id).await?,
         })
     }
 
     /// Whether someone pressed Cancel on the run.
     async fn cancel_requested(&self, run_id: i64) -> Result<bool, sqlx::Error> {
-        let requested: i64 =
-            sqlx::query_scalar("SELECT CAST(cancel_requested AS INTEGER) FROM runs WHERE id = $1")
-                .bind(run_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(requested != 0)
+        self.queue().cancel_requested(run_id).await
     }
 
     /// Records a run's end, if this worker still holds it.
-    async fn finish(
-        &self,
-        run_id: i64,
-        status: &str,
-        message: Option<String>,
-        accuracy: Option<(f64, f64)>,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE runs SET status = $1, message = $2, validation_accuracy = $3, private_accuracy = $4, \
-             finished_at = $5, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $6 AND lease_owner = $7",
-        )
-        .bind(status)
-        .bind(message)
-        .bind(accuracy.map(|a| a.0))
-        .bind(accuracy.map(|a| a.1))
-        .bind(app::db::now())
-        .bind(run_id)
-        .bind(&self.owner)
-        .persistent(false) // the accuracies may be NULL: see `app::db`
-        .execute(&self.pool)
-        .await?;
+    async fn finish(&self, run_id: i64, ending: &RunEnding) -> Result<(), sqlx::Error> {
+        self.queue().finish(run_id, &self.owner, ending).await?;
         self.announce(run_id);
         Ok(())
     }
 
     /// Gives an unfinished run back to the queue (it resumes from its checkpoint).
     async fn release(&self, run_id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(run_id)
-        .bind(&self.owner)
-        .execute(&self.pool)
-        .await?;
+        self.queue().release(run_id, &self.owner).await?;
         self.announce(run_id);
         Ok(())
     }
@@ -371,14 +290,16 @@ enum Renewal {
     Lost,
 }
 
-/// How a run ended: its status, a message, and (validation, private) accuracy.
-type Ending = (&'static str, Option<String>, Option<(f64, f64)>);
-
 /// The ending a final event means.
-fn ending_of(event: &Event) -> Option<Ending> {
+fn ending_of(event: &Event) -> Option<RunEnding> {
+    let ending = |status, message, accuracies| RunEnding {
+        status,
+        message,
+        accuracies,
+    };
     match event {
-        Event::Finished { metrics } => Some((
-            "succeeded",
+        Event::Finished { metrics } => Some(ending(
+            RunStatus::Succeeded,
             metrics.kept_step.map(|step| {
                 format!(
                     "Kept the model of step {step}: its validation accuracy, {:.2}%, was the \
@@ -388,17 +309,17 @@ fn ending_of(event: &Event) -> Option<Ending> {
             }),
             Some((metrics.validation_accuracy, metrics.private_test_accuracy)),
         )),
-        Event::Diverged { step, loss } => Some((
-            "diverged",
+        Event::Diverged { step, loss } => Some(ending(
+            RunStatus::Diverged,
             Some(match loss {
                 Some(loss) => format!("The loss exploded to {loss:.3e} at step {step}."),
                 None => format!("The loss became NaN (not a number) at step {step}."),
             }),
             None,
         )),
-        Event::Failed { reason } => Some(("failed", Some(reason.clone()), None)),
-        Event::Cancelled { step } => Some((
-            "cancelled",
+        Event::Failed { reason } => Some(ending(RunStatus::Failed, Some(reason.clone()), None)),
+        Event::Cancelled { step } => Some(ending(
+            RunStatus::Cancelled,
             Some(format!("Cancelled after step {step}.")),
             None,
         )),
@@ -417,24 +338,20 @@ struct History {
 
 impl History {
     async fn load(pool: &DbPool, run_id: i64) -> Result<Self, sqlx::Error> {
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, payload FROM run_events WHERE run_id = $1 ORDER BY seq")
-                .bind(run_id)
-                .fetch_all(pool)
-                .await?;
+        let rows = EventLog::new(pool.clone()).after(run_id, 0).await?;
         let mut history = History {
-            next_seq: rows.last().map_or(1, |(seq, _)| seq + 1),
+            next_seq: rows.last().map_or(1, |row| row.seq + 1),
             last_step: 0,
             evals: HashSet::new(),
             attention: HashSet::new(),
             checkpoints: HashSet::new(),
         };
-        for (seq, payload) in rows {
-            match serde_json::from_str::<Event>(&payload) {
+        for row in rows {
+            match serde_json::from_str::<Event>(&row.payload) {
                 Ok(event) => history.note(&event),
                 Err(error) => tracing::warn!(
                     run = run_id,
-                    seq,
+                    seq = row.seq,
                     %error,
                     "a stored run event does not parse; resuming without it"
                 ),
@@ -491,12 +408,8 @@ impl History {
                 format!("{{\"type\":\"failed\",\"reason\":\"unserialisable event: {e}\"}}"),
             ),
         };
-        sqlx::query("INSERT INTO run_events (run_id, seq, kind, payload) VALUES ($1, $2, $3, $4)")
-            .bind(run_id)
-            .bind(self.next_seq)
-            .bind(kind.as_str())
-            .bind(&payload)
-            .execute(pool)
+        EventLog::new(pool.clone())
+            .append(run_id, self.next_seq, kind, &payload)
             .await?;
         let _ = env.events.send(RunUpdate {
             run_id,
@@ -528,16 +441,21 @@ mod tests {
 
     #[test]
     fn a_run_that_kept_an_earlier_model_says_which_step() {
-        let (status, message, accuracies) = ending_of(&finished(Some(3600))).unwrap();
-        assert_eq!(status, "succeeded");
-        assert_eq!(accuracies, Some((0.9395, 0.9048)));
-        let message = message.expect("the run page explains the kept model");
+        let ending = ending_of(&finished(Some(3600))).unwrap();
+        assert_eq!(ending.status, RunStatus::Succeeded);
+        assert_eq!(ending.accuracies, Some((0.9395, 0.9048)));
+        let message = ending
+            .message
+            .expect("the run page explains the kept model");
         assert!(
             message.contains("step 3600") && message.contains("93.95%"),
             "{message}"
         );
 
-        let (status, message, _) = ending_of(&finished(None)).unwrap();
-        assert_eq!((status, message), ("succeeded", None));
+        let ending = ending_of(&finished(None)).unwrap();
+        assert_eq!(
+            (ending.status, ending.message),
+            (RunStatus::Succeeded, None)
+        );
     }
 }

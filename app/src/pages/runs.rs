@@ -5,14 +5,14 @@
 use super::{ErrorList, action_error, id_param};
 use crate::runs::{
     Boards, CancelRun, PrioritizeRun, RevealBoard, RunCurves, RunFormInfo, RunStatus, RunSummary,
-    SubmitOutcome, SubmitRun, TryRunModel, class_boards, format_rate, load_run_form, run_detail,
-    team_curves, team_runs,
+    SubmitOutcome, SubmitRun, TryRunModel, class_boards, default_learning_rate_after_switch,
+    load_run_form, run_detail, team_curves, team_runs,
 };
 use crate::widgets::{Heatmap, head_average};
 use leptos::prelude::*;
 use leptos_meta::Title;
-use run_protocol::settings::{DEFAULT_LORA_RANK, DEFAULT_MODEL};
-use run_protocol::{EvalSplit, Event, LoraSettings, RunSettings};
+use run_protocol::settings::DEFAULT_MODEL;
+use run_protocol::{EvalSplit, Event, StepPlan};
 
 /// While the calling component lives, calls `refresh` every 4 seconds in the browser
 /// (nothing on the server): how the run lists, boards and queue places stay current.
@@ -47,7 +47,7 @@ pub fn TeamPage() -> impl IntoView {
         <h1>"Fine-tune a model"</h1>
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> <p><a href="/join">"Join a class"</a></p> }>
-                {move || Suspend::new(async move { info.await.map(|info| view! { <RunForm info submit /> }) })}
+                {move || Suspend::new(async move { info.await.map(|info| view! { <NewRunForm info submit /> }) })}
             </ErrorBoundary>
         </Transition>
         <section class="panel">
@@ -70,8 +70,7 @@ pub fn TeamPage() -> impl IntoView {
 
 /// The run form: choices, checks, hints and the duration estimate.
 #[component]
-fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView {
-    let defaults = RunSettings::default();
+fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView {
     let default_model = info
         .models
         .iter()
@@ -79,51 +78,32 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
         .or(info.models.first())
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    let field = |value: String| RwSignal::new(value);
-    let model = RwSignal::new(default_model);
-    let method = field("full".to_string());
-    let lora_rank = field(DEFAULT_LORA_RANK.to_string());
-    let lora_alpha = field(LoraSettings::default_alpha(DEFAULT_LORA_RANK).to_string());
-    let learning_rate = field(format_rate(defaults.learning_rate));
-    let batch_size = field(defaults.batch_size.to_string());
-    let epochs = field(defaults.epochs.to_string());
-    let warmup_ratio = field(defaults.warmup_ratio.to_string());
-    let max_len = field(defaults.max_len.to_string());
-    let train_subset = field(String::new());
-    let seed = field(defaults.seed.to_string());
-    let probe_sentence = field("a gorgeous , witty , seductive movie .".to_string());
+    let form = RwSignal::new(crate::runs::RunForm {
+        model: default_model,
+        ..Default::default()
+    });
     let send = move |confirmed: bool| {
         submit.dispatch(SubmitRun {
-            model: model.get_untracked(),
-            method: method.get_untracked(),
-            lora_rank: lora_rank.get_untracked(),
-            lora_alpha: lora_alpha.get_untracked(),
-            learning_rate: learning_rate.get_untracked(),
-            batch_size: batch_size.get_untracked(),
-            epochs: epochs.get_untracked(),
-            warmup_ratio: warmup_ratio.get_untracked(),
-            max_len: max_len.get_untracked(),
-            train_subset: train_subset.get_untracked(),
-            seed: seed.get_untracked(),
-            probe_sentence: probe_sentence.get_untracked(),
+            form: form.get_untracked(),
             confirmed,
         });
     };
     let models = info.models.clone();
     let estimate = move || {
+        let form = form.get();
         let params = models
             .iter()
-            .find(|m| m.name == model.get())
+            .find(|m| m.name == form.model)
             .map_or(22_713_986, |m| m.params);
-        let examples = train_subset
-            .get()
+        let examples = form
+            .train_subset
             .trim()
             .parse::<usize>()
             .ok()
             .or(info.train_examples)?;
-        let batch: usize = batch_size.get().trim().parse().ok().filter(|b| *b > 0)?;
-        let epochs: usize = epochs.get().trim().parse().ok().filter(|e| *e > 0)?;
-        let steps = examples.div_ceil(batch) * epochs;
+        let batch: usize = form.batch_size.trim().parse().ok().filter(|b| *b > 0)?;
+        let epochs: usize = form.epochs.trim().parse().ok().filter(|e| *e > 0)?;
+        let steps = StepPlan::checked(examples, batch, epochs, 0.0)?.total_steps;
         let speed = info.examples_per_second * 22_713_986.0 / params as f64;
         let seconds = (examples * epochs) as f64 / speed;
         Some(format!(
@@ -132,14 +112,22 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
             info.device
         ))
     };
-    let text_input = move |label: &'static str, name: &'static str, value: RwSignal<String>| {
-        view! {
-            <label class="field">
-                <span>{label}</span>
-                <input type="text" name=name prop:value=move || value.get() on:input=move |ev| value.set(event_target_value(&ev)) />
-            </label>
-        }
-    };
+    // One text input per field of the form, named as the field.
+    macro_rules! text_input {
+        ($label:literal, $field:ident) => {
+            view! {
+                <label class="field">
+                    <span>{$label}</span>
+                    <input
+                        type="text"
+                        name=stringify!($field)
+                        prop:value=move || form.with(|f| f.$field.clone())
+                        on:input=move |ev| form.update(|f| f.$field = event_target_value(&ev))
+                    />
+                </label>
+            }
+        };
+    }
     view! {
         <section class="panel run-form">
             <h2>"New run"</h2>
@@ -150,9 +138,9 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
                 <div class="fields">
                     <label class="field">
                         <span>"Base model"</span>
-                        <select name="model" on:change=move |ev| model.set(event_target_value(&ev))>
+                        <select name="model" on:change=move |ev| form.update(|f| f.model = event_target_value(&ev))>
                             {info.models.iter().map(|m| {
-                                let selected = m.name == model.get_untracked();
+                                let selected = form.with_untracked(|f| m.name == f.model);
                                 view! { <option value=m.name.clone() selected=selected>{format!("{} ({} parameters)", m.name, parameter_count(m.params))}</option> }
                             }).collect_view()}
                         </select>
@@ -161,28 +149,30 @@ fn RunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView 
                         <span>"Method"</span>
                         <select name="method" on:change=move |ev| {
                             let chosen = event_target_value(&ev);
-                            learning_rate.update(|lr| *lr = crate::runs::default_learning_rate_after_switch(lr, &chosen));
-                            method.set(chosen);
+                            form.update(|f| {
+                                f.learning_rate = default_learning_rate_after_switch(&f.learning_rate, &chosen);
+                                f.method = chosen;
+                            });
                         }>
                             <option value="full">"Full fine-tuning"</option>
                             <option value="lora">"LoRA (query and value)"</option>
                         </select>
                     </label>
-                    {move || (method.get() == "lora").then(|| view! {
-                        {text_input("LoRA rank r", "lora_rank", lora_rank)}
-                        {text_input("LoRA alpha", "lora_alpha", lora_alpha)}
+                    {move || form.with(|f| f.method == "lora").then(|| view! {
+                        {text_input!("LoRA rank r", lora_rank)}
+                        {text_input!("LoRA alpha", lora_alpha)}
                     })}
-                    {text_input("Learning rate", "learning_rate", learning_rate)}
-                    {text_input("Batch size", "batch_size", batch_size)}
-                    {text_input("Epochs", "epochs", epochs)}
-                    {text_input("Warmup ratio", "warmup_ratio", warmup_ratio)}
-                    {text_input("Max length (tokens)", "max_len", max_len)}
-                    {text_input("Training sentences (empty = all)", "train_subset", train_subset)}
-                    {text_input("Seed", "seed", seed)}
+                    {text_input!("Learning rate", learning_rate)}
+                    {text_input!("Batch size", batch_size)}
+                    {text_input!("Epochs", epochs)}
+                    {text_input!("Warmup ratio", warmup_ratio)}
+                    {text_input!("Max length (tokens)", max_len)}
+                    {text_input!("Training sentences (empty = all)", train_subset)}
+                    {text_input!("Seed", seed)}
                 </div>
                 <label class="field wide">
                     <span>"A sentence whose attention you want to watch"</span>
-                    <input type="text" name="probe_sentence" maxlength="512" prop:value=move || probe_sentence.get() on:input=move |ev| probe_sentence.set(event_target_value(&ev)) />
+                    <input type="text" name="probe_sentence" maxlength=crate::widgets::MAX_CHARS.to_string() prop:value=move || form.with(|f| f.probe_sentence.clone()) on:input=move |ev| form.update(|f| f.probe_sentence = event_target_value(&ev)) />
                 </label>
                 <p class="hint" data-testid="estimate">{estimate}</p>
                 <p class="hint">{format!("A team may have at most {} runs waiting at once.", info.max_queued)}</p>

@@ -19,36 +19,23 @@ pub struct AttentionView {
     pub max_len: usize,
 }
 
-/// The default model, loaded once by the server, for the attention viewer.
-#[cfg(feature = "ssr")]
-#[derive(Clone)]
-pub struct DefaultModel {
-    /// The model and its tokenizer.
-    pub predictor: Arc<std::sync::Mutex<trainer::inference::Predictor>>,
-    /// Longest sentence the viewer shows, in tokens.
-    pub max_len: usize,
-    /// Its architecture, for the LoRA counter.
-    pub config: trainer::model::EncoderConfig,
-    /// Its name, e.g. all-MiniLM-L6-v2.
-    pub name: String,
-}
-
 /// Runs the default model on `text` and returns its attention maps.
 #[server(prefix = "/api", endpoint = "attention")]
 pub async fn attention_map(text: String) -> Result<AttentionView, AppError> {
     super::check_sentence(&text)?;
-    let model: DefaultModel = AppError::from_context("model")?;
-    let maps = model
-        .predictor
-        .lock()
-        .map_err(|_| AppError::Internal.respond())?
-        .attention(&text)
-        .map_err(|e| AppError::BadRequest(e.to_string()).respond())?;
+    let models: crate::models::ModelService = AppError::from_context("models")?;
+    let maps = models
+        .with_default(move |predictor| {
+            predictor
+                .attention(&text)
+                .map_err(|e| AppError::BadRequest(e.to_string()).respond())
+        })
+        .await?;
     Ok(AttentionView {
         tokens: maps.tokens,
         layers: maps.layers,
         truncated: maps.truncated,
-        max_len: model.max_len,
+        max_len: crate::models::VIEWER_MAX_TOKENS,
     })
 }
 
@@ -67,26 +54,24 @@ pub struct TeamAttention {
 pub async fn team_attention_map(text: String) -> Result<Option<TeamAttention>, AppError> {
     super::check_sentence(&text)?;
     let pool = crate::db::pool()?;
-    let Some((run_id, dir)) = crate::runs::ssr::team_model(&pool).await? else {
+    let Some((run_id, dir)) = crate::runs::environment::team_model(&pool).await? else {
         return Ok(None);
     };
-    let env: crate::runs::ssr::RunEnvironment = AppError::from_context("run environment")?;
-    let view = tokio::task::spawn_blocking(move || {
-        env.trained.with_model(run_id, &dir, |predictor| {
+    let models: crate::models::ModelService = AppError::from_context("models")?;
+    let view = models
+        .with_trained(run_id, dir, move |predictor| {
             predictor
                 .attention(&text)
                 .map_err(|e| AppError::bad_request(e.to_string()))
         })
-    })
-    .await
-    .map_err(AppError::internal)??;
+        .await?;
     Ok(Some(TeamAttention {
         run_id,
         view: AttentionView {
             tokens: view.tokens,
             layers: view.layers,
             truncated: view.truncated,
-            max_len: 64,
+            max_len: crate::models::VIEWER_MAX_TOKENS,
         },
     }))
 }

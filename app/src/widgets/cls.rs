@@ -26,10 +26,10 @@ pub struct ClsView {
 pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
     super::check_sentence(&text)?;
     let pool = crate::db::pool()?;
-    if let Some((run_id, dir)) = crate::runs::ssr::team_model(&pool).await? {
-        let env: crate::runs::ssr::RunEnvironment = AppError::from_context("run environment")?;
-        return tokio::task::spawn_blocking(move || {
-            env.trained.with_model(run_id, &dir, |predictor| {
+    let models: crate::models::ModelService = AppError::from_context("models")?;
+    if let Some((run_id, dir)) = crate::runs::environment::team_model(&pool).await? {
+        return models
+            .with_trained(run_id, dir, move |predictor| {
                 let prediction = predictor
                     .predict(&text)
                     .map_err(|e| AppError::bad_request(e.to_string()))?;
@@ -41,25 +41,22 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
                     run_id: Some(run_id),
                 })
             })
+            .await;
+    }
+    models
+        .with_default(move |predictor| {
+            let prediction = predictor
+                .predict(&text)
+                .map_err(|e| AppError::BadRequest(e.to_string()).respond())?;
+            Ok(ClsView {
+                tokens: prediction.tokens,
+                cls: prediction.cls,
+                probabilities: super::labelled(prediction.probs),
+                head_trained: predictor.head_trained(),
+                run_id: None,
+            })
         })
         .await
-        .map_err(AppError::internal)?;
-    }
-    let model: super::DefaultModel = AppError::from_context("model")?;
-    let predictor = model
-        .predictor
-        .lock()
-        .map_err(|_| AppError::Internal.respond())?;
-    let prediction = predictor
-        .predict(&text)
-        .map_err(|e| AppError::BadRequest(e.to_string()).respond())?;
-    Ok(ClsView {
-        tokens: prediction.tokens,
-        cls: prediction.cls,
-        probabilities: super::labelled(prediction.probs),
-        head_trained: predictor.head_trained(),
-        run_id: None,
-    })
 }
 
 /// Sentence in, [CLS] vector and probabilities out.

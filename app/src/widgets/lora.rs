@@ -71,8 +71,8 @@ pub async fn lora_count(rank: usize, targets: LoraTargets) -> Result<LoraParams,
     if chosen.is_empty() {
         return Err(AppError::BadRequest("Pick at least one matrix to adapt.".into()).respond());
     }
-    let model: super::DefaultModel = AppError::from_context("model")?;
-    let shape = model.config.shape();
+    let models: crate::models::ModelService = AppError::from_context("models")?;
+    let shape = models.default_config().shape();
     let full = param_counts(&shape, 2, Method::Full);
     let lora = param_counts(
         &shape,
@@ -81,7 +81,7 @@ pub async fn lora_count(rank: usize, targets: LoraTargets) -> Result<LoraParams,
     );
     let default_adapters = lora.total - full.total;
     Ok(LoraParams {
-        model: model.name.clone(),
+        model: models.default_name().to_string(),
         model_params: full.total,
         adapter_params: lora_adapter_params(&shape, rank, &chosen),
         classifier_params: lora.trainable - default_adapters,

@@ -8,8 +8,6 @@ mod run_curves;
 mod steps;
 mod tokenizer;
 
-#[cfg(feature = "ssr")]
-pub use attention::DefaultModel;
 pub use attention::{
     AttentionMap, AttentionView, AttentionViewer, TeamAttention, TeamAttentionMap, attention_map,
     team_attention_map,

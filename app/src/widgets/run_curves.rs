@@ -39,34 +39,18 @@ impl OverfittingExample {
 #[server(prefix = "/api", endpoint = "overfitting-curves")]
 pub async fn overfitting_curves() -> Result<Option<OverfittingExample>, AppError> {
     use crate::auth::ssr::Caller;
-    use crate::runs::ssr::{loss_curves, run_label};
+    use crate::runs::curves::loss_curves;
+    use crate::runs::queue::{RecentRuns, RunQueue};
     /// How many recent finished runs are compared.
     const RECENT_RUNS: i64 = 30;
     let pool = crate::db::pool()?;
-    let run_ids: Vec<i64> = match crate::auth::ssr::caller(&pool).await? {
-        Caller::Student(student) => {
-            sqlx::query_scalar(
-                "SELECT id FROM runs WHERE team_id = $1 AND status = 'succeeded' \
-                 ORDER BY id DESC LIMIT $2",
-            )
-            .bind(student.team_id)
-            .bind(RECENT_RUNS)
-            .fetch_all(&pool)
-            .await?
-        }
-        Caller::Instructor(instructor) => {
-            sqlx::query_scalar(
-                "SELECT runs.id FROM runs JOIN classes ON classes.id = runs.class_id \
-                 WHERE classes.instructor_id = $1 AND runs.status = 'succeeded' \
-                 ORDER BY runs.id DESC LIMIT $2",
-            )
-            .bind(instructor.id)
-            .bind(RECENT_RUNS)
-            .fetch_all(&pool)
-            .await?
-        }
+    let queue = RunQueue::new(pool.clone());
+    let whose = match crate::auth::ssr::caller(&pool).await? {
+        Caller::Student(student) => RecentRuns::Team(student.team_id),
+        Caller::Instructor(instructor) => RecentRuns::Instructor(instructor.id),
         Caller::Anonymous => return Ok(None),
     };
+    let run_ids = queue.latest_succeeded(whose, RECENT_RUNS).await?;
     let mut best: Option<OverfittingExample> = None;
     let mut considered = 0;
     for run_id in run_ids {
@@ -84,7 +68,7 @@ pub async fn overfitting_curves() -> Result<Option<OverfittingExample>, AppError
         considered += 1;
         let candidate = OverfittingExample {
             run_id,
-            label: run_label(&pool, run_id).await?,
+            label: queue.settings(run_id).await?.summary(),
             train_loss: curves.loss,
             validation_loss: curves.validation_loss,
             best: lowest,

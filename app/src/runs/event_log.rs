@@ -1,0 +1,72 @@
+//! Every SQL statement on the `run_events` table: a run's events in order, each with its
+//! sequence number (the live stream's event id) and its kind.
+
+use crate::db::DbPool;
+use run_protocol::EventKind;
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredEvent {
+    /// 1, 2, 3, … per run, with no gaps.
+    pub seq: i64,
+    /// The event as JSON ([`run_protocol::Event`]).
+    pub payload: String,
+}
+
+/// The stored events of every run.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    pool: DbPool,
+}
+
+impl EventLog {
+    /// The log in `pool`.
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// Run `run_id`'s events after sequence number `after`, in order.
+    pub async fn after(&self, run_id: i64, after: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Run `run_id`'s events of the given kinds, in order.
+    pub async fn of_kinds(
+        &self,
+        run_id: i64,
+        kinds: [EventKind; 2],
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND kind IN ($2, $3) ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(kinds[0].as_str())
+        .bind(kinds[1].as_str())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Stores one event of run `run_id`.
+    pub async fn append(
+        &self,
+        run_id: i64,
+        seq: i64,
+        kind: EventKind,
+        payload: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO run_events (run_id, seq, kind, payload) VALUES ($1, $2, $3, $4)")
+            .bind(run_id)
+            .bind(seq)
+            .bind(kind.as_str())
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

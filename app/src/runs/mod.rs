@@ -1,0 +1,207 @@
+//! Fine-tuning runs from the browser: the run form with its checks, the team's runs with
+//! their live queue position, cancelling, the run boards, and the data the pages and the
+//! server share about runs. The queue lives in the database ([`queue`], server only); the
+//! server's worker claims runs from it and feeds the events back.
+//!
+//! - [`form`]: the run form, its defaults and checks;
+//! - [`server_fns`]: submitting, listing, cancelling and trying runs;
+//! - [`boards`]: the class's run boards;
+//! - server only: [`queue`] (all SQL on `runs`), [`event_log`] (all SQL on `run_events`),
+//!   [`access`], [`environment`] and [`curves`].
+
+pub mod boards;
+pub mod form;
+pub mod server_fns;
+
+#[cfg(feature = "ssr")]
+pub mod access;
+#[cfg(feature = "ssr")]
+pub mod curves;
+#[cfg(feature = "ssr")]
+pub mod environment;
+#[cfg(feature = "ssr")]
+pub mod event_log;
+#[cfg(feature = "ssr")]
+pub mod queue;
+
+pub use boards::{ClassBoards, RevealBoard, class_boards, reveal_board};
+pub use form::{RunForm, default_learning_rate_after_switch, format_rate};
+pub use server_fns::{
+    CancelRun, LoadRunForm, PrioritizeRun, RunDetail, SubmitRun, TeamCurves, TeamRuns, TryRunModel,
+    cancel_run, load_run_form, prioritize_run, run_detail, submit_run, team_curves, team_runs,
+    try_run_model,
+};
+
+use run_protocol::RunSettings;
+use serde::{Deserialize, Serialize};
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Waiting for a training slot.
+    Queued,
+    /// Training now.
+    Running,
+    /// Finished normally.
+    Succeeded,
+    /// Stopped by an error.
+    Failed,
+    /// Stopped because the loss became NaN or exploded.
+    Diverged,
+    /// Stopped by a person.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Every status.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Diverged,
+        RunStatus::Cancelled,
+    ];
+
+    /// Reads a stored name.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the run can still change.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+impl TryFrom<String> for RunStatus {
+    type Error = String;
+
+    /// Reads a stored name; the error names what was stored.
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        RunStatus::parse(&text).ok_or_else(|| format!("unknown run status \u{201c}{text}\u{201d}"))
+    }
+}
+
+/// A base model a team can fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelChoice {
+    /// Directory name, e.g. all-MiniLM-L6-v2.
+    pub name: String,
+    /// Parameters with a two-label head.
+    pub params: usize,
+}
+
+/// What the run form needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFormInfo {
+    /// The models found in the models folder.
+    pub models: Vec<ModelChoice>,
+    /// How many a team may have waiting at once.
+    pub max_queued: i64,
+    /// Training sentences available (SST-2 train minus validation).
+    pub train_examples: Option<usize>,
+    /// The compute device runs use.
+    pub device: String,
+    /// Rough training speed of the default model on this device, sentences per second.
+    pub examples_per_second: f64,
+}
+
+/// A run as lists and pages show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub id: i64,
+    /// Its team.
+    pub team: String,
+    /// Who submitted it.
+    pub submitted_by: String,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Its settings.
+    pub settings: RunSettings,
+    /// When it was submitted (UTC).
+    pub created_at: String,
+    /// 1 = next, while queued.
+    pub queue_position: Option<i64>,
+    /// Best validation accuracy so far, 0..1.
+    pub validation_accuracy: Option<f64>,
+    /// Why it failed, diverged or was cancelled.
+    pub message: Option<String>,
+}
+
+/// What happened to a submitted form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SubmitOutcome {
+    /// Queued as this run.
+    Queued(i64),
+    /// Outside the recommended ranges: these hints, and the form must be sent again with
+    /// `confirmed` to queue it anyway.
+    NeedsConfirmation(Vec<String>),
+}
+
+/// One team's line on a leaderboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoardLine {
+    /// The team.
+    pub team: String,
+    /// Its best accuracy, 0..1.
+    pub accuracy: f64,
+    /// The run that scored it.
+    pub run_id: i64,
+}
+
+/// Both leaderboards of a class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Boards {
+    /// Best validation accuracy per team (public).
+    pub public: Vec<BoardLine>,
+    /// Best SST-2 dev accuracy per team; `None` until the instructor reveals it.
+    pub private: Option<Vec<BoardLine>>,
+    /// Whether the private board is revealed to students.
+    pub revealed: bool,
+}
+
+/// A finished run's model reading one sentence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelReading {
+    /// The tokens it read.
+    pub tokens: Vec<String>,
+    /// The most likely label.
+    pub label: String,
+    /// (label, probability) for each label.
+    pub probabilities: Vec<(String, f32)>,
+    /// Whether the sentence was cut to the model's length.
+    pub truncated: bool,
+}
+
+/// One run's curves for the team's comparison chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCurves {
+    /// The run.
+    pub run_id: i64,
+    /// Its settings in one line.
+    pub label: String,
+    /// (step, training loss), at most [`MAX_CURVE_POINTS`] evenly spaced points.
+    pub loss: Vec<(f64, f64)>,
+    /// (step, validation accuracy in %).
+    pub validation_accuracy: Vec<(f64, f64)>,
+}
+
+/// The most points a comparison curve keeps.
+pub const MAX_CURVE_POINTS: usize = 200;
+/// How many of the team's latest runs the comparison shows.
+pub const COMPARED_RUNS: i64 = 6;

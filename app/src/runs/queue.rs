@@ -1,0 +1,514 @@
+//! The run queue: every SQL statement on the `runs` table, with typed rows. The server
+//! functions submit, cancel and list runs through it; the worker claims, renews, finishes
+//! and releases them through it. Statuses are [`RunStatus`] everywhere, never literals.
+
+use super::{BoardLine, RunStatus, RunSummary};
+use crate::db::DbPool;
+use crate::error::AppError;
+use run_protocol::RunSettings;
+
+/// The queue over one database.
+#[derive(Debug, Clone)]
+pub struct RunQueue {
+    pool: DbPool,
+}
+
+/// A run to queue.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// The team's class.
+    pub class_id: i64,
+    /// The team.
+    pub team_id: i64,
+    /// The student who submitted it.
+    pub submitted_by: &'a str,
+    /// Its checked settings.
+    pub settings: &'a RunSettings,
+}
+
+/// Whose run it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct RunOwner {
+    /// Its class.
+    pub class_id: i64,
+    /// Its team.
+    pub team_id: i64,
+}
+
+/// What cancelling did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was waiting and is now cancelled.
+    BeforeStart,
+    /// It is training; the worker stops it at its next step.
+    Requested,
+    /// It had already ended.
+    AlreadyEnded,
+}
+
+/// A run a worker claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    /// The run.
+    pub id: i64,
+    /// Its stored settings.
+    pub settings: RunSettings,
+}
+
+/// How a run ended, as the worker records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnding {
+    /// Succeeded, failed, diverged or cancelled.
+    pub status: RunStatus,
+    /// What to tell the team.
+    pub message: Option<String>,
+    /// (validation, private test) accuracy of a run that succeeded.
+    pub accuracies: Option<(f64, f64)>,
+}
+
+/// Which runs [`RunQueue::summaries`] lists.
+#[derive(Debug, Clone, Copy)]
+pub enum RunFilter {
+    /// A team's runs.
+    Team(i64),
+    /// A class's runs.
+    Class(i64),
+    /// One run.
+    Run(i64),
+}
+
+/// Which run board.
+#[derive(Debug, Clone, Copy)]
+pub enum Board {
+    /// Validation accuracy (public).
+    Public,
+    /// SST-2 dev accuracy (private until revealed).
+    Private,
+}
+
+/// Whose finished runs [`RunQueue::latest_succeeded`] lists.
+#[derive(Debug, Clone, Copy)]
+pub enum RecentRuns {
+    /// A team's.
+    Team(i64),
+    /// Those of every class of an instructor.
+    Instructor(i64),
+}
+
+/// One row of a run list.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: i64,
+    team: String,
+    submitted_by: String,
+    #[sqlx(try_from = "String")]
+    status: RunStatus,
+    settings: String,
+    created_at: String,
+    position: i64,
+    validation_accuracy: Option<f64>,
+    message: Option<String>,
+}
+
+/// One row of a board.
+#[derive(sqlx::FromRow)]
+struct BoardRow {
+    team: String,
+    accuracy: f64,
+    run_id: i64,
+}
+
+/// The summary query for one filter.
+macro_rules! summary_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT r.id, t.name AS team, r.submitted_by, r.status, r.settings, r.created_at, ",
+            "(SELECT COUNT(*) FROM runs q WHERE q.status = 'queued' AND q.id <= r.id) AS position, ",
+            "r.validation_accuracy, r.message ",
+            "FROM runs r JOIN teams t ON t.id = r.team_id WHERE ",
+            $filter,
+            " ORDER BY r.id DESC"
+        )
+    };
+}
+
+/// Reads stored settings; they were written from a [`RunSettings`], so a failure means the
+/// row was changed by hand or by an incompatible version.
+fn parse_settings(run_id: i64, text: &str) -> Result<RunSettings, String> {
+    serde_json::from_str(text).map_err(|e| format!("run {run_id}'s settings do not read: {e}"))
+}
+
+impl RunQueue {
+    /// The queue in `pool`.
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// Runs the team has waiting.
+    pub async fn waiting(&self, team_id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status = $2")
+            .bind(team_id)
+            .bind(RunStatus::Queued.as_str())
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// The team's runs submitted at or after `since` (a timestamp or a date) that were not
+    /// cancelled: the ones that count against the daily allowance.
+    pub async fn scored_since(&self, team_id: i64, since: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status <> $2 AND created_at >= $3",
+        )
+        .bind(team_id)
+        .bind(RunStatus::Cancelled.as_str())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Queues a run; returns its id.
+    pub async fn insert(&self, run: &NewRun<'_>) -> Result<i64, AppError> {
+        let settings = serde_json::to_string(run.settings).map_err(AppError::internal)?;
+        Ok(sqlx::query_scalar(
+            "INSERT INTO runs (class_id, team_id, submitted_by, settings) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(run.class_id)
+        .bind(run.team_id)
+        .bind(run.submitted_by)
+        .bind(settings)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// A run's status, if the run exists.
+    pub async fn status(&self, run_id: i64) -> Result<Option<RunStatus>, AppError> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        status
+            .map(|s| RunStatus::try_from(s).map_err(AppError::internal))
+            .transpose()
+    }
+
+    /// A run's class and team, if the run exists.
+    pub async fn owner(&self, run_id: i64) -> Result<Option<RunOwner>, sqlx::Error> {
+        sqlx::query_as("SELECT class_id, team_id FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// A run's settings.
+    pub async fn settings(&self, run_id: i64) -> Result<RunSettings, AppError> {
+        let text: String = sqlx::query_scalar("SELECT settings FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        parse_settings(run_id, &text).map_err(AppError::internal)
+    }
+
+    /// Moves a waiting run to the front of the queue; false when it is not waiting.
+    pub async fn prioritize(&self, run_id: i64) -> Result<bool, sqlx::Error> {
+        let moved = sqlx::query(
+            "UPDATE runs SET priority = (SELECT COALESCE(MAX(priority), 0) + 1 FROM runs) \
+             WHERE id = $1 AND status = $2",
+        )
+        .bind(run_id)
+        .bind(RunStatus::Queued.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(moved.rows_affected() > 0)
+    }
+
+    /// Cancels a waiting run at once, or asks the worker to stop a running one.
+    pub async fn cancel(&self, run_id: i64) -> Result<Cancelled, sqlx::Error> {
+        let waiting = sqlx::query(
+            "UPDATE runs SET status = $1, finished_at = $2, \
+             message = 'Cancelled before it started.' WHERE id = $3 AND status = $4",
+        )
+        .bind(RunStatus::Cancelled.as_str())
+        .bind(crate::db::now())
+        .bind(run_id)
+        .bind(RunStatus::Queued.as_str())
+        .execute(&self.pool)
+        .await?;
+        if waiting.rows_affected() > 0 {
+            return Ok(Cancelled::BeforeStart);
+        }
+        let running =
+            sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status = $2")
+                .bind(run_id)
+                .bind(RunStatus::Running.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(if running.rows_affected() > 0 {
+            Cancelled::Requested
+        } else {
+            Cancelled::AlreadyEnded
+        })
+    }
+
+    /// Whether someone asked to cancel the run.
+    pub async fn cancel_requested(&self, run_id: i64) -> Result<bool, sqlx::Error> {
+        let requested: i64 =
+            sqlx::query_scalar("SELECT CAST(cancel_requested AS INTEGER) FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(requested != 0)
+    }
+
+    /// Puts running runs whose lease expired before `now` (seconds since the epoch) back
+    /// in the queue; returns how many.
+    pub async fn requeue_expired(&self, now: i64) -> Result<u64, sqlx::Error> {
+        let requeued = sqlx::query(
+            "UPDATE runs SET status = $1, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE status = $2 AND lease_expires_at < $3",
+        )
+        .bind(RunStatus::Queued.as_str())
+        .bind(RunStatus::Running.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(requeued.rows_affected())
+    }
+
+    /// Claims the next run for `owner` with a lease until `lease_until` (seconds since the
+    /// epoch): one the instructor moved up first, then from the team that trained least
+    /// recently, its oldest run. A claimed run whose settings do not read is marked failed
+    /// with the reason, and the next one is tried.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<ClaimedRun>, sqlx::Error> {
+        loop {
+            let next: Option<(i64, String)> = sqlx::query_as(
+                "SELECT r.id, r.settings FROM runs r WHERE r.status = $1 \
+                 ORDER BY r.priority DESC, \
+                 COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
+                 LIMIT 1",
+            )
+            .bind(RunStatus::Queued.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some((id, settings)) = next else {
+                return Ok(None);
+            };
+            let claimed = sqlx::query(
+                "UPDATE runs SET status = $1, lease_owner = $2, lease_expires_at = $3, \
+                 claim_order = (SELECT COALESCE(MAX(claim_order), 0) + 1 FROM runs), \
+                 started_at = COALESCE(started_at, $4) \
+                 WHERE id = $5 AND status = $6",
+            )
+            .bind(RunStatus::Running.as_str())
+            .bind(owner)
+            .bind(lease_until)
+            .bind(crate::db::now())
+            .bind(id)
+            .bind(RunStatus::Queued.as_str())
+            .execute(&self.pool)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                continue; // another worker took it first
+            }
+            match parse_settings(id, &settings) {
+                Ok(settings) => return Ok(Some(ClaimedRun { id, settings })),
+                Err(reason) => {
+                    tracing::error!(run = id, %reason, "a claimed run cannot start");
+                    let ending = RunEnding {
+                        status: RunStatus::Failed,
+                        message: Some(format!("Its settings could not be read: {reason}")),
+                        accuracies: None,
+                    };
+                    self.finish(id, owner, &ending).await?;
+                }
+            }
+        }
+    }
+
+    /// Extends `owner`'s lease on a running run; false when the lease is no longer its.
+    pub async fn renew(
+        &self,
+        run_id: i64,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let renewed = sqlx::query(
+            "UPDATE runs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = $4",
+        )
+        .bind(lease_until)
+        .bind(run_id)
+        .bind(owner)
+        .bind(RunStatus::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() > 0)
+    }
+
+    /// Records a run's end, if `owner` still holds it.
+    pub async fn finish(
+        &self,
+        run_id: i64,
+        owner: &str,
+        ending: &RunEnding,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE runs SET status = $1, message = $2, validation_accuracy = $3, private_accuracy = $4, \
+             finished_at = $5, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $6 AND lease_owner = $7",
+        )
+        .bind(ending.status.as_str())
+        .bind(ending.message.as_deref())
+        .bind(ending.accuracies.map(|a| a.0))
+        .bind(ending.accuracies.map(|a| a.1))
+        .bind(crate::db::now())
+        .bind(run_id)
+        .bind(owner)
+        .persistent(false) // the accuracies may be NULL: see `crate::db`
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives an unfinished run back to the queue, if `owner` still holds it (it resumes
+    /// from its checkpoint).
+    pub async fn release(&self, run_id: i64, owner: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE runs SET status = $1, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $2 AND lease_owner = $3",
+        )
+        .bind(RunStatus::Queued.as_str())
+        .bind(run_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Run summaries, newest first. The queue position counts queued runs submitted
+    /// earlier (the worker also rotates between teams, so it is an upper bound).
+    pub async fn summaries(&self, filter: RunFilter) -> Result<Vec<RunSummary>, AppError> {
+        let (sql, value) = match filter {
+            RunFilter::Team(id) => (summary_sql!("r.team_id = $1"), id),
+            RunFilter::Class(id) => (summary_sql!("r.class_id = $1"), id),
+            RunFilter::Run(id) => (summary_sql!("r.id = $1"), id),
+        };
+        let rows: Vec<SummaryRow> = sqlx::query_as(sql)
+            .bind(value)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(RunSummary {
+                    id: row.id,
+                    team: row.team,
+                    submitted_by: row.submitted_by,
+                    status: row.status,
+                    settings: parse_settings(row.id, &row.settings).map_err(AppError::internal)?,
+                    created_at: row.created_at,
+                    queue_position: (row.status == RunStatus::Queued).then_some(row.position),
+                    validation_accuracy: row.validation_accuracy,
+                    message: row.message,
+                })
+            })
+            .collect()
+    }
+
+    /// The ids of the team's latest `limit` runs that have started, oldest first.
+    pub async fn latest_started(&self, team_id: i64, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE team_id = $1 AND status <> $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(team_id)
+        .bind(RunStatus::Queued.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        ids.reverse();
+        Ok(ids)
+    }
+
+    /// The ids of the latest `limit` runs that succeeded, newest first.
+    pub async fn latest_succeeded(
+        &self,
+        whose: RecentRuns,
+        limit: i64,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let (sql, owner) = match whose {
+            RecentRuns::Team(team_id) => (
+                "SELECT id FROM runs WHERE team_id = $1 AND status = $2 ORDER BY id DESC LIMIT $3",
+                team_id,
+            ),
+            RecentRuns::Instructor(instructor_id) => (
+                "SELECT runs.id FROM runs JOIN classes ON classes.id = runs.class_id \
+                 WHERE classes.instructor_id = $1 AND runs.status = $2 \
+                 ORDER BY runs.id DESC LIMIT $3",
+                instructor_id,
+            ),
+        };
+        sqlx::query_scalar(sql)
+            .bind(owner)
+            .bind(RunStatus::Succeeded.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// A class's run board: the best accuracy per team, best first (ties: the earlier run).
+    pub async fn board(&self, class_id: i64, which: Board) -> Result<Vec<BoardLine>, sqlx::Error> {
+        let sql = match which {
+            Board::Public => {
+                "SELECT t.name AS team, r.validation_accuracy AS accuracy, r.id AS run_id \
+                 FROM runs r JOIN teams t ON t.id = r.team_id \
+                 WHERE r.class_id = $1 AND r.status = $2 AND r.validation_accuracy IS NOT NULL \
+                 ORDER BY r.validation_accuracy DESC, r.id"
+            }
+            Board::Private => {
+                "SELECT t.name AS team, r.private_accuracy AS accuracy, r.id AS run_id \
+                 FROM runs r JOIN teams t ON t.id = r.team_id \
+                 WHERE r.class_id = $1 AND r.status = $2 AND r.private_accuracy IS NOT NULL \
+                 ORDER BY r.private_accuracy DESC, r.id"
+            }
+        };
+        let rows: Vec<BoardRow> = sqlx::query_as(sql)
+            .bind(class_id)
+            .bind(RunStatus::Succeeded.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut lines: Vec<BoardLine> = Vec::new();
+        for row in rows {
+            if !lines.iter().any(|line| line.team == row.team) {
+                lines.push(BoardLine {
+                    team: row.team,
+                    accuracy: row.accuracy,
+                    run_id: row.run_id,
+                });
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// The UTC calendar date of `time` as `YYYY-MM-DD`, which compares as that day's first
+/// [`crate::db::timestamp`].
+pub fn utc_date(time: std::time::SystemTime) -> String {
+    let mut date = crate::db::timestamp(time);
+    date.truncate(10);
+    date
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_date;
+
+    #[test]
+    fn dates_are_utc_calendar_days() {
+        let at = |secs: u64| utc_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01");
+        assert_eq!(at(951_782_400), "2000-02-29");
+        assert_eq!(at(1_795_651_200), "2026-11-26");
+        assert_eq!(at(1_795_737_599), "2026-11-26");
+    }
+}

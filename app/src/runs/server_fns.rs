@@ -1,0 +1,179 @@
+//! The run server functions: the run form, submitting, the team's runs and curves,
+//! cancelling and prioritizing, and trying a finished run's model. Their SQL is the
+//! queue's ([`super::queue::RunQueue`]).
+
+use super::form::RunForm;
+use super::{
+    COMPARED_RUNS, ModelReading, RunCurves, RunFormInfo, RunStatus, RunSummary, SubmitOutcome,
+};
+use crate::error::AppError;
+use leptos::prelude::*;
+#[cfg(feature = "ssr")]
+use {
+    super::access::{Viewpoint, check_run_access, viewpoint},
+    super::environment::{RunEnvironment, announce_run},
+    super::queue::{Cancelled, NewRun, RunFilter, RunQueue, utc_date},
+};
+
+/// The queue over the request's database.
+#[cfg(feature = "ssr")]
+fn queue() -> Result<RunQueue, AppError> {
+    Ok(RunQueue::new(crate::db::pool()?))
+}
+
+/// Runs a finished run's fine-tuned model on a sentence ("try your model").
+#[server(prefix = "/api", endpoint = "try-model")]
+pub async fn try_run_model(run_id: i64, text: String) -> Result<ModelReading, AppError> {
+    let pool = crate::db::pool()?;
+    check_run_access(&pool, run_id).await?;
+    crate::widgets::check_sentence(&text)?;
+    if RunQueue::new(pool).status(run_id).await? != Some(RunStatus::Succeeded) {
+        return Err(AppError::bad_request(
+            "Only a finished run has a model to try.",
+        ));
+    }
+    let env: RunEnvironment = AppError::from_context("run environment")?;
+    let models: crate::models::ModelService = AppError::from_context("models")?;
+    models
+        .with_trained(run_id, env.model_dir(run_id), move |predictor| {
+            let prediction = predictor
+                .predict(&text)
+                .map_err(|e| AppError::bad_request(e.to_string()))?;
+            Ok(ModelReading {
+                tokens: prediction.tokens,
+                label: prediction.label,
+                probabilities: crate::widgets::labelled(prediction.probs),
+                truncated: prediction.truncated,
+            })
+        })
+        .await
+}
+
+/// The run form's choices and the team's queue allowance.
+#[server(prefix = "/api", endpoint = "run-form")]
+pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
+    let pool = crate::db::pool()?;
+    crate::auth::ssr::require_student(&pool).await?;
+    let env: RunEnvironment = AppError::from_context("run environment")?;
+    Ok(RunFormInfo {
+        models: env.models(),
+        max_queued: env.max_queued_per_team,
+        train_examples: env.train_examples,
+        device: env.device.clone(),
+        examples_per_second: env.examples_per_second,
+    })
+}
+
+/// Checks the run form and queues the run for the caller's team. Values outside the
+/// recommended ranges come back as hints first; `confirmed` queues the run anyway.
+#[server(prefix = "/api", endpoint = "submit-run")]
+pub async fn submit_run(form: RunForm, confirmed: bool) -> Result<SubmitOutcome, AppError> {
+    let pool = crate::db::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    let env: RunEnvironment = AppError::from_context("run environment")?;
+    let (settings, hints) =
+        super::form::check_form(&form, &env.models()).map_err(AppError::bad_request)?;
+    if !hints.is_empty() && !confirmed {
+        return Ok(SubmitOutcome::NeedsConfirmation(hints));
+    }
+    let queue = RunQueue::new(pool);
+    let waiting = queue.waiting(student.team_id).await?;
+    if waiting >= env.max_queued_per_team {
+        return Err(AppError::bad_request(format!(
+            "Your team already has {waiting} runs waiting; at most {} may wait at once. \
+             Cancel one or wait for it to start.",
+            env.max_queued_per_team
+        )));
+    }
+    let today = utc_date(std::time::SystemTime::now());
+    if queue.scored_since(student.team_id, &today).await? >= env.max_runs_per_day {
+        return Err(AppError::bad_request(format!(
+            "Your team has used its {} runs for today (cancelled runs do not count). \
+             Pick your next settings carefully: more runs tomorrow.",
+            env.max_runs_per_day
+        )));
+    }
+    let id = queue
+        .insert(&NewRun {
+            class_id: student.class_id,
+            team_id: student.team_id,
+            submitted_by: &student.name,
+            settings: &settings,
+        })
+        .await?;
+    env.wake_worker();
+    env.announce(id);
+    Ok(SubmitOutcome::Queued(id))
+}
+
+/// Moves a queued run to the front of the queue (instructors).
+#[server(prefix = "/api", endpoint = "prioritize-run")]
+pub async fn prioritize_run(run_id: i64) -> Result<(), AppError> {
+    let pool = crate::db::pool()?;
+    let instructor = crate::auth::ssr::require_instructor(&pool).await?;
+    let queue = RunQueue::new(pool.clone());
+    let owner = queue
+        .owner(run_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("There is no such run."))?;
+    crate::auth::ssr::check_class_owner(&pool, &instructor, owner.class_id).await?;
+    if !queue.prioritize(run_id).await? {
+        return Err(AppError::bad_request("Only a waiting run can be moved up."));
+    }
+    announce_run(run_id);
+    Ok(())
+}
+
+/// The team's latest runs' loss and validation curves, for comparing them in one chart.
+#[server(prefix = "/api", endpoint = "team-curves")]
+pub async fn team_curves() -> Result<Vec<RunCurves>, AppError> {
+    let pool = crate::db::pool()?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
+    let queue = RunQueue::new(pool.clone());
+    let mut curves = Vec::new();
+    for run_id in queue.latest_started(student.team_id, COMPARED_RUNS).await? {
+        let run = super::curves::loss_curves(&pool, run_id).await?;
+        curves.push(RunCurves {
+            run_id,
+            label: queue.settings(run_id).await?.summary(),
+            loss: run.loss,
+            validation_accuracy: run.validation_accuracy,
+        });
+    }
+    Ok(curves)
+}
+
+/// The caller's team's runs, newest first (students), or a class's (instructors).
+#[server(prefix = "/api", endpoint = "team-runs")]
+pub async fn team_runs(class_id: Option<i64>) -> Result<Vec<RunSummary>, AppError> {
+    let pool = crate::db::pool()?;
+    let filter = match viewpoint(&pool, class_id).await? {
+        Viewpoint::Team { team_id, .. } => RunFilter::Team(team_id),
+        Viewpoint::Instructor { class_id } => RunFilter::Class(class_id),
+    };
+    RunQueue::new(pool).summaries(filter).await
+}
+
+/// One run, for its team or its class's instructor.
+#[server(prefix = "/api", endpoint = "run")]
+pub async fn run_detail(run_id: i64) -> Result<RunSummary, AppError> {
+    let pool = crate::db::pool()?;
+    check_run_access(&pool, run_id).await?;
+    queue()?
+        .summaries(RunFilter::Run(run_id))
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::not_found("There is no such run."))
+}
+
+/// Cancels a queued or running run (its team or the instructor).
+#[server(prefix = "/api", endpoint = "cancel-run")]
+pub async fn cancel_run(run_id: i64) -> Result<(), AppError> {
+    let pool = crate::db::pool()?;
+    check_run_access(&pool, run_id).await?;
+    if queue()?.cancel(run_id).await? == Cancelled::AlreadyEnded {
+        return Err(AppError::bad_request("That run has already ended."));
+    }
+    announce_run(run_id);
+    Ok(())
+}
