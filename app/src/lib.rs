@@ -13,7 +13,6 @@ pub mod db;
 pub mod error;
 pub mod lessons;
 pub mod live;
-#[cfg(feature = "ssr")]
 pub mod models;
 mod pages;
 pub mod quiz;

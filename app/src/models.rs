@@ -1,99 +1,138 @@
-//! The model service (server only): the default model the lesson widgets read, and the
-//! fine-tuned model of a team's finished run, both run on tokio's blocking threads so a
-//! long sentence never stalls the async threads that serve every other request.
+//! The models the pages read, and the limits on what they read. On the server,
+//! [`ModelService`] holds the default model the lesson widgets read and the fine-tuned
+//! model of a team's finished run, and runs both on tokio's blocking threads so a long
+//! sentence never stalls the async threads that serve every other request.
 
-use crate::error::AppError;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use trainer::inference::Predictor;
-use trainer::model::EncoderConfig;
+#[cfg(feature = "ssr")]
+pub use service::ModelService;
+
+/// The longest text, in characters, that a widget, a run's attention sentence or "try
+/// your model" accepts.
+pub const MAX_SENTENCE_CHARS: usize = 512;
 
 /// The longest sentence, in tokens, that the attention viewer, the [CLS] demo and "try
 /// your model" read: longer ones are cut (and say so). 64 covers every SST-2 sentence but
 /// a handful, and keeps a map of every layer and head small enough to draw.
 pub const VIEWER_MAX_TOKENS: usize = 64;
 
-/// The models the pages read. Cheap to clone; clones share the loaded models.
-#[derive(Clone)]
-pub struct ModelService {
-    default: Arc<Mutex<Predictor>>,
-    default_config: EncoderConfig,
-    default_name: String,
-    /// The fine-tuned model read last, with its run: kept loaded for the next sentence.
-    trained: Arc<Mutex<Option<(i64, Predictor)>>>,
-}
-
-impl std::fmt::Debug for ModelService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelService")
-            .field("default", &self.default_name)
-            .finish_non_exhaustive()
+/// Rejects empty and over-long input with a message for the student.
+#[cfg(feature = "ssr")]
+pub fn check_sentence(text: &str) -> Result<(), crate::error::AppError> {
+    use crate::error::AppError;
+    let characters = text.chars().count();
+    if text.trim().is_empty() {
+        return Err(AppError::BadRequest("Type a sentence first.".into()).respond());
     }
+    if characters > MAX_SENTENCE_CHARS {
+        return Err(AppError::BadRequest(format!(
+            "That text has {characters} characters; the widgets take at most {MAX_SENTENCE_CHARS}."
+        ))
+        .respond());
+    }
+    Ok(())
 }
 
-impl ModelService {
-    /// The service around the loaded default model `predictor`, called `name`, with its
-    /// architecture `config` (for the LoRA counter).
-    pub fn new(name: String, predictor: Predictor, config: EncoderConfig) -> Self {
-        Self {
-            default: Arc::new(Mutex::new(predictor)),
-            default_config: config,
-            default_name: name,
-            trained: Arc::new(Mutex::new(None)),
+/// SST-2's labels paired with the head's probabilities.
+#[cfg(feature = "ssr")]
+pub fn labelled(probabilities: Vec<f32>) -> Vec<(String, f32)> {
+    trainer::data::LABELS
+        .iter()
+        .map(|label| label.to_string())
+        .zip(probabilities)
+        .collect()
+}
+
+#[cfg(feature = "ssr")]
+mod service {
+    use super::VIEWER_MAX_TOKENS;
+    use crate::error::AppError;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+    use trainer::inference::Predictor;
+    use trainer::model::EncoderConfig;
+
+    /// The models the pages read. Cheap to clone; clones share the loaded models.
+    #[derive(Clone)]
+    pub struct ModelService {
+        default: Arc<Mutex<Predictor>>,
+        default_config: EncoderConfig,
+        default_name: String,
+        /// The fine-tuned model read last, with its run: kept loaded for the next sentence.
+        trained: Arc<Mutex<Option<(i64, Predictor)>>>,
+    }
+
+    impl std::fmt::Debug for ModelService {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ModelService")
+                .field("default", &self.default_name)
+                .finish_non_exhaustive()
         }
     }
 
-    /// The default model's name, e.g. all-MiniLM-L6-v2.
-    pub fn default_name(&self) -> &str {
-        &self.default_name
-    }
-
-    /// The default model's architecture.
-    pub fn default_config(&self) -> &EncoderConfig {
-        &self.default_config
-    }
-
-    /// Runs `read` on the default model, on a blocking thread.
-    pub async fn with_default<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Predictor) -> Result<T, AppError> + Send + 'static,
-    ) -> Result<T, AppError> {
-        let default = self.default.clone();
-        tokio::task::spawn_blocking(move || {
-            let predictor = default
-                .lock()
-                .map_err(|_| AppError::internal("the default model's lock is poisoned"))?;
-            read(&predictor)
-        })
-        .await
-        .map_err(AppError::internal)?
-    }
-
-    /// Runs `read` on run `run_id`'s fine-tuned model, exported in `dir`, on a blocking
-    /// thread; the model is loaded (on the CPU) unless it is the one read last.
-    pub async fn with_trained<T: Send + 'static>(
-        &self,
-        run_id: i64,
-        dir: PathBuf,
-        read: impl FnOnce(&Predictor) -> Result<T, AppError> + Send + 'static,
-    ) -> Result<T, AppError> {
-        let trained = self.trained.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut loaded = trained
-                .lock()
-                .map_err(|_| AppError::internal("the trained model's lock is poisoned"))?;
-            if loaded.as_ref().map(|(id, _)| *id) != Some(run_id) {
-                let cpu = trainer::device::ComputeDevice::cpu();
-                let predictor = Predictor::load(&dir, Some(VIEWER_MAX_TOKENS), cpu.device())
-                    .map_err(|e| AppError::internal(format!("run {run_id}'s model: {e}")))?;
-                *loaded = Some((run_id, predictor));
+    impl ModelService {
+        /// The service around the loaded default model `predictor`, called `name`, with its
+        /// architecture `config` (for the LoRA counter).
+        pub fn new(name: String, predictor: Predictor, config: EncoderConfig) -> Self {
+            Self {
+                default: Arc::new(Mutex::new(predictor)),
+                default_config: config,
+                default_name: name,
+                trained: Arc::new(Mutex::new(None)),
             }
-            let (_, predictor) = loaded
-                .as_ref()
-                .ok_or_else(|| AppError::internal("no model"))?;
-            read(predictor)
-        })
-        .await
-        .map_err(AppError::internal)?
+        }
+
+        /// The default model's name, e.g. all-MiniLM-L6-v2.
+        pub fn default_name(&self) -> &str {
+            &self.default_name
+        }
+
+        /// The default model's architecture.
+        pub fn default_config(&self) -> &EncoderConfig {
+            &self.default_config
+        }
+
+        /// Runs `read` on the default model, on a blocking thread.
+        pub async fn with_default<T: Send + 'static>(
+            &self,
+            read: impl FnOnce(&Predictor) -> Result<T, AppError> + Send + 'static,
+        ) -> Result<T, AppError> {
+            let default = self.default.clone();
+            tokio::task::spawn_blocking(move || {
+                let predictor = default
+                    .lock()
+                    .map_err(|_| AppError::internal("the default model's lock is poisoned"))?;
+                read(&predictor)
+            })
+            .await
+            .map_err(AppError::internal)?
+        }
+
+        /// Runs `read` on run `run_id`'s fine-tuned model, exported in `dir`, on a blocking
+        /// thread; the model is loaded (on the CPU) unless it is the one read last.
+        pub async fn with_trained<T: Send + 'static>(
+            &self,
+            run_id: i64,
+            dir: PathBuf,
+            read: impl FnOnce(&Predictor) -> Result<T, AppError> + Send + 'static,
+        ) -> Result<T, AppError> {
+            let trained = self.trained.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut loaded = trained
+                    .lock()
+                    .map_err(|_| AppError::internal("the trained model's lock is poisoned"))?;
+                if loaded.as_ref().map(|(id, _)| *id) != Some(run_id) {
+                    let cpu = trainer::device::ComputeDevice::cpu();
+                    let predictor = Predictor::load(&dir, Some(VIEWER_MAX_TOKENS), cpu.device())
+                        .map_err(|e| AppError::internal(format!("run {run_id}'s model: {e}")))?;
+                    *loaded = Some((run_id, predictor));
+                }
+                let (_, predictor) = loaded
+                    .as_ref()
+                    .ok_or_else(|| AppError::internal("no model"))?;
+                read(predictor)
+            })
+            .await
+            .map_err(AppError::internal)?
+        }
     }
 }

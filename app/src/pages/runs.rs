@@ -172,7 +172,7 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
                 </div>
                 <label class="field wide">
                     <span>"A sentence whose attention you want to watch"</span>
-                    <input type="text" name="probe_sentence" maxlength=crate::widgets::MAX_CHARS.to_string() prop:value=move || form.with(|f| f.probe_sentence.clone()) on:input=move |ev| form.update(|f| f.probe_sentence = event_target_value(&ev)) />
+                    <input type="text" name="probe_sentence" maxlength=crate::models::MAX_SENTENCE_CHARS.to_string() prop:value=move || form.with(|f| f.probe_sentence.clone()) on:input=move |ev| form.update(|f| f.probe_sentence = event_target_value(&ev)) />
                 </label>
                 <p class="hint" data-testid="estimate">{estimate}</p>
                 <p class="hint">{format!("A team may have at most {} runs waiting at once.", info.max_queued)}</p>

@@ -181,10 +181,10 @@ mod check {
         };
         let seed: u64 = number("Seed", &form.seed)?;
         let probe_sentence = form.probe_sentence.trim().to_string();
-        if probe_sentence.chars().count() > crate::widgets::MAX_CHARS {
+        if probe_sentence.chars().count() > crate::models::MAX_SENTENCE_CHARS {
             return Err(format!(
                 "The attention sentence has more than {} characters.",
-                crate::widgets::MAX_CHARS
+                crate::models::MAX_SENTENCE_CHARS
             ));
         }
 

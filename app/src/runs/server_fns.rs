@@ -26,7 +26,7 @@ fn queue() -> Result<RunQueue, AppError> {
 pub async fn try_run_model(run_id: i64, text: String) -> Result<ModelReading, AppError> {
     let pool = crate::db::pool()?;
     check_run_access(&pool, run_id).await?;
-    crate::widgets::check_sentence(&text)?;
+    crate::models::check_sentence(&text)?;
     if RunQueue::new(pool).status(run_id).await? != Some(RunStatus::Succeeded) {
         return Err(AppError::bad_request(
             "Only a finished run has a model to try.",
@@ -42,7 +42,7 @@ pub async fn try_run_model(run_id: i64, text: String) -> Result<ModelReading, Ap
             Ok(ModelReading {
                 tokens: prediction.tokens,
                 label: prediction.label,
-                probabilities: crate::widgets::labelled(prediction.probs),
+                probabilities: crate::models::labelled(prediction.probs),
                 truncated: prediction.truncated,
             })
         })

@@ -22,7 +22,7 @@ pub struct AttentionView {
 /// Runs the default model on `text` and returns its attention maps.
 #[server(prefix = "/api", endpoint = "attention")]
 pub async fn attention_map(text: String) -> Result<AttentionView, AppError> {
-    super::check_sentence(&text)?;
+    crate::models::check_sentence(&text)?;
     let models: crate::models::ModelService = AppError::from_context("models")?;
     let maps = models
         .with_default(move |predictor| {
@@ -52,7 +52,7 @@ pub struct TeamAttention {
 /// is a student whose team has finished a run (otherwise `None`).
 #[server(prefix = "/api", endpoint = "team-attention")]
 pub async fn team_attention_map(text: String) -> Result<Option<TeamAttention>, AppError> {
-    super::check_sentence(&text)?;
+    crate::models::check_sentence(&text)?;
     let pool = crate::db::pool()?;
     let Some((run_id, dir)) = crate::runs::environment::team_model(&pool).await? else {
         return Ok(None);

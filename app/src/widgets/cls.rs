@@ -24,7 +24,7 @@ pub struct ClsView {
 /// Runs the default model on `text` and reads its [CLS] vector and head output.
 #[server(prefix = "/api", endpoint = "cls")]
 pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
-    super::check_sentence(&text)?;
+    crate::models::check_sentence(&text)?;
     let pool = crate::db::pool()?;
     let models: crate::models::ModelService = AppError::from_context("models")?;
     if let Some((run_id, dir)) = crate::runs::environment::team_model(&pool).await? {
@@ -36,7 +36,7 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
                 Ok(ClsView {
                     tokens: prediction.tokens,
                     cls: prediction.cls,
-                    probabilities: super::labelled(prediction.probs),
+                    probabilities: crate::models::labelled(prediction.probs),
                     head_trained: true,
                     run_id: Some(run_id),
                 })
@@ -51,7 +51,7 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
             Ok(ClsView {
                 tokens: prediction.tokens,
                 cls: prediction.cls,
-                probabilities: super::labelled(prediction.probs),
+                probabilities: crate::models::labelled(prediction.probs),
                 head_trained: predictor.head_trained(),
                 run_id: None,
             })

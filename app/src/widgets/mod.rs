@@ -24,6 +24,7 @@ pub use tokenizer::{Piece, TokenizeText, TokenizedText, TokenizerPlayground, tok
 
 use crate::error::AppError;
 use crate::lessons::Widget;
+use crate::models::MAX_SENTENCE_CHARS;
 use leptos::prelude::*;
 
 /// Renders the widget a lesson asked for.
@@ -60,7 +61,7 @@ fn SentenceForm(
             <textarea
                 name="text"
                 rows="2"
-                maxlength=MAX_CHARS.to_string()
+                maxlength=MAX_SENTENCE_CHARS.to_string()
                 prop:value=move || text.get()
                 on:input=move |ev| text.set(event_target_value(&ev))
             ></textarea>
@@ -84,33 +85,4 @@ fn action_result<T>(
         }
         Some(Ok(result)) => render(result),
     }
-}
-
-/// The longest text a widget accepts, in characters.
-pub const MAX_CHARS: usize = 512;
-
-/// Rejects empty and over-long widget input with a message for the student.
-#[cfg(feature = "ssr")]
-pub(crate) fn check_sentence(text: &str) -> Result<(), AppError> {
-    let characters = text.chars().count();
-    if text.trim().is_empty() {
-        return Err(AppError::BadRequest("Type a sentence first.".into()).respond());
-    }
-    if characters > MAX_CHARS {
-        return Err(AppError::BadRequest(format!(
-            "That text has {characters} characters; the widgets take at most {MAX_CHARS}."
-        ))
-        .respond());
-    }
-    Ok(())
-}
-
-/// SST-2's labels paired with the head's probabilities.
-#[cfg(feature = "ssr")]
-pub(crate) fn labelled(probabilities: Vec<f32>) -> Vec<(String, f32)> {
-    trainer::data::LABELS
-        .iter()
-        .map(|label| label.to_string())
-        .zip(probabilities)
-        .collect()
 }

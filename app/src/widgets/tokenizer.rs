@@ -47,7 +47,7 @@ pub struct DefaultTokenizer(pub std::sync::Arc<trainer::tokenize::TextEncoder>);
 /// Splits `text` into the default model's pieces.
 #[server(prefix = "/api", endpoint = "tokenize")]
 pub async fn tokenize_text(text: String) -> Result<TokenizedText, AppError> {
-    super::check_sentence(&text)?;
+    crate::models::check_sentence(&text)?;
     let DefaultTokenizer(tokenizer) = AppError::from_context("tokenizer")?;
     let encoding = tokenizer
         .encode(&text)
