@@ -21,9 +21,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
-use run_protocol::{
-    EvalSplit, Event, LoraSettings, Method, Metrics, ParamCounts, RunSettings, StepPlan,
-};
+use run_protocol::{EvalSplit, Event, Method, Metrics, ParamCounts, RunSettings, StepPlan};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -965,6 +963,7 @@ fn clip_global_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use run_protocol::LoraSettings;
 
     #[test]
     fn a_bad_loss_between_read_backs_ends_the_run_at_its_own_step() {

@@ -3,9 +3,7 @@
 //! queue's ([`super::queue::RunQueue`]).
 
 use super::form::RunForm;
-use super::{
-    COMPARED_RUNS, ModelReading, RunCurves, RunFormInfo, RunStatus, RunSummary, SubmitOutcome,
-};
+use super::{ModelReading, RunCurves, RunFormInfo, RunSummary, SubmitOutcome};
 use crate::error::AppError;
 use leptos::prelude::*;
 #[cfg(feature = "ssr")]
@@ -13,6 +11,7 @@ use {
     super::access::{Viewpoint, check_run_access, viewpoint},
     super::environment::{RunEnvironment, announce_run},
     super::queue::{Cancelled, NewRun, RunFilter, RunQueue, utc_date},
+    super::{COMPARED_RUNS, RunStatus},
 };
 
 /// The queue over the request's database.

@@ -279,7 +279,8 @@ mod tests {
 
     #[test]
     fn each_limit_names_its_setting() {
-        let cases: [(fn(&mut RunSettings), &str); 7] = [
+        type Change = fn(&mut RunSettings);
+        let cases: [(Change, &str); 7] = [
             (|s| s.learning_rate = f64::NAN, "Learning rate"),
             (|s| s.learning_rate = 0.0, "Learning rate"),
             (|s| s.batch_size = 257, "Batch size"),
