@@ -4,27 +4,17 @@
 use crate::config::Config;
 use std::io::{BufRead, IsTerminal, Write};
 
-/// Usage text of the `instructor` subcommand.
-pub const INSTRUCTOR_USAGE: &str = "\
-Usage: jigsaw-lab instructor add USERNAME
-
-Creates an instructor account, or sets a new password for an existing one. The password
-is read from JIGSAW_INSTRUCTOR_PASSWORD when set, otherwise from the first line of
-standard input (typed at the prompt; it is shown as you type). At least 8 characters.
-DATABASE_URL and JIGSAW_DATA_DIR apply as for serve.";
+/// The environment variable that supplies the password without the prompt.
+pub(crate) const PASSWORD_VAR: &str = "JIGSAW_INSTRUCTOR_PASSWORD";
 
 /// The shortest password accepted.
-const MIN_PASSWORD_CHARS: usize = 8;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 8;
 
 /// Runs `instructor add USERNAME`; returns whether the account was stored.
-pub fn instructor(args: &[String], config: &Config) -> Result<bool, String> {
-    let username = match args {
-        [add, username] if add == "add" => username,
-        _ => return Err(format!("expected `add USERNAME`\n\n{INSTRUCTOR_USAGE}")),
-    };
+pub fn add_instructor(username: &str, config: &Config) -> Result<bool, String> {
     let username =
         app::auth::ssr::clean_name(username, "The username").map_err(|e| e.to_string())?;
-    let password = match std::env::var("JIGSAW_INSTRUCTOR_PASSWORD") {
+    let password = match std::env::var(PASSWORD_VAR) {
         Ok(password) if !password.is_empty() => password,
         _ => read_password(&username)?,
     };

@@ -1,4 +1,5 @@
 //! Server settings: defaults, then an optional TOML file, then environment variables.
+//! [`SETTINGS`] names each one once, for the loader, `--help` and the tests.
 //!
 //! Every problem is a [`ConfigError`] that names the setting at fault, so a bad value stops
 //! the start with one clear line instead of a backtrace.
@@ -17,6 +18,153 @@ pub const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokeniz
 
 /// The GLUE SST-2 files the trainer reads.
 pub const SST2_FILES: [&str; 3] = ["train.tsv", "dev.tsv", "test.tsv"];
+
+/// The environment variable naming the TOML settings file.
+pub const CONFIG_FILE: &str = "JIGSAW_CONFIG";
+
+/// The settings file read when [`CONFIG_FILE`] is not set, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "jigsaw.toml";
+
+/// One setting of [`Config`]: its environment variable, its key in the settings file, its
+/// default and what it controls. [`SETTINGS`] lists them all; `--help` shows that list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The environment variable.
+    pub env: &'static str,
+    /// The key in the TOML settings file.
+    pub key: &'static str,
+    /// The default, in words.
+    pub default: &'static str,
+    /// What the setting controls, in a few words.
+    pub meaning: &'static str,
+}
+
+/// Address and port to serve on.
+pub const BIND: Setting = Setting {
+    env: "JIGSAW_BIND",
+    key: "bind",
+    default: "127.0.0.1:3000",
+    meaning: "address and port to serve on",
+};
+/// Where the database, run state and caches live.
+pub const DATA_DIR: Setting = Setting {
+    env: "JIGSAW_DATA_DIR",
+    key: "data_dir",
+    default: "data",
+    meaning: "database, run state and the GPU's kernel cache",
+};
+/// The database.
+pub const DATABASE: Setting = Setting {
+    env: "DATABASE_URL",
+    key: "database_url",
+    default: "sqlite://$JIGSAW_DATA_DIR/jigsaw-lab.db",
+    meaning: "the database: sqlite:... or postgres://user:password@host/db",
+};
+/// The folder of HF model directories.
+pub const MODELS_DIR: Setting = Setting {
+    env: "JIGSAW_MODELS_DIR",
+    key: "models_dir",
+    default: "$JIGSAW_DATA_DIR/models",
+    meaning: "one HF model directory per model",
+};
+/// The folder of the GLUE SST-2 files.
+pub const SST2_DIR: Setting = Setting {
+    env: "JIGSAW_SST2_DIR",
+    key: "sst2_dir",
+    default: "../shared/data/sst2 when present, else $JIGSAW_DATA_DIR/sst2",
+    meaning: "GLUE SST-2 train.tsv, dev.tsv and test.tsv",
+};
+/// The compute device to train on.
+pub const DEVICE: Setting = Setting {
+    env: "JIGSAW_DEVICE",
+    key: "device",
+    default: "auto",
+    meaning: "where to train: auto (a GPU when usable), gpu or cpu",
+};
+/// The built site.
+pub const SITE_ROOT: Setting = Setting {
+    env: "JIGSAW_SITE_ROOT",
+    key: "site_root",
+    default: "LEPTOS_SITE_ROOT when set, else target/site",
+    meaning: "the built site (cargo leptos build)",
+};
+/// The format of log lines.
+pub const LOG_FORMAT: Setting = Setting {
+    env: "JIGSAW_LOG_FORMAT",
+    key: "log_format",
+    default: "text",
+    meaning: "text or json log lines",
+};
+/// Whether session cookies are marked Secure.
+pub const SECURE_COOKIES: Setting = Setting {
+    env: "JIGSAW_SECURE_COOKIES",
+    key: "secure_cookies",
+    default: "false",
+    meaning: "mark session cookies Secure (set behind TLS)",
+};
+/// Sentences carved out of SST-2 train for validation.
+pub const VALIDATION_SIZE: Setting = Setting {
+    env: "JIGSAW_VALIDATION_SIZE",
+    key: "validation_size",
+    default: "2000",
+    meaning: "sentences carved out of SST-2 train for validation in every web run (2..=20000)",
+};
+/// Runs a team may have waiting at once.
+pub const MAX_QUEUED_PER_TEAM: Setting = Setting {
+    env: "JIGSAW_MAX_QUEUED_PER_TEAM",
+    key: "max_queued_per_team",
+    default: "3",
+    meaning: "runs a team may have waiting at once (1..=100)",
+};
+/// Scored runs a team may submit per UTC day.
+pub const MAX_RUNS_PER_DAY: Setting = Setting {
+    env: "JIGSAW_MAX_RUNS_PER_DAY",
+    key: "max_runs_per_day",
+    default: "10",
+    meaning: "scored runs per team per UTC day (1..=1000)",
+};
+/// Runs trained at the same time.
+pub const TRAINING_SLOTS: Setting = Setting {
+    env: "JIGSAW_TRAINING_SLOTS",
+    key: "training_slots",
+    default: "1",
+    meaning: "runs this server trains at the same time (1..=16)",
+};
+
+/// Every setting [`Config::load`] reads, in the order `--help` lists them.
+pub const SETTINGS: [Setting; 13] = [
+    BIND,
+    DATA_DIR,
+    DATABASE,
+    MODELS_DIR,
+    SST2_DIR,
+    DEVICE,
+    SITE_ROOT,
+    LOG_FORMAT,
+    SECURE_COOKIES,
+    VALIDATION_SIZE,
+    MAX_QUEUED_PER_TEAM,
+    MAX_RUNS_PER_DAY,
+    TRAINING_SLOTS,
+];
+
+/// The settings as a section of `--help`: where they come from, then each variable with
+/// its key, default and meaning.
+pub fn settings_help() -> String {
+    let mut text = format!(
+        "Settings: environment variables, or their keys in the TOML file named by \
+         {CONFIG_FILE} (default ./{DEFAULT_CONFIG_FILE} when present). Environment variables \
+         win; an empty one counts as unset. A bad setting stops the command with one line \
+         naming it.\n"
+    );
+    for setting in SETTINGS {
+        text.push_str(&format!(
+            "\n  {} (key {})\n          {} [default: {}]",
+            setting.env, setting.key, setting.meaning, setting.default
+        ));
+    }
+    text
+}
 
 /// A setting that could not be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,22 +252,26 @@ impl Config {
 
     /// Reads the settings, looking variables up with `var`.
     ///
-    /// The TOML file is `JIGSAW_CONFIG` when set, else `jigsaw.toml` in the working directory
-    /// when that exists. Environment variables override the file.
+    /// The TOML file is [`CONFIG_FILE`] when set, else [`DEFAULT_CONFIG_FILE`] in the working
+    /// directory when that exists. Environment variables override the file. [`SETTINGS`]
+    /// lists every variable read besides `JIGSAW_CONFIG` (and `LEPTOS_SITE_ROOT`, the fallback
+    /// of [`SITE_ROOT`]).
     pub fn load(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let file = match var("JIGSAW_CONFIG") {
+        let file = match var(CONFIG_FILE) {
             Some(path) => read_file(Path::new(&path))?,
-            None if Path::new("jigsaw.toml").is_file() => read_file(Path::new("jigsaw.toml"))?,
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                read_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
             None => FileSettings::default(),
         };
         let text = |env: &str, from_file: Option<String>| var(env).or(from_file);
         let path =
             |env: &str, from_file: Option<PathBuf>| var(env).map(PathBuf::from).or(from_file);
 
-        let bind_text = text("JIGSAW_BIND", file.bind).unwrap_or_else(|| "127.0.0.1:3000".into());
+        let bind_text = text(BIND.env, file.bind).unwrap_or_else(|| BIND.default.into());
         let bind = bind_text.parse().map_err(|_| {
             ConfigError::new(
-                "JIGSAW_BIND",
+                BIND.env,
                 format!(
                     "\u{201c}{bind_text}\u{201d} is not an address and port like 127.0.0.1:3000"
                 ),
@@ -127,12 +279,12 @@ impl Config {
         })?;
 
         let data_dir =
-            path("JIGSAW_DATA_DIR", file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
-        let database_url = text("DATABASE_URL", file.database_url)
+            path(DATA_DIR.env, file.data_dir).unwrap_or_else(|| PathBuf::from(DATA_DIR.default));
+        let database_url = text(DATABASE.env, file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("jigsaw-lab.db").display()));
         let models_dir =
-            path("JIGSAW_MODELS_DIR", file.models_dir).unwrap_or_else(|| data_dir.join("models"));
-        let sst2_dir = path("JIGSAW_SST2_DIR", file.sst2_dir).unwrap_or_else(|| {
+            path(MODELS_DIR.env, file.models_dir).unwrap_or_else(|| data_dir.join("models"));
+        let sst2_dir = path(SST2_DIR.env, file.sst2_dir).unwrap_or_else(|| {
             let shared = PathBuf::from("../shared/data/sst2");
             if shared.is_dir() {
                 shared
@@ -140,32 +292,32 @@ impl Config {
                 data_dir.join("sst2")
             }
         });
-        let device_text = text("JIGSAW_DEVICE", file.device).unwrap_or_else(|| "auto".into());
+        let device_text = text(DEVICE.env, file.device).unwrap_or_else(|| DEVICE.default.into());
         let device = device_text
             .parse()
             .map_err(|e: trainer::device::DeviceError| {
-                ConfigError::new("JIGSAW_DEVICE", e.to_string())
+                ConfigError::new(DEVICE.env, e.to_string())
             })?;
-        let site_root = path("JIGSAW_SITE_ROOT", file.site_root)
+        let site_root = path(SITE_ROOT.env, file.site_root)
             .or_else(|| var("LEPTOS_SITE_ROOT").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("target/site"));
-        let json_logs = match text("JIGSAW_LOG_FORMAT", file.log_format).as_deref() {
+        let json_logs = match text(LOG_FORMAT.env, file.log_format).as_deref() {
             None | Some("text") => false,
             Some("json") => true,
             Some(other) => {
                 return Err(ConfigError::new(
-                    "JIGSAW_LOG_FORMAT",
+                    LOG_FORMAT.env,
                     format!("\u{201c}{other}\u{201d} is not a log format; use text or json"),
                 ));
             }
         };
-        let secure_cookies = match var("JIGSAW_SECURE_COOKIES").as_deref() {
+        let secure_cookies = match var(SECURE_COOKIES.env).as_deref() {
             None => file.secure_cookies.unwrap_or(false),
             Some("true" | "1") => true,
             Some("false" | "0") => false,
             Some(other) => {
                 return Err(ConfigError::new(
-                    "JIGSAW_SECURE_COOKIES",
+                    SECURE_COOKIES.env,
                     format!("\u{201c}{other}\u{201d} is not true or false"),
                 ));
             }
@@ -187,28 +339,17 @@ impl Config {
             }
         };
         let validation_size = whole(
-            "JIGSAW_VALIDATION_SIZE",
+            VALIDATION_SIZE.env,
             file.validation_size.map(|v| v as i64),
             2_000,
             2,
             20_000,
         )? as usize;
-        let max_queued_per_team = whole(
-            "JIGSAW_MAX_QUEUED_PER_TEAM",
-            file.max_queued_per_team,
-            3,
-            1,
-            100,
-        )?;
-        let max_runs_per_day = whole(
-            "JIGSAW_MAX_RUNS_PER_DAY",
-            file.max_runs_per_day,
-            10,
-            1,
-            1_000,
-        )?;
+        let max_queued_per_team =
+            whole(MAX_QUEUED_PER_TEAM.env, file.max_queued_per_team, 3, 1, 100)?;
+        let max_runs_per_day = whole(MAX_RUNS_PER_DAY.env, file.max_runs_per_day, 10, 1, 1_000)?;
         let training_slots = whole(
-            "JIGSAW_TRAINING_SLOTS",
+            TRAINING_SLOTS.env,
             file.training_slots.map(|v| v as i64),
             1,
             1,
@@ -268,7 +409,7 @@ impl Config {
             .collect();
         if !missing.is_empty() {
             return Err(ConfigError::new(
-                "JIGSAW_MODELS_DIR",
+                MODELS_DIR.env,
                 format!(
                     "the default model {DEFAULT_MODEL} is missing {} in {}; run `make setup` to fetch it",
                     missing.join(", "),
@@ -282,7 +423,7 @@ impl Config {
             .join(format!("{}.js", app::OUTPUT_NAME));
         if !script.is_file() {
             return Err(ConfigError::new(
-                "JIGSAW_SITE_ROOT",
+                SITE_ROOT.env,
                 format!(
                     "no built site at {} (expected {}); build it with `make run` or `cargo leptos build --release`",
                     self.site_root.display(),
@@ -302,11 +443,12 @@ impl Config {
             .collect();
         (!missing.is_empty()).then(|| {
             format!(
-                "JIGSAW_SST2_DIR: SST-2 not found ({} missing in {}). Training needs the GLUE SST-2 \
+                "{env}: SST-2 not found ({} missing in {}). Training needs the GLUE SST-2 \
                  files train.tsv, dev.tsv and test.tsv: put them in that directory or point \
-                 JIGSAW_SST2_DIR at the folder that holds them. Lessons work without them.",
+                 {env} at the folder that holds them. Lessons work without them.",
                 missing.join(", "),
-                self.sst2_dir.display()
+                self.sst2_dir.display(),
+                env = SST2_DIR.env
             )
         })
     }
@@ -314,14 +456,11 @@ impl Config {
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(
-            "JIGSAW_CONFIG",
-            format!("cannot read {}: {e}", path.display()),
-        )
+        ConfigError::new(CONFIG_FILE, format!("cannot read {}: {e}", path.display()))
     })?;
     toml::from_str(&text).map_err(|e| {
         ConfigError::new(
-            "JIGSAW_CONFIG",
+            CONFIG_FILE,
             format!(
                 "{} is not a valid settings file: {}",
                 path.display(),
@@ -333,7 +472,7 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
 
 /// Creates `dir` if needed and proves a file can be written in it.
 fn ensure_writable_dir(dir: &Path) -> Result<(), ConfigError> {
-    let fail = |what: String| ConfigError::new("JIGSAW_DATA_DIR", what);
+    let fail = |what: String| ConfigError::new(DATA_DIR.env, what);
     std::fs::create_dir_all(dir)
         .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     let probe = dir.join(".write-test");
@@ -414,6 +553,78 @@ mod tests {
         let error = config.preflight().unwrap_err();
         assert_eq!(error.setting, "JIGSAW_MODELS_DIR");
         assert!(error.message.contains("make setup"));
+    }
+
+    #[test]
+    fn load_reads_exactly_the_listed_settings() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::load(|name| {
+            asked.borrow_mut().insert(name.to_string());
+            None
+        })
+        .unwrap();
+        let mut listed: std::collections::BTreeSet<String> =
+            SETTINGS.iter().map(|s| s.env.to_string()).collect();
+        listed.extend([CONFIG_FILE.to_string(), "LEPTOS_SITE_ROOT".to_string()]);
+        assert_eq!(asked.into_inner(), listed);
+    }
+
+    #[test]
+    fn the_listed_defaults_are_the_defaults() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.bind.to_string(), BIND.default);
+        assert_eq!(config.data_dir, PathBuf::from(DATA_DIR.default));
+        assert_eq!(
+            config.device,
+            DEVICE.default.parse::<DeviceChoice>().unwrap()
+        );
+        assert_eq!(LOG_FORMAT.default, "text");
+        assert!(!config.json_logs);
+        assert_eq!(config.secure_cookies.to_string(), SECURE_COOKIES.default);
+        for (value, setting) in [
+            (config.validation_size as i64, VALIDATION_SIZE),
+            (config.max_queued_per_team, MAX_QUEUED_PER_TEAM),
+            (config.max_runs_per_day, MAX_RUNS_PER_DAY),
+            (config.training_slots as i64, TRAINING_SLOTS),
+        ] {
+            assert_eq!(value.to_string(), setting.default, "{}", setting.env);
+        }
+    }
+
+    #[test]
+    fn every_listed_key_is_a_key_of_the_settings_file() {
+        for setting in SETTINGS {
+            // An array fits no setting, so each key is refused for its value, never its name.
+            let error = toml::from_str::<FileSettings>(&format!("{} = []", setting.key))
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains("unknown field"), "{}: {error}", setting.key);
+        }
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_setting() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap();
+        let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+        assert_eq!(rows.len(), SETTINGS.len(), "{rows:#?}");
+        for setting in SETTINGS {
+            let row = format!("| `{}` | `{}` |", setting.env, setting.key);
+            assert!(section.contains(&row), "README lacks {row}");
+        }
+    }
+
+    #[test]
+    fn settings_help_names_every_variable_and_key() {
+        let help = settings_help();
+        assert!(help.contains(CONFIG_FILE));
+        for setting in SETTINGS {
+            assert!(help.contains(&format!("{} (key {})", setting.env, setting.key)));
+        }
     }
 
     #[test]
