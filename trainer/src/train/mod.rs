@@ -23,6 +23,7 @@ mod run;
 mod sentences;
 mod start_phases;
 
+use crate::checkpoint::ResumeKey;
 use crate::data::DataError;
 use crate::device::ComputeDevice;
 use crate::loader::LoadError;
@@ -124,23 +125,23 @@ pub enum TrainError {
 }
 
 impl TrainConfig {
-    /// The settings that must match for a checkpoint to resume this run.
-    fn resume_key(&self) -> String {
-        format!(
-            "model={} method={:?} lr={} batch={} epochs={} warmup={} max_len={} subset={:?} validation={} seed={}{}",
-            self.model_dir.display(),
-            self.settings.method(),
-            self.settings.learning_rate,
-            self.settings.batch_size,
-            self.settings.epochs,
-            self.settings.warmup_ratio,
-            self.settings.max_len,
-            self.settings.train_subset,
-            self.validation_size,
-            self.settings.seed,
-            // Added only when set, so checkpoints written before this setting still resume.
-            if self.keep_best { " keep_best" } else { "" }
-        )
+    /// The settings a checkpoint must have been written with to resume this run: those
+    /// that change its trajectory, and what it keeps.
+    fn resume_key(&self) -> ResumeKey {
+        let settings = &self.settings;
+        ResumeKey {
+            model_dir: self.model_dir.display().to_string(),
+            method: settings.method(),
+            learning_rate: settings.learning_rate,
+            batch_size: settings.batch_size,
+            epochs: settings.epochs,
+            warmup_ratio: settings.warmup_ratio,
+            max_len: settings.max_len,
+            train_subset: settings.train_subset,
+            seed: settings.seed,
+            validation_size: self.validation_size,
+            keep_best: self.keep_best,
+        }
     }
 
     /// Checks the settings against the run protocol's one table of limits, and the

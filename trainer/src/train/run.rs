@@ -10,7 +10,7 @@ use super::readback::{DivergedRun, PendingStep, PendingSteps};
 use super::sentences::{EncodedSplit, Padding, TrainingSentences, labels_tensor};
 use super::start_phases::StartPhases;
 use super::{GPU_READBACK_EVERY, TrainConfig, TrainError, param_counts};
-use crate::checkpoint::{self, BestEvaluation, Saved};
+use crate::checkpoint::{self, BestEvaluation, ResumeKey, Saved, StoredKey};
 use crate::data::{self, LABELS, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::loader;
@@ -106,7 +106,7 @@ pub(super) struct Run<'a> {
     loss_fn: CrossEntropyLoss,
     optimizer: RunOptimizer,
     /// What the run's checkpoints are marked with, to resume only this run.
-    resume_key: String,
+    resume_key: ResumeKey,
     /// Optimizer steps taken, those before the checkpoint resumed from included.
     step: usize,
     /// Loss and accuracy of the latest validation evaluation, if any ran.
@@ -463,7 +463,7 @@ impl<'a> Run<'a> {
         };
         let progress = checkpoint::Progress {
             step: self.step,
-            settings: self.resume_key.clone(),
+            settings: StoredKey::Key(self.resume_key.clone()),
             last_validation: self.last_validation.filter(|(loss, _)| loss.is_finite()),
             best: self.best.as_ref().map(|kept| kept.evaluation),
         };
@@ -537,12 +537,12 @@ impl<'a> Run<'a> {
 /// (`keep_best`), the kept model.
 fn resume(
     saved: &Saved,
-    key: &str,
+    key: &ResumeKey,
     keep_best: bool,
     model: SequenceClassifier,
     optimizer: RunOptimizer,
 ) -> Result<(SequenceClassifier, RunOptimizer, Resumed), TrainError> {
-    if saved.progress.settings != key {
+    if !saved.progress.settings.is_for(key) {
         return Err(TrainError::Checkpoint(format!(
             "the checkpoint in {} belongs to a run with other settings; remove it to start afresh",
             saved.dir.display()
