@@ -1,7 +1,8 @@
 //! Checkpoints: the model, the optimizer's state and the run's progress, written together
 //! so a run resumes exactly where it stopped. The learning-rate schedule is a function of the
 //! step, and data order and dropout are functions of the seed and the step, so the step is
-//! all the schedule and the data need.
+//! all the schedule and the data need. A checkpoint resumes only the run that wrote it:
+//! the [`ResumeKey`] it holds must equal the run's.
 //!
 //! A checkpoint is written to `latest.partial/` and then swapped in, so a crash while
 //! writing leaves the previous one intact. The one before it is kept as `previous/`: a
@@ -10,6 +11,7 @@
 
 use crate::model::SequenceClassifier;
 use burn::module::Module;
+use run_protocol::Method;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -19,13 +21,93 @@ pub struct Progress {
     /// Optimizer steps completed.
     pub step: usize,
     /// The settings the run was started with; a checkpoint only resumes the same run.
-    pub settings: String,
+    pub settings: StoredKey,
     /// Last validation loss and accuracy, if any evaluation ran.
     pub last_validation: Option<(f64, f64)>,
     /// The evaluation with the best validation accuracy so far, when the run keeps its
     /// best model; that model's weights are in [`BEST_MODEL_FILE`].
     #[serde(default)]
     pub best: Option<BestEvaluation>,
+}
+
+/// The settings that decide a run's trajectory and what it keeps: a checkpoint resumes
+/// only a run whose key equals the one it was written with.
+///
+/// A field added here later needs `#[serde(default)]` (with the value older runs had), or
+/// the checkpoints written before it stop reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeKey {
+    /// The model directory the run started from, as displayed.
+    pub model_dir: String,
+    /// Full fine-tuning or LoRA, with the LoRA rank, alpha and dropout.
+    pub method: Method,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Sentences per step.
+    pub batch_size: usize,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Share of the steps spent warming the learning rate up.
+    pub warmup_ratio: f64,
+    /// Longest sequence in tokens.
+    pub max_len: usize,
+    /// Train on only this many sentences.
+    pub train_subset: Option<usize>,
+    /// Seed of the split, the data order, dropout and the new weights.
+    pub seed: u64,
+    /// Sentences carved out of train for validation.
+    pub validation_size: usize,
+    /// Whether the run finishes with the model of its best validation evaluation.
+    pub keep_best: bool,
+}
+
+impl ResumeKey {
+    /// The key in the one line of text that checkpoints stored before it was JSON.
+    fn legacy_text(&self) -> String {
+        format!(
+            "model={} method={:?} lr={} batch={} epochs={} warmup={} max_len={} subset={:?} validation={} seed={}{}",
+            self.model_dir,
+            self.method,
+            self.learning_rate,
+            self.batch_size,
+            self.epochs,
+            self.warmup_ratio,
+            self.max_len,
+            self.train_subset,
+            self.validation_size,
+            self.seed,
+            if self.keep_best { " keep_best" } else { "" }
+        )
+    }
+
+    /// The key as it reads back from a checkpoint. serde_json reads floats back only to
+    /// within a unit in the last place unless built for exact round trips, but the same
+    /// text always reads back as the same value.
+    fn as_read_back(&self) -> Option<Self> {
+        let text = serde_json::to_string(self).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// A checkpoint's [`ResumeKey`] as its `progress.json` holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StoredKey {
+    /// The key's fields, as JSON.
+    Key(ResumeKey),
+    /// The key as one line of text, as checkpoints written before the JSON key hold it;
+    /// they still resume the same run.
+    Legacy(String),
+}
+
+impl StoredKey {
+    /// Whether the checkpoint holding this key was written by the run of `key`.
+    pub fn is_for(&self, key: &ResumeKey) -> bool {
+        match self {
+            Self::Key(stored) => key.as_read_back().as_ref() == Some(stored),
+            Self::Legacy(text) => *text == key.legacy_text(),
+        }
+    }
 }
 
 /// An evaluation whose model a run keeps (see `TrainConfig::keep_best`).
@@ -210,6 +292,23 @@ mod tests {
         SequenceClassifier::new(&config, 2, &Device::flex().autodiff())
     }
 
+    /// The key of a run of the tiny test settings.
+    fn key() -> ResumeKey {
+        ResumeKey {
+            model_dir: "tests/fixtures/tiny-bert".into(),
+            method: Method::Full,
+            learning_rate: 2e-3,
+            batch_size: 8,
+            epochs: 2,
+            warmup_ratio: 0.1,
+            max_len: 16,
+            train_subset: None,
+            seed: 11,
+            validation_size: 16,
+            keep_best: false,
+        }
+    }
+
     /// Writes a checkpoint at `step` whose kept model is from `best_step`, if any, as a run
     /// whose own latest checkpoint is that of `own_latest`.
     fn save_at(
@@ -222,7 +321,7 @@ mod tests {
         let optimizer = AdamWConfig::new().init();
         let progress = Progress {
             step,
-            settings: "same run".into(),
+            settings: StoredKey::Key(key()),
             last_validation: None,
             best: best_step.map(|step| BestEvaluation {
                 step,
@@ -258,6 +357,68 @@ mod tests {
         assert_eq!(step(Some(30)), Some(30));
         assert_eq!(step(Some(25)), Some(20));
         assert_eq!(step(Some(15)), None);
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_only_the_run_of_its_key() {
+        let temp = tempfile::tempdir().unwrap();
+        save_at(temp.path(), &tiny_model(), 10, None, None);
+        let stored = find(temp.path(), None).unwrap().unwrap().progress.settings;
+        assert!(matches!(stored, StoredKey::Key(_)), "{stored:?}");
+        assert!(stored.is_for(&key()));
+        let others = [
+            ResumeKey {
+                learning_rate: 1e-3,
+                ..key()
+            },
+            ResumeKey {
+                method: Method::Lora(run_protocol::LoraSettings::new(4, 8.0)),
+                ..key()
+            },
+            ResumeKey {
+                keep_best: true,
+                ..key()
+            },
+        ];
+        for other in others {
+            assert!(!stored.is_for(&other), "{other:?}");
+        }
+
+        // Whatever the settings' floats, a key read back is the key written.
+        for i in 1..500 {
+            let key = ResumeKey {
+                learning_rate: f64::from(i) * 1.234_567_891e-7,
+                warmup_ratio: 1.0 / f64::from(i + 2),
+                ..key()
+            };
+            let text = serde_json::to_string(&StoredKey::Key(key.clone())).unwrap();
+            let stored: StoredKey = serde_json::from_str(&text).unwrap();
+            assert!(stored.is_for(&key), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_with_the_settings_as_text_still_resumes_its_run() {
+        let json = r#"{
+            "step": 10,
+            "settings": "model=tests/fixtures/tiny-bert method=Full lr=0.002 batch=8 epochs=2 warmup=0.1 max_len=16 subset=None validation=16 seed=11",
+            "last_validation": [0.6, 0.7]
+        }"#;
+        let progress: Progress = serde_json::from_str(json).unwrap();
+        assert!(progress.settings.is_for(&key()));
+        let keeping = ResumeKey {
+            keep_best: true,
+            ..key()
+        };
+        assert!(!progress.settings.is_for(&keeping));
+        let lora = ResumeKey {
+            method: Method::Lora(run_protocol::LoraSettings::new(4, 8.0)),
+            keep_best: true,
+            ..key()
+        };
+        let text = "model=tests/fixtures/tiny-bert method=Lora(LoraSettings { rank: 4, alpha: 8.0, dropout: 0.1 }) lr=0.002 batch=8 epochs=2 warmup=0.1 max_len=16 subset=None validation=16 seed=11 keep_best";
+        assert!(StoredKey::Legacy(text.into()).is_for(&lora));
+        assert!(!StoredKey::Legacy(text.into()).is_for(&key()));
     }
 
     #[cfg(unix)]

@@ -450,6 +450,33 @@ fn stop_and_resume(optimizer: OptimizerChoice) {
         matches!(&refused[..], [Event::Failed { reason }] if reason.contains("other settings")),
         "{refused:?}"
     );
+
+    // A checkpoint written before the settings were stored as JSON, with them as one line
+    // of text, still resumes its run (here at its last step, so it only finishes).
+    let progress_file = checkpoints.path().join("latest/progress.json");
+    let mut progress: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&progress_file).unwrap()).unwrap();
+    progress["settings"] = format!(
+        "model={} method=Full lr=0.002 batch=8 epochs=2 warmup=0.1 max_len=16 subset=None \
+         validation=16 seed=11",
+        tiny_bert().display()
+    )
+    .into();
+    std::fs::write(&progress_file, progress.to_string()).unwrap();
+    let from_text = run(&saving);
+    assert!(
+        matches!(from_text.first(), Some(Event::Started { resumed_from_step: Some(s), .. }) if *s == 2 * steps_per_epoch),
+        "{from_text:?}"
+    );
+    assert!(
+        matches!(from_text.last(), Some(Event::Finished { .. })),
+        "{from_text:?}"
+    );
+    let refused = run(&other);
+    assert!(
+        matches!(&refused[..], [Event::Failed { reason }] if reason.contains("other settings")),
+        "{refused:?}"
+    );
 }
 
 #[test]

@@ -11,10 +11,13 @@
 //!
 //! [`FlatAdamW`] computes the same step over all parameters at once, in one flat buffer,
 //! which saves a GPU most of the per-tensor operations' host cost; [`OptimizerChoice`]
-//! picks between the two.
+//! picks between the two. [`clip_global_norm`] clips the gradients for the per-tensor
+//! step (the flat one clips in its buffer).
 
+mod clip;
 mod flat;
 
+pub use clip::{clip_global_norm, clip_scale};
 pub use flat::FlatAdamW;
 
 use crate::device::on_cpu_backend;
@@ -29,15 +32,6 @@ const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.999;
 /// Parameters per parallel work item of the fused CPU step.
 const CHUNK: usize = 1 << 15;
-
-/// The factor that scales gradients whose global L2 norm is `norm` down to at most
-/// `max_norm`: min(1, max_norm / (norm + 1e-6)), kept on the device.
-pub fn clip_scale(norm: Tensor<1>, max_norm: f64) -> Tensor<1> {
-    norm.add_scalar(1e-6)
-        .recip()
-        .mul_scalar(max_norm)
-        .clamp_max(1.0)
-}
 
 /// Which AdamW implementation steps a run or a benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
