@@ -4,9 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
-printf '\033[1m==> %s\033[0m\n' "Building Jigsaw Lab (release; the first build takes about an hour on 2 cores)"
-cargo leptos build --release --frontend-only
-# --all-targets builds the binary with the same dependency features as `make test`, so the
-# two commands share one set of compiled dependencies.
-cargo build --release --workspace --exclude frontend --all-targets
+printf '\033[1m==> %s\033[0m\n' "Building Jigsaw Lab (release; the first build takes about 30 minutes on 2 cores)"
+scripts/build-site.sh
+# Only the binary, not every test target: a first `make run` waits for what it serves. The
+# `cli` test target comes along because it brings in the dev-dependencies, so shared crates
+# (hyper, tower, axum and everything above them) are built with the features `make test`
+# uses and `make test` does not build them again.
+cargo build --release -p server --bin jigsaw-lab --test cli
 exec "$CARGO_TARGET_DIR/release/jigsaw-lab" serve

