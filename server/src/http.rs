@@ -406,9 +406,9 @@ fn zip_dir(dir: &std::path::Path, root: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The SSE event name of a stored run event.
-const RUN_EVENT: &str = "run";
+const RUN_EVENT: &str = app::live::RUN_EVENT;
 /// The SSE event name of a run status change.
-const RUN_STATUS_EVENT: &str = "status";
+const RUN_STATUS_EVENT: &str = app::live::RUN_STATUS_EVENT;
 
 /// `GET /instructor/classes/{id}/answers.csv`: the class's answers and grades.
 async fn answers_csv(

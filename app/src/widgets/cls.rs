@@ -24,7 +24,7 @@ pub struct ClsView {
 /// Runs the default model on `text` and reads its [CLS] vector and head output.
 #[server(prefix = "/api", endpoint = "cls")]
 pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
-    super::check_sentence(&text)?;
+    super::shared::check_sentence(&text)?;
     let pool = crate::db::pool()?;
     if let Some((run_id, dir)) = crate::runs::ssr::team_model(&pool).await? {
         let env: crate::runs::ssr::RunEnvironment = AppError::from_context("run environment")?;
@@ -36,7 +36,7 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
                 Ok(ClsView {
                     tokens: prediction.tokens,
                     cls: prediction.cls,
-                    probabilities: super::labelled(prediction.probs),
+                    probabilities: super::shared::labelled(prediction.probs),
                     head_trained: true,
                     run_id: Some(run_id),
                 })
@@ -45,7 +45,7 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
         .await
         .map_err(AppError::internal)?;
     }
-    let model: super::DefaultModel = AppError::from_context("model")?;
+    let model: super::attention::DefaultModel = AppError::from_context("model")?;
     let predictor = model
         .predictor
         .lock()
@@ -56,7 +56,7 @@ pub async fn read_cls(text: String) -> Result<ClsView, AppError> {
     Ok(ClsView {
         tokens: prediction.tokens,
         cls: prediction.cls,
-        probabilities: super::labelled(prediction.probs),
+        probabilities: super::shared::labelled(prediction.probs),
         head_trained: predictor.head_trained(),
         run_id: None,
     })
@@ -71,7 +71,7 @@ pub fn ClsDemo() -> impl IntoView {
         <section class="widget cls-demo">
             <h2>"Try it: from [CLS] to a label"</h2>
             <p>"The model reads the whole sentence; the classifier looks only at the [CLS] vector it ends with."</p>
-            <super::SentenceForm
+            <super::shared::SentenceForm
                 text
                 label="Read the [CLS] vector"
                 pending=read.pending()
@@ -79,7 +79,7 @@ pub fn ClsDemo() -> impl IntoView {
                     read.dispatch(ReadCls { text });
                 }
             />
-            {move || super::action_result(read.value().get(), |view| view! { <ClsResult view /> }.into_any())}
+            {move || super::shared::action_result(read.value().get(), |view| view! { <ClsResult view /> }.into_any())}
         </section>
     }
 }

@@ -68,7 +68,7 @@ pub async fn lora_count(rank: usize, targets: LoraTargets) -> Result<LoraParams,
     if chosen.is_empty() {
         return Err(AppError::BadRequest("Pick at least one matrix to adapt.".into()).respond());
     }
-    let model: super::DefaultModel = AppError::from_context("model")?;
+    let model: super::attention::DefaultModel = AppError::from_context("model")?;
     let full = param_counts(&model.config, 2, Method::Full);
     let lora = param_counts(
         &model.config,

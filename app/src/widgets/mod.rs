@@ -5,16 +5,20 @@ mod attention;
 mod cls;
 mod lora;
 mod run_curves;
+mod shared;
 mod steps;
 mod tokenizer;
 
 #[cfg(feature = "ssr")]
 pub use attention::DefaultModel;
+pub(crate) use attention::average as head_average;
 pub use attention::{
     AttentionMap, AttentionView, AttentionViewer, TeamAttention, TeamAttentionMap, attention_map,
     team_attention_map,
 };
-pub(crate) use attention::{Heatmap, average as head_average};
+pub use shared::MAX_CHARS;
+#[cfg(feature = "ssr")]
+pub(crate) use shared::{check_sentence, labelled};
 
 pub use cls::{ClsDemo, ClsView, ReadCls, read_cls};
 pub use lora::{LoraCount, LoraCounter, LoraParams, LoraTargets, lora_count};
@@ -24,13 +28,15 @@ pub use steps::{StepPlan, StepsCalculator, step_plan};
 pub use tokenizer::DefaultTokenizer;
 pub use tokenizer::{Piece, TokenizeText, TokenizedText, TokenizerPlayground, tokenize_text};
 
-use crate::error::AppError;
 use crate::lessons::Widget;
 use leptos::prelude::*;
 
 /// Renders the widget a lesson asked for.
 #[component]
-pub fn LessonWidget(widget: Widget) -> impl IntoView {
+pub fn LessonWidget(
+    /// The widget the lesson names.
+    widget: Widget,
+) -> impl IntoView {
     match widget {
         Widget::TokenizerPlayground => view! { <TokenizerPlayground /> }.into_any(),
         Widget::StepsCalculator => view! { <StepsCalculator /> }.into_any(),
@@ -39,80 +45,4 @@ pub fn LessonWidget(widget: Widget) -> impl IntoView {
         Widget::ClsDemo => view! { <ClsDemo /> }.into_any(),
         Widget::RunCurves => view! { <RunCurves /> }.into_any(),
     }
-}
-
-/// A sentence box with a submit button, shared by the widgets that run the model.
-#[component]
-fn SentenceForm(
-    /// The sentence, edited in place.
-    text: RwSignal<String>,
-    /// The button's label.
-    label: &'static str,
-    /// Whether a request is in flight (the button is disabled meanwhile).
-    #[prop(into)]
-    pending: Signal<bool>,
-    /// Called with the sentence when the form is submitted.
-    on_submit: impl Fn(String) + 'static,
-) -> impl IntoView {
-    view! {
-        <form on:submit=move |ev| {
-            ev.prevent_default();
-            on_submit(text.get());
-        }>
-            <textarea
-                name="text"
-                rows="2"
-                maxlength=MAX_CHARS.to_string()
-                prop:value=move || text.get()
-                on:input=move |ev| text.set(event_target_value(&ev))
-            ></textarea>
-            <button type="submit" disabled=move || pending.get()>
-                {label}
-            </button>
-        </form>
-    }
-}
-
-/// Renders a widget request's outcome: nothing before the first answer, the error as an
-/// alert, or `render` of the result.
-fn action_result<T>(
-    outcome: Option<Result<T, AppError>>,
-    render: impl FnOnce(T) -> AnyView,
-) -> AnyView {
-    match outcome {
-        None => ().into_any(),
-        Some(Err(error)) => {
-            view! { <p class="error-box" role="alert">{error.to_string()}</p> }.into_any()
-        }
-        Some(Ok(result)) => render(result),
-    }
-}
-
-/// The longest text a widget accepts, in characters.
-pub const MAX_CHARS: usize = 512;
-
-/// Rejects empty and over-long widget input with a message for the student.
-#[cfg(feature = "ssr")]
-pub(crate) fn check_sentence(text: &str) -> Result<(), AppError> {
-    let characters = text.chars().count();
-    if text.trim().is_empty() {
-        return Err(AppError::BadRequest("Type a sentence first.".into()).respond());
-    }
-    if characters > MAX_CHARS {
-        return Err(AppError::BadRequest(format!(
-            "That text has {characters} characters; the widgets take at most {MAX_CHARS}."
-        ))
-        .respond());
-    }
-    Ok(())
-}
-
-/// SST-2's labels paired with the head's probabilities.
-#[cfg(feature = "ssr")]
-pub(crate) fn labelled(probabilities: Vec<f32>) -> Vec<(String, f32)> {
-    trainer::train::LABELS
-        .iter()
-        .map(|label| label.to_string())
-        .zip(probabilities)
-        .collect()
 }
