@@ -1,6 +1,7 @@
 //! Accounts: instructors sign in with a username and password (argon2 hashes); students
-//! join a class with its join code, a display name and a team. Either way the browser gets
-//! a session cookie (HttpOnly, SameSite=Lax) managed by tower-sessions.
+//! join a class with its join code, a display name and a team (the joining itself is the
+//! classroom's; checking the code, with its rate limit, is here). Either way the browser
+//! gets a session cookie (HttpOnly, SameSite=Lax) managed by tower-sessions.
 //!
 //! Every server function that touches class data asks [`ssr::caller`] who is calling and
 //! checks the role and the class before it reads anything.
@@ -31,24 +32,6 @@ pub enum Viewer {
         /// Their class's name.
         class_name: String,
     },
-}
-
-/// A class as someone holding its join code sees it before joining.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClassPreview {
-    /// The class's name.
-    pub name: String,
-    /// The teams a student can join.
-    pub teams: Vec<TeamOption>,
-}
-
-/// A team to pick when joining.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TeamOption {
-    /// The team's id.
-    pub id: i64,
-    /// The team's name.
-    pub name: String,
 }
 
 /// Says who the caller is.
@@ -100,69 +83,6 @@ pub async fn sign_out() -> Result<(), AppError> {
     let session = ssr::session().await?;
     session.flush().await.map_err(AppError::internal)?;
     leptos_axum::redirect("/");
-    Ok(())
-}
-
-/// Looks a class up by its join code, for the join form's team list.
-#[server(prefix = "/api", endpoint = "find-class")]
-pub async fn find_class(code: String) -> Result<ClassPreview, AppError> {
-    let pool = crate::db::pool()?;
-    let class_id = ssr::class_by_code(&pool, &code).await?;
-    let name: String = sqlx::query_scalar("SELECT name FROM classes WHERE id = $1")
-        .bind(class_id)
-        .fetch_one(&pool)
-        .await?;
-    let teams = sqlx::query_as::<_, (i64, String)>(
-        "SELECT id, name FROM teams WHERE class_id = $1 ORDER BY id",
-    )
-    .bind(class_id)
-    .fetch_all(&pool)
-    .await?
-    .into_iter()
-    .map(|(id, name)| TeamOption { id, name })
-    .collect();
-    Ok(ClassPreview { name, teams })
-}
-
-/// Joins a class as a student and sends them to the class page.
-#[server(prefix = "/api", endpoint = "join-class")]
-pub async fn join_class(code: String, display_name: String, team_id: i64) -> Result<(), AppError> {
-    let pool = crate::db::pool()?;
-    let class_id = ssr::class_by_code(&pool, &code).await?;
-    let name = ssr::clean_name(&display_name, "Your name")?;
-    let team_in_class: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM teams WHERE id = $1 AND class_id = $2")
-            .bind(team_id)
-            .bind(class_id)
-            .fetch_optional(&pool)
-            .await?;
-    if team_in_class.is_none() {
-        return Err(AppError::bad_request(
-            "Pick one of this class's teams.".to_string(),
-        ));
-    }
-    let taken: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM students WHERE class_id = $1 AND display_name = $2")
-            .bind(class_id)
-            .bind(&name)
-            .fetch_optional(&pool)
-            .await?;
-    if taken.is_some() {
-        return Err(AppError::bad_request(format!(
-            "Someone in this class is already called \u{201c}{name}\u{201d}. Add an initial or a nickname."
-        )));
-    }
-    let student_id: i64 = sqlx::query_scalar(
-        "INSERT INTO students (class_id, team_id, display_name) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(class_id)
-    .bind(team_id)
-    .bind(&name)
-    .fetch_one(&pool)
-    .await?;
-    ssr::start_session(ssr::SessionUser::Student(student_id)).await?;
-    crate::classroom::ssr::announce(class_id);
-    leptos_axum::redirect("/class");
     Ok(())
 }
 

@@ -1,78 +1,14 @@
 //! The jigsaw workflow: an instructor creates a class (with a short join code) and its
-//! teams, gives each team an expert topic (a lesson), and moves the class through its
-//! phases: study → teach → quiz → competition. Every change is broadcast, so open pages
-//! follow it live over server-sent events.
+//! teams, students join it with the code, the instructor gives each team an expert topic
+//! (a lesson) and moves the class through its phases: study → teach → quiz → competition.
+//! Every change is announced through [`crate::live`], so open pages follow it live over
+//! server-sent events.
 
 use crate::error::AppError;
+use crate::phase::Phase;
+use crate::quiz::TeamScore;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-
-/// The stage a class is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Each team studies its own topic.
-    Study,
-    /// Teams teach their topics to the others.
-    Teach,
-    /// The quizzes are open.
-    Quiz,
-    /// Teams fine-tune models and compete on the leaderboard.
-    Competition,
-}
-
-impl Phase {
-    /// Every phase in class order.
-    pub const ALL: [Phase; 4] = [Phase::Study, Phase::Teach, Phase::Quiz, Phase::Competition];
-
-    /// The name stored in the database and used in URLs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Study => "study",
-            Phase::Teach => "teach",
-            Phase::Quiz => "quiz",
-            Phase::Competition => "competition",
-        }
-    }
-
-    /// Reads a stored phase name.
-    pub fn parse(text: &str) -> Option<Phase> {
-        Phase::ALL.into_iter().find(|p| p.as_str() == text)
-    }
-
-    /// The name shown to people.
-    pub fn label(self) -> &'static str {
-        match self {
-            Phase::Study => "Study",
-            Phase::Teach => "Teach",
-            Phase::Quiz => "Quiz",
-            Phase::Competition => "Competition",
-        }
-    }
-
-    /// What students do in this phase.
-    pub fn instructions(self) -> &'static str {
-        match self {
-            Phase::Study => {
-                "Become the class expert on your team's topic: read the lesson, try its widget, and agree on how you will explain it."
-            }
-            Phase::Teach => {
-                "Each team teaches its topic to the others. Every lesson is open now; the expert team is named next to it."
-            }
-            Phase::Quiz => {
-                "The quiz is open. Answer every question; you can edit until your teacher closes it."
-            }
-            Phase::Competition => {
-                "Fine-tune a model with your team and climb the leaderboard. The quiz results are in."
-            }
-        }
-    }
-
-    /// Whether the quiz can be answered in this phase (the instructor may still close it).
-    pub fn quiz_available(self) -> bool {
-        matches!(self, Phase::Quiz | Phase::Competition)
-    }
-}
 
 /// One class in the instructor's list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,8 +60,9 @@ pub struct ClassAdmin {
     pub teams: Vec<TeamAdmin>,
     /// Every topic a team can be given, in teaching order.
     pub topics: Vec<Topic>,
-    /// The quiz standings per team.
-    pub leaderboard: Vec<TeamScore>,
+    /// The quiz standings per team (named `leaderboard` on the wire).
+    #[serde(rename = "leaderboard")]
+    pub standings: Vec<TeamScore>,
 }
 
 /// A lesson on a student's class page.
@@ -158,23 +95,28 @@ pub struct StudentClass {
     pub lessons: Vec<ClassLesson>,
     /// Whether quiz answers can be changed now.
     pub quiz_open: bool,
-    /// The quiz standings per team, once the quiz phase has begun.
-    pub leaderboard: Vec<TeamScore>,
+    /// The quiz standings per team, once the quiz phase has begun (named `leaderboard` on
+    /// the wire).
+    #[serde(rename = "leaderboard")]
+    pub standings: Vec<TeamScore>,
 }
 
-/// One team's line on the quiz leaderboard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TeamScore {
+/// A class as someone holding its join code sees it before joining.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassPreview {
+    /// The class's name.
+    pub name: String,
+    /// The teams a student can join.
+    pub teams: Vec<TeamOption>,
+}
+
+/// A team to pick when joining.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamOption {
+    /// The team's id.
+    pub id: i64,
     /// The team's name.
-    pub team: String,
-    /// Its members.
-    pub members: i64,
-    /// Points of all members' graded answers.
-    pub points: f64,
-    /// Points per member, the ranking key.
-    pub points_per_member: f64,
-    /// Answers graded so far.
-    pub graded_answers: i64,
+    pub name: String,
 }
 
 /// Lists the calling instructor's classes.
@@ -255,7 +197,7 @@ pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
         quiz_closed: quiz_closed != 0,
         teams,
         topics: ssr::topics(),
-        leaderboard: crate::quiz::ssr::leaderboard(&pool, class_id).await?,
+        standings: crate::quiz::ssr::standings(&pool, class_id).await?,
     })
 }
 
@@ -277,7 +219,7 @@ pub async fn add_team(class_id: i64, name: String) -> Result<(), AppError> {
             "This class already has a team called \u{201c}{name}\u{201d}."
         )));
     }
-    ssr::announce(class_id);
+    crate::live::ssr::announce(class_id);
     Ok(())
 }
 
@@ -304,7 +246,7 @@ pub async fn assign_topics_round_robin(class_id: i64) -> Result<(), AppError> {
             .await?;
     }
     transaction.commit().await?;
-    ssr::announce(class_id);
+    crate::live::ssr::announce(class_id);
     Ok(())
 }
 
@@ -332,7 +274,7 @@ pub async fn assign_topic(team_id: i64, slug: String) -> Result<(), AppError> {
         .bind(team_id)
         .execute(&pool)
         .await?;
-    ssr::announce(class_id);
+    crate::live::ssr::announce(class_id);
     Ok(())
 }
 
@@ -346,7 +288,7 @@ pub async fn set_phase(class_id: i64, phase: Phase) -> Result<(), AppError> {
         .bind(class_id)
         .execute(&pool)
         .await?;
-    ssr::announce(class_id);
+    crate::live::ssr::announce(class_id);
     Ok(())
 }
 
@@ -360,7 +302,7 @@ pub async fn set_quiz_closed(class_id: i64, closed: bool) -> Result<(), AppError
         .bind(class_id)
         .execute(&pool)
         .await?;
-    ssr::announce(class_id);
+    crate::live::ssr::announce(class_id);
     Ok(())
 }
 
@@ -405,8 +347,8 @@ pub async fn my_class() -> Result<StudentClass, AppError> {
     .bind(student.id)
     .fetch_all(&pool)
     .await?;
-    let leaderboard = if phase.quiz_available() {
-        crate::quiz::ssr::leaderboard(&pool, student.class_id).await?
+    let standings = if phase.quiz_available() {
+        crate::quiz::ssr::standings(&pool, student.class_id).await?
     } else {
         Vec::new()
     };
@@ -419,20 +361,83 @@ pub async fn my_class() -> Result<StudentClass, AppError> {
         topic: own_slug.as_deref().and_then(ssr::topic),
         lessons,
         quiz_open: phase.quiz_available() && quiz_closed == 0,
-        leaderboard,
+        standings,
     })
+}
+
+/// Looks a class up by its join code, for the join form's team list.
+#[server(prefix = "/api", endpoint = "find-class")]
+pub async fn find_class(code: String) -> Result<ClassPreview, AppError> {
+    let pool = crate::db::pool()?;
+    let class_id = crate::auth::ssr::class_by_code(&pool, &code).await?;
+    let name: String = sqlx::query_scalar("SELECT name FROM classes WHERE id = $1")
+        .bind(class_id)
+        .fetch_one(&pool)
+        .await?;
+    let teams = sqlx::query_as::<_, (i64, String)>(
+        "SELECT id, name FROM teams WHERE class_id = $1 ORDER BY id",
+    )
+    .bind(class_id)
+    .fetch_all(&pool)
+    .await?
+    .into_iter()
+    .map(|(id, name)| TeamOption { id, name })
+    .collect();
+    Ok(ClassPreview { name, teams })
+}
+
+/// Joins a class as a student and sends them to the class page.
+#[server(prefix = "/api", endpoint = "join-class")]
+pub async fn join_class(code: String, display_name: String, team_id: i64) -> Result<(), AppError> {
+    let pool = crate::db::pool()?;
+    let class_id = crate::auth::ssr::class_by_code(&pool, &code).await?;
+    let name = crate::auth::ssr::clean_name(&display_name, "Your name")?;
+    let team_in_class: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM teams WHERE id = $1 AND class_id = $2")
+            .bind(team_id)
+            .bind(class_id)
+            .fetch_optional(&pool)
+            .await?;
+    if team_in_class.is_none() {
+        return Err(AppError::bad_request(
+            "Pick one of this class's teams.".to_string(),
+        ));
+    }
+    let taken: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM students WHERE class_id = $1 AND display_name = $2")
+            .bind(class_id)
+            .bind(&name)
+            .fetch_optional(&pool)
+            .await?;
+    if taken.is_some() {
+        return Err(AppError::bad_request(format!(
+            "Someone in this class is already called \u{201c}{name}\u{201d}. Add an initial or a nickname."
+        )));
+    }
+    let student_id: i64 = sqlx::query_scalar(
+        "INSERT INTO students (class_id, team_id, display_name) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(class_id)
+    .bind(team_id)
+    .bind(&name)
+    .fetch_one(&pool)
+    .await?;
+    crate::auth::ssr::start_session(crate::auth::ssr::SessionUser::Student(student_id)).await?;
+    crate::live::ssr::announce(class_id);
+    leptos_axum::redirect("/class");
+    Ok(())
 }
 
 #[cfg(feature = "ssr")]
 pub mod ssr {
-    //! Queries and the live-update channel behind the classroom server functions.
+    //! Join codes, topics and the queries behind the classroom server functions.
 
-    use super::{ClassSummary, Phase, Topic};
+    use super::{ClassSummary, Topic};
     use crate::db::DbPool;
     use crate::error::AppError;
     use crate::lessons::content;
+    use crate::phase::Phase;
     use rand::Rng;
-    use tokio::sync::broadcast;
 
     /// Letters and digits that cannot be confused when read aloud or copied from a board.
     const JOIN_CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -507,37 +512,6 @@ pub mod ssr {
                 })
             })
             .collect()
-    }
-
-    /// A change to a class that its open pages should show.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct ClassChanged {
-        /// The class that changed.
-        pub class_id: i64,
-    }
-
-    /// The broadcast channel for class changes; the server streams it to browsers.
-    #[derive(Debug, Clone)]
-    pub struct ClassEvents(pub broadcast::Sender<ClassChanged>);
-
-    impl ClassEvents {
-        /// A channel with room for a burst of changes per slow listener.
-        pub fn new() -> Self {
-            Self(broadcast::channel(256).0)
-        }
-    }
-
-    impl Default for ClassEvents {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    /// Tells every open page of `class_id` to refresh (no listeners is fine).
-    pub fn announce(class_id: i64) {
-        if let Some(events) = leptos::prelude::use_context::<ClassEvents>() {
-            let _ = events.0.send(ClassChanged { class_id });
-        }
     }
 
     #[cfg(test)]

@@ -6,15 +6,18 @@
 #![recursion_limit = "256"]
 
 pub mod auth;
+mod charts;
 pub mod checkins;
 pub mod classroom;
 #[cfg(feature = "ssr")]
 pub mod db;
 pub mod error;
+pub mod grading;
 pub mod lessons;
 pub mod live;
 pub mod models;
 mod pages;
+pub mod phase;
 pub mod quiz;
 pub mod runs;
 pub mod widgets;

@@ -122,7 +122,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             predictor,
             model_config,
         ),
-        class_events: app::classroom::ssr::ClassEvents::new(),
+        class_events: app::live::ssr::ClassEvents::new(),
         join_limiter: app::auth::ssr::JoinLimiter::default(),
         secure_cookies: config.secure_cookies,
         shutdown: shutdown_receiver,

@@ -1,8 +1,9 @@
 //! Signing in (instructors), joining a class (students), and the header line that says who
 //! is using the app.
 
-use super::action_error;
-use crate::auth::{FindClass, JoinClass, MAX_NAME_CHARS, SignIn, SignOut, Viewer, who_am_i};
+use super::shared::action_error;
+use crate::auth::{MAX_NAME_CHARS, SignIn, SignOut, Viewer, who_am_i};
+use crate::classroom::{FindClass, JoinClass};
 use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_meta::Title;

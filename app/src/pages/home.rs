@@ -1,6 +1,6 @@
 //! The home page: the lessons of the jigsaw, one card each.
 
-use super::ErrorList;
+use super::shared::ErrorList;
 use crate::lessons::{LessonSummary, list_lessons};
 use leptos::prelude::*;
 use leptos_meta::Title;

@@ -1,17 +1,20 @@
 //! The instructor's pages: their classes, one class's teams, topics and phase, and grading
 //! the quiz one question at a time.
 
-use super::{ClassRuns, ErrorList, action_error, id_param, points, points_worth, when};
+use super::runs::ClassRuns;
+use super::shared::{ErrorList, Standings, action_error, id_param, points, points_worth, when};
 use crate::auth::MAX_NAME_CHARS;
 use crate::classroom::{
-    AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, Phase, SetPhase,
-    SetQuizClosed, TeamAdmin, TeamScore, Topic, class_dashboard, my_classes,
+    AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, SetPhase, SetQuizClosed,
+    TeamAdmin, Topic, class_dashboard, my_classes,
 };
-use crate::live::follow_class;
-use crate::quiz::{
-    AnswerFormat, AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, answers_to_grade,
+use crate::grading::{
+    AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, answers_to_grade,
     grading_overview,
 };
+use crate::live::follow_class;
+use crate::phase::Phase;
+use crate::quiz::AnswerFormat;
 use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -107,7 +110,7 @@ pub fn ClassAdminPage() -> impl IntoView {
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || Suspend::new(async move {
                     class.await.map(|class| {
-                        let ClassAdmin { summary, quiz_closed, teams, topics, leaderboard } = class;
+                        let ClassAdmin { summary, quiz_closed, teams, topics, standings } = class;
                         let id = summary.id;
                         let phase = summary.phase;
                         view! {
@@ -168,7 +171,7 @@ pub fn ClassAdminPage() -> impl IntoView {
                             </section>
                             <section class="panel">
                                 <h2>"Quiz standings"</h2>
-                                <Leaderboard scores=leaderboard />
+                                <Standings scores=standings />
                             </section>
                             <ClassRuns class_id=id />
                         }
@@ -233,32 +236,6 @@ fn TeamTable(
                             <td>{if team.members.is_empty() { "nobody yet".to_string() } else { team.members.join(", ") }}</td>
                         </tr>
                     }
-                }).collect_view()}
-            </tbody>
-        </table>
-    }
-    .into_any()
-}
-
-/// The quiz leaderboard: graded points per member, best team first.
-#[component]
-pub fn Leaderboard(scores: Vec<TeamScore>) -> impl IntoView {
-    if scores.is_empty() {
-        return view! { <p class="hint">"No teams yet."</p> }.into_any();
-    }
-    view! {
-        <table class="data-table" data-testid="quiz-leaderboard">
-            <thead><tr><th>"#"</th><th>"Team"</th><th>"Points per member"</th><th>"Points"</th><th>"Members"</th><th>"Graded answers"</th></tr></thead>
-            <tbody>
-                {scores.into_iter().enumerate().map(|(rank, score)| view! {
-                    <tr>
-                        <td>{rank + 1}</td>
-                        <td>{score.team}</td>
-                        <td>{points(score.points_per_member)}</td>
-                        <td>{points(score.points)}</td>
-                        <td>{score.members}</td>
-                        <td>{score.graded_answers}</td>
-                    </tr>
                 }).collect_view()}
             </tbody>
         </table>
@@ -407,7 +384,7 @@ fn AnswerCard(answer: AnswerToGrade, max_points: f64, graded: RwSignal<usize>) -
                 }
             >
                 <label class="field">
-                    {format!("Points (0–{})", super::points(max_points))}
+                    {format!("Points (0–{})", points(max_points))}
                     <input
                         type="number"
                         name="points"

@@ -1,6 +1,6 @@
 //! A lesson page: the lesson's text, its questions and the class's check-ins.
 
-use super::ErrorList;
+use super::shared::ErrorList;
 use crate::checkins::{CheckIn, checkin_count};
 use crate::lessons::{Lesson, get_lesson};
 use crate::widgets::LessonWidget;

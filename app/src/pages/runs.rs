@@ -2,13 +2,14 @@
 //! team's runs and the leaderboards (`/team`), and one run's live charts and attention
 //! maps (`/runs/:id`).
 
-use super::{ErrorList, action_error, id_param};
+use super::shared::{ErrorList, action_error, id_param};
+use crate::charts::{Heatmap, LineChart, ema};
 use crate::runs::{
     Boards, CancelRun, PrioritizeRun, RevealBoard, RunCurves, RunFormInfo, RunStatus, RunSummary,
     SubmitOutcome, SubmitRun, TryRunModel, class_boards, default_learning_rate_after_switch,
     load_run_form, run_detail, team_curves, team_runs,
 };
-use crate::widgets::{Heatmap, head_average};
+use crate::widgets::head_average;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use run_protocol::settings::DEFAULT_MODEL;
@@ -446,6 +447,7 @@ pub fn RunPage() -> impl IntoView {
 fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
     #[cfg(feature = "hydrate")]
     {
+        use crate::live::{RUN_EVENT, RUN_STATUS_EVENT};
         use wasm_bindgen::JsCast;
         use wasm_bindgen::closure::Closure;
         let Ok(source) = web_sys::EventSource::new(&format!("/api/runs/{run_id}/events")) else {
@@ -469,9 +471,10 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
             Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
                 changed.update(|n| *n += 1);
             });
-        let _ = source.add_event_listener_with_callback("run", on_event.as_ref().unchecked_ref());
         let _ =
-            source.add_event_listener_with_callback("status", on_status.as_ref().unchecked_ref());
+            source.add_event_listener_with_callback(RUN_EVENT, on_event.as_ref().unchecked_ref());
+        let _ = source
+            .add_event_listener_with_callback(RUN_STATUS_EVENT, on_status.as_ref().unchecked_ref());
         let kept = StoredValue::new_local((source, on_event, on_status));
         on_cleanup(move || kept.with_value(|(source, _, _)| source.close()));
     }
@@ -726,111 +729,9 @@ fn attention_pairs(maps: &[AttentionSnapshot]) -> AnyView {
         .into_any()
 }
 
-/// Exponential moving average with weight `alpha` on the past (0 = raw).
-pub(crate) fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
-    let mut smoothed = Vec::with_capacity(points.len());
-    let mut state: Option<f64> = None;
-    for &(x, y) in points {
-        if !y.is_finite() {
-            continue;
-        }
-        let next = match state {
-            Some(previous) => alpha * previous + (1.0 - alpha) * y,
-            None => y,
-        };
-        state = Some(next);
-        smoothed.push((x, next));
-    }
-    smoothed
-}
-
-/// A small SVG line chart: one polyline per series, axes with their ranges.
-#[component]
-pub(crate) fn LineChart(
-    testid: &'static str,
-    series: Vec<(String, Vec<(f64, f64)>)>,
-    x_label: &'static str,
-    y_label: &'static str,
-) -> impl IntoView {
-    const W: f64 = 560.0;
-    const H: f64 = 200.0;
-    const PAD: f64 = 58.0;
-    let finite: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|(_, points)| points.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .collect();
-    if finite.is_empty() {
-        return view! { <p class="hint" data-testid=testid>"No points yet."</p> }.into_any();
-    }
-    let (x0, x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
-        (a.min(*x), b.max(*x))
-    });
-    let (y0, y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
-        (a.min(*y), b.max(*y))
-    });
-    let (x1, y1) = (
-        if x1 > x0 { x1 } else { x0 + 1.0 },
-        if y1 > y0 {
-            y1
-        } else {
-            y0 + 1e-9_f64.max(y0.abs() * 0.1)
-        },
-    );
-    let sx = move |x: f64| PAD + (x - x0) / (x1 - x0) * (W - 2.0 * PAD);
-    let sy = move |y: f64| H - PAD + -(y - y0) / (y1 - y0) * (H - 2.0 * PAD);
-    let label = |v: f64| {
-        if v.abs() < 1e-3 && v != 0.0 {
-            format!("{v:.1e}")
-        } else {
-            format!("{v:.3}")
-        }
-    };
-    let lines = series
-        .into_iter()
-        .enumerate()
-        .map(|(index, (name, points))| {
-            let path = points
-                .iter()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
-                .collect::<Vec<_>>()
-                .join(" ");
-            view! { <polyline class=format!("series series-{index}") points=path><title>{name}</title></polyline> }
-        })
-        .collect_view();
-    view! {
-        <svg class="line-chart" data-testid=testid viewBox=format!("0 0 {W} {H}") role="img" aria-label=format!("{y_label} by {x_label}")>
-            <line class="axis" x1=PAD.to_string() y1=(H - PAD).to_string() x2=(W - PAD).to_string() y2=(H - PAD).to_string() />
-            <line class="axis" x1=PAD.to_string() y1=PAD.to_string() x2=PAD.to_string() y2=(H - PAD).to_string() />
-            <text class="tick" x=(PAD - 4.0).to_string() y=(H - PAD).to_string() text-anchor="end">{label(y0)}</text>
-            <text class="tick" x=(PAD - 4.0).to_string() y=(PAD + 4.0).to_string() text-anchor="end">{label(y1)}</text>
-            <text class="tick" x=PAD.to_string() y=(H - PAD + 16.0).to_string()>{format!("{x0:.0}")}</text>
-            <text class="tick" x=(W - PAD).to_string() y=(H - PAD + 16.0).to_string() text-anchor="end">{format!("{x1:.0}")}</text>
-            <text class="axis-label" x=(W / 2.0).to_string() y=(H - 8.0).to_string() text-anchor="middle">{x_label}</text>
-            <text class="axis-label" x="12" y=(H / 2.0).to_string() transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">{y_label}</text>
-            {lines}
-        </svg>
-    }
-    .into_any()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_moving_average_smooths_and_starts_at_the_first_point() {
-        assert_eq!(
-            ema(&[(1.0, 1.0), (2.0, 0.0)], 0.5),
-            vec![(1.0, 1.0), (2.0, 0.5)]
-        );
-        assert_eq!(
-            ema(&[(1.0, 1.0), (2.0, 0.0)], 0.0),
-            vec![(1.0, 1.0), (2.0, 0.0)]
-        );
-        assert_eq!(ema(&[(1.0, f64::NAN), (2.0, 3.0)], 0.9), vec![(2.0, 3.0)]);
-    }
 
     #[test]
     fn parameter_counts_read_naturally() {

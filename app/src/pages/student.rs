@@ -1,10 +1,10 @@
 //! The student's pages: their class (phase, expert topic, lessons, standings), following
 //! the instructor live, and the quiz with drafts, submission and grades.
 
-use super::instructor::Leaderboard;
-use super::{ErrorList, action_error, points, points_worth, when};
-use crate::classroom::{ClassLesson, Phase, StudentClass, my_class};
+use super::shared::{ErrorList, Standings, action_error, points, points_worth, when};
+use crate::classroom::{ClassLesson, StudentClass, my_class};
 use crate::live::follow_class;
+use crate::phase::Phase;
 use crate::quiz::{
     AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuizItem, my_quiz,
 };
@@ -45,7 +45,7 @@ fn ClassView(class: StudentClass) -> impl IntoView {
         topic,
         lessons,
         quiz_open,
-        leaderboard,
+        standings,
     } = class;
     let with = if teammates.is_empty() {
         String::from("nobody else has joined your team yet")
@@ -91,7 +91,7 @@ fn ClassView(class: StudentClass) -> impl IntoView {
             })}
             <section class="panel">
                 <h2>"Quiz standings"</h2>
-                <Leaderboard scores=leaderboard />
+                <Standings scores=standings />
             </section>
             <LessonList title="All topics" lessons />
         }

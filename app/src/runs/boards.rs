@@ -49,6 +49,6 @@ pub async fn reveal_board(class_id: i64, revealed: bool) -> Result<(), AppError>
         .bind(class_id)
         .execute(&pool)
         .await?;
-    crate::classroom::ssr::announce(class_id);
+    crate::live::ssr::announce(class_id);
     Ok(())
 }

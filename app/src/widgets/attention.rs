@@ -1,6 +1,7 @@
 //! The attention viewer: a sentence through the real default model, then a heatmap of who
 //! attends to whom for a chosen layer and head, or the average over a layer's heads.
 
+use crate::charts::Heatmap;
 use crate::error::AppError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -89,7 +90,7 @@ pub fn AttentionViewer() -> impl IntoView {
                 "Type a sentence and see, for each word (row), how much it attends to every other word (column) "
                 "in all-MiniLM-L6-v2. Darker means more attention; each row adds up to 1."
             </p>
-            <super::SentenceForm
+            <super::shared::SentenceForm
                 text
                 label="Show attention"
                 pending=show.pending()
@@ -101,7 +102,7 @@ pub fn AttentionViewer() -> impl IntoView {
             <div class="chart-pair">
                 <div>
                     {move || show.value().get().is_some_and(|r| r.is_ok()).then(|| view! { <h3>"Pretrained all-MiniLM-L6-v2"</h3> })}
-                    {move || super::action_result(show.value().get(), |view| view! { <AttentionExplorer view=Arc::new(view) /> }.into_any())}
+                    {move || super::shared::action_result(show.value().get(), |view| view! { <AttentionExplorer view=Arc::new(view) /> }.into_any())}
                 </div>
                 {move || match team.value().get() {
                     Some(Ok(Some(team))) => Some(view! {
@@ -195,66 +196,6 @@ pub(crate) fn average(heads: &[Vec<f32>]) -> Vec<f32> {
         }
     }
     sum.iter().map(|v| v / heads.len().max(1) as f32).collect()
-}
-
-/// An SVG grid: rows are queries, columns keys, darkness the probability.
-#[component]
-pub(crate) fn Heatmap(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
-    const CELL: f32 = 26.0;
-    const LABEL: f32 = 92.0;
-    let n = tokens.len();
-    let size = LABEL + CELL * n as f32 + 4.0;
-    // Room on the right for the last column's slanted label.
-    let width = size + 40.0;
-    let short = |t: &String| {
-        if t.chars().count() > 12 {
-            format!("{}…", t.chars().take(11).collect::<String>())
-        } else {
-            t.clone()
-        }
-    };
-    let columns = tokens.iter().enumerate().map(|(k, token)| {
-        let x = LABEL + CELL * k as f32 + CELL * 0.6;
-        view! {
-            <text class="key" x=x.to_string() y=(LABEL - 6.0).to_string() transform=format!("rotate(-50 {x} {})", LABEL - 6.0)>
-                {short(token)}
-            </text>
-        }
-    }).collect_view();
-    let rows = tokens.iter().enumerate().map(|(q, token)| {
-        view! {
-            <text class="query" x=(LABEL - 6.0).to_string() y=(LABEL + CELL * q as f32 + CELL * 0.68).to_string() text-anchor="end">
-                {short(token)}
-            </text>
-        }
-    }).collect_view();
-    let cells = (0..n * n)
-        .map(|i| {
-            let (q, k) = (i / n, i % n);
-            let p = matrix.get(i).copied().unwrap_or(0.0);
-            let title = format!("{} \u{2192} {}: {:.2}", tokens[q], tokens[k], p);
-            view! {
-                <rect
-                    x=(LABEL + CELL * k as f32).to_string()
-                    y=(LABEL + CELL * q as f32).to_string()
-                    width=(CELL - 1.0).to_string()
-                    height=(CELL - 1.0).to_string()
-                    fill-opacity=format!("{:.3}", p.clamp(0.0, 1.0).sqrt())
-                >
-                    <title>{title}</title>
-                </rect>
-            }
-        })
-        .collect_view();
-    view! {
-        <div class="heatmap-scroll">
-            <svg class="heatmap" data-testid="heatmap" viewBox=format!("0 0 {width} {size}") width=width.to_string() height=size.to_string() role="img" aria-label="Attention heatmap">
-                {columns}
-                {rows}
-                {cells}
-            </svg>
-        </div>
-    }
 }
 
 /// The BertViz-style view: the tokens twice, side by side, and a line from each word on

@@ -68,7 +68,7 @@ pub fn ClsDemo() -> impl IntoView {
         <section class="widget cls-demo">
             <h2>"Try it: from [CLS] to a label"</h2>
             <p>"The model reads the whole sentence; the classifier looks only at the [CLS] vector it ends with."</p>
-            <super::SentenceForm
+            <super::shared::SentenceForm
                 text
                 label="Read the [CLS] vector"
                 pending=read.pending()
@@ -76,7 +76,7 @@ pub fn ClsDemo() -> impl IntoView {
                     read.dispatch(ReadCls { text });
                 }
             />
-            {move || super::action_result(read.value().get(), |view| view! { <ClsResult view /> }.into_any())}
+            {move || super::shared::action_result(read.value().get(), |view| view! { <ClsResult view /> }.into_any())}
         </section>
     }
 }

@@ -2,8 +2,8 @@
 //! the viewer's own finished runs (the team's for a student, their classes' for an
 //! instructor), picking the run whose validation loss rose most after its best point.
 
+use crate::charts::{LineChart, ema};
 use crate::error::AppError;
-use crate::pages::runs::{LineChart, ema};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 

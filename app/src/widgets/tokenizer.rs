@@ -86,7 +86,7 @@ pub fn TokenizerPlayground() -> impl IntoView {
                 "Type any sentence, even made-up words, and see the pieces all-MiniLM-L6-v2 reads. "
                 "Pieces of the same word share a color; the number under each is its id."
             </p>
-            <super::SentenceForm
+            <super::shared::SentenceForm
                 text
                 label="Split into tokens"
                 pending=tokenize.pending()
@@ -94,7 +94,7 @@ pub fn TokenizerPlayground() -> impl IntoView {
                     tokenize.dispatch(TokenizeText { text });
                 }
             />
-            {move || super::action_result(tokenize.value().get(), |result| view! { <TokenizedView result /> }.into_any())}
+            {move || super::shared::action_result(tokenize.value().get(), |result| view! { <TokenizedView result /> }.into_any())}
         </section>
     }
 }

@@ -11,9 +11,9 @@ mod model_zip;
 mod run_events;
 
 use app::auth::ssr::JoinLimiter;
-use app::classroom::ssr::ClassEvents;
 use app::db::DbPool;
 use app::error::AppError;
+use app::live::ssr::ClassEvents;
 use app::models::ModelService;
 use app::runs::environment::RunEnvironment;
 use app::widgets::DefaultTokenizer;

@@ -3,6 +3,7 @@
 use super::{AppState, error_response};
 use app::auth::ssr::caller_of;
 use app::error::AppError;
+use app::live::{RUN_EVENT, RUN_STATUS_EVENT};
 use app::runs::environment::RunUpdate;
 use app::runs::event_log::EventLog;
 use axum::extract::{Path, State};
@@ -13,11 +14,6 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use tokio::sync::broadcast;
 use tower_sessions::Session;
-
-/// The SSE event name of a stored run event.
-const RUN_EVENT: &str = "run";
-/// The SSE event name of a run status change.
-const RUN_STATUS_EVENT: &str = "status";
 
 /// A stored run event as SSE, with its sequence number as the id.
 fn run_event(seq: i64, payload: String) -> Event {
