@@ -38,9 +38,11 @@ async function trainingAssets() {
   ];
   let train = "sentence\tlabel\n";
   let dev = "sentence\tlabel\n";
-  // Three phrasings of each sentence: a run of 20 epochs then lasts several seconds on a
-  // fast machine, where twice fewer sentences once finished before its page drew the curve.
-  const phrasings = ["was", "was really", "was truly"];
+  // Six phrasings of each sentence: a run of 20 epochs then lasts several seconds on a
+  // fast machine. With half as many (2026-11), and again with three (2026-12-04, 2 of 5
+  // full-suite runs on the 2-core machine), the run sometimes finished before its page drew
+  // the curve, and the curve could not be seen to grow.
+  const phrasings = ["was", "was really", "was truly", "was quite", "was just", "was so"];
   subjects.forEach((subject, i) => {
     positive.forEach((good, j) => {
       const rows = phrasings

@@ -442,6 +442,10 @@ pub fn RunPage() -> impl IntoView {
     }
 }
 
+/// How long a run page gathers streamed events before drawing them.
+#[cfg(feature = "hydrate")]
+const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Opens the run's event stream (browser only): events go into `live`, status changes
 /// bump `changed`. The browser reconnects by itself with the last id it saw.
 fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
@@ -453,13 +457,36 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
         let Ok(source) = web_sys::EventSource::new(&format!("/api/runs/{run_id}/events")) else {
             return;
         };
+        // Events are applied in batches, at most every EVENT_BATCH: a page opened on a long
+        // run replays thousands of stored events, and redrawing the charts once per event
+        // kept the browser busy for tens of seconds.
+        let pending: std::rc::Rc<std::cell::RefCell<Vec<Event>>> = Default::default();
         let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
             move |message: web_sys::MessageEvent| {
                 let Some(data) = message.data().as_string() else {
                     return;
                 };
                 match serde_json::from_str::<Event>(&data) {
-                    Ok(event) => live.update(|live| live.apply(event)),
+                    Ok(event) => {
+                        let first = {
+                            let mut queue = pending.borrow_mut();
+                            queue.push(event);
+                            queue.len() == 1
+                        };
+                        if first {
+                            let pending = pending.clone();
+                            set_timeout(
+                                move || {
+                                    let events = std::mem::take(&mut *pending.borrow_mut());
+                                    // The page may be gone by now; then there is nothing to draw.
+                                    let _ = live.try_update(|live| {
+                                        events.into_iter().for_each(|event| live.apply(event))
+                                    });
+                                },
+                                EVENT_BATCH,
+                            );
+                        }
+                    }
                     Err(error) => leptos::logging::warn!(
                         "run {run_id}: an event from the server does not parse ({error}): {}",
                         data.chars().take(200).collect::<String>()
