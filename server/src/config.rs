@@ -86,7 +86,7 @@ pub const SITE_ROOT: Setting = Setting {
     env: "JIGSAW_SITE_ROOT",
     key: "site_root",
     default: "LEPTOS_SITE_ROOT when set, else target/site",
-    meaning: "the built site (cargo leptos build)",
+    meaning: "the built site (scripts/build-site.sh)",
 };
 /// The format of log lines.
 pub const LOG_FORMAT: Setting = Setting {
@@ -425,7 +425,7 @@ impl Config {
             return Err(ConfigError::new(
                 SITE_ROOT.env,
                 format!(
-                    "no built site at {} (expected {}); build it with `make run` or `cargo leptos build --release`",
+                    "no built site at {} (expected {}); build it with `make run` or `scripts/build-site.sh`",
                     self.site_root.display(),
                     script.display()
                 ),
