@@ -356,14 +356,34 @@ async fn roles_reach_only_their_own(database: Option<&PostgresDatabase>) {
         )
         .await;
         refused(&student, &server, endpoint, form, StatusCode::FORBIDDEN).await;
-        refused(
+        // Another instructor's class answers exactly as a class that does not exist.
+        let foreign = refused(
             &other_teacher,
             &server,
             endpoint,
             form,
-            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
         )
         .await;
+        let missing_form: Vec<(&str, &str)> = form
+            .iter()
+            .map(|&(k, v)| {
+                if k == "class_id" {
+                    (k, "987654")
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let missing = refused(
+            &other_teacher,
+            &server,
+            endpoint,
+            &missing_form,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert_eq!(foreign, missing, "{endpoint}");
     }
     refused(&student, &server, "my-classes", &[], StatusCode::FORBIDDEN).await;
     refused(
@@ -398,7 +418,7 @@ async fn roles_reach_only_their_own(database: Option<&PostgresDatabase>) {
         &server,
         "grade-answer",
         &grade,
-        StatusCode::FORBIDDEN,
+        StatusCode::NOT_FOUND,
     )
     .await;
     refused(
@@ -446,7 +466,7 @@ async fn roles_reach_only_their_own(database: Option<&PostgresDatabase>) {
     for (client, expected) in [
         (&anonymous, StatusCode::UNAUTHORIZED),
         (&student, StatusCode::FORBIDDEN),
-        (&other_teacher, StatusCode::FORBIDDEN),
+        (&other_teacher, StatusCode::NOT_FOUND),
     ] {
         let response = client.get(server.url(&csv)).send().await.unwrap();
         assert_eq!(response.status(), expected);
@@ -460,7 +480,7 @@ async fn roles_reach_only_their_own(database: Option<&PostgresDatabase>) {
     );
     assert_eq!(
         status(other_teacher.get(server.url(&events)).send().await.unwrap()),
-        StatusCode::FORBIDDEN
+        StatusCode::NOT_FOUND
     );
 
     // Instructor pages render their error for students and strangers, not the data.

@@ -90,6 +90,7 @@ async fn classroom(data_dir: &Path, env: &[(&str, String)]) -> Classroom {
     let (class_id, code, teams) = class_with_teams(&teacher, &server).await;
     let red = joined_student(&server, &code, "Ana", teams[0]).await;
     let blue = joined_student(&server, &code, "Ben", teams[1]).await;
+    set_phase(&teacher, &server, class_id, "competition").await;
     Classroom {
         server,
         teacher,
@@ -97,6 +98,17 @@ async fn classroom(data_dir: &Path, env: &[(&str, String)]) -> Classroom {
         red,
         blue,
     }
+}
+
+/// Moves the class to `phase`, as its teacher.
+async fn set_phase(teacher: &reqwest::Client, server: &Server, class_id: i64, phase: &str) {
+    ok(
+        teacher,
+        server,
+        "set-phase",
+        &[("class_id", &class_id.to_string()), ("phase", phase)],
+    )
+    .await;
 }
 
 /// Submits a run and returns its id.
@@ -321,6 +333,14 @@ async fn run_to_the_leaderboard(database: Option<&PostgresDatabase>) {
         probes.contains(&"the movie was not good .") && probes.contains(&"the cast was witty ."),
         "{probes:?}"
     );
+    // A stored attention event holds what the page draws: the last layer's head mean.
+    for event in events.iter().filter(|e| e["type"] == "attention") {
+        let tokens = event["tokens"].as_array().unwrap().len();
+        let matrices = event["matrices"].as_array().unwrap();
+        assert_eq!(matrices.len(), 1, "one layer");
+        assert_eq!(matrices[0].as_array().unwrap().len(), 1, "one head mean");
+        assert_eq!(matrices[0][0].as_array().unwrap().len(), tokens * tokens);
+    }
     assert_eq!(events.last().unwrap()["type"], "finished");
 
     let done = wait_for_end(&class.red, server, run_id, Duration::from_secs(30)).await;
@@ -609,6 +629,18 @@ async fn bad_run_forms_get_a_clear_error_and_never_a_5xx() {
     let env = training_env(temp.path(), None);
     let class = classroom(&temp.path().join("data"), &env).await;
     let server = &class.server;
+    // Runs open in the competition phase only.
+    set_phase(&class.teacher, server, class.class_id, "quiz").await;
+    let early = refused(
+        &class.red,
+        server,
+        "submit-run",
+        &run_form(&[]),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(early.contains("competition phase"), "{early}");
+    set_phase(&class.teacher, server, class.class_id, "competition").await;
     let huge_sentence = "x".repeat(600);
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (vec![("learning_rate", "NaN")], "Learning rate"),
@@ -751,11 +783,42 @@ async fn limit_runs_per_day(database: Option<&PostgresDatabase>) {
     env.push(("JIGSAW_MAX_QUEUED_PER_TEAM", "10".to_string()));
     let class = classroom(&temp.path().join("data"), &env).await;
     let server = &class.server;
-    let first = submit(&class.red, server, &[("epochs", "20")]).await;
-    submit(&class.red, server, &[("epochs", "20")]).await;
-    let (status, body) = call(&class.red, server, "submit-run", &run_form(&[])).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("used its 2 runs for today"), "{body}");
+    // Twelve submissions at once: the count and the insert are one transaction, so exactly
+    // the allowance is queued and the rest are told why.
+    let url = server.url("/api/submit-run");
+    let body = run_form(&[("epochs", "20")])
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let (client, url, body) = (class.red.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                (response.status(), response.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut queued = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        if status.is_success() {
+            let outcome: Value = serde_json::from_str(&body).unwrap();
+            queued.push(outcome["Queued"].as_i64().unwrap());
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(body.contains("used its 2 runs for today"), "{body}");
+        }
+    }
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    let first = queued[0];
     // Another team has its own allowance; a cancelled run gives one back.
     submit(&class.blue, server, &[("epochs", "20")]).await;
     ok(

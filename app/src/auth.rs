@@ -51,28 +51,61 @@ pub async fn who_am_i() -> Result<Viewer, AppError> {
     })
 }
 
-/// Signs an instructor in and sends them to their classes.
+/// Signs an instructor in and sends them to their classes. Wrong passwords are throttled
+/// per account and per address (a few free, then doubling waits), and only a few password
+/// checks run at once; either limit answers 429 with the wait.
 #[server(prefix = "/api", endpoint = "sign-in")]
 pub async fn sign_in(username: String, password: String) -> Result<(), AppError> {
+    use crate::throttle::{client_address, throttles};
     let pool = crate::db::pool()?;
     let username = username.trim().to_string();
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, password_hash FROM instructors WHERE username = $1")
-            .bind(&username)
-            .fetch_optional(&pool)
-            .await?;
+    let throttles = throttles()?;
+    let account = username.to_lowercase();
+    let address = client_address().await;
+    if let Err(wait) = throttles
+        .sign_in_accounts
+        .begin(std::slice::from_ref(&account))
+    {
+        return Err(AppError::busy(
+            format!(
+                "Too many wrong passwords for this account. Try again in {} s.",
+                crate::error::wait_secs(wait)
+            ),
+            wait,
+        ));
+    }
+    if let Err(wait) = throttles.sign_in_addresses.begin(&[address]) {
+        throttles.sign_in_accounts.refund(&account);
+        return Err(AppError::busy(
+            format!(
+                "Too many wrong passwords from this computer. Try again in {} s.",
+                crate::error::wait_secs(wait)
+            ),
+            wait,
+        ));
+    }
+    let row: Option<(i64, String, i64)> = sqlx::query_as(
+        "SELECT id, password_hash, session_epoch FROM instructors WHERE username = $1",
+    )
+    .bind(&username)
+    .fetch_optional(&pool)
+    .await?;
     let verified = match row {
-        Some((id, hash)) => ssr::verify_password(password, hash).await?.then_some(id),
+        Some((id, hash, epoch)) => ssr::verify_password(password, hash)
+            .await?
+            .then_some((id, epoch)),
         None => {
             // Spend the same time as a real check, so timing does not reveal usernames.
-            let _ = ssr::hash_password(password).await;
+            ssr::hash_password(password).await?;
             None
         }
     };
-    let Some(id) = verified else {
+    let Some((id, epoch)) = verified else {
         return Err(AppError::SignInRequired("Wrong username or password.".into()).respond());
     };
-    ssr::start_session(ssr::SessionUser::Instructor(id)).await?;
+    throttles.sign_in_accounts.forget(&account);
+    throttles.sign_in_addresses.refund(&address);
+    ssr::start_session(ssr::SessionUser::Instructor(id), epoch).await?;
     leptos_axum::redirect("/instructor");
     Ok(())
 }
@@ -94,14 +127,14 @@ pub mod ssr {
     use crate::db::DbPool;
     use crate::error::AppError;
     use serde::{Deserialize, Serialize};
-    use std::collections::{HashMap, VecDeque};
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     use tower_sessions::Session;
 
     /// The session key holding the signed-in user.
-    const SESSION_USER: &str = "user";
+    pub const SESSION_USER: &str = "user";
+    /// The session key holding the instructor's session epoch at sign-in; a password reset
+    /// moves the account's epoch on, which ends the sessions signed in before it.
+    const SESSION_EPOCH: &str = "epoch";
 
     /// What a session remembers: which row of which table its owner is.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,13 +203,21 @@ pub mod ssr {
         Ok(match user {
             None => Caller::Anonymous,
             Some(SessionUser::Instructor(id)) => {
-                sqlx::query_scalar::<_, String>("SELECT username FROM instructors WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?
-                    .map_or(Caller::Anonymous, |username| {
-                        Caller::Instructor(InstructorCaller { id, username })
-                    })
+                let signed_in_epoch = session
+                    .get::<i64>(SESSION_EPOCH)
+                    .await
+                    .map_err(AppError::internal)?
+                    .unwrap_or(0);
+                sqlx::query_as::<_, (String, i64)>(
+                    "SELECT username, session_epoch FROM instructors WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .filter(|(_, epoch)| *epoch == signed_in_epoch)
+                .map_or(Caller::Anonymous, |(username, _)| {
+                    Caller::Instructor(InstructorCaller { id, username })
+                })
             }
             Some(SessionUser::Student(id)) => sqlx::query_as::<_, (String, i64, String, i64, String)>(
                 "SELECT s.display_name, c.id, c.name, t.id, t.name \
@@ -215,7 +256,8 @@ pub mod ssr {
         }
     }
 
-    /// The calling instructor if `class_id` is one of their classes, or 401/403/404.
+    /// The calling instructor if `class_id` is one of their classes, or 401/403/404 (404
+    /// for another instructor's class, as for one that does not exist).
     pub async fn require_class_owner(
         pool: &DbPool,
         class_id: i64,
@@ -225,7 +267,8 @@ pub mod ssr {
         Ok(instructor)
     }
 
-    /// Checks that `class_id` belongs to `instructor`.
+    /// Checks that `class_id` belongs to `instructor`. Another instructor's class gets the
+    /// same 404 as a class that does not exist, so ids reveal nothing.
     pub async fn check_class_owner(
         pool: &DbPool,
         instructor: &InstructorCaller,
@@ -237,11 +280,8 @@ pub mod ssr {
                 .fetch_optional(pool)
                 .await?;
         match owner {
-            None => Err(AppError::not_found("There is no such class.")),
-            Some(owner) if owner != instructor.id => Err(AppError::forbidden(
-                "That class belongs to another instructor.",
-            )),
-            Some(_) => Ok(()),
+            Some(owner) if owner == instructor.id => Ok(()),
+            _ => Err(AppError::not_found("There is no such class.")),
         }
     }
 
@@ -264,21 +304,63 @@ pub mod ssr {
         .respond()
     }
 
-    /// Starts a fresh session for `user` (a new id, so an old cookie cannot be reused).
-    pub async fn start_session(user: SessionUser) -> Result<(), AppError> {
+    /// Starts a fresh session for `user` (a new id, so an old cookie cannot be reused);
+    /// `epoch` is an instructor's session epoch (0 for students).
+    pub async fn start_session(user: SessionUser, epoch: i64) -> Result<(), AppError> {
         let session = session().await?;
         session.cycle_id().await.map_err(AppError::internal)?;
+        session
+            .insert(SESSION_EPOCH, epoch)
+            .await
+            .map_err(AppError::internal)?;
         session
             .insert(SESSION_USER, user)
             .await
             .map_err(AppError::internal)
     }
 
+    /// Password checks (argon2, about 19 MiB and a fraction of a second of a core each) that
+    /// may run at once; the rest wait in line.
+    pub const PASSWORD_CHECKS_AT_ONCE: usize = 2;
+    /// Password checks that may wait in line; beyond this a sign-in is answered 429 at once.
+    pub const PASSWORD_CHECKS_WAITING: usize = 16;
+
+    /// Runs `work` (an argon2 hash or check) on a blocking thread once one of the
+    /// [`PASSWORD_CHECKS_AT_ONCE`] slots is free, or refuses when the line is full.
+    async fn with_password_slot<T: Send + 'static>(
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AppError> {
+        use std::sync::LazyLock;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static SLOTS: LazyLock<tokio::sync::Semaphore> =
+            LazyLock::new(|| tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE));
+        static WAITING: AtomicUsize = AtomicUsize::new(0);
+        let permit = match SLOTS.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if WAITING.fetch_add(1, Ordering::SeqCst) >= PASSWORD_CHECKS_WAITING {
+                    WAITING.fetch_sub(1, Ordering::SeqCst);
+                    return Err(AppError::busy(
+                        "Many people are signing in at once. Try again in 2 s.",
+                        Duration::from_secs(2),
+                    ));
+                }
+                let permit = SLOTS.acquire().await;
+                WAITING.fetch_sub(1, Ordering::SeqCst);
+                permit.map_err(AppError::internal)?
+            }
+        };
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(AppError::internal);
+        drop(permit);
+        result
+    }
+
     /// Hashes a password with argon2id and a random salt (off the async threads).
     pub async fn hash_password(password: String) -> Result<String, AppError> {
-        tokio::task::spawn_blocking(move || hash_password_now(&password))
-            .await
-            .map_err(AppError::internal)?
+        with_password_slot(move || hash_password_now(&password))
+            .await?
             .map_err(AppError::internal)
     }
 
@@ -293,7 +375,7 @@ pub mod ssr {
 
     /// Checks a password against a stored PHC string (off the async threads).
     pub async fn verify_password(password: String, hash: String) -> Result<bool, AppError> {
-        tokio::task::spawn_blocking(move || {
+        with_password_slot(move || {
             use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
             PasswordHash::new(&hash).is_ok_and(|parsed| {
                 argon2::Argon2::default()
@@ -302,13 +384,56 @@ pub mod ssr {
             })
         })
         .await
-        .map_err(AppError::internal)
     }
 
-    /// Trims a name and checks it is 1..=64 characters without control characters; any
-    /// other Unicode is kept as typed. `what` starts the error message ("Your name").
+    /// Whether `c` is invisible or reorders text: zero-width characters, joiners, bidi
+    /// controls, the byte-order mark, the soft hyphen and other format characters. Such a
+    /// character makes a name that looks like another one.
+    pub fn is_invisible(c: char) -> bool {
+        matches!(c,
+            '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+            | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+            | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}')
+    }
+
+    /// Whether `name` has an invisible character outside the places where writing needs one:
+    /// a joiner or non-joiner between two letters of a script that uses them (Persian,
+    /// Indic), and a joiner or emoji presentation selector inside an emoji sequence.
+    fn has_hidden_character(name: &str) -> bool {
+        let chars: Vec<char> = name.chars().collect();
+        let non_latin_letter =
+            |c: Option<&char>| c.is_some_and(|c| c.is_alphabetic() && *c > '\u{24f}');
+        let emoji_part = |c: Option<&char>| {
+            c.is_some_and(|c| *c > '\u{2000}' && !c.is_alphanumeric() && !is_invisible(*c))
+        };
+        chars.iter().enumerate().any(|(i, &c)| {
+            if !is_invisible(c) {
+                return false;
+            }
+            let before = i.checked_sub(1).and_then(|j| chars.get(j));
+            let after = chars.get(i + 1);
+            let needed = match c {
+                '\u{200c}' => non_latin_letter(before) && non_latin_letter(after),
+                '\u{200d}' => {
+                    (non_latin_letter(before) && non_latin_letter(after))
+                        || (emoji_part(before) || before == Some(&'\u{fe0f}')) && emoji_part(after)
+                }
+                '\u{fe0e}' | '\u{fe0f}' => emoji_part(before),
+                _ => false,
+            };
+            !needed
+        })
+    }
+
+    /// Trims a name, composes it (Unicode NFC, so "Zoë" is one name however it was typed)
+    /// and checks it is 1..=64 characters without control or invisible characters; any
+    /// other Unicode is kept. `what` starts the error message ("Your name").
     pub fn clean_name(text: &str, what: &str) -> Result<String, AppError> {
-        let name = text.trim();
+        use unicode_normalization::UnicodeNormalization;
+        let composed: String = text.nfc().collect();
+        let name = composed.trim();
         if name.is_empty() {
             return Err(AppError::bad_request(format!("{what} cannot be empty.")));
         }
@@ -323,24 +448,19 @@ pub mod ssr {
                 "{what} cannot contain line breaks or control characters."
             )));
         }
+        if has_hidden_character(name) {
+            return Err(AppError::bad_request(format!(
+                "{what} contains an invisible character (a zero-width space, joiner or \
+                 direction mark). Type it again without copying it from elsewhere."
+            )));
+        }
         Ok(name.to_string())
     }
 
-    /// Finds a class by join code (case and spaces ignored). Wrong codes count against
-    /// the caller's address; too many in a row are refused for a while.
+    /// Finds a class by join code (case and spaces ignored). Wrong codes count against the
+    /// caller's address (see [`crate::throttle::Throttles::join_codes`]); an address that
+    /// keeps guessing waits a few seconds between tries.
     pub async fn class_by_code(pool: &DbPool, code: &str) -> Result<i64, AppError> {
-        let limiter: JoinLimiter = AppError::from_context("join limiter")?;
-        let address = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
-            .await
-            .map(|info| info.0.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if let Some(wait) = limiter.blocked_for(address) {
-            return Err(AppError::bad_request(format!(
-                "Too many wrong join codes from this computer. Try again in {} seconds, \
-                 and check the code with your teacher.",
-                wait.as_secs().max(1)
-            )));
-        }
         let normalized: String = code
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
@@ -351,56 +471,31 @@ pub mod ssr {
                 "Type the join code your teacher gave you.",
             ));
         }
+        let limiter = crate::throttle::throttles()?.join_codes;
+        let address = crate::throttle::client_address().await;
+        if let Err(wait) = limiter.begin(&[address]) {
+            return Err(AppError::busy(
+                format!(
+                    "Too many wrong join codes from this computer. Try again in {} s, \
+                     and check the code with your teacher.",
+                    crate::error::wait_secs(wait)
+                ),
+                wait,
+            ));
+        }
         let found: Option<i64> = sqlx::query_scalar("SELECT id FROM classes WHERE join_code = $1")
             .bind(&normalized)
             .fetch_optional(pool)
             .await?;
         match found {
-            Some(id) => Ok(id),
-            None => {
-                limiter.record_failure(address);
-                Err(AppError::not_found(format!(
-                    "No class has the join code \u{201c}{}\u{201d}. Check it with your teacher.",
-                    normalized.chars().take(16).collect::<String>()
-                )))
+            Some(id) => {
+                limiter.refund(&address);
+                Ok(id)
             }
-        }
-    }
-
-    /// Counts wrong join codes per address: more than [`JoinLimiter::MAX_FAILURES`] within
-    /// [`JoinLimiter::WINDOW`] blocks that address until the oldest failure ages out.
-    #[derive(Debug, Clone, Default)]
-    pub struct JoinLimiter(Arc<Mutex<HashMap<IpAddr, VecDeque<Instant>>>>);
-
-    impl JoinLimiter {
-        /// Wrong codes allowed per window.
-        pub const MAX_FAILURES: usize = 10;
-        /// The window wrong codes are counted over.
-        pub const WINDOW: Duration = Duration::from_secs(300);
-
-        /// How long `address` must still wait, if it is blocked.
-        pub fn blocked_for(&self, address: IpAddr) -> Option<Duration> {
-            let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = failures.entry(address).or_default();
-            let now = Instant::now();
-            while entry
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > Self::WINDOW)
-            {
-                entry.pop_front();
-            }
-            (entry.len() >= Self::MAX_FAILURES).then(|| {
-                Self::WINDOW.saturating_sub(now.duration_since(*entry.front().unwrap_or(&now)))
-            })
-        }
-
-        /// Records one wrong code from `address`.
-        pub fn record_failure(&self, address: IpAddr) {
-            let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            failures
-                .entry(address)
-                .or_default()
-                .push_back(Instant::now());
+            None => Err(AppError::not_found(format!(
+                "No class has the join code \u{201c}{}\u{201d}. Check it with your teacher.",
+                normalized.chars().take(16).collect::<String>()
+            ))),
         }
     }
 
@@ -432,19 +527,28 @@ pub mod ssr {
         }
 
         #[test]
-        fn the_join_limiter_blocks_after_too_many_failures() {
-            let limiter = JoinLimiter::default();
-            let address = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            for _ in 0..JoinLimiter::MAX_FAILURES {
-                assert!(limiter.blocked_for(address).is_none());
-                limiter.record_failure(address);
+        fn names_are_composed_and_refuse_invisible_characters() {
+            // "Zoë" typed with a combining diaeresis is stored as the composed letter.
+            assert_eq!(clean_name("Zoe\u{308}", "Name").unwrap(), "Zo\u{eb}");
+            for sneaky in [
+                "Ali\u{200b}ce",
+                "Alice\u{200d}",
+                "\u{202e}ecilA",
+                "Al\u{2066}ice",
+                "Ali\u{feff}ce",
+                "Al\u{ad}ice",
+            ] {
+                let error = clean_name(sneaky, "Your name").unwrap_err().to_string();
+                assert!(error.contains("invisible"), "{sneaky:?}: {error}");
             }
-            assert!(limiter.blocked_for(address).is_some());
-            assert!(
-                limiter
-                    .blocked_for(IpAddr::V4(Ipv4Addr::BROADCAST))
-                    .is_none()
-            );
+            // Writing that needs a joiner keeps it: Persian, emoji sequences.
+            for fine in [
+                "\u{645}\u{6cc}\u{200c}\u{62e}",
+                "\u{1f469}\u{200d}\u{1f52c}",
+                "Sam \u{2764}\u{fe0f}",
+            ] {
+                assert_eq!(clean_name(fine, "Name").unwrap(), fine);
+            }
         }
     }
 }

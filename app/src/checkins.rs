@@ -13,7 +13,8 @@ pub async fn checkin_count(slug: String) -> Result<i64, AppError> {
 }
 
 /// Records one check-in for a lesson and returns the new total. A student who joined a
-/// class counts once per lesson, however often they click.
+/// class counts once per lesson, however often they click; a visitor's clicks each count,
+/// but only so many a minute from one address.
 #[server(prefix = "/api", endpoint = "checkin")]
 pub async fn check_in(slug: String) -> Result<i64, AppError> {
     let pool = crate::db::pool()?;
@@ -22,6 +23,22 @@ pub async fn check_in(slug: String) -> Result<i64, AppError> {
         crate::auth::ssr::Caller::Student(student) => Some(student.id),
         _ => None,
     };
+    if student.is_none() {
+        let address = crate::throttle::client_address().await;
+        if let Err(wait) = crate::throttle::throttles()?
+            .anonymous_checkins
+            .begin(&[address])
+        {
+            return Err(AppError::busy(
+                format!(
+                    "Many check-ins came from this computer. Join your class to be counted once \
+                     per lesson, or try again in {} s.",
+                    crate::error::wait_secs(wait)
+                ),
+                wait,
+            ));
+        }
+    }
     sqlx::query(
         "INSERT INTO lesson_checkins (lesson_slug, student_id) VALUES ($1, $2) \
          ON CONFLICT (lesson_slug, student_id) DO NOTHING",

@@ -54,6 +54,8 @@ pub struct TeamAdmin {
 pub struct ClassAdmin {
     /// Name, code, phase and counts.
     pub summary: ClassSummary,
+    /// The longest a run of this class trains, in minutes.
+    pub run_minutes: i64,
     /// Whether the instructor closed the quiz (answers can no longer change).
     pub quiz_closed: bool,
     /// The teams with their topics and members.
@@ -163,11 +165,12 @@ pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
         .await?
         .pop()
         .ok_or_else(|| AppError::not_found("There is no such class."))?;
-    let quiz_closed: i64 =
-        sqlx::query_scalar("SELECT CAST(quiz_closed AS INTEGER) FROM classes WHERE id = $1")
-            .bind(class_id)
-            .fetch_one(&pool)
-            .await?;
+    let (quiz_closed, run_minutes): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(quiz_closed AS INTEGER), run_minutes FROM classes WHERE id = $1",
+    )
+    .bind(class_id)
+    .fetch_one(&pool)
+    .await?;
     let rows: Vec<(i64, String, Option<String>)> =
         sqlx::query_as("SELECT id, name, topic_slug FROM teams WHERE class_id = $1 ORDER BY id")
             .bind(class_id)
@@ -194,11 +197,35 @@ pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
         .collect();
     Ok(ClassAdmin {
         summary,
+        run_minutes,
         quiz_closed: quiz_closed != 0,
         teams,
         topics: ssr::topics(),
         standings: crate::quiz::ssr::standings(&pool, class_id).await?,
     })
+}
+
+/// The longest run time an instructor can set, in minutes (ten hours).
+pub const MAX_RUN_MINUTES: i64 = 600;
+
+/// Sets how long a run of the class may train, in minutes (1 to [`MAX_RUN_MINUTES`]). A run
+/// that reaches it stops and finishes with its best model so far, saying so.
+#[server(prefix = "/api", endpoint = "set-run-minutes")]
+pub async fn set_run_minutes(class_id: i64, minutes: i64) -> Result<(), AppError> {
+    let pool = crate::db::pool()?;
+    crate::auth::ssr::require_class_owner(&pool, class_id).await?;
+    if !(1..=MAX_RUN_MINUTES).contains(&minutes) {
+        return Err(AppError::bad_request(format!(
+            "A run's time limit must be between 1 and {MAX_RUN_MINUTES} minutes, not {minutes}."
+        )));
+    }
+    sqlx::query("UPDATE classes SET run_minutes = $1 WHERE id = $2")
+        .bind(minutes)
+        .bind(class_id)
+        .execute(&pool)
+        .await?;
+    crate::live::ssr::announce(class_id);
+    Ok(())
 }
 
 /// Adds a team to a class.
@@ -422,7 +449,7 @@ pub async fn join_class(code: String, display_name: String, team_id: i64) -> Res
     .bind(&name)
     .fetch_one(&pool)
     .await?;
-    crate::auth::ssr::start_session(crate::auth::ssr::SessionUser::Student(student_id)).await?;
+    crate::auth::ssr::start_session(crate::auth::ssr::SessionUser::Student(student_id), 0).await?;
     crate::live::ssr::announce(class_id);
     leptos_axum::redirect("/class");
     Ok(())

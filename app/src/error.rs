@@ -22,6 +22,15 @@ pub enum AppError {
     /// The caller is signed in but may not do this (HTTP 403).
     #[error("{0}")]
     Forbidden(String),
+    /// Too many requests of this kind right now; the message says when to try again, and
+    /// the response carries the same delay in `Retry-After` (HTTP 429).
+    #[error("{message}")]
+    Busy {
+        /// What is limited and when to try again.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after_secs: u64,
+    },
     /// Something failed on the server; the detail is in the server log (HTTP 500).
     #[error(
         "Something went wrong on the server. Your teacher can find the details in the server log."
@@ -46,6 +55,9 @@ impl FromServerFnError for AppError {
 }
 
 #[cfg(feature = "ssr")]
+pub use ssr::wait_secs;
+
+#[cfg(feature = "ssr")]
 mod ssr {
     use super::AppError;
     use http::StatusCode;
@@ -60,6 +72,7 @@ mod ssr {
                 AppError::BadRequest(_) | AppError::Transport(_) => StatusCode::BAD_REQUEST,
                 AppError::SignInRequired(_) => StatusCode::UNAUTHORIZED,
                 AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+                AppError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
                 AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             }
         }
@@ -78,6 +91,15 @@ mod ssr {
         pub fn respond(self) -> Self {
             if let Some(response) = use_context::<ResponseOptions>() {
                 response.set_status(self.status());
+                if let AppError::Busy {
+                    retry_after_secs, ..
+                } = &self
+                {
+                    response.insert_header(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from(*retry_after_secs),
+                    );
+                }
             }
             self
         }
@@ -99,11 +121,25 @@ mod ssr {
             AppError::Forbidden(message.into()).respond()
         }
 
+        /// A 429 saying `message`, with `Retry-After` set to `wait` (rounded up to seconds).
+        pub fn busy(message: impl Into<String>, wait: std::time::Duration) -> Self {
+            AppError::Busy {
+                message: message.into(),
+                retry_after_secs: wait_secs(wait),
+            }
+            .respond()
+        }
+
         /// A 500 whose `detail` goes to the server log only.
         pub fn internal(detail: impl std::fmt::Display) -> Self {
             tracing::error!(%detail, "server function failed");
             AppError::Internal.respond()
         }
+    }
+
+    /// `wait` in whole seconds, rounded up and at least 1, as people and `Retry-After` read it.
+    pub fn wait_secs(wait: std::time::Duration) -> u64 {
+        (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
     }
 
     impl From<sqlx::Error> for AppError {

@@ -20,6 +20,8 @@ mod pages;
 pub mod phase;
 pub mod quiz;
 pub mod runs;
+#[cfg(feature = "ssr")]
+pub mod throttle;
 pub mod widgets;
 
 use leptos::prelude::*;

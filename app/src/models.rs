@@ -10,10 +10,7 @@ pub use service::ModelService;
 /// your model" accepts.
 pub const MAX_SENTENCE_CHARS: usize = 512;
 
-/// The longest sentence, in tokens, that the attention viewer, the [CLS] demo and "try
-/// your model" read: longer ones are cut (and say so). 64 covers every SST-2 sentence but
-/// a handful, and keeps a map of every layer and head small enough to draw.
-pub const VIEWER_MAX_TOKENS: usize = 64;
+pub use run_protocol::VIEWER_MAX_TOKENS;
 
 /// Rejects empty and over-long input with a message for the student.
 #[cfg(feature = "ssr")]
@@ -48,7 +45,13 @@ mod service {
     use crate::error::AppError;
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::{OwnedSemaphorePermit, Semaphore};
     use trainer::inference::Predictor;
+
+    /// Model readings (widgets, "try your model") that may be running or waiting at once,
+    /// across the whole server; one more is answered 429 at once instead of piling up.
+    pub const MODEL_REQUESTS_AT_ONCE: usize = 8;
     use trainer::model::EncoderConfig;
 
     /// The models the pages read. Cheap to clone; clones share the loaded models.
@@ -59,6 +62,8 @@ mod service {
         default_name: String,
         /// The fine-tuned model read last, with its run: kept loaded for the next sentence.
         trained: Arc<Mutex<Option<(i64, Predictor)>>>,
+        /// One permit per reading running or waiting.
+        requests: Arc<Semaphore>,
     }
 
     impl std::fmt::Debug for ModelService {
@@ -78,7 +83,18 @@ mod service {
                 default_config: config,
                 default_name: name,
                 trained: Arc::new(Mutex::new(None)),
+                requests: Arc::new(Semaphore::new(MODEL_REQUESTS_AT_ONCE)),
             }
+        }
+
+        /// A place in the line of model readings, or the 429 that says it is full.
+        fn place_in_line(&self) -> Result<OwnedSemaphorePermit, AppError> {
+            self.requests.clone().try_acquire_owned().map_err(|_| {
+                AppError::busy(
+                    "The model is busy with other students' sentences. Try again in 2 s.",
+                    Duration::from_secs(2),
+                )
+            })
         }
 
         /// The default model's name, e.g. all-MiniLM-L6-v2.
@@ -97,7 +113,9 @@ mod service {
             read: impl FnOnce(&Predictor) -> Result<T, AppError> + Send + 'static,
         ) -> Result<T, AppError> {
             let default = self.default.clone();
+            let place = self.place_in_line()?;
             tokio::task::spawn_blocking(move || {
+                let _place = place;
                 let predictor = default
                     .lock()
                     .map_err(|_| AppError::internal("the default model's lock is poisoned"))?;
@@ -116,7 +134,9 @@ mod service {
             read: impl FnOnce(&Predictor) -> Result<T, AppError> + Send + 'static,
         ) -> Result<T, AppError> {
             let trained = self.trained.clone();
+            let place = self.place_in_line()?;
             tokio::task::spawn_blocking(move || {
+                let _place = place;
                 let mut loaded = trained
                     .lock()
                     .map_err(|_| AppError::internal("the trained model's lock is poisoned"))?;

@@ -84,6 +84,7 @@ before(async () => {
   await post(teacher, "/api/sign-in", { username: "teacher", password: "correct horse battery" });
   const created = await post(teacher, "/api/create-class", { name: "Runs class" });
   for (const name of ["Red", "Blue"]) await post(teacher, "/api/add-team", { class_id: String(created.id), name });
+  await post(teacher, "/api/set-phase", { class_id: String(created.id), phase: "competition" });
   const preview = await post(student, "/api/find-class", { code: created.join_code });
   await post(student, "/api/join-class", { code: created.join_code, display_name: "Ana", team_id: String(preview.teams[0].id) });
 });

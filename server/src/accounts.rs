@@ -1,5 +1,6 @@
 //! `jigsaw-lab instructor add NAME`: creates an instructor account from the class
-//! computer's terminal (or gives an existing one a new password).
+//! computer's terminal (or gives an existing one a new password, which signs out every
+//! session of that account).
 
 use crate::config::Config;
 use std::io::{BufRead, IsTerminal, Write};
@@ -43,7 +44,8 @@ pub fn add_instructor(username: &str, config: &Config) -> Result<bool, String> {
                 .map_err(|e| e.to_string())?;
         sqlx::query(
             "INSERT INTO instructors (username, password_hash) VALUES ($1, $2) \
-             ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash",
+             ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
+             session_epoch = instructors.session_epoch + 1",
         )
         .bind(&username)
         .bind(&hash)
@@ -59,7 +61,9 @@ pub fn add_instructor(username: &str, config: &Config) -> Result<bool, String> {
             config.bind
         );
     } else {
-        println!("Instructor \u{201c}{username}\u{201d} has a new password.");
+        println!(
+            "Instructor \u{201c}{username}\u{201d} has a new password; their sessions are signed out."
+        );
     }
     Ok(true)
 }

@@ -123,10 +123,11 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             model_config,
         ),
         class_events: app::live::ssr::ClassEvents::new(),
-        join_limiter: app::auth::ssr::JoinLimiter::default(),
+        throttles: app::throttle::Throttles::default(),
         secure_cookies: config.secure_cookies,
         shutdown: shutdown_receiver,
         run_env,
+        live_streams: http::live_streams::LiveStreams::default(),
     };
 
     // Warnings come only once every fatal check has passed, so a failed start prints one line.
@@ -135,15 +136,12 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
     }
     tracing::info!(%address, "Jigsaw Lab is serving");
     println!("Jigsaw Lab listening on http://{address}");
-    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Live event streams end now, so open pages do not hold the shutdown up.
-            let _ = shutdown_sender.send(true);
-        })
-        .await
-        .map_err(|e| ConfigError::new("JIGSAW_BIND", format!("the server stopped: {e}")))?;
+    http::listener::serve(listener, http::router(state), async move {
+        shutdown_signal().await;
+        // Live event streams end now, so open pages do not hold the shutdown up.
+        let _ = shutdown_sender.send(true);
+    })
+    .await;
     // Runs in progress stop at their next step and go back to the queue.
     if tokio::time::timeout(WORKER_STOP_WAIT, futures_util::future::join_all(workers))
         .await

@@ -6,10 +6,46 @@
 
 use app::db::DbPool;
 use async_trait::async_trait;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
 use std::time::Duration;
 use time::OffsetDateTime;
+use tower_sessions::Session;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
+
+/// The session key holding the day (days since 1970-01-01, UTC) its expiry was last renewed.
+const RENEWED_ON_DAY: &str = "renewed_on_day";
+
+/// Renews a signed-in session's expiry (14 days of inactivity) at most once a day.
+/// tower-sessions saves a session, and so moves its expiry, only when its data changed; this
+/// changes the renewal day on the first request of each day, so a session expires after 14
+/// days without use rather than 14 days after sign-in, with one write a day at most.
+pub async fn renew_daily(request: Request, next: Next) -> Response {
+    if let Some(session) = request.extensions().get::<Session>().cloned() {
+        renew(&session).await;
+    }
+    next.run(request).await
+}
+
+async fn renew(session: &Session) {
+    let signed_in = session
+        .get::<serde_json::Value>(app::auth::ssr::SESSION_USER)
+        .await
+        .is_ok_and(|user| user.is_some());
+    if !signed_in {
+        return;
+    }
+    let today = OffsetDateTime::now_utc()
+        .unix_timestamp()
+        .div_euclid(86_400);
+    if session.get::<i64>(RENEWED_ON_DAY).await.ok().flatten() != Some(today)
+        && let Err(error) = session.insert(RENEWED_ON_DAY, today).await
+    {
+        tracing::warn!(%error, "could not renew a session");
+    }
+}
 
 /// A tower-sessions store on the `sessions` table.
 #[derive(Debug, Clone)]
@@ -99,9 +135,16 @@ impl SessionStore for SqlSessionStore {
                 self.delete(id).await?;
                 Ok(None)
             }
-            Some((json, _)) => serde_json::from_str(&json)
-                .map(Some)
-                .map_err(|e| session_store::Error::Decode(e.to_string())),
+            // A record that no longer reads (damaged, or from an incompatible version) is
+            // a signed-out session, not an error on every request of its browser.
+            Some((json, _)) => match serde_json::from_str(&json) {
+                Ok(record) => Ok(Some(record)),
+                Err(error) => {
+                    tracing::warn!(%error, "dropping a session record that does not read");
+                    self.delete(id).await?;
+                    Ok(None)
+                }
+            },
         }
     }
 
@@ -141,5 +184,27 @@ mod tests {
         assert_eq!(store.load(&record.id).await.unwrap(), None);
 
         store.delete(&record.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_is_a_signed_out_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let pool = crate::db::connect_and_migrate(&url).await.unwrap();
+        let store = SqlSessionStore::new(pool.clone());
+        let id = Id::default();
+        sqlx::query("INSERT INTO sessions (id, record, expires_at) VALUES ($1, $2, $3)")
+            .bind(id.to_string())
+            .bind("{\"id\": broken")
+            .bind(OffsetDateTime::now_utc().unix_timestamp() + 3600)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(store.load(&id).await.unwrap(), None);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the damaged record is gone");
     }
 }

@@ -148,6 +148,7 @@ impl Worker {
             optimizer: OptimizerChoice::Auto,
             test_each_epoch: false,
             keep_best: true,
+            time_limit: Some(Duration::from_secs(run.minutes_limit.max(1) as u64 * 60)),
         }
     }
 
@@ -186,6 +187,8 @@ impl Worker {
             tokio::select! {
                 event = receiver.recv() => {
                     let Some(event) = event else { break };
+                    // The page draws the last layer's mean; the stored event holds just that.
+                    let event = without_server_paths(event.summarized(), run.id);
                     if let Some(ending) = ending_of(&event) {
                         if interrupted && matches!(event, Event::Cancelled { .. }) {
                             continue; // stopped for a restart, not by a person
@@ -291,6 +294,45 @@ enum Renewal {
 }
 
 /// The ending a final event means.
+/// `event` as students may see it: a failure's reason names files, not the server's paths
+/// (the log keeps the full reason for the instructor).
+fn without_server_paths(event: Event, run_id: i64) -> Event {
+    match event {
+        Event::Failed { reason } => {
+            let shown = hide_paths(&reason);
+            if shown != reason {
+                tracing::warn!(run = run_id, %reason, "run failed");
+            }
+            Event::Failed { reason: shown }
+        }
+        other => other,
+    }
+}
+
+/// `text` with every absolute file path cut to its file name.
+fn hide_paths(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match word.find('/') {
+            Some(start)
+                if word[start..].matches('/').count() >= 2
+                    && !word[..start].chars().any(char::is_alphanumeric) =>
+            {
+                let (before, path) = word.split_at(start);
+                let trimmed = path.trim_end_matches(|c: char| {
+                    matches!(c, ',' | '.' | ':' | ';' | ')' | '"' | '\'' | '\u{201d}')
+                });
+                let name = trimmed
+                    .rsplit('/')
+                    .find(|part| !part.is_empty())
+                    .unwrap_or("");
+                format!("{before}{name}{}", &path[trimmed.len()..])
+            }
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn ending_of(event: &Event) -> Option<RunEnding> {
     let ending = |status, message, accuracies| RunEnding {
         status,
@@ -298,17 +340,31 @@ fn ending_of(event: &Event) -> Option<RunEnding> {
         accuracies,
     };
     match event {
-        Event::Finished { metrics } => Some(ending(
-            RunStatus::Succeeded,
-            metrics.kept_step.map(|step| {
+        Event::Finished { metrics } => {
+            let time_limit = metrics.stopped_at_time_limit.map(|seconds| {
+                format!(
+                    "Stopped at the class's time limit of {} min per run, after step {}.",
+                    seconds.div_ceil(60),
+                    metrics.steps
+                )
+            });
+            let kept = metrics.kept_step.map(|step| {
                 format!(
                     "Kept the model of step {step}: its validation accuracy, {:.2}%, was the \
                      run's best (early stopping).",
                     metrics.validation_accuracy * 100.0
                 )
-            }),
-            Some((metrics.validation_accuracy, metrics.private_test_accuracy)),
-        )),
+            });
+            let message = match (time_limit, kept) {
+                (Some(limit), Some(kept)) => Some(format!("{limit} {kept}")),
+                (limit, kept) => limit.or(kept),
+            };
+            Some(ending(
+                RunStatus::Succeeded,
+                message,
+                Some((metrics.validation_accuracy, metrics.private_test_accuracy)),
+            ))
+        }
         Event::Diverged { step, loss } => Some(ending(
             RunStatus::Diverged,
             Some(match loss {
@@ -424,6 +480,56 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_run_that_keeps_killing_its_worker_fails_with_an_explanation() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let pool = crate::db::connect_and_migrate(&url).await.unwrap();
+        for sql in [
+            "INSERT INTO instructors (id, username, password_hash) VALUES (1, 't', 'x')",
+            "INSERT INTO classes (id, instructor_id, name, join_code) VALUES (1, 1, 'c', 'ABCDEF')",
+            "INSERT INTO teams (id, class_id, name) VALUES (1, 1, 'Red')",
+            // Both were running when their worker died; the second has died twice before.
+            "INSERT INTO runs (id, class_id, team_id, submitted_by, settings, status, lease_expires_at, crashes) \
+             VALUES (1, 1, 1, 'Ana', '{}', 'running', 10, 0), (2, 1, 1, 'Ana', '{}', 'running', 10, 2)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        let queue = RunQueue::new(pool.clone());
+        assert_eq!(queue.requeue_expired(100).await.unwrap(), 1);
+        let rows: Vec<(String, i64, Option<String>)> =
+            sqlx::query_as("SELECT status, crashes, message FROM runs ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!((rows[0].0.as_str(), rows[0].1), ("queued", 1));
+        assert_eq!((rows[1].0.as_str(), rows[1].1), ("failed", 3));
+        let message = rows[1].2.as_deref().unwrap();
+        assert!(
+            message.contains("3 times") && message.contains("smaller batch"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn failure_reasons_shown_to_students_name_files_not_server_paths() {
+        assert_eq!(
+            hide_paths("cannot read /srv/lab/data/sst2/train.tsv: No such file or directory"),
+            "cannot read train.tsv: No such file or directory"
+        );
+        assert_eq!(
+            hide_paths("model \u{201c}/home/t/models/tiny/\u{201d} has no config.json."),
+            "model \u{201c}tiny\u{201d} has no config.json."
+        );
+        for kept in [
+            "see http://127.0.0.1:3000/runs/4",
+            "a ratio of 1/2/3",
+            "plain words",
+        ] {
+            assert_eq!(hide_paths(kept), kept);
+        }
+    }
     use run_protocol::Metrics;
 
     fn finished(kept_step: Option<usize>) -> Event {
@@ -434,6 +540,7 @@ mod tests {
                 validation_loss: 0.199,
                 private_test_accuracy: 0.9048,
                 kept_step,
+                stopped_at_time_limit: None,
                 seconds: 130.1,
             },
         }
@@ -456,6 +563,24 @@ mod tests {
         assert_eq!(
             (ending.status, ending.message),
             (RunStatus::Succeeded, None)
+        );
+    }
+
+    #[test]
+    fn a_run_stopped_at_the_time_limit_says_so() {
+        let Event::Finished { mut metrics } = finished(Some(3600)) else {
+            unreachable!()
+        };
+        metrics.stopped_at_time_limit = Some(45 * 60);
+        let message = ending_of(&Event::Finished { metrics })
+            .unwrap()
+            .message
+            .unwrap();
+        assert!(
+            message.starts_with(
+                "Stopped at the class's time limit of 45 min per run, after step 4086."
+            ) && message.contains("step 3600"),
+            "{message}"
         );
     }
 }

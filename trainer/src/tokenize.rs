@@ -103,6 +103,14 @@ impl TextEncoder {
         })
     }
 
+    /// The same encoder, cutting at `max_len` tokens when that is shorter (at least 3).
+    pub fn capped_at(&self, max_len: usize) -> Self {
+        Self {
+            max_len: self.max_len.min(max_len.max(3)),
+            ..self.clone()
+        }
+    }
+
     /// The longest sequence, in tokens, this encoder produces.
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -231,6 +239,22 @@ mod tests {
         assert_eq!(batch.ids[..8], [1, 2, 3, 4, 5, 0, 0, 0]);
         assert_eq!(batch.mask[8..], [1, 1, 1, 0, 0, 0, 0, 0]);
         assert_eq!(pad(&[encoding(5), encoding(3)], 0).seq_len, 5);
+    }
+
+    #[test]
+    fn a_capped_encoder_cuts_at_the_cap_and_keeps_the_special_tokens() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert/tokenizer.json");
+        let encoder = TextEncoder::from_file(&path, 512).unwrap();
+        let capped = encoder.capped_at(8);
+        assert_eq!((capped.max_len(), encoder.max_len()), (8, 512));
+        assert_eq!(encoder.capped_at(1024).max_len(), 512, "never longer");
+        let long = "the movie was good and the cast was witty and the ending was sad";
+        let cut = capped.encode(long).unwrap();
+        assert_eq!(cut.ids.len(), 8);
+        assert!(cut.truncated);
+        assert_eq!(cut.tokens.last().map(String::as_str), Some("[SEP]"));
+        assert!(!encoder.encode(long).unwrap().truncated);
     }
 
     #[test]

@@ -291,6 +291,38 @@ fn a_cancelled_run_stops_before_its_next_step() {
 }
 
 #[test]
+fn a_run_stops_at_its_time_limit_and_finishes_with_its_model() {
+    let data = tiny_sst2();
+    let export = tempfile::tempdir().unwrap();
+    let limited = TrainConfig {
+        time_limit: Some(std::time::Duration::ZERO),
+        export_dir: Some(export.path().to_path_buf()),
+        keep_best: true,
+        ..config(data.path())
+    };
+    let events = run(&limited);
+    // One step, its evaluation, then the finish: test evaluation and export.
+    assert_eq!(losses(&events).len(), 1, "{events:?}");
+    assert_eq!(validation_evaluations(&events).len(), 1);
+    let Some(Event::Finished { metrics }) = events.last() else {
+        panic!("the run finishes: {:?}", events.last());
+    };
+    assert_eq!(metrics.steps, 1);
+    assert_eq!(metrics.stopped_at_time_limit, Some(0));
+    assert!(export.path().join("config.json").is_file());
+
+    // A run that ends within its limit does not say it stopped.
+    let roomy = TrainConfig {
+        time_limit: Some(std::time::Duration::from_secs(3600)),
+        ..config(data.path())
+    };
+    let Some(Event::Finished { metrics }) = run(&roomy).last().cloned() else {
+        panic!("the run finishes");
+    };
+    assert_eq!(metrics.stopped_at_time_limit, None);
+}
+
+#[test]
 fn setup_problems_end_the_run_with_a_clear_failure() {
     let data = tiny_sst2();
     let mut missing_model = config(data.path());
@@ -604,6 +636,7 @@ fn minilm_sst2_run() -> TrainConfig {
         optimizer: OptimizerChoice::Auto,
         test_each_epoch: false,
         keep_best: false,
+        time_limit: None,
         settings: RunSettings {
             learning_rate: MINILM_LR,
             batch_size: MINILM_BATCH,

@@ -5,8 +5,8 @@ use super::runs::ClassRuns;
 use super::shared::{ErrorList, Standings, action_error, id_param, points, points_worth, when};
 use crate::auth::MAX_NAME_CHARS;
 use crate::classroom::{
-    AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, SetPhase, SetQuizClosed,
-    TeamAdmin, Topic, class_dashboard, my_classes,
+    AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, MAX_RUN_MINUTES,
+    SetPhase, SetQuizClosed, SetRunMinutes, TeamAdmin, Topic, class_dashboard, my_classes,
 };
 use crate::grading::{
     AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, answers_to_grade,
@@ -79,6 +79,7 @@ pub fn ClassAdminPage() -> impl IntoView {
     let add_team = ServerAction::<AddTeam>::new();
     let round_robin = ServerAction::<AssignTopicsRoundRobin>::new();
     let assign = ServerAction::<AssignTopic>::new();
+    let set_minutes = ServerAction::<SetRunMinutes>::new();
     let team_form = NodeRef::<leptos::html::Form>::new();
     clear_after_success(add_team, team_form);
     let class = Resource::new(
@@ -91,6 +92,7 @@ pub fn ClassAdminPage() -> impl IntoView {
                 add_team.version().get(),
                 round_robin.version().get(),
                 assign.version().get(),
+                set_minutes.version().get(),
             )
         },
         |(id, ..)| class_dashboard(id),
@@ -104,13 +106,14 @@ pub fn ClassAdminPage() -> impl IntoView {
             .or_else(|| action_error(add_team.value().get()))
             .or_else(|| action_error(round_robin.value().get()))
             .or_else(|| action_error(assign.value().get()))
+            .or_else(|| action_error(set_minutes.value().get()))
     };
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading the class…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || Suspend::new(async move {
                     class.await.map(|class| {
-                        let ClassAdmin { summary, quiz_closed, teams, topics, standings } = class;
+                        let ClassAdmin { summary, run_minutes, quiz_closed, teams, topics, standings } = class;
                         let id = summary.id;
                         let phase = summary.phase;
                         view! {
@@ -168,6 +171,18 @@ pub fn ClassAdminPage() -> impl IntoView {
                                     "Give each team a topic in turn"
                                 </button>
                                 <TeamTable teams topics assign />
+                            </section>
+                            <section class="panel">
+                                <h2>"Runs"</h2>
+                                <ActionForm action=set_minutes attr:class="inline-fields">
+                                    <input type="hidden" name="class_id" value=id.to_string() />
+                                    <label class="field">
+                                        "Longest run, in minutes"
+                                        <input type="number" name="minutes" required min="1" max=MAX_RUN_MINUTES.to_string() value=run_minutes.to_string() data-testid="run-minutes" />
+                                    </label>
+                                    <button type="submit">"Set"</button>
+                                </ActionForm>
+                                <p class="hint">"A run that reaches this time stops and finishes with its best model so far, and its page says so. One run cannot hold the training machine all lesson."</p>
                             </section>
                             <section class="panel">
                                 <h2>"Quiz standings"</h2>

@@ -27,9 +27,9 @@ pub mod queue;
 pub use boards::{ClassBoards, RevealBoard, class_boards, reveal_board};
 pub use form::{RunForm, default_learning_rate_after_switch, format_rate};
 pub use server_fns::{
-    CancelRun, LoadRunForm, PrioritizeRun, RunDetail, SubmitRun, TeamCurves, TeamRuns, TryRunModel,
-    cancel_run, load_run_form, prioritize_run, run_detail, submit_run, team_curves, team_runs,
-    try_run_model,
+    CancelRun, LoadRunForm, PrioritizeRun, RUNS_CLOSED, RunDetail, SubmitRun, TeamCurves, TeamRuns,
+    TryRunModel, cancel_run, load_run_form, prioritize_run, run_detail, submit_run, team_curves,
+    team_runs, try_run_model,
 };
 
 use run_protocol::RunSettings;
@@ -118,6 +118,10 @@ pub struct RunFormInfo {
     pub device: String,
     /// Rough training speed of the default model on this device, sentences per second.
     pub examples_per_second: f64,
+    /// Whether the class is in the competition phase, when runs can be queued.
+    pub runs_open: bool,
+    /// The longest a run of the class trains, in minutes (the instructor's limit).
+    pub run_minutes: i64,
 }
 
 /// A run as lists and pages show it.

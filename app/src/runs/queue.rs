@@ -7,6 +7,10 @@ use crate::db::DbPool;
 use crate::error::AppError;
 use run_protocol::RunSettings;
 
+/// How many times a run's worker may die while training it (its lease expiring, as after
+/// an out-of-memory kill) before the run is failed instead of queued again.
+pub const MAX_CRASHES: i64 = 3;
+
 /// The queue over one database.
 #[derive(Debug, Clone)]
 pub struct RunQueue {
@@ -24,6 +28,17 @@ pub struct NewRun<'a> {
     pub submitted_by: &'a str,
     /// Its checked settings.
     pub settings: &'a RunSettings,
+}
+
+/// What [`RunQueue::insert_within_limits`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Queued with this id.
+    Queued(i64),
+    /// Not queued: the team already has this many runs waiting.
+    TooManyWaiting(i64),
+    /// Not queued: the team used its runs for today.
+    DailyLimitReached,
 }
 
 /// Whose run it is.
@@ -53,6 +68,8 @@ pub struct ClaimedRun {
     pub id: i64,
     /// Its stored settings.
     pub settings: RunSettings,
+    /// The longest it may train, in minutes (its class's limit).
+    pub minutes_limit: i64,
 }
 
 /// How a run ended, as the worker records it.
@@ -144,40 +161,55 @@ impl RunQueue {
         Self { pool }
     }
 
-    /// Runs the team has waiting.
-    pub async fn waiting(&self, team_id: i64) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status = $2")
-            .bind(team_id)
-            .bind(RunStatus::Queued.as_str())
-            .fetch_one(&self.pool)
-            .await
-    }
-
-    /// The team's runs submitted at or after `since` (a timestamp or a date) that were not
-    /// cancelled: the ones that count against the daily allowance.
-    pub async fn scored_since(&self, team_id: i64, since: &str) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
+    /// Queues a run if its team is within both limits: fewer than `max_waiting` of its runs
+    /// waiting, and fewer than `max_per_day` scored runs since `today` (a date). The counts
+    /// and the insert are one transaction that first locks the team's row (PostgreSQL) or
+    /// the database (SQLite), so simultaneous submissions cannot slip past the limits.
+    pub async fn insert_within_limits(
+        &self,
+        run: &NewRun<'_>,
+        max_waiting: i64,
+        max_per_day: i64,
+        today: &str,
+    ) -> Result<Admission, AppError> {
+        let settings = serde_json::to_string(run.settings).map_err(AppError::internal)?;
+        let mut transaction = self.pool.begin().await?;
+        // A write that changes nothing, to take the lock before counting.
+        sqlx::query("UPDATE teams SET name = name WHERE id = $1")
+            .bind(run.team_id)
+            .execute(&mut *transaction)
+            .await?;
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status = $2")
+                .bind(run.team_id)
+                .bind(RunStatus::Queued.as_str())
+                .fetch_one(&mut *transaction)
+                .await?;
+        if waiting >= max_waiting {
+            return Ok(Admission::TooManyWaiting(waiting));
+        }
+        let scored: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status <> $2 AND created_at >= $3",
         )
-        .bind(team_id)
+        .bind(run.team_id)
         .bind(RunStatus::Cancelled.as_str())
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await
-    }
-
-    /// Queues a run; returns its id.
-    pub async fn insert(&self, run: &NewRun<'_>) -> Result<i64, AppError> {
-        let settings = serde_json::to_string(run.settings).map_err(AppError::internal)?;
-        Ok(sqlx::query_scalar(
+        .bind(today)
+        .fetch_one(&mut *transaction)
+        .await?;
+        if scored >= max_per_day {
+            return Ok(Admission::DailyLimitReached);
+        }
+        let id = sqlx::query_scalar(
             "INSERT INTO runs (class_id, team_id, submitted_by, settings) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(run.class_id)
         .bind(run.team_id)
         .bind(run.submitted_by)
         .bind(settings)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(Admission::Queued(id))
     }
 
     /// A run's status, if the run exists.
@@ -260,11 +292,28 @@ impl RunQueue {
     }
 
     /// Puts running runs whose lease expired before `now` (seconds since the epoch) back
-    /// in the queue; returns how many.
+    /// in the queue, counting the crash; a run whose worker died [`MAX_CRASHES`] times is
+    /// failed with an explanation instead. Returns how many went back to the queue.
     pub async fn requeue_expired(&self, now: i64) -> Result<u64, sqlx::Error> {
+        sqlx::query(
+            "UPDATE runs SET status = $1, message = $2, finished_at = $3, lease_owner = NULL, \
+             lease_expires_at = NULL, crashes = crashes + 1 \
+             WHERE status = $4 AND lease_expires_at < $5 AND crashes + 1 >= $6",
+        )
+        .bind(RunStatus::Failed.as_str())
+        .bind(format!(
+            "The server stopped while training this run {MAX_CRASHES} times (most often it ran \
+             out of memory), so it was not started again. Try a smaller batch size or max length."
+        ))
+        .bind(crate::db::now())
+        .bind(RunStatus::Running.as_str())
+        .bind(now)
+        .bind(MAX_CRASHES)
+        .execute(&self.pool)
+        .await?;
         let requeued = sqlx::query(
-            "UPDATE runs SET status = $1, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE status = $2 AND lease_expires_at < $3",
+            "UPDATE runs SET status = $1, lease_owner = NULL, lease_expires_at = NULL, \
+             crashes = crashes + 1 WHERE status = $2 AND lease_expires_at < $3",
         )
         .bind(RunStatus::Queued.as_str())
         .bind(RunStatus::Running.as_str())
@@ -284,8 +333,9 @@ impl RunQueue {
         lease_until: i64,
     ) -> Result<Option<ClaimedRun>, sqlx::Error> {
         loop {
-            let next: Option<(i64, String)> = sqlx::query_as(
-                "SELECT r.id, r.settings FROM runs r WHERE r.status = $1 \
+            let next: Option<(i64, String, i64)> = sqlx::query_as(
+                "SELECT r.id, r.settings, c.run_minutes FROM runs r \
+                 JOIN classes c ON c.id = r.class_id WHERE r.status = $1 \
                  ORDER BY r.priority DESC, \
                  COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
                  LIMIT 1",
@@ -293,7 +343,7 @@ impl RunQueue {
             .bind(RunStatus::Queued.as_str())
             .fetch_optional(&self.pool)
             .await?;
-            let Some((id, settings)) = next else {
+            let Some((id, settings, minutes_limit)) = next else {
                 return Ok(None);
             };
             let claimed = sqlx::query(
@@ -314,7 +364,13 @@ impl RunQueue {
                 continue; // another worker took it first
             }
             match parse_settings(id, &settings) {
-                Ok(settings) => return Ok(Some(ClaimedRun { id, settings })),
+                Ok(settings) => {
+                    return Ok(Some(ClaimedRun {
+                        id,
+                        settings,
+                        minutes_limit,
+                    }));
+                }
                 Err(reason) => {
                     tracing::error!(run = id, %reason, "a claimed run cannot start");
                     let ending = RunEnding {

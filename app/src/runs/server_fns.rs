@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use {
     super::access::{Viewpoint, check_run_access, viewpoint},
     super::environment::{RunEnvironment, announce_run},
-    super::queue::{Cancelled, NewRun, RunFilter, RunQueue, utc_date},
+    super::queue::{Admission, Cancelled, NewRun, RunFilter, RunQueue, utc_date},
     super::{COMPARED_RUNS, RunStatus},
 };
 
@@ -52,16 +52,38 @@ pub async fn try_run_model(run_id: i64, text: String) -> Result<ModelReading, Ap
 #[server(prefix = "/api", endpoint = "run-form")]
 pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
     let pool = crate::db::pool()?;
-    crate::auth::ssr::require_student(&pool).await?;
+    let student = crate::auth::ssr::require_student(&pool).await?;
     let env: RunEnvironment = AppError::from_context("run environment")?;
+    let (runs_open, run_minutes) = runs_open(&pool, student.class_id).await?;
     Ok(RunFormInfo {
         models: env.models(),
         max_queued: env.max_queued_per_team,
         train_examples: env.train_examples,
         device: env.device.clone(),
         examples_per_second: env.examples_per_second,
+        runs_open,
+        run_minutes,
     })
 }
+
+/// Whether class `class_id` takes runs now (the competition phase), and its run time limit
+/// in minutes.
+#[cfg(feature = "ssr")]
+async fn runs_open(pool: &crate::db::DbPool, class_id: i64) -> Result<(bool, i64), AppError> {
+    let (phase, minutes): (String, i64) =
+        sqlx::query_as("SELECT phase, run_minutes FROM classes WHERE id = $1")
+            .bind(class_id)
+            .fetch_one(pool)
+            .await?;
+    Ok((
+        crate::phase::Phase::parse(&phase) == Some(crate::phase::Phase::Competition),
+        minutes,
+    ))
+}
+
+/// Why a run cannot be queued outside the competition phase.
+pub const RUNS_CLOSED: &str =
+    "Runs open in the competition phase. Your teacher moves the class there when the quiz is done.";
 
 /// Checks the run form and queues the run for the caller's team. Values outside the
 /// recommended ranges come back as hints first; `confirmed` queues the run anyway.
@@ -75,31 +97,41 @@ pub async fn submit_run(form: RunForm, confirmed: bool) -> Result<SubmitOutcome,
     if !hints.is_empty() && !confirmed {
         return Ok(SubmitOutcome::NeedsConfirmation(hints));
     }
+    if !runs_open(&pool, student.class_id).await?.0 {
+        return Err(AppError::bad_request(RUNS_CLOSED));
+    }
     let queue = RunQueue::new(pool);
-    let waiting = queue.waiting(student.team_id).await?;
-    if waiting >= env.max_queued_per_team {
-        return Err(AppError::bad_request(format!(
-            "Your team already has {waiting} runs waiting; at most {} may wait at once. \
-             Cancel one or wait for it to start.",
-            env.max_queued_per_team
-        )));
-    }
     let today = utc_date(std::time::SystemTime::now());
-    if queue.scored_since(student.team_id, &today).await? >= env.max_runs_per_day {
-        return Err(AppError::bad_request(format!(
-            "Your team has used its {} runs for today (cancelled runs do not count). \
-             Pick your next settings carefully: more runs tomorrow.",
-            env.max_runs_per_day
-        )));
-    }
-    let id = queue
-        .insert(&NewRun {
-            class_id: student.class_id,
-            team_id: student.team_id,
-            submitted_by: &student.name,
-            settings: &settings,
-        })
+    let admission = queue
+        .insert_within_limits(
+            &NewRun {
+                class_id: student.class_id,
+                team_id: student.team_id,
+                submitted_by: &student.name,
+                settings: &settings,
+            },
+            env.max_queued_per_team,
+            env.max_runs_per_day,
+            &today,
+        )
         .await?;
+    let id = match admission {
+        Admission::Queued(id) => id,
+        Admission::TooManyWaiting(waiting) => {
+            return Err(AppError::bad_request(format!(
+                "Your team already has {waiting} runs waiting; at most {} may wait at once. \
+                 Cancel one or wait for it to start.",
+                env.max_queued_per_team
+            )));
+        }
+        Admission::DailyLimitReached => {
+            return Err(AppError::bad_request(format!(
+                "Your team has used its {} runs for today (cancelled runs do not count). \
+                 Pick your next settings carefully: more runs tomorrow.",
+                env.max_runs_per_day
+            )));
+        }
+    };
     env.wake_worker();
     env.announce(id);
     Ok(SubmitOutcome::Queued(id))
@@ -115,7 +147,12 @@ pub async fn prioritize_run(run_id: i64) -> Result<(), AppError> {
         .owner(run_id)
         .await?
         .ok_or_else(|| AppError::not_found("There is no such run."))?;
-    crate::auth::ssr::check_class_owner(&pool, &instructor, owner.class_id).await?;
+    crate::auth::ssr::check_class_owner(&pool, &instructor, owner.class_id)
+        .await
+        .map_err(|e| match e {
+            AppError::NotFound(_) => AppError::not_found("There is no such run."),
+            other => other,
+        })?;
     if !queue.prioritize(run_id).await? {
         return Err(AppError::bad_request("Only a waiting run can be moved up."));
     }

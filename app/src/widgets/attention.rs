@@ -132,7 +132,7 @@ fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
             let maps = &view.layers[layer.get().min(layers - 1)];
             match head.get() {
                 Some(h) if h < maps.len() => maps[h].clone(),
-                _ => average(maps),
+                _ => run_protocol::events::mean_of(maps),
             }
         }
     };
@@ -184,18 +184,6 @@ fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
             }
         }}
     }
-}
-
-/// The mean of a layer's heads.
-pub(crate) fn average(heads: &[Vec<f32>]) -> Vec<f32> {
-    let len = heads.first().map_or(0, Vec::len);
-    let mut sum = vec![0.0; len];
-    for head in heads {
-        for (total, value) in sum.iter_mut().zip(head) {
-            *total += value;
-        }
-    }
-    sum.iter().map(|v| v / heads.len().max(1) as f32).collect()
 }
 
 /// The BertViz-style view: the tokens twice, side by side, and a line from each word on
@@ -253,16 +241,5 @@ fn AttentionLines(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
                 {keys}
             </svg>
         </div>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::average;
-
-    #[test]
-    fn the_head_average_is_elementwise() {
-        assert_eq!(average(&[vec![1.0, 0.0], vec![0.0, 1.0]]), vec![0.5, 0.5]);
-        assert!(average(&[]).is_empty());
     }
 }

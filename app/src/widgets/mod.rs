@@ -9,11 +9,12 @@ mod shared;
 mod steps;
 mod tokenizer;
 
-pub(crate) use attention::average as head_average;
+// The mean of a layer's heads.
 pub use attention::{
     AttentionMap, AttentionView, AttentionViewer, TeamAttention, TeamAttentionMap, attention_map,
     team_attention_map,
 };
+pub(crate) use run_protocol::events::mean_of as head_average;
 
 pub use cls::{ClsDemo, ClsView, ReadCls, read_cls};
 pub use lora::{LoraCount, LoraCounter, LoraParams, LoraTargets, lora_count};

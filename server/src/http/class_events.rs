@@ -3,12 +3,13 @@
 use super::{AppState, error_response};
 use app::auth::ssr::caller_of;
 use app::live::CLASS_CHANGED_EVENT;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use tokio::sync::broadcast;
 use tower_sessions::Session;
 
@@ -22,6 +23,7 @@ pub(super) struct ClassQuery {
 /// caller's class (phase, teams, topics, grades). Ends when the server shuts down.
 pub(super) async fn stream_class_events(
     State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     session: Session,
     Query(query): Query<ClassQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
@@ -29,10 +31,14 @@ pub(super) async fn stream_class_events(
     let caller = caller_of(&session, &state.pool)
         .await
         .map_err(error_response)?;
-    let class_id = app::runs::access::viewpoint_of(&state.pool, caller, query.class)
+    let class_id = app::runs::access::viewpoint_of(&state.pool, caller.clone(), query.class)
         .await
         .map_err(error_response)?
         .class_id();
+    let place = state
+        .live_streams
+        .open(&caller, remote.ip())
+        .map_err(error_response)?;
     let changes = state.class_events.0.subscribe();
     let stream = futures_util::stream::unfold(
         (changes, state.shutdown.clone()),
@@ -56,5 +62,10 @@ pub(super) async fn stream_class_events(
             }
         },
     );
+    // The stream holds its place until the page closes.
+    let stream = futures_util::StreamExt::map(stream, move |event| {
+        let _held = &place;
+        event
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -1,21 +1,25 @@
 //! The HTTP surface: Leptos pages and server functions, static files, and the middleware
-//! around them (tracing, compression, security and cache headers). The routes outside
-//! Leptos live in one module each: `/healthz` (`health`), the live streams of a class
-//! (`class_events`) and of a run (`run_events`), a run's model download (`model_zip`) and
-//! a class's answers (`answers_csv`).
+//! around them (tracing, compression, security and cache headers, the cross-site guard in
+//! `same_origin`). The routes outside Leptos live in one module each: `/healthz`
+//! (`health`), the live streams of a class (`class_events`) and of a run (`run_events`),
+//! capped by `live_streams`, a run's model download (`model_zip`) and a class's answers
+//! (`answers_csv`). `listener` accepts the connections, with their time limits.
 
 mod answers_csv;
 mod class_events;
 mod health;
+pub mod listener;
+pub mod live_streams;
 mod model_zip;
 mod run_events;
+mod same_origin;
 
-use app::auth::ssr::JoinLimiter;
 use app::db::DbPool;
 use app::error::AppError;
 use app::live::ssr::ClassEvents;
 use app::models::ModelService;
 use app::runs::environment::RunEnvironment;
+use app::throttle::Throttles;
 use app::widgets::DefaultTokenizer;
 use app::{App, shell};
 use axum::Router;
@@ -54,14 +58,16 @@ pub struct AppState {
     pub models: ModelService,
     /// Changes to classes, streamed to their open pages.
     pub class_events: ClassEvents,
-    /// Counts wrong join codes per address.
-    pub join_limiter: JoinLimiter,
+    /// Wrong join codes and passwords, counted per address and account.
+    pub throttles: Throttles,
     /// Session cookies only over HTTPS (set when served behind TLS).
     pub secure_cookies: bool,
     /// Turns true when the server shuts down, ending the live event streams.
     pub shutdown: watch::Receiver<bool>,
     /// The run queue's shared parts: models, worker wake-up, run events.
     pub run_env: RunEnvironment,
+    /// Open live streams, capped per account, per address and in all.
+    pub live_streams: live_streams::LiveStreams,
 }
 
 /// Sessions last this long without activity.
@@ -84,7 +90,7 @@ pub fn router(state: AppState) -> Router {
     let tokenizer = state.tokenizer.clone();
     let models = state.models.clone();
     let class_events = state.class_events.clone();
-    let join_limiter = state.join_limiter.clone();
+    let throttles = state.throttles.clone();
     let run_env = state.run_env.clone();
     let provide_pool = move || {
         provide_context(run_env.clone());
@@ -92,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         provide_context(tokenizer.clone());
         provide_context(models.clone());
         provide_context(class_events.clone());
-        provide_context(join_limiter.clone());
+        provide_context(throttles.clone());
     };
     let store = crate::sessions::SqlSessionStore::new(state.pool.clone());
     store.sweep_every(std::time::Duration::from_secs(3600));
@@ -136,9 +142,11 @@ pub fn router(state: AppState) -> Router {
             AppState,
             _,
         >(provide_pool, shell))
+        .layer(middleware::from_fn(crate::sessions::renew_daily))
         .layer(sessions)
         .merge(static_files)
         .layer(middleware::from_fn(server_fn_error_status))
+        .layer(middleware::from_fn(same_origin::same_origin_only))
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
@@ -146,7 +154,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(cache_control("no-store"))
                 .layer(header_if_absent(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                 .layer(header_if_absent(header::X_FRAME_OPTIONS, "DENY"))
-                .layer(header_if_absent(header::REFERRER_POLICY, "no-referrer"))
+                // `same-origin`, not `no-referrer`: with no-referrer, browsers send `Origin: null`
+                // on the site's own form posts, which the cross-site guard must refuse.
+                .layer(header_if_absent(header::REFERRER_POLICY, "same-origin"))
                 .layer(header_if_absent(
                     header::CONTENT_SECURITY_POLICY,
                     "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; \
@@ -190,7 +200,16 @@ async fn server_fn_error_status(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// An [`AppError`] as a plain-text response with its status.
+/// An [`AppError`] as a plain-text response with its status (and `Retry-After` for 429).
 fn error_response(error: AppError) -> Response {
-    (error.status(), error.to_string()).into_response()
+    let mut response = (error.status(), error.to_string()).into_response();
+    if let AppError::Busy {
+        retry_after_secs, ..
+    } = &error
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
+    response
 }

@@ -6,12 +6,13 @@ use app::error::AppError;
 use app::live::{RUN_EVENT, RUN_STATUS_EVENT};
 use app::runs::environment::RunUpdate;
 use app::runs::event_log::EventLog;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use tokio::sync::broadcast;
 use tower_sessions::Session;
 
@@ -37,6 +38,7 @@ fn status_event(run_id: i64) -> Event {
 /// live broadcast catches up from the database within the same stream.
 pub(super) async fn stream_run_events(
     State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     session: Session,
     Path(run_id): Path<i64>,
     headers: axum::http::HeaderMap,
@@ -46,6 +48,10 @@ pub(super) async fn stream_run_events(
         .map_err(error_response)?;
     app::runs::access::check_access(&state.pool, &caller, run_id)
         .await
+        .map_err(error_response)?;
+    let place = state
+        .live_streams
+        .open(&caller, remote.ip())
         .map_err(error_response)?;
     let after: i64 = headers
         .get("last-event-id")
@@ -116,5 +122,10 @@ pub(super) async fn stream_run_events(
             }
         },
     );
-    Ok(Sse::new(stored.chain(live)).keep_alive(KeepAlive::default()))
+    // The stream holds its place until the page closes.
+    let stream = stored.chain(live).map(move |event| {
+        let _held = &place;
+        event
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

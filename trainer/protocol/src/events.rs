@@ -3,6 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The longest sentence, in tokens, whose attention is drawn: the attention viewer, the
+/// [CLS] demo, "try your model" and a run's probe sentences cut longer ones here (and say
+/// so). 64 covers every SST-2 sentence but a handful, and keeps one map of every layer and
+/// head small enough to send and draw.
+pub const VIEWER_MAX_TOKENS: usize = 64;
+
 /// Which data an evaluation ran on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +35,10 @@ pub struct Metrics {
     /// are that model's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_step: Option<usize>,
+    /// The run's time limit in seconds, when the run stopped there before its last planned
+    /// step (it finished with the model it had, its best when it keeps the best).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at_time_limit: Option<u64>,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
 }
@@ -80,7 +90,7 @@ pub enum Event {
         /// Fraction correct, 0..1.
         accuracy: f64,
     },
-    /// Attention probabilities for one sentence.
+    /// Attention probabilities for one sentence (cut to [`VIEWER_MAX_TOKENS`] tokens).
     Attention {
         /// Step after which they were taken (0 = before training).
         step: usize,
@@ -185,11 +195,73 @@ impl Event {
             EventKind::Finished | EventKind::Diverged | EventKind::Failed | EventKind::Cancelled
         )
     }
+
+    /// The event as a run page keeps it: an attention event's maps reduced to what the page
+    /// draws, the last layer averaged over its heads (one layer of one "head"), so a stored
+    /// event is tens of kilobytes instead of megabytes. Other events are unchanged.
+    pub fn summarized(self) -> Event {
+        match self {
+            Event::Attention {
+                step,
+                sentence,
+                tokens,
+                matrices,
+            } => {
+                let mean = matrices
+                    .last()
+                    .map(|heads| mean_of(heads))
+                    .unwrap_or_default();
+                Event::Attention {
+                    step,
+                    sentence,
+                    tokens,
+                    matrices: vec![vec![mean]],
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The element-wise mean of equally long rows (empty when there are none).
+pub fn mean_of(rows: &[Vec<f32>]) -> Vec<f32> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    let mut sum = vec![0.0_f32; first.len()];
+    for row in rows {
+        for (total, value) in sum.iter_mut().zip(row) {
+            *total += value;
+        }
+    }
+    let count = rows.len() as f32;
+    sum.iter().map(|total| total / count).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summarized_attention_event_keeps_the_last_layers_head_mean() {
+        let event = Event::Attention {
+            step: 3,
+            sentence: "a b".into(),
+            tokens: vec!["a".into(), "b".into()],
+            matrices: vec![
+                vec![vec![9.0; 4], vec![9.0; 4]],
+                vec![vec![1.0, 0.0, 0.5, 0.5], vec![0.0, 1.0, 0.5, 0.5]],
+            ],
+        };
+        let Event::Attention { step, matrices, .. } = event.summarized() else {
+            panic!("still an attention event");
+        };
+        assert_eq!(step, 3);
+        assert_eq!(matrices, vec![vec![vec![0.5, 0.5, 0.5, 0.5]]]);
+        let step = Event::Checkpoint { step: 1 };
+        assert_eq!(step.clone().summarized(), step);
+        assert!(mean_of(&[]).is_empty());
+    }
 
     /// One event of every kind, with every optional field set.
     fn every_kind() -> Vec<Event> {
@@ -237,6 +309,7 @@ mod tests {
                     validation_loss: 0.27,
                     private_test_accuracy: 0.9094,
                     kept_step: Some(3600),
+                    stopped_at_time_limit: Some(3600),
                     seconds: 61.5,
                 },
             },

@@ -9,7 +9,7 @@ pub mod params;
 pub mod plan;
 pub mod settings;
 
-pub use events::{EvalSplit, Event, EventKind, Metrics};
+pub use events::{EvalSplit, Event, EventKind, Metrics, VIEWER_MAX_TOKENS};
 pub use params::{
     DEFAULT_LORA_TARGETS, Family, LoraTarget, ModelShape, ParamCounts, lora_adapter_params,
     param_counts,

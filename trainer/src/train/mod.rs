@@ -75,6 +75,10 @@ pub struct TrainConfig {
     /// of the last step's: the final test, the export and the reported validation numbers
     /// are that model's. Selection uses the validation split only, never the test split.
     pub keep_best: bool,
+    /// Stop training once this much time has passed in this process and finish with the
+    /// model so far (its best, with `keep_best`); [`Metrics::stopped_at_time_limit`] says
+    /// so. A run resumed after a restart gets the whole limit again.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 impl Default for TrainConfig {
@@ -94,6 +98,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerChoice::Auto,
             test_each_epoch: false,
             keep_best: false,
+            time_limit: None,
         }
     }
 }
@@ -275,13 +280,17 @@ fn train_steps(
     mut model: SequenceClassifier,
     cancel: &CancelToken,
 ) -> Result<SequenceClassifier, Halt> {
-    for epoch in 1..=run.epochs() {
+    'epochs: for epoch in 1..=run.epochs() {
         for batch in run.batches_left(epoch) {
             if cancel.is_cancelled() {
                 return Err(run.cancelled());
             }
             model = run.step(model, epoch, &batch)?;
-            let due = run.due(epoch);
+            let mut due = run.due(epoch);
+            let out_of_time = run.out_of_time();
+            // The last step before the time limit is evaluated, so the run finishes with a
+            // measured model.
+            due.evaluation |= out_of_time;
             run.read_back_if_due(&due)?;
             run.draw_untrained_attention();
             if due.evaluation {
@@ -289,6 +298,9 @@ fn train_steps(
             }
             if due.checkpoint {
                 run.checkpoint(&model)?;
+            }
+            if out_of_time {
+                break 'epochs;
             }
         }
     }

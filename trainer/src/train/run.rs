@@ -216,10 +216,13 @@ impl<'a> Run<'a> {
             train_examples: train_set.len(),
             resumed_from_step,
         });
+        // Probe sentences are cut where the attention viewer cuts them, so that their maps
+        // stay small whatever max_len the run trains with.
+        let probe_tokenizer = tokenizer.capped_at(run_protocol::VIEWER_MAX_TOKENS);
         let probes = config
             .probe_sentences
             .iter()
-            .map(|s| tokenizer.encode(s).map(|e| (s.clone(), e)))
+            .map(|s| probe_tokenizer.encode(s).map(|e| (s.clone(), e)))
             .collect::<Result<Vec<_>, _>>()?;
         let untrained = (resumed_from_step.is_none() && !probes.is_empty()).then(|| model.valid());
 
@@ -361,6 +364,15 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the run has used its time limit and must stop before its last planned step.
+    pub(super) fn out_of_time(&self) -> bool {
+        self.step < self.plan.total_steps
+            && self
+                .config
+                .time_limit
+                .is_some_and(|limit| self.started.elapsed() >= limit)
     }
 
     /// Reads back and reports every pending step.
@@ -523,6 +535,11 @@ impl<'a> Run<'a> {
             validation_loss,
             private_test_accuracy: test_accuracy,
             kept_step,
+            stopped_at_time_limit: self
+                .config
+                .time_limit
+                .filter(|_| self.step < self.plan.total_steps)
+                .map(|limit| limit.as_secs()),
             seconds: self.started.elapsed().as_secs_f64(),
         };
         (self.events)(Event::Finished {

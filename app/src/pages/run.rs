@@ -1,0 +1,373 @@
+//! One run's page (`/runs/:id`): the live loss curve, evaluations, learning-rate schedule,
+//! progress, the probe sentences' attention before and after, the outcome, and "try your
+//! model". Events arrive over server-sent events and are drawn in small batches.
+
+use super::runs::{duration, every_refresh};
+use super::shared::{ErrorList, action_error, id_param};
+use crate::charts::{Heatmap, LineChart, ema};
+use crate::runs::{CancelRun, RunStatus, TryRunModel, run_detail};
+use crate::widgets::head_average;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use run_protocol::{EvalSplit, Event};
+
+/// One probe sentence's attention maps at one step.
+#[derive(Debug, Clone, PartialEq)]
+struct AttentionSnapshot {
+    /// After this step (0 = before training).
+    step: usize,
+    /// The sentence.
+    sentence: String,
+    /// Its tokens.
+    tokens: Vec<String>,
+    /// `[layer][head][query * tokens + key]`.
+    matrices: Vec<Vec<Vec<f32>>>,
+}
+
+/// Everything the run page has received from the live stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Live {
+    batch_size: usize,
+    steps_planned: usize,
+    device: String,
+    params: Option<(usize, usize)>,
+    /// (step, loss, lr, examples/s)
+    steps: Vec<(usize, f64, f64, f64)>,
+    /// (step, split, loss, accuracy)
+    evals: Vec<(usize, EvalSplit, f64, f64)>,
+    attention: Vec<AttentionSnapshot>,
+    ending: Option<Event>,
+}
+
+impl Live {
+    /// Adds one event from the stream (called in the browser only).
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn apply(&mut self, event: Event) {
+        match event {
+            Event::Started {
+                device,
+                params_total,
+                params_trainable,
+                steps_planned,
+                ..
+            } => {
+                self.device = device;
+                self.params = Some((params_total, params_trainable));
+                self.steps_planned = steps_planned;
+            }
+            Event::Step {
+                step,
+                loss,
+                lr,
+                examples_per_sec,
+                ..
+            } => self.steps.push((step, loss, lr, examples_per_sec)),
+            Event::Eval {
+                step,
+                split,
+                loss,
+                accuracy,
+            } => self.evals.push((step, split, loss, accuracy)),
+            Event::Attention {
+                step,
+                sentence,
+                tokens,
+                matrices,
+            } => self.attention.push(AttentionSnapshot {
+                step,
+                sentence,
+                tokens,
+                matrices,
+            }),
+            Event::Checkpoint { .. } => {}
+            ending => self.ending = Some(ending),
+        }
+    }
+}
+
+/// `/runs/:id`: the live loss curve, evaluations, schedule, attention and outcome.
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let run_id = id_param();
+    let changed = RwSignal::new(0_u32);
+    let cancel = ServerAction::<CancelRun>::new();
+    let run = Resource::new(
+        move || (run_id.get(), changed.get(), cancel.version().get()),
+        |(id, ..)| run_detail(id),
+    );
+    let live = RwSignal::new(Live::default());
+    follow_run(run_id.get_untracked(), live, changed);
+    // While the run waits, other runs starting move it up the line: refresh its position.
+    every_refresh(move || {
+        if matches!(run.get_untracked(), Some(Ok(ref r)) if r.status == RunStatus::Queued) {
+            changed.update(|n| *n += 1);
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(run)) = run.get() {
+            live.update(|l| l.batch_size = run.settings.batch_size);
+        }
+    });
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> <p><a href="/team">"Your team's runs"</a></p> }>
+                {move || Suspend::new(async move {
+                    run.await.map(|run| {
+                        let id = run.id;
+                        view! {
+                            <Title text=format!("Run #{id}") />
+                            <p class="breadcrumb"><a href="/team">"Team runs"</a>" / "{format!("Run #{id}")}</p>
+                            <h1>{format!("Run #{id}")}</h1>
+                            <p data-testid="run-state">
+                                <strong>{run.status.as_str()}</strong>
+                                {run.queue_position.map(|p| format!(", #{p} in line"))}
+                                " · "{run.settings.summary()}
+                            </p>
+                            {run.message.clone().map(|m| view! { <p class="notice">{m}</p> })}
+                            {run.status.is_active().then(|| view! {
+                                <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel this run"</button>
+                            })}
+                            <Outcome status=run.status message=run.message.unwrap_or_default() />
+                            {(run.status == RunStatus::Succeeded).then(|| view! { <TryModel run_id=id /> })}
+                        }
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+        {move || action_error(cancel.value().get())}
+        <RunCharts live />
+    }
+}
+
+/// How long a run page gathers streamed events before drawing them.
+#[cfg(feature = "hydrate")]
+const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Opens the run's event stream (browser only): events go into `live`, status changes
+/// bump `changed`. The browser reconnects by itself with the last id it saw.
+fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
+    #[cfg(feature = "hydrate")]
+    {
+        use crate::live::{RUN_EVENT, RUN_STATUS_EVENT};
+        use wasm_bindgen::JsCast;
+        use wasm_bindgen::closure::Closure;
+        let Ok(source) = web_sys::EventSource::new(&format!("/api/runs/{run_id}/events")) else {
+            return;
+        };
+        // Events are applied in batches, at most every EVENT_BATCH: a page opened on a long
+        // run replays thousands of stored events, and redrawing the charts once per event
+        // kept the browser busy for tens of seconds.
+        let pending: std::rc::Rc<std::cell::RefCell<Vec<Event>>> = Default::default();
+        let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |message: web_sys::MessageEvent| {
+                let Some(data) = message.data().as_string() else {
+                    return;
+                };
+                match serde_json::from_str::<Event>(&data) {
+                    Ok(event) => {
+                        let first = {
+                            let mut queue = pending.borrow_mut();
+                            queue.push(event);
+                            queue.len() == 1
+                        };
+                        if first {
+                            let pending = pending.clone();
+                            set_timeout(
+                                move || {
+                                    let events = std::mem::take(&mut *pending.borrow_mut());
+                                    // The page may be gone by now; then there is nothing to draw.
+                                    let _ = live.try_update(|live| {
+                                        events.into_iter().for_each(|event| live.apply(event))
+                                    });
+                                },
+                                EVENT_BATCH,
+                            );
+                        }
+                    }
+                    Err(error) => leptos::logging::warn!(
+                        "run {run_id}: an event from the server does not parse ({error}): {}",
+                        data.chars().take(200).collect::<String>()
+                    ),
+                }
+            },
+        );
+        let on_status =
+            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
+                changed.update(|n| *n += 1);
+            });
+        let _ =
+            source.add_event_listener_with_callback(RUN_EVENT, on_event.as_ref().unchecked_ref());
+        let _ = source
+            .add_event_listener_with_callback(RUN_STATUS_EVENT, on_status.as_ref().unchecked_ref());
+        let kept = StoredValue::new_local((source, on_event, on_status));
+        on_cleanup(move || kept.with_value(|(source, _, _)| source.close()));
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (run_id, live, changed);
+}
+
+/// What a run's end means for the class, with the lesson that explains it.
+#[component]
+fn Outcome(status: RunStatus, message: String) -> impl IntoView {
+    match status {
+        RunStatus::Diverged => Some(view! {
+            <div class="notice" data-testid="outcome">
+                <p><strong>"The loss became NaN or exploded."</strong>" This is the hyperparameters lesson's second question in real life: the learning rate was most likely too high. Lower it (e.g. 2e-5 for full fine-tuning) and keep warmup on."</p>
+                <a href="/lessons/hyperparameters">"Revisit the hyperparameters lesson"</a>
+            </div>
+        }.into_any()),
+        RunStatus::Failed if message.to_lowercase().contains("memory") => Some(view! {
+            <div class="notice" data-testid="outcome">
+                <p><strong>"Out of memory."</strong>" First move: lower the batch size (e.g. 32 → 16) or max_len; LoRA also needs less memory."</p>
+                <a href="/lessons/overfitting">"See the lesson's OOM question"</a>
+            </div>
+        }.into_any()),
+        RunStatus::Succeeded => Some(view! {
+            <p class="hint" data-testid="outcome">"Finished. Compare the training and validation curves below: if training loss keeps falling while validation loss rises, the model is overfitting (see the overfitting lesson)."</p>
+        }.into_any()),
+        _ => None,
+    }
+}
+
+/// "Try your model": a sentence through the run's fine-tuned model, and the download.
+#[component]
+fn TryModel(run_id: i64) -> impl IntoView {
+    let text = RwSignal::new("a gorgeous , witty , seductive movie .".to_string());
+    let read = ServerAction::<TryRunModel>::new();
+    view! {
+        <section class="panel" data-testid="try-model">
+            <h2>"Try your model"</h2>
+            <form on:submit=move |ev| {
+                ev.prevent_default();
+                read.dispatch(TryRunModel { run_id, text: text.get_untracked() });
+            }>
+                <textarea name="text" rows="2" maxlength="512" prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))></textarea>
+                <button type="submit" disabled=move || read.pending().get()>"Classify"</button>
+            </form>
+            {move || match read.value().get() {
+                Some(Ok(reading)) => Some(view! {
+                    <p data-testid="model-reading">
+                        <strong>{reading.label.clone()}</strong>
+                        {reading.probabilities.iter().map(|(label, p)| format!(" · {label} {:.1}%", 100.0 * p)).collect::<String>()}
+                        {reading.truncated.then_some(" (the sentence was cut to the model's length)")}
+                    </p>
+                }.into_any()),
+                other => action_error(other),
+            }}
+            <p>
+                <a href=format!("/runs/{run_id}/model.zip") rel="external" download=format!("jigsaw-run-{run_id}.zip")>
+                    "Download the model (Hugging Face format, zip)"
+                </a>
+                " · loads with "<code>"AutoModelForSequenceClassification.from_pretrained"</code>
+            </p>
+        </section>
+    }
+}
+
+/// The charts and attention maps, redrawn as events arrive.
+#[component]
+fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
+    let smoothing = RwSignal::new(0.6_f64);
+    let progress = move || {
+        live.with(|l| {
+            let done = l.steps.last().map_or(0, |s| s.0);
+            if l.steps_planned == 0 {
+                return "Waiting for the first step…".to_string();
+            }
+            let recent: Vec<f64> = l.steps.iter().rev().take(20).map(|s| s.3).filter(|v| *v > 0.0).collect();
+            let speed = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+            // Seconds per step = batch size / throughput; the batch size is the run's.
+            let elapsed: f64 = l.steps.iter().map(|s| if s.3 > 0.0 { l.batch_size as f64 / s.3 } else { 0.0 }).sum();
+            let left = if done > 0 { elapsed / done as f64 * (l.steps_planned.saturating_sub(done)) as f64 } else { 0.0 };
+            format!(
+                "Step {done} of {} on {} · {:.0} sentences/s · training time so far {} · about {} left (plus evaluations)",
+                l.steps_planned, l.device, speed, duration(elapsed), duration(left)
+            )
+        })
+    };
+    view! {
+        <section class="panel">
+            <h2>"Training loss"</h2>
+            <p class="hint" data-testid="progress">{progress}</p>
+            <label class="field">
+                <span>{move || format!("Smoothing (exponential moving average): {:.2}", smoothing.get())}</span>
+                <input type="range" min="0" max="0.99" step="0.01" prop:value=move || smoothing.get().to_string()
+                    on:input=move |ev| smoothing.set(event_target_value(&ev).parse().unwrap_or(0.0)) />
+            </label>
+            {move || {
+                let raw: Vec<(f64, f64)> = live.with(|l| l.steps.iter().map(|s| (s.0 as f64, s.1)).collect());
+                let smooth = ema(&raw, smoothing.get());
+                view! { <LineChart testid="loss-chart" series=vec![("raw".to_string(), raw), ("smoothed".to_string(), smooth)] x_label="step" y_label="loss" /> }
+            }}
+        </section>
+        <section class="panel">
+            <h2>"Validation"</h2>
+            {move || {
+                let (loss, accuracy) = live.with(|l| {
+                    let validation = l.evals.iter().filter(|e| e.1 == EvalSplit::Validation);
+                    (
+                        validation.clone().map(|e| (e.0 as f64, e.2)).collect::<Vec<_>>(),
+                        validation.map(|e| (e.0 as f64, 100.0 * e.3)).collect::<Vec<_>>(),
+                    )
+                });
+                view! {
+                    <div class="chart-pair">
+                        <LineChart testid="validation-loss-chart" series=vec![("validation loss".to_string(), loss)] x_label="step" y_label="loss" />
+                        <LineChart testid="validation-accuracy-chart" series=vec![("validation accuracy".to_string(), accuracy)] x_label="step" y_label="accuracy %" />
+                    </div>
+                }
+            }}
+        </section>
+        <section class="panel">
+            <h2>"Learning-rate schedule"</h2>
+            {move || {
+                let lr: Vec<(f64, f64)> = live.with(|l| l.steps.iter().map(|s| (s.0 as f64, s.2)).collect());
+                view! { <LineChart testid="lr-chart" series=vec![("learning rate".to_string(), lr)] x_label="step" y_label="lr" /> }
+            }}
+        </section>
+        <section class="panel">
+            <h2>"Attention: before and after fine-tuning"</h2>
+            <p class="hint">"Layer 6, average of the heads, for the class's probe sentence and your team's own. Left: before training; right: latest."</p>
+            {move || live.with(|l| attention_pairs(&l.attention))}
+        </section>
+    }
+}
+
+/// For each probe sentence, its first and latest maps side by side.
+fn attention_pairs(maps: &[AttentionSnapshot]) -> AnyView {
+    let mut sentences: Vec<&String> = Vec::new();
+    for map in maps {
+        if !sentences.contains(&&map.sentence) {
+            sentences.push(&map.sentence);
+        }
+    }
+    if sentences.is_empty() {
+        return view! { <p class="hint">"The first maps arrive when the run starts."</p> }
+            .into_any();
+    }
+    sentences
+        .into_iter()
+        .map(|sentence| {
+            let of_sentence: Vec<&AttentionSnapshot> = maps.iter().filter(|m| &m.sentence == sentence).collect();
+            let first = of_sentence.first().copied();
+            let latest = of_sentence.last().copied();
+            let panel = |map: Option<&AttentionSnapshot>| {
+                map.map(|map| {
+                    let last = map.matrices.last().map(|heads| head_average(heads)).unwrap_or_default();
+                    let step = map.step;
+                    view! {
+                        <figure>
+                            <figcaption>{if step == 0 { "before training".to_string() } else { format!("after step {step}") }}</figcaption>
+                            <Heatmap tokens=map.tokens.clone() matrix=last />
+                        </figure>
+                    }
+                })
+            };
+            view! {
+                <h3>{sentence.clone()}</h3>
+                <div class="chart-pair" data-testid="attention-pair">{panel(first)}{panel(latest)}</div>
+            }
+        })
+        .collect_view()
+        .into_any()
+}
