@@ -77,6 +77,8 @@ struct Tally {
     busy: BTreeMap<&'static str, usize>,
     other_refusals: BTreeMap<&'static str, usize>,
     failures: BTreeMap<&'static str, usize>,
+    /// The first refusal's status and body per kind, to show why.
+    first_refusal: BTreeMap<&'static str, String>,
 }
 
 type Shared = Arc<Mutex<Tally>>;
@@ -94,11 +96,24 @@ async fn timed(
             let status = response.status();
             (Some(status), response.text().await.ok())
         }
-        Err(_) => (None, None),
+        Err(error) => (None, Some(error.to_string())),
     };
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     let mut tally = tally.lock().unwrap();
     tally.latencies.entry(kind).or_default().push(ms);
+    if status.is_none_or(|s| s.is_client_error() || s.is_server_error()) {
+        let status = status.map_or("no answer".to_string(), |s| s.to_string());
+        let detail = body
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect::<String>();
+        tally
+            .first_refusal
+            .entry(kind)
+            .or_insert(format!("{status}: {detail}"));
+    }
     match status {
         None => *tally.failures.entry(kind).or_default() += 1,
         Some(s) if s.is_server_error() => *tally.server_errors.entry(kind).or_default() += 1,
@@ -182,9 +197,14 @@ const SENTENCES: [&str; 4] = [
     "the cast was charming but the plot was dull .",
 ];
 
-/// One student's session until `deadline`.
-async fn student(base: String, tally: Shared, index: usize, deadline: Instant) {
-    let client = client();
+/// One student's session (`client` holds their cookie) until `deadline`.
+async fn student(
+    client: reqwest::Client,
+    base: String,
+    tally: Shared,
+    index: usize,
+    deadline: Instant,
+) {
     let mut step = index;
     loop {
         let now = Instant::now();
@@ -383,9 +403,10 @@ async fn main() {
         )));
         joined.push((client, team));
     }
-    // The first team trains a run; its members watch its page's stream.
+    // The first team trains a run long enough to last the soak on a 2-core CPU (12,000
+    // sentences, one epoch); its members watch its page's stream.
     let (trainer_client, trainer_team) = &joined[0];
-    let submitted = form(trainer_client, &base, "submit-run", "form[model]=all-MiniLM-L6-v2&form[method]=full&form[lora_rank]=16&form[lora_alpha]=&form[learning_rate]=5e-5&form[batch_size]=16&form[epochs]=1&form[warmup_ratio]=0.1&form[max_len]=64&form[train_subset]=2000&form[seed]=1&form[probe_sentence]=&confirmed=true")
+    let submitted = form(trainer_client, &base, "submit-run", "form[model]=all-MiniLM-L6-v2&form[method]=full&form[lora_rank]=16&form[lora_alpha]=&form[learning_rate]=5e-5&form[batch_size]=16&form[epochs]=1&form[warmup_ratio]=0.1&form[max_len]=64&form[train_subset]=12000&form[seed]=1&form[probe_sentence]=&confirmed=true")
         .send().await.unwrap().text().await.unwrap();
     let run_id = serde_json::from_str::<serde_json::Value>(&submitted)
         .ok()
@@ -401,6 +422,7 @@ async fn main() {
             )));
         }
         tasks.push(tokio::spawn(student(
+            client.clone(),
             base.clone(),
             tally.clone(),
             index,
@@ -429,6 +451,20 @@ async fn main() {
     for task in tasks {
         let _ = task.await;
     }
+    if let Some(run_id) = run_id {
+        let run = form(&joined[0].0, &base, "run", &format!("run_id={run_id}"))
+            .send()
+            .await
+            .ok();
+        let run: serde_json::Value = match run {
+            Some(response) => response.json().await.unwrap_or_default(),
+            None => serde_json::Value::Null,
+        };
+        eprintln!(
+            "the run during the soak: status {}, validation accuracy {}",
+            run["status"], run["validation_accuracy"]
+        );
+    }
 
     let tally = tally.lock().unwrap();
     let mut kinds = Vec::new();
@@ -456,6 +492,9 @@ async fn main() {
             "kind": kind, "count": sorted.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max,
             "server_errors": errors, "busy_429": busy, "other_4xx": refused,
         }));
+    }
+    for (kind, refusal) in &tally.first_refusal {
+        println!("first refusal of {kind}: {refusal}");
     }
     for (minute, mib) in &memory {
         println!(
