@@ -786,11 +786,7 @@ async fn limit_runs_per_day(database: Option<&PostgresDatabase>) {
     // Twelve submissions at once: the count and the insert are one transaction, so exactly
     // the allowance is queued and the rest are told why.
     let url = server.url("/api/submit-run");
-    let body = run_form(&[("epochs", "20")])
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
+    let body = form_body(&run_form(&[("epochs", "20")]));
     let tasks: Vec<_> = (0..12)
         .map(|_| {
             let (client, url, body) = (class.red.clone(), url.clone(), body.clone());

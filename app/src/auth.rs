@@ -62,27 +62,24 @@ pub async fn sign_in(username: String, password: String) -> Result<(), AppError>
     let throttles = throttles()?;
     let account = username.to_lowercase();
     let address = client_address().await;
+    let too_many = |wait, from: &str| {
+        AppError::busy(
+            format!(
+                "Too many wrong passwords {from}. Try again in {} s.",
+                crate::error::wait_secs(wait)
+            ),
+            wait,
+        )
+    };
     if let Err(wait) = throttles
         .sign_in_accounts
         .begin(std::slice::from_ref(&account))
     {
-        return Err(AppError::busy(
-            format!(
-                "Too many wrong passwords for this account. Try again in {} s.",
-                crate::error::wait_secs(wait)
-            ),
-            wait,
-        ));
+        return Err(too_many(wait, "for this account"));
     }
     if let Err(wait) = throttles.sign_in_addresses.begin(&[address]) {
         throttles.sign_in_accounts.refund(&account);
-        return Err(AppError::busy(
-            format!(
-                "Too many wrong passwords from this computer. Try again in {} s.",
-                crate::error::wait_secs(wait)
-            ),
-            wait,
-        ));
+        return Err(too_many(wait, "from this computer"));
     }
     let row: Option<(i64, String, i64)> = sqlx::query_as(
         "SELECT id, password_hash, session_epoch FROM instructors WHERE username = $1",
@@ -274,15 +271,27 @@ pub mod ssr {
         instructor: &InstructorCaller,
         class_id: i64,
     ) -> Result<(), AppError> {
+        if owns_class(pool, instructor, class_id).await? {
+            Ok(())
+        } else {
+            Err(AppError::not_found("There is no such class."))
+        }
+    }
+
+    /// Whether `class_id` is one of `instructor`'s classes (false when it does not exist).
+    /// Callers that found the class through a run or an answer answer "no such run" or "no
+    /// such answer" when it is not.
+    pub async fn owns_class(
+        pool: &DbPool,
+        instructor: &InstructorCaller,
+        class_id: i64,
+    ) -> Result<bool, AppError> {
         let owner: Option<i64> =
             sqlx::query_scalar("SELECT instructor_id FROM classes WHERE id = $1")
                 .bind(class_id)
                 .fetch_optional(pool)
                 .await?;
-        match owner {
-            Some(owner) if owner == instructor.id => Ok(()),
-            _ => Err(AppError::not_found("There is no such class.")),
-        }
+        Ok(owner == Some(instructor.id))
     }
 
     /// The calling student, or 401/403.

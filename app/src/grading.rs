@@ -171,12 +171,9 @@ pub async fn grade_answer(answer_id: i64, points: f64, feedback: String) -> Resu
     let (class_id, key, answer) =
         found.ok_or_else(|| AppError::not_found("There is no such answer."))?;
     // Another instructor's answer reads as one that does not exist.
-    crate::auth::ssr::check_class_owner(&pool, &instructor, class_id)
-        .await
-        .map_err(|e| match e {
-            AppError::NotFound(_) => AppError::not_found("There is no such answer."),
-            other => other,
-        })?;
+    if !crate::auth::ssr::owns_class(&pool, &instructor, class_id).await? {
+        return Err(AppError::not_found("There is no such answer."));
+    }
     if answer.is_none() {
         return Err(AppError::bad_request(
             "That answer is still a draft; it can be graded once it is submitted.",

@@ -324,11 +324,7 @@ pub async fn call(
     endpoint: &str,
     form: &[(&str, &str)],
 ) -> (StatusCode, String) {
-    let body = form
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
+    let body = form_body(form);
     let response = client
         .post(server.url(&format!("/api/{endpoint}")))
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -337,6 +333,14 @@ pub async fn call(
         .await
         .unwrap();
     (response.status(), response.text().await.unwrap())
+}
+
+/// A form as an `application/x-www-form-urlencoded` body (values encoded, keys as given).
+pub fn form_body(form: &[(&str, &str)]) -> String {
+    form.iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Percent-encodes a form value.

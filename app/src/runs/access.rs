@@ -80,12 +80,11 @@ pub async fn check_access(
         // Another team's run is not theirs to see; say so without confirming it exists.
         (Caller::Student(_), Some(_)) => Err(not_found()),
         (Caller::Instructor(instructor), Some(owner)) => {
-            crate::auth::ssr::check_class_owner(pool, instructor, owner.class_id)
-                .await
-                .map_err(|e| match e {
-                    AppError::NotFound(_) => not_found(),
-                    other => other,
-                })
+            if crate::auth::ssr::owns_class(pool, instructor, owner.class_id).await? {
+                Ok(())
+            } else {
+                Err(not_found())
+            }
         }
     }
 }

@@ -147,12 +147,9 @@ pub async fn prioritize_run(run_id: i64) -> Result<(), AppError> {
         .owner(run_id)
         .await?
         .ok_or_else(|| AppError::not_found("There is no such run."))?;
-    crate::auth::ssr::check_class_owner(&pool, &instructor, owner.class_id)
-        .await
-        .map_err(|e| match e {
-            AppError::NotFound(_) => AppError::not_found("There is no such run."),
-            other => other,
-        })?;
+    if !crate::auth::ssr::owns_class(&pool, &instructor, owner.class_id).await? {
+        return Err(AppError::not_found("There is no such run."));
+    }
     if !queue.prioritize(run_id).await? {
         return Err(AppError::bad_request("Only a waiting run can be moved up."));
     }

@@ -50,10 +50,7 @@ impl LiveStreams {
     pub fn open(&self, caller: &Caller, address: IpAddr) -> Result<StreamPlace, AppError> {
         let account = account_of(caller);
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let refuse = |message: &str| AppError::Busy {
-            message: message.to_string(),
-            retry_after_secs: 10,
-        };
+        let refuse = |message: &str| AppError::busy(message, std::time::Duration::from_secs(10));
         if counts.by_account.get(&account).copied().unwrap_or(0) >= PER_ACCOUNT {
             return Err(refuse(
                 "You have too many Jigsaw Lab pages open with live updates. Close some tabs, \
