@@ -676,9 +676,11 @@ async fn bad_run_forms_get_a_clear_error_and_never_a_5xx() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let run_id = submit(&class.red, server, &[("epochs", "20")])
-        .await
-        .to_string();
+    let first = submit(&class.red, server, &[("epochs", "20")]).await;
+    // The worker claims it before the queue fills, so it is the one run that is not waiting
+    // when the instructor moves another up (on a busy machine the claim can take a while).
+    wait_for_status(&class.red, server, first, "running").await;
+    let run_id = first.to_string();
     for endpoint in ["run", "cancel-run"] {
         refused(
             &class.blue,
