@@ -1,5 +1,6 @@
 //! The lesson catalogue: types shared by server and browser, and the server functions that
-//! serve lessons. The lesson text itself is data in `app/content/lessons/*.md`.
+//! serve lessons. The lesson text itself is data in `app/content/lessons/*.md`, and the
+//! sources its numbers cite are data in `app/content/sources.toml`.
 
 use crate::error::AppError;
 use leptos::prelude::*;
@@ -104,6 +105,9 @@ fn truncate_for_message(text: &str) -> String {
 }
 
 #[cfg(feature = "ssr")]
+pub mod sources;
+
+#[cfg(feature = "ssr")]
 pub mod content {
     //! Parses the lesson files embedded at build time.
 
@@ -112,35 +116,38 @@ pub mod content {
     use std::sync::OnceLock;
 
     /// The lesson files in teaching order (file name, contents).
-    const FILES: &[(&str, &str)] = &[
+    pub(crate) const FILES: &[(&str, &str)] = &[
         (
             "01-fine-tuning.md",
-            include_str!("../content/lessons/01-fine-tuning.md"),
+            include_str!("../../content/lessons/01-fine-tuning.md"),
         ),
         (
             "02-tokenization.md",
-            include_str!("../content/lessons/02-tokenization.md"),
+            include_str!("../../content/lessons/02-tokenization.md"),
         ),
         (
             "03-attention.md",
-            include_str!("../content/lessons/03-attention.md"),
+            include_str!("../../content/lessons/03-attention.md"),
         ),
         (
             "04-cls-token.md",
-            include_str!("../content/lessons/04-cls-token.md"),
+            include_str!("../../content/lessons/04-cls-token.md"),
         ),
         (
             "05-model-choice.md",
-            include_str!("../content/lessons/05-model-choice.md"),
+            include_str!("../../content/lessons/05-model-choice.md"),
         ),
         (
             "06-hyperparameters.md",
-            include_str!("../content/lessons/06-hyperparameters.md"),
+            include_str!("../../content/lessons/06-hyperparameters.md"),
         ),
-        ("07-lora.md", include_str!("../content/lessons/07-lora.md")),
+        (
+            "07-lora.md",
+            include_str!("../../content/lessons/07-lora.md"),
+        ),
         (
             "08-overfitting.md",
-            include_str!("../content/lessons/08-overfitting.md"),
+            include_str!("../../content/lessons/08-overfitting.md"),
         ),
     ];
 
@@ -258,12 +265,7 @@ pub mod content {
 
     /// Parses one lesson file: `+++` TOML front matter, then a Markdown body.
     pub fn parse(text: &str) -> Result<LessonFile, String> {
-        let rest = text
-            .strip_prefix("+++\n")
-            .ok_or("the file must start with a +++ line")?;
-        let (front, body) = rest
-            .split_once("\n+++\n")
-            .ok_or("the front matter has no closing +++ line")?;
+        let (front, body) = split_front_matter(text)?;
         let front: FrontMatter = toml::from_str(front).map_err(|e| e.to_string())?;
         if front.questions.is_empty() {
             return Err("a lesson needs at least one question".into());
@@ -278,10 +280,34 @@ pub mod content {
                 summary: front.summary,
                 minutes: front.minutes,
             },
-            html: markdown_to_html(body),
+            html: render_body(body)?,
             questions: front.questions,
             widget: front.widget,
         })
+    }
+
+    /// Splits a lesson file into its TOML front matter and its Markdown body.
+    fn split_front_matter(text: &str) -> Result<(&str, &str), String> {
+        let rest = text
+            .strip_prefix("+++\n")
+            .ok_or("the file must start with a +++ line")?;
+        rest.split_once("\n+++\n")
+            .ok_or_else(|| "the front matter has no closing +++ line".to_string())
+    }
+
+    /// A lesson file's Markdown body.
+    #[cfg(test)]
+    pub(crate) fn body_of(text: &str) -> Result<&str, String> {
+        split_front_matter(text).map(|(_, body)| body)
+    }
+
+    /// Renders a lesson body: its `[src:…]` markers become numbered links, and the list of
+    /// the sources it cites closes it.
+    fn render_body(body: &str) -> Result<String, String> {
+        let cited = super::sources::cite(body, super::sources::catalog())?;
+        let mut html = markdown_to_html(&cited.markdown);
+        html.push_str(&super::sources::sources_section(&cited.sources));
+        Ok(html)
     }
 
     /// Renders trusted lesson Markdown (tables and strikethrough on) to HTML.
