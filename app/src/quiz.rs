@@ -261,15 +261,7 @@ pub mod ssr {
     ) -> Result<(f64, String), String> {
         let correct = match key {
             AutoKey::Number(expected) => {
-                let cleaned: String = answer
-                    .chars()
-                    .filter(|c| !c.is_whitespace() && *c != ',' && *c != '_')
-                    .collect();
-                let value: f64 = cleaned
-                    .parse()
-                    .ok()
-                    .filter(|v: &f64| v.is_finite())
-                    .ok_or_else(|| "Answer with a number, for example 42.".to_string())?;
+                let value = read_number(answer)?;
                 (value - expected).abs() <= 1e-9 * expected.abs().max(1.0)
             }
             AutoKey::Choice(right) => {
@@ -291,6 +283,63 @@ pub mod ssr {
                     .to_string(),
             )
         })
+    }
+
+    /// Reads a number as students write it: "1000", "1 000", "1,000", "1.000.000",
+    /// "100.5" and "100,5" (a decimal comma). A single comma followed by exactly three
+    /// digits ("1,234") could be either separator, so it is refused with a message; with the
+    /// other separator too ("1,234.5", "1.234,5") the last one is the decimal point.
+    pub fn read_number(answer: &str) -> Result<f64, String> {
+        const NOT_A_NUMBER: &str = "Answer with a number, for example 42 or 0.5.";
+        let compact: String = answer
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '_' && *c != '\'')
+            .collect();
+        let commas = compact.matches(',').count();
+        let points = compact.matches('.').count();
+        let is_grouped = |text: &str, separator: char| {
+            let mut groups = text.split(separator);
+            let first = groups
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches(['-', '+']);
+            (1..=3).contains(&first.len())
+                && first.chars().all(|c| c.is_ascii_digit())
+                && groups.all(|g| g.len() == 3 && g.chars().all(|c| c.is_ascii_digit()))
+        };
+        let plain = match (commas, points) {
+            (0, _) if points > 1 && is_grouped(&compact, '.') => compact.replace('.', ""),
+            (0, _) => compact,
+            (_, 0) if commas > 1 && is_grouped(&compact, ',') => compact.replace(',', ""),
+            (1, 0) => {
+                let (whole, decimals) = compact.split_once(',').unwrap_or_default();
+                let whole = whole.trim_start_matches(['-', '+']);
+                if decimals.len() == 3 && !matches!(whole, "" | "0") {
+                    return Err(format!(
+                        "\u{201c}{}\u{201d} could mean two numbers: write it without the comma \
+                         (for a thousands separator) or with a point (for a decimal point).",
+                        answer.trim()
+                    ));
+                }
+                compact.replace(',', ".")
+            }
+            _ => {
+                let last_comma = compact.rfind(',').unwrap_or_default();
+                let last_point = compact.rfind('.').unwrap_or_default();
+                if last_point > last_comma && is_grouped(&compact[..last_point], ',') {
+                    compact.replace(',', "")
+                } else if last_comma > last_point && is_grouped(&compact[..last_comma], '.') {
+                    compact.replace('.', "").replace(',', ".")
+                } else {
+                    return Err(NOT_A_NUMBER.into());
+                }
+            }
+        };
+        plain
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| NOT_A_NUMBER.into())
     }
 
     /// Hands in an answer: stores it, clears the draft and grades it when the app can.
@@ -517,6 +566,33 @@ pub mod ssr {
             assert_eq!(auto_grade(&item, &key, "10").unwrap().0, 0.0);
             assert!(auto_grade(&item, &key, "a hundred").is_err());
             assert!(auto_grade(&item, &key, "NaN").is_err());
+            // A decimal comma is a decimal point, never a thousands separator.
+            assert_eq!(auto_grade(&item, &key, "100,0").unwrap().0, item.max_points);
+            assert_eq!(auto_grade(&item, &key, "1000").unwrap().0, 0.0);
+        }
+
+        #[test]
+        fn numbers_read_with_either_separator_or_a_clear_message() {
+            let read = |text: &str| read_number(text).unwrap();
+            assert_eq!(read("100,0"), 100.0);
+            assert_eq!(read("0,65"), 0.65);
+            assert_eq!(read("100.5"), 100.5);
+            assert_eq!(read("1 000"), 1000.0);
+            assert_eq!(read("1\u{a0}000"), 1000.0);
+            assert_eq!(read("1,234,567"), 1_234_567.0);
+            assert_eq!(read("1.234.567"), 1_234_567.0);
+            assert_eq!(read("1,234.5"), 1234.5);
+            assert_eq!(read("1.234,5"), 1234.5);
+            assert_eq!(read("-2,5"), -2.5);
+            assert_eq!(read("0,125"), 0.125);
+            assert_eq!(read("1e-3"), 0.001);
+            let ambiguous = read_number("1,234").unwrap_err();
+            assert!(ambiguous.contains("could mean two numbers"), "{ambiguous}");
+            for bad in [
+                "1,2,3", "1.2.3", "12,34.5", "1.2,3.4", "", "inf", "5 apples",
+            ] {
+                assert!(read_number(bad).is_err(), "{bad}");
+            }
         }
 
         #[test]
