@@ -31,6 +31,16 @@ pub enum AppError {
         /// Seconds until a retry can succeed.
         retry_after_secs: u64,
     },
+    /// The database cannot answer right now: another program holds the SQLite file's lock,
+    /// or the connection to PostgreSQL dropped (a restart). Nothing was changed; the
+    /// response carries `Retry-After` (HTTP 503).
+    #[error("{message}")]
+    Unavailable {
+        /// What happened and when to try again.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after_secs: u64,
+    },
     /// Something failed on the server; the detail is in the server log (HTTP 500).
     #[error(
         "Something went wrong on the server. Your teacher can find the details in the server log."
@@ -73,6 +83,7 @@ mod ssr {
                 AppError::SignInRequired(_) => StatusCode::UNAUTHORIZED,
                 AppError::Forbidden(_) => StatusCode::FORBIDDEN,
                 AppError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+                AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             }
         }
@@ -91,17 +102,25 @@ mod ssr {
         pub fn respond(self) -> Self {
             if let Some(response) = use_context::<ResponseOptions>() {
                 response.set_status(self.status());
-                if let AppError::Busy {
-                    retry_after_secs, ..
-                } = &self
-                {
-                    response.insert_header(
-                        http::header::RETRY_AFTER,
-                        http::HeaderValue::from(*retry_after_secs),
-                    );
+                if let Some(secs) = self.retry_after_secs() {
+                    response
+                        .insert_header(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
                 }
             }
             self
+        }
+
+        /// The `Retry-After` seconds a 429 or 503 carries.
+        pub fn retry_after_secs(&self) -> Option<u64> {
+            match self {
+                AppError::Busy {
+                    retry_after_secs, ..
+                }
+                | AppError::Unavailable {
+                    retry_after_secs, ..
+                } => Some(*retry_after_secs),
+                _ => None,
+            }
         }
     }
 
@@ -144,8 +163,37 @@ mod ssr {
 
     impl From<sqlx::Error> for AppError {
         fn from(error: sqlx::Error) -> Self {
+            if database_away(&error) {
+                tracing::warn!(%error, "the database could not answer a server function");
+                return AppError::Unavailable {
+                    message: "The class database is busy or restarting, so nothing was \
+                              changed. Try again in a few seconds."
+                        .into(),
+                    retry_after_secs: 5,
+                }
+                .respond();
+            }
             tracing::error!(%error, "database error in a server function");
             AppError::Internal.respond()
+        }
+    }
+
+    /// Whether `error` means the database could not answer for now, rather than that the
+    /// query is wrong: no connection (a dropped or refused one, a full pool), SQLite's
+    /// lock held by another program past the busy timeout, or PostgreSQL shutting down,
+    /// starting or dropping the connection.
+    fn database_away(error: &sqlx::Error) -> bool {
+        match error {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
+                let sqlite_busy = matches!(code.parse::<i32>(), Ok(n) if matches!(n & 0xff, 5 | 6));
+                // PostgreSQL: connection exceptions (08…), shutdown and start-up (57P01-03).
+                let postgres_away = code.starts_with("08") || code.starts_with("57P0");
+                sqlite_busy || postgres_away
+            }
+            _ => false,
         }
     }
 }

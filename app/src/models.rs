@@ -143,7 +143,14 @@ mod service {
                 if loaded.as_ref().map(|(id, _)| *id) != Some(run_id) {
                     let cpu = trainer::device::ComputeDevice::cpu();
                     let predictor = Predictor::load(&dir, Some(VIEWER_MAX_TOKENS), cpu.device())
-                        .map_err(|e| AppError::internal(format!("run {run_id}'s model: {e}")))?;
+                        .map_err(|error| {
+                            tracing::error!(%error, run = run_id, "a run's model does not load");
+                            AppError::not_found(
+                                "This run's model cannot be read on the server: its files are \
+                                 damaged or gone. Your teacher can find the details in the \
+                                 server log; training the run again makes a new model.",
+                            )
+                        })?;
                     *loaded = Some((run_id, predictor));
                 }
                 let (_, predictor) = loaded

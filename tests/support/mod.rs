@@ -6,6 +6,9 @@
 #[path = "../../trainer/tests/support/synthetic_sst2.rs"]
 mod synthetic_sst2;
 
+/// Fine-tuning runs: the tiny test model, a class ready to train, the run form.
+pub mod training;
+
 pub use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;

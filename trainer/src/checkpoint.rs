@@ -7,7 +7,8 @@
 //! A checkpoint is written to `latest.partial/` and then swapped in, so a crash while
 //! writing leaves the previous one intact. The one before it is kept as `previous/`: a
 //! caller that stores the run's events more slowly than checkpoints are written can resume
-//! from the newest checkpoint its stored events reach (see [`find`]).
+//! from the newest checkpoint its stored events reach, and a run whose newest checkpoint
+//! is damaged resumes from the one before (see [`candidates`]).
 
 use crate::model::SequenceClassifier;
 use burn::module::Module;
@@ -264,17 +265,22 @@ pub fn read_whole(path: &Path) -> Result<burn::tensor::Bytes, String> {
     Ok(burn::tensor::Bytes::from_bytes_vec(bytes))
 }
 
-/// Finds the newest complete checkpoint under `root` whose step is at most `at_most` (any
-/// step when `None`), if there is one.
-pub fn find(root: &Path, at_most: Option<usize>) -> Result<Option<Saved>, String> {
-    for name in ["latest", "previous"] {
-        if let Some(saved) = Saved::read(&root.join(name))?
-            && at_most.is_none_or(|limit| saved.progress.step <= limit)
-        {
-            return Ok(Some(saved));
-        }
-    }
-    Ok(None)
+/// The complete checkpoints under `root` whose step is at most `at_most` (any step when
+/// `None`), newest first: the run resumes from the first of them that loads. A checkpoint
+/// whose progress file cannot be read (a damaged disk, a file cut short) is skipped with a
+/// warning, so the one before it is tried.
+pub fn candidates(root: &Path, at_most: Option<usize>) -> Vec<Saved> {
+    ["latest", "previous"]
+        .iter()
+        .filter_map(|name| match Saved::read(&root.join(name)) {
+            Ok(saved) => saved,
+            Err(error) => {
+                tracing::warn!(%error, "skipping a checkpoint that cannot be read");
+                None
+            }
+        })
+        .filter(|saved| at_most.is_none_or(|limit| saved.progress.step <= limit))
+        .collect()
 }
 
 #[cfg(test)]
@@ -352,18 +358,26 @@ mod tests {
         for step in [10, 20, 30] {
             save_at(temp.path(), &model, step, None, None);
         }
-        let step = |at_most| find(temp.path(), at_most).unwrap().map(|s| s.progress.step);
-        assert_eq!(step(None), Some(30));
-        assert_eq!(step(Some(30)), Some(30));
-        assert_eq!(step(Some(25)), Some(20));
-        assert_eq!(step(Some(15)), None);
+        let steps = |at_most| {
+            candidates(temp.path(), at_most)
+                .iter()
+                .map(|s| s.progress.step)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(None), [30, 20]);
+        assert_eq!(steps(Some(30)), [30, 20]);
+        assert_eq!(steps(Some(25)), [20]);
+        assert!(steps(Some(15)).is_empty());
+        // A damaged progress file leaves the checkpoint before it.
+        std::fs::write(temp.path().join("latest/progress.json"), "{\"step\": 3").unwrap();
+        assert_eq!(steps(None), [20]);
     }
 
     #[test]
     fn a_checkpoint_resumes_only_the_run_of_its_key() {
         let temp = tempfile::tempdir().unwrap();
         save_at(temp.path(), &tiny_model(), 10, None, None);
-        let stored = find(temp.path(), None).unwrap().unwrap().progress.settings;
+        let stored = candidates(temp.path(), None)[0].progress.settings.clone();
         assert!(matches!(stored, StoredKey::Key(_)), "{stored:?}");
         assert!(stored.is_for(&key()));
         let others = [
@@ -436,7 +450,7 @@ mod tests {
         assert_eq!(inode(root.join("latest").join(BEST_MODEL_FILE)), best_at_10);
         save_at(root, &model, 30, Some(10), Some(20));
         assert_eq!(inode(root.join("latest").join(BEST_MODEL_FILE)), best_at_10);
-        let saved = find(root, None).unwrap().unwrap();
+        let saved = candidates(root, None).remove(0);
         let loaded = load_model(tiny_model(), &saved.best_model_file()).unwrap();
         let weights = |m: &SequenceClassifier| m.layers[0].attention.query.weight.val().into_data();
         assert_ne!(

@@ -512,6 +512,53 @@ fn stop_and_resume(optimizer: OptimizerChoice) {
 }
 
 #[test]
+fn a_damaged_checkpoint_resumes_from_the_one_before_it() {
+    let data = tiny_sst2();
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut saving = config(data.path());
+    saving.settings.epochs = 2;
+    saving.eval_every = None;
+    saving.checkpoint_dir = Some(checkpoints.path().to_path_buf());
+    let whole = run(&saving);
+    let all_losses = losses(&whole);
+    let steps_per_epoch = all_losses.len() / 2;
+    let resumed_from = |events: &[Event]| match events.first() {
+        Some(Event::Started {
+            resumed_from_step, ..
+        }) => *resumed_from_step,
+        other => panic!("{other:?}"),
+    };
+
+    // The newest checkpoint's weights cut short, as a crash mid-write on a full disk
+    // leaves them: the run resumes from the epoch-1 checkpoint and repeats epoch 2 exactly.
+    let model_file = checkpoints.path().join("latest/model.bpk");
+    let bytes = std::fs::read(&model_file).unwrap();
+    std::fs::write(&model_file, &bytes[..bytes.len() / 2]).unwrap();
+    let after_cut = run(&saving);
+    assert_eq!(
+        resumed_from(&after_cut),
+        Some(steps_per_epoch),
+        "{after_cut:?}"
+    );
+    assert_eq!(losses(&after_cut), all_losses[steps_per_epoch..]);
+    assert!(matches!(after_cut.last(), Some(Event::Finished { .. })));
+
+    // Both checkpoints unreadable (garbage progress files): the run starts afresh and
+    // still finishes, rather than failing.
+    for name in ["latest", "previous"] {
+        std::fs::write(
+            checkpoints.path().join(name).join("progress.json"),
+            "{\"ste",
+        )
+        .unwrap();
+    }
+    let afresh = run(&saving);
+    assert_eq!(resumed_from(&afresh), None);
+    assert_eq!(losses(&afresh), all_losses);
+    assert!(matches!(afresh.last(), Some(Event::Finished { .. })));
+}
+
+#[test]
 fn keep_best_finishes_with_the_best_validated_model_and_resumes_with_it() {
     let data = tiny_sst2();
     let mut keeping = config(data.path());

@@ -200,16 +200,14 @@ async fn server_fn_error_status(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// An [`AppError`] as a plain-text response with its status (and `Retry-After` for 429).
+/// An [`AppError`] as a plain-text response with its status (and `Retry-After` for 429
+/// and 503).
 fn error_response(error: AppError) -> Response {
     let mut response = (error.status(), error.to_string()).into_response();
-    if let AppError::Busy {
-        retry_after_secs, ..
-    } = &error
-    {
+    if let Some(secs) = error.retry_after_secs() {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }

@@ -188,20 +188,34 @@ impl<'a> Run<'a> {
         );
 
         let saved = match &config.checkpoint_dir {
-            Some(root) => {
-                checkpoint::find(root, config.resume_at_most).map_err(TrainError::Checkpoint)?
-            }
-            None => None,
+            Some(root) => checkpoint::candidates(root, config.resume_at_most),
+            None => Vec::new(),
         };
-        // A resumed run keeps the optimizer its checkpoint's state belongs to.
-        let flat = saved
-            .as_ref()
-            .map_or(flat, |saved| saved.flat_optimizer_file().is_file());
-        let optimizer = RunOptimizer::new(flat)?;
         let resume_key = config.resume_key();
-        let (model, optimizer, resumed) = match saved {
-            Some(saved) => resume(&saved, &resume_key, config.keep_best, model, optimizer)?,
-            None => (model, optimizer, Resumed::default()),
+        let mut restored = None;
+        for saved in &saved {
+            // A resumed run keeps the optimizer its checkpoint's state belongs to.
+            let optimizer = RunOptimizer::new(saved.flat_optimizer_file().is_file())?;
+            match resume(
+                saved,
+                &resume_key,
+                config.keep_best,
+                model.clone(),
+                optimizer,
+            ) {
+                Ok(state) => {
+                    restored = Some(state);
+                    break;
+                }
+                Err(Resume::OtherRun(error)) => return Err(error),
+                Err(Resume::Damaged(error)) => {
+                    tracing::warn!(%error, "a damaged checkpoint; trying the one before it");
+                }
+            }
+        }
+        let (model, optimizer, resumed) = match restored {
+            Some(state) => state,
+            None => (model, RunOptimizer::new(flat)?, Resumed::default()),
         };
 
         let resumed_from_step = (resumed.step > 0).then_some(resumed.step);
@@ -549,6 +563,14 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Why a checkpoint did not resume the run.
+enum Resume {
+    /// It belongs to a run with other settings: the run stops and says so.
+    OtherRun(TrainError),
+    /// One of its files does not load: the checkpoint before it is tried.
+    Damaged(String),
+}
+
 /// Restores `model` and `optimizer` from the checkpoint `saved`, which must have been
 /// written by the run of `key`, with where the run stood and, when it keeps its best
 /// (`keep_best`), the kept model.
@@ -558,23 +580,20 @@ fn resume(
     keep_best: bool,
     model: SequenceClassifier,
     optimizer: RunOptimizer,
-) -> Result<(SequenceClassifier, RunOptimizer, Resumed), TrainError> {
+) -> Result<(SequenceClassifier, RunOptimizer, Resumed), Resume> {
     if !saved.progress.settings.is_for(key) {
-        return Err(TrainError::Checkpoint(format!(
+        return Err(Resume::OtherRun(TrainError::Checkpoint(format!(
             "the checkpoint in {} belongs to a run with other settings; remove it to start afresh",
             saved.dir.display()
-        )));
+        ))));
     }
-    let model =
-        checkpoint::load_model(model, &saved.model_file()).map_err(TrainError::Checkpoint)?;
-    let optimizer = optimizer
-        .load(saved, &model)
-        .map_err(TrainError::Checkpoint)?;
+    let model = checkpoint::load_model(model, &saved.model_file()).map_err(Resume::Damaged)?;
+    let optimizer = optimizer.load(saved, &model).map_err(Resume::Damaged)?;
     let step = saved.progress.step;
     let mut best = None;
     if let Some(evaluation) = saved.progress.best.filter(|_| keep_best) {
         let kept = checkpoint::load_model(model.clone(), &saved.best_model_file())
-            .map_err(TrainError::Checkpoint)?;
+            .map_err(Resume::Damaged)?;
         best = Some(KeptModel {
             evaluation,
             model: kept.valid(),

@@ -1,0 +1,184 @@
+//! Faults a class machine meets, from outside against the real binary: PostgreSQL dropping
+//! every connection in the middle of a run (what a restart does to the server), the SQLite
+//! file locked by another program, and a finished run's model damaged on disk. A run keeps
+//! every event and finishes; a request that cannot be served gets a clear message and a
+//! status that says to retry, never a 500. (A damaged checkpoint is the trainer's own test:
+//! `a_damaged_checkpoint_resumes_from_the_one_before_it`.)
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::training::*;
+use support::*;
+
+/// These tests train; each trains alone, so that its fault lands while its run is training.
+static CPU: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until run `run_id` has stored at least `steps` step events.
+async fn wait_for_stored_steps(pool: &sqlx::AnyPool, run_id: i64, steps: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM run_events WHERE run_id = $1 AND kind = 'step'",
+        )
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if stored >= steps {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} stored no {steps} steps in 2 min"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks that a finished run's stream holds every sequence number and every step once.
+async fn assert_whole_history(client: &reqwest::Client, server: &Server, run_id: i64) {
+    let done = wait_for_end(client, server, run_id, Duration::from_secs(180)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let (ids, events) = read_events(client, server, run_id, None).await;
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "no gap in the sequence"
+    );
+    let planned = events[0]["steps_planned"].as_u64().unwrap();
+    assert_eq!(
+        steps(&events),
+        (1..=planned).collect::<Vec<_>>(),
+        "every step once: no gap, no duplicate"
+    );
+}
+
+#[tokio::test]
+async fn a_run_keeps_every_event_when_postgres_drops_every_connection() {
+    let _cpu = CPU.lock().await;
+    let database = PostgresDatabase::create().await;
+    let temp = tempfile::tempdir().unwrap();
+    let env = training_env(temp.path(), Some(&database));
+    let class = classroom(&temp.path().join("data"), &env).await;
+    let server = &class.server;
+    let run_id = submit(&class.red, server, &[("epochs", "8")]).await;
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&database.url).await.unwrap();
+    wait_for_stored_steps(&admin, run_id, 3).await;
+    // What a PostgreSQL restart does to the server: every connection it holds is cut,
+    // three times over a second, while the run is storing its steps.
+    for _ in 0..3 {
+        let cut: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        assert!(!cut.is_empty(), "the server held connections");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Pages keep working once the pool has reconnected.
+    let health = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_whole_history(&class.red, server, run_id).await;
+    admin.close().await;
+}
+
+#[tokio::test]
+async fn a_locked_sqlite_file_gets_a_retry_message_and_the_run_loses_nothing() {
+    let _cpu = CPU.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let env = training_env(temp.path(), None);
+    let data_dir = temp.path().join("data");
+    let class = classroom(&data_dir, &env).await;
+    let server = &class.server;
+    let run_id = submit(&class.red, server, &[("epochs", "8")]).await;
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", data_dir.join("jigsaw-lab.db").display());
+    let other_program = sqlx::AnyPool::connect(&url).await.unwrap();
+    wait_for_stored_steps(&other_program, run_id, 3).await;
+
+    // Another program takes the write lock for 8 s (the server waits 5 s for it).
+    let mut lock = other_program.acquire().await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let locked_at = Instant::now();
+    // Reading still works; a write waits, then says to retry, and changes nothing.
+    let run = ok(
+        &class.red,
+        server,
+        "run",
+        &[("run_id", &run_id.to_string())],
+    )
+    .await;
+    assert_eq!(run["status"], "running", "{run}");
+    let url = server.url("/api/set-phase");
+    let response = class
+        .teacher
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("class_id", &class.class_id.to_string()),
+            ("phase", "quiz"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let message = response.text().await.unwrap();
+    assert!(message.contains("Try again in a few seconds"), "{message}");
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(locked_at.elapsed())).await;
+    sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    other_program.close().await;
+
+    let phase = ok(
+        &class.teacher,
+        server,
+        "set-phase",
+        &[("class_id", &class.class_id.to_string()), ("phase", "quiz")],
+    )
+    .await;
+    assert!(phase.is_null(), "{phase}");
+    assert_whole_history(&class.red, server, run_id).await;
+}
+
+#[tokio::test]
+async fn a_damaged_model_file_gets_a_clear_message() {
+    let _cpu = CPU.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let env = training_env(temp.path(), None);
+    let data_dir = temp.path().join("data");
+    let class = classroom(&data_dir, &env).await;
+    let server = &class.server;
+    let run_id = submit(&class.red, server, &[("epochs", "2")]).await;
+    let done = wait_for_end(&class.red, server, run_id, Duration::from_secs(180)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    // The weights cut in half, as a full disk or a crash during a copy leaves them.
+    let weights = data_dir.join(format!("runs/{run_id}/model/model.safetensors"));
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let run = run_id.to_string();
+    let sentence = [("run_id", run.as_str()), ("text", "a charming film")];
+    let message = refused(
+        &class.red,
+        server,
+        "try-model",
+        &sentence,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert!(message.contains("cannot be read"), "{message}");
+    // The team's attention maps fall on the same model and say the same.
+    let (status, body) = call(&class.red, server, "team-attention", &[("text", "good")]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // Everything else goes on.
+    let health = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
