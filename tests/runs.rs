@@ -194,6 +194,37 @@ async fn run_to_the_leaderboard(database: Option<&PostgresDatabase>) {
     let teacher_example = ok(&class.teacher, server, "overfitting-curves", &[]).await;
     assert_eq!(teacher_example["run_id"], run_id);
 
+    // The run was estimated when it was queued and timed when it finished; the instructor
+    // sees both side by side.
+    let admin = ok(
+        &class.teacher,
+        server,
+        "class-admin",
+        &[("class_id", &class.class_id.to_string())],
+    )
+    .await;
+    let check = admin["estimates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["run_id"] == run_id)
+        .unwrap_or_else(|| panic!("the finished run's estimate is checked: {admin}"));
+    assert!(
+        check["estimated_seconds"].as_f64().unwrap() > 0.0,
+        "{check}"
+    );
+    assert!(check["trained_seconds"].as_f64().unwrap() > 0.0, "{check}");
+    // The form opens on settings sized to the class's time per run: this small data set
+    // fits the full defaults.
+    let form = ok(&class.red, server, "run-form", &[]).await;
+    assert_eq!(form["suggested"]["epochs"], "2", "{form}");
+    assert_eq!(form["suggested"]["train_subset"], "", "{form}");
+    assert!(!form["over_budget"].as_bool().unwrap(), "{form}");
+    assert!(
+        form["machine"]["train_examples"].as_u64().unwrap() > 0,
+        "{form}"
+    );
+
     // "Try your model" runs the fine-tuned model; the download is an HF directory.
     let reading = ok(
         &class.red,

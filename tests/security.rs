@@ -474,6 +474,57 @@ async fn a_crowd_on_the_attention_viewer_is_queued_then_told_to_wait() {
 }
 
 #[tokio::test]
+async fn one_student_cannot_fill_the_model_line_for_the_class() {
+    let server = Server::start();
+    let teacher = signed_in_instructor(&server, "teacher").await;
+    let (_class_id, code, teams) = class_with_teams(&teacher, &server).await;
+    let ana = joined_student(&server, &code, "Ana", teams[0]).await;
+    let ben = joined_student(&server, &code, "Ben", teams[1]).await;
+    let sentence = "the film is a charming , funny and sad story . ".repeat(12);
+    let body = format!("text={}", urlencode(&sentence[..500]));
+    let url = server.url("/api/attention");
+    // Ana sends six long sentences at once; Ben sends one at the same moment.
+    let burst = (0..7).map(|i| {
+        let client = if i == 6 { ben.clone() } else { ana.clone() };
+        let (url, body) = (url.clone(), body.clone());
+        async move {
+            let response = client
+                .post(url)
+                .header(CONTENT_TYPE, FORM)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (i, response.status(), response.text().await.unwrap())
+        }
+    });
+    let answers = all_at_once(burst).await;
+    let ana_answered = answers
+        .iter()
+        .filter(|(i, status, _)| *i < 6 && *status == StatusCode::OK)
+        .count();
+    let ana_told: Vec<&String> = answers
+        .iter()
+        .filter(|(i, status, _)| *i < 6 && *status == StatusCode::TOO_MANY_REQUESTS)
+        .map(|(_, _, body)| body)
+        .collect();
+    assert!(ana_answered >= 1, "{answers:?}");
+    assert_eq!(ana_answered + ana_told.len(), 6, "only 200 or 429");
+    assert!(
+        !ana_told.is_empty(),
+        "six at once from one student were all read"
+    );
+    assert!(
+        ana_told
+            .iter()
+            .all(|body| body.contains("You already have 2 sentences")),
+        "{ana_told:?}"
+    );
+    let (_, ben_status, ben_body) = &answers[6];
+    assert_eq!(*ben_status, StatusCode::OK, "{ben_body}");
+}
+
+#[tokio::test]
 async fn live_streams_are_capped_per_student() {
     let server = Server::start();
     let teacher = signed_in_instructor(&server, "teacher").await;

@@ -65,6 +65,8 @@ pub struct ClassAdmin {
     /// The quiz standings per team (named `leaderboard` on the wire).
     #[serde(rename = "leaderboard")]
     pub standings: Vec<TeamScore>,
+    /// The class's latest finished runs: how long each was estimated to take and took.
+    pub estimates: Vec<crate::runs::timing::EstimateCheck>,
 }
 
 /// A lesson on a student's class page.
@@ -202,6 +204,7 @@ pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
         teams,
         topics: ssr::topics(),
         standings: crate::quiz::ssr::standings(&pool, class_id).await?,
+        estimates: crate::runs::timing::estimate_checks(&pool, class_id, 10).await?,
     })
 }
 

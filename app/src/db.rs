@@ -31,6 +31,14 @@ pub fn pool() -> Result<DbPool, AppError> {
     AppError::from_context("database pool")
 }
 
+/// Whether `pool` is PostgreSQL (else SQLite).
+pub fn is_postgres(pool: &DbPool) -> bool {
+    pool.connect_options()
+        .database_url
+        .scheme()
+        .starts_with("postgres")
+}
+
 /// `time` in the database's timestamp format, UTC `YYYY-MM-DD HH:MM:SS`: SQLite's
 /// `CURRENT_TIMESTAMP` text (the SQLite column defaults) and the Postgres column defaults'.
 /// It sorts as text, and a date `YYYY-MM-DD` compares as that day's first second.

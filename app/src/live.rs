@@ -60,31 +60,151 @@ pub mod ssr {
     /// A change to a class that its open pages should show.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct ClassChanged {
-        /// The class that changed.
-        pub class_id: i64,
+        /// The class that changed; `None` for every class (after this node's database
+        /// listener reconnected and may have missed a change).
+        pub class_id: Option<i64>,
     }
 
-    /// The broadcast channel for class changes; the server streams it to browsers.
+    /// The broadcast channel for class changes, which the server streams to browsers, and
+    /// the notifier that tells the other nodes.
     #[derive(Debug, Clone)]
-    pub struct ClassEvents(pub broadcast::Sender<ClassChanged>);
+    pub struct ClassEvents(pub broadcast::Sender<ClassChanged>, pub Notifier);
 
     impl ClassEvents {
-        /// A channel with room for a burst of changes per slow listener.
-        pub fn new() -> Self {
-            Self(broadcast::channel(256).0)
+        /// A channel with room for a burst of changes per slow listener; `notifier` passes
+        /// each change on to the other nodes.
+        pub fn new(notifier: Notifier) -> Self {
+            Self(broadcast::channel(256).0, notifier)
         }
     }
 
-    impl Default for ClassEvents {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    /// Tells every open page of `class_id` to refresh (no listeners is fine).
+    /// Tells every open page of `class_id` to refresh, on this node and every other
+    /// (no listeners is fine).
     pub fn announce(class_id: i64) {
         if let Some(events) = leptos::prelude::use_context::<ClassEvents>() {
-            let _ = events.0.send(ClassChanged { class_id });
+            let _ = events.0.send(ClassChanged {
+                class_id: Some(class_id),
+            });
+            events.1.notify(Notice::Class(class_id));
+        }
+    }
+
+    /// The PostgreSQL channel nodes tell each other about changes on.
+    pub const CHANNEL: &str = "jigsaw_lab";
+
+    /// A change another node must pass on to its open pages. Notices carry ids only; the
+    /// pages read what changed from the database.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Notice {
+        /// Class `0` changed.
+        Class(i64),
+        /// Run `0` stored its event number `1`.
+        RunEvent(i64, i64),
+        /// Run `0` changed status (or was asked to stop).
+        RunStatus(i64),
+    }
+
+    impl Notice {
+        /// The notice from the node `origin` as the payload of a PostgreSQL notification.
+        pub fn to_payload(self, origin: &str) -> String {
+            match self {
+                Notice::Class(id) => format!("{origin} class {id}"),
+                Notice::RunEvent(id, seq) => format!("{origin} run-event {id} {seq}"),
+                Notice::RunStatus(id) => format!("{origin} run-status {id}"),
+            }
+        }
+
+        /// Reads a notification's payload: the node it came from and the notice; `None`
+        /// for anything else.
+        pub fn parse(payload: &str) -> Option<(&str, Self)> {
+            let mut words = payload.split(' ');
+            let origin = words.next()?;
+            let kind = words.next()?;
+            let mut number = || words.next()?.parse::<i64>().ok();
+            let notice = match kind {
+                "class" => Notice::Class(number()?),
+                "run-event" => Notice::RunEvent(number()?, number()?),
+                "run-status" => Notice::RunStatus(number()?),
+                _ => return None,
+            };
+            words.next().is_none().then_some((origin, notice))
+        }
+    }
+
+    /// Tells the other nodes about changes through PostgreSQL's NOTIFY. On SQLite (one
+    /// machine, one node) it does nothing: the in-process broadcasts reach every page.
+    #[derive(Debug, Clone)]
+    pub struct Notifier {
+        /// The shared database, when it is PostgreSQL.
+        pool: Option<crate::db::DbPool>,
+        /// This node's name in its notices, so that it skips its own.
+        origin: String,
+    }
+
+    impl Notifier {
+        /// A notifier over `pool`, active when the pool is PostgreSQL.
+        pub fn new(pool: &crate::db::DbPool) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            Self {
+                pool: crate::db::is_postgres(pool).then(|| pool.clone()),
+                origin: format!("{:x}-{nanos:x}", std::process::id()),
+            }
+        }
+
+        /// This node's name in its notices.
+        pub fn origin(&self) -> &str {
+            &self.origin
+        }
+
+        /// Sends `notice` to every node (this one included), in the background. A notice
+        /// that cannot be sent is logged; the pages on other nodes then catch up when their
+        /// stream reconnects.
+        pub fn notify(&self, notice: Notice) {
+            let Some(pool) = self.pool.clone() else {
+                return;
+            };
+            let payload = notice.to_payload(&self.origin);
+            tokio::spawn(async move {
+                let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(payload)
+                    .execute(&pool)
+                    .await;
+                if let Err(error) = sent {
+                    tracing::warn!(%error, ?notice, "could not notify the other nodes");
+                }
+            });
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::Notice;
+
+        #[test]
+        fn notices_travel_as_short_text() {
+            for notice in [
+                Notice::Class(3),
+                Notice::RunEvent(7, 120),
+                Notice::RunStatus(9),
+            ] {
+                assert_eq!(
+                    Notice::parse(&notice.to_payload("a1-b2")),
+                    Some(("a1-b2", notice))
+                );
+            }
+            for bad in [
+                "",
+                "n class",
+                "n class x",
+                "n run-event 1",
+                "n run-status 1 2",
+                "n other 1",
+            ] {
+                assert_eq!(Notice::parse(bad), None, "{bad}");
+            }
         }
     }
 }

@@ -43,6 +43,7 @@ pub fn labelled(probabilities: Vec<f32>) -> Vec<(String, f32)> {
 mod service {
     use super::VIEWER_MAX_TOKENS;
     use crate::error::AppError;
+    use std::collections::HashMap;
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -52,6 +53,47 @@ mod service {
     /// Model readings (widgets, "try your model") that may be running or waiting at once,
     /// across the whole server; one more is answered 429 at once instead of piling up.
     pub const MODEL_REQUESTS_AT_ONCE: usize = 8;
+    /// Readings one signed-in visitor (a student or an instructor, by session) may have
+    /// running or waiting at once, so that one cannot fill the line for the whole class.
+    /// Visitors without a session share only the server-wide line: a class behind one
+    /// address must not share two places.
+    pub const MODEL_REQUESTS_PER_SESSION: usize = 2;
+
+    /// A place in the line of model readings, given back when dropped.
+    struct Place {
+        _permit: OwnedSemaphorePermit,
+        _share: Option<SessionShare>,
+    }
+
+    /// Readings running or waiting per session.
+    type SessionCounts = Arc<Mutex<HashMap<String, usize>>>;
+
+    /// One reading counted against a session, uncounted when dropped.
+    struct SessionShare {
+        session: String,
+        counts: SessionCounts,
+    }
+
+    impl Drop for SessionShare {
+        fn drop(&mut self) {
+            if let Ok(mut counts) = self.counts.lock()
+                && let Some(count) = counts.get_mut(&self.session)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&self.session);
+                }
+            }
+        }
+    }
+
+    /// The request's session id, when it has a session.
+    async fn session_id() -> Option<String> {
+        let session = leptos_axum::extract::<tower_sessions::Session>()
+            .await
+            .ok()?;
+        session.id().map(|id| id.to_string())
+    }
     use trainer::model::EncoderConfig;
 
     /// The models the pages read. Cheap to clone; clones share the loaded models.
@@ -64,6 +106,8 @@ mod service {
         trained: Arc<Mutex<Option<(i64, Predictor)>>>,
         /// One permit per reading running or waiting.
         requests: Arc<Semaphore>,
+        /// Readings running or waiting per session.
+        per_session: SessionCounts,
     }
 
     impl std::fmt::Debug for ModelService {
@@ -84,16 +128,47 @@ mod service {
                 default_name: name,
                 trained: Arc::new(Mutex::new(None)),
                 requests: Arc::new(Semaphore::new(MODEL_REQUESTS_AT_ONCE)),
+                per_session: Arc::default(),
             }
         }
 
-        /// A place in the line of model readings, or the 429 that says it is full.
-        fn place_in_line(&self) -> Result<OwnedSemaphorePermit, AppError> {
-            self.requests.clone().try_acquire_owned().map_err(|_| {
+        /// A place in the line of model readings, or the 429 that says the caller's own
+        /// share or the whole line is full.
+        async fn place_in_line(&self) -> Result<Place, AppError> {
+            let share = match session_id().await {
+                Some(session) => {
+                    let mut counts = self
+                        .per_session
+                        .lock()
+                        .map_err(|_| AppError::internal("the reading counts' lock is poisoned"))?;
+                    let count = counts.entry(session.clone()).or_insert(0);
+                    if *count >= MODEL_REQUESTS_PER_SESSION {
+                        return Err(AppError::busy(
+                            format!(
+                                "You already have {MODEL_REQUESTS_PER_SESSION} sentences being \
+                                 read; each waits for the one before. Try again in 2 s."
+                            ),
+                            Duration::from_secs(2),
+                        ));
+                    }
+                    *count += 1;
+                    Some(SessionShare {
+                        session,
+                        counts: self.per_session.clone(),
+                    })
+                }
+                None => None,
+            };
+            // A refusal here drops `share`, which gives the session's place back.
+            let permit = self.requests.clone().try_acquire_owned().map_err(|_| {
                 AppError::busy(
                     "The model is busy with other students' sentences. Try again in 2 s.",
                     Duration::from_secs(2),
                 )
+            })?;
+            Ok(Place {
+                _permit: permit,
+                _share: share,
             })
         }
 
@@ -113,7 +188,7 @@ mod service {
             read: impl FnOnce(&Predictor) -> Result<T, AppError> + Send + 'static,
         ) -> Result<T, AppError> {
             let default = self.default.clone();
-            let place = self.place_in_line()?;
+            let place = self.place_in_line().await?;
             tokio::task::spawn_blocking(move || {
                 let _place = place;
                 let predictor = default
@@ -134,7 +209,7 @@ mod service {
             read: impl FnOnce(&Predictor) -> Result<T, AppError> + Send + 'static,
         ) -> Result<T, AppError> {
             let trained = self.trained.clone();
-            let place = self.place_in_line()?;
+            let place = self.place_in_line().await?;
             tokio::task::spawn_blocking(move || {
                 let _place = place;
                 let mut loaded = trained

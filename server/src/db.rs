@@ -97,7 +97,7 @@ async fn prepare_sqlite_file(url: &str) -> Result<(), sqlx::Error> {
 }
 
 /// Hides a password in a database URL before it is printed.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***{}", &url[..scheme], &url[at..])
@@ -151,7 +151,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&SQLITE_MIGRATOR), names(&POSTGRES_MIGRATOR));
-        assert_eq!(SQLITE_MIGRATOR.iter().count(), 8);
+        assert_eq!(SQLITE_MIGRATOR.iter().count(), 9);
     }
 
     #[tokio::test]

@@ -1,11 +1,13 @@
 //! The `jigsaw-lab` server: configuration, database, HTTP routes and process lifecycle.
-//! The binary in `main.rs` is a thin command-line wrapper around [`serve`].
+//! The binary in `main.rs` is a thin command-line wrapper around [`serve`] (a web node,
+//! training too unless it has no training slots) and [`work`] (a worker node).
 
 pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod notices;
 pub mod sessions;
 pub mod worker;
 
@@ -14,12 +16,6 @@ use leptos::config::LeptosOptions;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Rough training speed of all-MiniLM-L6-v2 on a 2-core CPU (docs/benchmarks.md), for the
-/// run form's duration estimate.
-const CPU_EXAMPLES_PER_SECOND: f64 = 16.0;
-/// Rough training speed of all-MiniLM-L6-v2 on a data-centre GPU (prototype on an H200, seq
-/// 128; see the GPU issue), for the run form's duration estimate.
-const GPU_EXAMPLES_PER_SECOND: f64 = 900.0;
 /// How long shutdown waits for a run in progress to stop.
 const WORKER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -78,37 +74,24 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         .site_addr(address)
         .build();
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
-    let run_env = app::runs::environment::RunEnvironment {
-        models_dir: config.models_dir.clone(),
-        max_queued_per_team: config.max_queued_per_team,
-        max_runs_per_day: config.max_runs_per_day,
-        train_examples: count_train_examples(&config),
-        device: device.description(),
-        examples_per_second: match device.kind() {
-            trainer::device::BackendKind::Cpu => CPU_EXAMPLES_PER_SECOND,
-            trainer::device::BackendKind::Gpu => GPU_EXAMPLES_PER_SECOND,
-        },
-        wake: Arc::new(tokio::sync::Notify::new()),
-        // Room for several seconds of a fast run's events (a small model emits a thousand
-        // steps a second); a run page that still falls behind catches up from the database.
-        events: tokio::sync::broadcast::channel(16_384).0,
-        runs_dir: config.data_dir.join("runs"),
-    };
-    // One worker per training slot, each claiming and training runs on its own.
-    let workers: Vec<_> = (1..=config.training_slots)
-        .map(|slot| {
-            let worker = worker::Worker {
-                pool: pool.clone(),
-                env: run_env.clone(),
-                device: device.clone(),
-                sst2_dir: config.sst2_dir.clone(),
-                runs_dir: run_env.runs_dir.clone(),
-                validation_size: config.validation_size,
-                owner: format!("{}-{}-{slot}", std::process::id(), address.port()),
-            };
-            tokio::spawn(worker.run(shutdown_receiver.clone()))
-        })
-        .collect();
+    let run_env = run_environment(&config, &device, &pool);
+    let class_events = app::live::ssr::ClassEvents::new(run_env.notifier.clone());
+    let listener_task = notices::listen_if_shared(
+        &config,
+        &pool,
+        &run_env,
+        &class_events,
+        shutdown_receiver.clone(),
+    );
+    let owner = format!("{}-{}", std::process::id(), address.port());
+    let workers = spawn_workers(
+        &config,
+        &device,
+        &pool,
+        &run_env,
+        &owner,
+        &shutdown_receiver,
+    );
     let state = http::AppState {
         leptos_options,
         pool: pool.clone(),
@@ -122,7 +105,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             predictor,
             model_config,
         ),
-        class_events: app::live::ssr::ClassEvents::new(),
+        class_events,
         throttles: app::throttle::Throttles::default(),
         secure_cookies: config.secure_cookies,
         shutdown: shutdown_receiver,
@@ -135,6 +118,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         tracing::warn!("{warning}");
     }
     tracing::info!(%address, "Jigsaw Lab is serving");
+    println!("{}", role_line(&config, &device, false));
     println!("Jigsaw Lab listening on http://{address}");
     http::listener::serve(listener, http::router(state), async move {
         shutdown_signal().await;
@@ -142,7 +126,144 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         let _ = shutdown_sender.send(true);
     })
     .await;
-    // Runs in progress stop at their next step and go back to the queue.
+    stop_workers(workers, listener_task).await;
+    pool.close().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `jigsaw-lab worker`: a node that trains runs queued in a shared PostgreSQL database and
+/// serves no pages, until SIGTERM or Ctrl-C. Its live events reach the web nodes' pages
+/// through the database ([`notices`]).
+pub async fn work(config: Config) -> Result<(), ConfigError> {
+    if !config.database_url.starts_with("postgres") {
+        return Err(ConfigError::new(
+            "JIGSAW_DATABASE_URL",
+            "a worker node trains the runs that web nodes queue in a shared PostgreSQL \
+             database, but this is SQLite, which lives on one machine: set \
+             JIGSAW_DATABASE_URL=postgres://…, or run `jigsaw-lab serve`, which trains too"
+                .to_string(),
+        ));
+    }
+    if config.training_slots == 0 {
+        return Err(ConfigError::new(
+            "JIGSAW_TRAINING_SLOTS",
+            "a worker node needs at least one training slot".to_string(),
+        ));
+    }
+    let warnings = config.preflight()?;
+    let device = config
+        .open_device(config.device)
+        .map_err(|e| ConfigError::new("JIGSAW_DEVICE", e.to_string()))?;
+    let pool = db::connect_and_migrate(&config.database_url).await?;
+    let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
+    let run_env = run_environment(&config, &device, &pool);
+    let class_events = app::live::ssr::ClassEvents::new(run_env.notifier.clone());
+    let listener_task = notices::listen_if_shared(
+        &config,
+        &pool,
+        &run_env,
+        &class_events,
+        shutdown_receiver.clone(),
+    );
+    let owner = format!("{}-worker", std::process::id());
+    let workers = spawn_workers(
+        &config,
+        &device,
+        &pool,
+        &run_env,
+        &owner,
+        &shutdown_receiver,
+    );
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    println!("{}", role_line(&config, &device, true));
+    shutdown_signal().await;
+    let _ = shutdown_sender.send(true);
+    stop_workers(workers, listener_task).await;
+    pool.close().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The start-up line that says what this node does and which database it uses.
+fn role_line(config: &Config, device: &trainer::device::ComputeDevice, worker: bool) -> String {
+    let database = db::redact(&config.database_url);
+    match (config.training_slots, worker) {
+        (slots, true) => format!(
+            "Jigsaw Lab worker node: trains up to {slots} run(s) at once on {}, no web pages; database {database}",
+            device.description()
+        ),
+        (0, _) => format!(
+            "Jigsaw Lab web node: serves pages and queues runs for the worker nodes, trains none; database {database}"
+        ),
+        (slots, _) => format!(
+            "Jigsaw Lab web and training node: serves pages and trains up to {slots} run(s) at once on {}; database {database}",
+            device.description()
+        ),
+    }
+}
+
+/// What the run server functions and the workers share on this node.
+fn run_environment(
+    config: &Config,
+    device: &trainer::device::ComputeDevice,
+    pool: &app::db::DbPool,
+) -> app::runs::environment::RunEnvironment {
+    app::runs::environment::RunEnvironment {
+        models_dir: config.models_dir.clone(),
+        max_queued_per_team: config.max_queued_per_team,
+        max_runs_per_day: config.max_runs_per_day,
+        train_examples: count_train_examples(config),
+        validation_size: config.validation_size,
+        training_slots: config.training_slots,
+        device: device.description(),
+        examples_per_second: match device.kind() {
+            trainer::device::BackendKind::Cpu => run_protocol::estimate::CPU_EXAMPLES_PER_SECOND,
+            trainer::device::BackendKind::Gpu => run_protocol::estimate::GPU_EXAMPLES_PER_SECOND,
+        },
+        wake: Arc::new(tokio::sync::Notify::new()),
+        // Room for several seconds of a fast run's events (a small model emits a thousand
+        // steps a second); a run page that still falls behind catches up from the database.
+        events: tokio::sync::broadcast::channel(16_384).0,
+        runs_dir: config.data_dir.join("runs"),
+        notifier: app::live::ssr::Notifier::new(pool),
+    }
+}
+
+/// One worker per training slot, each claiming and training runs on its own; `owner`
+/// names this node in the runs' leases.
+fn spawn_workers(
+    config: &Config,
+    device: &trainer::device::ComputeDevice,
+    pool: &app::db::DbPool,
+    run_env: &app::runs::environment::RunEnvironment,
+    owner: &str,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (1..=config.training_slots)
+        .map(|slot| {
+            let worker = worker::Worker {
+                pool: pool.clone(),
+                env: run_env.clone(),
+                device: device.clone(),
+                sst2_dir: config.sst2_dir.clone(),
+                runs_dir: run_env.runs_dir.clone(),
+                validation_size: config.validation_size,
+                owner: format!("{owner}-{slot}"),
+            };
+            tokio::spawn(worker.run(shutdown.clone()))
+        })
+        .collect()
+}
+
+/// Waits for the workers' runs to stop at their next step and go back to the queue, and
+/// for the database listener to end.
+async fn stop_workers(
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+) {
     if tokio::time::timeout(WORKER_STOP_WAIT, futures_util::future::join_all(workers))
         .await
         .is_err()
@@ -151,9 +272,9 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             "a run in progress did not stop in time; it resumes from its checkpoint at the next start"
         );
     }
-    pool.close().await;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

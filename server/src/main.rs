@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 /// Runs the command the command line names; serving when it names none.
 fn main() -> ExitCode {
     match Cli::from_command_line().command {
-        None | Some(Command::Serve) => serve(),
+        None | Some(Command::Serve) => run_node(|config| Box::pin(server::serve(config))),
+        Some(Command::Worker) => run_node(|config| Box::pin(server::work(config))),
         Some(Command::Train(args)) => command("train", |config| args.run(config)),
         Some(Command::Predict(args)) => command("predict", |config| args.run(config)),
         Some(Command::Inspect(args)) => command("inspect", |config| args.run(config)),
@@ -22,8 +23,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// `jigsaw-lab serve`: serves until SIGTERM or Ctrl-C; status 2 when a setting is bad.
-fn serve() -> ExitCode {
+/// A node's future: `serve` or `work`.
+type Node =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), server::config::ConfigError>>>>;
+
+/// `jigsaw-lab serve` or `worker`: runs the node until SIGTERM or Ctrl-C; status 2 when a
+/// setting is bad.
+fn run_node(node: impl FnOnce(Config) -> Node) -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => return fail(error),
@@ -36,7 +42,7 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::serve(config)) {
+    match runtime.block_on(node(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(error),
     }

@@ -11,9 +11,10 @@
 
 use app::db::DbPool;
 use app::runs::RunStatus;
-use app::runs::environment::{RunEnvironment, RunUpdate};
+use app::runs::environment::{RunChange, RunEnvironment, RunUpdate};
 use app::runs::event_log::EventLog;
-use app::runs::queue::{ClaimedRun, RunEnding, RunQueue};
+use app::runs::queue::{ClaimedRun, MeasuredTiming, RunEnding, RunQueue};
+use run_protocol::estimate::{VALIDATE_EVERY, Workload};
 use run_protocol::{EvalSplit, Event, EventKind};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -25,11 +26,6 @@ use trainer::train::{CancelToken, TrainConfig};
 
 /// The sentence every run's attention is shown for, before and after fine-tuning.
 pub const FIXED_PROBE: &str = "the movie was not good .";
-
-/// Steps between validation evaluations of a run, besides each epoch's end: five points
-/// per epoch of full SST-2 at batch 32 for the validation curve, and the candidates a run
-/// keeps its best model from (the setting measured in docs/benchmarks.md).
-pub const VALIDATE_EVERY: usize = 400;
 
 /// How long a claim holds without a heartbeat.
 const LEASE: Duration = Duration::from_secs(15);
@@ -183,10 +179,12 @@ impl Worker {
         let mut updates = self.env.events.subscribe();
         let mut interrupted = false;
         let mut outcome: Option<RunEnding> = None;
+        let mut timing = TimingNotes::default();
         loop {
             tokio::select! {
                 event = receiver.recv() => {
                     let Some(event) = event else { break };
+                    timing.note(&event);
                     // The page draws the last layer's mean; the stored event holds just that.
                     let event = without_server_paths(event.summarized(), run.id);
                     if let Some(ending) = ending_of(&event) {
@@ -201,7 +199,8 @@ impl Worker {
                 }
                 update = updates.recv() => {
                     let ours = match update {
-                        Ok(RunUpdate { run_id, event: None }) => run_id == run.id,
+                        Ok(RunUpdate { run_id, change: RunChange::Status }) => run_id == run.id,
+                        Ok(RunUpdate { change: RunChange::Resync, .. }) => true,
                         Ok(_) => false,
                         Err(_) => true,
                     };
@@ -229,7 +228,10 @@ impl Worker {
         }
         let _ = training.await;
         let result = match outcome {
-            Some(ending) => self.finish(run.id, &ending).await,
+            Some(mut ending) => {
+                ending.timing = timing.measured(&run, self.validation_size, &self.env.device);
+                self.finish(run.id, &ending).await
+            }
             None if interrupted => self.release(run.id).await,
             None => {
                 let ending = RunEnding {
@@ -239,6 +241,7 @@ impl Worker {
                             .into(),
                     ),
                     accuracies: None,
+                    timing: None,
                 };
                 self.finish(run.id, &ending).await
             }
@@ -337,11 +340,75 @@ fn hide_paths(text: &str) -> String {
         .join(" ")
 }
 
+/// What a run's events say about its timing: its size when it started, and its time when
+/// it finished.
+#[derive(Debug, Default)]
+struct TimingNotes {
+    /// Parameters and training sentences, when it started from step 0 (a resumed run's
+    /// time covers only part of its work).
+    started_afresh: Option<(usize, usize)>,
+    /// Seconds it ran, and whether it stopped at the time limit, when it finished.
+    finished: Option<(f64, bool)>,
+}
+
+impl TimingNotes {
+    fn note(&mut self, event: &Event) {
+        match event {
+            Event::Started {
+                params_total,
+                train_examples,
+                resumed_from_step,
+                ..
+            } => {
+                self.started_afresh = resumed_from_step
+                    .is_none()
+                    .then_some((*params_total, *train_examples));
+            }
+            Event::Finished { metrics } => {
+                self.finished = Some((metrics.seconds, metrics.stopped_at_time_limit.is_some()));
+            }
+            _ => {}
+        }
+    }
+
+    /// The finished run's time, and the default model's speed it measured when it did its
+    /// whole plan in one go as full fine-tuning (LoRA steps cost less than full ones) of a
+    /// model of a realistic size.
+    fn measured(
+        &self,
+        run: &ClaimedRun,
+        validation: usize,
+        device: &str,
+    ) -> Option<MeasuredTiming> {
+        let (seconds, stopped_early) = self.finished?;
+        let s = &run.settings;
+        let reference_speed = self
+            .started_afresh
+            .filter(|(params, _)| {
+                // Tiny test models spend their time on fixed costs, not on their weights.
+                !stopped_early
+                    && s.lora_rank.is_none()
+                    && *params >= run_protocol::estimate::REFERENCE_PARAMS / 10
+            })
+            .and_then(|(params, examples)| {
+                let speed = Workload::of(examples, s.batch_size, s.epochs, validation)?
+                    .speed_from(seconds)?;
+                Some(run_protocol::estimate::reference_speed(speed, params))
+            });
+        Some(MeasuredTiming {
+            trained_seconds: seconds,
+            reference_speed,
+            device: device.to_string(),
+        })
+    }
+}
+
 fn ending_of(event: &Event) -> Option<RunEnding> {
     let ending = |status, message, accuracies| RunEnding {
         status,
         message,
         accuracies,
+        timing: None,
     };
     match event {
         Event::Finished { metrics } => {
@@ -476,10 +543,7 @@ impl History {
             &payload,
         )
         .await?;
-        let _ = env.events.send(RunUpdate {
-            run_id,
-            event: Some((self.next_seq, payload)),
-        });
+        env.publish_event(run_id, self.next_seq, payload);
         self.next_seq += 1;
         self.note(event);
         Ok(())

@@ -141,7 +141,17 @@ pub async fn read_events(
     run_id: i64,
     last_event_id: Option<i64>,
 ) -> (Vec<i64>, Vec<Value>) {
-    let mut request = client.get(server.url(&format!("/api/runs/{run_id}/events")));
+    let url = server.url(&format!("/api/runs/{run_id}/events"));
+    read_event_stream(client, url, last_event_id).await
+}
+
+/// Reads the run event stream at `url` until its final event: (ids, events).
+pub async fn read_event_stream(
+    client: &reqwest::Client,
+    url: String,
+    last_event_id: Option<i64>,
+) -> (Vec<i64>, Vec<Value>) {
+    let mut request = client.get(url);
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id.to_string());
     }

@@ -6,6 +6,7 @@ use super::ModelChoice;
 use super::queue::{RecentRuns, RunQueue};
 use crate::db::DbPool;
 use crate::error::AppError;
+use crate::live::ssr::{Notice, Notifier};
 use run_protocol::Method;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,16 +23,23 @@ pub struct RunEnvironment {
     pub max_runs_per_day: i64,
     /// SST-2 training sentences after the validation split, when the data is there.
     pub train_examples: Option<usize>,
+    /// Sentences carved out of SST-2 train for validation.
+    pub validation_size: usize,
     /// The compute device, described.
     pub device: String,
-    /// Rough training speed of the default model on this device.
+    /// Training speed of the default model typical of this device, until runs here have
+    /// measured it ([`super::timing::measured_speed`]).
     pub examples_per_second: f64,
+    /// Training slots: runs that train at once.
+    pub training_slots: usize,
     /// Wakes the worker when a run is queued.
     pub wake: Arc<Notify>,
     /// Every persisted run event and status change, for the live pages.
     pub events: broadcast::Sender<RunUpdate>,
     /// Where each run keeps its checkpoints and exported model.
     pub runs_dir: PathBuf,
+    /// Tells the other nodes (PostgreSQL) about runs' events and status changes.
+    pub notifier: Notifier,
 }
 
 /// Something new about a run.
@@ -39,8 +47,23 @@ pub struct RunEnvironment {
 pub struct RunUpdate {
     /// The run.
     pub run_id: i64,
-    /// The event's sequence number and JSON, or `None` for a status change.
-    pub event: Option<(i64, String)>,
+    /// What changed.
+    pub change: RunChange,
+}
+
+/// What changed about a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunChange {
+    /// This node stored the event with this sequence number and JSON.
+    Event(i64, String),
+    /// Another node stored the run's events up to this sequence number: read them from
+    /// the database.
+    StoredUpTo(i64),
+    /// The run's status changed, or someone asked it to stop.
+    Status,
+    /// This node's database listener reconnected and may have missed notices about any
+    /// run: every stream reads what it has not sent yet (the run id is not used).
+    Resync,
 }
 
 impl RunEnvironment {
@@ -80,12 +103,24 @@ impl RunEnvironment {
         self.wake.notify_one();
     }
 
-    /// Tells live pages that run `run_id` changed status.
+    /// Tells live pages and workers, on this node and the others, that run `run_id`
+    /// changed status.
     pub fn announce(&self, run_id: i64) {
         let _ = self.events.send(RunUpdate {
             run_id,
-            event: None,
+            change: RunChange::Status,
         });
+        self.notifier.notify(Notice::RunStatus(run_id));
+    }
+
+    /// Tells live pages, on this node and the others, that run `run_id` stored its event
+    /// `seq` (`payload`).
+    pub fn publish_event(&self, run_id: i64, seq: i64, payload: String) {
+        let _ = self.events.send(RunUpdate {
+            run_id,
+            change: RunChange::Event(seq, payload),
+        });
+        self.notifier.notify(Notice::RunEvent(run_id, seq));
     }
 }
 

@@ -5,7 +5,7 @@
 use run_protocol::settings::{
     DEFAULT_LEARNING_RATE_FULL, DEFAULT_LEARNING_RATE_LORA, DEFAULT_LORA_RANK,
 };
-use run_protocol::{LoraSettings, RunSettings};
+use run_protocol::{LoraSettings, Method, RunSettings};
 use serde::{Deserialize, Serialize};
 
 /// The sentence whose attention a new form offers to follow.
@@ -41,21 +41,37 @@ pub struct RunForm {
 }
 
 impl Default for RunForm {
-    /// The form as a team first sees it: [`RunSettings::default`] as text, full
-    /// fine-tuning, with LoRA's rank and alpha ready for a switch.
+    /// The form for [`RunSettings::default`].
     fn default() -> Self {
-        let settings = RunSettings::default();
+        Self::from(&RunSettings::default())
+    }
+}
+
+impl From<&RunSettings> for RunForm {
+    /// `settings` as text; for full fine-tuning, LoRA's rank and alpha are the defaults,
+    /// ready for a switch.
+    fn from(settings: &RunSettings) -> Self {
+        let (method, rank, alpha) = match settings.method() {
+            Method::Lora(lora) => ("lora", lora.rank, lora.alpha),
+            Method::Full => (
+                "full",
+                DEFAULT_LORA_RANK,
+                LoraSettings::default_alpha(DEFAULT_LORA_RANK),
+            ),
+        };
         Self {
-            model: settings.model,
-            method: "full".into(),
-            lora_rank: DEFAULT_LORA_RANK.to_string(),
-            lora_alpha: LoraSettings::default_alpha(DEFAULT_LORA_RANK).to_string(),
+            model: settings.model.clone(),
+            method: method.into(),
+            lora_rank: rank.to_string(),
+            lora_alpha: alpha.to_string(),
             learning_rate: format_rate(settings.learning_rate),
             batch_size: settings.batch_size.to_string(),
             epochs: settings.epochs.to_string(),
             warmup_ratio: settings.warmup_ratio.to_string(),
             max_len: settings.max_len.to_string(),
-            train_subset: String::new(),
+            train_subset: settings
+                .train_subset
+                .map_or_else(String::new, |n| n.to_string()),
             seed: settings.seed.to_string(),
             probe_sentence: DEFAULT_PROBE_SENTENCE.into(),
         }

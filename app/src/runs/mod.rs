@@ -6,12 +6,14 @@
 //! - [`form`]: the run form, its defaults and checks;
 //! - [`server_fns`]: submitting, listing, cancelling and trying runs;
 //! - [`boards`]: the class's run boards;
+//! - [`timing`]: how long runs take on the class machine, estimated and measured;
 //! - server only: [`queue`] (all SQL on `runs`), [`event_log`] (all SQL on `run_events`),
 //!   [`access`], [`environment`] and [`curves`].
 
 pub mod boards;
 pub mod form;
 pub mod server_fns;
+pub mod timing;
 
 #[cfg(feature = "ssr")]
 pub mod access;
@@ -112,12 +114,20 @@ pub struct RunFormInfo {
     pub models: Vec<ModelChoice>,
     /// How many a team may have waiting at once.
     pub max_queued: i64,
-    /// Training sentences available (SST-2 train minus validation).
-    pub train_examples: Option<usize>,
     /// The compute device runs use.
     pub device: String,
-    /// Rough training speed of the default model on this device, sentences per second.
-    pub examples_per_second: f64,
+    /// What duration estimates need (speed, data, time limit); `None` without SST-2.
+    pub machine: Option<timing::Machine>,
+    /// The settings the form opens on: sized to the class's time per run on this machine.
+    pub suggested: RunForm,
+    /// SST-2 dev accuracy (percent) the suggested settings are measured to reach.
+    pub suggested_accuracy: f64,
+    /// True when even the smallest run measured to learn takes longer than the time limit.
+    pub over_budget: bool,
+    /// Runs waiting or training on this server now.
+    pub runs_ahead: i64,
+    /// Seconds until a run queued now would start, from those runs' estimates.
+    pub wait_seconds: f64,
     /// Whether the class is in the competition phase, when runs can be queued.
     pub runs_open: bool,
     /// The longest a run of the class trains, in minutes (the instructor's limit).

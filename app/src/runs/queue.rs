@@ -28,6 +28,8 @@ pub struct NewRun<'a> {
     pub submitted_by: &'a str,
     /// Its checked settings.
     pub settings: &'a RunSettings,
+    /// How long it should take on this machine, in seconds, when that can be estimated.
+    pub estimated_seconds: Option<f64>,
 }
 
 /// What [`RunQueue::insert_within_limits`] did.
@@ -81,6 +83,20 @@ pub struct RunEnding {
     pub message: Option<String>,
     /// (validation, private test) accuracy of a run that succeeded.
     pub accuracies: Option<(f64, f64)>,
+    /// How long it trained and the speed that measured, when it finished.
+    pub timing: Option<MeasuredTiming>,
+}
+
+/// What a finished run measured about the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasuredTiming {
+    /// Seconds from its start to its end.
+    pub trained_seconds: f64,
+    /// The default model's training speed it implies (sentences per second), when the run
+    /// trained its whole plan in one go (not resumed, not stopped at the time limit).
+    pub reference_speed: Option<f64>,
+    /// The device it trained on.
+    pub device: String,
 }
 
 /// Which runs [`RunQueue::summaries`] lists.
@@ -200,12 +216,15 @@ impl RunQueue {
             return Ok(Admission::DailyLimitReached);
         }
         let id = sqlx::query_scalar(
-            "INSERT INTO runs (class_id, team_id, submitted_by, settings) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO runs (class_id, team_id, submitted_by, settings, estimated_seconds) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(run.class_id)
         .bind(run.team_id)
         .bind(run.submitted_by)
         .bind(settings)
+        .bind(run.estimated_seconds)
+        .persistent(false) // the estimate may be NULL: see `crate::db`
         .fetch_one(&mut *transaction)
         .await?;
         transaction.commit().await?;
@@ -332,21 +351,28 @@ impl RunQueue {
         owner: &str,
         lease_until: i64,
     ) -> Result<Option<ClaimedRun>, sqlx::Error> {
-        loop {
-            let next: Option<(i64, String, i64)> = sqlx::query_as(
+        // On PostgreSQL, workers on several machines claim at once: the chosen row is locked
+        // for the claiming transaction, and the others skip it instead of waiting. SQLite
+        // has one writer at a time; its claim is the conditional update below.
+        let postgres = crate::db::is_postgres(&self.pool);
+        macro_rules! choose_next {
+            () => {
                 "SELECT r.id, r.settings, c.run_minutes FROM runs r \
                  JOIN classes c ON c.id = r.class_id WHERE r.status = $1 \
                  ORDER BY r.priority DESC, \
                  COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
-                 LIMIT 1",
-            )
-            .bind(RunStatus::Queued.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-            let Some((id, settings, minutes_limit)) = next else {
-                return Ok(None);
+                 LIMIT 1"
             };
-            let claimed = sqlx::query(
+        }
+        let choose: &'static str = if postgres {
+            concat!(choose_next!(), " FOR UPDATE OF r SKIP LOCKED")
+        } else {
+            choose_next!()
+        };
+        let select =
+            || sqlx::query_as::<_, (i64, String, i64)>(choose).bind(RunStatus::Queued.as_str());
+        let update = |id: i64| {
+            sqlx::query(
                 "UPDATE runs SET status = $1, lease_owner = $2, lease_expires_at = $3, \
                  claim_order = (SELECT COALESCE(MAX(claim_order), 0) + 1 FROM runs), \
                  started_at = COALESCE(started_at, $4) \
@@ -358,9 +384,32 @@ impl RunQueue {
             .bind(crate::db::now())
             .bind(id)
             .bind(RunStatus::Queued.as_str())
-            .execute(&self.pool)
-            .await?;
-            if claimed.rows_affected() == 0 {
+        };
+        loop {
+            let (next, claimed) = if postgres {
+                let mut transaction = self.pool.begin().await?;
+                let next = select().fetch_optional(&mut *transaction).await?;
+                let claimed = match &next {
+                    Some((id, _, _)) => update(*id)
+                        .execute(&mut *transaction)
+                        .await?
+                        .rows_affected(),
+                    None => 0,
+                };
+                transaction.commit().await?;
+                (next, claimed)
+            } else {
+                let next = select().fetch_optional(&self.pool).await?;
+                let claimed = match &next {
+                    Some((id, _, _)) => update(*id).execute(&self.pool).await?.rows_affected(),
+                    None => 0,
+                };
+                (next, claimed)
+            };
+            let Some((id, settings, minutes_limit)) = next else {
+                return Ok(None);
+            };
+            if claimed == 0 {
                 continue; // another worker took it first
             }
             match parse_settings(id, &settings) {
@@ -377,6 +426,7 @@ impl RunQueue {
                         status: RunStatus::Failed,
                         message: Some(format!("Its settings could not be read: {reason}")),
                         accuracies: None,
+                        timing: None,
                     };
                     self.finish(id, owner, &ending).await?;
                 }
@@ -410,16 +460,21 @@ impl RunQueue {
         owner: &str,
         ending: &RunEnding,
     ) -> Result<(), sqlx::Error> {
+        let timing = ending.timing.as_ref();
         sqlx::query(
             "UPDATE runs SET status = $1, message = $2, validation_accuracy = $3, private_accuracy = $4, \
-             finished_at = $5, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $6 AND lease_owner = $7",
+             finished_at = $5, lease_owner = NULL, lease_expires_at = NULL, \
+             trained_seconds = $6, reference_speed = $7, device = $8 \
+             WHERE id = $9 AND lease_owner = $10",
         )
         .bind(ending.status.as_str())
         .bind(ending.message.as_deref())
         .bind(ending.accuracies.map(|a| a.0))
         .bind(ending.accuracies.map(|a| a.1))
         .bind(crate::db::now())
+        .bind(timing.map(|t| t.trained_seconds))
+        .bind(timing.and_then(|t| t.reference_speed))
+        .bind(timing.map(|t| t.device.clone()))
         .bind(run_id)
         .bind(owner)
         .persistent(false) // the accuracies may be NULL: see `crate::db`

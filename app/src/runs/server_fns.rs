@@ -55,15 +55,68 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
     let student = crate::auth::ssr::require_student(&pool).await?;
     let env: RunEnvironment = AppError::from_context("run environment")?;
     let (runs_open, run_minutes) = runs_open(&pool, student.class_id).await?;
+    let machine = machine(&pool, &env, run_minutes).await?;
+    let suggestion = machine.map(|m| {
+        run_protocol::estimate::sized_to_budget(
+            m.limit_seconds,
+            m.reference_speed,
+            m.train_examples,
+            m.validation,
+        )
+    });
+    let models = env.models();
+    let model = models
+        .iter()
+        .find(|m| m.name == run_protocol::settings::DEFAULT_MODEL)
+        .or(models.first())
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let suggested = RunForm {
+        model,
+        ..suggestion
+            .as_ref()
+            .map_or_else(RunForm::default, |s| RunForm::from(&s.settings))
+    };
+    let (runs_ahead, wait_seconds) = super::timing::queue_ahead(&pool, env.training_slots).await?;
     Ok(RunFormInfo {
-        models: env.models(),
+        models,
         max_queued: env.max_queued_per_team,
-        train_examples: env.train_examples,
         device: env.device.clone(),
-        examples_per_second: env.examples_per_second,
+        machine,
+        suggested,
+        suggested_accuracy: suggestion
+            .as_ref()
+            .map_or(run_protocol::estimate::DEFAULT_DEV_ACCURACY, |s| {
+                s.dev_accuracy
+            }),
+        over_budget: suggestion.is_some_and(|s| s.over_budget),
+        runs_ahead,
+        wait_seconds,
         runs_open,
         run_minutes,
     })
+}
+
+/// The class machine as duration estimates see it, for a class with `run_minutes` per
+/// run: its measured speed (or the device's typical one), the data and the time limit.
+/// `None` when SST-2 is missing.
+#[cfg(feature = "ssr")]
+async fn machine(
+    pool: &crate::db::DbPool,
+    env: &RunEnvironment,
+    run_minutes: i64,
+) -> Result<Option<super::timing::Machine>, AppError> {
+    let Some(train_examples) = env.train_examples else {
+        return Ok(None);
+    };
+    let measured = super::timing::measured_speed(pool, &env.device).await?;
+    Ok(Some(super::timing::Machine {
+        reference_speed: measured.unwrap_or(env.examples_per_second),
+        measured: measured.is_some(),
+        train_examples,
+        validation: env.validation_size,
+        limit_seconds: run_minutes as f64 * 60.0,
+    }))
 }
 
 /// Whether class `class_id` takes runs now (the competition phase), and its run time limit
@@ -97,9 +150,19 @@ pub async fn submit_run(form: RunForm, confirmed: bool) -> Result<SubmitOutcome,
     if !hints.is_empty() && !confirmed {
         return Ok(SubmitOutcome::NeedsConfirmation(hints));
     }
-    if !runs_open(&pool, student.class_id).await?.0 {
+    let (open, run_minutes) = runs_open(&pool, student.class_id).await?;
+    if !open {
         return Err(AppError::bad_request(RUNS_CLOSED));
     }
+    let params = env
+        .models()
+        .iter()
+        .find(|m| m.name == settings.model)
+        .map(|m| m.params);
+    let estimated_seconds = machine(&pool, &env, run_minutes)
+        .await?
+        .zip(params)
+        .and_then(|(machine, params)| machine.estimate(&settings, params));
     let queue = RunQueue::new(pool);
     let today = utc_date(std::time::SystemTime::now());
     let admission = queue
@@ -109,6 +172,7 @@ pub async fn submit_run(form: RunForm, confirmed: bool) -> Result<SubmitOutcome,
                 team_id: student.team_id,
                 submitted_by: &student.name,
                 settings: &settings,
+                estimated_seconds,
             },
             env.max_queued_per_team,
             env.max_runs_per_day,

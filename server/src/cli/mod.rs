@@ -45,6 +45,15 @@ pub enum Command {
     /// SIGTERM or Ctrl-C. Log verbosity follows RUST_LOG.
     #[command(after_long_help = config::settings_help())]
     Serve,
+    /// Train runs for the web nodes of a shared PostgreSQL database, serving no pages
+    ///
+    /// A worker node claims the runs that web nodes queue (`jigsaw-lab serve`; with
+    /// JIGSAW_TRAINING_SLOTS=0 a web node trains none itself), trains up to
+    /// JIGSAW_TRAINING_SLOTS of them at once and stores their events, which reach every web
+    /// node's pages through the database. It refuses SQLite, which lives on one machine.
+    /// Runs until SIGTERM or Ctrl-C; a run in progress then resumes from its checkpoint.
+    #[command(after_long_help = config::settings_help())]
+    Worker,
     /// Fine-tune a model on SST-2 from the terminal
     ///
     /// A progress bar goes to standard error. When the run finishes, its final metrics go

@@ -128,7 +128,7 @@ pub const TRAINING_SLOTS: Setting = Setting {
     env: "JIGSAW_TRAINING_SLOTS",
     key: "training_slots",
     default: "1",
-    meaning: "runs this server trains at the same time (1..=16)",
+    meaning: "runs this server trains at the same time (0..=16; 0 = a web node that trains none)",
 };
 
 /// Every setting [`Config::load`] reads, in the order `--help` lists them.
@@ -352,7 +352,7 @@ impl Config {
             TRAINING_SLOTS.env,
             file.training_slots.map(|v| v as i64),
             1,
-            1,
+            0,
             16,
         )? as usize;
         Ok(Self {

@@ -49,7 +49,7 @@ pub(super) async fn stream_class_events(
                 }
                 tokio::select! {
                     received = changes.recv() => match received {
-                        Ok(change) if change.class_id != class_id => continue,
+                        Ok(change) if change.class_id.is_some_and(|id| id != class_id) => continue,
                         // A listener that fell behind has missed something: refresh anyway.
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                             let event = Event::default().event(CLASS_CHANGED_EVENT).data(class_id.to_string());

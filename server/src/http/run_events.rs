@@ -4,7 +4,7 @@ use super::{AppState, error_response};
 use app::auth::ssr::caller_of;
 use app::error::AppError;
 use app::live::{RUN_EVENT, RUN_STATUS_EVENT};
-use app::runs::environment::RunUpdate;
+use app::runs::environment::{RunChange, RunUpdate};
 use app::runs::event_log::EventLog;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::Response;
@@ -91,8 +91,21 @@ pub(super) async fn stream_run_events(
                     }
                     tokio::select! {
                         received = updates.recv() => match received {
+                            // Notices may have been missed (this node's database listener
+                            // reconnected), or this listener fell too far behind: catch up
+                            // from the database in this same stream, then say the status may
+                            // have changed meanwhile.
+                            Ok(RunUpdate { change: RunChange::Resync, .. })
+                            | Err(broadcast::error::RecvError::Lagged(_)) => {
+                                let stored = log.after(run_id, last_sent).await;
+                                // If the database fails, end the stream: the browser
+                                // reconnects with its Last-Event-ID.
+                                missed.extend(stored.ok()?.into_iter().map(|row| (row.seq, row.payload)));
+                                let event = status_event(run_id);
+                                return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                            }
                             Ok(RunUpdate { run_id: id, .. }) if id != run_id => continue,
-                            Ok(RunUpdate { event: Some((seq, payload)), .. }) => {
+                            Ok(RunUpdate { change: RunChange::Event(seq, payload), .. }) => {
                                 if seq <= last_sent {
                                     continue;
                                 }
@@ -100,19 +113,17 @@ pub(super) async fn stream_run_events(
                                 let event = run_event(seq, payload);
                                 return Some((Ok(event), (updates, shutdown, last_sent, missed)));
                             }
-                            Ok(RunUpdate { event: None, .. }) => {
+                            Ok(RunUpdate { change: RunChange::Status, .. }) => {
                                 let event = status_event(run_id);
                                 return Some((Ok(event), (updates, shutdown, last_sent, missed)));
                             }
-                            // Too slow a listener: catch up from the database in this same
-                            // stream, then say the status may have changed meanwhile.
-                            Err(broadcast::error::RecvError::Lagged(_)) => {
-                                let stored = log.after(run_id, last_sent).await;
-                                // If the database fails, end the stream: the browser
-                                // reconnects with its Last-Event-ID.
-                                missed.extend(stored.ok()?.into_iter().map(|row| (row.seq, row.payload)));
-                                let event = status_event(run_id);
-                                return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                            // Stored by a worker on another node: read it from the database.
+                            Ok(RunUpdate { change: RunChange::StoredUpTo(seq), .. }) => {
+                                if seq <= last_sent || missed.back().is_some_and(|(read, _)| *read >= seq) {
+                                    continue;
+                                }
+                                missed.extend(log.after(run_id, last_sent).await.ok()?.into_iter().map(|row| (row.seq, row.payload)));
+                                continue;
                             }
                             Err(broadcast::error::RecvError::Closed) => return None,
                         },

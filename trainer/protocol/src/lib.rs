@@ -1,9 +1,11 @@
 //! The run protocol: the one definition of a fine-tuning run that the browser (WebAssembly),
 //! the web server and the burn engine share. It holds a run's settings with their defaults
 //! and limits ([`RunSettings`], [`LIMITS`]), the step arithmetic ([`StepPlan`]), parameter
-//! counts and LoRA targets ([`param_counts`]), and the events a run emits ([`Event`]).
+//! counts and LoRA targets ([`param_counts`]), how long a run takes and the settings that fit a
+//! class's time per run ([`estimate`]), and the events a run emits ([`Event`]).
 //! It depends on serde alone, so the browser build carries none of the engine.
 
+pub mod estimate;
 pub mod events;
 pub mod params;
 pub mod plan;

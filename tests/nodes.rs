@@ -1,0 +1,145 @@
+//! Several nodes on one PostgreSQL database, from outside: web nodes that train nothing
+//! (`JIGSAW_TRAINING_SLOTS=0`), a `jigsaw-lab worker` node that trains without serving
+//! pages, and live changes crossing between them through LISTEN/NOTIFY.
+
+mod support;
+
+use reqwest::header::CONTENT_TYPE;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use support::training::*;
+use support::*;
+
+/// A `jigsaw-lab worker` process, killed when dropped.
+struct WorkerNode(Child);
+
+impl WorkerNode {
+    /// Starts a worker node on `data_dir` with `env`, once it says what it does.
+    fn start(data_dir: &std::path::Path, env: &[(&str, String)]) -> Self {
+        let mut command = command(data_dir);
+        command.arg("worker").envs(env.iter().map(|(k, v)| (*k, v)));
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("the worker says what it does").unwrap();
+        assert!(
+            first.starts_with("Jigsaw Lab worker node: trains up to 1 run"),
+            "{first}"
+        );
+        assert!(
+            first.contains("postgres://") && !first.contains("postgres@"),
+            "{first}"
+        );
+        std::thread::spawn(move || for _ in lines {});
+        Self(child)
+    }
+}
+
+impl Drop for WorkerNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_worker_node_refuses_sqlite() {
+    let temp = tempfile::tempdir().unwrap();
+    let output = command(temp.path()).arg("worker").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JIGSAW_DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("SQLite"), "{stderr}");
+}
+
+/// Reads the class-events stream at `url` until one `class-changed` arrives (or 10 s pass).
+async fn next_class_change(client: &reqwest::Client, url: String) -> bool {
+    let mut response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while !text.contains("event: class-changed") {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
+    let database = PostgresDatabase::create().await;
+    let temp = tempfile::tempdir().unwrap();
+    let mut env = training_env(temp.path(), Some(&database));
+    env.push(("JIGSAW_TRAINING_SLOTS", "0".to_string()));
+    let data_dir = temp.path().join("data");
+    // Web node A, where the class is set up and the run queued; it trains nothing.
+    let class = classroom(&data_dir, &env).await;
+    let server = &class.server;
+    // Web node B on the same database; the same sessions work there.
+    let other_web = Server::start_in_with(&data_dir, &env);
+    let run_id = submit(&class.red, server, &[("epochs", "8")]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = ok(
+        &class.red,
+        server,
+        "run",
+        &[("run_id", &run_id.to_string())],
+    )
+    .await;
+    assert_eq!(waiting["status"], "queued", "no web node trains: {waiting}");
+
+    // A worker node (sharing the data folder, as a shared mount would) trains it; the page
+    // on web node B follows every event live, from the start to the end.
+    // The page opens before the worker starts, so every event reaches it live.
+    let page = tokio::spawn({
+        let (red, url) = (
+            class.red.clone(),
+            other_web.url(&format!("/api/runs/{run_id}/events")),
+        );
+        async move { read_event_stream(&red, url, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.retain(|(name, _)| *name != "JIGSAW_TRAINING_SLOTS");
+    let _worker = WorkerNode::start(&data_dir, &env);
+    let (ids, events) = page.await.unwrap();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    let planned = events[0]["steps_planned"].as_u64().unwrap();
+    assert_eq!(steps(&events), (1..=planned).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap()["type"], "finished");
+    let done = wait_for_end(&class.red, &other_web, run_id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    // A phase changed through node A reaches a student's open page on node B.
+    let listening = tokio::spawn({
+        let (red, url) = (class.red.clone(), other_web.url("/api/class-events"));
+        async move { next_class_change(&red, url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let response = class
+        .teacher
+        .post(server.url("/api/set-phase"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("class_id", &class.class_id.to_string()),
+            ("phase", "quiz"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert!(
+        listening.await.unwrap(),
+        "node B's class stream heard node A's phase change"
+    );
+}
