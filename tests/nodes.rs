@@ -78,12 +78,21 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     let temp = tempfile::tempdir().unwrap();
     let mut env = training_env(temp.path(), Some(&database));
     env.push(("JIGSAW_TRAINING_SLOTS", "0".to_string()));
-    let data_dir = temp.path().join("data");
+    // Each node has its own data folder; the runs' files are in one folder they all reach.
+    env.push((
+        "JIGSAW_RUNS_DIR",
+        temp.path().join("runs").display().to_string(),
+    ));
+    let node_dir = |name: &str| {
+        let dir = temp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
     // Web node A, where the class is set up and the run queued; it trains nothing.
-    let class = classroom(&data_dir, &env).await;
+    let class = classroom(&node_dir("web-a"), &env).await;
     let server = &class.server;
     // Web node B on the same database; the same sessions work there.
-    let other_web = Server::start_in_with(&data_dir, &env);
+    let other_web = Server::start_in_with(&node_dir("web-b"), &env);
     let run_id = submit(&class.red, server, &[("epochs", "8")]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let waiting = ok(
@@ -95,8 +104,8 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     .await;
     assert_eq!(waiting["status"], "queued", "no web node trains: {waiting}");
 
-    // A worker node (sharing the data folder, as a shared mount would) trains it; the page
-    // on web node B follows every event live, from the start to the end.
+    // A worker node trains it; the page on web node B follows every event live, from the
+    // start to the end.
     // The page opens before the worker starts, so every event reaches it live.
     let page = tokio::spawn({
         let (red, url) = (
@@ -107,7 +116,7 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.retain(|(name, _)| *name != "JIGSAW_TRAINING_SLOTS");
-    let _worker = WorkerNode::start(&data_dir, &env);
+    let _worker = WorkerNode::start(&node_dir("worker"), &env);
     let (ids, events) = page.await.unwrap();
     assert_eq!(
         ids,
@@ -119,6 +128,18 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     assert_eq!(events.last().unwrap()["type"], "finished");
     let done = wait_for_end(&class.red, &other_web, run_id, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    // Web node B reads the model the worker trained.
+    let reading = ok(
+        &class.red,
+        &other_web,
+        "try-model",
+        &[
+            ("run_id", &run_id.to_string()),
+            ("text", "the story was charming ."),
+        ],
+    )
+    .await;
+    assert_eq!(reading["label"], "positive", "{reading}");
 
     // A phase changed through node A reaches a student's open page on node B.
     let listening = tokio::spawn({

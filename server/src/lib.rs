@@ -227,7 +227,7 @@ fn run_environment(
         // Room for several seconds of a fast run's events (a small model emits a thousand
         // steps a second); a run page that still falls behind catches up from the database.
         events: tokio::sync::broadcast::channel(16_384).0,
-        runs_dir: config.data_dir.join("runs"),
+        runs_dir: config.runs_dir.clone(),
         notifier: app::live::ssr::Notifier::new(pool),
     }
 }

@@ -67,6 +67,13 @@ pub const MODELS_DIR: Setting = Setting {
     default: "$JIGSAW_DATA_DIR/models",
     meaning: "one HF model directory per model",
 };
+/// The folder of every run's files.
+pub const RUNS_DIR: Setting = Setting {
+    env: "JIGSAW_RUNS_DIR",
+    key: "runs_dir",
+    default: "$JIGSAW_DATA_DIR/runs",
+    meaning: "each run's checkpoints, kept model and download; one folder every node reaches",
+};
 /// The folder of the GLUE SST-2 files.
 pub const SST2_DIR: Setting = Setting {
     env: "JIGSAW_SST2_DIR",
@@ -132,11 +139,12 @@ pub const TRAINING_SLOTS: Setting = Setting {
 };
 
 /// Every setting [`Config::load`] reads, in the order `--help` lists them.
-pub const SETTINGS: [Setting; 13] = [
+pub const SETTINGS: [Setting; 14] = [
     BIND,
     DATA_DIR,
     DATABASE,
     MODELS_DIR,
+    RUNS_DIR,
     SST2_DIR,
     DEVICE,
     SITE_ROOT,
@@ -204,6 +212,8 @@ pub struct Config {
     pub database_url: String,
     /// Directory holding one HF model directory per model (`JIGSAW_MODELS_DIR`).
     pub models_dir: PathBuf,
+    /// Directory of every run's files (`JIGSAW_RUNS_DIR`): shared by all nodes.
+    pub runs_dir: PathBuf,
     /// Directory with the GLUE SST-2 TSVs (`JIGSAW_SST2_DIR`).
     pub sst2_dir: PathBuf,
     /// Which compute device to train on (`JIGSAW_DEVICE`).
@@ -233,6 +243,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     models_dir: Option<PathBuf>,
+    runs_dir: Option<PathBuf>,
     sst2_dir: Option<PathBuf>,
     device: Option<String>,
     site_root: Option<PathBuf>,
@@ -284,6 +295,7 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("jigsaw-lab.db").display()));
         let models_dir =
             path(MODELS_DIR.env, file.models_dir).unwrap_or_else(|| data_dir.join("models"));
+        let runs_dir = path(RUNS_DIR.env, file.runs_dir).unwrap_or_else(|| data_dir.join("runs"));
         let sst2_dir = path(SST2_DIR.env, file.sst2_dir).unwrap_or_else(|| {
             let shared = PathBuf::from("../shared/data/sst2");
             if shared.is_dir() {
@@ -360,6 +372,7 @@ impl Config {
             data_dir,
             database_url,
             models_dir,
+            runs_dir,
             sst2_dir,
             device,
             site_root,
@@ -400,7 +413,8 @@ impl Config {
     /// default model and the built site. A missing SST-2 directory is not fatal (lessons
     /// work without it); it is returned as a warning to log.
     pub fn preflight(&self) -> Result<Vec<String>, ConfigError> {
-        ensure_writable_dir(&self.data_dir)?;
+        ensure_writable_dir(&self.data_dir, DATA_DIR.env)?;
+        ensure_writable_dir(&self.runs_dir, RUNS_DIR.env)?;
         let model_dir = self.default_model_dir();
         let missing: Vec<_> = MODEL_FILES
             .iter()
@@ -471,8 +485,8 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
 }
 
 /// Creates `dir` if needed and proves a file can be written in it.
-fn ensure_writable_dir(dir: &Path) -> Result<(), ConfigError> {
-    let fail = |what: String| ConfigError::new(DATA_DIR.env, what);
+fn ensure_writable_dir(dir: &Path, setting: &'static str) -> Result<(), ConfigError> {
+    let fail = |what: String| ConfigError::new(setting, what);
     std::fs::create_dir_all(dir)
         .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     let probe = dir.join(".write-test");
