@@ -103,6 +103,9 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     )
     .await;
     assert_eq!(waiting["status"], "queued", "no web node trains: {waiting}");
+    let form = ok(&class.red, server, "run-form", &[]).await;
+    let device = form["device"].as_str().unwrap();
+    assert!(device.contains("no training node is running"), "{device}");
 
     // A worker node trains it; the page on web node B follows every event live, from the
     // start to the end.
@@ -128,6 +131,13 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     assert_eq!(events.last().unwrap()["type"], "finished");
     let done = wait_for_end(&class.red, &other_web, run_id, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    // The worker declared its device and slot: the form on any web node names them.
+    let form = ok(&class.red, &other_web, "run-form", &[]).await;
+    let device = form["device"].as_str().unwrap();
+    assert!(
+        device.starts_with("CPU") && device.ends_with("1 slot"),
+        "{device}"
+    );
     // Web node B reads the model the worker trained.
     let reading = ok(
         &class.red,

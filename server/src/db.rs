@@ -151,7 +151,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&SQLITE_MIGRATOR), names(&POSTGRES_MIGRATOR));
-        assert_eq!(SQLITE_MIGRATOR.iter().count(), 9);
+        assert_eq!(SQLITE_MIGRATOR.iter().count(), 10);
     }
 
     #[tokio::test]

@@ -83,7 +83,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         &class_events,
         shutdown_receiver.clone(),
     );
-    let owner = format!("{}-{}", std::process::id(), address.port());
+    let owner = format!("{}-{}-{}", host_name(), std::process::id(), address.port());
     let workers = spawn_workers(
         &config,
         &device,
@@ -166,7 +166,7 @@ pub async fn work(config: Config) -> Result<(), ConfigError> {
         &class_events,
         shutdown_receiver.clone(),
     );
-    let owner = format!("{}-worker", std::process::id());
+    let owner = format!("{}-{}-worker", host_name(), std::process::id());
     let workers = spawn_workers(
         &config,
         &device,
@@ -185,6 +185,15 @@ pub async fn work(config: Config) -> Result<(), ConfigError> {
     pool.close().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// This machine's name, for naming its nodes ("localhost" when it has none to tell).
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The start-up line that says what this node does and which database it uses.
@@ -217,7 +226,6 @@ fn run_environment(
         max_runs_per_day: config.max_runs_per_day,
         train_examples: count_train_examples(config),
         validation_size: config.validation_size,
-        training_slots: config.training_slots,
         device: device.description(),
         examples_per_second: match device.kind() {
             trainer::device::BackendKind::Cpu => run_protocol::estimate::CPU_EXAMPLES_PER_SECOND,
@@ -232,8 +240,9 @@ fn run_environment(
     }
 }
 
-/// One worker per training slot, each claiming and training runs on its own; `owner`
-/// names this node in the runs' leases.
+/// One worker per training slot, each claiming and training runs on its own, and the task
+/// that declares the node's device and slots; `owner` names this node in the runs' leases
+/// and among the training nodes.
 fn spawn_workers(
     config: &Config,
     device: &trainer::device::ComputeDevice,
@@ -242,6 +251,15 @@ fn spawn_workers(
     owner: &str,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let presence = (config.training_slots > 0).then(|| {
+        tokio::spawn(declare_presence(
+            pool.clone(),
+            owner.to_string(),
+            device.description(),
+            config.training_slots,
+            shutdown.clone(),
+        ))
+    });
     (1..=config.training_slots)
         .map(|slot| {
             let worker = worker::Worker {
@@ -255,7 +273,32 @@ fn spawn_workers(
             };
             tokio::spawn(worker.run(shutdown.clone()))
         })
+        .chain(presence)
         .collect()
+}
+
+/// Declares this node as a training node while it runs (its device and slots, renewed
+/// every few seconds, for the run form's estimates and wait), and removes it at shutdown.
+async fn declare_presence(
+    pool: app::db::DbPool,
+    name: String,
+    device: String,
+    slots: usize,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use app::runs::timing::{NODE_RENEW_EVERY, declare_node, forget_node};
+    loop {
+        if let Err(error) = declare_node(&pool, &name, &device, slots).await {
+            tracing::warn!(%error, "could not declare this training node");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(NODE_RENEW_EVERY) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    if let Err(error) = forget_node(&pool, &name).await {
+        tracing::warn!(%error, "could not remove this training node; it expires by itself");
+    }
 }
 
 /// Waits for the workers' runs to stop at their next step and go back to the queue, and

@@ -30,8 +30,6 @@ pub struct RunEnvironment {
     /// Training speed of the default model typical of this device, until runs here have
     /// measured it ([`super::timing::measured_speed`]).
     pub examples_per_second: f64,
-    /// Training slots: runs that train at once.
-    pub training_slots: usize,
     /// Wakes the worker when a run is queued.
     pub wake: Arc<Notify>,
     /// Every persisted run event and status change, for the live pages.

@@ -114,7 +114,7 @@ pub struct RunFormInfo {
     pub models: Vec<ModelChoice>,
     /// How many a team may have waiting at once.
     pub max_queued: i64,
-    /// The compute device runs use.
+    /// The training nodes' devices and slots, described.
     pub device: String,
     /// What duration estimates need (speed, data, time limit); `None` without SST-2.
     pub machine: Option<timing::Machine>,

@@ -77,11 +77,16 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
             .as_ref()
             .map_or_else(RunForm::default, |s| RunForm::from(&s.settings))
     };
-    let (runs_ahead, wait_seconds) = super::timing::queue_ahead(&pool, env.training_slots).await?;
+    let nodes = super::timing::live_nodes(&pool).await?;
+    let slots = nodes
+        .iter()
+        .map(|(_, slots)| *slots as usize)
+        .sum::<usize>();
+    let (runs_ahead, wait_seconds) = super::timing::queue_ahead(&pool, slots).await?;
     Ok(RunFormInfo {
         models,
         max_queued: env.max_queued_per_team,
-        device: env.device.clone(),
+        device: describe_nodes(&nodes),
         machine,
         suggested,
         suggested_accuracy: suggestion
@@ -109,14 +114,61 @@ async fn machine(
     let Some(train_examples) = env.train_examples else {
         return Ok(None);
     };
-    let measured = super::timing::measured_speed(pool, &env.device).await?;
+    let nodes = super::timing::live_nodes(pool).await?;
+    // The speed of the nodes that will train the run: each device's measured speed (or
+    // its kind's typical one), weighted by its training slots.
+    let (mut weighted, mut slots, mut measured) = (0.0, 0, false);
+    for (device, device_slots) in &nodes {
+        let speed = match super::timing::measured_speed(pool, device).await? {
+            Some(speed) => {
+                measured = true;
+                speed
+            }
+            None => typical_speed(device),
+        };
+        weighted += speed * *device_slots as f64;
+        slots += device_slots;
+    }
     Ok(Some(super::timing::Machine {
-        reference_speed: measured.unwrap_or(env.examples_per_second),
-        measured: measured.is_some(),
+        reference_speed: if slots > 0 {
+            weighted / slots as f64
+        } else {
+            env.examples_per_second
+        },
+        measured,
         train_examples,
         validation: env.validation_size,
         limit_seconds: run_minutes as f64 * 60.0,
     }))
+}
+
+/// The typical training speed of the default model on a device described as `device`
+/// ("CPU: 2 threads (burn flex)", "GPU: …"), until one has been measured.
+#[cfg(feature = "ssr")]
+fn typical_speed(device: &str) -> f64 {
+    if device.starts_with("CPU") {
+        run_protocol::estimate::CPU_EXAMPLES_PER_SECOND
+    } else {
+        run_protocol::estimate::GPU_EXAMPLES_PER_SECOND
+    }
+}
+
+/// The training nodes as the run form names them: "CPU: 2 threads (burn flex), 1 slot".
+#[cfg(feature = "ssr")]
+fn describe_nodes(nodes: &[(String, i64)]) -> String {
+    if nodes.is_empty() {
+        return "no training node is running now: runs wait until one starts".into();
+    }
+    nodes
+        .iter()
+        .map(|(device, slots)| {
+            format!(
+                "{device}, {slots} slot{}",
+                if *slots == 1 { "" } else { "s" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Whether class `class_id` takes runs now (the competition phase), and its run time limit

@@ -86,6 +86,58 @@ mod ssr {
     /// How many of the latest measured runs the machine's speed is the median of.
     const MEASURED_RUNS: i64 = 5;
 
+    /// How long a training node counts as running after it last renewed its row.
+    pub const NODE_SEEN_WITHIN_SECS: i64 = 90;
+    /// How often a training node renews its row.
+    pub const NODE_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// The Unix time now, in seconds.
+    fn unix_now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    /// Declares, or renews, training node `name` with its `device` and training `slots`.
+    pub async fn declare_node(
+        pool: &DbPool,
+        name: &str,
+        device: &str,
+        slots: usize,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO training_nodes (name, device, slots, last_seen) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET device = excluded.device, slots = excluded.slots, \
+             last_seen = excluded.last_seen",
+        )
+        .bind(name)
+        .bind(device)
+        .bind(slots as i64)
+        .bind(unix_now())
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes training node `name` (it is stopping).
+    pub async fn forget_node(pool: &DbPool, name: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM training_nodes WHERE name = $1")
+            .bind(name)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The training nodes seen lately: (device, slots), one entry per node.
+    pub async fn live_nodes(pool: &DbPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT device, slots FROM training_nodes WHERE last_seen >= $1 ORDER BY name",
+        )
+        .bind(unix_now() - NODE_SEEN_WITHIN_SECS)
+        .fetch_all(pool)
+        .await
+    }
+
     /// The default model's training speed measured by the latest finished runs on
     /// `device`: the median of up to five, or `None` before any run was measured.
     pub async fn measured_speed(pool: &DbPool, device: &str) -> Result<Option<f64>, sqlx::Error> {
