@@ -1,6 +1,7 @@
 //! Faults a class machine meets, from outside against the real binary: PostgreSQL dropping
 //! every connection in the middle of a run (what a restart does to the server), the SQLite
-//! file locked by another program, and a finished run's model damaged on disk. A run keeps
+//! file locked by another program, the database's disk full (a small tmpfs: these tests run
+//! as root, as `make test` does here), and a finished run's model damaged on disk. A run keeps
 //! every event and finishes; a request that cannot be served gets a clear message and a
 //! status that says to retry, never a 500. (A damaged checkpoint is the trainer's own test:
 //! `a_damaged_checkpoint_resumes_from_the_one_before_it`.)
@@ -181,4 +182,107 @@ async fn a_damaged_model_file_gets_a_clear_message() {
     // Everything else goes on.
     let health = client().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mounts `megabytes` of tmpfs at `dir`; the test fails, saying why, when it cannot.
+    fn mount(dir: &std::path::Path, megabytes: u32) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount runs");
+        assert!(
+            output.status.success(),
+            "the disk-full test mounts a small tmpfs and needs root: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self(dir.to_path_buf())
+    }
+
+    /// Fills the disk with one file, up to its last byte.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let mut byte = [0u8; 1];
+        while file.write_all(&byte).is_ok() {
+            byte[0] = 1;
+        }
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_new_answers_clearly_and_keeps_the_saved_ones() {
+    let temp = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&temp.path().join("disk"), 16);
+    let data_dir = temp.path().join("disk/data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let server = Server::start_in(&data_dir);
+    let teacher = signed_in_instructor(&server, "teacher").await;
+    let (class_id, code, teams) = class_with_teams(&teacher, &server).await;
+    let zoe = joined_student(&server, &code, "Zoé", teams[0]).await;
+    ok(
+        &teacher,
+        &server,
+        "set-phase",
+        &[("class_id", &class_id.to_string()), ("phase", "quiz")],
+    )
+    .await;
+    let saved = "Pretraining learns language; fine-tuning adapts it to one task.";
+    let answer = |key, text| [("key", key), ("text", text), ("submit", "true")];
+    ok(
+        &zoe,
+        &server,
+        "save-answer",
+        &answer("fine-tuning-1", saved),
+    )
+    .await;
+
+    // The disk fills up: a new answer is refused with a message that says so, and a 503.
+    let filler = disk.fill();
+    let long = "a long answer that needs room on the disk. ".repeat(100);
+    let (status, body) = call(
+        &zoe,
+        &server,
+        "save-answer",
+        &answer("fine-tuning-2", &long),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("disk is full"), "{body}");
+    // Everything saved before is there, and the server still serves.
+    let quiz = ok(&zoe, &server, "my-quiz", &[]).await;
+    assert_eq!(quiz["items"][0]["mine"]["answer"], saved);
+    let health = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // Room again: the same answer goes in.
+    std::fs::remove_file(filler).unwrap();
+    ok(
+        &zoe,
+        &server,
+        "save-answer",
+        &answer("fine-tuning-2", &long),
+    )
+    .await;
+    let quiz = ok(&zoe, &server, "my-quiz", &[]).await;
+    assert_eq!(quiz["items"][1]["mine"]["answer"], long.trim());
+    drop(server);
 }

@@ -163,37 +163,67 @@ mod ssr {
 
     impl From<sqlx::Error> for AppError {
         fn from(error: sqlx::Error) -> Self {
-            if database_away(&error) {
-                tracing::warn!(%error, "the database could not answer a server function");
-                return AppError::Unavailable {
-                    message: "The class database is busy or restarting, so nothing was \
-                              changed. Try again in a few seconds."
-                        .into(),
-                    retry_after_secs: 5,
-                }
-                .respond();
+            let Some(trouble) = Trouble::of(&error) else {
+                tracing::error!(%error, "database error in a server function");
+                return AppError::Internal.respond();
+            };
+            tracing::warn!(%error, "the database could not answer a server function");
+            let (message, retry_after_secs) = match trouble {
+                Trouble::Away => (
+                    "The class database is busy or restarting, so nothing was changed. Try \
+                     again in a few seconds.",
+                    5,
+                ),
+                Trouble::DiskFull => (
+                    "The class computer's disk is full, so nothing was saved. Tell your \
+                     teacher; what was saved before is safe.",
+                    30,
+                ),
+            };
+            AppError::Unavailable {
+                message: message.into(),
+                retry_after_secs,
             }
-            tracing::error!(%error, "database error in a server function");
-            AppError::Internal.respond()
+            .respond()
         }
     }
 
-    /// Whether `error` means the database could not answer for now, rather than that the
-    /// query is wrong: no connection (a dropped or refused one, a full pool), SQLite's
-    /// lock held by another program past the busy timeout, or PostgreSQL shutting down,
-    /// starting or dropping the connection.
-    fn database_away(error: &sqlx::Error) -> bool {
-        match error {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-            sqlx::Error::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
-                let sqlite_busy = matches!(code.parse::<i32>(), Ok(n) if matches!(n & 0xff, 5 | 6));
-                // PostgreSQL: connection exceptions (08…), shutdown and start-up (57P01-03).
-                let postgres_away = code.starts_with("08") || code.starts_with("57P0");
-                sqlite_busy || postgres_away
+    /// Why the database could not do what was asked, when the query itself is fine.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Trouble {
+        /// It could not answer for now: no connection (a dropped or refused one, a full
+        /// pool), SQLite's lock held by another program past the busy timeout, or
+        /// PostgreSQL shutting down, starting or dropping the connection.
+        Away,
+        /// Its disk is full (SQLite's SQLITE_FULL, PostgreSQL's disk_full).
+        DiskFull,
+    }
+
+    impl Trouble {
+        fn of(error: &sqlx::Error) -> Option<Self> {
+            match error {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                    Some(Trouble::Away)
+                }
+                sqlx::Error::Database(db) => {
+                    let code = db.code().unwrap_or_default();
+                    // SQLite's primary result code, under its extended codes.
+                    let sqlite = code.parse::<i32>().ok().map(|n| n & 0xff);
+                    if sqlite == Some(13) || code == "53100" {
+                        Some(Trouble::DiskFull)
+                    } else if matches!(sqlite, Some(5 | 6))
+                        || code.starts_with("08")
+                        || code.starts_with("57P0")
+                    {
+                        // SQLITE_BUSY, SQLITE_LOCKED; PostgreSQL connection exceptions
+                        // (08…), shutdown and start-up (57P01-03).
+                        Some(Trouble::Away)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
             }
-            _ => false,
         }
     }
 }

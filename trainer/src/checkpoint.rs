@@ -227,10 +227,12 @@ pub fn save(
     let json = serde_json::to_string_pretty(progress).map_err(|e| io(&partial, e))?;
     std::fs::write(partial.join("progress.json"), json)
         .map_err(|e| io(&partial.join("progress.json"), e))?;
-    if previous.exists() {
-        std::fs::remove_dir_all(&previous).map_err(|e| io(&previous, e))?;
-    }
+    // The newest complete checkpoint becomes `previous`. When there is no `latest` (a
+    // write killed between the two renames), `previous` is the newest one: it stays.
     if latest.exists() {
+        if previous.exists() {
+            std::fs::remove_dir_all(&previous).map_err(|e| io(&previous, e))?;
+        }
         std::fs::rename(&latest, &previous).map_err(|e| io(&latest, e))?;
     }
     std::fs::rename(&partial, &latest).map_err(|e| io(&partial, e))?;
@@ -371,6 +373,38 @@ mod tests {
         // A damaged progress file leaves the checkpoint before it.
         std::fs::write(temp.path().join("latest/progress.json"), "{\"step\": 3").unwrap();
         assert_eq!(steps(None), [20]);
+    }
+
+    /// What a SIGKILL leaves at each point of [`save`]: a half-written `latest.partial`
+    /// beside the complete checkpoints, or (between the two renames) no `latest` at all.
+    #[test]
+    fn a_checkpoint_write_killed_midway_leaves_the_complete_ones_to_resume_from() {
+        let temp = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        for step in [10, 20] {
+            save_at(temp.path(), &model, step, None, None);
+        }
+        let partial = temp.path().join("latest.partial");
+        std::fs::create_dir_all(&partial).unwrap();
+        let whole = std::fs::read(temp.path().join("latest/model.bpk")).unwrap();
+        std::fs::write(partial.join("model.bpk"), &whole[..whole.len() / 3]).unwrap();
+        let steps = || {
+            candidates(temp.path(), None)
+                .iter()
+                .map(|s| s.progress.step)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(), [20, 10], "the half-written one is not a candidate");
+        // Killed after `latest` became `previous`, before the new one was renamed in.
+        std::fs::remove_dir_all(temp.path().join("previous")).unwrap();
+        std::fs::rename(temp.path().join("latest"), temp.path().join("previous")).unwrap();
+        assert_eq!(steps(), [20]);
+        let saved = candidates(temp.path(), None).remove(0);
+        assert!(load_model(tiny_model(), &saved.model_file()).is_ok());
+        // The next save clears what the killed one left and writes a complete checkpoint.
+        save_at(temp.path(), &model, 30, None, None);
+        assert!(!partial.exists());
+        assert_eq!(steps(), [30, 20]);
     }
 
     #[test]
