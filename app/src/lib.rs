@@ -64,6 +64,11 @@ pub fn App() -> impl IntoView {
             if page.is_empty() { "Jigsaw Lab".to_string() } else { format!("{page} · Jigsaw Lab") }
         } />
         <Router>
+            // Keyboard users skip the header's links; `rel="external"` leaves the jump to the
+            // browser, which also moves the keyboard focus there.
+            <a class="skip-link" href="#main" rel="external">
+                "Skip to the content"
+            </a>
             <header class="site-header">
                 <A href="/" attr:class="brand">
                     "Jigsaw Lab"
@@ -71,7 +76,7 @@ pub fn App() -> impl IntoView {
                 <span class="tagline">"Learn how transformers are fine-tuned, one piece each"</span>
                 <pages::ViewerBar />
             </header>
-            <main>
+            <main id="main" tabindex="-1">
                 <Routes fallback=pages::NotFound>
                     // Async rendering waits for the data, so the status code (404 for an
                     // unknown lesson) is known before the response starts.

@@ -4,6 +4,7 @@
 use super::runs::ClassRuns;
 use super::shared::{ErrorList, Standings, action_error, id_param, points, points_worth, when};
 use crate::auth::MAX_NAME_CHARS;
+use crate::charts::ScrollRegion;
 use crate::classroom::{
     AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, MAX_RUN_MINUTES,
     SetPhase, SetQuizClosed, SetRunMinutes, TeamAdmin, Topic, class_dashboard, my_classes,
@@ -46,20 +47,22 @@ pub fn InstructorHome() -> impl IntoView {
                             return view! { <p class="hint">"No classes yet: create one above."</p> }.into_any();
                         }
                         view! {
-                            <table class="data-table" data-testid="classes">
-                                <thead><tr><th>"Class"</th><th>"Join code"</th><th>"Phase"</th><th>"Teams"</th><th>"Students"</th></tr></thead>
-                                <tbody>
-                                    {classes.into_iter().map(|class| view! {
-                                        <tr>
-                                            <td><a href=format!("/instructor/classes/{}", class.id)>{class.name}</a></td>
-                                            <td><code class="join-code">{class.join_code}</code></td>
-                                            <td>{class.phase.label()}</td>
-                                            <td>{class.teams}</td>
-                                            <td>{class.students}</td>
-                                        </tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
+                            <ScrollRegion label="Your classes">
+                                <table class="data-table" data-testid="classes">
+                                    <thead><tr><th>"Class"</th><th>"Join code"</th><th>"Phase"</th><th>"Teams"</th><th>"Students"</th></tr></thead>
+                                    <tbody>
+                                        {classes.into_iter().map(|class| view! {
+                                            <tr>
+                                                <td><a href=format!("/instructor/classes/{}", class.id)>{class.name}</a></td>
+                                                <td><code class="join-code">{class.join_code}</code></td>
+                                                <td>{class.phase.label()}</td>
+                                                <td>{class.teams}</td>
+                                                <td>{class.students}</td>
+                                            </tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            </ScrollRegion>
                         }
                         .into_any()
                     })
@@ -113,7 +116,7 @@ pub fn ClassAdminPage() -> impl IntoView {
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || Suspend::new(async move {
                     class.await.map(|class| {
-                        let ClassAdmin { summary, run_minutes, quiz_closed, teams, topics, standings } = class;
+                        let ClassAdmin { summary, run_minutes, quiz_closed, teams, topics, standings, estimates } = class;
                         let id = summary.id;
                         let phase = summary.phase;
                         view! {
@@ -182,7 +185,8 @@ pub fn ClassAdminPage() -> impl IntoView {
                                     </label>
                                     <button type="submit">"Set"</button>
                                 </ActionForm>
-                                <p class="hint">"A run that reaches this time stops and finishes with its best model so far, and its page says so. One run cannot hold the training machine all lesson."</p>
+                                <p class="hint">"A run that reaches this time stops and finishes with its best model so far, and its page says so. One run cannot hold the training machine all lesson. The teams' run form opens on settings sized to fit this time on this machine."</p>
+                                <EstimateTable checks=estimates />
                             </section>
                             <section class="panel">
                                 <h2>"Quiz standings"</h2>
@@ -228,32 +232,34 @@ fn TeamTable(
         return view! { <p class="hint">"No teams yet. Add one per group of three to five students."</p> }.into_any();
     }
     view! {
-        <table class="data-table" data-testid="teams">
-            <thead><tr><th>"Team"</th><th>"Expert topic"</th><th>"Members"</th></tr></thead>
-            <tbody>
-                {teams.into_iter().map(|team| {
-                    let current = team.topic.as_ref().map(|t| t.slug.clone()).unwrap_or_default();
-                    let team_id = team.id;
-                    view! {
-                        <tr>
-                            <td>{team.name.clone()}</td>
-                            <td>
-                                <select
-                                    aria-label=format!("Topic of {}", team.name)
-                                    on:change=move |ev| { assign.dispatch(AssignTopic { team_id, slug: event_target_value(&ev) }); }
-                                >
-                                    <option value="" selected=current.is_empty()>"(none yet)"</option>
-                                    {topics.iter().map(|topic| view! {
-                                        <option value=topic.slug.clone() selected={topic.slug == current}>{topic.title.clone()}</option>
-                                    }).collect_view()}
-                                </select>
-                            </td>
-                            <td>{if team.members.is_empty() { "nobody yet".to_string() } else { team.members.join(", ") }}</td>
-                        </tr>
-                    }
-                }).collect_view()}
-            </tbody>
-        </table>
+        <ScrollRegion label="Teams">
+            <table class="data-table" data-testid="teams">
+                <thead><tr><th>"Team"</th><th>"Expert topic"</th><th>"Members"</th></tr></thead>
+                <tbody>
+                    {teams.into_iter().map(|team| {
+                        let current = team.topic.as_ref().map(|t| t.slug.clone()).unwrap_or_default();
+                        let team_id = team.id;
+                        view! {
+                            <tr>
+                                <td>{team.name.clone()}</td>
+                                <td>
+                                    <select
+                                        aria-label=format!("Topic of {}", team.name)
+                                        on:change=move |ev| { assign.dispatch(AssignTopic { team_id, slug: event_target_value(&ev) }); }
+                                    >
+                                        <option value="" selected=current.is_empty()>"(none yet)"</option>
+                                        {topics.iter().map(|topic| view! {
+                                            <option value=topic.slug.clone() selected={topic.slug == current}>{topic.title.clone()}</option>
+                                        }).collect_view()}
+                                    </select>
+                                </td>
+                                <td>{if team.members.is_empty() { "nobody yet".to_string() } else { team.members.join(", ") }}</td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </ScrollRegion>
     }
     .into_any()
 }
@@ -276,22 +282,24 @@ pub fn GradingOverviewPage() -> impl IntoView {
                                 <a href=format!("/instructor/classes/{id}")>{progress.class_name}</a>" / Grading"
                             </p>
                             <h1>"Grade the quiz, one question at a time"</h1>
-                            <table class="data-table" data-testid="grading-overview">
-                                <thead><tr><th>"Lesson"</th><th>"Question"</th><th>"Graded"</th></tr></thead>
-                                <tbody>
-                                    {progress.questions.into_iter().map(|q| {
-                                        let href = format!("/instructor/classes/{id}/grading/{}", q.item.key);
-                                        let auto = q.item.auto_graded();
-                                        view! {
-                                            <tr>
-                                                <td>{q.item.lesson_title}</td>
-                                                <td><a href=href>{q.item.prompt}</a>{auto.then_some(" (graded automatically)")}</td>
-                                                <td>{format!("{} of {}", q.graded, q.submitted)}</td>
-                                            </tr>
-                                        }
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
+                            <ScrollRegion label="Questions to grade">
+                                <table class="data-table" data-testid="grading-overview">
+                                    <thead><tr><th>"Lesson"</th><th>"Question"</th><th>"Graded"</th></tr></thead>
+                                    <tbody>
+                                        {progress.questions.into_iter().map(|q| {
+                                            let href = format!("/instructor/classes/{id}/grading/{}", q.item.key);
+                                            let auto = q.item.auto_graded();
+                                            view! {
+                                                <tr>
+                                                    <td>{q.item.lesson_title}</td>
+                                                    <td><a href=href>{q.item.prompt}</a>{auto.then_some(" (graded automatically)")}</td>
+                                                    <td>{format!("{} of {}", q.graded, q.submitted)}</td>
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            </ScrollRegion>
                         }
                     })
                 })}
@@ -407,7 +415,9 @@ fn AnswerCard(answer: AnswerToGrade, max_points: f64, graded: RwSignal<usize>) -
                         max=max_points.to_string()
                         step="0.5"
                         required
-                        prop:value=move || points_text.get()
+                        // Only the first value: writing the signal back would clear what
+                        // the browser shows while "1." is typed on the way to "1.5".
+                        value=points_text.get_untracked()
                         on:input=move |ev| points_text.set(event_target_value(&ev))
                     />
                 </label>
@@ -427,4 +437,32 @@ fn AnswerCard(answer: AnswerToGrade, max_points: f64, graded: RwSignal<usize>) -
             {move || action_error(grade.value().get())}
         </li>
     }
+}
+
+/// The class's latest finished runs: estimated against actual time, and the mean error.
+#[component]
+fn EstimateTable(checks: Vec<crate::runs::timing::EstimateCheck>) -> impl IntoView {
+    use super::runs::duration;
+    let Some(mean) = crate::runs::timing::mean_absolute_error(&checks) else {
+        return view! { <p class="hint" data-testid="estimate-checks">"No run has finished yet, so no estimate can be checked."</p> }.into_any();
+    };
+    view! {
+        <ScrollRegion label="Run times against their estimates">
+            <table class="data-table" data-testid="estimate-checks">
+                <caption>{format!("Run times against the form's estimates: off by {:.0}% on average over the latest {} runs", mean * 100.0, checks.len())}</caption>
+                <thead><tr><th scope="col">"Run"</th><th scope="col">"Team"</th><th scope="col">"Estimated"</th><th scope="col">"Took"</th><th scope="col">"Off by"</th></tr></thead>
+                <tbody>
+                    {checks.into_iter().map(|c| view! {
+                        <tr>
+                            <td><a href=format!("/runs/{}", c.run_id)>{format!("#{}", c.run_id)}</a></td>
+                            <td>{c.team.clone()}</td>
+                            <td>{duration(c.estimated_seconds)}</td>
+                            <td>{duration(c.trained_seconds)}</td>
+                            <td>{format!("{:+.0}%", c.error() * 100.0)}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </ScrollRegion>
+    }.into_any()
 }

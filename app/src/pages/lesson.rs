@@ -41,7 +41,7 @@ fn LessonView(lesson: Lesson) -> impl IntoView {
             <p class="breadcrumb"><a href="/">"Lessons"</a>" / "{lesson.summary.title.clone()}</p>
             <h1>{lesson.summary.title}</h1>
             <p class="lead">{lesson.summary.summary}</p>
-            <div class="lesson-body" inner_html=lesson.html></div>
+            <div class="lesson-body" inner_html=scrolling_tables(&lesson.html)></div>
             {lesson.widget.map(|widget| view! { <LessonWidget widget /> })}
             <section class="questions">
                 <h2>"Check your understanding"</h2>
@@ -96,5 +96,46 @@ fn CheckInButton(slug: String) -> impl IntoView {
             </Transition>
             {move || error().map(|e| view! { <p class="error-box" role="alert">{e}</p> })}
         </section>
+    }
+}
+
+/// Puts each table of a lesson's HTML in a region of its own that scrolls sideways on a
+/// narrow screen (the page itself never does) and that keyboard users can focus to
+/// scroll it.
+fn scrolling_tables(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() + 256);
+    let mut rest = html;
+    let mut count = 0;
+    while let Some(start) = rest.find("<table>") {
+        count += 1;
+        out.push_str(&rest[..start]);
+        out.push_str(&format!(
+            "<div class=\"table-scroll\" role=\"region\" tabindex=\"0\" aria-label=\"Table {count} of the lesson\">"
+        ));
+        rest = &rest[start..];
+        let end = rest
+            .find("</table>")
+            .map_or(rest.len(), |end| end + "</table>".len());
+        out.push_str(&rest[..end]);
+        out.push_str("</div>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrolling_tables;
+
+    #[test]
+    fn each_table_gets_a_scrolling_region_of_its_own() {
+        let html = "<p>a</p><table><tr><td>1</td></tr></table><p>b</p><table></table>";
+        assert_eq!(
+            scrolling_tables(html),
+            "<p>a</p><div class=\"table-scroll\" role=\"region\" tabindex=\"0\" aria-label=\"Table 1 of the lesson\"><table><tr><td>1</td></tr></table></div>\
+             <p>b</p><div class=\"table-scroll\" role=\"region\" tabindex=\"0\" aria-label=\"Table 2 of the lesson\"><table></table></div>"
+        );
+        assert_eq!(scrolling_tables("<p>no tables</p>"), "<p>no tables</p>");
     }
 }

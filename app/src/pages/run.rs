@@ -235,13 +235,13 @@ fn TryModel(run_id: i64) -> impl IntoView {
     let text = RwSignal::new("a gorgeous , witty , seductive movie .".to_string());
     let read = ServerAction::<TryRunModel>::new();
     view! {
-        <section class="panel" data-testid="try-model">
+        <section class="panel try-model" data-testid="try-model">
             <h2>"Try your model"</h2>
             <form on:submit=move |ev| {
                 ev.prevent_default();
                 read.dispatch(TryRunModel { run_id, text: text.get_untracked() });
             }>
-                <textarea name="text" rows="2" maxlength="512" prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))></textarea>
+                <textarea name="text" rows="2" maxlength="512" aria-label="A sentence for your model" prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))></textarea>
                 <button type="submit" disabled=move || read.pending().get()>"Classify"</button>
             </form>
             {move || match read.value().get() {
@@ -355,10 +355,11 @@ fn attention_pairs(maps: &[AttentionSnapshot]) -> AnyView {
                 map.map(|map| {
                     let last = map.matrices.last().map(|heads| head_average(heads)).unwrap_or_default();
                     let step = map.step;
+                    let when = if step == 0 { "before training".to_string() } else { format!("after step {step}") };
                     view! {
                         <figure>
-                            <figcaption>{if step == 0 { "before training".to_string() } else { format!("after step {step}") }}</figcaption>
-                            <Heatmap tokens=map.tokens.clone() matrix=last />
+                            <figcaption>{when.clone()}</figcaption>
+                            <Heatmap name=format!("{}, {when}", map.sentence) tokens=map.tokens.clone() matrix=last />
                         </figure>
                     }
                 })

@@ -3,7 +3,7 @@
 //! runs. One run's page is in `run.rs`.
 
 use super::shared::{ErrorList, action_error};
-use crate::charts::{LineChart, ema};
+use crate::charts::{LineChart, ScrollRegion, ema};
 use crate::runs::{
     Boards, CancelRun, PrioritizeRun, RUNS_CLOSED, RevealBoard, RunCurves, RunFormInfo, RunStatus,
     RunSummary, SubmitOutcome, SubmitRun, class_boards, default_learning_rate_after_switch,
@@ -11,8 +11,8 @@ use crate::runs::{
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
-use run_protocol::StepPlan;
-use run_protocol::settings::DEFAULT_MODEL;
+use run_protocol::estimate::REFERENCE_PARAMS;
+use run_protocol::{RunSettings, StepPlan};
 
 /// While the calling component lives, calls `refresh` every 4 seconds in the browser
 /// (nothing on the server): how the run lists, boards and queue places stay current.
@@ -71,17 +71,7 @@ pub fn TeamPage() -> impl IntoView {
 /// The run form: choices, checks, hints and the duration estimate.
 #[component]
 fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView {
-    let default_model = info
-        .models
-        .iter()
-        .find(|m| m.name == DEFAULT_MODEL)
-        .or(info.models.first())
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
-    let form = RwSignal::new(crate::runs::RunForm {
-        model: default_model,
-        ..Default::default()
-    });
+    let form = RwSignal::new(info.suggested.clone());
     let send = move |confirmed: bool| {
         submit.dispatch(SubmitRun {
             form: form.get_untracked(),
@@ -90,28 +80,63 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
     };
     let models = info.models.clone();
     let runs_open = info.runs_open;
+    let machine = info.machine;
     let estimate = move || {
         let form = form.get();
+        let machine = machine?;
         let params = models
             .iter()
             .find(|m| m.name == form.model)
-            .map_or(22_713_986, |m| m.params);
-        let examples = form
+            .map_or(REFERENCE_PARAMS, |m| m.params);
+        let settings = RunSettings {
+            train_subset: form.train_subset.trim().parse::<usize>().ok(),
+            batch_size: form.batch_size.trim().parse().ok().filter(|b| *b > 0)?,
+            epochs: form.epochs.trim().parse().ok().filter(|e| *e > 0)?,
+            ..RunSettings::default()
+        };
+        let examples = settings
             .train_subset
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .or(info.train_examples)?;
-        let batch: usize = form.batch_size.trim().parse().ok().filter(|b| *b > 0)?;
-        let epochs: usize = form.epochs.trim().parse().ok().filter(|e| *e > 0)?;
-        let steps = StepPlan::checked(examples, batch, epochs, 0.0)?.total_steps;
-        let speed = info.examples_per_second * 22_713_986.0 / params as f64;
-        let seconds = (examples * epochs) as f64 / speed;
+            .map_or(machine.train_examples, |n| n.min(machine.train_examples));
+        let steps =
+            StepPlan::checked(examples, settings.batch_size, settings.epochs, 0.0)?.total_steps;
+        let seconds = machine.estimate(&settings, params)?;
+        let stops = seconds >= machine.limit_seconds;
         Some(format!(
-            "{steps} steps; roughly {} on {} (an estimate from measured speeds, plus evaluation time).",
+            "{steps} steps; about {}, evaluations included{}.",
             duration(seconds),
-            info.device
+            if stops {
+                ", stopping at the time limit"
+            } else {
+                ""
+            }
         ))
+    };
+    let speed_source = if info.machine.is_some_and(|m| m.measured) {
+        "Estimates use the speed this machine measured in its latest runs."
+    } else {
+        "Estimates use this kind of device's typical speed until a run here has measured it."
+    };
+    let budget_note = if info.over_budget {
+        format!(
+            "Even the smallest run measured to learn takes longer than the class's {} min per run: ask your teacher for more minutes.",
+            info.run_minutes
+        )
+    } else {
+        format!(
+            "The form starts on settings that fit the class's {} min per run on this machine and are measured to reach at least {:.0}% on SST-2 dev.",
+            info.run_minutes, info.suggested_accuracy
+        )
+    };
+    let queue_note = match info.runs_ahead {
+        0 => "No run is waiting or training: a run queued now starts at once.".to_string(),
+        1 => format!(
+            "1 run is waiting or training: a run queued now starts in about {}.",
+            duration(info.wait_seconds)
+        ),
+        n => format!(
+            "{n} runs are waiting or training: a run queued now starts in about {}.",
+            duration(info.wait_seconds)
+        ),
     };
     // One text input per field of the form, named as the field.
     macro_rules! text_input {
@@ -175,7 +200,9 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
                     <span>"A sentence whose attention you want to watch"</span>
                     <input type="text" name="probe_sentence" maxlength=crate::models::MAX_SENTENCE_CHARS.to_string() prop:value=move || form.with(|f| f.probe_sentence.clone()) on:input=move |ev| form.update(|f| f.probe_sentence = event_target_value(&ev)) />
                 </label>
+                <p class="hint" data-testid="budget">{budget_note}</p>
                 <p class="hint" data-testid="estimate">{estimate}</p>
+                <p class="hint">{format!("Training on: {}. ", info.device)}{speed_source}" "<span data-testid="queue-wait">{queue_note}</span></p>
                 <p class="hint">{format!("A team may have at most {} runs waiting at once. A run stops after {} min (your teacher's limit) and keeps its best model.", info.max_queued, info.run_minutes)}</p>
                 {(!info.runs_open).then(|| view! { <p class="notice" role="status" data-testid="runs-closed">{RUNS_CLOSED}</p> })}
                 <button type="submit" class="primary" disabled=move || !runs_open || submit.pending().get()>"Queue the run"</button>
@@ -223,30 +250,32 @@ fn RunList(runs: Vec<RunSummary>, cancel: ServerAction<CancelRun>) -> impl IntoV
         return view! { <p class="hint">"No runs yet."</p> }.into_any();
     }
     view! {
-        <table class="data-table" data-testid="runs">
-            <thead><tr><th>"Run"</th><th>"Status"</th><th>"Settings"</th><th>"Validation accuracy"</th><th></th></tr></thead>
-            <tbody>
-                {runs.into_iter().map(|run| {
-                    let id = run.id;
-                    let settings = run.settings.summary();
-                    let status = match (run.status, run.queue_position) {
-                        (RunStatus::Queued, Some(position)) => format!("queued, #{position} in line"),
-                        (status, _) => status.as_str().to_string(),
-                    };
-                    view! {
-                        <tr>
-                            <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a>" by "{run.submitted_by}</td>
-                            <td data-testid="run-status">{status}</td>
-                            <td>{settings}</td>
-                            <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
-                            <td>{run.status.is_active().then(|| view! {
-                                <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel"</button>
-                            })}</td>
-                        </tr>
-                    }
-                }).collect_view()}
-            </tbody>
-        </table>
+        <ScrollRegion label="Your team's runs">
+            <table class="data-table" data-testid="runs">
+                <thead><tr><th>"Run"</th><th>"Status"</th><th>"Settings"</th><th>"Validation accuracy"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                <tbody>
+                    {runs.into_iter().map(|run| {
+                        let id = run.id;
+                        let settings = run.settings.summary();
+                        let status = match (run.status, run.queue_position) {
+                            (RunStatus::Queued, Some(position)) => format!("queued, #{position} in line"),
+                            (status, _) => status.as_str().to_string(),
+                        };
+                        view! {
+                            <tr>
+                                <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a>" by "{run.submitted_by}</td>
+                                <td data-testid="run-status">{status}</td>
+                                <td>{settings}</td>
+                                <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
+                                <td>{run.status.is_active().then(|| view! {
+                                    <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel"</button>
+                                })}</td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </ScrollRegion>
     }
     .into_any()
 }
@@ -269,9 +298,6 @@ fn CompareRuns(curves: Vec<RunCurves>) -> impl IntoView {
     view! {
         <section class="panel">
             <h2>"Compare your runs"</h2>
-            <ol class="legend">
-                {curves.iter().enumerate().map(|(i, c)| view! { <li class=format!("series-{i}")>{name(c)}</li> }).collect_view()}
-            </ol>
             <div class="chart-pair">
                 <LineChart testid="compare-loss" series=loss x_label="step" y_label="training loss (smoothed)" />
                 <LineChart testid="compare-accuracy" series=accuracy x_label="step" y_label="validation accuracy %" />
@@ -289,14 +315,16 @@ fn BoardsView(boards: Boards) -> impl IntoView {
             return view! { <p class="hint">"No finished runs yet."</p> }.into_any();
         }
         view! {
-            <table class="data-table" data-testid=testid>
-                <thead><tr><th>"#"</th><th>"Team"</th><th>"Accuracy"</th><th>"Run"</th></tr></thead>
-                <tbody>
-                    {lines.into_iter().enumerate().map(|(rank, line)| view! {
-                        <tr><td>{rank + 1}</td><td>{line.team}</td><td>{format!("{:.1}%", 100.0 * line.accuracy)}</td><td>{format!("#{}", line.run_id)}</td></tr>
-                    }).collect_view()}
-                </tbody>
-            </table>
+            <ScrollRegion label=if testid == "private-board" { "Private leaderboard" } else { "Leaderboard" }>
+                <table class="data-table" data-testid=testid>
+                    <thead><tr><th>"#"</th><th>"Team"</th><th>"Accuracy"</th><th>"Run"</th></tr></thead>
+                    <tbody>
+                        {lines.into_iter().enumerate().map(|(rank, line)| view! {
+                            <tr><td>{rank + 1}</td><td>{line.team}</td><td>{format!("{:.1}%", 100.0 * line.accuracy)}</td><td>{format!("#{}", line.run_id)}</td></tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </ScrollRegion>
         }
         .into_any()
     };
@@ -348,29 +376,31 @@ pub fn ClassRuns(class_id: i64) -> impl IntoView {
                             return view! { <p class="hint">"No runs yet: teams queue them from their team page in the competition phase."</p> }.into_any();
                         }
                         view! {
-                            <table class="data-table" data-testid="class-runs">
-                                <thead><tr><th>"Run"</th><th>"Team"</th><th>"Status"</th><th>"Settings"</th><th>"Validation"</th><th></th></tr></thead>
-                                <tbody>
-                                    {runs.into_iter().map(|run| {
-                                        let id = run.id;
-                                        let settings = run.settings.summary();
-                                        let queued = run.status == RunStatus::Queued;
-                                        view! {
-                                            <tr>
-                                                <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a></td>
-                                                <td>{run.team}</td>
-                                                <td>{run.status.as_str()}{run.queue_position.map(|p| format!(" (#{p})"))}</td>
-                                                <td>{settings}</td>
-                                                <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
-                                                <td>
-                                                    {queued.then(|| view! { <button on:click=move |_| { prioritize.dispatch(PrioritizeRun { run_id: id }); }>"Run next"</button> })}
-                                                    {run.status.is_active().then(|| view! { <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel"</button> })}
-                                                </td>
-                                            </tr>
-                                        }
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
+                            <ScrollRegion label="The class's runs">
+                                <table class="data-table" data-testid="class-runs">
+                                    <thead><tr><th>"Run"</th><th>"Team"</th><th>"Status"</th><th>"Settings"</th><th>"Validation"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                                    <tbody>
+                                        {runs.into_iter().map(|run| {
+                                            let id = run.id;
+                                            let settings = run.settings.summary();
+                                            let queued = run.status == RunStatus::Queued;
+                                            view! {
+                                                <tr>
+                                                    <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a></td>
+                                                    <td>{run.team}</td>
+                                                    <td>{run.status.as_str()}{run.queue_position.map(|p| format!(" (#{p})"))}</td>
+                                                    <td>{settings}</td>
+                                                    <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
+                                                    <td>
+                                                        {queued.then(|| view! { <button on:click=move |_| { prioritize.dispatch(PrioritizeRun { run_id: id }); }>"Run next"</button> })}
+                                                        {run.status.is_active().then(|| view! { <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel"</button> })}
+                                                    </td>
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            </ScrollRegion>
                         }.into_any()
                     })
                 })}

@@ -1,6 +1,7 @@
 //! Pieces several pages share: error display, route parameters, time and points
 //! formatting, and the quiz standings table.
 
+use crate::charts::ScrollRegion;
 use crate::error::AppError;
 use crate::quiz::TeamScore;
 use leptos::prelude::*;
@@ -82,21 +83,23 @@ pub(super) fn Standings(
         return view! { <p class="hint">"No teams yet."</p> }.into_any();
     }
     view! {
-        <table class="data-table" data-testid="quiz-leaderboard">
-            <thead><tr><th>"#"</th><th>"Team"</th><th>"Points per member"</th><th>"Points"</th><th>"Members"</th><th>"Graded answers"</th></tr></thead>
-            <tbody>
-                {scores.into_iter().enumerate().map(|(rank, score)| view! {
-                    <tr>
-                        <td>{rank + 1}</td>
-                        <td>{score.team}</td>
-                        <td>{points(score.points_per_member)}</td>
-                        <td>{points(score.points)}</td>
-                        <td>{score.members}</td>
-                        <td>{score.graded_answers}</td>
-                    </tr>
-                }).collect_view()}
-            </tbody>
-        </table>
+        <ScrollRegion label="Quiz standings">
+            <table class="data-table" data-testid="quiz-leaderboard">
+                <thead><tr><th>"#"</th><th>"Team"</th><th>"Points per member"</th><th>"Points"</th><th>"Members"</th><th>"Graded answers"</th></tr></thead>
+                <tbody>
+                    {scores.into_iter().enumerate().map(|(rank, score)| view! {
+                        <tr>
+                            <td>{rank + 1}</td>
+                            <td>{score.team}</td>
+                            <td>{points(score.points_per_member)}</td>
+                            <td>{points(score.points)}</td>
+                            <td>{score.members}</td>
+                            <td>{score.graded_answers}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </ScrollRegion>
     }
     .into_any()
 }

@@ -1,7 +1,7 @@
 //! The attention viewer: a sentence through the real default model, then a heatmap of who
 //! attends to whom for a chosen layer and head, or the average over a layer's heads.
 
-use crate::charts::Heatmap;
+use crate::charts::{AttentionTable, Heatmap};
 use crate::error::AppError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -34,10 +34,20 @@ pub async fn attention_map(text: String) -> Result<AttentionView, AppError> {
         .await?;
     Ok(AttentionView {
         tokens: maps.tokens,
-        layers: maps.layers,
+        layers: drawn_precision(maps.layers),
         truncated: maps.truncated,
         max_len: crate::models::VIEWER_MAX_TOKENS,
     })
+}
+
+/// The weights the heatmap can draw: three decimals (a shade step is far coarser), which
+/// halves the answer's JSON (a 64-token sentence through all-MiniLM-L6-v2: 294,912 weights).
+#[cfg(feature = "ssr")]
+fn drawn_precision(mut layers: Vec<Vec<Vec<f32>>>) -> Vec<Vec<Vec<f32>>> {
+    for weight in layers.iter_mut().flatten().flatten() {
+        *weight = (*weight * 1000.0).round() / 1000.0;
+    }
+    layers
 }
 
 /// The attention of the caller's team's fine-tuned model, for the side-by-side view.
@@ -70,7 +80,7 @@ pub async fn team_attention_map(text: String) -> Result<Option<TeamAttention>, A
         run_id,
         view: AttentionView {
             tokens: view.tokens,
-            layers: view.layers,
+            layers: drawn_precision(view.layers),
             truncated: view.truncated,
             max_len: crate::models::VIEWER_MAX_TOKENS,
         },
@@ -102,13 +112,13 @@ pub fn AttentionViewer() -> impl IntoView {
             <div class="chart-pair">
                 <div>
                     {move || show.value().get().is_some_and(|r| r.is_ok()).then(|| view! { <h3>"Pretrained all-MiniLM-L6-v2"</h3> })}
-                    {move || super::shared::action_result(show.value().get(), |view| view! { <AttentionExplorer view=Arc::new(view) /> }.into_any())}
+                    {move || super::shared::action_result(show.value().get(), |view| view! { <AttentionExplorer name="pretrained all-MiniLM-L6-v2" view=Arc::new(view) /> }.into_any())}
                 </div>
                 {move || match team.value().get() {
                     Some(Ok(Some(team))) => Some(view! {
                         <div data-testid="team-attention">
                             <h3>{format!("Your team's fine-tuned model (run #{})", team.run_id)}</h3>
-                            <AttentionExplorer view=Arc::new(team.view) />
+                            <AttentionExplorer name=format!("your team's model, run #{}", team.run_id) view=Arc::new(team.view) />
                         </div>
                     }),
                     _ => None,
@@ -120,7 +130,12 @@ pub fn AttentionViewer() -> impl IntoView {
 
 /// Layer and head pickers over one sentence's maps.
 #[component]
-fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
+fn AttentionExplorer(
+    /// Whose maps these are (the pretrained model or the team's).
+    #[prop(into)]
+    name: String,
+    view: Arc<AttentionView>,
+) -> impl IntoView {
     let layer = RwSignal::new(view.layers.len().saturating_sub(1));
     let head = RwSignal::new(None::<usize>);
     let as_lines = RwSignal::new(false);
@@ -178,9 +193,9 @@ fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
         {notice}
         {move || {
             if as_lines.get() {
-                view! { <AttentionLines tokens=tokens.clone() matrix=matrix() /> }.into_any()
+                view! { <AttentionLines name=name.clone() tokens=tokens.clone() matrix=matrix() /> }.into_any()
             } else {
-                view! { <Heatmap tokens=tokens.clone() matrix=matrix() /> }.into_any()
+                view! { <Heatmap name=name.clone() tokens=tokens.clone() matrix=matrix() /> }.into_any()
             }
         }}
     }
@@ -190,7 +205,7 @@ fn AttentionExplorer(view: Arc<AttentionView>) -> impl IntoView {
 /// the left to each word on the right it attends to, as opaque as the attention is strong.
 /// Pointing at a word on the left shows only its lines.
 #[component]
-fn AttentionLines(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
+fn AttentionLines(name: String, tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
     const ROW: f32 = 22.0;
     const TEXT: f32 = 110.0;
     const GAP: f32 = 160.0;
@@ -235,11 +250,12 @@ fn AttentionLines(tokens: Vec<String>, matrix: Vec<f32>) -> impl IntoView {
         .map(|(k, token)| view! { <text class="key" x=(TEXT + GAP).to_string() y=y(k).to_string()>{token.clone()}</text> })
         .collect_view();
     view! {
-        <div class="heatmap-scroll">
+        <div class="heatmap-scroll" role="region" tabindex="0" aria-label=format!("Attention lines: {name}")>
             <svg class="attention-lines" data-testid="attention-lines" viewBox=format!("0 0 {width} {height}") width=width.to_string() height=height.to_string() role="img" aria-label="Attention lines: each word on the left linked to the words it attends to on the right">
                 {groups}
                 {keys}
             </svg>
         </div>
+        <AttentionTable name tokens matrix />
     }
 }

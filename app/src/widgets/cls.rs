@@ -1,6 +1,7 @@
 //! The [CLS] demo: a sentence through the default model, its [CLS] vector drawn as a strip,
 //! and what the classification head makes of it.
 
+use crate::charts::ScrollRegion;
 use crate::error::AppError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -128,11 +129,62 @@ fn ClsResult(view: ClsView) -> impl IntoView {
     } else {
         "This is the pretrained all-MiniLM-L6-v2: its classification head has random weights until a team fine-tunes it, so these probabilities are close to a coin toss. Fine-tuning trains the head, and nudges the whole model so that [CLS] carries the sentiment.".to_string()
     };
+    let above = view.cls.iter().filter(|v| **v >= 0.0).count();
+    let largest = view
+        .cls
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1));
+    let smallest = view
+        .cls
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1));
+    let summary = match (largest, smallest) {
+        (Some((hi, high)), Some((lo, low))) => format!(
+            "The [CLS] vector: {n} numbers, one bar each; {above} above zero (up, blue), {} below (down, orange). The largest is {high:.3} (number {}), the smallest {low:.3} (number {}). All the numbers are in the table below.",
+            n - above,
+            hi + 1,
+            lo + 1
+        ),
+        _ => "The [CLS] vector is empty.".to_string(),
+    };
+    // The numbers, eight to a row.
+    const PER_ROW: usize = 8;
+    let rows = view
+        .cls
+        .chunks(PER_ROW)
+        .enumerate()
+        .map(|(row, values)| {
+            let first = row * PER_ROW + 1;
+            view! {
+                <tr>
+                    <th scope="row">{format!("{first}–{}", first + values.len() - 1)}</th>
+                    {values.iter().map(|v| view! { <td>{format!("{v:.3}")}</td> }).collect_view()}
+                </tr>
+            }
+        })
+        .collect_view();
     view! {
-        <p class="piece-summary">{format!("[CLS] summarizes {} tokens into {n} numbers (blue above zero, orange below):", view.tokens.len())}</p>
-        <svg class="cls-strip" data-testid="cls-strip" viewBox=format!("0 0 {n} 64") preserveAspectRatio="none" role="img" aria-label="The [CLS] vector">
+        <p class="piece-summary">{format!("[CLS] summarizes {} tokens into {n} numbers (bars up and blue above zero, down and orange below):", view.tokens.len())}</p>
+        <svg class="cls-strip" data-testid="cls-strip" viewBox=format!("0 0 {n} 64") preserveAspectRatio="none" role="img" aria-label=summary>
             {bars}
         </svg>
+        <details class="chart-data">
+            <summary>"The numbers: the [CLS] vector"</summary>
+            <ScrollRegion label="Table of the [CLS] vector">
+                <table class="data-table numbers">
+                    <caption>{format!("The {n} numbers of the [CLS] vector, {PER_ROW} to a row: row 1–8, column +2 is number 3")}</caption>
+                    <thead>
+                        <tr>
+                            <th scope="col">"Numbers"</th>
+                            {(1..=PER_ROW).map(|i| view! { <th scope="col">{format!("+{}", i - 1)}</th> }).collect_view()}
+                        </tr>
+                    </thead>
+                    <tbody>{rows}</tbody>
+                </table>
+            </ScrollRegion>
+        </details>
         <ul class="probabilities" data-testid="probabilities">{probabilities}</ul>
         <p class="notice">{explanation}</p>
     }

@@ -142,7 +142,7 @@ pub fn LoraCounter() -> impl IntoView {
             <div class="fields">
                 <label class="field">
                     <span>"Rank r"</span>
-                    <input type="number" name="rank" min="1" max="256" prop:value=move || rank.get() on:input=move |ev| rank.set(event_target_value(&ev)) />
+                    <input type="number" name="rank" min="1" max="256" value=rank.get_untracked() on:input=move |ev| rank.set(event_target_value(&ev)) />
                 </label>
             </div>
             <div class="checks">

@@ -27,6 +27,7 @@ pub(super) fn SentenceForm(
             <textarea
                 name="text"
                 rows="2"
+                aria-label="Your sentence"
                 maxlength=MAX_SENTENCE_CHARS.to_string()
                 prop:value=move || text.get()
                 on:input=move |ev| text.set(event_target_value(&ev))

@@ -33,7 +33,9 @@ pub fn StepsCalculator() -> impl IntoView {
                     name=name
                     min="0"
                     step=step
-                    prop:value=move || value.get()
+                    // Only the first value: writing the signal back would clear what the
+                    // browser shows while "0." is typed on the way to "0.05".
+                    value=value.get_untracked()
                     on:input=move |ev| value.set(event_target_value(&ev))
                 />
             </label>

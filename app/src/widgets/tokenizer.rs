@@ -1,5 +1,5 @@
 //! The tokenizer playground: a sentence in, the default model's WordPiece pieces out,
-//! colored by the word they came from, with their ids and a few counts.
+//! colored and numbered by the word they came from, with their ids and a few counts.
 
 use crate::error::AppError;
 use leptos::prelude::*;
@@ -84,7 +84,7 @@ pub fn TokenizerPlayground() -> impl IntoView {
             <h2>"Try it: the tokenizer playground"</h2>
             <p>
                 "Type any sentence, even made-up words, and see the pieces all-MiniLM-L6-v2 reads. "
-                "Pieces of the same word share a color; the number under each is its id."
+                "Pieces of the same word share a color and a word number; the number under each piece is its id."
             </p>
             <super::shared::SentenceForm
                 text
@@ -125,6 +125,11 @@ fn TokenizedView(result: TokenizedText) -> impl IntoView {
                 .into_iter()
                 .map(|piece| {
                     let hue = piece.word.map_or(0, |w| (w * 67 + 200) % 360);
+                    // The color groups a word's pieces at a glance; the word number says
+                    // the same in text, for whoever cannot tell the colors apart.
+                    let word = piece
+                        .word
+                        .map_or_else(|| "special".to_string(), |w| format!("word {}", w + 1));
                     view! {
                         <li
                             class="piece"
@@ -132,7 +137,8 @@ fn TokenizedView(result: TokenizedText) -> impl IntoView {
                             style=format!("--hue: {hue}")
                         >
                             <span class="piece-text">{piece.text}</span>
-                            <span class="piece-id">{piece.id}</span>
+                            <span class="piece-id"><span class="visually-hidden">"id "</span>{piece.id}</span>
+                            <span class="piece-word">{word}</span>
                         </li>
                     }
                 })
