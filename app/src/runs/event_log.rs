@@ -36,6 +36,23 @@ impl EventLog {
         .await
     }
 
+    /// At most `limit` of run `run_id`'s events after sequence number `after`, in order.
+    pub async fn page(
+        &self,
+        run_id: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(run_id)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Run `run_id`'s events of the given kinds, in order.
     pub async fn of_kinds(
         &self,

@@ -2,7 +2,6 @@
 
 use super::{AppState, error_response};
 use app::auth::ssr::caller_of;
-use app::error::AppError;
 use app::live::{RUN_EVENT, RUN_STATUS_EVENT};
 use app::runs::environment::{RunChange, RunUpdate};
 use app::runs::event_log::EventLog;
@@ -15,6 +14,23 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use tokio::sync::broadcast;
 use tower_sessions::Session;
+
+/// Stored events read from the database at a time, for the history and each catch-up.
+const HISTORY_PAGE: usize = 500;
+
+/// Where one page's stream stands.
+struct Reader {
+    /// Every run update on this node.
+    updates: broadcast::Receiver<RunUpdate>,
+    /// Set when the server shuts down.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The sequence number of the last event sent.
+    last_sent: i64,
+    /// Events read from the database, not yet sent.
+    read: VecDeque<(i64, String)>,
+    /// Whether the database may hold events after `last_sent` that were not read.
+    behind: bool,
+}
 
 /// A stored run event as SSE, with its sequence number as the id.
 fn run_event(seq: i64, payload: String) -> Event {
@@ -34,8 +50,9 @@ fn status_event(run_id: i64) -> Event {
 /// `GET /api/runs/{id}/events`: a run's stored events (after `Last-Event-ID`, when the
 /// browser reconnects) and then its new ones live, each with its sequence number as the
 /// SSE id, so a reconnect or reload sees the whole history with no gap or duplicate.
-/// Status changes come as `status` events without an id. A listener that falls behind the
-/// live broadcast catches up from the database within the same stream.
+/// Status changes come as `status` events without an id. The history is read in pages of
+/// [`HISTORY_PAGE`] as the stream is consumed; a listener that falls behind the live
+/// broadcast catches up from the database the same way, within the same stream.
 pub(super) async fn stream_run_events(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -61,80 +78,80 @@ pub(super) async fn stream_run_events(
     // Subscribe before reading the history, so nothing falls between the two.
     let updates = state.run_env.events.subscribe();
     let log = EventLog::new(state.pool.clone());
-    let history = log
-        .after(run_id, after)
-        .await
-        .map_err(|e| error_response(AppError::from(e)))?;
-    let last_sent = history.last().map_or(after, |row| row.seq);
-    let stored = futures_util::stream::iter(
-        history
-            .into_iter()
-            .map(|row| Ok(run_event(row.seq, row.payload))),
-    );
-    let live = futures_util::stream::unfold(
-        (updates, state.shutdown.clone(), last_sent, VecDeque::new()),
-        move |(mut updates, mut shutdown, mut last_sent, mut missed)| {
+    // The history goes out a page at a time, read as the stream is consumed; so does every
+    // catch-up later (after falling behind, or a notice from another node).
+    let stream = futures_util::stream::unfold(
+        Reader {
+            updates,
+            shutdown: state.shutdown.clone(),
+            last_sent: after,
+            read: VecDeque::new(),
+            behind: true,
+        },
+        move |mut reader| {
             let log = log.clone();
             async move {
                 loop {
-                    if *shutdown.borrow() {
+                    if *reader.shutdown.borrow() {
                         return None;
                     }
-                    // Events read back from the database after falling behind go first.
-                    if let Some((seq, payload)) = missed.pop_front() {
-                        if seq <= last_sent {
+                    // Events read back from the database go first.
+                    if let Some((seq, payload)) = reader.read.pop_front() {
+                        if seq <= reader.last_sent {
                             continue;
                         }
-                        last_sent = seq;
-                        let event = run_event(seq, payload);
-                        return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                        reader.last_sent = seq;
+                        return Some((Ok(run_event(seq, payload)), reader));
+                    }
+                    if reader.behind {
+                        // If the database fails, end the stream: the browser reconnects
+                        // with its Last-Event-ID.
+                        let page = log
+                            .page(run_id, reader.last_sent, HISTORY_PAGE)
+                            .await
+                            .ok()?;
+                        reader.behind = page.len() == HISTORY_PAGE;
+                        reader
+                            .read
+                            .extend(page.into_iter().map(|row| (row.seq, row.payload)));
+                        continue;
                     }
                     tokio::select! {
-                        received = updates.recv() => match received {
+                        received = reader.updates.recv() => match received {
                             // Notices may have been missed (this node's database listener
                             // reconnected), or this listener fell too far behind: catch up
-                            // from the database in this same stream, then say the status may
-                            // have changed meanwhile.
+                            // from the database, then say the status may have changed.
                             Ok(RunUpdate { change: RunChange::Resync, .. })
                             | Err(broadcast::error::RecvError::Lagged(_)) => {
-                                let stored = log.after(run_id, last_sent).await;
-                                // If the database fails, end the stream: the browser
-                                // reconnects with its Last-Event-ID.
-                                missed.extend(stored.ok()?.into_iter().map(|row| (row.seq, row.payload)));
-                                let event = status_event(run_id);
-                                return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                                reader.behind = true;
+                                return Some((Ok(status_event(run_id)), reader));
                             }
                             Ok(RunUpdate { run_id: id, .. }) if id != run_id => continue,
                             Ok(RunUpdate { change: RunChange::Event(seq, payload), .. }) => {
-                                if seq <= last_sent {
+                                if seq <= reader.last_sent {
                                     continue;
                                 }
-                                last_sent = seq;
-                                let event = run_event(seq, payload);
-                                return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                                reader.last_sent = seq;
+                                return Some((Ok(run_event(seq, payload)), reader));
                             }
                             Ok(RunUpdate { change: RunChange::Status, .. }) => {
-                                let event = status_event(run_id);
-                                return Some((Ok(event), (updates, shutdown, last_sent, missed)));
+                                return Some((Ok(status_event(run_id)), reader));
                             }
                             // Stored by a worker on another node: read it from the database.
                             Ok(RunUpdate { change: RunChange::StoredUpTo(seq), .. }) => {
-                                if seq <= last_sent || missed.back().is_some_and(|(read, _)| *read >= seq) {
-                                    continue;
-                                }
-                                missed.extend(log.after(run_id, last_sent).await.ok()?.into_iter().map(|row| (row.seq, row.payload)));
+                                reader.behind = seq > reader.last_sent;
                                 continue;
                             }
                             Err(broadcast::error::RecvError::Closed) => return None,
                         },
-                        _ = shutdown.changed() => return None,
+                        _ = reader.shutdown.changed() => return None,
                     }
                 }
             }
         },
     );
     // The stream holds its place until the page closes.
-    let stream = stored.chain(live).map(move |event| {
+    let stream = stream.map(move |event| {
         let _held = &place;
         event
     });
