@@ -174,3 +174,93 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
         "node B's class stream heard node A's phase change"
     );
 }
+
+#[tokio::test]
+async fn a_killed_worker_is_taken_over_and_a_dropped_listener_misses_nothing() {
+    let database = PostgresDatabase::create().await;
+    let temp = tempfile::tempdir().unwrap();
+    let mut env = training_env(temp.path(), Some(&database));
+    env.push(("JIGSAW_TRAINING_SLOTS", "0".to_string()));
+    env.push((
+        "JIGSAW_RUNS_DIR",
+        temp.path().join("runs").display().to_string(),
+    ));
+    let node_dir = |name: &str| {
+        let dir = temp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let class = classroom(&node_dir("web-a"), &env).await;
+    let run_id = submit(&class.red, &class.server, &[("epochs", "20")]).await;
+    // The team's page on web node A is open from before the run starts.
+    let page = tokio::spawn({
+        let (red, url) = (
+            class.red.clone(),
+            class.server.url(&format!("/api/runs/{run_id}/events")),
+        );
+        async move { read_event_stream(&red, url, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.retain(|(name, _)| *name != "JIGSAW_TRAINING_SLOTS");
+    let first = WorkerNode::start(&node_dir("worker-1"), &env);
+
+    // Once the run has a checkpoint: every node's database listener is cut (A reconnects
+    // and catches up), and the worker is killed outright.
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&database.url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let checkpoints: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM run_events WHERE run_id = $1 AND kind = 'checkpoint'",
+        )
+        .bind(run_id)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        if checkpoints > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in 2 min"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert!(!cut.is_empty(), "the nodes were listening");
+    drop(first);
+    let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(status, "running", "the kill left the run claimed: {status}");
+    admin.close().await;
+
+    // A second worker takes the run over once its lease expires, from the checkpoint; the
+    // page on A follows it to the end with no gap and no duplicate.
+    let _second = WorkerNode::start(&node_dir("worker-2"), &env);
+    let (ids, events) = page.await.unwrap();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    let planned = events[0]["steps_planned"].as_u64().unwrap();
+    assert_eq!(steps(&events), (1..=planned).collect::<Vec<_>>());
+    let started: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["type"] == "started").collect();
+    assert_eq!(
+        started.len(),
+        2,
+        "started, then started again on the second worker"
+    );
+    assert!(started[1]["resumed_from_step"].as_u64().unwrap() > 0);
+    assert_eq!(events.last().unwrap()["type"], "finished");
+}

@@ -28,6 +28,7 @@ pub fn listen_if_shared(
             config.database_url.clone(),
             runs.notifier.origin().to_string(),
             runs.events.clone(),
+            runs.wake.clone(),
             classes.0.clone(),
             shutdown,
         ))
@@ -43,6 +44,7 @@ async fn listen(
     url: String,
     origin: String,
     runs: broadcast::Sender<RunUpdate>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
     classes: broadcast::Sender<ClassChanged>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -64,7 +66,14 @@ async fn listen(
                 Ok(Some(notification)) => match Notice::parse(notification.payload()) {
                     // This node's own notices have reached its pages already.
                     Some((from, _)) if from == origin => {}
-                    Some((_, notice)) => pass_on(notice, &runs, &classes),
+                    Some((_, notice)) => {
+                        // A run queued (or requeued) on another node: this node's idle
+                        // workers look at the queue now rather than at their next poll.
+                        if matches!(notice, Notice::RunStatus(_)) {
+                            wake.notify_one();
+                        }
+                        pass_on(notice, &runs, &classes);
+                    }
                     None => tracing::warn!(payload = notification.payload(), "an unreadable notice"),
                 },
                 // The connection dropped. Reconnect now (a query on the listener reconnects
