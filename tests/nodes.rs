@@ -264,3 +264,85 @@ async fn a_killed_worker_is_taken_over_and_a_dropped_listener_misses_nothing() {
     assert!(started[1]["resumed_from_step"].as_u64().unwrap() > 0);
     assert_eq!(events.last().unwrap()["type"], "finished");
 }
+
+#[tokio::test]
+async fn two_workers_train_six_runs_once_each_turning_between_teams() {
+    let database = PostgresDatabase::create().await;
+    let temp = tempfile::tempdir().unwrap();
+    let mut env = training_env(temp.path(), Some(&database));
+    env.push(("JIGSAW_TRAINING_SLOTS", "0".to_string()));
+    env.push((
+        "JIGSAW_RUNS_DIR",
+        temp.path().join("runs").display().to_string(),
+    ));
+    let node_dir = |name: &str| {
+        let dir = temp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let class = classroom(&node_dir("web"), &env).await;
+    let server = &class.server;
+    let class_id = class.class_id.to_string();
+    ok(
+        &class.teacher,
+        server,
+        "add-team",
+        &[("class_id", &class_id), ("name", "Green")],
+    )
+    .await;
+    let admin = ok(
+        &class.teacher,
+        server,
+        "class-admin",
+        &[("class_id", &class_id)],
+    )
+    .await;
+    let code = admin["summary"]["join_code"].as_str().unwrap().to_string();
+    let green_team = admin["teams"][2]["id"].as_i64().unwrap();
+    let green = joined_student(server, &code, "Gil", green_team).await;
+    // Two runs per team, queued team by team before any worker runs.
+    let mut runs = Vec::new();
+    for student in [&class.red, &class.blue, &green] {
+        for _ in 0..2 {
+            runs.push((
+                student.clone(),
+                submit(student, server, &[("epochs", "4")]).await,
+            ));
+        }
+    }
+    env.retain(|(name, _)| *name != "JIGSAW_TRAINING_SLOTS");
+    let _one = WorkerNode::start(&node_dir("worker-1"), &env);
+    let _two = WorkerNode::start(&node_dir("worker-2"), &env);
+    for (student, run_id) in &runs {
+        let done = wait_for_end(student, server, *run_id, Duration::from_secs(180)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&database.url).await.unwrap();
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM runs ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, vec!["succeeded"; 6]);
+    // Every run trained once: one start each, never taken over.
+    let starts: Vec<i64> = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM run_events WHERE kind = 'started' GROUP BY run_id ORDER BY run_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(starts, vec![1; 6]);
+    // The claims turned between the teams: each team once in the first three, once in
+    // the last three.
+    let teams: Vec<i64> = sqlx::query_scalar("SELECT team_id FROM runs ORDER BY claim_order, id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for half in teams.chunks(3) {
+        let mut half = half.to_vec();
+        half.sort();
+        half.dedup();
+        assert_eq!(half.len(), 3, "claims by team: {teams:?}");
+    }
+    pool.close().await;
+}

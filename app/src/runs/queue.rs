@@ -351,21 +351,24 @@ impl RunQueue {
         owner: &str,
         lease_until: i64,
     ) -> Result<Option<ClaimedRun>, sqlx::Error> {
-        // On PostgreSQL, workers on several machines claim at once: the chosen row is locked
-        // for the claiming transaction, and the others skip it instead of waiting. SQLite
-        // has one writer at a time; its claim is the conditional update below.
+        // On PostgreSQL, workers on several machines claim at once: the chosen run's team
+        // row is locked for the claiming transaction, and the others skip that team's runs
+        // instead of waiting. Locking the team, not the run, keeps the round robin: a worker
+        // claiming at the same moment takes the next team's run, not the same team's next.
+        // SQLite has one writer at a time; its claim is the conditional update below.
         let postgres = crate::db::is_postgres(&self.pool);
         macro_rules! choose_next {
             () => {
                 "SELECT r.id, r.settings, c.run_minutes FROM runs r \
-                 JOIN classes c ON c.id = r.class_id WHERE r.status = $1 \
+                 JOIN classes c ON c.id = r.class_id JOIN teams t ON t.id = r.team_id \
+                 WHERE r.status = $1 \
                  ORDER BY r.priority DESC, \
                  COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
                  LIMIT 1"
             };
         }
         let choose: &'static str = if postgres {
-            concat!(choose_next!(), " FOR UPDATE OF r SKIP LOCKED")
+            concat!(choose_next!(), " FOR UPDATE OF t SKIP LOCKED")
         } else {
             choose_next!()
         };
