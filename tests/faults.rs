@@ -42,17 +42,7 @@ async fn assert_whole_history(client: &reqwest::Client, server: &Server, run_id:
     let done = wait_for_end(client, server, run_id, Duration::from_secs(180)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let (ids, events) = read_events(client, server, run_id, None).await;
-    assert_eq!(
-        ids,
-        (1..=ids.len() as i64).collect::<Vec<_>>(),
-        "no gap in the sequence"
-    );
-    let planned = events[0]["steps_planned"].as_u64().unwrap();
-    assert_eq!(
-        steps(&events),
-        (1..=planned).collect::<Vec<_>>(),
-        "every step once: no gap, no duplicate"
-    );
+    assert_every_event_once(&ids, &events);
 }
 
 #[tokio::test]

@@ -74,24 +74,8 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         .site_addr(address)
         .build();
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
-    let run_env = run_environment(&config, &device, &pool);
-    let class_events = app::live::ssr::ClassEvents::new(run_env.notifier.clone());
-    let listener_task = notices::listen_if_shared(
-        &config,
-        &pool,
-        &run_env,
-        &class_events,
-        shutdown_receiver.clone(),
-    );
     let owner = format!("{}-{}-{}", host_name(), std::process::id(), address.port());
-    let workers = spawn_workers(
-        &config,
-        &device,
-        &pool,
-        &run_env,
-        &owner,
-        &shutdown_receiver,
-    );
+    let node = NodeTasks::start(&config, &device, &pool, &owner, &shutdown_receiver);
     let state = http::AppState {
         leptos_options,
         pool: pool.clone(),
@@ -105,11 +89,11 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             predictor,
             model_config,
         ),
-        class_events,
+        class_events: node.class_events.clone(),
         throttles: app::throttle::Throttles::default(),
         secure_cookies: config.secure_cookies,
         shutdown: shutdown_receiver,
-        run_env,
+        run_env: node.run_env.clone(),
         live_streams: http::live_streams::LiveStreams::default(),
     };
 
@@ -126,7 +110,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         let _ = shutdown_sender.send(true);
     })
     .await;
-    stop_workers(workers, listener_task).await;
+    node.stop().await;
     pool.close().await;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -157,31 +141,15 @@ pub async fn work(config: Config) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::new("JIGSAW_DEVICE", e.to_string()))?;
     let pool = db::connect_and_migrate(&config.database_url).await?;
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
-    let run_env = run_environment(&config, &device, &pool);
-    let class_events = app::live::ssr::ClassEvents::new(run_env.notifier.clone());
-    let listener_task = notices::listen_if_shared(
-        &config,
-        &pool,
-        &run_env,
-        &class_events,
-        shutdown_receiver.clone(),
-    );
     let owner = format!("{}-{}-worker", host_name(), std::process::id());
-    let workers = spawn_workers(
-        &config,
-        &device,
-        &pool,
-        &run_env,
-        &owner,
-        &shutdown_receiver,
-    );
+    let node = NodeTasks::start(&config, &device, &pool, &owner, &shutdown_receiver);
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
     println!("{}", role_line(&config, &device, true));
     shutdown_signal().await;
     let _ = shutdown_sender.send(true);
-    stop_workers(workers, listener_task).await;
+    node.stop().await;
     pool.close().await;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -301,22 +269,55 @@ async fn declare_presence(
     }
 }
 
-/// Waits for the workers' runs to stop at their next step and go back to the queue, and
-/// for the database listener to end.
-async fn stop_workers(
-    workers: Vec<tokio::task::JoinHandle<()>>,
+/// What every node that trains or serves runs beside its pages: the run environment and
+/// class broadcast, the database listener (PostgreSQL), and the training workers with the
+/// task that declares them.
+struct NodeTasks {
+    run_env: app::runs::environment::RunEnvironment,
+    class_events: app::live::ssr::ClassEvents,
     listener: Option<tokio::task::JoinHandle<()>>,
-) {
-    if tokio::time::timeout(WORKER_STOP_WAIT, futures_util::future::join_all(workers))
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl NodeTasks {
+    /// Starts them for the node `owner`; they end when `shutdown` turns true.
+    fn start(
+        config: &Config,
+        device: &trainer::device::ComputeDevice,
+        pool: &app::db::DbPool,
+        owner: &str,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let run_env = run_environment(config, device, pool);
+        let class_events = app::live::ssr::ClassEvents::new(run_env.notifier.clone());
+        let listener =
+            notices::listen_if_shared(config, pool, &run_env, &class_events, shutdown.clone());
+        let workers = spawn_workers(config, device, pool, &run_env, owner, shutdown);
+        Self {
+            run_env,
+            class_events,
+            listener,
+            workers,
+        }
+    }
+
+    /// Waits for the workers' runs to stop at their next step and go back to the queue,
+    /// and for the database listener to end.
+    async fn stop(self) {
+        if tokio::time::timeout(
+            WORKER_STOP_WAIT,
+            futures_util::future::join_all(self.workers),
+        )
         .await
         .is_err()
-    {
-        tracing::warn!(
-            "a run in progress did not stop in time; it resumes from its checkpoint at the next start"
-        );
-    }
-    if let Some(listener) = listener {
-        let _ = listener.await;
+        {
+            tracing::warn!(
+                "a run in progress did not stop in time; it resumes from its checkpoint at the next start"
+            );
+        }
+        if let Some(listener) = self.listener {
+            let _ = listener.await;
+        }
     }
 }
 

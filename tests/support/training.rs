@@ -145,6 +145,23 @@ pub async fn read_events(
     read_event_stream(client, url, last_event_id).await
 }
 
+/// Asserts that a run's stream holds every sequence number from 1 without a gap and every
+/// planned step exactly once; returns the planned steps.
+pub fn assert_every_event_once(ids: &[i64], events: &[Value]) -> u64 {
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "sequence numbers 1, 2, 3, … without gaps"
+    );
+    let planned = events[0]["steps_planned"].as_u64().unwrap();
+    assert_eq!(
+        steps(events),
+        (1..=planned).collect::<Vec<_>>(),
+        "every step once: no gap, no duplicate"
+    );
+    planned
+}
+
 /// Reads the run event stream at `url` until its final event: (ids, events).
 pub async fn read_event_stream(
     client: &reqwest::Client,
