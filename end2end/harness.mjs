@@ -1,7 +1,8 @@
 // Starts a real jigsaw-lab server on a free port with a temporary data directory, and a
 // headless Debian Chromium with a fresh profile, for the browser tests.
 import { execFile, spawn } from "node:child_process";
-import { mkdtemp, mkdir, rm } from "node:fs/promises";
+import { mkdtemp, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -108,4 +109,49 @@ export async function startBrowser() {
 /** Resolves once the WebAssembly app has hydrated the page. */
 export async function waitForHydration(page) {
   await page.waitForFunction(() => document.body.dataset.hydrated === "true", null, { timeout: 30_000 });
+}
+
+/**
+ * A models folder (the default model and the tiny random BERT of the engine's tests) and a
+ * small SST-2-style set whose sentiment follows from its words, in a temporary folder.
+ * Each sentence comes in every phrasing of `phrasings` ("was", "was really", …), for each
+ * of the first `subjectCount` subjects; more makes a longer run.
+ */
+export async function trainingAssets({ subjectCount, phrasings }) {
+  const root = await mkdtemp(join(tmpdir(), "jigsaw-e2e-assets-"));
+  const models = join(root, "models");
+  await mkdir(models);
+  const realModels = process.env.JIGSAW_MODELS_DIR ?? join(repo, "data", "models");
+  await symlink(join(realModels, "all-MiniLM-L6-v2"), join(models, "all-MiniLM-L6-v2"));
+  await symlink(join(repo, "trainer", "tests", "fixtures", "tiny-bert"), join(models, "tiny-bert"));
+  const sst2 = join(root, "sst2");
+  await mkdir(sst2);
+  const positive = ["good", "great", "funny", "charming", "beautiful", "witty", "smart", "sweet"];
+  const negative = ["bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse"];
+  const subjects = [
+    "the movie", "this film", "the story", "the cast", "the script", "the music",
+    "the plot", "the acting", "the ending", "the dialogue", "the soundtrack", "the director",
+  ].slice(0, subjectCount);
+  let train = "sentence\tlabel\n";
+  let dev = "sentence\tlabel\n";
+  subjects.forEach((subject, i) => {
+    positive.forEach((good, j) => {
+      const rows = phrasings
+        .map((verb) => `${subject} ${verb} ${good} .\t1\n${subject} ${verb} ${negative[j]} .\t0\n`)
+        .join("");
+      if ((i + j) % 5 === 0) dev += rows;
+      else train += rows;
+    });
+  });
+  await writeFile(join(sst2, "train.tsv"), train);
+  await writeFile(join(sst2, "dev.tsv"), dev);
+  await writeFile(join(sst2, "test.tsv"), "index\tsentence\n0\tthe movie was good .\n");
+  return { root, models, sst2 };
+}
+
+/** Calls a server function as `browser` with a form; resolves with its JSON answer (or null). */
+export async function post(server, browser, path, form) {
+  const response = await browser.context.request.post(server.baseUrl + path, { form, maxRedirects: 0 });
+  assert.ok(response.status() < 400, `${path}: ${response.status()} ${await response.text()}`);
+  return response.headers()["content-type"]?.includes("json") ? response.json() : null;
 }

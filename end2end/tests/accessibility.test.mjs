@@ -16,14 +16,20 @@
 // A report of every violation found, of any impact: end2end/output/accessibility-report.json.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { addInstructor, outputDir, startBrowser, startServer, waitForHydration } from "../harness.mjs";
+import {
+  addInstructor,
+  outputDir,
+  post,
+  startBrowser,
+  startServer,
+  trainingAssets,
+  waitForHydration,
+} from "../harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, "..", "..");
 const AXE = join(here, "..", "node_modules", "axe-core", "axe.min.js");
 const AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"];
 const FAILING_IMPACTS = ["serious", "critical"];
@@ -45,40 +51,6 @@ let joinCode;
 const runIds = [];
 const pageErrors = [];
 const report = {};
-
-/** The default model plus the tiny BERT, and a small SST-2-style set whose sentiment follows from its words. */
-async function trainingAssets() {
-  const root = await mkdtemp(join(tmpdir(), "jigsaw-e2e-a11y-"));
-  const models = join(root, "models");
-  await mkdir(models);
-  const realModels = process.env.JIGSAW_MODELS_DIR ?? join(repo, "data", "models");
-  await symlink(join(realModels, "all-MiniLM-L6-v2"), join(models, "all-MiniLM-L6-v2"));
-  await symlink(join(repo, "trainer", "tests", "fixtures", "tiny-bert"), join(models, "tiny-bert"));
-  const sst2 = join(root, "sst2");
-  await mkdir(sst2);
-  const positive = ["good", "great", "funny", "charming", "beautiful", "witty", "smart", "sweet"];
-  const negative = ["bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse"];
-  const subjects = ["the movie", "this film", "the story", "the cast", "the script", "the music"];
-  let train = "sentence\tlabel\n";
-  let dev = "sentence\tlabel\n";
-  subjects.forEach((subject, i) => {
-    positive.forEach((good, j) => {
-      const rows = `${subject} was ${good} .\t1\n${subject} was ${negative[j]} .\t0\n`;
-      if ((i + j) % 5 === 0) dev += rows;
-      else train += rows;
-    });
-  });
-  await writeFile(join(sst2, "train.tsv"), train);
-  await writeFile(join(sst2, "dev.tsv"), dev);
-  await writeFile(join(sst2, "test.tsv"), "index\tsentence\n0\tthe movie was good .\n");
-  return { root, models, sst2 };
-}
-
-async function post(browser, path, form) {
-  const response = await browser.context.request.post(server.baseUrl + path, { form, maxRedirects: 0 });
-  assert.ok(response.status() < 400, `${path}: ${response.status()} ${await response.text()}`);
-  return response.headers()["content-type"]?.includes("json") ? response.json() : null;
-}
 
 function firstPage(browser) {
   return browser.context.pages()[0] ?? browser.context.newPage();
@@ -106,7 +78,7 @@ async function queueRun(page, epochs) {
 }
 
 before(async () => {
-  assets = await trainingAssets();
+  assets = await trainingAssets({ subjectCount: 6, phrasings: ["was"] });
   server = await startServer({
     JIGSAW_MODELS_DIR: assets.models,
     JIGSAW_SST2_DIR: assets.sst2,
@@ -123,18 +95,18 @@ before(async () => {
   }
 
   await addInstructor(server, USERNAME, PASSWORD);
-  await post(teacher, "/api/sign-in", { username: USERNAME, password: PASSWORD });
-  const created = await post(teacher, "/api/create-class", { name: "Period 5 · NLP" });
+  await post(server, teacher, "/api/sign-in", { username: USERNAME, password: PASSWORD });
+  const created = await post(server, teacher, "/api/create-class", { name: "Period 5 · NLP" });
   classId = String(created.id);
   joinCode = created.join_code;
-  for (const name of ["Red", "Blue"]) await post(teacher, "/api/add-team", { class_id: classId, name });
-  await post(teacher, "/api/assign-topics", { class_id: classId });
+  for (const name of ["Red", "Blue"]) await post(server, teacher, "/api/add-team", { class_id: classId, name });
+  await post(server, teacher, "/api/assign-topics", { class_id: classId });
   // The competition phase: the quiz is open and runs can be queued.
-  await post(teacher, "/api/set-phase", { class_id: classId, phase: "competition" });
-  const preview = await post(student, "/api/find-class", { code: joinCode });
-  await post(student, "/api/join-class", { code: joinCode, display_name: "Ana", team_id: String(preview.teams[0].id) });
-  await post(student, "/api/save-answer", { key: "fine-tuning-1", text: ANSWER, submit: "true" });
-  await post(student, "/api/save-answer", { key: "model-choice-2", text: "DeBERTa", submit: "true" });
+  await post(server, teacher, "/api/set-phase", { class_id: classId, phase: "competition" });
+  const preview = await post(server, student, "/api/find-class", { code: joinCode });
+  await post(server, student, "/api/join-class", { code: joinCode, display_name: "Ana", team_id: String(preview.teams[0].id) });
+  await post(server, student, "/api/save-answer", { key: "fine-tuning-1", text: ANSWER, submit: "true" });
+  await post(server, student, "/api/save-answer", { key: "model-choice-2", text: "DeBERTa", submit: "true" });
 
   // One epoch (one validation point: the chart must still draw it), then two (the
   // overfitting lesson's widget and the team page's comparison need two evaluations).

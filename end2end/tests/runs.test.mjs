@@ -5,71 +5,38 @@
 // Screenshots: end2end/output/runs-*.png.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { addInstructor, outputDir, startBrowser, startServer, waitForHydration } from "../harness.mjs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  addInstructor,
+  outputDir,
+  post,
+  startBrowser,
+  startServer,
+  trainingAssets,
+  waitForHydration,
+} from "../harness.mjs";
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 let server;
 let teacher;
 let student;
 let assets;
 const pageErrors = [];
 
-/** The default model plus the tiny BERT, and a small SST-2-style set whose sentiment follows from its words. */
-async function trainingAssets() {
-  const root = await mkdtemp(join(tmpdir(), "jigsaw-e2e-assets-"));
-  const models = join(root, "models");
-  await mkdir(models);
-  const realModels = process.env.JIGSAW_MODELS_DIR ?? join(repo, "data", "models");
-  await symlink(join(realModels, "all-MiniLM-L6-v2"), join(models, "all-MiniLM-L6-v2"));
-  await symlink(join(repo, "trainer", "tests", "fixtures", "tiny-bert"), join(models, "tiny-bert"));
-  const sst2 = join(root, "sst2");
-  await mkdir(sst2);
-  const positive = ["good", "great", "funny", "charming", "beautiful", "witty", "smart", "sweet"];
-  const negative = ["bad", "boring", "dull", "worst", "stale", "slow", "sad", "worse"];
-  // Enough sentences that the run is still training when its page first draws the curve
-  // (the test watches the curve grow), even on a fast machine.
-  const subjects = [
-    "the movie", "this film", "the story", "the cast", "the script", "the music",
-    "the plot", "the acting", "the ending", "the dialogue", "the soundtrack", "the director",
-  ];
-  let train = "sentence\tlabel\n";
-  let dev = "sentence\tlabel\n";
-  // Six phrasings of each sentence: a run of 20 epochs then lasts several seconds on a
-  // fast machine. With half as many (2026-11), and again with three (2026-12-04, 2 of 5
-  // full-suite runs on the 2-core machine), the run sometimes finished before its page drew
-  // the curve, and the curve could not be seen to grow.
-  const phrasings = ["was", "was really", "was truly", "was quite", "was just", "was so"];
-  subjects.forEach((subject, i) => {
-    positive.forEach((good, j) => {
-      const rows = phrasings
-        .map((verb) => `${subject} ${verb} ${good} .\t1\n${subject} ${verb} ${negative[j]} .\t0\n`)
-        .join("");
-      if ((i + j) % 5 === 0) dev += rows;
-      else train += rows;
-    });
-  });
-  await writeFile(join(sst2, "train.tsv"), train);
-  await writeFile(join(sst2, "dev.tsv"), dev);
-  await writeFile(join(sst2, "test.tsv"), "index\tsentence\n0\tthe movie was good .\n");
-  return { root, models, sst2 };
-}
-
-async function post(browser, path, form) {
-  const response = await browser.context.request.post(server.baseUrl + path, { form, maxRedirects: 0 });
-  assert.ok(response.status() < 400, `${path}: ${response.status()} ${await response.text()}`);
-  return response.headers()["content-type"]?.includes("json") ? response.json() : null;
-}
-
 function points(svgPolyline) {
   return svgPolyline ? svgPolyline.trim().split(/\s+/).length : 0;
 }
 
 before(async () => {
-  assets = await trainingAssets();
+  // Twelve subjects in six phrasings: a run of 20 epochs then lasts several seconds on a fast
+  // machine, so it is still training when its page first draws the curve (the test watches
+  // the curve grow). With half as many (2026-11), and again with three phrasings
+  // (2026-12-04, 2 of 5 full-suite runs on the 2-core machine), the run sometimes finished
+  // before its page drew the curve.
+  assets = await trainingAssets({
+    subjectCount: 12,
+    phrasings: ["was", "was really", "was truly", "was quite", "was just", "was so"],
+  });
   server = await startServer({
     JIGSAW_MODELS_DIR: assets.models,
     JIGSAW_SST2_DIR: assets.sst2,
@@ -81,12 +48,12 @@ before(async () => {
     browser.context.on("page", (page) => page.on("pageerror", (e) => pageErrors.push(e.message)));
   }
   await addInstructor(server, "teacher", "correct horse battery");
-  await post(teacher, "/api/sign-in", { username: "teacher", password: "correct horse battery" });
-  const created = await post(teacher, "/api/create-class", { name: "Runs class" });
-  for (const name of ["Red", "Blue"]) await post(teacher, "/api/add-team", { class_id: String(created.id), name });
-  await post(teacher, "/api/set-phase", { class_id: String(created.id), phase: "competition" });
-  const preview = await post(student, "/api/find-class", { code: created.join_code });
-  await post(student, "/api/join-class", { code: created.join_code, display_name: "Ana", team_id: String(preview.teams[0].id) });
+  await post(server, teacher, "/api/sign-in", { username: "teacher", password: "correct horse battery" });
+  const created = await post(server, teacher, "/api/create-class", { name: "Runs class" });
+  for (const name of ["Red", "Blue"]) await post(server, teacher, "/api/add-team", { class_id: String(created.id), name });
+  await post(server, teacher, "/api/set-phase", { class_id: String(created.id), phase: "competition" });
+  const preview = await post(server, student, "/api/find-class", { code: created.join_code });
+  await post(server, student, "/api/join-class", { code: created.join_code, display_name: "Ana", team_id: String(preview.teams[0].id) });
 });
 
 after(async () => {
