@@ -11,7 +11,7 @@
 //! writes records of the same shape.
 
 use crate::device::{BackendKind, ComputeDevice};
-use crate::model::{BatchTensors, EncoderConfig, Family, SequenceClassifier};
+use crate::model::{BatchTensors, EncoderConfig, SequenceClassifier};
 use crate::optim::{AdamW, FlatAdamW, OptimizerChoice};
 use crate::rng::SeededRng;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -57,21 +57,7 @@ impl BenchModel {
             Self::MiniLmL6 => (6, 384, 12, 1536),
             Self::BertBase => (12, 768, 12, 3072),
         };
-        EncoderConfig {
-            family: Family::Bert,
-            vocab_size: 30_522,
-            hidden_size: hidden,
-            num_layers: layers,
-            num_heads: heads,
-            intermediate_size: ffn,
-            max_position_embeddings: 512,
-            type_vocab_size: 2,
-            layer_norm_eps: 1e-12,
-            hidden_dropout: 0.1,
-            attention_dropout: 0.1,
-            classifier_dropout: 0.1,
-            pad_token_id: 0,
-        }
+        EncoderConfig::bert(hidden, layers, heads, ffn)
     }
 }
 

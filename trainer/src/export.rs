@@ -21,40 +21,58 @@ pub struct ExportError {
 /// Our module paths back to each family's checkpoint names, applied in order. burn's
 /// adapter has already renamed LayerNorm's gamma/beta to weight/bias.
 fn rules(family: Family) -> Vec<(&'static str, String)> {
+    let bert_layers = |attention_self: &'static str| {
+        vec![
+            (
+                r"^layers\.(\d+)\.attention\.(query|key|value)\.",
+                attention_self,
+            ),
+            (
+                r"^layers\.(\d+)\.attention\.output\.",
+                "encoder.layer.$1.attention.output.dense.",
+            ),
+            (
+                r"^layers\.(\d+)\.attention\.norm\.",
+                "encoder.layer.$1.attention.output.LayerNorm.",
+            ),
+            (
+                r"^layers\.(\d+)\.ffn_in\.",
+                "encoder.layer.$1.intermediate.dense.",
+            ),
+            (
+                r"^layers\.(\d+)\.ffn_out\.",
+                "encoder.layer.$1.output.dense.",
+            ),
+            (
+                r"^layers\.(\d+)\.ffn_norm\.",
+                "encoder.layer.$1.output.LayerNorm.",
+            ),
+        ]
+    };
     let (prefix, per_family): (&str, Vec<(&str, &str)>) = match family {
-        Family::Bert | Family::Roberta => (
-            if family == Family::Bert {
-                "bert."
-            } else {
-                "roberta."
-            },
-            vec![
-                (
-                    r"^layers\.(\d+)\.attention\.(query|key|value)\.",
-                    "encoder.layer.$1.attention.self.$2.",
-                ),
-                (
-                    r"^layers\.(\d+)\.attention\.output\.",
-                    "encoder.layer.$1.attention.output.dense.",
-                ),
-                (
-                    r"^layers\.(\d+)\.attention\.norm\.",
-                    "encoder.layer.$1.attention.output.LayerNorm.",
-                ),
-                (
-                    r"^layers\.(\d+)\.ffn_in\.",
-                    "encoder.layer.$1.intermediate.dense.",
-                ),
-                (
-                    r"^layers\.(\d+)\.ffn_out\.",
-                    "encoder.layer.$1.output.dense.",
-                ),
-                (
-                    r"^layers\.(\d+)\.ffn_norm\.",
-                    "encoder.layer.$1.output.LayerNorm.",
-                ),
-            ],
+        Family::Bert => ("bert.", bert_layers("encoder.layer.$1.attention.self.$2.")),
+        Family::Roberta => (
+            "roberta.",
+            bert_layers("encoder.layer.$1.attention.self.$2."),
         ),
+        Family::Electra => {
+            let mut rules = bert_layers("encoder.layer.$1.attention.self.$2.");
+            rules.push((r"^embeddings\.projection\.", "embeddings_project."));
+            ("electra.", rules)
+        }
+        Family::DebertaV2 => {
+            let mut rules = bert_layers("encoder.layer.$1.attention.self.${2}_proj.");
+            rules.extend([
+                (
+                    r"^layers\.(\d+)\.attention\.position_(query|key)\.",
+                    "encoder.layer.$1.attention.self.pos_${2}_proj.",
+                ),
+                (r"^embeddings\.projection\.", "embeddings.embed_proj."),
+                (r"^relative\.table\.", "encoder.rel_embeddings."),
+                (r"^relative\.norm\.", "encoder.LayerNorm."),
+            ]);
+            ("deberta.", rules)
+        }
         Family::DistilBert => (
             "distilbert.",
             vec![
@@ -93,18 +111,23 @@ fn rules(family: Family) -> Vec<(&'static str, String)> {
             ],
         ),
     };
-    let head: [(&str, &str); 2] = match family {
+    // The head's layers, outside the family prefix except BERT's pooler.
+    let head: [(&str, String); 2] = match family {
         Family::Bert => [
-            (r"^head\.dense\.", "POOLER"),
-            (r"^head\.out\.", "classifier."),
+            (r"^head\.dense\.", format!("{prefix}pooler.dense.")),
+            (r"^head\.out\.", "classifier.".into()),
         ],
         Family::DistilBert => [
-            (r"^head\.dense\.", "pre_classifier."),
-            (r"^head\.out\.", "classifier."),
+            (r"^head\.dense\.", "pre_classifier.".into()),
+            (r"^head\.out\.", "classifier.".into()),
         ],
-        Family::Roberta => [
-            (r"^head\.dense\.", "classifier.dense."),
-            (r"^head\.out\.", "classifier.out_proj."),
+        Family::Roberta | Family::Electra => [
+            (r"^head\.dense\.", "classifier.dense.".into()),
+            (r"^head\.out\.", "classifier.out_proj.".into()),
+        ],
+        Family::DebertaV2 => [
+            (r"^head\.dense\.", "pooler.dense.".into()),
+            (r"^head\.out\.", "classifier.".into()),
         ],
     };
     let mut rules: Vec<(&'static str, String)> = vec![
@@ -124,17 +147,10 @@ fn rules(family: Family) -> Vec<(&'static str, String)> {
             .into_iter()
             .map(|(from, to)| (from, to.to_string())),
     );
-    for (from, to) in head {
-        let to = if to == "POOLER" {
-            format!("{prefix}pooler.dense.")
-        } else {
-            to.to_string()
-        };
-        rules.push((from, to));
-    }
-    // Everything but the classifier's own layers lives under the family prefix.
+    rules.extend(head);
+    // Everything but the head lives under the family prefix.
     rules.push((
-        r"^(embeddings|encoder|transformer)\.",
+        r"^(embeddings|embeddings_project|encoder|transformer)\.",
         format!("{prefix}$1."),
     ));
     rules
@@ -165,6 +181,8 @@ pub fn export_hf(
         Family::Bert => "BertForSequenceClassification",
         Family::DistilBert => "DistilBertForSequenceClassification",
         Family::Roberta => "RobertaForSequenceClassification",
+        Family::Electra => "ElectraForSequenceClassification",
+        Family::DebertaV2 => "DebertaV2ForSequenceClassification",
     };
     object.insert("architectures".into(), serde_json::json!([architecture]));
     object.insert(
@@ -197,6 +215,7 @@ pub fn export_hf(
         "tokenizer_config.json",
         "special_tokens_map.json",
         "vocab.txt",
+        "spm.model",
     ] {
         let from = source.join(name);
         if from.is_file() {

@@ -1,10 +1,11 @@
-//! Jigsaw Lab's fine-tuning engine, built on burn: BERT, DistilBERT and RoBERTa sequence
-//! classifiers loaded from HF checkpoints, SST-2 data, and the compute device (a wgpu GPU
+//! Jigsaw Lab's fine-tuning engine, built on burn: BERT, DistilBERT, RoBERTa, ELECTRA and DeBERTa
+//! sequence classifiers loaded from HF checkpoints, SST-2 data, and the compute device (a wgpu GPU
 //! when one is usable, burn's CPU backend otherwise), and a training-step benchmark. It
 //! knows nothing of HTTP. What it shares with the web app (settings, limits, events) is
 //! the `run-protocol` crate.
 
 pub mod bench;
+pub mod catalog;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -1,6 +1,6 @@
 //! Loading an HF model directory (`config.json`, `model.safetensors` or `pytorch_model.bin`,
-//! `tokenizer.json`) into a [`SequenceClassifier`]. The checkpoint key names of all three
-//! families are mapped onto our module tree here, in [`rules`], and nowhere else.
+//! `tokenizer.json`) into a [`SequenceClassifier`]. The checkpoint key names of every
+//! family are mapped onto our module tree here, in [`rules`], and nowhere else.
 //!
 //! `pytorch_model.bin` is read by burn's pickle reader, which understands the tensors and
 //! dictionaries `torch.save` writes and never runs code from the file.
@@ -121,8 +121,9 @@ pub fn load(
 /// keep PyTorch's `weight`/`bias` names here; burn's adapter renames LayerNorm's.
 fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
     match family {
-        Family::Bert | Family::Roberta => &[
-            (r"^(?:bert|roberta)\.", ""),
+        Family::Bert | Family::Roberta | Family::Electra => &[
+            (r"^(?:bert|roberta|electra)\.", ""),
+            (r"^embeddings_project\.", "embeddings.projection."),
             (r"^embeddings\.word_embeddings\.", "embeddings.word."),
             (
                 r"^embeddings\.position_embeddings\.",
@@ -206,6 +207,52 @@ fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
             (r"^pre_classifier\.", "head.dense."),
             (r"^classifier\.", "head.out."),
         ],
+        Family::DebertaV2 => &[
+            (r"^deberta\.", ""),
+            (r"^embeddings\.word_embeddings\.", "embeddings.word."),
+            (
+                r"^embeddings\.position_embeddings\.",
+                "embeddings.position.",
+            ),
+            (
+                r"^embeddings\.token_type_embeddings\.",
+                "embeddings.token_type.",
+            ),
+            (r"^embeddings\.embed_proj\.", "embeddings.projection."),
+            (r"^embeddings\.LayerNorm\.", "embeddings.norm."),
+            (r"^encoder\.rel_embeddings\.", "relative.table."),
+            (r"^encoder\.LayerNorm\.", "relative.norm."),
+            (
+                r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)_proj\.",
+                "layers.$1.attention.$2.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.attention\.self\.pos_(query|key)_proj\.",
+                "layers.$1.attention.position_$2.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.",
+                "layers.$1.attention.output.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.",
+                "layers.$1.attention.norm.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.intermediate\.dense\.",
+                "layers.$1.ffn_in.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.output\.dense\.",
+                "layers.$1.ffn_out.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.",
+                "layers.$1.ffn_norm.",
+            ),
+            (r"^pooler\.dense\.", "head.dense."),
+            (r"^classifier\.(weight|bias)$", "head.out.$1"),
+        ],
     }
 }
 
@@ -217,6 +264,22 @@ fn ignorable(family: Family, key: &str) -> bool {
         || key.starts_with("lm_head.")
         || key.starts_with("vocab_")
         || (family == Family::Roberta && key.starts_with("roberta.pooler."))
+        || (family == Family::Electra
+            && [
+                "discriminator_predictions.",
+                "generator_predictions.",
+                "generator_lm_head.",
+            ]
+            .iter()
+            .any(|head| key.starts_with(head)))
+        || (family == Family::DebertaV2
+            && [
+                "lm_predictions.",
+                "mask_predictions.",
+                "deberta.embeddings.position_ids",
+            ]
+            .iter()
+            .any(|head| key.starts_with(head)))
 }
 
 /// Every parameter of our module tree with its PyTorch-layout shape.
@@ -235,21 +298,57 @@ fn expected_shapes(config: &EncoderConfig, num_labels: usize) -> BTreeMap<String
         add(format!("{name}.weight"), vec![h]);
         add(format!("{name}.bias"), vec![h]);
     };
-    add("embeddings.word.weight".into(), vec![config.vocab_size, h]);
-    add(
-        "embeddings.position.weight".into(),
-        vec![config.max_position_embeddings, h],
-    );
+    let e = config.embedding_size;
+    add("embeddings.word.weight".into(), vec![config.vocab_size, e]);
+    if config.absolute_positions {
+        add(
+            "embeddings.position.weight".into(),
+            vec![config.max_position_embeddings, e],
+        );
+    }
     if config.type_vocab_size > 0 {
         add(
             "embeddings.token_type.weight".into(),
-            vec![config.type_vocab_size, h],
+            vec![config.type_vocab_size, e],
         );
     }
-    norm(&mut add, "embeddings.norm".into());
+    let deberta = config.family == Family::DebertaV2;
+    let norm_width = if deberta { h } else { e };
+    add("embeddings.norm.weight".into(), vec![norm_width]);
+    add("embeddings.norm.bias".into(), vec![norm_width]);
+    if e != h {
+        add("embeddings.projection.weight".into(), vec![h, e]);
+        if !deberta {
+            add("embeddings.projection.bias".into(), vec![h]);
+        }
+    }
+    if let Some(relative) = config.relative {
+        add("relative.table.weight".into(), vec![2 * relative.span(), h]);
+        if relative.normalized {
+            norm(&mut add, "relative.norm".into());
+        }
+    }
     for layer in 0..config.num_layers {
         for part in ["query", "key", "value", "output"] {
             linear(&mut add, format!("layers.{layer}.attention.{part}"), h, h);
+        }
+        if let Some(relative) = config.relative.filter(|r| !r.share_projections) {
+            if relative.position_to_content {
+                linear(
+                    &mut add,
+                    format!("layers.{layer}.attention.position_query"),
+                    h,
+                    h,
+                );
+            }
+            if relative.content_to_position {
+                linear(
+                    &mut add,
+                    format!("layers.{layer}.attention.position_key"),
+                    h,
+                    h,
+                );
+            }
         }
         norm(&mut add, format!("layers.{layer}.attention.norm"));
         linear(&mut add, format!("layers.{layer}.ffn_in"), h, i);

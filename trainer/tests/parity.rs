@@ -238,6 +238,53 @@ fn tiny_roberta_matches_transformers() {
     check_tiny("tiny-roberta");
 }
 
+#[test]
+fn tiny_electra_matches_transformers() {
+    check_tiny("tiny-electra");
+}
+
+/// DeBERTa-v3's settings: log-bucketed relative positions shared through the query and
+/// key projections, no absolute positions, embeddings projected up to the hidden size.
+#[test]
+fn tiny_deberta_v3_matches_transformers() {
+    check_tiny("tiny-deberta-v3");
+}
+
+/// DeBERTa-v2's other branches: absolute positions and segments, positions with their own
+/// projections, plain clamped distances, no LayerNorm on the relative table.
+#[test]
+fn tiny_deberta_v2_matches_transformers() {
+    check_tiny("tiny-deberta-v2");
+}
+
+/// Every tiny model, each family's branches covered.
+const TINY_MODELS: [&str; 6] = [
+    "tiny-bert",
+    "tiny-distilbert",
+    "tiny-roberta",
+    "tiny-electra",
+    "tiny-deberta-v3",
+    "tiny-deberta-v2",
+];
+
+/// The parameter arithmetic the web pages show agrees with the model the engine builds,
+/// for every family, fully fine-tuned and under LoRA.
+#[test]
+fn parameter_counts_match_the_built_models() {
+    use burn::module::Module;
+    use run_protocol::{LoraSettings, Method};
+    for name in TINY_MODELS {
+        let device = Device::flex();
+        let loaded = loader::load(&fixtures().join(name), 2, 32, &device).unwrap();
+        let counts = trainer::train::param_counts(&loaded.config, 2, Method::Full);
+        assert_eq!(counts.total, loaded.model.num_params(), "{name}");
+        let lora = LoraSettings::new(4, 8.0);
+        let adapted = loaded.model.with_lora(lora, &device);
+        let counts = trainer::train::param_counts(&loaded.config, 2, Method::Lora(lora));
+        assert_eq!(counts.total, adapted.num_params(), "{name} with LoRA");
+    }
+}
+
 /// A temporary copy of the tiny model `name` whose weights are only `pytorch_model.bin`.
 fn pickle_only_copy(name: &str) -> tempfile::TempDir {
     let temp = tempfile::tempdir().unwrap();
@@ -249,7 +296,7 @@ fn pickle_only_copy(name: &str) -> tempfile::TempDir {
 
 #[test]
 fn pytorch_model_bin_loads_the_same_weights_for_every_family() {
-    for name in ["tiny-bert", "tiny-distilbert", "tiny-roberta"] {
+    for name in TINY_MODELS {
         check_tiny_in(name, pickle_only_copy(name).path());
     }
 }
@@ -428,7 +475,7 @@ fn exported_hf_directories_load_back_with_the_same_logits() {
         &std::fs::read_to_string(fixtures().join("tiny_reference.json")).unwrap(),
     )
     .unwrap();
-    for name in ["tiny-bert", "tiny-distilbert", "tiny-roberta"] {
+    for name in TINY_MODELS {
         let fixture: TinyFixture = serde_json::from_value(all[name].clone()).unwrap();
         let device = Device::flex();
         let source = fixtures().join(name);

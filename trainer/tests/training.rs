@@ -230,6 +230,64 @@ fn the_same_seed_gives_the_same_run_on_the_cpu() {
     assert_ne!(first, losses(&run(&short)));
 }
 
+/// ELECTRA and both DeBERTa variants fine-tune like BERT: the validation loss falls under
+/// full fine-tuning, and LoRA trains the adapters and the whole head (their head has no
+/// pretrained pooler worth freezing), then exports a model that loads and predicts.
+#[test]
+fn electra_and_deberta_fine_tune_fully_and_with_lora() {
+    let data = tiny_sst2();
+    for name in ["tiny-electra", "tiny-deberta-v3", "tiny-deberta-v2"] {
+        let mut full = config(data.path());
+        full.model_dir = manifest_dir().join("tests/fixtures").join(name);
+        full.settings.epochs = 6;
+        let events = run(&full);
+        assert!(
+            matches!(events.last(), Some(Event::Finished { .. })),
+            "{name}: {:?}",
+            events.last()
+        );
+        let validation = validation_evaluations(&events);
+        let (first, last) = (validation[0], *validation.last().unwrap());
+        assert!(
+            last.1 < first.1,
+            "{name}: validation loss falls: {validation:?}"
+        );
+
+        let mut lora = full.clone();
+        lora.settings
+            .set_method(Method::Lora(LoraSettings::new(4, 8.0)));
+        lora.settings.epochs = 2;
+        let export = tempfile::tempdir().unwrap();
+        lora.export_dir = Some(export.path().join("model"));
+        let events = run(&lora);
+        let Some(Event::Started {
+            params_trainable, ..
+        }) = events.first()
+        else {
+            panic!("{name}: {:?}", events.first());
+        };
+        // Adapters: 2 layers x (query, value) x 4 x (32 + 32); head: 32x32+32 and 32x2+2.
+        assert_eq!(*params_trainable, 2 * 2 * 4 * 64 + 1056 + 66, "{name}");
+        assert!(
+            matches!(events.last(), Some(Event::Finished { .. })),
+            "{name}: {:?}",
+            events.last()
+        );
+        let predictor = Predictor::load(
+            &export.path().join("model"),
+            None,
+            &burn::tensor::Device::flex(),
+        )
+        .unwrap();
+        assert!(predictor.head_trained(), "{name}");
+        let prediction = predictor.predict("the movie was good .").unwrap();
+        assert!(
+            (prediction.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn lora_trains_a_small_share_of_the_parameters() {
     let data = tiny_sst2();

@@ -14,7 +14,7 @@ pub mod settings;
 pub use events::{EvalSplit, Event, EventKind, Metrics, VIEWER_MAX_TOKENS};
 pub use params::{
     DEFAULT_LORA_TARGETS, Family, LoraTarget, ModelShape, ParamCounts, lora_adapter_params,
-    param_counts,
+    lora_trains_head_dense, param_counts,
 };
 pub use plan::StepPlan;
 pub use settings::{LIMITS, Limits, LoraSettings, Method, RunSettings};

@@ -3,9 +3,10 @@
 //! them, so both use this one definition.
 
 use crate::settings::{LoraSettings, Method};
+use serde::{Deserialize, Serialize};
 
 /// The checkpoint families the engine can load, from `model_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Family {
     /// BERT and its relatives that keep its layout (MiniLM is a BERT).
     Bert,
@@ -13,6 +14,25 @@ pub enum Family {
     DistilBert,
     /// RoBERTa: positions offset past the padding index, a tanh classification head.
     Roberta,
+    /// ELECTRA discriminators: BERT's encoder behind smaller embeddings projected up to the
+    /// hidden size, and a GELU classification head.
+    Electra,
+    /// DeBERTa-v2 and v3: disentangled attention over relative positions (shared relative
+    /// embeddings), optionally no absolute positions, a GELU pooler and a linear classifier.
+    DebertaV2,
+}
+
+impl Family {
+    /// The family's name as the pages show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Bert => "BERT",
+            Family::DistilBert => "DistilBERT",
+            Family::Roberta => "RoBERTa",
+            Family::Electra => "ELECTRA",
+            Family::DebertaV2 => "DeBERTa-v2/v3",
+        }
+    }
 }
 
 /// The sizes of an encoder that decide its parameter count.
@@ -28,10 +48,48 @@ pub struct ModelShape {
     pub num_layers: usize,
     /// Feed-forward inner size.
     pub intermediate_size: usize,
-    /// Position embeddings.
+    /// Width of the token embeddings (the hidden size, except where ELECTRA and DeBERTa
+    /// project smaller embeddings up).
+    pub embedding_size: usize,
+    /// Absolute position embeddings; 0 when the model has none (DeBERTa-v3).
     pub max_position_embeddings: usize,
     /// Token type (segment) vocabulary; 0 when the family has none.
     pub type_vocab_size: usize,
+    /// Rows of the relative-position table all layers share; 0 when there is none.
+    pub relative_positions: usize,
+    /// Whether that table has its own LayerNorm.
+    pub relative_norm: bool,
+    /// Hidden-to-hidden projections of the relative positions in every layer, beside the
+    /// query and key projections (DeBERTa without shared attention keys); usually 0.
+    pub position_projections: usize,
+}
+
+impl ModelShape {
+    /// The shape of a plain BERT-layout encoder: embeddings as wide as the hidden size,
+    /// absolute positions, no relative positions.
+    pub fn plain(
+        family: Family,
+        vocab_size: usize,
+        hidden_size: usize,
+        num_layers: usize,
+        intermediate_size: usize,
+        max_position_embeddings: usize,
+        type_vocab_size: usize,
+    ) -> Self {
+        Self {
+            family,
+            vocab_size,
+            hidden_size,
+            num_layers,
+            intermediate_size,
+            embedding_size: hidden_size,
+            max_position_embeddings,
+            type_vocab_size,
+            relative_positions: 0,
+            relative_norm: false,
+            position_projections: 0,
+        }
+    }
 }
 
 /// Parameter counts of a model as configured for training.
@@ -79,20 +137,40 @@ pub fn lora_adapter_params(shape: &ModelShape, rank: usize, targets: &[LoraTarge
     shape.num_layers * per_layer
 }
 
-/// Counts parameters for `method` from the architecture's shapes. Under LoRA the head
-/// trains as PEFT trains it for sequence classification: the `classifier` module only
-/// (BERT's pretrained pooler and DistilBERT's pre-classifier stay frozen; RoBERTa's
-/// classifier holds both its layers).
+/// Whether LoRA trains the head's dense layer as well as its output layer. PEFT trains the
+/// `classifier` module for sequence classification: RoBERTa's and ELECTRA's hold both
+/// layers, BERT's pretrained pooler and DistilBERT's pre-classifier stay frozen. DeBERTa's
+/// pooler is not in its pre-training checkpoints, so it starts random and trains too (a
+/// frozen random layer would only scramble the first token).
+pub fn lora_trains_head_dense(family: Family) -> bool {
+    match family {
+        Family::Roberta | Family::Electra | Family::DebertaV2 => true,
+        Family::Bert | Family::DistilBert => false,
+    }
+}
+
+/// Counts parameters for `method` from the architecture's shapes. Under LoRA the adapters
+/// train with the head as [`lora_trains_head_dense`] says.
 pub fn param_counts(shape: &ModelShape, num_labels: usize, method: Method) -> ParamCounts {
     let h = shape.hidden_size;
     let i = shape.intermediate_size;
+    let e = shape.embedding_size;
     let linear = |d_in: usize, d_out: usize| d_in * d_out + d_out;
     let norm = 2 * h;
-    let embeddings =
-        (shape.vocab_size + shape.max_position_embeddings + shape.type_vocab_size) * h + norm;
-    let layer = 4 * linear(h, h) + norm + linear(h, i) + linear(i, h) + norm;
+    let lookups = (shape.vocab_size + shape.max_position_embeddings + shape.type_vocab_size) * e;
+    // ELECTRA normalises the small embeddings and projects them up (with a bias); DeBERTa
+    // projects them up (without one) and normalises at the hidden size.
+    let embeddings = lookups
+        + match (shape.family, e == h) {
+            (_, true) => norm,
+            (Family::Electra, false) => 2 * e + linear(e, h),
+            (_, false) => e * h + norm,
+        };
+    let relative = shape.relative_positions * h + if shape.relative_norm { norm } else { 0 };
+    let layer =
+        (4 + shape.position_projections) * linear(h, h) + norm + linear(h, i) + linear(i, h) + norm;
     let head = linear(h, h) + linear(h, num_labels);
-    let base = embeddings + shape.num_layers * layer + head;
+    let base = embeddings + relative + shape.num_layers * layer + head;
     match method {
         Method::Full => ParamCounts {
             total: base,
@@ -100,9 +178,10 @@ pub fn param_counts(shape: &ModelShape, num_labels: usize, method: Method) -> Pa
         },
         Method::Lora(LoraSettings { rank, .. }) => {
             let adapters = lora_adapter_params(shape, rank, &DEFAULT_LORA_TARGETS);
-            let trained_head = match shape.family {
-                Family::Roberta => head,
-                Family::Bert | Family::DistilBert => linear(h, num_labels),
+            let trained_head = if lora_trains_head_dense(shape.family) {
+                head
+            } else {
+                linear(h, num_labels)
             };
             ParamCounts {
                 total: base + adapters,
@@ -123,9 +202,37 @@ mod tests {
         hidden_size: 384,
         num_layers: 6,
         intermediate_size: 1_536,
+        embedding_size: 384,
         max_position_embeddings: 512,
         type_vocab_size: 2,
+        relative_positions: 0,
+        relative_norm: false,
+        position_projections: 0,
     };
+
+    /// microsoft/deberta-v3-base's config.json: 128,100 tokens, 256 position buckets, no
+    /// absolute positions, a pooler as wide as the hidden size.
+    const DEBERTA_V3_BASE: ModelShape = ModelShape {
+        family: Family::DebertaV2,
+        vocab_size: 128_100,
+        hidden_size: 768,
+        num_layers: 12,
+        intermediate_size: 3_072,
+        embedding_size: 768,
+        max_position_embeddings: 0,
+        type_vocab_size: 0,
+        relative_positions: 512,
+        relative_norm: true,
+        position_projections: 0,
+    };
+
+    #[test]
+    fn deberta_v3_base_has_its_published_size() {
+        // 183,831,552 is what transformers 5.24's DebertaV2Model counts for this config (the
+        // model card's 86M backbone plus 98M of embeddings); then the pooler and classifier.
+        let full = param_counts(&DEBERTA_V3_BASE, 2, Method::Full);
+        assert_eq!(full.total, 183_831_552 + 768 * 768 + 768 + 768 * 2 + 2);
+    }
 
     #[test]
     fn minilm_has_its_published_size() {

@@ -1,10 +1,15 @@
 //! Token, position and (where the family has them) token-type embeddings, summed and
-//! layer-normalised.
+//! layer-normalised; ELECTRA and DeBERTa project embeddings narrower than the hidden size up
+//! to it (ELECTRA after the LayerNorm, DeBERTa before).
 
 use super::config::{EncoderConfig, Family};
 use super::dropout;
+use super::lora::token_wise;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
 use burn::tensor::{Device, Int, Tensor};
 
 /// The input embeddings of an encoder.
@@ -12,13 +17,22 @@ use burn::tensor::{Device, Int, Tensor};
 pub struct Embeddings {
     /// One vector per vocabulary entry.
     pub word: Embedding,
-    /// One vector per position.
-    pub position: Embedding,
+    /// One vector per position; `None` where only relative positions count (DeBERTa-v3).
+    pub position: Option<Embedding>,
     /// One vector per segment; `None` for DistilBERT.
     pub token_type: Option<Embedding>,
     /// LayerNorm over the sum.
     pub norm: LayerNorm,
+    /// Projection from the embedding size up to the hidden size, where they differ.
+    pub projection: Option<Linear>,
     dropout: Dropout,
+    /// The projection comes before the LayerNorm (DeBERTa), not after the dropout
+    /// (ELECTRA).
+    #[module(skip)]
+    project_first: bool,
+    /// Padding positions are zeroed after the LayerNorm (DeBERTa).
+    #[module(skip)]
+    zero_padding: bool,
     #[module(skip)]
     position_offset: usize,
     /// RoBERTa gives padding tokens this position (its padding index).
@@ -29,17 +43,27 @@ pub struct Embeddings {
 impl Embeddings {
     /// Randomly initialised embeddings for `config`.
     pub fn new(config: &EncoderConfig, device: &Device) -> Self {
+        let width = config.embedding_size;
+        let deberta = config.family == Family::DebertaV2;
+        let norm_width = if deberta { config.hidden_size } else { width };
         Self {
-            word: EmbeddingConfig::new(config.vocab_size, config.hidden_size).init(device),
-            position: EmbeddingConfig::new(config.max_position_embeddings, config.hidden_size)
-                .init(device),
-            token_type: (config.type_vocab_size > 0).then(|| {
-                EmbeddingConfig::new(config.type_vocab_size, config.hidden_size).init(device)
-            }),
-            norm: LayerNormConfig::new(config.hidden_size)
+            word: EmbeddingConfig::new(config.vocab_size, width).init(device),
+            position: config
+                .absolute_positions
+                .then(|| EmbeddingConfig::new(config.max_position_embeddings, width).init(device)),
+            token_type: (config.type_vocab_size > 0)
+                .then(|| EmbeddingConfig::new(config.type_vocab_size, width).init(device)),
+            norm: LayerNormConfig::new(norm_width)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
+            projection: (width != config.hidden_size).then(|| {
+                LinearConfig::new(width, config.hidden_size)
+                    .with_bias(!deberta)
+                    .init(device)
+            }),
             dropout: DropoutConfig::new(config.hidden_dropout).init(),
+            project_first: deberta,
+            zero_padding: deberta,
             position_offset: config.position_offset(),
             padding_position: (config.family == Family::Roberta).then_some(config.pad_token_id),
         }
@@ -65,25 +89,30 @@ impl Embeddings {
         let [_, hidden] = self.word.weight.dims();
         let device = ids.device();
         let offset = self.position_offset;
-        let positions = match self.padding_position {
-            None => self
-                .position
-                .weight
-                .val()
-                .narrow(0, offset, seq_len)
-                .reshape([1, seq_len, hidden]),
-            Some(padding) => {
+        let positions = match (&self.position, self.padding_position) {
+            (None, _) => None,
+            (Some(position), None) => Some(
+                position
+                    .weight
+                    .val()
+                    .narrow(0, offset, seq_len)
+                    .reshape([1, seq_len, hidden]),
+            ),
+            (Some(position), Some(padding)) => {
                 // As HF's RoBERTa: real tokens count up from the offset, padding sits at its
                 // index.
                 let counting =
                     Tensor::<1, Int>::arange(offset as i64..(offset + seq_len) as i64, &device)
                         .reshape([1, seq_len]);
                 let real = counting.float() * mask.clone();
-                let ids = (real + (mask.neg() + 1.0) * padding as f64).int();
-                self.position.forward(ids)
+                let ids = (real + (mask.clone().neg() + 1.0) * padding as f64).int();
+                Some(position.forward(ids))
             }
         };
-        let mut sum = self.word.forward(ids) + positions;
+        let mut sum = self.word.forward(ids);
+        if let Some(positions) = positions {
+            sum = sum + positions;
+        }
         if let Some(token_type) = &self.token_type {
             sum = sum
                 + match type_ids {
@@ -95,7 +124,22 @@ impl Embeddings {
                         .reshape([1, 1, hidden]),
                 };
         }
-        dropout::apply(&self.dropout, self.norm.forward(sum))
+        if let (Some(projection), true) = (&self.projection, self.project_first) {
+            sum = token_wise(projection, sum);
+        }
+        let mut out = self.norm.forward(sum);
+        if self.zero_padding {
+            let [batch, seq_len, width] = out.dims();
+            out = out
+                * mask
+                    .reshape([batch, seq_len, 1])
+                    .expand([batch, seq_len, width]);
+        }
+        let out = dropout::apply(&self.dropout, out);
+        match (&self.projection, self.project_first) {
+            (Some(projection), false) => token_wise(projection, out),
+            _ => out,
+        }
     }
 }
 
@@ -142,7 +186,7 @@ mod tests {
                     let token_type = layer.token_type.as_ref().unwrap();
                     layer.norm.forward(
                         layer.word.forward(ids)
-                            + layer.position.forward(positions)
+                            + layer.position.as_ref().unwrap().forward(positions)
                             + token_type.forward(zeros),
                     )
                 }
@@ -168,7 +212,7 @@ mod tests {
             let grads_broadcast = (broadcast * weights.clone()).sum().backward();
             let grads_looked_up = (looked_up * weights).sum().backward();
             for (name, param) in [
-                ("position", &layer.position.weight),
+                ("position", &layer.position.as_ref().unwrap().weight),
                 ("token type", &layer.token_type.as_ref().unwrap().weight),
                 ("word", &layer.word.weight),
             ] {

@@ -1,10 +1,12 @@
-//! The post-LayerNorm transformer encoder layer shared by BERT, DistilBERT and RoBERTa:
-//! multi-head self-attention, then an exact-GELU feed-forward block, each followed by a
-//! residual connection and LayerNorm.
+//! The post-LayerNorm transformer encoder layer every family shares: multi-head
+//! self-attention (with DeBERTa's relative-position terms where the model has them), then an
+//! exact-GELU feed-forward block, each followed by a residual connection and LayerNorm.
 
-use super::config::EncoderConfig;
+use super::PaddingMask;
+use super::config::{EncoderConfig, RelativeAttention};
 use super::dropout;
 use super::lora::{LoraBranch, LoraSettings, project, token_wise};
+use super::relative::{RelativePositions, position_scores};
 use crate::device::on_cpu_backend;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -30,6 +32,10 @@ pub struct SelfAttention {
     pub query_lora: Option<LoraBranch>,
     /// LoRA branch beside the value projection, while LoRA trains.
     pub value_lora: Option<LoraBranch>,
+    /// DeBERTa without shared keys: the relative positions' own query projection.
+    pub position_query: Option<Linear>,
+    /// DeBERTa without shared keys: the relative positions' own key projection.
+    pub position_key: Option<Linear>,
     probability_dropout: Dropout,
     output_dropout: Dropout,
     #[module(skip)]
@@ -39,7 +45,15 @@ pub struct SelfAttention {
 impl SelfAttention {
     fn new(config: &EncoderConfig, device: &Device) -> Self {
         let linear = || LinearConfig::new(config.hidden_size, config.hidden_size).init(device);
+        let own = |wanted: fn(&RelativeAttention) -> bool| {
+            config
+                .relative
+                .filter(|r| !r.share_projections && wanted(r))
+                .map(|_| linear())
+        };
         Self {
+            position_query: own(|r| r.position_to_content),
+            position_key: own(|r| r.content_to_position),
             query: linear(),
             key: linear(),
             value: linear(),
@@ -55,13 +69,14 @@ impl SelfAttention {
         }
     }
 
-    /// Attends over `x` (`[batch, seq, hidden]`); `mask_bias` is `[batch, 1, 1, seq]`, 0 for
-    /// real tokens and a large negative number for padding. Returns the new hidden states and,
-    /// when asked, the attention probabilities `[batch, heads, seq, seq]`.
+    /// Attends over `x` (`[batch, seq, hidden]`), keeping padding out as `mask` says and
+    /// adding DeBERTa's relative-position scores when `relative` is given. Returns the new
+    /// hidden states and, when asked, the attention probabilities `[batch, heads, seq, seq]`.
     fn forward(
         &self,
         x: Tensor<3>,
-        mask_bias: Tensor<4>,
+        mask: &PaddingMask,
+        relative: Option<&RelativePositions>,
         keep_probabilities: bool,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [batch, seq_len, hidden] = x.dims();
@@ -74,32 +89,86 @@ impl SelfAttention {
         let key = split_heads(token_wise(&self.key, x.clone()));
         let value = split_heads(project(&self.value, self.value_lora.as_ref(), x.clone()));
         let device = x.device();
-        let (context, kept) =
-            if !keep_probabilities && !device.is_autodiff() && on_cpu_backend(&device) {
-                // Inference on the CPU without attention maps: burn's fused kernel computes the
-                // same softmax(QKᵀ/√d + bias)·V a tile at a time, never holding the
-                // [batch, heads, seq, seq] scores. (On a GPU the fused kernel takes no additive
-                // bias, so the GPU keeps the path below.)
-                let bias = mask_bias.expand([batch, 1, seq_len, seq_len]);
-                let options = AttentionModuleOptions::default();
-                (
-                    attention(query, key, value, None, Some(bias), options),
-                    None,
-                )
-            } else {
-                let scores = query
-                    .matmul(key.transpose())
-                    .div_scalar((head_dim as f64).sqrt())
-                    + mask_bias;
-                let probabilities = softmax(scores, 3);
-                let kept = keep_probabilities.then(|| probabilities.clone());
-                let context =
-                    dropout::apply(&self.probability_dropout, probabilities).matmul(value);
-                (context, kept)
+        let fused = match (mask, relative) {
+            (PaddingMask::KeyBias(bias), None)
+                if !keep_probabilities && !device.is_autodiff() && on_cpu_backend(&device) =>
+            {
+                Some(bias)
+            }
+            _ => None,
+        };
+        let (context, kept) = if let Some(bias) = fused {
+            // Inference on the CPU without attention maps: burn's fused kernel computes the
+            // same softmax(QKᵀ/√d + bias)·V a tile at a time, never holding the
+            // [batch, heads, seq, seq] scores. (On a GPU the fused kernel takes no additive
+            // bias, so the GPU keeps the path below.)
+            let bias = bias.clone().expand([batch, 1, seq_len, seq_len]);
+            let options = AttentionModuleOptions::default();
+            (
+                attention(query, key, value, None, Some(bias), options),
+                None,
+            )
+        } else {
+            let mut scores = query.clone().matmul(key.clone().transpose());
+            let mut terms = 1;
+            if let Some(positions) = relative {
+                terms = positions.settings.score_terms();
+                if let Some(extra) = position_scores(
+                    &query,
+                    &key,
+                    self.position_projection(positions, true),
+                    self.position_projection(positions, false),
+                    positions,
+                ) {
+                    scores = scores + extra;
+                }
+            }
+            let scores = scores.div_scalar(((head_dim * terms) as f64).sqrt());
+            let scores = match mask {
+                PaddingMask::KeyBias(bias) => scores + bias.clone(),
+                PaddingMask::PairFill(padding) => scores.mask_fill(
+                    padding
+                        .clone()
+                        .expand([batch, self.num_heads, seq_len, seq_len]),
+                    f32::MIN,
+                ),
             };
+            let probabilities = softmax(scores, 3);
+            let kept = keep_probabilities.then(|| probabilities.clone());
+            let context = dropout::apply(&self.probability_dropout, probabilities).matmul(value);
+            (context, kept)
+        };
         let context = context.swap_dims(1, 2).reshape([batch, seq_len, hidden]);
         let out = dropout::apply(&self.output_dropout, token_wise(&self.output, context));
         (self.norm.forward(out + x), kept)
+    }
+
+    /// The relative-position rows through the projection one score term uses: the query
+    /// side for position-to-content, the key side for content-to-position. With shared keys
+    /// these are the layer's own query (LoRA included) and key projections.
+    fn position_projection(
+        &self,
+        positions: &RelativePositions,
+        query_side: bool,
+    ) -> Option<Tensor<2>> {
+        let settings = positions.settings;
+        let wanted = if query_side {
+            settings.position_to_content
+        } else {
+            settings.content_to_position
+        };
+        if !wanted {
+            return None;
+        }
+        let [count, hidden] = positions.rows.dims();
+        let rows3 = positions.rows.clone().reshape([1, count, hidden]);
+        let projected = match (settings.share_projections, query_side) {
+            (true, true) => project(&self.query, self.query_lora.as_ref(), rows3),
+            (true, false) => token_wise(&self.key, rows3),
+            (false, true) => token_wise(self.position_query.as_ref()?, rows3),
+            (false, false) => token_wise(self.position_key.as_ref()?, rows3),
+        };
+        Some(projected.reshape([count, hidden]))
     }
 
     /// Adds fresh LoRA branches beside the query and value projections.
@@ -160,10 +229,13 @@ impl EncoderLayer {
     pub fn forward(
         &self,
         x: Tensor<3>,
-        mask_bias: Tensor<4>,
+        mask: &PaddingMask,
+        relative: Option<&RelativePositions>,
         keep_probabilities: bool,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
-        let (x, probabilities) = self.attention.forward(x, mask_bias, keep_probabilities);
+        let (x, probabilities) = self
+            .attention
+            .forward(x, mask, relative, keep_probabilities);
         let ffn = dropout::apply(
             &self.dropout,
             token_wise(&self.ffn_out, gelu(token_wise(&self.ffn_in, x.clone()))),

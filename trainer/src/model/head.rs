@@ -5,7 +5,7 @@ use super::config::{EncoderConfig, Family};
 use super::dropout;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Device, Tensor};
 
 /// How the first token's vector becomes logits.
@@ -17,16 +17,22 @@ pub enum HeadStyle {
     DistilBert,
     /// RoBERTa: dropout, dense + tanh, dropout, linear.
     Roberta,
+    /// ELECTRA's head and DeBERTa's pooler with its classifier: dropout, dense + GELU,
+    /// dropout, linear.
+    Gelu,
 }
 
 /// Dense layer, activation and the final linear layer to the labels.
 #[derive(Module, Debug)]
 pub struct ClassificationHead {
-    /// Hidden-to-hidden layer (BERT's pooler, DistilBERT's pre-classifier, RoBERTa's dense).
+    /// Hidden-to-hidden layer (BERT's and DeBERTa's pooler, DistilBERT's pre-classifier,
+    /// RoBERTa's and ELECTRA's dense).
     pub dense: Linear,
     /// Hidden-to-labels layer.
     pub out: Linear,
     dropout: Dropout,
+    /// Dropout on the first token before the dense layer (RoBERTa, ELECTRA, DeBERTa).
+    input_dropout: Dropout,
     #[module(skip)]
     style: HeadStyle,
 }
@@ -38,10 +44,12 @@ impl ClassificationHead {
             dense: LinearConfig::new(config.hidden_size, config.hidden_size).init(device),
             out: LinearConfig::new(config.hidden_size, num_labels).init(device),
             dropout: DropoutConfig::new(config.classifier_dropout).init(),
+            input_dropout: DropoutConfig::new(config.head_input_dropout).init(),
             style: match config.family {
                 Family::Bert => HeadStyle::BertPooler,
                 Family::DistilBert => HeadStyle::DistilBert,
                 Family::Roberta => HeadStyle::Roberta,
+                Family::Electra | Family::DebertaV2 => HeadStyle::Gelu,
             },
         }
     }
@@ -53,8 +61,12 @@ impl ClassificationHead {
             HeadStyle::DistilBert => relu(self.dense.forward(first_token)),
             HeadStyle::Roberta => self
                 .dense
-                .forward(dropout::apply(&self.dropout, first_token))
+                .forward(dropout::apply(&self.input_dropout, first_token))
                 .tanh(),
+            HeadStyle::Gelu => gelu(
+                self.dense
+                    .forward(dropout::apply(&self.input_dropout, first_token)),
+            ),
         };
         self.out.forward(dropout::apply(&self.dropout, hidden))
     }

@@ -1,6 +1,7 @@
 //! BERT-family sequence classifiers: embeddings, a stack of post-LN encoder layers and a
-//! classification head on the first token. One module tree serves all three families;
-//! [`crate::loader`] maps each family's checkpoint names onto it.
+//! classification head on the first token. One module tree serves all five families
+//! (BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2/v3); [`crate::loader`] maps each
+//! family's checkpoint names onto it.
 
 pub mod config;
 mod dropout;
@@ -8,16 +9,18 @@ mod embedding;
 mod encoder;
 mod head;
 mod lora;
+mod relative;
 
-pub use config::{EncoderConfig, Family};
+pub use config::{EncoderConfig, Family, RelativeAttention};
 pub use embedding::Embeddings;
 pub use encoder::{EncoderLayer, SelfAttention};
 pub use head::{ClassificationHead, HeadStyle};
 pub use lora::{LoraBranch, LoraSettings};
+pub use relative::{RelativePositions, RelativeTable};
 
 use crate::tokenize::TokenBatch;
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// Added to attention scores at padding positions, so their probability is exactly 0.
 const MASKED_SCORE: f32 = -1.0e9;
@@ -64,6 +67,17 @@ pub struct EncoderOutput {
     pub attentions: Vec<Tensor<4>>,
 }
 
+/// How padding is kept out of attention.
+#[derive(Debug, Clone)]
+pub enum PaddingMask {
+    /// Added to the scores, `[batch, 1, 1, seq]`: 0 for real keys, a large negative number
+    /// for padding keys (BERT, DistilBERT, RoBERTa, ELECTRA).
+    KeyBias(Tensor<4>),
+    /// The pairs with a padding query or key, `[batch, 1, seq, seq]`, whose scores become
+    /// the lowest float, as DeBERTa masks them (a padding query then attends evenly).
+    PairFill(Tensor<4, Bool>),
+}
+
 /// An encoder with a classification head.
 #[derive(Module, Debug)]
 pub struct SequenceClassifier {
@@ -71,8 +85,12 @@ pub struct SequenceClassifier {
     pub embeddings: Embeddings,
     /// Encoder layers, bottom first.
     pub layers: Vec<EncoderLayer>,
+    /// DeBERTa's relative-position table, shared by every layer.
+    pub relative: Option<RelativeTable>,
     /// The classification head.
     pub head: ClassificationHead,
+    #[module(skip)]
+    num_heads: usize,
 }
 
 impl SequenceClassifier {
@@ -83,7 +101,11 @@ impl SequenceClassifier {
             layers: (0..config.num_layers)
                 .map(|_| EncoderLayer::new(config, device))
                 .collect(),
+            relative: config
+                .relative
+                .map(|settings| RelativeTable::new(config, settings, device)),
             head: ClassificationHead::new(config, num_labels, device),
+            num_heads: config.num_heads,
         }
     }
 
@@ -115,9 +137,22 @@ impl SequenceClassifier {
     /// set, so training pays nothing for them.
     pub fn encode(&self, batch: &BatchTensors, keep_attentions: bool) -> EncoderOutput {
         let [batch_size, seq_len] = batch.mask.dims();
-        let mask_bias = (batch.mask.clone().neg() + 1.0)
-            .mul_scalar(MASKED_SCORE)
-            .reshape([batch_size, 1, 1, seq_len]);
+        let mask = match &self.relative {
+            None => PaddingMask::KeyBias(
+                (batch.mask.clone().neg() + 1.0)
+                    .mul_scalar(MASKED_SCORE)
+                    .reshape([batch_size, 1, 1, seq_len]),
+            ),
+            Some(_) => {
+                let pairs = batch.mask.clone().reshape([batch_size, 1, seq_len, 1])
+                    * batch.mask.clone().reshape([batch_size, 1, 1, seq_len]);
+                PaddingMask::PairFill(pairs.lower_elem(0.5))
+            }
+        };
+        let relative = self
+            .relative
+            .as_ref()
+            .map(|table| table.positions(batch_size, self.num_heads, seq_len));
         let mut hidden = self.embeddings.forward(
             batch.ids.clone(),
             batch.type_ids.clone(),
@@ -125,7 +160,8 @@ impl SequenceClassifier {
         );
         let mut attentions = Vec::new();
         for layer in &self.layers {
-            let (next, probabilities) = layer.forward(hidden, mask_bias.clone(), keep_attentions);
+            let (next, probabilities) =
+                layer.forward(hidden, &mask, relative.as_ref(), keep_attentions);
             hidden = next;
             attentions.extend(probabilities);
         }

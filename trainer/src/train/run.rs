@@ -608,12 +608,11 @@ fn resume(
     Ok((model, optimizer, resumed))
 }
 
-/// The head parameters LoRA trains, as PEFT does for sequence classification: the
-/// `classifier` module only (BERT's pretrained pooler and DistilBERT's pre-classifier stay
-/// frozen; RoBERTa's classifier holds both its layers).
+/// The head parameters LoRA trains, as [`run_protocol::lora_trains_head_dense`] says.
 fn lora_head_pattern(family: Family) -> &'static str {
-    match family {
-        Family::Roberta => r"^head\.",
-        Family::Bert | Family::DistilBert => r"^head\.out\.",
+    if run_protocol::lora_trains_head_dense(family) {
+        r"^head\."
+    } else {
+        r"^head\.out\."
     }
 }
