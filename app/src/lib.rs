@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod grading;
 pub mod lessons;
+pub mod library;
 pub mod live;
 pub mod models;
 mod pages;
@@ -89,6 +90,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/runs/:id") view=pages::RunPage ssr=SsrMode::Async />
                     <Route path=path!("/instructor/sign-in") view=pages::SignInPage />
                     <Route path=path!("/instructor") view=pages::InstructorHome ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/models") view=pages::ModelsPage ssr=SsrMode::Async />
                     <Route path=path!("/instructor/classes/:id") view=pages::ClassAdminPage ssr=SsrMode::Async />
                     <Route path=path!("/instructor/classes/:id/grading") view=pages::GradingOverviewPage ssr=SsrMode::Async />
                     <Route path=path!("/instructor/classes/:id/grading/:key") view=pages::GradeQuestionPage ssr=SsrMode::Async />

@@ -321,6 +321,12 @@ test("instructor's class page", async () =>
     await page.getByTestId("teams").waitFor();
     await page.getByTestId("class-runs").waitFor();
   }));
+test("models page", async () =>
+  checkPage("models", teacher, async (page) => {
+    await open(page, "/instructor/models");
+    await page.getByTestId("models").waitFor();
+    await page.getByTestId("model-all-MiniLM-L6-v2").waitFor();
+  }));
 test("grading overview", async () =>
   checkPage("grading", teacher, async (page) => {
     await open(page, `/instructor/classes/${classId}/grading`);

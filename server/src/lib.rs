@@ -95,6 +95,7 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         shutdown: shutdown_receiver,
         run_env: node.run_env.clone(),
         live_streams: http::live_streams::LiveStreams::default(),
+        library: config.library(),
     };
 
     // Warnings come only once every fatal check has passed, so a failed start prints one line.

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             server::accounts::add_instructor(&username, config)
         }),
         Some(Command::Bench(args)) => command("bench", |config| args.run(config)),
+        Some(Command::Models { action }) => command("models", |config| action.run(config)),
     }
 }
 

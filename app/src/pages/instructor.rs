@@ -31,6 +31,10 @@ pub fn InstructorHome() -> impl IntoView {
     view! {
         <Title text="My classes" />
         <h1>"My classes"</h1>
+        <p>
+            "The base models teams fine-tune are on the " <a href="/instructor/models">"Models"</a>
+            " page, where you can add one from a zip and see how each did in your runs."
+        </p>
         <ActionForm action=create node_ref=form attr:class="inline-fields">
             <label class="field">
                 "New class"

@@ -4,10 +4,11 @@
 
 use super::shared::{ErrorList, action_error};
 use crate::charts::{LineChart, ScrollRegion, ema};
+use crate::runs::timing::Machine;
 use crate::runs::{
-    Boards, CancelRun, PrioritizeRun, RUNS_CLOSED, RevealBoard, RunCurves, RunFormInfo, RunStatus,
-    RunSummary, SubmitOutcome, SubmitRun, class_boards, default_learning_rate_after_switch,
-    load_run_form, team_curves, team_runs,
+    Boards, CancelRun, ModelChoice, PrioritizeRun, RUNS_CLOSED, RevealBoard, RunCurves,
+    RunFormInfo, RunStatus, RunSummary, SubmitOutcome, SubmitRun, class_boards,
+    default_learning_rate_after_switch, load_run_form, team_curves, team_runs,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -167,7 +168,7 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
                         <select name="model" on:change=move |ev| form.update(|f| f.model = event_target_value(&ev))>
                             {info.models.iter().map(|m| {
                                 let selected = form.with_untracked(|f| m.name == f.model);
-                                view! { <option value=m.name.clone() selected=selected>{format!("{} ({} parameters)", m.name, parameter_count(m.params))}</option> }
+                                view! { <option value=m.name.clone() selected=selected>{model_label(m, machine)}</option> }
                             }).collect_view()}
                         </select>
                     </label>
@@ -225,6 +226,28 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
 }
 
 /// "22.7M", "110M", "55k": a parameter count for people.
+/// A model as the form lists it: name, family, size and training speed on this machine,
+/// measured by its finished runs (scaled to the model's size) or the device's typical one.
+fn model_label(model: &ModelChoice, machine: Option<Machine>) -> String {
+    let mut label = format!(
+        "{} ({}, {} parameters",
+        model.name,
+        model.family.name(),
+        parameter_count(model.params)
+    );
+    if let Some(machine) = machine {
+        let speed = run_protocol::estimate::speed_of_model(machine.reference_speed, model.params);
+        let source = if machine.measured {
+            "measured here"
+        } else {
+            "typical"
+        };
+        label.push_str(&format!(", about {speed:.0} sentences/s {source}"));
+    }
+    label.push(')');
+    label
+}
+
 fn parameter_count(params: usize) -> String {
     match params {
         0..=999 => params.to_string(),

@@ -65,7 +65,8 @@ pub enum RunChange {
 }
 
 impl RunEnvironment {
-    /// The usable models: directories with config, weights and tokenizer.
+    /// The usable models: folders (not hidden ones, which are being added or removed) with
+    /// a config the engine reads, weights and a tokenizer.
     pub fn models(&self) -> Vec<ModelChoice> {
         let Ok(entries) = std::fs::read_dir(&self.models_dir) else {
             return Vec::new();
@@ -73,17 +74,19 @@ impl RunEnvironment {
         let mut models: Vec<ModelChoice> = entries
             .filter_map(Result::ok)
             .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
                 let dir = entry.path();
-                let complete = ["config.json", "model.safetensors", "tokenizer.json"]
+                let has_weights = ["model.safetensors", "pytorch_model.bin"]
                     .iter()
-                    .all(|f| dir.join(f).is_file());
-                if !complete {
+                    .any(|f| dir.join(f).is_file());
+                if name.starts_with('.') || !has_weights || !dir.join("tokenizer.json").is_file() {
                     return None;
                 }
                 let config = trainer::loader::read_config(&dir).ok()?;
                 Some(ModelChoice {
-                    name: entry.file_name().to_string_lossy().into_owned(),
+                    name,
                     params: trainer::train::param_counts(&config, 2, Method::Full).total,
+                    family: config.family,
                 })
             })
             .collect();

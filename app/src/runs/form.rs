@@ -276,6 +276,7 @@ mod check_tests {
         vec![ModelChoice {
             name: "all-MiniLM-L6-v2".into(),
             params: 22_713_986,
+            family: run_protocol::Family::Bert,
         }]
     }
 

@@ -105,6 +105,8 @@ pub struct ModelChoice {
     pub name: String,
     /// Parameters with a two-label head.
     pub params: usize,
+    /// Its family (BERT, RoBERTa, …).
+    pub family: run_protocol::Family,
 }
 
 /// What the run form needs.

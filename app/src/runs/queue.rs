@@ -603,6 +603,60 @@ impl RunQueue {
         }
         Ok(lines)
     }
+
+    /// Every run's model, status and measurements, newest finished first: what the Models
+    /// page reports per model.
+    pub async fn model_history(&self) -> Result<Vec<ModelRun>, AppError> {
+        let rows: Vec<ModelRunRow> = sqlx::query_as(
+            "SELECT id, settings, status, validation_accuracy, reference_speed, device FROM runs \
+             ORDER BY finished_at DESC, id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match parse_settings(row.id, &row.settings) {
+                Ok(settings) => Some(ModelRun {
+                    model: settings.model,
+                    status: row.status,
+                    validation_accuracy: row.validation_accuracy,
+                    reference_speed: row.reference_speed,
+                    device: row.device,
+                }),
+                Err(error) => {
+                    tracing::warn!("{error}");
+                    None
+                }
+            })
+            .collect())
+    }
+}
+
+/// One row of [`RunQueue::model_history`] as stored.
+#[derive(sqlx::FromRow)]
+struct ModelRunRow {
+    id: i64,
+    settings: String,
+    #[sqlx(try_from = "String")]
+    status: RunStatus,
+    validation_accuracy: Option<f64>,
+    reference_speed: Option<f64>,
+    device: Option<String>,
+}
+
+/// One run as the Models page counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRun {
+    /// The model it fine-tunes.
+    pub model: String,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Its best validation accuracy, once finished.
+    pub validation_accuracy: Option<f64>,
+    /// The default model's speed it measured, once finished.
+    pub reference_speed: Option<f64>,
+    /// The device it trained on.
+    pub device: Option<String>,
 }
 
 /// The UTC calendar date of `time` as `YYYY-MM-DD`, which compares as that day's first

@@ -5,11 +5,13 @@
 //! accounts.
 
 mod bench;
+mod models;
 mod predict;
 mod progress;
 mod train;
 
 pub use bench::BenchArgs;
+pub use models::ModelsAction;
 pub use predict::{InspectArgs, PredictArgs};
 pub use train::{TrainArgs, TrainCommand};
 
@@ -78,6 +80,12 @@ pub enum Command {
     /// JIGSAW_DEVICE setting's.
     #[command(after_long_help = SETTINGS_NOTE)]
     Inspect(InspectArgs),
+    /// List, add and remove the models teams can fine-tune
+    Models {
+        /// What to do.
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
     /// Manage instructor accounts
     Instructor {
         /// What to do to the account.
@@ -122,7 +130,7 @@ pub enum InstructorAction {
 }
 
 /// Where the terminal commands' settings come from, for their `--help`.
-const SETTINGS_NOTE: &str = "Settings (the models, the data, the device, the database) come \
+pub(crate) const SETTINGS_NOTE: &str = "Settings (the models, the data, the device, the database) come \
     from the environment and the settings file as for serve; `jigsaw-lab serve --help` \
     lists them.";
 

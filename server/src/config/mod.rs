@@ -138,8 +138,16 @@ pub const TRAINING_SLOTS: Setting = Setting {
     meaning: "runs this server trains at the same time (0..=16; 0 = a web node that trains none)",
 };
 
+/// The largest model zip the Models page accepts.
+pub const MAX_MODEL_UPLOAD_MB: Setting = Setting {
+    env: "JIGSAW_MAX_MODEL_UPLOAD_MB",
+    key: "max_model_upload_mb",
+    default: "2048",
+    meaning: "largest model zip an instructor may upload, in MB (1..=65536)",
+};
+
 /// Every setting [`Config::load`] reads, in the order `--help` lists them.
-pub const SETTINGS: [Setting; 14] = [
+pub const SETTINGS: [Setting; 15] = [
     BIND,
     DATA_DIR,
     DATABASE,
@@ -154,6 +162,7 @@ pub const SETTINGS: [Setting; 14] = [
     MAX_QUEUED_PER_TEAM,
     MAX_RUNS_PER_DAY,
     TRAINING_SLOTS,
+    MAX_MODEL_UPLOAD_MB,
 ];
 
 /// The settings as a section of `--help`: where they come from, then each variable with
@@ -233,6 +242,9 @@ pub struct Config {
     pub max_runs_per_day: i64,
     /// Runs this process trains at the same time (`JIGSAW_TRAINING_SLOTS`, default 1).
     pub training_slots: usize,
+    /// The largest model zip the Models page accepts, in MB
+    /// (`JIGSAW_MAX_MODEL_UPLOAD_MB`, default 2048).
+    pub max_model_upload_mb: u64,
 }
 
 /// The optional TOML file; every key mirrors an environment variable.
@@ -253,6 +265,7 @@ struct FileSettings {
     max_queued_per_team: Option<i64>,
     max_runs_per_day: Option<i64>,
     training_slots: Option<usize>,
+    max_model_upload_mb: Option<i64>,
 }
 
 impl Config {
@@ -367,6 +380,13 @@ impl Config {
             0,
             16,
         )? as usize;
+        let max_model_upload_mb = whole(
+            MAX_MODEL_UPLOAD_MB.env,
+            file.max_model_upload_mb,
+            app::library::DEFAULT_MAX_UPLOAD_MB as i64,
+            1,
+            65_536,
+        )? as u64;
         Ok(Self {
             bind,
             data_dir,
@@ -382,7 +402,17 @@ impl Config {
             max_queued_per_team,
             max_runs_per_day,
             training_slots,
+            max_model_upload_mb,
         })
+    }
+
+    /// The models folder, for the Models page and `jigsaw-lab models`.
+    pub fn library(&self) -> app::library::ssr::Library {
+        app::library::ssr::Library {
+            dir: self.models_dir.clone(),
+            default_model: DEFAULT_MODEL.to_string(),
+            max_upload_bytes: self.max_model_upload_mb << 20,
+        }
     }
 
     /// The directory of the default model.

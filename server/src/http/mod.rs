@@ -2,14 +2,16 @@
 //! around them (tracing, compression, security and cache headers, the cross-site guard in
 //! `same_origin`). The routes outside Leptos live in one module each: `/healthz`
 //! (`health`), the live streams of a class (`class_events`) and of a run (`run_events`),
-//! capped by `live_streams`, a run's model download (`model_zip`) and a class's answers
-//! (`answers_csv`). `listener` accepts the connections, with their time limits.
+//! capped by `live_streams`, a run's model download (`model_zip`), a class's answers
+//! (`answers_csv`) and a model uploaded on the Models page (`model_upload`). `listener`
+//! accepts the connections, with their time limits.
 
 mod answers_csv;
 mod class_events;
 mod health;
 pub mod listener;
 pub mod live_streams;
+mod model_upload;
 mod model_zip;
 mod run_events;
 mod same_origin;
@@ -68,6 +70,8 @@ pub struct AppState {
     pub run_env: RunEnvironment,
     /// Open live streams, capped per account, per address and in all.
     pub live_streams: live_streams::LiveStreams,
+    /// The models folder, for the Models page.
+    pub library: app::library::ssr::Library,
 }
 
 /// Sessions last this long without activity.
@@ -92,8 +96,10 @@ pub fn router(state: AppState) -> Router {
     let class_events = state.class_events.clone();
     let throttles = state.throttles.clone();
     let run_env = state.run_env.clone();
+    let library = state.library.clone();
     let provide_pool = move || {
         provide_context(run_env.clone());
+        provide_context(library.clone());
         provide_context(pool.clone());
         provide_context(tokenizer.clone());
         provide_context(models.clone());
@@ -133,6 +139,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/instructor/classes/{id}/answers.csv",
             get(answers_csv::answers_csv),
+        )
+        .route(
+            app::library::UPLOAD_PATH,
+            axum::routing::post(model_upload::upload_model).layer(
+                axum::extract::DefaultBodyLimit::max(model_upload::body_limit(&state.library)),
+            ),
         )
         .leptos_routes_with_context(&state, routes, provide_pool.clone(), {
             let options = state.leptos_options.clone();

@@ -1,0 +1,522 @@
+//! The models teams can fine-tune, one HF folder each in the models folder. The
+//! instructor's Models page lists them with what they are and what this server's runs
+//! measured with them, adds one from an uploaded zip and removes one that no run is using;
+//! `jigsaw-lab models` does the same from the terminal. A new model is unpacked into a
+//! hidden folder, checked by the engine (it loads and classifies two sentences on the
+//! CPU), and only then renamed into place, so teams never see a half-written or broken
+//! model.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use run_protocol::Family;
+use serde::{Deserialize, Serialize};
+
+/// The largest upload, zipped, unless JIGSAW_MAX_MODEL_UPLOAD_MB says otherwise.
+pub const DEFAULT_MAX_UPLOAD_MB: u64 = 2048;
+
+/// Where the Models page's upload form posts (multipart: `name`, `archive`); the server
+/// answers with a redirect back to the page, saying what happened.
+pub const UPLOAD_PATH: &str = "/instructor/models";
+
+/// The longest model name.
+pub const MAX_MODEL_NAME_CHARS: usize = 64;
+
+/// One model folder as the Models page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    /// The folder's name, which the run form lists.
+    pub name: String,
+    /// What the engine read from it, or why it cannot use it.
+    pub summary: Result<ModelFacts, String>,
+    /// Whether it is the server's default model (the lesson widgets run it).
+    pub is_default: bool,
+    /// Runs waiting for it or training it now; it cannot be removed while there are any.
+    pub active_runs: i64,
+    /// What this server's runs measured with it.
+    pub measured: Measured,
+}
+
+/// What a model folder is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFacts {
+    /// The family, from `model_type`.
+    pub family: Family,
+    /// Parameters with a two-label head.
+    pub params: usize,
+    /// Rows of the token embedding.
+    pub vocab_size: usize,
+    /// The longest input in tokens.
+    pub max_len: usize,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// What the runs on this server measured with one model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Runs that finished.
+    pub finished_runs: i64,
+    /// The best validation accuracy of those runs (0 to 1).
+    pub best_validation: Option<f64>,
+    /// Training sentences per second on each device, the median of its latest runs.
+    pub speeds: Vec<(String, f64)>,
+}
+
+/// What the Models page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelsPage {
+    /// Every model folder.
+    pub models: Vec<ModelEntry>,
+    /// The largest zip the upload accepts, in MB.
+    pub max_upload_mb: u64,
+}
+
+/// Every model folder, for the instructor.
+#[server(prefix = "/api", endpoint = "models")]
+pub async fn list_models() -> Result<ModelsPage, AppError> {
+    let pool = crate::db::pool()?;
+    crate::auth::ssr::require_instructor(&pool).await?;
+    let library: ssr::Library = AppError::from_context("model library")?;
+    Ok(ModelsPage {
+        models: library.entries(&pool).await?,
+        max_upload_mb: library.max_upload_bytes >> 20,
+    })
+}
+
+/// Removes a model that no queued or running run uses (not the default model).
+#[server(prefix = "/api", endpoint = "remove-model")]
+pub async fn remove_model(name: String) -> Result<(), AppError> {
+    let pool = crate::db::pool()?;
+    crate::auth::ssr::require_instructor(&pool).await?;
+    let library: ssr::Library = AppError::from_context("model library")?;
+    library.remove(&pool, &name).await
+}
+
+/// Checks a model name: 1 to [`MAX_MODEL_NAME_CHARS`] letters, digits, dots, dashes and
+/// underscores, not starting with a dot (which would hide it, and is how folders being
+/// added or removed are kept out of the list).
+#[cfg(feature = "ssr")]
+pub fn check_name(name: &str) -> Result<(), AppError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if name.is_empty() || name.chars().count() > MAX_MODEL_NAME_CHARS {
+        return Err(AppError::bad_request(format!(
+            "A model's name must have 1 to {MAX_MODEL_NAME_CHARS} characters."
+        )));
+    }
+    if !name.chars().all(allowed) || name.starts_with('.') {
+        return Err(AppError::bad_request(format!(
+            "\u{201c}{name}\u{201d} cannot be a model's name: use letters, digits, dots, dashes and underscores, not starting with a dot."
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "ssr")]
+pub mod ssr {
+    //! The models folder on disk: listing, adding (from a zip or a folder) and removing.
+
+    use super::{Measured, ModelEntry, ModelFacts, check_name};
+    use crate::db::DbPool;
+    use crate::error::AppError;
+    use crate::runs::RunStatus;
+    use crate::runs::queue::RunQueue;
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// The most files an uploaded zip may hold.
+    const MAX_ZIP_ENTRIES: usize = 1000;
+
+    /// The latest runs per model and device whose speed counts.
+    const MEASURED_RUNS: usize = 5;
+
+    /// The models folder, as the server configures it.
+    #[derive(Debug, Clone)]
+    pub struct Library {
+        /// One HF model folder per model.
+        pub dir: PathBuf,
+        /// The model the lesson widgets run, which cannot be removed.
+        pub default_model: String,
+        /// The largest zip accepted, in bytes; unpacked, a model may be four times that.
+        pub max_upload_bytes: u64,
+    }
+
+    impl Library {
+        /// The folder's models (hidden folders left out), by name.
+        pub fn names(&self) -> Vec<String> {
+            let Ok(entries) = std::fs::read_dir(&self.dir) else {
+                return Vec::new();
+            };
+            let mut names: Vec<String> = entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.path().is_dir())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with('.'))
+                .collect();
+            names.sort();
+            names
+        }
+
+        /// Every model with what it is and what this server's runs measured with it.
+        pub async fn entries(&self, pool: &DbPool) -> Result<Vec<ModelEntry>, AppError> {
+            let dir = self.dir.clone();
+            let names = self.names();
+            let described = tokio::task::spawn_blocking(move || {
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let summary = describe(&dir.join(&name));
+                        (name, summary)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(AppError::internal)?;
+            let usage = usage(pool).await?;
+            Ok(described
+                .into_iter()
+                .map(|(name, summary)| {
+                    let params = summary.as_ref().map_or(0, |facts| facts.params);
+                    let model_usage = usage.get(&name);
+                    ModelEntry {
+                        is_default: name == self.default_model,
+                        active_runs: model_usage.map_or(0, |u| u.active),
+                        measured: model_usage.map(|u| u.measured(params)).unwrap_or_default(),
+                        summary,
+                        name,
+                    }
+                })
+                .collect())
+        }
+
+        /// Adds the model in `source` (an HF folder, or a zip of one) as `name`: copies or
+        /// unpacks it into a hidden folder, checks it with the engine, then renames it into
+        /// place. Blocking; nothing is left behind when it fails.
+        pub fn add(&self, source: &Path, name: &str) -> Result<ModelFacts, AppError> {
+            check_name(name)?;
+            if !source.exists() {
+                return Err(AppError::bad_request(format!(
+                    "{} does not exist.",
+                    source.display()
+                )));
+            }
+            if self.dir.join(name).exists() {
+                return Err(AppError::bad_request(format!(
+                    "There is already a model called \u{201c}{name}\u{201d}; remove it first or choose another name."
+                )));
+            }
+            std::fs::create_dir_all(&self.dir).map_err(AppError::internal)?;
+            let staging = Staging::new(&self.dir, "adding", name)?;
+            if source.is_dir() {
+                copy_folder(source, staging.path())?;
+            } else {
+                unpack_zip(source, staging.path(), self.max_upload_bytes * 4)?;
+            }
+            let missing = missing_files(staging.path());
+            if !missing.is_empty() {
+                return Err(AppError::bad_request(format!(
+                    "The model folder has no {}: zip the whole folder as transformers saves it.",
+                    missing.join(" and no ")
+                )));
+            }
+            let facts = trainer::catalog::check(staging.path())
+                .map(facts)
+                .map_err(|error| {
+                    AppError::bad_request(format!(
+                        "This model cannot be used: {}",
+                        strip_folder(&error.to_string(), staging.path())
+                    ))
+                })?;
+            let target = self.dir.join(name);
+            if target.exists() {
+                return Err(AppError::bad_request(format!(
+                    "There is already a model called \u{201c}{name}\u{201d}."
+                )));
+            }
+            std::fs::rename(staging.path(), &target).map_err(AppError::internal)?;
+            staging.keep();
+            Ok(facts)
+        }
+
+        /// Removes the model `name`, unless it is the default or a queued or running run
+        /// uses it. The folder is first renamed to a hidden one, so it leaves the list at
+        /// once, then deleted.
+        pub async fn remove(&self, pool: &DbPool, name: &str) -> Result<(), AppError> {
+            check_name(name)?;
+            let dir = self.dir.join(name);
+            if !dir.is_dir() {
+                return Err(AppError::NotFound(format!(
+                    "There is no model called \u{201c}{name}\u{201d}."
+                )));
+            }
+            if name == self.default_model {
+                return Err(AppError::bad_request(format!(
+                    "\u{201c}{name}\u{201d} is the default model, which the lesson widgets run; it cannot be removed."
+                )));
+            }
+            let active = usage(pool).await?.get(name).map_or(0, |u| u.active);
+            if active > 0 {
+                return Err(AppError::bad_request(format!(
+                    "\u{201c}{name}\u{201d} cannot be removed while {active} run{} waiting for it or training it.",
+                    if active == 1 { " is" } else { "s are" }
+                )));
+            }
+            let staging = Staging::path_for(&self.dir, "removing", name);
+            std::fs::rename(&dir, &staging).map_err(AppError::internal)?;
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staging))
+                .await
+                .map_err(AppError::internal)?
+                .map_err(AppError::internal)?;
+            Ok(())
+        }
+    }
+
+    /// The files an HF model folder needs that `dir` lacks.
+    fn missing_files(dir: &Path) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if !dir.join("config.json").is_file() {
+            missing.push("config.json");
+        }
+        if !["model.safetensors", "pytorch_model.bin"]
+            .iter()
+            .any(|file| dir.join(file).is_file())
+        {
+            missing.push("model.safetensors or pytorch_model.bin");
+        }
+        if !dir.join("tokenizer.json").is_file() {
+            missing.push("tokenizer.json");
+        }
+        missing
+    }
+
+    /// Describes one model folder, or says why the engine cannot read it.
+    fn describe(dir: &Path) -> Result<ModelFacts, String> {
+        let missing = missing_files(dir);
+        if !missing.is_empty() {
+            return Err(format!("no {}", missing.join(" and no ")));
+        }
+        trainer::catalog::describe(dir)
+            .map(facts)
+            .map_err(|error| strip_folder(&error.to_string(), dir))
+    }
+
+    fn facts(summary: trainer::catalog::ModelSummary) -> ModelFacts {
+        ModelFacts {
+            family: summary.family,
+            params: summary.params,
+            vocab_size: summary.vocab_size,
+            max_len: summary.max_len,
+            disk_bytes: summary.disk_bytes,
+        }
+    }
+
+    /// An engine message without the server's folder path in it.
+    fn strip_folder(message: &str, dir: &Path) -> String {
+        message.replace(&format!("{}/", dir.display()), "")
+    }
+
+    /// How the runs on this server used one model.
+    #[derive(Debug, Default)]
+    struct Usage {
+        active: i64,
+        finished: i64,
+        best_validation: Option<f64>,
+        /// Default-model speeds of the latest finished runs, per device, newest first.
+        reference_speeds: BTreeMap<String, Vec<f64>>,
+    }
+
+    impl Usage {
+        fn measured(&self, params: usize) -> Measured {
+            Measured {
+                finished_runs: self.finished,
+                best_validation: self.best_validation,
+                speeds: self
+                    .reference_speeds
+                    .iter()
+                    .filter_map(|(device, speeds)| {
+                        let mut latest: Vec<f64> =
+                            speeds.iter().take(MEASURED_RUNS).copied().collect();
+                        latest.sort_by(f64::total_cmp);
+                        let median = match latest.len() {
+                            0 => return None,
+                            n if n % 2 == 1 => latest[n / 2],
+                            n => (latest[n / 2 - 1] + latest[n / 2]) / 2.0,
+                        };
+                        Some((
+                            device.clone(),
+                            run_protocol::estimate::speed_of_model(median, params),
+                        ))
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    /// Every model's runs on this server, by name.
+    async fn usage(pool: &DbPool) -> Result<BTreeMap<String, Usage>, AppError> {
+        let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
+        for run in RunQueue::new(pool.clone()).model_history().await? {
+            let entry = usage.entry(run.model).or_default();
+            match run.status {
+                RunStatus::Queued | RunStatus::Running => entry.active += 1,
+                RunStatus::Succeeded => {
+                    entry.finished += 1;
+                    if let Some(v) = run.validation_accuracy.filter(|v| v.is_finite()) {
+                        entry.best_validation =
+                            Some(entry.best_validation.map_or(v, |best| best.max(v)));
+                    }
+                }
+                _ => {}
+            }
+            if let (Some(speed), Some(device)) = (run.reference_speed, run.device)
+                && speed.is_finite()
+                && speed > 0.0
+            {
+                entry
+                    .reference_speeds
+                    .entry(device)
+                    .or_default()
+                    .push(speed);
+            }
+        }
+        Ok(usage)
+    }
+
+    /// A hidden folder beside the models that is deleted on drop unless kept.
+    struct Staging {
+        path: PathBuf,
+        keep: bool,
+    }
+
+    impl Staging {
+        fn path_for(dir: &Path, purpose: &str, name: &str) -> PathBuf {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            dir.join(format!(".{purpose}-{name}-{}-{nanos}", std::process::id()))
+        }
+
+        fn new(dir: &Path, purpose: &str, name: &str) -> Result<Self, AppError> {
+            let path = Self::path_for(dir, purpose, name);
+            std::fs::create_dir(&path).map_err(AppError::internal)?;
+            Ok(Self { path, keep: false })
+        }
+
+        fn path(&self) -> &Path {
+            &self.path
+        }
+
+        fn keep(mut self) {
+            self.keep = true;
+        }
+    }
+
+    impl Drop for Staging {
+        fn drop(&mut self) {
+            if !self.keep {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    /// Copies the files of the HF folder `source` (and its subfolders) into `into`.
+    fn copy_folder(source: &Path, into: &Path) -> Result<(), AppError> {
+        let unreadable = |e: std::io::Error| {
+            AppError::bad_request(format!("{} cannot be read: {e}", source.display()))
+        };
+        for entry in std::fs::read_dir(source).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let kind = entry.file_type().map_err(unreadable)?;
+            let target = into.join(entry.file_name());
+            if kind.is_dir() {
+                std::fs::create_dir(&target).map_err(AppError::internal)?;
+                copy_folder(&entry.path(), &target)?;
+            } else if kind.is_file() {
+                std::fs::copy(entry.path(), &target).map_err(unreadable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unpacks the HF folder in the zip at `zip_path` into `into`: the files beside the
+    /// shallowest `config.json` and below it. Refuses entries that would land outside
+    /// `into` (absolute paths, `..`, links), more than [`MAX_ZIP_ENTRIES`] files, and more
+    /// than `max_bytes` unpacked, whatever the zip's headers claim.
+    pub fn unpack_zip(zip_path: &Path, into: &Path, max_bytes: u64) -> Result<(), AppError> {
+        let bad = |what: String| AppError::bad_request(format!("The zip {what}."));
+        let file = std::fs::File::open(zip_path).map_err(AppError::internal)?;
+        let mut archive = zip::ZipArchive::new(file)
+            .map_err(|e| bad(format!("cannot be read ({e}); is it a .zip file?")))?;
+        if archive.len() > MAX_ZIP_ENTRIES {
+            return Err(bad(format!(
+                "holds {} files; a model folder has at most {MAX_ZIP_ENTRIES}",
+                archive.len()
+            )));
+        }
+        let mut paths = Vec::with_capacity(archive.len());
+        for index in 0..archive.len() {
+            let entry = archive
+                .by_index_raw(index)
+                .map_err(|e| bad(format!("is damaged ({e})")))?;
+            if entry.is_symlink() {
+                return Err(bad(format!(
+                    "holds a link, {}, which is not allowed",
+                    String::from_utf8_lossy(entry.name_raw())
+                )));
+            }
+            let Some(path) = entry.enclosed_name() else {
+                return Err(bad(format!(
+                    "holds a path outside its folder, \u{201c}{}\u{201d}",
+                    String::from_utf8_lossy(entry.name_raw())
+                )));
+            };
+            paths.push((path, entry.is_dir()));
+        }
+        let root = paths
+            .iter()
+            .filter(|(path, is_dir)| {
+                !is_dir && path.file_name().is_some_and(|f| f == "config.json")
+            })
+            .map(|(path, _)| path.parent().map(Path::to_path_buf).unwrap_or_default())
+            .min_by_key(|parent| parent.components().count())
+            .ok_or_else(|| {
+                bad("has no config.json: zip the model's folder as transformers saves it".into())
+            })?;
+        let mut written = 0u64;
+        for (index, (path, is_dir)) in paths.into_iter().enumerate() {
+            let Ok(relative) = path.strip_prefix(&root) else {
+                continue;
+            };
+            if is_dir || relative.as_os_str().is_empty() {
+                continue;
+            }
+            let target = into.join(relative);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(AppError::internal)?;
+            }
+            let mut entry = archive
+                .by_index(index)
+                .map_err(|e| bad(format!("is damaged ({e})")))?;
+            let mut out = std::fs::File::create(&target).map_err(AppError::internal)?;
+            let mut buffer = vec![0u8; 1 << 16];
+            loop {
+                let read = entry
+                    .read(&mut buffer)
+                    .map_err(|e| bad(format!("is damaged at {} ({e})", relative.display())))?;
+                if read == 0 {
+                    break;
+                }
+                written += read as u64;
+                if written > max_bytes {
+                    return Err(bad(format!(
+                        "unpacks to more than {} MB",
+                        max_bytes / (1 << 20)
+                    )));
+                }
+                out.write_all(&buffer[..read]).map_err(AppError::internal)?;
+            }
+        }
+        Ok(())
+    }
+}
