@@ -16,8 +16,8 @@ fn fixture(name: &str) -> PathBuf {
     repo_root().join("trainer/tests/fixtures").join(name)
 }
 
-/// A models folder holding only the default model (linked, not copied), and a server on it
-/// that accepts zips of at most 1 MB.
+/// A models folder holding only the default model (linked, not copied) and the leftovers
+/// of an interrupted upload, and a server on it that accepts zips of at most 1 MB.
 fn server_with_own_models() -> (Server, tempfile::TempDir) {
     let temp = tempfile::tempdir().unwrap();
     let models = temp.path().join("models");
@@ -27,6 +27,9 @@ fn server_with_own_models() -> (Server, tempfile::TempDir) {
         models.join("all-MiniLM-L6-v2"),
     )
     .unwrap();
+    // What a server stopped in the middle of an upload leaves, swept at start.
+    std::fs::create_dir(models.join(".adding-stale-1-1")).unwrap();
+    std::fs::write(models.join(".upload-1-1.zip"), b"partial").unwrap();
     let data = temp.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let server = Server::start_in_with(
@@ -145,6 +148,11 @@ async fn instructors_add_check_list_and_remove_models() {
     let (server, temp) = server_with_own_models();
     let models_folder = temp.path().join("models");
     let teacher = signed_in_instructor(&server, "ms.okafor").await;
+    assert_eq!(
+        leftovers(&models_folder),
+        Vec::<String>::new(),
+        "swept at start"
+    );
 
     // A zip of an HF folder inside a folder, as a teacher zips a download.
     let zip = zip_of(&folder_files(&fixture("tiny-electra"), "tiny-electra/"));
@@ -229,7 +237,7 @@ async fn instructors_add_check_list_and_remove_models() {
     let no_weights = zip_of(&folder_files(&fixture("tiny-bert"), "")[..1]);
     let problem = problem_in(&upload(&teacher, &server, "no-weights", &no_weights).await.1);
     assert!(
-        problem.contains("has no model.safetensors or pytorch_model.bin and no tokenizer.json"),
+        problem.contains("has no model.safetensors or pytorch_model.bin and no tokenizer.json: use the whole folder"),
         "{problem}"
     );
     let mut truncated = folder_files(&fixture("tiny-bert"), "");
@@ -242,6 +250,13 @@ async fn instructors_add_check_list_and_remove_models() {
     );
     assert!(
         problem.starts_with("This model cannot be used:") && problem.contains("truncated"),
+        "{problem}"
+    );
+    let mut two = folder_files(&fixture("tiny-bert"), "a/");
+    two.extend(folder_files(&fixture("tiny-roberta"), "b/"));
+    let problem = problem_in(&upload(&teacher, &server, "two", &zip_of(&two)).await.1);
+    assert!(
+        problem.contains("holds several models (\u{201c}a\u{201d} and \u{201c}b\u{201d})"),
         "{problem}"
     );
     let problem = problem_in(&upload(&teacher, &server, "not-a-zip", b"hello").await.1);

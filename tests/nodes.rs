@@ -72,7 +72,10 @@ fn a_worker_node_refuses_sqlite() {
     let output = command(temp.path()).arg("worker").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("JIGSAW_DATABASE_URL"), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_URL=postgres://") && !stderr.contains("JIGSAW_DATABASE_URL"),
+        "{stderr}"
+    );
     assert!(stderr.contains("SQLite"), "{stderr}");
 }
 
@@ -128,7 +131,29 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.retain(|(name, _)| *name != "JIGSAW_TRAINING_SLOTS");
-    let _worker = WorkerNode::start(&node_dir("worker"), &env);
+    let health_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut worker_env = env.clone();
+    worker_env.push(("JIGSAW_HEALTH_BIND", format!("127.0.0.1:{health_port}")));
+    let _worker = WorkerNode::start(&node_dir("worker"), &worker_env);
+    // The worker serves no pages, only its health check.
+    let health = reqwest::get(format!("http://127.0.0.1:{health_port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(
+        (&health["role"], &health["database"]),
+        (&serde_json::json!("worker"), &serde_json::json!("ok")),
+        "{health}"
+    );
+    let pages = reqwest::get(format!("http://127.0.0.1:{health_port}/"))
+        .await
+        .unwrap();
+    assert_eq!(pages.status(), reqwest::StatusCode::NOT_FOUND);
     let (ids, events) = page.await.unwrap();
     assert_every_event_once(&ids, &events);
     assert_eq!(events.last().unwrap()["type"], "finished");

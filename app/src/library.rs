@@ -123,6 +123,7 @@ pub mod ssr {
     use std::collections::BTreeMap;
     use std::io::{Read, Write};
     use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
     use std::time::{SystemTime, UNIX_EPOCH};
 
     /// The most files an uploaded zip may hold.
@@ -140,6 +141,8 @@ pub mod ssr {
         pub default_model: String,
         /// The largest zip accepted, in bytes; unpacked, a model may be four times that.
         pub max_upload_bytes: u64,
+        /// One model added or removed at a time: each check loads a whole model on the CPU.
+        pub changes: Arc<Mutex<()>>,
     }
 
     impl Library {
@@ -179,6 +182,7 @@ pub mod ssr {
                 .map(|(name, summary)| {
                     let params = summary.as_ref().map_or(0, |facts| facts.params);
                     let model_usage = usage.get(&name);
+                    // Speeds are scaled by the model's size, unknown when it cannot be read.
                     ModelEntry {
                         is_default: name == self.default_model,
                         active_runs: model_usage.map_or(0, |u| u.active),
@@ -195,30 +199,51 @@ pub mod ssr {
         /// place. Blocking; nothing is left behind when it fails.
         pub fn add(&self, source: &Path, name: &str) -> Result<ModelFacts, AppError> {
             check_name(name)?;
+            let _one_at_a_time = self.changes.lock().unwrap_or_else(|e| e.into_inner());
             if !source.exists() {
                 return Err(AppError::bad_request(format!(
                     "{} does not exist.",
                     source.display()
                 )));
             }
-            if self.dir.join(name).exists() {
-                return Err(AppError::bad_request(format!(
+            let taken = || {
+                AppError::bad_request(format!(
                     "There is already a model called \u{201c}{name}\u{201d}; remove it first or choose another name."
-                )));
+                ))
+            };
+            if self.dir.join(name).exists() {
+                return Err(taken());
             }
             std::fs::create_dir_all(&self.dir).map_err(AppError::internal)?;
             let staging = Staging::new(&self.dir, "adding", name)?;
+            let max_bytes = self.max_upload_bytes.saturating_mul(4);
             if source.is_dir() {
-                copy_folder(source, staging.path())?;
+                let (inside, models) = (source.canonicalize(), self.dir.canonicalize());
+                if let (Ok(inside), Ok(models)) = (inside, models)
+                    && (models.starts_with(&inside) || inside.starts_with(&models))
+                {
+                    return Err(AppError::bad_request(format!(
+                        "{} is the models folder or inside it; add a model from another folder.",
+                        source.display()
+                    )));
+                }
+                copy_folder(source, staging.path(), &mut 0, max_bytes)?;
             } else {
-                unpack_zip(source, staging.path(), self.max_upload_bytes * 4)?;
+                unpack_zip(source, staging.path(), max_bytes)?;
             }
             let missing = missing_files(staging.path());
             if !missing.is_empty() {
-                return Err(AppError::bad_request(format!(
-                    "The model folder has no {}: zip the whole folder as transformers saves it.",
+                let mut message = format!(
+                    "The model folder has no {}: use the whole folder as transformers saves it.",
                     missing.join(" and no ")
-                )));
+                );
+                if missing.contains(&"tokenizer.json") {
+                    message.push_str(
+                        " A folder with only a SentencePiece spm.model gets its tokenizer.json from \
+                         AutoTokenizer.from_pretrained(folder).save_pretrained(folder) in Python.",
+                    );
+                }
+                return Err(AppError::bad_request(message));
             }
             let facts = trainer::catalog::check(staging.path())
                 .map(facts)
@@ -230,11 +255,14 @@ pub mod ssr {
                 })?;
             let target = self.dir.join(name);
             if target.exists() {
-                return Err(AppError::bad_request(format!(
-                    "There is already a model called \u{201c}{name}\u{201d}."
-                )));
+                return Err(taken());
             }
-            std::fs::rename(staging.path(), &target).map_err(AppError::internal)?;
+            std::fs::rename(staging.path(), &target).map_err(|e| match e.kind() {
+                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
+                    taken()
+                }
+                _ => AppError::internal(e),
+            })?;
             staging.keep();
             Ok(facts)
         }
@@ -243,9 +271,7 @@ pub mod ssr {
         /// uses it. The folder is first renamed to a hidden one, so it leaves the list at
         /// once, then deleted.
         pub async fn remove(&self, pool: &DbPool, name: &str) -> Result<(), AppError> {
-            check_name(name)?;
-            let dir = self.dir.join(name);
-            if !dir.is_dir() {
+            if !self.names().iter().any(|listed| listed == name) {
                 return Err(AppError::NotFound(format!(
                     "There is no model called \u{201c}{name}\u{201d}."
                 )));
@@ -255,21 +281,73 @@ pub mod ssr {
                     "\u{201c}{name}\u{201d} is the default model, which the lesson widgets run; it cannot be removed."
                 )));
             }
-            let active = usage(pool).await?.get(name).map_or(0, |u| u.active);
-            if active > 0 {
-                return Err(AppError::bad_request(format!(
+            let busy = |active: i64| {
+                AppError::bad_request(format!(
                     "\u{201c}{name}\u{201d} cannot be removed while {active} run{} waiting for it or training it.",
                     if active == 1 { " is" } else { "s are" }
-                )));
+                ))
+            };
+            let active = |usage: BTreeMap<String, Usage>| usage.get(name).map_or(0, |u| u.active);
+            let before = active(usage(pool).await?);
+            if before > 0 {
+                return Err(busy(before));
             }
-            let staging = Staging::path_for(&self.dir, "removing", name);
-            std::fs::rename(&dir, &staging).map_err(AppError::internal)?;
-            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staging))
+            // Hidden first, so the run form stops offering it; a run queued in between is
+            // seen by the second look, and the model comes back.
+            let dir = self.dir.join(name);
+            let hidden = Staging::path_for(&self.dir, "removing", name);
+            std::fs::rename(&dir, &hidden).map_err(AppError::internal)?;
+            let after = match usage(pool).await {
+                Ok(usage) => active(usage),
+                Err(error) => {
+                    let _ = std::fs::rename(&hidden, &dir);
+                    return Err(error);
+                }
+            };
+            if after > 0 {
+                std::fs::rename(&hidden, &dir).map_err(AppError::internal)?;
+                return Err(busy(after));
+            }
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(hidden))
                 .await
                 .map_err(AppError::internal)?
                 .map_err(AppError::internal)?;
             Ok(())
         }
+
+        /// Deletes what an add, an upload or a removal left in the models folder when the
+        /// server stopped in the middle of it (the hidden `.adding-`, `.upload-` and
+        /// `.removing-` entries). Run once at start-up, before anything is added.
+        pub fn sweep(&self) {
+            let Ok(entries) = std::fs::read_dir(&self.dir) else {
+                return;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if [".adding-", ".upload-", ".removing-"]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+                {
+                    let path = entry.path();
+                    let removed = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    match removed {
+                        Ok(()) => {
+                            tracing::info!("removed {name}, left by an interrupted model change")
+                        }
+                        Err(error) => tracing::warn!("cannot remove {}: {error}", path.display()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `dir` holds what an HF model folder needs: config, weights and tokenizer.
+    pub fn is_model_folder(dir: &Path) -> bool {
+        missing_files(dir).is_empty()
     }
 
     /// The files an HF model folder needs that `dir` lacks.
@@ -327,6 +405,8 @@ pub mod ssr {
     }
 
     impl Usage {
+        /// What the runs measured, speeds scaled to a model of `params` parameters (none
+        /// when that is unknown).
         fn measured(&self, params: usize) -> Measured {
             Measured {
                 finished_runs: self.finished,
@@ -334,6 +414,7 @@ pub mod ssr {
                 speeds: self
                     .reference_speeds
                     .iter()
+                    .filter(|_| params > 0)
                     .filter_map(|(device, speeds)| {
                         let mut latest: Vec<f64> =
                             speeds.iter().take(MEASURED_RUNS).copied().collect();
@@ -420,23 +501,50 @@ pub mod ssr {
         }
     }
 
-    /// Copies the files of the HF folder `source` (and its subfolders) into `into`.
-    fn copy_folder(source: &Path, into: &Path) -> Result<(), AppError> {
+    /// Copies the files of the HF folder `source` (and its subfolders, links followed,
+    /// hidden entries such as `.git` left out) into `into`, refusing more than `max_bytes`
+    /// in all (`copied` counts them).
+    fn copy_folder(
+        source: &Path,
+        into: &Path,
+        copied: &mut u64,
+        max_bytes: u64,
+    ) -> Result<(), AppError> {
         let unreadable = |e: std::io::Error| {
             AppError::bad_request(format!("{} cannot be read: {e}", source.display()))
         };
         for entry in std::fs::read_dir(source).map_err(unreadable)? {
             let entry = entry.map_err(unreadable)?;
-            let kind = entry.file_type().map_err(unreadable)?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let metadata = std::fs::metadata(&path).map_err(unreadable)?;
             let target = into.join(entry.file_name());
-            if kind.is_dir() {
+            if metadata.is_dir() {
                 std::fs::create_dir(&target).map_err(AppError::internal)?;
-                copy_folder(&entry.path(), &target)?;
-            } else if kind.is_file() {
-                std::fs::copy(entry.path(), &target).map_err(unreadable)?;
+                copy_folder(&path, &target, copied, max_bytes)?;
+            } else if metadata.is_file() {
+                *copied += metadata.len();
+                if *copied > max_bytes {
+                    return Err(AppError::bad_request(format!(
+                        "The model folder holds more than {} MB.",
+                        max_bytes >> 20
+                    )));
+                }
+                std::fs::copy(&path, &target).map_err(unreadable)?;
             }
         }
         Ok(())
+    }
+
+    /// A folder inside a zip as a message names it.
+    fn shown(folder: &Path) -> String {
+        if folder.as_os_str().is_empty() {
+            "the top level".into()
+        } else {
+            format!("\u{201c}{}\u{201d}", folder.display())
+        }
     }
 
     /// Unpacks the HF folder in the zip at `zip_path` into `into`: the files beside the
@@ -473,16 +581,30 @@ pub mod ssr {
             };
             paths.push((path, entry.is_dir()));
         }
-        let root = paths
+        let mut roots: Vec<PathBuf> = paths
             .iter()
             .filter(|(path, is_dir)| {
                 !is_dir && path.file_name().is_some_and(|f| f == "config.json")
             })
             .map(|(path, _)| path.parent().map(Path::to_path_buf).unwrap_or_default())
-            .min_by_key(|parent| parent.components().count())
-            .ok_or_else(|| {
-                bad("has no config.json: zip the model's folder as transformers saves it".into())
-            })?;
+            .collect();
+        let shallowest = roots.iter().map(|r| r.components().count()).min();
+        roots.retain(|root| Some(root.components().count()) == shallowest);
+        let root = match roots.as_slice() {
+            [] => {
+                return Err(bad(
+                    "has no config.json: zip the model's folder as transformers saves it".into(),
+                ));
+            }
+            [root] => root.clone(),
+            [first, second, ..] => {
+                return Err(bad(format!(
+                    "holds several models ({} and {}); zip one model's folder",
+                    shown(first),
+                    shown(second)
+                )));
+            }
+        };
         let mut written = 0u64;
         for (index, (path, is_dir)) in paths.into_iter().enumerate() {
             let Ok(relative) = path.strip_prefix(&root) else {

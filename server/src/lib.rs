@@ -80,6 +80,11 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         leptos_options,
         pool: pool.clone(),
         status: Arc::new(http::ServerStatus {
+            role: if config.training_slots == 0 {
+                "web"
+            } else {
+                "web and training"
+            },
             device: device.description(),
             sst2_warning: config.sst2_warning(),
         }),
@@ -95,7 +100,11 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
         shutdown: shutdown_receiver,
         run_env: node.run_env.clone(),
         live_streams: http::live_streams::LiveStreams::default(),
-        library: config.library(),
+        library: {
+            let library = config.library();
+            library.sweep();
+            library
+        },
     };
 
     // Warnings come only once every fatal check has passed, so a failed start prints one line.
@@ -123,10 +132,10 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
 pub async fn work(config: Config) -> Result<(), ConfigError> {
     if !config.database_url.starts_with("postgres") {
         return Err(ConfigError::new(
-            "JIGSAW_DATABASE_URL",
+            config::DATABASE.env,
             "a worker node trains the runs that web nodes queue in a shared PostgreSQL \
              database, but this is SQLite, which lives on one machine: set \
-             JIGSAW_DATABASE_URL=postgres://…, or run `jigsaw-lab serve`, which trains too"
+             DATABASE_URL=postgres://…, or run `jigsaw-lab serve`, which trains too"
                 .to_string(),
         ));
     }
@@ -143,11 +152,45 @@ pub async fn work(config: Config) -> Result<(), ConfigError> {
     let pool = db::connect_and_migrate(&config.database_url).await?;
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);
     let owner = format!("{}-{}-worker", host_name(), std::process::id());
+    let health = match config.health_bind {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
+            ConfigError::new(
+                config::HEALTH_BIND.env,
+                format!("cannot listen on {address}: {e}"),
+            )
+        })?),
+        None => None,
+    };
     let node = NodeTasks::start(&config, &device, &pool, &owner, &shutdown_receiver);
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
     println!("{}", role_line(&config, &device, true));
+    if let Some(listener) = health {
+        let router = http::health::worker_router(
+            pool.clone(),
+            http::ServerStatus {
+                role: "worker",
+                device: device.description(),
+                sst2_warning: config.sst2_warning(),
+            },
+        );
+        if let Ok(address) = listener.local_addr() {
+            println!("Health checks at http://{address}/healthz");
+        }
+        let mut stop = shutdown_receiver.clone();
+        tokio::spawn(async move {
+            let until_stopped = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(error) = axum::serve(listener, router)
+                .with_graceful_shutdown(until_stopped)
+                .await
+            {
+                tracing::warn!("the health listener stopped: {error}");
+            }
+        });
+    }
     shutdown_signal().await;
     let _ = shutdown_sender.send(true);
     node.stop().await;

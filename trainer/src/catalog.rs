@@ -27,10 +27,6 @@ pub struct ModelSummary {
     pub vocab_size: usize,
     /// The longest input in tokens the positions allow.
     pub max_len: usize,
-    /// Hidden size.
-    pub hidden_size: usize,
-    /// Encoder layers.
-    pub layers: usize,
     /// Bytes of every file in the folder.
     pub disk_bytes: u64,
 }
@@ -44,8 +40,6 @@ pub fn describe(dir: &Path) -> Result<ModelSummary, LoadError> {
         params: crate::train::param_counts(&config, 2, Method::Full).total,
         vocab_size: config.vocab_size,
         max_len: config.max_sequence_len(),
-        hidden_size: config.hidden_size,
-        layers: config.num_layers,
         disk_bytes: disk_bytes(dir),
     })
 }
@@ -54,14 +48,12 @@ pub fn describe(dir: &Path) -> Result<ModelSummary, LoadError> {
 /// what a folder must pass before teams may train it. The error says what is wrong.
 pub fn check(dir: &Path) -> Result<ModelSummary, LoadError> {
     let summary = describe(dir)?;
-    let device = crate::device::ComputeDevice::cpu();
-    let predictor = Predictor::load(dir, None, device.device())?;
+    let predictor = Predictor::load(dir, None, &burn::tensor::Device::flex())?;
     for sentence in CHECK_SENTENCES {
         let prediction = predictor.predict(sentence)?;
         if prediction.logits.iter().any(|score| !score.is_finite()) {
             return Err(LoadError::Config(format!(
-                "{}: the model gives non-finite scores for \u{201c}{sentence}\u{201d}; its weights are damaged",
-                dir.display()
+                "the model gives non-finite scores for \u{201c}{sentence}\u{201d}; its weights are damaged"
             )));
         }
     }
@@ -102,10 +94,14 @@ mod tests {
             ("tiny-roberta", Family::Roberta),
             ("tiny-electra", Family::Electra),
             ("tiny-deberta-v3", Family::DebertaV2),
+            ("tiny-deberta-v2", Family::DebertaV2),
         ] {
             let summary = check(&fixture(name)).unwrap();
             assert_eq!(summary.family, family, "{name}");
-            assert_eq!((summary.hidden_size, summary.layers), (32, 2), "{name}");
+            assert!(
+                summary.params > 10_000 && summary.vocab_size > 200,
+                "{name}"
+            );
             let files: u64 = std::fs::read_dir(fixture(name))
                 .unwrap()
                 .map(|entry| entry.unwrap().metadata().unwrap().len())

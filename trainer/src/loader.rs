@@ -256,9 +256,11 @@ fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// Checkpoint tensors that are expected and not needed: position-id buffers and the heads
-/// of pre-training objectives (and RoBERTa's unused pooler).
-fn ignorable(family: Family, key: &str) -> bool {
+/// Checkpoint tensors that are expected and not needed: position-id buffers, the heads of
+/// pre-training objectives, RoBERTa's unused pooler, and the absolute positions of a
+/// DeBERTa that does not add them (transformers skips those too).
+fn ignorable(config: &EncoderConfig, key: &str) -> bool {
+    let family = config.family;
     key.ends_with("position_ids")
         || key.starts_with("cls.")
         || key.starts_with("lm_head.")
@@ -564,7 +566,7 @@ fn load_weights(
     let mut found = BTreeMap::new();
     let mut skip_head = Vec::new();
     for (key, entry) in &header {
-        if ignorable(config.family, key) {
+        if ignorable(config, key) {
             report.ignored.push(key.clone());
             continue;
         }

@@ -469,6 +469,19 @@ fn a_base_checkpoint_gets_a_fresh_head() {
     );
 }
 
+/// The tensor names of a safetensors file (its header's keys, buffers left out).
+fn safetensors_keys(path: &Path) -> std::collections::BTreeSet<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + length]).unwrap();
+    header
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| key != "__metadata__" && !key.ends_with("position_ids"))
+        .collect()
+}
+
 #[test]
 fn exported_hf_directories_load_back_with_the_same_logits() {
     let all: serde_json::Value = serde_json::from_str(
@@ -487,6 +500,12 @@ fn exported_hf_directories_load_back_with_the_same_logits() {
             serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap())
                 .unwrap();
         assert_eq!(config["id2label"]["1"], "positive", "{name}");
+        // Under transformers' own names, prefix included: the fixture's key set exactly.
+        assert_eq!(
+            safetensors_keys(&out.path().join("model.safetensors")),
+            safetensors_keys(&source.join("model.safetensors")),
+            "{name}"
+        );
         let exported = loader::load(out.path(), 2, 32, &device).unwrap();
         assert!(
             exported.report.initialized.is_empty() && exported.report.ignored.is_empty(),

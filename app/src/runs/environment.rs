@@ -76,12 +76,10 @@ impl RunEnvironment {
             .filter_map(|entry| {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let dir = entry.path();
-                let has_weights = ["model.safetensors", "pytorch_model.bin"]
-                    .iter()
-                    .any(|f| dir.join(f).is_file());
-                if name.starts_with('.') || !has_weights || !dir.join("tokenizer.json").is_file() {
+                if name.starts_with('.') || !crate::library::ssr::is_model_folder(&dir) {
                     return None;
                 }
+
                 let config = trainer::loader::read_config(&dir).ok()?;
                 Some(ModelChoice {
                     name,

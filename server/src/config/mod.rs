@@ -146,8 +146,16 @@ pub const MAX_MODEL_UPLOAD_MB: Setting = Setting {
     meaning: "largest model zip an instructor may upload, in MB (1..=65536)",
 };
 
+/// Where a worker node answers health checks.
+pub const HEALTH_BIND: Setting = Setting {
+    env: "JIGSAW_HEALTH_BIND",
+    key: "health_bind",
+    default: "none",
+    meaning: "a worker node's address for GET /healthz, such as 0.0.0.0:3100 (none: no listener)",
+};
+
 /// Every setting [`Config::load`] reads, in the order `--help` lists them.
-pub const SETTINGS: [Setting; 15] = [
+pub const SETTINGS: [Setting; 16] = [
     BIND,
     DATA_DIR,
     DATABASE,
@@ -163,6 +171,7 @@ pub const SETTINGS: [Setting; 15] = [
     MAX_RUNS_PER_DAY,
     TRAINING_SLOTS,
     MAX_MODEL_UPLOAD_MB,
+    HEALTH_BIND,
 ];
 
 /// The settings as a section of `--help`: where they come from, then each variable with
@@ -245,6 +254,8 @@ pub struct Config {
     /// The largest model zip the Models page accepts, in MB
     /// (`JIGSAW_MAX_MODEL_UPLOAD_MB`, default 2048).
     pub max_model_upload_mb: u64,
+    /// Where a worker node answers `GET /healthz` (`JIGSAW_HEALTH_BIND`); none by default.
+    pub health_bind: Option<SocketAddr>,
 }
 
 /// The optional TOML file; every key mirrors an environment variable.
@@ -266,6 +277,7 @@ struct FileSettings {
     max_runs_per_day: Option<i64>,
     training_slots: Option<usize>,
     max_model_upload_mb: Option<i64>,
+    health_bind: Option<String>,
 }
 
 impl Config {
@@ -387,6 +399,18 @@ impl Config {
             1,
             65_536,
         )? as u64;
+        let health_bind = match text(HEALTH_BIND.env, file.health_bind) {
+            None => None,
+            Some(text) if text == "none" => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                ConfigError::new(
+                    HEALTH_BIND.env,
+                    format!(
+                        "\u{201c}{text}\u{201d} is not an address and port like 0.0.0.0:3100, or none"
+                    ),
+                )
+            })?),
+        };
         Ok(Self {
             bind,
             data_dir,
@@ -403,6 +427,7 @@ impl Config {
             max_runs_per_day,
             training_slots,
             max_model_upload_mb,
+            health_bind,
         })
     }
 
@@ -412,6 +437,7 @@ impl Config {
             dir: self.models_dir.clone(),
             default_model: DEFAULT_MODEL.to_string(),
             max_upload_bytes: self.max_model_upload_mb << 20,
+            changes: Default::default(),
         }
     }
 

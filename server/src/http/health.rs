@@ -1,10 +1,15 @@
-//! `GET /healthz`: liveness and readiness.
+//! `GET /healthz`: liveness and readiness, on a web node's port and, when
+//! `JIGSAW_HEALTH_BIND` names one, on a worker node's own port ([`worker_router`]).
 
 use super::{AppState, ServerStatus};
+use app::db::DbPool;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// The body of `/healthz`.
 #[derive(Serialize)]
@@ -16,12 +21,31 @@ struct Health<'a> {
 }
 
 /// Liveness and readiness: 200 when the database answers, 503 otherwise.
-pub(super) async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let database_ok = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+pub(super) async fn healthz(State(state): State<AppState>) -> Response {
+    answer(&state.pool, &state.status).await
+}
+
+/// A worker node's only HTTP surface: `GET /healthz`, answered as a web node answers it.
+pub fn worker_router(pool: DbPool, status: ServerStatus) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(
+                |State((pool, status)): State<(DbPool, Arc<ServerStatus>)>| async move {
+                    answer(&pool, &status).await
+                },
+            ),
+        )
+        .with_state((pool, Arc::new(status)))
+}
+
+/// The health answer of a node on `pool`.
+async fn answer(pool: &DbPool, status: &ServerStatus) -> Response {
+    let database_ok = sqlx::query("SELECT 1").execute(pool).await.is_ok();
     let health = Health {
         status: if database_ok { "ok" } else { "degraded" },
         database: if database_ok { "ok" } else { "unreachable" },
-        server: &state.status,
+        server: status,
     };
     let code = if database_ok {
         StatusCode::OK
@@ -32,4 +56,5 @@ pub(super) async fn healthz(State(state): State<AppState>) -> impl IntoResponse 
         code,
         Json(serde_json::to_value(&health).unwrap_or_default()),
     )
+        .into_response()
 }

@@ -8,7 +8,7 @@
 
 mod answers_csv;
 mod class_events;
-mod health;
+pub mod health;
 pub mod listener;
 pub mod live_streams;
 mod model_upload;
@@ -80,6 +80,8 @@ const SESSION_IDLE_DAYS: i64 = 14;
 /// Facts about this process fixed at start.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerStatus {
+    /// What the node does: "web and training", "web" or "worker".
+    pub role: &'static str,
     /// The compute device the trainer will use.
     pub device: String,
     /// Why SST-2 is unavailable, if it is.

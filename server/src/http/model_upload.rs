@@ -16,6 +16,9 @@ use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 use tower_sessions::Session;
 
+/// The most bytes of the name field read (a name is at most 64 ASCII characters).
+const MAX_NAME_BYTES: usize = 256;
+
 /// Room for the form's other field and the multipart framing beside the zip.
 const FORM_OVERHEAD: usize = 64 * 1024;
 
@@ -112,7 +115,18 @@ impl Upload {
         while let Some(mut field) = multipart.next_field().await.map_err(unreadable)? {
             match field.name() {
                 Some("name") => {
-                    upload.name = field.text().await.map_err(unreadable)?.trim().to_string();
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+                        bytes.extend_from_slice(&chunk);
+                        if bytes.len() > MAX_NAME_BYTES {
+                            return Err(AppError::bad_request(format!(
+                                "A model's name must have 1 to {} characters.",
+                                app::library::MAX_MODEL_NAME_CHARS
+                            )));
+                        }
+                    }
+                    upload.name = String::from_utf8_lossy(&bytes).trim().to_string();
+                    app::library::check_name(&upload.name)?;
                 }
                 Some("archive") => {
                     let mut file = tokio::fs::File::create(&upload.zip)

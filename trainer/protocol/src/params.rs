@@ -64,34 +64,6 @@ pub struct ModelShape {
     pub position_projections: usize,
 }
 
-impl ModelShape {
-    /// The shape of a plain BERT-layout encoder: embeddings as wide as the hidden size,
-    /// absolute positions, no relative positions.
-    pub fn plain(
-        family: Family,
-        vocab_size: usize,
-        hidden_size: usize,
-        num_layers: usize,
-        intermediate_size: usize,
-        max_position_embeddings: usize,
-        type_vocab_size: usize,
-    ) -> Self {
-        Self {
-            family,
-            vocab_size,
-            hidden_size,
-            num_layers,
-            intermediate_size,
-            embedding_size: hidden_size,
-            max_position_embeddings,
-            type_vocab_size,
-            relative_positions: 0,
-            relative_norm: false,
-            position_projections: 0,
-        }
-    }
-}
-
 /// Parameter counts of a model as configured for training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParamCounts {

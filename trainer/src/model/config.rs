@@ -431,6 +431,16 @@ fn relative_attention(
     if settings.position_buckets > 0 && settings.position_buckets < 4 {
         return refuse("\u{201c}position_buckets\u{201d} must be at least 4");
     }
+    if settings.position_buckets > 0
+        && settings.max_relative_positions <= settings.position_buckets / 2 + 1
+    {
+        return refuse(&format!(
+            "{} position buckets need max_relative_positions above {}, not {}",
+            settings.position_buckets,
+            settings.position_buckets / 2 + 1,
+            settings.max_relative_positions
+        ));
+    }
     Ok(settings)
 }
 

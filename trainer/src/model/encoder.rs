@@ -38,6 +38,8 @@ pub struct SelfAttention {
     pub position_key: Option<Linear>,
     probability_dropout: Dropout,
     output_dropout: Dropout,
+    /// DeBERTa's dropout on the relative-position rows, drawn once per layer.
+    position_dropout: Dropout,
     #[module(skip)]
     num_heads: usize,
 }
@@ -65,6 +67,7 @@ impl SelfAttention {
             value_lora: None,
             probability_dropout: DropoutConfig::new(config.attention_dropout).init(),
             output_dropout: DropoutConfig::new(config.hidden_dropout).init(),
+            position_dropout: DropoutConfig::new(config.hidden_dropout).init(),
             num_heads: config.num_heads,
         }
     }
@@ -113,11 +116,13 @@ impl SelfAttention {
             let mut terms = 1;
             if let Some(positions) = relative {
                 terms = positions.settings.score_terms();
+                // As transformers: one dropout mask on the rows per layer, for both terms.
+                let rows = dropout::apply(&self.position_dropout, positions.rows.clone());
                 if let Some(extra) = position_scores(
                     &query,
                     &key,
-                    self.position_projection(positions, true),
-                    self.position_projection(positions, false),
+                    self.position_projection(positions, &rows, true),
+                    self.position_projection(positions, &rows, false),
                     positions,
                 ) {
                     scores = scores + extra;
@@ -143,12 +148,14 @@ impl SelfAttention {
         (self.norm.forward(out + x), kept)
     }
 
-    /// The relative-position rows through the projection one score term uses: the query
-    /// side for position-to-content, the key side for content-to-position. With shared keys
-    /// these are the layer's own query (LoRA included) and key projections.
+    /// The relative-position `rows` (after this layer's dropout) through the projection one
+    /// score term uses: the query side for position-to-content, the key side for
+    /// content-to-position. With shared keys these are the layer's own query (LoRA included)
+    /// and key projections.
     fn position_projection(
         &self,
         positions: &RelativePositions,
+        rows: &Tensor<2>,
         query_side: bool,
     ) -> Option<Tensor<2>> {
         let settings = positions.settings;
@@ -160,8 +167,8 @@ impl SelfAttention {
         if !wanted {
             return None;
         }
-        let [count, hidden] = positions.rows.dims();
-        let rows3 = positions.rows.clone().reshape([1, count, hidden]);
+        let [count, hidden] = rows.dims();
+        let rows3 = rows.clone().reshape([1, count, hidden]);
         let projected = match (settings.share_projections, query_side) {
             (true, true) => project(&self.query, self.query_lora.as_ref(), rows3),
             (true, false) => token_wise(&self.key, rows3),
