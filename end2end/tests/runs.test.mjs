@@ -1,11 +1,13 @@
 // A team fine-tunes a model from the browser: the run form (with its out-of-range hints),
 // the live loss curve growing without a reload, the whole curve again after a reload,
 // cancelling a second run, and the public leaderboard. It trains the tiny random BERT of
-// the engine's tests on a small synthetic sentiment set, on the CPU.
+// the engine's tests on a small synthetic sentiment set, on the CPU. Then the teacher adds
+// the engine's tiny random DeBERTa-v3 from a zip on the Models page and the team trains it.
 // Screenshots: end2end/output/runs-*.png.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { rm } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   addInstructor,
@@ -144,5 +146,69 @@ test("a team submits a run, watches the curve grow live, reloads, cancels a seco
   await page.getByTestId("public-board").filter({ hasText: "Red" }).waitFor();
   await page.getByTestId("compare-loss").waitFor();
   await page.screenshot({ path: join(outputDir, "runs-4-cancelled-and-board.png"), fullPage: true });
+  assert.deepEqual(pageErrors, []);
+});
+
+test("the teacher adds a DeBERTa model from a zip on the Models page and a team fine-tunes it", async () => {
+  // A zip of the model's folder, as a teacher zips a download (the folder inside the zip).
+  const source = new URL("../../trainer/tests/fixtures/tiny-deberta-v3/", import.meta.url).pathname;
+  const zip = join(assets.root, "tiny-deberta-v3.zip");
+  execFileSync("python3", [
+    "-c",
+    "import os, sys, zipfile\n" +
+      "source, out = sys.argv[1], sys.argv[2]\n" +
+      "with zipfile.ZipFile(out, 'w', zipfile.ZIP_DEFLATED) as z:\n" +
+      "    for name in ['config.json', 'model.safetensors', 'tokenizer.json']:\n" +
+      "        z.write(os.path.join(source, name), 'tiny-deberta-v3/' + name)\n",
+    source,
+    zip,
+  ]);
+  const notZip = join(assets.root, "notes.zip");
+  await writeFile(notZip, "these are my notes, not a model");
+
+  const page = await teacher.context.newPage();
+  page.setDefaultTimeout(30_000);
+  await page.goto(server.baseUrl + "/instructor/models");
+  await waitForHydration(page);
+  const upload = async (name, file) => {
+    await page.getByRole("textbox", { name: "Name" }).fill(name);
+    await page.getByLabel("Zip file").setInputFiles(file);
+    await page.getByRole("button", { name: "Upload and check" }).click();
+  };
+  // Not a zip: the page says so, and nothing is added.
+  await upload("my-notes", notZip);
+  await page.getByTestId("model-problem").filter({ hasText: "is it a .zip file?" }).waitFor();
+  assert.equal(await page.getByTestId("model-my-notes").count(), 0);
+  await waitForHydration(page);
+  await upload("tiny-deberta", zip);
+  await page.getByTestId("model-added").filter({ hasText: "tiny-deberta" }).waitFor();
+  await page.getByTestId("model-tiny-deberta").filter({ hasText: "DeBERTa-v2/v3" }).waitFor();
+  await page.screenshot({ path: join(outputDir, "models-1-added.png"), fullPage: true });
+
+  // The team sees it on the run form with its family and trains it to the end.
+  const team = student.context.pages()[0] ?? (await student.context.newPage());
+  team.setDefaultTimeout(30_000);
+  await team.goto(server.baseUrl + "/team");
+  await waitForHydration(team);
+  const option = team.locator('select[name="model"] option[value="tiny-deberta"]');
+  assert.match(await option.textContent(), /^tiny-deberta \(DeBERTa-v2\/v3, [\d.]+k parameters/);
+  await team.locator('select[name="model"]').selectOption("tiny-deberta");
+  const fill = async (name, value) => team.locator(`input[name="${name}"]`).fill(value);
+  await fill("learning_rate", "2e-3");
+  await fill("batch_size", "4");
+  await fill("epochs", "2");
+  await fill("max_len", "16");
+  await team.getByRole("button", { name: "Queue the run" }).click();
+  const queued = team.getByRole("status").filter({ hasText: "Queued as run" });
+  const anyway = team.getByTestId("hints").getByRole("button", { name: "Submit anyway" });
+  await Promise.race([queued.waitFor(), anyway.waitFor()]);
+  if (await anyway.isVisible()) await anyway.click();
+  await queued.waitFor();
+  await queued.getByRole("link").click();
+  await team.waitForURL(/\/runs\/\d+$/);
+  await waitForHydration(team);
+  await team.getByTestId("run-state").filter({ hasText: "succeeded" }).waitFor({ timeout: 120_000 });
+  await team.locator('[data-testid="loss-chart"] polyline').first().waitFor();
+  await team.screenshot({ path: join(outputDir, "models-2-deberta-run.png"), fullPage: true });
   assert.deepEqual(pageErrors, []);
 });

@@ -1,7 +1,7 @@
 //! `/instructor/models`: the models teams can fine-tune, what each is and what this
 //! server's runs measured with it; adding one from a zip and removing one.
 
-use super::shared::{ErrorList, action_error};
+use super::shared::{ErrorList, action_error, parameter_count};
 use crate::charts::ScrollRegion;
 use crate::library::{MAX_MODEL_NAME_CHARS, ModelEntry, RemoveModel, UPLOAD_PATH, list_models};
 use leptos::form::ActionForm;
@@ -107,7 +107,7 @@ fn ModelRow(model: ModelEntry, remove: ServerAction<RemoveModel>) -> impl IntoVi
     let facts = match summary {
         Ok(facts) => view! {
             <td>{facts.family.name()}</td>
-            <td>{millions(facts.params)}</td>
+            <td>{parameter_count(facts.params)}</td>
             <td>{thousands(facts.vocab_size)}</td>
             <td>{facts.max_len}</td>
             <td>{megabytes(facts.disk_bytes)}</td>
@@ -158,16 +158,6 @@ fn ModelRow(model: ModelEntry, remove: ServerAction<RemoveModel>) -> impl IntoVi
     }
 }
 
-/// "22.7M", "184M".
-fn millions(count: usize) -> String {
-    let m = count as f64 / 1e6;
-    if m < 100.0 {
-        format!("{m:.1}M")
-    } else {
-        format!("{m:.0}M")
-    }
-}
-
 /// "30,522".
 fn thousands(count: usize) -> String {
     let digits = count.to_string();
@@ -192,8 +182,6 @@ mod tests {
 
     #[test]
     fn sizes_read_naturally() {
-        assert_eq!(millions(22_713_986), "22.7M");
-        assert_eq!(millions(184_423_682), "184M");
         assert_eq!(thousands(30_522), "30,522");
         assert_eq!(thousands(128_100), "128,100");
         assert_eq!(thousands(217), "217");

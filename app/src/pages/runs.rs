@@ -2,7 +2,7 @@
 //! estimate, the team's runs and the leaderboards; and the instructor's view of a class's
 //! runs. One run's page is in `run.rs`.
 
-use super::shared::{ErrorList, action_error};
+use super::shared::{ErrorList, action_error, parameter_count};
 use crate::charts::{LineChart, ScrollRegion, ema};
 use crate::runs::timing::Machine;
 use crate::runs::{
@@ -246,14 +246,6 @@ fn model_label(model: &ModelChoice, machine: Option<Machine>) -> String {
     }
     label.push(')');
     label
-}
-
-fn parameter_count(params: usize) -> String {
-    match params {
-        0..=999 => params.to_string(),
-        1_000..=999_999 => format!("{:.0}k", params as f64 / 1e3),
-        _ => format!("{:.1}M", params as f64 / 1e6),
-    }
 }
 
 /// "1 h 05 min", "12 min", "40 s".

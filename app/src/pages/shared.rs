@@ -6,6 +6,15 @@ use crate::error::AppError;
 use crate::quiz::TeamScore;
 use leptos::prelude::*;
 
+/// A parameter count as people say it: "840", "31k", "22.7M".
+pub(super) fn parameter_count(params: usize) -> String {
+    match params {
+        0..=999 => params.to_string(),
+        1_000..=999_999 => format!("{:.0}k", params as f64 / 1e3),
+        _ => format!("{:.1}M", params as f64 / 1e6),
+    }
+}
+
 /// Shows the errors caught by an `ErrorBoundary` as a readable list.
 #[component]
 pub(super) fn ErrorList(
