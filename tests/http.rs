@@ -170,6 +170,49 @@ async fn static_files_carry_cache_headers_and_are_compressed() {
     assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
 }
 
+/// The site build compresses the bundle once at brotli's highest quality; a browser that
+/// accepts br gets those bytes as they are, one that does not gets the module itself.
+#[tokio::test]
+async fn the_bundle_is_served_as_built_with_brotli() {
+    let server = Server::start();
+    let pkg = site_root().join("pkg");
+    for (file, content_type) in [
+        ("jigsaw-lab.wasm", "application/wasm"),
+        ("jigsaw-lab.js", "text/javascript"),
+    ] {
+        let fetch = |encoding: &'static str| {
+            client()
+                .get(server.url(&format!("/pkg/{file}")))
+                .header(ACCEPT_ENCODING, encoding)
+                .send()
+        };
+        let response = fetch("gzip, deflate, br").await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{file}");
+        assert_eq!(response.headers()[CONTENT_ENCODING], "br", "{file}");
+        assert!(
+            response.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{file}: {:?}",
+            response.headers()[CONTENT_TYPE]
+        );
+        let body = response.bytes().await.unwrap();
+        assert_eq!(
+            body,
+            std::fs::read(pkg.join(format!("{file}.br"))).unwrap(),
+            "{file}"
+        );
+        let plain = fetch("identity").await.unwrap();
+        assert!(!plain.headers().contains_key(CONTENT_ENCODING), "{file}");
+        assert_eq!(
+            plain.bytes().await.unwrap(),
+            std::fs::read(pkg.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+}
+
 #[test]
 fn bad_settings_stop_the_start_with_one_line_naming_the_setting() {
     let cases = [

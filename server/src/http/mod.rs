@@ -124,7 +124,9 @@ pub fn router(state: AppState) -> Router {
             "/pkg",
             ServiceBuilder::new()
                 .layer(cache_control("no-cache"))
-                .service(ServeDir::new(site_root.join("pkg"))),
+                // The site build writes each bundle file compressed at brotli's highest
+                // quality beside it; browsers that accept br get that file as it is.
+                .service(ServeDir::new(site_root.join("pkg")).precompressed_br()),
         )
         .route_service(
             "/favicon.svg",
