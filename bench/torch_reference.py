@@ -5,9 +5,11 @@ shapes and step (forward, backward, AdamW update; full fine-tuning), measured th
     python bench/torch_reference.py --models minilm --shapes 64x32 --warmup 2 --windows 3 \
         --steps-per-window 2
 
-Models are transformers' BertForSequenceClassification built from a BertConfig with random
-weights (nothing is downloaded): minilm = 6 layers, hidden 384, 12 heads, ffn 1536;
-bert-base = 12 layers, hidden 768, 12 heads, ffn 3072; vocabulary 30522, 2 labels, dropout
+Models are transformers' *ForSequenceClassification built from their config with random
+weights (nothing is downloaded): minilm = BERT with 6 layers, hidden 384, 12 heads, ffn 1536;
+bert-base = 12 layers, hidden 768, 12 heads, ffn 3072, vocabulary 30522; electra-base = the
+same encoder with ELECTRA's head; deberta-v3-base = the same sizes with DeBERTa-v3's
+disentangled attention (256 buckets) and its 128,100-token vocabulary; 2 labels, dropout
 0.1. AdamW lr 2e-5, weight decay 0.01 on every parameter, eps 1e-8. Inputs are full-length
 random token ids (no padding, an all-ones attention mask as burn gets), random labels, fixed
 seed, the same batch at every step.
@@ -36,13 +38,41 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+from transformers import (  # noqa: E402
+    BertConfig,
+    BertForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+)
 
+BERT_BASE = dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072)
+COMMON = dict(max_position_embeddings=512, num_labels=2, hidden_dropout_prob=0.1,
+              attention_probs_dropout_prob=0.1)
+# name -> (config class, model class, config arguments), as `jigsaw-lab bench` builds them.
 MODELS = {
-    "minilm-l6": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
-    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "minilm-l6": (BertConfig, BertForSequenceClassification,
+                  dict(vocab_size=30522, type_vocab_size=2, num_hidden_layers=6, hidden_size=384,
+                       num_attention_heads=12, intermediate_size=1536)),
+    "bert-base": (BertConfig, BertForSequenceClassification,
+                  dict(vocab_size=30522, type_vocab_size=2, **BERT_BASE)),
+    # google/electra-base-discriminator's sizes.
+    "electra-base": (ElectraConfig, ElectraForSequenceClassification,
+                     dict(vocab_size=30522, type_vocab_size=2, embedding_size=768, **BERT_BASE)),
+    # microsoft/deberta-v3-base's sizes and attention.
+    "deberta-v3-base": (DebertaV2Config, DebertaV2ForSequenceClassification,
+                        dict(vocab_size=128100, type_vocab_size=0, layer_norm_eps=1e-7,
+                             relative_attention=True, position_buckets=256,
+                             norm_rel_ebd="layer_norm", share_att_key=True,
+                             pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+                             position_biased_input=False, pooler_hidden_size=768,
+                             pooler_dropout=0, pooler_hidden_act="gelu", **BERT_BASE)),
 }
-ALIASES = {"minilm": "minilm-l6", "minilm-l6": "minilm-l6", "bert-base": "bert-base", "bert": "bert-base"}
+ALIASES = {"minilm": "minilm-l6", "minilm-l6": "minilm-l6", "bert-base": "bert-base", "bert": "bert-base",
+           "electra-base": "electra-base", "electra": "electra-base",
+           "deberta-v3-base": "deberta-v3-base", "deberta-v3": "deberta-v3-base",
+           "deberta": "deberta-v3-base"}
 LEARNING_RATE = 2e-5
 WEIGHT_DECAY = 0.01
 
@@ -58,7 +88,8 @@ def model_name(text):
     try:
         return ALIASES[text.strip().lower()]
     except KeyError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a benchmark model; use minilm or bert-base")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a benchmark model; use minilm, bert-base, electra-base or deberta-v3-base")
 
 
 def comma_list(kind):
@@ -83,10 +114,17 @@ def sync(device):
 
 def measure(name, seq, batch, dtype, device, args):
     torch.manual_seed(args.seed)
-    config = BertConfig(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, num_labels=2,
-                        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, **MODELS[name])
+    config_class, model_class, sizes = MODELS[name]
+    config = config_class(**COMMON, **sizes)
     config._attn_implementation = args.attn
-    model = BertForSequenceClassification(config).to(device)
+    try:
+        model = model_class(config).to(device)
+    except ValueError:
+        # DeBERTa has no sdpa path in transformers: it runs eager attention, as it must.
+        if args.attn == "eager":
+            raise
+        config._attn_implementation = "eager"
+        model = model_class(config).to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY, eps=1e-8)
     generator = torch.Generator().manual_seed(args.seed)
@@ -174,7 +212,7 @@ def measure(name, seq, batch, dtype, device, args):
         "warmup_s": warmup_s,
         "windows": args.windows,
         "steps_per_window": args.steps_per_window,
-        "attn": args.attn,
+        "attn": config._attn_implementation,
     }
 
 

@@ -149,20 +149,24 @@ test("a team submits a run, watches the curve grow live, reloads, cancels a seco
   assert.deepEqual(pageErrors, []);
 });
 
-test("the teacher adds a DeBERTa model from a zip on the Models page and a team fine-tunes it", async () => {
-  // A zip of the model's folder, as a teacher zips a download (the folder inside the zip).
-  const source = new URL("../../trainer/tests/fixtures/tiny-deberta-v3/", import.meta.url).pathname;
-  const zip = join(assets.root, "tiny-deberta-v3.zip");
-  execFileSync("python3", [
-    "-c",
-    "import os, sys, zipfile\n" +
-      "source, out = sys.argv[1], sys.argv[2]\n" +
-      "with zipfile.ZipFile(out, 'w', zipfile.ZIP_DEFLATED) as z:\n" +
-      "    for name in ['config.json', 'model.safetensors', 'tokenizer.json']:\n" +
-      "        z.write(os.path.join(source, name), 'tiny-deberta-v3/' + name)\n",
-    source,
-    zip,
-  ]);
+test("the teacher adds DeBERTa and ELECTRA models from zips on the Models page and a team fine-tunes each", async () => {
+  // A zip of each model's folder, as a teacher zips a download (the folder inside the zip).
+  const zipOf = (fixture) => {
+    const source = new URL(`../../trainer/tests/fixtures/${fixture}/`, import.meta.url).pathname;
+    const zip = join(assets.root, `${fixture}.zip`);
+    execFileSync("python3", [
+      "-c",
+      "import os, sys, zipfile\n" +
+        "source, folder, out = sys.argv[1], sys.argv[2], sys.argv[3]\n" +
+        "with zipfile.ZipFile(out, 'w', zipfile.ZIP_DEFLATED) as z:\n" +
+        "    for name in ['config.json', 'model.safetensors', 'tokenizer.json']:\n" +
+        "        z.write(os.path.join(source, name), folder + '/' + name)\n",
+      source,
+      fixture,
+      zip,
+    ]);
+    return zip;
+  };
   const notZip = join(assets.root, "notes.zip");
   await writeFile(notZip, "these are my notes, not a model");
 
@@ -179,36 +183,51 @@ test("the teacher adds a DeBERTa model from a zip on the Models page and a team 
   await upload("my-notes", notZip);
   await page.getByTestId("model-problem").filter({ hasText: "is it a .zip file?" }).waitFor();
   assert.equal(await page.getByTestId("model-my-notes").count(), 0);
-  await waitForHydration(page);
-  await upload("tiny-deberta", zip);
-  await page.getByTestId("model-added").filter({ hasText: "tiny-deberta" }).waitFor();
-  await page.getByTestId("model-tiny-deberta").filter({ hasText: "DeBERTa-v2/v3" }).waitFor();
+  const models = [
+    { name: "tiny-deberta", fixture: "tiny-deberta-v3", family: "DeBERTa-v2/v3" },
+    { name: "tiny-electra", fixture: "tiny-electra", family: "ELECTRA" },
+  ];
+  for (const model of models) {
+    await waitForHydration(page);
+    await upload(model.name, zipOf(model.fixture));
+    await page.getByTestId("model-added").filter({ hasText: model.name }).waitFor();
+    await page.getByTestId(`model-${model.name}`).filter({ hasText: model.family }).waitFor();
+  }
   await page.screenshot({ path: join(outputDir, "models-1-added.png"), fullPage: true });
 
-  // The team sees it on the run form with its family and trains it to the end.
+  // The team sees each on the run form with its family, trains it to the end, tries the
+  // fine-tuned model and is offered its download.
   const team = student.context.pages()[0] ?? (await student.context.newPage());
   team.setDefaultTimeout(30_000);
-  await team.goto(server.baseUrl + "/team");
-  await waitForHydration(team);
-  const option = team.locator('select[name="model"] option[value="tiny-deberta"]');
-  assert.match(await option.textContent(), /^tiny-deberta \(DeBERTa-v2\/v3, [\d.]+k parameters/);
-  await team.locator('select[name="model"]').selectOption("tiny-deberta");
-  const fill = async (name, value) => team.locator(`input[name="${name}"]`).fill(value);
-  await fill("learning_rate", "2e-3");
-  await fill("batch_size", "4");
-  await fill("epochs", "2");
-  await fill("max_len", "16");
-  await team.getByRole("button", { name: "Queue the run" }).click();
-  const queued = team.getByRole("status").filter({ hasText: "Queued as run" });
-  const anyway = team.getByTestId("hints").getByRole("button", { name: "Submit anyway" });
-  await Promise.race([queued.waitFor(), anyway.waitFor()]);
-  if (await anyway.isVisible()) await anyway.click();
-  await queued.waitFor();
-  await queued.getByRole("link").click();
-  await team.waitForURL(/\/runs\/\d+$/);
-  await waitForHydration(team);
-  await team.getByTestId("run-state").filter({ hasText: "succeeded" }).waitFor({ timeout: 120_000 });
-  await team.locator('[data-testid="loss-chart"] polyline').first().waitFor();
-  await team.screenshot({ path: join(outputDir, "models-2-deberta-run.png"), fullPage: true });
+  for (const model of models) {
+    await team.goto(server.baseUrl + "/team");
+    await waitForHydration(team);
+    const option = team.locator(`select[name="model"] option[value="${model.name}"]`);
+    const label = await option.textContent();
+    assert.ok(label.startsWith(`${model.name} (${model.family}, `) && /[\d.]+k parameters/.test(label), label);
+    await team.locator('select[name="model"]').selectOption(model.name);
+    const fill = async (name, value) => team.locator(`input[name="${name}"]`).fill(value);
+    await fill("learning_rate", "2e-3");
+    await fill("batch_size", "4");
+    await fill("epochs", "2");
+    await fill("max_len", "16");
+    await team.getByRole("button", { name: "Queue the run" }).click();
+    const queued = team.getByRole("status").filter({ hasText: "Queued as run" });
+    const anyway = team.getByTestId("hints").getByRole("button", { name: "Submit anyway" });
+    await Promise.race([queued.waitFor(), anyway.waitFor()]);
+    if (await anyway.isVisible()) await anyway.click();
+    await queued.waitFor();
+    await queued.getByRole("link").click();
+    await team.waitForURL(/\/runs\/\d+$/);
+    await waitForHydration(team);
+    await team.getByTestId("run-state").filter({ hasText: "succeeded" }).waitFor({ timeout: 120_000 });
+    await team.locator('[data-testid="loss-chart"] polyline').first().waitFor();
+    const tryModel = team.getByTestId("try-model");
+    await tryModel.locator("textarea").fill("the story was charming .");
+    await tryModel.getByRole("button", { name: "Classify" }).click();
+    await tryModel.getByTestId("model-reading").filter({ hasText: /positive|negative/ }).waitFor();
+    assert.match(await tryModel.getByRole("link", { name: /Download the model/ }).getAttribute("href"), /\/runs\/\d+\/model\.zip$/);
+    await team.screenshot({ path: join(outputDir, `models-2-${model.name}-run.png`), fullPage: true });
+  }
   assert.deepEqual(pageErrors, []);
 });

@@ -36,28 +36,46 @@ pub enum BenchModel {
     MiniLmL6,
     /// bert-base-uncased's shape: 12 layers, hidden 768, 12 heads, feed-forward 3072.
     BertBase,
+    /// google/electra-base-discriminator's shape: BERT-base's encoder with ELECTRA's head.
+    ElectraBase,
+    /// microsoft/deberta-v3-base's shape: BERT-base's sizes with disentangled attention
+    /// over 256 relative-position buckets and a 128,100-token vocabulary.
+    DebertaV3Base,
 }
 
+/// google/electra-base-discriminator's config.json, the sizes that matter.
+const ELECTRA_BASE: &str = r#"{"model_type":"electra","vocab_size":30522,"embedding_size":768,"hidden_size":768,"num_hidden_layers":12,"num_attention_heads":12,"intermediate_size":3072,"max_position_embeddings":512,"type_vocab_size":2,"hidden_act":"gelu","hidden_dropout_prob":0.1,"attention_probs_dropout_prob":0.1,"layer_norm_eps":1e-12}"#;
+
+/// microsoft/deberta-v3-base's config.json, the sizes that matter.
+const DEBERTA_V3_BASE: &str = r#"{"model_type":"deberta-v2","vocab_size":128100,"hidden_size":768,"num_hidden_layers":12,"num_attention_heads":12,"intermediate_size":3072,"max_position_embeddings":512,"type_vocab_size":0,"hidden_act":"gelu","hidden_dropout_prob":0.1,"attention_probs_dropout_prob":0.1,"layer_norm_eps":1e-7,"relative_attention":true,"position_buckets":256,"norm_rel_ebd":"layer_norm","share_att_key":true,"pos_att_type":["p2c","c2p"],"max_relative_positions":-1,"position_biased_input":false,"pooler_hidden_size":768,"pooler_dropout":0,"pooler_hidden_act":"gelu"}"#;
+
 impl BenchModel {
-    /// Both sizes, smallest first.
-    pub const ALL: [BenchModel; 2] = [BenchModel::MiniLmL6, BenchModel::BertBase];
+    /// The sizes measured by default, smallest first.
+    pub const DEFAULT: [BenchModel; 2] = [BenchModel::MiniLmL6, BenchModel::BertBase];
 
     /// The name used in options and records.
     pub fn name(self) -> &'static str {
         match self {
             Self::MiniLmL6 => "minilm-l6",
             Self::BertBase => "bert-base",
+            Self::ElectraBase => "electra-base",
+            Self::DebertaV3Base => "deberta-v3-base",
         }
     }
 
     /// The architecture, as HF's `BertConfig` with these sizes (vocabulary 30522, 512
     /// positions, 2 token types, dropout 0.1).
     pub fn config(self) -> EncoderConfig {
-        let (layers, hidden, heads, ffn) = match self {
-            Self::MiniLmL6 => (6, 384, 12, 1536),
-            Self::BertBase => (12, 768, 12, 3072),
+        let published = |text: &str| {
+            crate::model::config::parse_config(text, std::path::Path::new(self.name()))
+                .expect("the benchmark's configs are valid")
         };
-        EncoderConfig::bert(hidden, layers, heads, ffn)
+        match self {
+            Self::MiniLmL6 => EncoderConfig::bert(384, 6, 12, 1536),
+            Self::BertBase => EncoderConfig::bert(768, 12, 12, 3072),
+            Self::ElectraBase => published(ELECTRA_BASE),
+            Self::DebertaV3Base => published(DEBERTA_V3_BASE),
+        }
     }
 }
 
@@ -68,8 +86,10 @@ impl FromStr for BenchModel {
         match text.trim().to_ascii_lowercase().as_str() {
             "minilm" | "minilm-l6" => Ok(Self::MiniLmL6),
             "bert-base" | "bert" => Ok(Self::BertBase),
+            "electra-base" | "electra" => Ok(Self::ElectraBase),
+            "deberta-v3-base" | "deberta-v3" | "deberta" => Ok(Self::DebertaV3Base),
             other => Err(format!(
-                "\u{201c}{other}\u{201d} is not a benchmark model; use minilm or bert-base"
+                "\u{201c}{other}\u{201d} is not a benchmark model; use minilm, bert-base, electra-base or deberta-v3-base"
             )),
         }
     }
@@ -135,7 +155,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         Self {
-            models: BenchModel::ALL.to_vec(),
+            models: BenchModel::DEFAULT.to_vec(),
             shapes: vec![
                 Shape {
                     seq: 128,
@@ -511,6 +531,8 @@ mod tests {
         assert!("64x0".parse::<Shape>().unwrap_err().contains("batch size"));
         assert_eq!("minilm".parse(), Ok(BenchModel::MiniLmL6));
         assert_eq!("BERT-base".parse(), Ok(BenchModel::BertBase));
+        assert_eq!("electra".parse(), Ok(BenchModel::ElectraBase));
+        assert_eq!("deberta-v3-base".parse(), Ok(BenchModel::DebertaV3Base));
         assert!("gpt2".parse::<BenchModel>().unwrap_err().contains("gpt2"));
     }
 
@@ -521,6 +543,15 @@ mod tests {
         assert_eq!(minilm.total, 22_713_216 + 384 * 2 + 2);
         let bert = param_counts(&BenchModel::BertBase.config(), 2, Method::Full);
         assert_eq!(bert.total, 109_482_240 + 768 * 2 + 2);
+        // What transformers 5.24 counts for the same configs (bench/torch_reference.py's):
+        // ELECTRA's head has as many weights as BERT's pooler and classifier.
+        for (model, transformers) in [
+            (BenchModel::ElectraBase, 109_483_778),
+            (BenchModel::DebertaV3Base, 184_423_682),
+        ] {
+            let counts = param_counts(&model.config(), 2, Method::Full);
+            assert_eq!(counts.total, transformers, "{}", model.name());
+        }
     }
 
     #[test]

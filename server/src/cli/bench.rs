@@ -13,7 +13,8 @@ use trainer::optim::OptimizerChoice;
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Comma-separated: minilm (6 layers, hidden 384, 12 heads, ffn 1536), bert-base (12
-    /// layers, hidden 768, 12 heads, ffn 3072)
+    /// layers, hidden 768, 12 heads, ffn 3072), electra-base (bert-base's encoder, ELECTRA's
+    /// head), deberta-v3-base (bert-base's sizes, disentangled attention, 128,100 tokens)
     #[arg(long, value_name = "LIST", value_parser = list::<BenchModel>,
           allow_hyphen_values = true, default_value = "minilm,bert-base")]
     models: std::vec::Vec<BenchModel>,
