@@ -327,7 +327,13 @@ fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
         </section>
         <section class="panel">
             <h2>"Attention: before and after fine-tuning"</h2>
-            <p class="hint">"Layer 6, average of the heads, for the class's probe sentence and your team's own. Left: before training; right: latest."</p>
+            <p class="hint">
+                {move || live.with(|l| match l.attention.first().map(|map| map.matrices.len()) {
+                    Some(layers) if layers > 0 => format!("Layer {layers} (the model's last)"),
+                    _ => "The model's last layer".to_string(),
+                })}
+                ", average of the heads, for the class's probe sentence and your team's own. Left: before training; right: latest."
+            </p>
             {move || live.with(|l| attention_pairs(&l.attention))}
         </section>
     }
