@@ -25,35 +25,23 @@ pub fn add_instructor(username: &str, config: &Config) -> Result<bool, String> {
         ));
     }
     let hash = app::auth::ssr::hash_password_now(&password)?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let created = runtime.block_on(async {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            format!(
-                "cannot create the data directory {}: {e}",
-                config.data_dir.display()
-            )
-        })?;
-        let pool = crate::db::connect_and_migrate(&config.database_url)
-            .await
-            .map_err(|e| e.to_string())?;
+    let (name, hash) = (&username, &hash);
+    let created = crate::db::with_database(config, |pool| async move {
         let existed: Option<i64> =
             sqlx::query_scalar("SELECT id FROM instructors WHERE username = $1")
-                .bind(&username)
+                .bind(name)
                 .fetch_optional(&pool)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         sqlx::query(
             "INSERT INTO instructors (username, password_hash) VALUES ($1, $2) \
              ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
              session_epoch = instructors.session_epoch + 1",
         )
-        .bind(&username)
-        .bind(&hash)
+        .bind(name)
+        .bind(hash)
         .execute(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
-        pool.close().await;
-        Ok::<bool, String>(existed.is_none())
+        .await?;
+        Ok::<bool, sqlx::Error>(existed.is_none())
     })?;
     if created {
         println!(

@@ -52,6 +52,34 @@ impl Backend {
     }
 }
 
+/// Runs `work` on the database of `config`'s settings, migrated (its data directory
+/// created when missing), on a runtime of its own: for the terminal commands. Errors come
+/// back as one line.
+pub fn with_database<T, E, F>(
+    config: &crate::config::Config,
+    work: impl FnOnce(DbPool) -> F,
+) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+        let pool = connect_and_migrate(&config.database_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = work(pool.clone()).await.map_err(|e| e.to_string());
+        pool.close().await;
+        result
+    })
+}
+
 /// Opens the database at `url` (creating a missing SQLite file) and brings its schema up
 /// to date.
 pub async fn connect_and_migrate(url: &str) -> Result<DbPool, ConfigError> {

@@ -233,6 +233,14 @@ fn the_same_seed_gives_the_same_run_on_the_cpu() {
 /// ELECTRA and both DeBERTa variants fine-tune like BERT: the validation loss falls under
 /// full fine-tuning, and LoRA trains the adapters and the whole head (their head has no
 /// pretrained pooler worth freezing), then exports a model that loads and predicts.
+/// The model a run exported to `export`/model, loaded, and what it says of a sentence.
+fn exported_prediction(export: &Path) -> (Predictor, trainer::inference::Prediction) {
+    let predictor =
+        Predictor::load(&export.join("model"), None, &burn::tensor::Device::flex()).unwrap();
+    let prediction = predictor.predict("the movie was good .").unwrap();
+    (predictor, prediction)
+}
+
 #[test]
 fn electra_and_deberta_fine_tune_fully_and_with_lora() {
     let data = tiny_sst2();
@@ -273,14 +281,8 @@ fn electra_and_deberta_fine_tune_fully_and_with_lora() {
             "{name}: {:?}",
             events.last()
         );
-        let predictor = Predictor::load(
-            &export.path().join("model"),
-            None,
-            &burn::tensor::Device::flex(),
-        )
-        .unwrap();
+        let (predictor, prediction) = exported_prediction(export.path());
         assert!(predictor.head_trained(), "{name}");
-        let prediction = predictor.predict("the movie was good .").unwrap();
         assert!(
             (prediction.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5,
             "{name}"
@@ -315,13 +317,7 @@ fn lora_trains_a_small_share_of_the_parameters() {
         events.last()
     );
     // The adapters are merged into the exported weights, which load and predict.
-    let predictor = Predictor::load(
-        &export.path().join("model"),
-        None,
-        &burn::tensor::Device::flex(),
-    )
-    .unwrap();
-    let prediction = predictor.predict("the movie was good .").unwrap();
+    let (_, prediction) = exported_prediction(export.path());
     assert!((prediction.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     assert!(["negative", "positive"].contains(&prediction.label.as_str()));
     assert_eq!(prediction.tokens.first().map(String::as_str), Some("[CLS]"));

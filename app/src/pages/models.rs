@@ -4,6 +4,7 @@
 use super::shared::{ErrorList, action_error, parameter_count};
 use crate::charts::ScrollRegion;
 use crate::library::{MAX_MODEL_NAME_CHARS, ModelEntry, RemoveModel, UPLOAD_PATH, list_models};
+use crate::widgets::thousands;
 use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -156,19 +157,6 @@ fn ModelRow(model: ModelEntry, remove: ServerAction<RemoveModel>) -> impl IntoVi
             <td>{removal}</td>
         </tr>
     }
-}
-
-/// "30,522".
-fn thousands(count: usize) -> String {
-    let digits = count.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// "87.4 MB".

@@ -88,7 +88,8 @@ pub async fn lora_count(rank: usize, targets: LoraTargets) -> Result<LoraParams,
     })
 }
 
-fn thousands(n: usize) -> String {
+/// A count with thousands separated by commas: "22,713,986".
+pub(crate) fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -9,6 +9,8 @@ mod shared;
 mod steps;
 mod tokenizer;
 
+pub(crate) use lora::thousands;
+
 // The mean of a layer's heads.
 pub use attention::{
     AttentionMap, AttentionView, AttentionViewer, TeamAttention, TeamAttentionMap, attention_map,

@@ -47,7 +47,7 @@ impl ModelsAction {
         let library = config.library();
         match self {
             Self::List => {
-                let entries = with_database(config, |pool| {
+                let entries = crate::db::with_database(config, |pool| {
                     let library = library.clone();
                     async move { library.entries(&pool).await }
                 })?;
@@ -74,7 +74,7 @@ impl ModelsAction {
                 Ok(true)
             }
             Self::Remove { name } => {
-                with_database(config, |pool| {
+                crate::db::with_database(config, |pool| {
                     let library = library.clone();
                     let name = name.clone();
                     async move { library.remove(&pool, &name).await }
@@ -96,31 +96,6 @@ fn default_name(path: &Path) -> Result<String, String> {
     stem.and_then(|s| s.to_str())
         .map(str::to_string)
         .ok_or_else(|| format!("{} has no name to use; pass --name", path.display()))
-}
-
-/// Runs `work` with the settings' database, migrated.
-fn with_database<T, F>(
-    config: &Config,
-    work: impl FnOnce(app::db::DbPool) -> F,
-) -> Result<T, String>
-where
-    F: std::future::Future<Output = Result<T, app::error::AppError>>,
-{
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            format!(
-                "cannot create the data directory {}: {e}",
-                config.data_dir.display()
-            )
-        })?;
-        let pool = crate::db::connect_and_migrate(&config.database_url)
-            .await
-            .map_err(|e| e.to_string())?;
-        let result = work(pool.clone()).await.map_err(|e| e.to_string());
-        pool.close().await;
-        result
-    })
 }
 
 /// One model as a line of `models list`.

@@ -7,12 +7,19 @@ use regex::Regex;
 use std::collections::BTreeMap;
 
 /// The checkpoint-to-module key rules of one family, applied in order. Our module paths
-/// keep PyTorch's `weight`/`bias` names here; burn's adapter renames LayerNorm's.
+/// keep PyTorch's `weight`/`bias` names here; burn's adapter renames LayerNorm's. BERT,
+/// RoBERTa, ELECTRA and DeBERTa share BERT's layout and one list: ELECTRA adds its
+/// embedding projection, DeBERTa `_proj` on the attention's names, its own projections and
+/// the relative table (a key of another family that one of these rules renames is still
+/// refused, as no parameter of that family has the name it gets).
 pub(super) fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
     match family {
-        Family::Bert | Family::Roberta | Family::Electra => &[
-            (r"^(?:bert|roberta|electra)\.", ""),
+        Family::Bert | Family::Roberta | Family::Electra | Family::DebertaV2 => &[
+            (r"^(?:bert|roberta|electra|deberta)\.", ""),
             (r"^embeddings_project\.", "embeddings.projection."),
+            (r"^embeddings\.embed_proj\.", "embeddings.projection."),
+            (r"^encoder\.rel_embeddings\.", "relative.table."),
+            (r"^encoder\.LayerNorm\.", "relative.norm."),
             (r"^embeddings\.word_embeddings\.", "embeddings.word."),
             (
                 r"^embeddings\.position_embeddings\.",
@@ -24,8 +31,12 @@ pub(super) fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
             ),
             (r"^embeddings\.LayerNorm\.", "embeddings.norm."),
             (
-                r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.",
+                r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)(?:_proj)?\.",
                 "layers.$1.attention.$2.",
+            ),
+            (
+                r"^encoder\.layer\.(\d+)\.attention\.self\.pos_(query|key)_proj\.",
+                "layers.$1.attention.position_$2.",
             ),
             (
                 r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.",
@@ -47,7 +58,8 @@ pub(super) fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
                 r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.",
                 "layers.$1.ffn_norm.",
             ),
-            // BERT: the pooler feeds the classifier. RoBERTa: classifier.dense / out_proj.
+            // BERT and DeBERTa: the pooler feeds the classifier. RoBERTa and ELECTRA:
+            // classifier.dense / out_proj.
             (r"^pooler\.dense\.", "head.dense."),
             (r"^classifier\.dense\.", "head.dense."),
             (r"^classifier\.out_proj\.", "head.out."),
@@ -95,52 +107,6 @@ pub(super) fn rules(family: Family) -> &'static [(&'static str, &'static str)] {
             ),
             (r"^pre_classifier\.", "head.dense."),
             (r"^classifier\.", "head.out."),
-        ],
-        Family::DebertaV2 => &[
-            (r"^deberta\.", ""),
-            (r"^embeddings\.word_embeddings\.", "embeddings.word."),
-            (
-                r"^embeddings\.position_embeddings\.",
-                "embeddings.position.",
-            ),
-            (
-                r"^embeddings\.token_type_embeddings\.",
-                "embeddings.token_type.",
-            ),
-            (r"^embeddings\.embed_proj\.", "embeddings.projection."),
-            (r"^embeddings\.LayerNorm\.", "embeddings.norm."),
-            (r"^encoder\.rel_embeddings\.", "relative.table."),
-            (r"^encoder\.LayerNorm\.", "relative.norm."),
-            (
-                r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)_proj\.",
-                "layers.$1.attention.$2.",
-            ),
-            (
-                r"^encoder\.layer\.(\d+)\.attention\.self\.pos_(query|key)_proj\.",
-                "layers.$1.attention.position_$2.",
-            ),
-            (
-                r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.",
-                "layers.$1.attention.output.",
-            ),
-            (
-                r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.",
-                "layers.$1.attention.norm.",
-            ),
-            (
-                r"^encoder\.layer\.(\d+)\.intermediate\.dense\.",
-                "layers.$1.ffn_in.",
-            ),
-            (
-                r"^encoder\.layer\.(\d+)\.output\.dense\.",
-                "layers.$1.ffn_out.",
-            ),
-            (
-                r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.",
-                "layers.$1.ffn_norm.",
-            ),
-            (r"^pooler\.dense\.", "head.dense."),
-            (r"^classifier\.(weight|bias)$", "head.out.$1"),
         ],
     }
 }
