@@ -106,24 +106,28 @@ async fn upload(
     (response.status(), location)
 }
 
-/// The message a redirect to the Models page carries, decoded.
-fn problem_in(location: &str) -> String {
-    let encoded = location
-        .strip_prefix("/instructor/models?problem=")
-        .unwrap_or_else(|| panic!("not a problem redirect: {location}"));
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&encoded[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
+/// What the Models page tells after an upload (kept in the session, told once).
+async fn told(client: &reqwest::Client, server: &Server) -> Value {
+    ok(client, server, "models", &[]).await["outcome"].clone()
+}
+
+/// Uploads `zip` as `name` and returns the problem the page then tells.
+async fn upload_problem(
+    client: &reqwest::Client,
+    server: &Server,
+    name: &str,
+    zip: &[u8],
+) -> String {
+    let (status, location) = upload(client, server, name, zip).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/instructor/models")
+    );
+    let told = told(client, server).await;
+    told["Problem"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a problem: {told}"))
+        .to_string()
 }
 
 /// The Models page's entries by name.
@@ -158,7 +162,12 @@ async fn instructors_add_check_list_and_remove_models() {
     let zip = zip_of(&folder_files(&fixture("tiny-electra"), "tiny-electra/"));
     let (status, location) = upload(&teacher, &server, "electra-tiny", &zip).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
-    assert_eq!(location, "/instructor/models?added=electra-tiny");
+    assert_eq!(location, "/instructor/models");
+    assert_eq!(told(&teacher, &server).await["Done"], "electra-tiny");
+    assert!(
+        told(&teacher, &server).await.is_null(),
+        "told once, not on the next read"
+    );
     let listed = models(&teacher, &server).await;
     let electra = listed.iter().find(|m| m["name"] == "electra-tiny").unwrap();
     let facts = &electra["summary"]["Ok"];
@@ -192,8 +201,8 @@ async fn instructors_add_check_list_and_remove_models() {
             std::fs::read(deberta.join("pytorch_model.bin")).unwrap(),
         ),
     ]);
-    let (_, location) = upload(&teacher, &server, "deberta-tiny", &zip).await;
-    assert_eq!(location, "/instructor/models?added=deberta-tiny");
+    upload(&teacher, &server, "deberta-tiny", &zip).await;
+    assert_eq!(told(&teacher, &server).await["Done"], "deberta-tiny");
 
     // Students see the new models on the run form, with their family.
     let (_, code, teams) = class_with_teams(&teacher, &server).await;
@@ -227,15 +236,11 @@ async fn instructors_add_check_list_and_remove_models() {
         ),
         ("../escaped.txt".into(), b"outside".to_vec()),
     ]);
-    let (status, location) = upload(&teacher, &server, "slip", &slip).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(
-        problem_in(&location).contains("outside its folder"),
-        "{location}"
-    );
+    let problem = upload_problem(&teacher, &server, "slip", &slip).await;
+    assert!(problem.contains("outside its folder"), "{problem}");
     assert!(!temp.path().join("escaped.txt").exists());
     let no_weights = zip_of(&folder_files(&fixture("tiny-bert"), "")[..1]);
-    let problem = problem_in(&upload(&teacher, &server, "no-weights", &no_weights).await.1);
+    let problem = upload_problem(&teacher, &server, "no-weights", &no_weights).await;
     assert!(
         problem.contains("has no model.safetensors or pytorch_model.bin and no tokenizer.json: use the whole folder"),
         "{problem}"
@@ -243,32 +248,28 @@ async fn instructors_add_check_list_and_remove_models() {
     let mut truncated = folder_files(&fixture("tiny-bert"), "");
     let weights = &mut truncated[1].1;
     weights.truncate(weights.len() / 2);
-    let problem = problem_in(
-        &upload(&teacher, &server, "truncated", &zip_of(&truncated))
-            .await
-            .1,
-    );
+    let problem = upload_problem(&teacher, &server, "truncated", &zip_of(&truncated)).await;
     assert!(
         problem.starts_with("This model cannot be used:") && problem.contains("truncated"),
         "{problem}"
     );
     let mut two = folder_files(&fixture("tiny-bert"), "a/");
     two.extend(folder_files(&fixture("tiny-roberta"), "b/"));
-    let problem = problem_in(&upload(&teacher, &server, "two", &zip_of(&two)).await.1);
+    let problem = upload_problem(&teacher, &server, "two", &zip_of(&two)).await;
     assert!(
         problem.contains("holds several models (\u{201c}a\u{201d} and \u{201c}b\u{201d})"),
         "{problem}"
     );
-    let problem = problem_in(&upload(&teacher, &server, "not-a-zip", b"hello").await.1);
+    let problem = upload_problem(&teacher, &server, "not-a-zip", b"hello").await;
     assert!(problem.contains("is it a .zip file?"), "{problem}");
-    let problem = problem_in(&upload(&teacher, &server, "../up", &zip).await.1);
+    let problem = upload_problem(&teacher, &server, "../up", &zip).await;
     assert!(problem.contains("cannot be a model's name"), "{problem}");
-    let problem = problem_in(&upload(&teacher, &server, "electra-tiny", &zip).await.1);
+    let problem = upload_problem(&teacher, &server, "electra-tiny", &zip).await;
     assert!(problem.contains("already a model called"), "{problem}");
     let big: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let problem = problem_in(&upload(&teacher, &server, "big", &big).await.1);
+    let problem = upload_problem(&teacher, &server, "big", &big).await;
     assert!(
         problem.contains("larger than the 1 MB allowed"),
         "{problem}"

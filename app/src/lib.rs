@@ -9,9 +9,11 @@ pub mod auth;
 mod charts;
 pub mod checkins;
 pub mod classroom;
+pub mod dataset;
 #[cfg(feature = "ssr")]
 pub mod db;
 pub mod error;
+pub mod flash;
 pub mod grading;
 pub mod lessons;
 pub mod library;
@@ -91,6 +93,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/instructor/sign-in") view=pages::SignInPage />
                     <Route path=path!("/instructor") view=pages::InstructorHome ssr=SsrMode::Async />
                     <Route path=path!("/instructor/models") view=pages::ModelsPage ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/data") view=pages::TrainingDataPage ssr=SsrMode::Async />
                     <Route path=path!("/instructor/classes/:id") view=pages::ClassAdminPage ssr=SsrMode::Async />
                     <Route path=path!("/instructor/classes/:id/grading") view=pages::GradingOverviewPage ssr=SsrMode::Async />
                     <Route path=path!("/instructor/classes/:id/grading/:key") view=pages::GradeQuestionPage ssr=SsrMode::Async />

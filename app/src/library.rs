@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_UPLOAD_MB: u64 = 2048;
 
 /// Where the Models page's upload form posts (multipart: `name`, `archive`); the server
-/// answers with a redirect back to the page, saying what happened.
+/// answers with a redirect back to the page, which says what happened.
 pub const UPLOAD_PATH: &str = "/instructor/models";
+
+/// The page name the upload's outcome is kept under ([`crate::flash`]).
+pub const FLASH_PAGE: &str = "models";
 
 /// The longest model name.
 pub const MAX_MODEL_NAME_CHARS: usize = 64;
@@ -69,6 +72,8 @@ pub struct ModelsPage {
     pub models: Vec<ModelEntry>,
     /// The largest zip the upload accepts, in MB.
     pub max_upload_mb: u64,
+    /// What the upload just posted did, told once.
+    pub outcome: Option<crate::flash::Outcome>,
 }
 
 /// Every model folder, for the instructor.
@@ -80,6 +85,7 @@ pub async fn list_models() -> Result<ModelsPage, AppError> {
     Ok(ModelsPage {
         models: library.entries(&pool).await?,
         max_upload_mb: library.max_upload_bytes >> 20,
+        outcome: crate::flash::ssr::take(FLASH_PAGE).await?,
     })
 }
 
@@ -112,7 +118,7 @@ pub fn check_name(name: &str) -> Result<(), AppError> {
 }
 
 #[cfg(feature = "ssr")]
-mod files;
+pub(crate) mod files;
 
 #[cfg(feature = "ssr")]
 pub mod ssr {

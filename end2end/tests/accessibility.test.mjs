@@ -327,6 +327,12 @@ test("models page", async () =>
     await page.getByTestId("models").waitFor();
     await page.getByTestId("model-all-MiniLM-L6-v2").waitFor();
   }));
+test("training data page", async () =>
+  checkPage("data", teacher, async (page) => {
+    await open(page, "/instructor/data");
+    await page.getByTestId("data-ready").waitFor();
+    await page.getByTestId("data-release").waitFor();
+  }));
 test("grading overview", async () =>
   checkPage("grading", teacher, async (page) => {
     await open(page, `/instructor/classes/${classId}/grading`);

@@ -19,17 +19,6 @@ use tokio::net::TcpListener;
 /// How long shutdown waits for a run in progress to stop.
 const WORKER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// SST-2 training sentences left after the validation split, if the file is there.
-fn count_train_examples(config: &Config) -> Option<usize> {
-    let text = std::fs::read_to_string(config.sst2_dir.join("train.tsv")).ok()?;
-    let rows = text
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .count();
-    rows.checked_sub(config.validation_size)
-}
-
 /// Starts the server with `config` and runs until SIGTERM or Ctrl-C.
 ///
 /// Every start-up problem comes back as a [`ConfigError`] naming the setting at fault.
@@ -86,7 +75,6 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
                 "web and training"
             },
             device: device.description(),
-            sst2_warning: config.sst2_warning(),
         }),
         tokenizer: app::widgets::DefaultTokenizer(Arc::new(tokenizer)),
         models: app::models::ModelService::new(
@@ -104,6 +92,11 @@ pub async fn serve(config: Config) -> Result<(), ConfigError> {
             let library = config.library();
             library.sweep();
             library
+        },
+        data: {
+            let data = node.run_env.data.clone();
+            data.sweep();
+            data
         },
     };
 
@@ -172,8 +165,8 @@ pub async fn work(config: Config) -> Result<(), ConfigError> {
             http::ServerStatus {
                 role: "worker",
                 device: device.description(),
-                sst2_warning: config.sst2_warning(),
             },
+            node.run_env.data.clone(),
         );
         if let Ok(address) = listener.local_addr() {
             println!("Health checks at http://{address}/healthz");
@@ -236,7 +229,7 @@ fn run_environment(
         models_dir: config.models_dir.clone(),
         max_queued_per_team: config.max_queued_per_team,
         max_runs_per_day: config.max_runs_per_day,
-        train_examples: count_train_examples(config),
+        data: config.training_data(),
         validation_size: config.validation_size,
         device: device.description(),
         examples_per_second: match device.kind() {
@@ -269,6 +262,7 @@ fn spawn_workers(
             owner.to_string(),
             device.description(),
             config.training_slots,
+            run_env.data.clone(),
             shutdown.clone(),
         ))
     });
@@ -278,9 +272,7 @@ fn spawn_workers(
                 pool: pool.clone(),
                 env: run_env.clone(),
                 device: device.clone(),
-                sst2_dir: config.sst2_dir.clone(),
                 runs_dir: run_env.runs_dir.clone(),
-                validation_size: config.validation_size,
                 owner: format!("{owner}-{slot}"),
             };
             tokio::spawn(worker.run(shutdown.clone()))
@@ -289,18 +281,21 @@ fn spawn_workers(
         .collect()
 }
 
-/// Declares this node as a training node while it runs (its device and slots, renewed
-/// every few seconds, for the run form's estimates and wait), and removes it at shutdown.
+/// Declares this node as a training node while it runs (its device, slots and training
+/// sentences, renewed every few seconds, for the run form's estimates, wait and data
+/// check), and removes it at shutdown.
 async fn declare_presence(
     pool: app::db::DbPool,
     name: String,
     device: String,
     slots: usize,
+    data: app::dataset::ssr::TrainingData,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use app::runs::timing::{NODE_RENEW_EVERY, declare_node, forget_node};
     loop {
-        if let Err(error) = declare_node(&pool, &name, &device, slots).await {
+        let train_examples = data.train_examples().await;
+        if let Err(error) = declare_node(&pool, &name, &device, slots, train_examples).await {
             tracing::warn!(%error, "could not declare this training node");
         }
         tokio::select! {

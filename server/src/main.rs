@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::Bench(args)) => command("bench", |config| args.run(config)),
         Some(Command::Models { action }) => command("models", |config| action.run(config)),
+        Some(Command::Data { action }) => command("data", |config| action.run(config)),
     }
 }
 

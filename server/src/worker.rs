@@ -49,12 +49,8 @@ pub struct Worker {
     pub env: RunEnvironment,
     /// The device runs train on.
     pub device: ComputeDevice,
-    /// The SST-2 files.
-    pub sst2_dir: PathBuf,
     /// Where each run keeps its checkpoints and exported model (`<runs_dir>/<id>/`).
     pub runs_dir: PathBuf,
-    /// Sentences carved out of train for validation.
-    pub validation_size: usize,
     /// Identifies this process in leases.
     pub owner: String,
 }
@@ -70,10 +66,28 @@ impl Worker {
     /// Runs the worker until `shutdown` turns true. A run in progress is then stopped at
     /// its next step and left to resume from its checkpoint at the next start.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut said_data_missing = false;
         loop {
             if *shutdown.borrow() {
                 return;
             }
+            // Without training data every run would fail: leave them queued for a node
+            // that has it, or until the instructor adds it here.
+            if let Err(problem) = self.env.data.checked().await {
+                if !said_data_missing {
+                    tracing::warn!(
+                        "this node claims no run until SST-2 is installed: {problem} (add it \
+                         on the instructor's Training data page or with `jigsaw-lab data add`)"
+                    );
+                    said_data_missing = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            said_data_missing = false;
             if let Err(error) = self.requeue_expired().await {
                 tracing::warn!(%error, "could not requeue expired runs");
             }
@@ -137,9 +151,9 @@ impl Worker {
         }
         TrainConfig {
             model_dir: self.env.models_dir.join(&s.model),
-            sst2_dir: self.sst2_dir.clone(),
+            sst2_dir: self.env.data.dir.clone(),
             settings: s.clone(),
-            validation_size: self.validation_size,
+            validation_size: self.env.data.validation_size,
             eval_every: Some(VALIDATE_EVERY),
             probe_sentences: probes,
             checkpoint_dir: Some(dir.join("checkpoints")),
@@ -235,7 +249,8 @@ impl Worker {
         let _ = training.await;
         let result = match outcome {
             Some(mut ending) => {
-                ending.timing = timing.measured(&run, self.validation_size, &self.env.device);
+                ending.timing =
+                    timing.measured(&run, self.env.data.validation_size, &self.env.device);
                 self.finish(run.id, &ending).await
             }
             None if interrupted => self.release(run.id).await,

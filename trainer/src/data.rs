@@ -5,6 +5,9 @@
 use crate::rng::SeededRng;
 use std::path::{Path, PathBuf};
 
+mod check;
+pub use check::{GLUE_RELEASE, MIN_TRAIN_SENTENCES, SST2_FILES, Sst2Summary, check_sst2};
+
 /// Labels of SST-2, in the order of their ids (0 negative, 1 positive).
 pub const LABELS: [&str; 2] = ["negative", "positive"];
 

@@ -11,30 +11,30 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MAX_ZIP_ENTRIES: usize = 1000;
 
 /// A hidden folder beside the models that is deleted on drop unless kept.
-pub(super) struct Staging {
+pub(crate) struct Staging {
     path: PathBuf,
     keep: bool,
 }
 
 impl Staging {
-    pub(super) fn path_for(dir: &Path, purpose: &str, name: &str) -> PathBuf {
+    pub(crate) fn path_for(dir: &Path, purpose: &str, name: &str) -> PathBuf {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         dir.join(format!(".{purpose}-{name}-{}-{nanos}", std::process::id()))
     }
 
-    pub(super) fn new(dir: &Path, purpose: &str, name: &str) -> Result<Self, AppError> {
+    pub(crate) fn new(dir: &Path, purpose: &str, name: &str) -> Result<Self, AppError> {
         let path = Self::path_for(dir, purpose, name);
         std::fs::create_dir(&path).map_err(AppError::internal)?;
         Ok(Self { path, keep: false })
     }
 
-    pub(super) fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub(super) fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.keep = true;
     }
 }

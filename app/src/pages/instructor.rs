@@ -1,6 +1,7 @@
 //! The instructor's pages: their classes, one class's teams, topics and phase, and grading
 //! the quiz one question at a time.
 
+use super::DataMissingNotice;
 use super::runs::ClassRuns;
 use super::shared::{ErrorList, Standings, action_error, id_param, points, points_worth, when};
 use crate::auth::MAX_NAME_CHARS;
@@ -31,9 +32,11 @@ pub fn InstructorHome() -> impl IntoView {
     view! {
         <Title text="My classes" />
         <h1>"My classes"</h1>
+        <DataMissingNotice />
         <p>
             "The base models teams fine-tune are on the " <a href="/instructor/models">"Models"</a>
-            " page, where you can add one from a zip and see how each did in your runs."
+            " page, where you can add one from a zip and see how each did in your runs; the "
+            "data they train on is on the " <a href="/instructor/data">"Training data"</a> " page."
         </p>
         <ActionForm action=create node_ref=form attr:class="inline-fields">
             <label class="field">
@@ -127,6 +130,7 @@ pub fn ClassAdminPage() -> impl IntoView {
                             <Title text=summary.name.clone() />
                             <p class="breadcrumb"><a href="/instructor">"My classes"</a>" / "{summary.name.clone()}</p>
                             <h1>{summary.name}</h1>
+                            <DataMissingNotice />
                             <p class="join-banner">
                                 "Students join at " <strong>"/join"</strong> " with the code "
                                 <code class="join-code big" data-testid="join-code">{summary.join_code}</code>

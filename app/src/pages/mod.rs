@@ -1,6 +1,7 @@
 //! One module per page, and the pieces they share.
 
 mod account;
+mod data;
 mod home;
 mod instructor;
 mod lesson;
@@ -12,6 +13,8 @@ mod shared;
 mod student;
 
 pub use account::{JoinPage, SignInPage, ViewerBar};
+pub(crate) use data::DataMissingNotice;
+pub use data::TrainingDataPage;
 pub use home::HomePage;
 pub use instructor::{ClassAdminPage, GradeQuestionPage, GradingOverviewPage, InstructorHome};
 pub use lesson::LessonPage;

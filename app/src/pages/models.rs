@@ -3,43 +3,43 @@
 
 use super::shared::{ErrorList, action_error, parameter_count};
 use crate::charts::ScrollRegion;
+use crate::flash::Outcome;
 use crate::library::{MAX_MODEL_NAME_CHARS, ModelEntry, RemoveModel, UPLOAD_PATH, list_models};
 use crate::widgets::thousands;
 use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::use_query_map;
 
 /// `/instructor/models`: the model table, the upload form and the remove buttons.
 #[component]
 pub fn ModelsPage() -> impl IntoView {
     let remove = ServerAction::<RemoveModel>::new();
     let models = Resource::new(move || remove.version().get(), |_| list_models());
-    let query = use_query_map();
-    let added = move || query.with(|q| q.get("added"));
-    let problem = move || query.with(|q| q.get("problem"));
     view! {
         <Title text="Models" />
         <p class="breadcrumb"><a href="/instructor">"My classes"</a>" / Models"</p>
         <h1>"Models"</h1>
+        <super::DataMissingNotice />
         <p>
             "Teams choose among these models on the run form. Each is a folder as HF "
             "transformers saves it; the engine trains BERT, DistilBERT, RoBERTa, ELECTRA and "
             "DeBERTa-v2/v3 checkpoints."
         </p>
-        {move || added().map(|name| view! {
-            <p class="notice" role="status" data-testid="model-added">
-                "Added " <strong>{name}</strong> ": it loaded and classified two sentences, and teams can choose it now."
-            </p>
-        })}
-        {move || problem().map(|message| view! {
-            <p class="error" role="alert" data-testid="model-problem">{message}</p>
-        })}
         {move || action_error(remove.value().get())}
         <Transition fallback=|| view! { <p class="loading">"Reading the models folder…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || Suspend::new(async move {
                     models.await.map(|page| view! {
+                        {page.outcome.map(|outcome| match outcome {
+                            Outcome::Done(name) => view! {
+                                <p class="notice" role="status" data-testid="model-added">
+                                    "Added " <strong>{name}</strong> ": it loaded and classified two sentences, and teams can choose it now."
+                                </p>
+                            }.into_any(),
+                            Outcome::Problem(message) => view! {
+                                <p class="error" role="alert" data-testid="model-problem">{message}</p>
+                            }.into_any(),
+                        })}
                         <ModelTable models=page.models remove />
                         <section class="panel">
                             <h2>"Add a model"</h2>

@@ -80,7 +80,7 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
         });
     };
     let models = info.models.clone();
-    let runs_open = info.runs_open;
+    let runs_open = info.runs_open && info.data_missing.is_none();
     let machine = info.machine;
     let estimate = move || {
         let form = form.get();
@@ -206,6 +206,7 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
                 <p class="hint">{format!("Training on: {}. ", info.device)}{speed_source}" "<span data-testid="queue-wait">{queue_note}</span></p>
                 <p class="hint">{format!("A team may have at most {} runs waiting at once. A run stops after {} min (your teacher's limit) and keeps its best model.", info.max_queued, info.run_minutes)}</p>
                 {(!info.runs_open).then(|| view! { <p class="notice" role="status" data-testid="runs-closed">{RUNS_CLOSED}</p> })}
+                {info.data_missing.clone().map(|message| view! { <p class="notice" role="status" data-testid="data-missing">{message}</p> })}
                 <button type="submit" class="primary" disabled=move || !runs_open || submit.pending().get()>"Queue the run"</button>
             </form>
             {move || match submit.value().get() {

@@ -21,8 +21,8 @@ pub struct RunEnvironment {
     pub max_queued_per_team: i64,
     /// Runs (not cancelled) a team may submit per UTC day; they all count on the boards.
     pub max_runs_per_day: i64,
-    /// SST-2 training sentences after the validation split, when the data is there.
-    pub train_examples: Option<usize>,
+    /// The SST-2 folder, checked when read.
+    pub data: crate::dataset::ssr::TrainingData,
     /// Sentences carved out of SST-2 train for validation.
     pub validation_size: usize,
     /// The compute device, described.

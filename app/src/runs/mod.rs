@@ -134,6 +134,8 @@ pub struct RunFormInfo {
     pub runs_open: bool,
     /// The longest a run of the class trains, in minutes (the instructor's limit).
     pub run_minutes: i64,
+    /// Why runs cannot be queued yet for lack of training data, when they cannot.
+    pub data_missing: Option<String>,
 }
 
 /// A run as lists and pages show it.

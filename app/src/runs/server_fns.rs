@@ -78,10 +78,7 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
             .map_or_else(RunForm::default, |s| RunForm::from(&s.settings))
     };
     let nodes = super::timing::live_nodes(&pool).await?;
-    let slots = nodes
-        .iter()
-        .map(|(_, slots)| *slots as usize)
-        .sum::<usize>();
+    let slots = nodes.iter().map(|node| node.slots as usize).sum::<usize>();
     let (runs_ahead, wait_seconds) = super::timing::queue_ahead(&pool, slots).await?;
     Ok(RunFormInfo {
         models,
@@ -99,6 +96,9 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
         wait_seconds,
         runs_open,
         run_minutes,
+        data_missing: crate::dataset::ssr::missing_for_training(&pool, &env.data)
+            .await?
+            .map(|_| crate::dataset::ssr::MISSING_FOR_STUDENTS.to_string()),
     })
 }
 
@@ -111,23 +111,25 @@ async fn machine(
     env: &RunEnvironment,
     run_minutes: i64,
 ) -> Result<Option<super::timing::Machine>, AppError> {
-    let Some(train_examples) = env.train_examples else {
+    let Some(train_examples) =
+        crate::dataset::ssr::train_examples_for_runs(pool, &env.data).await?
+    else {
         return Ok(None);
     };
     let nodes = super::timing::live_nodes(pool).await?;
     // The speed of the nodes that will train the run: each device's measured speed (or
     // its kind's typical one), weighted by its training slots.
     let (mut weighted, mut slots, mut measured) = (0.0, 0, false);
-    for (device, device_slots) in &nodes {
-        let speed = match super::timing::measured_speed(pool, device).await? {
+    for node in &nodes {
+        let speed = match super::timing::measured_speed(pool, &node.device).await? {
             Some(speed) => {
                 measured = true;
                 speed
             }
-            None => typical_speed(device),
+            None => typical_speed(&node.device),
         };
-        weighted += speed * *device_slots as f64;
-        slots += device_slots;
+        weighted += speed * node.slots as f64;
+        slots += node.slots;
     }
     Ok(Some(super::timing::Machine {
         reference_speed: if slots > 0 {
@@ -155,16 +157,18 @@ fn typical_speed(device: &str) -> f64 {
 
 /// The training nodes as the run form names them: "CPU: 2 threads (burn flex), 1 slot".
 #[cfg(feature = "ssr")]
-fn describe_nodes(nodes: &[(String, i64)]) -> String {
+fn describe_nodes(nodes: &[super::timing::TrainingNode]) -> String {
     if nodes.is_empty() {
         return "no training node is running now: runs wait until one starts".into();
     }
     nodes
         .iter()
-        .map(|(device, slots)| {
+        .map(|node| {
             format!(
-                "{device}, {slots} slot{}",
-                if *slots == 1 { "" } else { "s" }
+                "{}, {} slot{}",
+                node.device,
+                node.slots,
+                if node.slots == 1 { "" } else { "s" }
             )
         })
         .collect::<Vec<_>>()
@@ -205,6 +209,12 @@ pub async fn submit_run(form: RunForm, confirmed: bool) -> Result<SubmitOutcome,
     let (open, run_minutes) = runs_open(&pool, student.class_id).await?;
     if !open {
         return Err(AppError::bad_request(RUNS_CLOSED));
+    }
+    if let Some(problem) = crate::dataset::ssr::missing_for_training(&pool, &env.data).await? {
+        tracing::warn!("a run was refused: the training data is missing ({problem})");
+        return Err(AppError::bad_request(
+            crate::dataset::ssr::MISSING_FOR_STUDENTS,
+        ));
     }
     let params = env
         .models()

@@ -98,22 +98,26 @@ mod ssr {
             .map_or(0, |d| d.as_secs() as i64)
     }
 
-    /// Declares, or renews, training node `name` with its `device` and training `slots`.
+    /// Declares, or renews, training node `name` with its `device`, training `slots` and
+    /// SST-2 training sentences (`None` when it has no usable training data).
     pub async fn declare_node(
         pool: &DbPool,
         name: &str,
         device: &str,
         slots: usize,
+        train_examples: Option<usize>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO training_nodes (name, device, slots, last_seen) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO training_nodes (name, device, slots, last_seen, train_examples) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET device = excluded.device, slots = excluded.slots, \
-             last_seen = excluded.last_seen",
+             last_seen = excluded.last_seen, train_examples = excluded.train_examples",
         )
         .bind(name)
         .bind(device)
         .bind(slots as i64)
         .bind(unix_now())
+        .bind(train_examples.map(|n| n as i64))
         .execute(pool)
         .await?;
         Ok(())
@@ -128,10 +132,22 @@ mod ssr {
         Ok(())
     }
 
-    /// The training nodes seen lately: (device, slots), one entry per node.
-    pub async fn live_nodes(pool: &DbPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    /// A training node seen lately.
+    #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+    pub struct TrainingNode {
+        /// Its compute device, described.
+        pub device: String,
+        /// Runs it trains at once.
+        pub slots: i64,
+        /// SST-2 training sentences it has; `None` when it has no usable training data.
+        pub train_examples: Option<i64>,
+    }
+
+    /// The training nodes seen lately, one entry per node.
+    pub async fn live_nodes(pool: &DbPool) -> Result<Vec<TrainingNode>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT device, slots FROM training_nodes WHERE last_seen >= $1 ORDER BY name",
+            "SELECT device, slots, train_examples FROM training_nodes WHERE last_seen >= $1 \
+             ORDER BY name",
         )
         .bind(unix_now() - NODE_SEEN_WITHIN_SECS)
         .fetch_all(pool)

@@ -1,16 +1,18 @@
 //! The `jigsaw-lab` command line, defined once with clap: the parser, every `--help` and
 //! the errors for a bad command line all come from the types here and in the submodules.
 //! Serving is the default command; `train`, `predict`, `inspect` and `bench` work from the
-//! terminal with the engine the web app's worker drives, and `instructor add` creates
-//! accounts.
+//! terminal with the engine the web app's worker drives, `models` and `data` manage the
+//! models and the training data, and `instructor add` creates accounts.
 
 mod bench;
+mod data;
 mod models;
 mod predict;
 mod progress;
 mod train;
 
 pub use bench::BenchArgs;
+pub use data::DataAction;
 pub use models::ModelsAction;
 pub use predict::{InspectArgs, PredictArgs};
 pub use train::{TrainArgs, TrainCommand};
@@ -85,6 +87,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: ModelsAction,
+    },
+    /// Check or install the training data (SST-2)
+    Data {
+        /// What to do.
+        #[command(subcommand)]
+        action: DataAction,
     },
     /// Manage instructor accounts
     Instructor {

@@ -17,7 +17,7 @@ pub use run_protocol::settings::DEFAULT_MODEL;
 pub const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
 
 /// The GLUE SST-2 files the trainer reads.
-pub const SST2_FILES: [&str; 3] = ["train.tsv", "dev.tsv", "test.tsv"];
+pub use trainer::data::SST2_FILES;
 
 /// The environment variable naming the TOML settings file.
 pub const CONFIG_FILE: &str = "JIGSAW_CONFIG";
@@ -441,6 +441,15 @@ impl Config {
         }
     }
 
+    /// The SST-2 folder, for the run form, the workers and the Training data page.
+    pub fn training_data(&self) -> app::dataset::ssr::TrainingData {
+        app::dataset::ssr::TrainingData::new(
+            self.sst2_dir.clone(),
+            self.validation_size,
+            self.training_slots > 0,
+        )
+    }
+
     /// The directory of the default model.
     pub fn default_model_dir(&self) -> PathBuf {
         self.models_dir.join(DEFAULT_MODEL)
@@ -514,8 +523,9 @@ impl Config {
         (!missing.is_empty()).then(|| {
             format!(
                 "{env}: SST-2 not found ({} missing in {}). Training needs the GLUE SST-2 \
-                 files train.tsv, dev.tsv and test.tsv: put them in that directory or point \
-                 {env} at the folder that holds them. Lessons work without them.",
+                 files train.tsv, dev.tsv and test.tsv: add them on the instructor's Training \
+                 data page or with `jigsaw-lab data add SST-2.zip`, or point {env} at the \
+                 folder that holds them. Lessons work without them.",
                 missing.join(", "),
                 self.sst2_dir.display(),
                 env = SST2_DIR.env

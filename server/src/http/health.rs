@@ -2,6 +2,7 @@
 //! `JIGSAW_HEALTH_BIND` names one, on a worker node's own port ([`worker_router`]).
 
 use super::{AppState, ServerStatus};
+use app::dataset::ssr::TrainingData;
 use app::db::DbPool;
 use axum::Router;
 use axum::extract::State;
@@ -16,35 +17,44 @@ use std::sync::Arc;
 struct Health<'a> {
     status: &'static str,
     database: &'static str,
+    /// "ok", or why this node's SST-2 cannot be used (pages still work without it).
+    training_data: String,
     #[serde(flatten)]
     server: &'a ServerStatus,
 }
 
 /// Liveness and readiness: 200 when the database answers, 503 otherwise.
 pub(super) async fn healthz(State(state): State<AppState>) -> Response {
-    answer(&state.pool, &state.status).await
+    answer(&state.pool, &state.status, &state.data).await
 }
 
+/// What a worker node's health answer reads.
+type WorkerHealth = (DbPool, Arc<ServerStatus>, TrainingData);
+
 /// A worker node's only HTTP surface: `GET /healthz`, answered as a web node answers it.
-pub fn worker_router(pool: DbPool, status: ServerStatus) -> Router {
+pub fn worker_router(pool: DbPool, status: ServerStatus, data: TrainingData) -> Router {
     Router::new()
         .route(
             "/healthz",
             get(
-                |State((pool, status)): State<(DbPool, Arc<ServerStatus>)>| async move {
-                    answer(&pool, &status).await
+                |State((pool, status, data)): State<WorkerHealth>| async move {
+                    answer(&pool, &status, &data).await
                 },
             ),
         )
-        .with_state((pool, Arc::new(status)))
+        .with_state((pool, Arc::new(status), data))
 }
 
 /// The health answer of a node on `pool`.
-async fn answer(pool: &DbPool, status: &ServerStatus) -> Response {
+async fn answer(pool: &DbPool, status: &ServerStatus, data: &TrainingData) -> Response {
     let database_ok = sqlx::query("SELECT 1").execute(pool).await.is_ok();
     let health = Health {
         status: if database_ok { "ok" } else { "degraded" },
         database: if database_ok { "ok" } else { "unreachable" },
+        training_data: data
+            .checked()
+            .await
+            .map_or_else(|problem| problem, |_| "ok".into()),
         server: status,
     };
     let code = if database_ok {

@@ -8,6 +8,7 @@
 
 mod answers_csv;
 mod class_events;
+mod data_upload;
 pub mod health;
 pub mod listener;
 pub mod live_streams;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub live_streams: live_streams::LiveStreams,
     /// The models folder, for the Models page.
     pub library: app::library::ssr::Library,
+    /// The SST-2 folder.
+    pub data: app::dataset::ssr::TrainingData,
 }
 
 /// Sessions last this long without activity.
@@ -84,8 +87,6 @@ pub struct ServerStatus {
     pub role: &'static str,
     /// The compute device the trainer will use.
     pub device: String,
-    /// Why SST-2 is unavailable, if it is.
-    pub sst2_warning: Option<String>,
 }
 
 /// Builds the whole router.
@@ -99,9 +100,11 @@ pub fn router(state: AppState) -> Router {
     let throttles = state.throttles.clone();
     let run_env = state.run_env.clone();
     let library = state.library.clone();
+    let data = state.data.clone();
     let provide_pool = move || {
         provide_context(run_env.clone());
         provide_context(library.clone());
+        provide_context(data.clone());
         provide_context(pool.clone());
         provide_context(tokenizer.clone());
         provide_context(models.clone());
@@ -150,6 +153,12 @@ pub fn router(state: AppState) -> Router {
                 axum::extract::DefaultBodyLimit::max(model_upload::body_limit(&state.library)),
             ),
         )
+        .route(
+            app::dataset::UPLOAD_PATH,
+            axum::routing::post(data_upload::upload_data).layer(
+                axum::extract::DefaultBodyLimit::max(data_upload::BODY_LIMIT),
+            ),
+        )
         .leptos_routes_with_context(&state, routes, provide_pool.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
@@ -181,6 +190,20 @@ pub fn router(state: AppState) -> Router {
                 )),
         )
         .with_state(state)
+}
+
+/// A 303 back to the page at `path`, which tells `outcome` once (kept in the session under
+/// `page`): how the upload forms, which work without the page's script, say what happened.
+async fn redirect_telling(
+    session: &tower_sessions::Session,
+    path: &'static str,
+    page: &str,
+    outcome: app::flash::Outcome,
+) -> Response {
+    if let Err(error) = app::flash::ssr::keep(session, page, outcome).await {
+        return error_response(error);
+    }
+    (StatusCode::SEE_OTHER, [(header::LOCATION, path)]).into_response()
 }
 
 /// Sets header `name` to `value` on responses that do not set it themselves.

@@ -1,16 +1,17 @@
 //! `POST /instructor/models`: the Models page's upload form (multipart: `name`, `archive`).
 //! The zip is streamed to a hidden file in the models folder, never held in memory, then
 //! unpacked, checked by the engine and moved into place on a blocking thread
-//! ([`app::library::ssr::Library::add`]). The answer is a redirect back to the page that
-//! says what was added or what is wrong, so the form works without the page's script.
+//! ([`app::library::ssr::Library::add`]). The answer is a redirect back to the page, which
+//! says once what was added or what is wrong, so the form works without the page's script.
 
-use super::AppState;
+use super::{AppState, redirect_telling};
 use app::auth::ssr::{caller_of, instructor_only};
 use app::error::AppError;
-use app::library::UPLOAD_PATH;
+use app::flash::Outcome;
 use app::library::ssr::Library;
+use app::library::{FLASH_PAGE, UPLOAD_PATH};
 use axum::extract::{Multipart, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
@@ -56,23 +57,13 @@ pub(super) async fn upload_model(
     match outcome {
         Ok(name) => {
             tracing::info!("model {name} added from an upload");
-            redirect_with("added", &name)
+            redirect_telling(&session, UPLOAD_PATH, FLASH_PAGE, Outcome::Done(name)).await
         }
-        Err(error) => redirect_with("problem", &error.to_string()),
-    }
-}
-
-/// A 303 back to the Models page with `key=value` in its query.
-fn redirect_with(key: &str, value: &str) -> Response {
-    let mut location = format!("{UPLOAD_PATH}?{key}=");
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            location.push(byte as char);
-        } else {
-            location.push_str(&format!("%{byte:02X}"));
+        Err(error) => {
+            let problem = Outcome::Problem(error.to_string());
+            redirect_telling(&session, UPLOAD_PATH, FLASH_PAGE, problem).await
         }
     }
-    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 /// The form's fields: the name, and the zip saved to a hidden file that is deleted when

@@ -175,6 +175,15 @@ impl RunQueue {
         Ok(lines)
     }
 
+    /// Runs waiting or training now, across every class.
+    pub async fn active_count(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status IN ($1, $2)")
+            .bind(RunStatus::Queued.as_str())
+            .bind(RunStatus::Running.as_str())
+            .fetch_one(&self.pool)
+            .await
+    }
+
     /// Every run's model, status and measurements, newest finished first: what the Models
     /// page reports per model.
     pub async fn model_history(&self) -> Result<Vec<ModelRun>, AppError> {
