@@ -287,7 +287,7 @@ async fn the_tokenizer_playground_splits_with_the_default_model() {
 }
 
 #[tokio::test]
-async fn the_attention_viewer_returns_every_layer_and_head() {
+async fn the_attention_viewer_returns_the_layer_it_draws() {
     let server = Server::start();
     let (status, body) =
         call_server_fn(&server, "attention", "text=the+movie+was+not+good+.").await;
@@ -295,10 +295,15 @@ async fn the_attention_viewer_returns_every_layer_and_head() {
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     let tokens = view["tokens"].as_array().unwrap().len();
     assert_eq!(tokens, 8);
-    let layers = view["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 6);
-    assert_eq!(layers[0].as_array().unwrap().len(), 12);
-    let row: f64 = layers[5][0].as_array().unwrap()[..tokens]
+    // One layer, the last unless another is asked for, with all of its heads.
+    assert_eq!(
+        (view["layer_count"].as_u64(), view["layer"].as_u64()),
+        (Some(6), Some(5))
+    );
+    let heads = view["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 12);
+    assert_eq!(heads[0].as_array().unwrap().len(), tokens * tokens);
+    let row: f64 = heads[0].as_array().unwrap()[..tokens]
         .iter()
         .map(|p| p.as_f64().unwrap())
         .sum();
@@ -316,6 +321,27 @@ async fn the_attention_viewer_returns_every_layer_and_head() {
             ),
         "weights with more than three decimals"
     );
+    let (status, first) = call_server_fn(
+        &server,
+        "attention",
+        "text=the+movie+was+not+good+.&layer=0",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["layer"], 0);
+    assert_ne!(
+        first["heads"], view["heads"],
+        "layer 1 differs from layer 6"
+    );
+    let (status, refused) = call_server_fn(
+        &server,
+        "attention",
+        "text=the+movie+was+not+good+.&layer=6",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(refused.contains("choose layer 1 to 6"), "{refused}");
     let (status, body) = call_server_fn(&server, "attention", "text=").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let long = "good+".repeat(100);

@@ -103,7 +103,7 @@ test("the steps calculator answers the lesson's question as you type", async () 
   await page.close();
 });
 
-test("the attention viewer draws a heatmap for a chosen head", async () => {
+test("the attention viewer draws a heatmap for a chosen head, asking for another layer when chosen", async () => {
   const page = await browser.context.newPage();
   await page.goto(server.baseUrl + "/lessons/attention");
   await waitForHydration(page);
@@ -118,6 +118,10 @@ test("the attention viewer draws a heatmap for a chosen head", async () => {
     (old) => document.querySelector('[data-testid="heatmap"] rect')?.getAttribute("fill-opacity") !== old,
     before,
   );
+  // The answer carried only the last layer; layer 1 came with a second request, and the
+  // chosen head stayed chosen.
+  assert.equal(await page.locator('select[name="layer"]').inputValue(), "0");
+  assert.equal(await page.locator('select[name="head"]').inputValue(), "3");
   await page.locator(".attention-viewer").screenshot({ path: join(outputDir, "attention-viewer.png") });
   await page.close();
 });

@@ -1,5 +1,7 @@
 //! The attention viewer: a sentence through the real default model, then a heatmap of who
-//! attends to whom for a chosen layer and head, or the average over a layer's heads.
+//! attends to whom for a chosen layer and head, or the average over a layer's heads. Each
+//! answer carries one layer (the heads of the layer the page shows); choosing another
+//! layer asks for it.
 
 use crate::charts::{AttentionTable, Heatmap};
 use crate::error::AppError;
@@ -7,47 +9,71 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// Every layer's and head's attention for one sentence.
+/// One layer's attention for one sentence: what the viewer draws.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttentionView {
     /// The tokens, special tokens included.
     pub tokens: Vec<String>,
-    /// `[layer][head][query * tokens + key]`.
-    pub layers: Vec<Vec<Vec<f32>>>,
+    /// How many layers the model has.
+    pub layer_count: usize,
+    /// The layer these maps come from, counted from 0.
+    pub layer: usize,
+    /// That layer's heads, `[head][query * tokens + key]`, rounded to the three decimals
+    /// the heatmap can draw.
+    pub heads: Vec<Vec<f32>>,
     /// Whether the sentence was cut to `max_len` tokens.
     pub truncated: bool,
     /// The viewer's length limit, in tokens.
     pub max_len: usize,
 }
 
-/// Runs the default model on `text` and returns its attention maps.
+/// Runs the default model on `text` and returns the attention of `layer` (counted from
+/// 0; the last layer when `None`).
 #[server(prefix = "/api", endpoint = "attention")]
-pub async fn attention_map(text: String) -> Result<AttentionView, AppError> {
+pub async fn attention_map(text: String, layer: Option<usize>) -> Result<AttentionView, AppError> {
     crate::models::check_sentence(&text)?;
     let models: crate::models::ModelService = AppError::from_context("models")?;
-    let maps = models
+    models
         .with_default(move |predictor| {
-            predictor
+            let maps = predictor
                 .attention(&text)
-                .map_err(|e| AppError::BadRequest(e.to_string()).respond())
+                .map_err(|e| AppError::BadRequest(e.to_string()).respond())?;
+            one_layer(maps, layer)
         })
-        .await?;
+        .await
+}
+
+/// The layer the viewer draws, out of every layer's maps.
+#[cfg(feature = "ssr")]
+fn one_layer(
+    maps: trainer::inference::AttentionMaps,
+    layer: Option<usize>,
+) -> Result<AttentionView, AppError> {
+    let layer_count = maps.layers.len();
+    let chosen = layer.unwrap_or(layer_count.saturating_sub(1));
+    let Some(heads) = maps.layers.into_iter().nth(chosen) else {
+        return Err(AppError::bad_request(format!(
+            "This model has {layer_count} layers: choose layer 1 to {layer_count}."
+        )));
+    };
     Ok(AttentionView {
         tokens: maps.tokens,
-        layers: drawn_precision(maps.layers),
+        layer_count,
+        layer: chosen,
+        heads: drawn_precision(heads),
         truncated: maps.truncated,
         max_len: crate::models::VIEWER_MAX_TOKENS,
     })
 }
 
 /// The weights the heatmap can draw: three decimals (a shade step is far coarser), which
-/// halves the answer's JSON (a 64-token sentence through all-MiniLM-L6-v2: 294,912 weights).
+/// halves the answer's JSON.
 #[cfg(feature = "ssr")]
-fn drawn_precision(mut layers: Vec<Vec<Vec<f32>>>) -> Vec<Vec<Vec<f32>>> {
-    for weight in layers.iter_mut().flatten().flatten() {
+fn drawn_precision(mut heads: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    for weight in heads.iter_mut().flatten() {
         *weight = (*weight * 1000.0).round() / 1000.0;
     }
-    layers
+    heads
 }
 
 /// The attention of the caller's team's fine-tuned model, for the side-by-side view.
@@ -59,10 +85,13 @@ pub struct TeamAttention {
     pub view: AttentionView,
 }
 
-/// The same sentence through the caller's team's latest fine-tuned model, when the caller
-/// is a student whose team has finished a run (otherwise `None`).
+/// The same sentence and layer through the caller's team's latest fine-tuned model, when
+/// the caller is a student whose team has finished a run (otherwise `None`).
 #[server(prefix = "/api", endpoint = "team-attention")]
-pub async fn team_attention_map(text: String) -> Result<Option<TeamAttention>, AppError> {
+pub async fn team_attention_map(
+    text: String,
+    layer: Option<usize>,
+) -> Result<Option<TeamAttention>, AppError> {
     crate::models::check_sentence(&text)?;
     let pool = crate::db::pool()?;
     let Some((run_id, dir)) = crate::runs::environment::team_model(&pool).await? else {
@@ -71,28 +100,37 @@ pub async fn team_attention_map(text: String) -> Result<Option<TeamAttention>, A
     let models: crate::models::ModelService = AppError::from_context("models")?;
     let view = models
         .with_trained(run_id, dir, move |predictor| {
-            predictor
+            let maps = predictor
                 .attention(&text)
-                .map_err(|e| AppError::bad_request(e.to_string()))
+                .map_err(|e| AppError::bad_request(e.to_string()))?;
+            one_layer(maps, layer)
         })
         .await?;
-    Ok(Some(TeamAttention {
-        run_id,
-        view: AttentionView {
-            tokens: view.tokens,
-            layers: drawn_precision(view.layers),
-            truncated: view.truncated,
-            max_len: crate::models::VIEWER_MAX_TOKENS,
-        },
-    }))
+    Ok(Some(TeamAttention { run_id, view }))
 }
 
 /// A sentence box, layer and head pickers, and the heatmap.
 #[component]
 pub fn AttentionViewer() -> impl IntoView {
     let text = RwSignal::new("the movie was not good .".to_string());
+    // The sentence last shown, which a change of layer asks about again.
+    let asked = RwSignal::new(String::new());
     let show = ServerAction::<AttentionMap>::new();
     let team = ServerAction::<TeamAttentionMap>::new();
+    let pretrained_choice = Choice::new();
+    let team_choice = Choice::new();
+    let pretrained_layer = Callback::new(move |layer: usize| {
+        show.dispatch(AttentionMap {
+            text: asked.get_untracked(),
+            layer: Some(layer),
+        });
+    });
+    let team_layer = Callback::new(move |layer: usize| {
+        team.dispatch(TeamAttentionMap {
+            text: asked.get_untracked(),
+            layer: Some(layer),
+        });
+    });
     view! {
         <section class="widget attention-viewer">
             <h2>"Try it: the attention viewer"</h2>
@@ -105,26 +143,47 @@ pub fn AttentionViewer() -> impl IntoView {
                 label="Show attention"
                 pending=show.pending()
                 on_submit=move |text: String| {
-                    show.dispatch(AttentionMap { text: text.clone() });
-                    team.dispatch(TeamAttentionMap { text });
+                    asked.set(text.clone());
+                    show.dispatch(AttentionMap { text: text.clone(), layer: None });
+                    team.dispatch(TeamAttentionMap { text, layer: None });
                 }
             />
             <div class="chart-pair">
                 <div>
                     {move || show.value().get().is_some_and(|r| r.is_ok()).then(|| view! { <h3>"Pretrained all-MiniLM-L6-v2"</h3> })}
-                    {move || super::shared::action_result(show.value().get(), |view| view! { <AttentionExplorer name="pretrained all-MiniLM-L6-v2" view=Arc::new(view) /> }.into_any())}
+                    {move || super::shared::action_result(show.value().get(), |view| view! {
+                        <AttentionExplorer name="pretrained all-MiniLM-L6-v2" view=Arc::new(view) choice=pretrained_choice on_layer=pretrained_layer pending=show.pending() />
+                    }.into_any())}
                 </div>
                 {move || match team.value().get() {
-                    Some(Ok(Some(team))) => Some(view! {
+                    Some(Ok(Some(found))) => Some(view! {
                         <div data-testid="team-attention">
-                            <h3>{format!("Your team's fine-tuned model (run #{})", team.run_id)}</h3>
-                            <AttentionExplorer name=format!("your team's model, run #{}", team.run_id) view=Arc::new(team.view) />
+                            <h3>{format!("Your team's fine-tuned model (run #{})", found.run_id)}</h3>
+                            <AttentionExplorer name=format!("your team's model, run #{}", found.run_id) view=Arc::new(found.view) choice=team_choice on_layer=team_layer pending=team.pending() />
                         </div>
                     }),
                     _ => None,
                 }}
             </div>
         </section>
+    }
+}
+
+/// What the reader chose to see of one model's maps, kept while a new layer loads.
+#[derive(Debug, Clone, Copy)]
+struct Choice {
+    /// One head, or the average of the layer's heads (`None`).
+    head: RwSignal<Option<usize>>,
+    /// Lines instead of the heatmap.
+    as_lines: RwSignal<bool>,
+}
+
+impl Choice {
+    fn new() -> Self {
+        Self {
+            head: RwSignal::new(None),
+            as_lines: RwSignal::new(false),
+        }
     }
 }
 
@@ -135,20 +194,22 @@ fn AttentionExplorer(
     #[prop(into)]
     name: String,
     view: Arc<AttentionView>,
+    choice: Choice,
+    /// Asks for another layer's maps.
+    on_layer: Callback<usize>,
+    /// Whether another layer is being read.
+    #[prop(into)]
+    pending: Signal<bool>,
 ) -> impl IntoView {
-    let layer = RwSignal::new(view.layers.len().saturating_sub(1));
-    let head = RwSignal::new(None::<usize>);
-    let as_lines = RwSignal::new(false);
-    let heads = view.layers.first().map_or(0, Vec::len);
-    let layers = view.layers.len();
+    let Choice { head, as_lines } = choice;
+    let heads = view.heads.len();
+    let layers = view.layer_count;
+    let layer = view.layer;
     let matrix = {
         let view = view.clone();
-        move || {
-            let maps = &view.layers[layer.get().min(layers - 1)];
-            match head.get() {
-                Some(h) if h < maps.len() => maps[h].clone(),
-                _ => run_protocol::events::mean_of(maps),
-            }
+        move || match head.get() {
+            Some(h) if h < view.heads.len() => view.heads[h].clone(),
+            _ => run_protocol::events::mean_of(&view.heads),
         }
     };
     let tokens = view.tokens.clone();
@@ -161,10 +222,17 @@ fn AttentionExplorer(
                 <span>"Layer"</span>
                 <select
                     name="layer"
-                    on:change=move |ev| layer.set(event_target_value(&ev).parse().unwrap_or(0))
-                    prop:value=move || layer.get().to_string()
+                    disabled=move || pending.get()
+                    on:change=move |ev| {
+                        if let Ok(chosen) = event_target_value(&ev).parse::<usize>()
+                            && chosen != layer
+                        {
+                            on_layer.run(chosen);
+                        }
+                    }
+                    prop:value=layer.to_string()
                 >
-                    {(0..layers).map(|l| view! { <option value=l.to_string()>{format!("{} of {layers}", l + 1)}</option> }).collect_view()}
+                    {(0..layers).map(|l| view! { <option value=l.to_string() selected=l == layer>{format!("{} of {layers}", l + 1)}</option> }).collect_view()}
                 </select>
             </label>
             <label class="field">
