@@ -26,8 +26,12 @@ const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 
-/** Starts the server binary; resolves with its base URL once it announces it. */
-export async function startServer(extraEnv = {}) {
+/**
+ * Starts the server binary (`jigsaw-lab serve`); resolves with its base URL once it
+ * announces it. With `{ worker: true }` it starts `jigsaw-lab worker` instead, which serves
+ * no pages, and resolves once its start-up line says it is a worker node.
+ */
+export async function startServer(extraEnv = {}, { worker = false } = {}) {
   const binary = process.env.JIGSAW_BIN;
   if (!binary) throw new Error("JIGSAW_BIN must name the built jigsaw-lab binary (make test sets it)");
   const dataDir = await mkdtemp(join(tmpdir(), "jigsaw-e2e-"));
@@ -41,15 +45,17 @@ export async function startServer(extraEnv = {}) {
     RUST_LOG: "warn",
     ...extraEnv,
   };
-  const child = spawn(binary, ["serve"], { cwd: dataDir, env, stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(binary, [worker ? "worker" : "serve"], { cwd: dataDir, env, stdio: ["ignore", "pipe", "inherit"] });
   const baseUrl = await new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error("the server did not start within 60 s")), 60_000);
     child.once("exit", (code) => reject(new Error(`the server exited early with code ${code}`)));
     createInterface({ input: child.stdout }).on("line", (line) => {
-      const match = line.match(/^Jigsaw Lab listening on (http:\/\/\S+)$/);
+      const match = worker
+        ? line.match(/^(Jigsaw Lab worker node): /)
+        : line.match(/^Jigsaw Lab listening on (http:\/\/\S+)$/);
       if (match) {
         clearTimeout(timer);
-        resolvePromise(match[1]);
+        resolvePromise(worker ? null : match[1]);
       }
     });
   });
