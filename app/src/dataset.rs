@@ -110,6 +110,9 @@ pub mod ssr {
     /// The size and modification time of each file, to notice a change.
     type Stamp = Vec<Option<(u64, SystemTime)>>;
 
+    /// The last check and the files it saw.
+    type LastCheck = Option<(Stamp, Result<DataFacts, String>)>;
+
     /// The configured SST-2 folder.
     #[derive(Debug, Clone)]
     pub struct TrainingData {
@@ -122,7 +125,7 @@ pub mod ssr {
         /// One install at a time.
         changes: Arc<Mutex<()>>,
         /// The last check and the files it saw.
-        checked: Arc<Mutex<Option<(Stamp, Result<DataFacts, String>)>>>,
+        checked: Arc<Mutex<LastCheck>>,
     }
 
     impl TrainingData {
