@@ -185,13 +185,19 @@ pub mod ssr {
             Ok(described
                 .into_iter()
                 .map(|(name, summary)| {
-                    let params = summary.as_ref().map_or(0, |facts| facts.params);
                     let model_usage = usage.get(&name);
                     // Speeds are scaled by the model's size, unknown when it cannot be read.
+                    let measured = match (model_usage, summary.as_ref()) {
+                        (Some(usage), Ok(facts)) => {
+                            usage.measured(Some((facts.params, facts.family)))
+                        }
+                        (Some(usage), Err(_)) => usage.measured(None),
+                        (None, _) => Measured::default(),
+                    };
                     ModelEntry {
                         is_default: name == self.default_model,
                         active_runs: model_usage.map_or(0, |u| u.active),
-                        measured: model_usage.map(|u| u.measured(params)).unwrap_or_default(),
+                        measured,
                         summary,
                         name,
                     }
@@ -410,17 +416,17 @@ pub mod ssr {
     }
 
     impl Usage {
-        /// What the runs measured, speeds scaled to a model of `params` parameters (none
-        /// when that is unknown).
-        fn measured(&self, params: usize) -> Measured {
+        /// What the runs measured, speeds scaled to a model of `size` (parameters and
+        /// family; no speeds when that is unknown).
+        fn measured(&self, size: Option<(usize, run_protocol::Family)>) -> Measured {
             Measured {
                 finished_runs: self.finished,
                 best_validation: self.best_validation,
                 speeds: self
                     .reference_speeds
                     .iter()
-                    .filter(|_| params > 0)
                     .filter_map(|(device, speeds)| {
+                        let (params, family) = size?;
                         let mut latest: Vec<f64> =
                             speeds.iter().take(MEASURED_RUNS).copied().collect();
                         latest.sort_by(f64::total_cmp);
@@ -431,7 +437,7 @@ pub mod ssr {
                         };
                         Some((
                             device.clone(),
-                            run_protocol::estimate::speed_of_model(median, params),
+                            run_protocol::estimate::speed_of_model(median, params, family),
                         ))
                     })
                     .collect(),

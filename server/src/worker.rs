@@ -249,8 +249,18 @@ impl Worker {
         let _ = training.await;
         let result = match outcome {
             Some(mut ending) => {
-                ending.timing =
-                    timing.measured(&run, self.env.data.validation_size, &self.env.device);
+                let family = self
+                    .env
+                    .models()
+                    .into_iter()
+                    .find(|m| m.name == run.settings.model)
+                    .map(|m| m.family);
+                ending.timing = timing.measured(
+                    &run,
+                    family,
+                    self.env.data.validation_size,
+                    &self.env.device,
+                );
                 self.finish(run.id, &ending).await
             }
             None if interrupted => self.release(run.id).await,

@@ -85,10 +85,15 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
     let estimate = move || {
         let form = form.get();
         let machine = machine?;
-        let params = models
+        let model = models
             .iter()
             .find(|m| m.name == form.model)
-            .map_or(REFERENCE_PARAMS, |m| m.params);
+            .cloned()
+            .unwrap_or_else(|| ModelChoice {
+                name: form.model.clone(),
+                params: REFERENCE_PARAMS,
+                family: run_protocol::Family::Bert,
+            });
         let settings = RunSettings {
             train_subset: form.train_subset.trim().parse::<usize>().ok(),
             batch_size: form.batch_size.trim().parse().ok().filter(|b| *b > 0)?,
@@ -100,7 +105,7 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
             .map_or(machine.train_examples, |n| n.min(machine.train_examples));
         let steps =
             StepPlan::checked(examples, settings.batch_size, settings.epochs, 0.0)?.total_steps;
-        let seconds = machine.estimate(&settings, params)?;
+        let seconds = machine.estimate(&settings, &model)?;
         let stops = seconds >= machine.limit_seconds;
         Some(format!(
             "{steps} steps; about {}, evaluations included{}.",
@@ -237,7 +242,11 @@ fn model_label(model: &ModelChoice, machine: Option<Machine>) -> String {
         parameter_count(model.params)
     );
     if let Some(machine) = machine {
-        let speed = run_protocol::estimate::speed_of_model(machine.reference_speed, model.params);
+        let speed = run_protocol::estimate::speed_of_model(
+            machine.reference_speed,
+            model.params,
+            model.family,
+        );
         let source = if machine.measured {
             "measured here"
         } else {

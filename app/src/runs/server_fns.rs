@@ -216,15 +216,11 @@ pub async fn submit_run(form: RunForm, confirmed: bool) -> Result<SubmitOutcome,
             crate::dataset::ssr::MISSING_FOR_STUDENTS,
         ));
     }
-    let params = env
-        .models()
-        .iter()
-        .find(|m| m.name == settings.model)
-        .map(|m| m.params);
+    let model = env.models().into_iter().find(|m| m.name == settings.model);
     let estimated_seconds = machine(&pool, &env, run_minutes)
         .await?
-        .zip(params)
-        .and_then(|(machine, params)| machine.estimate(&settings, params));
+        .zip(model)
+        .and_then(|(machine, model)| machine.estimate(&settings, &model));
     let queue = RunQueue::new(pool);
     let today = utc_date(std::time::SystemTime::now());
     let admission = queue

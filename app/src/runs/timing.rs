@@ -23,10 +23,10 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// The seconds a run of `settings` on a model of `params` parameters takes: its whole
-    /// workload, or the time limit plus the final SST-2 dev evaluation when it would stop
-    /// there. `None` for settings that plan no steps.
-    pub fn estimate(&self, settings: &RunSettings, params: usize) -> Option<f64> {
+    /// The seconds a run of `settings` on `model` takes: its whole workload, or the time
+    /// limit plus the final SST-2 dev evaluation when it would stop there. `None` for
+    /// settings that plan no steps.
+    pub fn estimate(&self, settings: &RunSettings, model: &super::ModelChoice) -> Option<f64> {
         let examples = settings.train_subset.map_or(self.train_examples, |subset| {
             subset.min(self.train_examples)
         });
@@ -36,7 +36,7 @@ impl Machine {
             settings.epochs,
             self.validation,
         )?;
-        let speed = speed_of_model(self.reference_speed, params);
+        let speed = speed_of_model(self.reference_speed, model.params, model.family);
         let final_evaluation = (self.validation + DEV_SENTENCES) as f64
             / run_protocol::estimate::EVALUATION_SPEEDUP
             / speed;
@@ -286,10 +286,18 @@ mod tests {
         }
     }
 
+    fn minilm(params: usize) -> super::super::ModelChoice {
+        super::super::ModelChoice {
+            name: "all-MiniLM-L6-v2".into(),
+            params,
+            family: run_protocol::Family::Bert,
+        }
+    }
+
     #[test]
     fn an_estimate_stops_at_the_time_limit() {
         let all = RunSettings::default();
-        let estimate = machine().estimate(&all, 22_713_986).unwrap();
+        let estimate = machine().estimate(&all, &minilm(22_713_986)).unwrap();
         assert!(
             estimate < 3_600.0 + 200.0 && estimate > 3_600.0,
             "{estimate}"
@@ -300,10 +308,10 @@ mod tests {
             batch_size: 16,
             ..all
         };
-        let quick = machine().estimate(&small, 22_713_986).unwrap();
+        let quick = machine().estimate(&small, &minilm(22_713_986)).unwrap();
         assert!(quick < 200.0, "{quick}");
         assert_eq!(
-            machine().estimate(&RunSettings { epochs: 0, ..small }, 1),
+            machine().estimate(&RunSettings { epochs: 0, ..small }, &minilm(1)),
             None
         );
     }

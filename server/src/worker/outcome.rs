@@ -79,10 +79,11 @@ impl TimingNotes {
 
     /// The finished run's time, and the default model's speed it measured when it did its
     /// whole plan in one go as full fine-tuning (LoRA steps cost less than full ones) of a
-    /// model of a realistic size.
+    /// model of a realistic size whose `family` is known.
     pub(super) fn measured(
         &self,
         run: &ClaimedRun,
+        family: Option<run_protocol::Family>,
         validation: usize,
         device: &str,
     ) -> Option<MeasuredTiming> {
@@ -99,7 +100,9 @@ impl TimingNotes {
             .and_then(|(params, examples)| {
                 let speed = Workload::of(examples, s.batch_size, s.epochs, validation)?
                     .speed_from(seconds)?;
-                Some(run_protocol::estimate::reference_speed(speed, params))
+                Some(run_protocol::estimate::reference_speed(
+                    speed, params, family?,
+                ))
             });
         Some(MeasuredTiming {
             trained_seconds: seconds,
