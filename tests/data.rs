@@ -164,7 +164,12 @@ async fn a_server_without_sst2_says_so_refuses_runs_and_installs_an_upload() {
         .json()
         .await
         .unwrap();
-    assert_ne!(health["training_data"], "ok", "{health}");
+    assert!(
+        health["training_data"]
+            .as_str()
+            .is_some_and(|problem| problem.contains("not installed")),
+        "{health}"
+    );
 
     // Bad uploads: each refused in words that name the file; nothing installed.
     let good = sst2_files(&source, "SST-2/");
@@ -400,15 +405,56 @@ fn the_terminal_checks_and_installs_sst2() {
     assert_eq!(status, Some(0));
     assert!(out.contains("dev 872, test 1821"), "{out}");
 
-    // A folder of other well-formed files replaces it, reported as not GLUE's.
+    // A folder of 76 sentences does not fit the default validation split (2,000): it is
+    // refused and the GLUE files stay.
     let synthetic = temp.path().join("synthetic");
     write_synthetic_sst2(&synthetic);
     let (status, out, err) = run(&["data", "add", synthetic.to_str().unwrap()]);
-    // The default validation split (2,000) does not fit 76 sentences: refused, kept.
     assert_eq!(status, Some(2), "{out}");
     assert!(
         err.contains("train.tsv holds 76 sentences; runs need at least 2032"),
         "{err}"
     );
-    assert_eq!(run(&["data", "status"]).0, Some(0), "the GLUE files stay");
+    let (status, out, _) = run(&["data", "status"]);
+    assert_eq!(status, Some(0));
+    assert!(
+        out.contains("the GLUE release, verified by sha256"),
+        "{out}"
+    );
+
+    // With a validation split of 16 it fits, and replaces them, reported as not GLUE's.
+    let output = command(&data_dir)
+        .env("JIGSAW_SST2_DIR", &target)
+        .env("JIGSAW_VALIDATION_SIZE", "16")
+        .args(["data", "add", synthetic.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("train 76 sentences") && out.contains("not the GLUE release"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(target.join("dev.tsv")).unwrap(),
+        std::fs::read(synthetic.join("dev.tsv")).unwrap()
+    );
+}
+
+/// A server stopped between an install's two renames left the data folder missing and the
+/// copy it was replacing aside: the next start puts that copy back.
+#[tokio::test]
+async fn a_start_puts_back_data_an_interrupted_install_moved_aside() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path();
+    let env = training_env(root, None);
+    std::fs::rename(root.join("sst2"), root.join(".sst2-replaced--1-1")).unwrap();
+    std::fs::create_dir(root.join(".sst2-adding--1-2")).unwrap();
+    let data_dir = root.join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let server = Server::start_in_with(&data_dir, &env);
+    let teacher = signed_in_instructor(&server, "teacher").await;
+    let page = ok(&teacher, &server, "training-data", &[]).await;
+    assert_eq!(page["status"]["Ok"]["train_rows"], 76, "{page}");
+    assert_eq!(leftovers(root), Vec::<String>::new());
 }

@@ -341,7 +341,7 @@ async fn the_attention_viewer_returns_the_layer_it_draws() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
-    assert!(refused.contains("choose layer 1 to 6"), "{refused}");
+    assert!(refused.contains("choose a layer from 0 to 5"), "{refused}");
     let (status, body) = call_server_fn(&server, "attention", "text=").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let long = "good+".repeat(100);

@@ -122,8 +122,6 @@ pub mod ssr {
         pub validation_size: usize,
         /// Whether this node trains runs (it has training slots).
         pub trains_here: bool,
-        /// One install at a time.
-        changes: Arc<Mutex<()>>,
         /// The last check and the files it saw.
         checked: Arc<Mutex<LastCheck>>,
     }
@@ -135,7 +133,6 @@ pub mod ssr {
                 dir,
                 validation_size,
                 trains_here,
-                changes: Arc::default(),
                 checked: Arc::default(),
             }
         }
@@ -174,9 +171,9 @@ pub mod ssr {
         /// Installs the SST-2 in `source` (GLUE's SST-2.zip, another zip with the three
         /// files, or a folder with them): copied into a hidden folder beside the data
         /// folder, checked, then renamed into place, replacing what was there. Blocking;
-        /// nothing changes when it fails. The caller makes sure no run is active.
+        /// nothing changes when it fails. One install at a time, across processes (a lock
+        /// file beside the data folder). The caller makes sure no run is active.
         pub fn add(&self, source: &Path) -> Result<DataFacts, AppError> {
-            let _one_at_a_time = self.changes.lock().unwrap_or_else(|e| e.into_inner());
             if !source.exists() {
                 return Err(AppError::bad_request(format!(
                     "{} does not exist.",
@@ -185,8 +182,17 @@ pub mod ssr {
             }
             let parent = self.parent()?;
             std::fs::create_dir_all(&parent).map_err(|e| self.unwritable(&parent, e))?;
+            let _one_at_a_time = self.lock(&parent)?.ok_or_else(|| {
+                AppError::busy(
+                    "Another install of the training data is in progress; try again in a minute.",
+                    std::time::Duration::from_secs(60),
+                )
+            })?;
             let staging = Staging::new(&parent, "sst2-adding", "").map_err(|_| {
-                self.unwritable(&parent, std::io::ErrorKind::PermissionDenied.into())
+                self.unwritable(
+                    &parent,
+                    std::io::Error::other("cannot create a folder to unpack into"),
+                )
             })?;
             if source.is_dir() {
                 copy_files(source, staging.path())?;
@@ -211,8 +217,19 @@ pub mod ssr {
                 std::fs::rename(&self.dir, aside).map_err(|e| self.unwritable(parent, e))?;
             }
             if let Err(error) = std::fs::rename(staging.path(), &self.dir) {
-                if let Some(aside) = &replaced {
-                    let _ = std::fs::rename(aside, &self.dir);
+                if let Some(aside) = &replaced
+                    && let Err(back) = std::fs::rename(aside, &self.dir)
+                {
+                    tracing::error!(
+                        "the data folder {} could not be put back from {}: {back}",
+                        self.dir.display(),
+                        aside.display()
+                    );
+                    return Err(AppError::internal(format!(
+                        "the old data is in {}, which could not be renamed back to {}: {back}",
+                        aside.display(),
+                        self.dir.display()
+                    )));
                 }
                 return Err(self.unwritable(parent, error));
             }
@@ -230,26 +247,70 @@ pub mod ssr {
             Ok(())
         }
 
-        /// Deletes what an install left beside the data folder when the server stopped in
-        /// the middle of it. Run once at start-up.
+        /// Tidies what an install left beside the data folder when a process stopped in
+        /// the middle of it. Run once at start-up. When the data folder is missing but the
+        /// copy it was replacing is there (stopped between the two renames), that copy is
+        /// put back; the other leftovers are deleted. Nothing is touched while another
+        /// process installs, and upload folders younger than an hour may still be filling.
         pub fn sweep(&self) {
             let Ok(parent) = self.parent() else { return };
             let Ok(entries) = std::fs::read_dir(&parent) else {
                 return;
             };
-            for entry in entries.filter_map(Result::ok) {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if [".sst2-adding-", ".sst2-replaced-", ".sst2-upload-"]
+            let Ok(Some(_installing_here)) = self.lock(&parent) else {
+                return;
+            };
+            let mut leftovers: Vec<(String, PathBuf, std::time::SystemTime)> = entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let modified = entry.metadata().and_then(|m| m.modified()).ok()?;
+                    [".sst2-adding-", ".sst2-replaced-", ".sst2-upload-"]
+                        .iter()
+                        .any(|prefix| name.starts_with(prefix))
+                        .then(|| (name, entry.path(), modified))
+                })
+                .collect();
+            if !self.dir.exists() {
+                leftovers.sort_by_key(|(_, _, modified)| std::cmp::Reverse(*modified));
+                if let Some(index) = leftovers
                     .iter()
-                    .any(|prefix| name.starts_with(prefix))
+                    .position(|(name, ..)| name.starts_with(".sst2-replaced-"))
                 {
-                    match std::fs::remove_dir_all(entry.path()) {
-                        Ok(()) => {
-                            tracing::info!("removed {name}, left by an interrupted data upload")
-                        }
-                        Err(error) => tracing::warn!("cannot remove {name}: {error}"),
+                    let (name, path, _) = leftovers.remove(index);
+                    match std::fs::rename(&path, &self.dir) {
+                        Ok(()) => tracing::warn!(
+                            "put the training data back from {name}: an install stopped halfway"
+                        ),
+                        Err(error) => tracing::error!("cannot put {name} back: {error}"),
                     }
                 }
+            }
+            let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+            for (name, path, modified) in leftovers {
+                if name.starts_with(".sst2-upload-") && modified > hour_ago {
+                    continue;
+                }
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => tracing::info!("removed {name}, left by an interrupted data upload"),
+                    Err(error) => tracing::warn!("cannot remove {name}: {error}"),
+                }
+            }
+        }
+
+        /// Takes the install lock beside the data folder: `None` while another process (or
+        /// another install in this one) holds it. Released when the file is dropped.
+        fn lock(&self, parent: &Path) -> Result<Option<std::fs::File>, AppError> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(parent.join(".sst2.lock"))
+                .map_err(|e| self.unwritable(parent, e))?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some(file)),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                Err(std::fs::TryLockError::Error(error)) => Err(AppError::internal(error)),
             }
         }
 
@@ -339,8 +400,10 @@ pub mod ssr {
             .collect()
     }
 
-    /// Copies the three files from the folder `source` into `into`.
+    /// Copies the three files from the folder `source` into `into`, at most
+    /// [`MAX_UNPACKED_BYTES`] in all.
     fn copy_files(source: &Path, into: &Path) -> Result<(), AppError> {
+        let mut total = 0u64;
         for name in SST2_FILES {
             let from = source.join(name);
             if !from.is_file() {
@@ -349,9 +412,10 @@ pub mod ssr {
                     source.display()
                 )));
             }
-            if std::fs::metadata(&from).map_or(0, |m| m.len()) > MAX_UNPACKED_BYTES {
+            total += std::fs::metadata(&from).map_or(0, |m| m.len());
+            if total > MAX_UNPACKED_BYTES {
                 return Err(AppError::bad_request(format!(
-                    "{name} is larger than {} MB.",
+                    "The three files hold more than {} MB.",
                     MAX_UNPACKED_BYTES >> 20
                 )));
             }
@@ -377,7 +441,8 @@ pub mod ssr {
                 archive.len()
             )));
         }
-        let mut chosen: Vec<Option<(usize, usize, String)>> = vec![None; SST2_FILES.len()];
+        // Every entry named like one of the files, as (index, depth, name in the zip).
+        let mut candidates: Vec<Vec<(usize, usize, String)>> = vec![Vec::new(); SST2_FILES.len()];
         for index in 0..archive.len() {
             let entry = archive
                 .by_index_raw(index)
@@ -398,17 +463,20 @@ pub mod ssr {
             if entry.is_symlink() {
                 return Err(bad(format!("holds a link, {shown}, which is not allowed")));
             }
-            let depth = path.components().count();
-            match &chosen[slot] {
-                Some((_, other_depth, other)) if *other_depth == depth => {
-                    return Err(bad(format!(
-                        "holds two copies of {} ({other} and {shown}); zip one SST-2 folder",
-                        SST2_FILES[slot]
-                    )));
-                }
-                Some((_, other_depth, _)) if *other_depth < depth => {}
-                _ => chosen[slot] = Some((index, depth, shown)),
+            candidates[slot].push((index, path.components().count(), shown));
+        }
+        // The shallowest copy of each file; two at that depth make the zip ambiguous.
+        let mut chosen: Vec<Option<(usize, usize, String)>> = Vec::with_capacity(SST2_FILES.len());
+        for (name, mut found) in SST2_FILES.iter().zip(candidates) {
+            found.sort_by_key(|(_, depth, _)| *depth);
+            if let [(_, first_depth, first), (_, second_depth, second), ..] = found.as_slice()
+                && first_depth == second_depth
+            {
+                return Err(bad(format!(
+                    "holds two copies of {name} ({first} and {second}); zip one SST-2 folder"
+                )));
             }
+            chosen.push(found.into_iter().next());
         }
         let missing: Vec<&str> = SST2_FILES
             .iter()

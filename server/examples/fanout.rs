@@ -36,7 +36,7 @@ const USAGE: &str = "fanout --node-a URL --node-b URL --database URL --password 
   phase --class-changes times (default 10). PIDs, when given, are the nodes' processes,
   whose memory is read before and after the streams open.";
 
-/// What the harness was asked to do.
+/// What the harness was asked to do (see [`USAGE`]).
 struct Options {
     node_a: String,
     node_b: String,
@@ -52,6 +52,7 @@ struct Options {
     out: Option<String>,
 }
 
+/// Reads the command line; the usage text when it is incomplete or asks for help.
 fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mut options = Options {
@@ -108,8 +109,10 @@ struct Arrivals {
     refused: Vec<String>,
 }
 
+/// The arrivals, shared by the streams' tasks.
 type Shared = Arc<Mutex<Arrivals>>;
 
+/// A browser-like client: its own cookies (its session), no redirects followed.
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
@@ -164,11 +167,10 @@ async fn hold(
         Ok(response) => {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            arrivals
-                .lock()
-                .unwrap()
-                .refused
-                .push(format!("{status} {}", &body[..body.len().min(120)]));
+            arrivals.lock().unwrap().refused.push(format!(
+                "{status} {}",
+                body.chars().take(120).collect::<String>()
+            ));
             opened.add_permits(1);
             return;
         }

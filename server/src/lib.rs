@@ -155,6 +155,7 @@ pub async fn work(config: Config) -> Result<(), ConfigError> {
         None => None,
     };
     let node = NodeTasks::start(&config, &device, &pool, &owner, &shutdown_receiver);
+    node.run_env.data.sweep();
     for warning in &warnings {
         tracing::warn!("{warning}");
     }

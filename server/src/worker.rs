@@ -249,12 +249,10 @@ impl Worker {
         let _ = training.await;
         let result = match outcome {
             Some(mut ending) => {
-                let family = self
-                    .env
-                    .models()
-                    .into_iter()
-                    .find(|m| m.name == run.settings.model)
-                    .map(|m| m.family);
+                let family =
+                    trainer::loader::read_config(&self.env.models_dir.join(&run.settings.model))
+                        .ok()
+                        .map(|config| config.family);
                 ending.timing = timing.measured(
                     &run,
                     family,

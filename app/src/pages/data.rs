@@ -30,10 +30,16 @@ pub fn TrainingDataPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     page.await.map(|page| {
                         let replace_blocked = page.status.is_ok() && page.active_runs > 0;
+                        // A web-only node needs no copy: its workers read their own.
+                        let missing_means = if page.trains_here {
+                            "Runs cannot start: "
+                        } else {
+                            "This web node has no copy, and needs none as it trains no runs: "
+                        };
                         let outcome = page.outcome.map(|outcome| match outcome {
-                            Outcome::Done(_) => view! {
+                            Outcome::Done(rows) => view! {
                                 <p class="notice" role="status" data-testid="data-added">
-                                    "SST-2 is installed and checked: teams can queue runs now."
+                                    {format!("SST-2 is installed and checked ({rows} training sentences): teams can queue runs now.")}
                                 </p>
                             }.into_any(),
                             Outcome::Problem(message) => view! {
@@ -48,7 +54,7 @@ pub fn TrainingDataPage() -> impl IntoView {
                                     Ok(facts) => view! { <DataSummary facts /> }.into_any(),
                                     Err(problem) => view! {
                                         <p class="error" role="alert" data-testid="data-missing">
-                                            <strong>"Runs cannot start: "</strong> {problem} "."
+                                            <strong>{missing_means}</strong> {problem} "."
                                         </p>
                                     }
                                     .into_any(),
@@ -62,35 +68,37 @@ pub fn TrainingDataPage() -> impl IntoView {
                                     </p>
                                 })}
                             </section>
-                            <section class="panel">
-                                <h2>"Add or replace SST-2"</h2>
-                                <p class="hint">
-                                    "Download SST-2.zip from the GLUE benchmark's site on any "
-                                    "computer with internet access, then upload it here as it is (up to "
-                                    {MAX_UPLOAD_MB} " MB), or upload its three files. The server "
-                                    "checks the headers, columns, labels and row counts, and compares "
-                                    "each file with the GLUE release's sha256, before runs can use it. "
-                                    "From the server's terminal, " <code>"jigsaw-lab data add SST-2.zip"</code>
-                                    " does the same."
-                                </p>
-                                {replace_blocked.then(|| view! {
-                                    <p class="notice" role="status">
-                                        {format!("{} run{} waiting or training on the data installed now; replace it when the queue is empty.",
-                                            page.active_runs, if page.active_runs == 1 { " is" } else { "s are" })}
+                            {page.trains_here.then(|| view! {
+                                <section class="panel">
+                                    <h2>"Add or replace SST-2"</h2>
+                                    <p class="hint">
+                                        "Download SST-2.zip from the GLUE benchmark's site on any "
+                                        "computer with internet access, then upload it here as it is (up to "
+                                        {MAX_UPLOAD_MB} " MB), or upload its three files. The server "
+                                        "checks the headers, columns, labels and row counts, and compares "
+                                        "each file with the GLUE release's sha256, before runs can use it. "
+                                        "From the server's terminal, " <code>"jigsaw-lab data add SST-2.zip"</code>
+                                        " does the same."
                                     </p>
-                                })}
-                                <form method="post" action=UPLOAD_PATH enctype="multipart/form-data" class="inline-fields">
-                                    <label class="field">
-                                        "SST-2.zip"
-                                        <input type="file" name="archive" accept=".zip,application/zip" />
-                                    </label>
-                                    <label class="field">
-                                        "or the three .tsv files"
-                                        <input type="file" name="files" accept=".tsv,text/tab-separated-values" multiple />
-                                    </label>
-                                    <button type="submit" disabled=replace_blocked>"Upload and check"</button>
-                                </form>
-                            </section>
+                                    {replace_blocked.then(|| view! {
+                                        <p class="notice" role="status">
+                                            {format!("{} run{} waiting or training on the data installed now; replace it when the queue is empty.",
+                                                page.active_runs, if page.active_runs == 1 { " is" } else { "s are" })}
+                                        </p>
+                                    })}
+                                    <form method="post" action=UPLOAD_PATH enctype="multipart/form-data" class="inline-fields">
+                                        <label class="field">
+                                            "SST-2.zip"
+                                            <input type="file" name="archive" accept=".zip,application/zip" />
+                                        </label>
+                                        <label class="field">
+                                            "or the three .tsv files"
+                                            <input type="file" name="files" accept=".tsv,text/tab-separated-values" multiple />
+                                        </label>
+                                        <button type="submit" disabled=replace_blocked>"Upload and check"</button>
+                                    </form>
+                                </section>
+                            })}
                         }
                     })
                 })}

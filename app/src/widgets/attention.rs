@@ -53,7 +53,8 @@ fn one_layer(
     let chosen = layer.unwrap_or(layer_count.saturating_sub(1));
     let Some(heads) = maps.layers.into_iter().nth(chosen) else {
         return Err(AppError::bad_request(format!(
-            "This model has {layer_count} layers: choose layer 1 to {layer_count}."
+            "This model has {layer_count} layers, counted from 0: choose a layer from 0 to {}.",
+            layer_count.saturating_sub(1)
         )));
     };
     Ok(AttentionView {

@@ -36,17 +36,16 @@ pub(super) async fn upload_data(
     }
     let outcome: Result<String, AppError> = async {
         let data = state.data.clone();
-        let active = app::runs::queue::RunQueue::new(state.pool.clone())
-            .active_count()
-            .await?;
-        if active > 0 && data.checked().await.is_ok() {
-            return Err(AppError::bad_request(format!(
-                "{active} run{} waiting or training on the data installed now; replace it \
-                 when no run is queued or training.",
-                if active == 1 { " is" } else { "s are" }
-            )));
+        if !data.trains_here {
+            return Err(AppError::bad_request(
+                "This web node trains no runs, so its own copy of SST-2 would go unused: \
+                 install it on each worker node with `jigsaw-lab data add SST-2.zip`.",
+            ));
         }
+        refuse_while_runs_use_it(&state, &data).await?;
         let upload = Upload::receive(multipart, &data).await?;
+        // Runs may have been queued while the upload streamed in.
+        refuse_while_runs_use_it(&state, &data).await?;
         let source = upload.source.clone();
         let facts = tokio::task::spawn_blocking(move || data.add(&source))
             .await
@@ -65,6 +64,21 @@ pub(super) async fn upload_data(
             redirect_telling(&session, UPLOAD_PATH, FLASH_PAGE, problem).await
         }
     }
+}
+
+/// Refuses to replace usable data while runs are queued or training on it.
+async fn refuse_while_runs_use_it(state: &AppState, data: &TrainingData) -> Result<(), AppError> {
+    let active = app::runs::queue::RunQueue::new(state.pool.clone())
+        .active_count()
+        .await?;
+    if active > 0 && data.checked().await.is_ok() {
+        return Err(AppError::bad_request(format!(
+            "{active} run{} waiting or training on the data installed now; replace it when no \
+             run is queued or training.",
+            if active == 1 { " is" } else { "s are" }
+        )));
+    }
+    Ok(())
 }
 
 /// The uploaded files in a hidden folder beside the data folder, deleted when this is
