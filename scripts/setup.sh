@@ -90,6 +90,17 @@ if [ "${1:-}" = "--for-tests" ]; then
       exit 1
     fi
   fi
+  # psql creates and drops the PostgreSQL databases of the three-node browser test and of
+  # bench/fanout.sh (the server itself is the machine's, see README: Requirements).
+  if ! have psql; then
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+      say "Installing Debian's PostgreSQL client (psql) for the multi-node browser test"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+    else
+      echo "setup: the multi-node browser test needs psql; install it with: sudo apt-get install postgresql-client" >&2
+      exit 1
+    fi
+  fi
   if [ ! -d end2end/node_modules/playwright-core ]; then
     say "Installing the browser-test packages (playwright-core; no browser download)"
     (cd end2end && npm ci --no-audit --no-fund --loglevel=error)
