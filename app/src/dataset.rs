@@ -89,8 +89,7 @@ pub mod ssr {
     use super::DataFacts;
     use crate::db::DbPool;
     use crate::error::AppError;
-    use crate::library::files::Staging;
-    use std::io::{Read, Write};
+    use crate::library::files::{Staging, copy_entry};
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex};
     use std::time::SystemTime;
@@ -492,28 +491,14 @@ pub mod ssr {
         }
         let mut written = 0u64;
         for (name, found) in SST2_FILES.iter().zip(chosen) {
-            let (index, _, _) = found.expect("every file was found");
+            let Some((index, _, _)) = found else {
+                return Err(bad(format!("has no {name}")));
+            };
             let mut entry = archive
                 .by_index(index)
                 .map_err(|e| bad(format!("is damaged ({e})")))?;
-            let mut out = std::fs::File::create(into.join(name)).map_err(AppError::internal)?;
-            let mut buffer = vec![0u8; 1 << 16];
-            loop {
-                let read = entry
-                    .read(&mut buffer)
-                    .map_err(|e| bad(format!("is damaged at {name} ({e})")))?;
-                if read == 0 {
-                    break;
-                }
-                written += read as u64;
-                if written > MAX_UNPACKED_BYTES {
-                    return Err(bad(format!(
-                        "unpacks to more than {} MB",
-                        MAX_UNPACKED_BYTES >> 20
-                    )));
-                }
-                out.write_all(&buffer[..read]).map_err(AppError::internal)?;
-            }
+            let out = std::fs::File::create(into.join(name)).map_err(AppError::internal)?;
+            copy_entry(&mut entry, out, name, &mut written, MAX_UNPACKED_BYTES)?;
         }
         Ok(())
     }

@@ -119,7 +119,15 @@ test("a run queued on node A is followed live on node B while worker W trains it
   assert.ok(early >= 1, "the curve appears while the run trains");
   await page.screenshot({ path: join(outputDir, "nodes-2-live-on-b.png"), fullPage: true });
   await page.getByTestId("run-state").filter({ hasText: "succeeded" }).waitFor({ timeout: 180_000 });
-  const live = points(await curve.getAttribute("points"));
+  // The status can arrive a moment before the last steps' events: wait until the curve has
+  // stopped growing (the same number of points for a second).
+  let live = points(await curve.getAttribute("points"));
+  for (let unchanged = 0; unchanged < 4; ) {
+    await page.waitForTimeout(250);
+    const now = points(await curve.getAttribute("points"));
+    unchanged = now === live ? unchanged + 1 : 0;
+    live = now;
+  }
   assert.ok(live > early, `the curve grew live on node B (${early} → ${live} points)`);
 
   // A reload on B reads the whole history from the database: the same curve.

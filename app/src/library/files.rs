@@ -164,24 +164,43 @@ pub(super) fn unpack_zip(zip_path: &Path, into: &Path, max_bytes: u64) -> Result
         let mut entry = archive
             .by_index(index)
             .map_err(|e| bad(format!("is damaged ({e})")))?;
-        let mut out = std::fs::File::create(&target).map_err(AppError::internal)?;
-        let mut buffer = vec![0u8; 1 << 16];
-        loop {
-            let read = entry
-                .read(&mut buffer)
-                .map_err(|e| bad(format!("is damaged at {} ({e})", relative.display())))?;
-            if read == 0 {
-                break;
-            }
-            written += read as u64;
-            if written > max_bytes {
-                return Err(bad(format!(
-                    "unpacks to more than {} MB",
-                    max_bytes / (1 << 20)
-                )));
-            }
-            out.write_all(&buffer[..read]).map_err(AppError::internal)?;
-        }
+        let out = std::fs::File::create(&target).map_err(AppError::internal)?;
+        copy_entry(
+            &mut entry,
+            out,
+            &relative.display().to_string(),
+            &mut written,
+            max_bytes,
+        )?;
     }
     Ok(())
+}
+
+/// Copies one zip entry (`shown` as its name in messages) into `out`, counting the bytes
+/// in `written`: refused past `max_bytes` in all, whatever the zip's headers claim.
+pub(crate) fn copy_entry(
+    entry: &mut impl Read,
+    mut out: std::fs::File,
+    shown: &str,
+    written: &mut u64,
+    max_bytes: u64,
+) -> Result<(), AppError> {
+    let bad = |what: String| AppError::bad_request(format!("The zip {what}."));
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let read = entry
+            .read(&mut buffer)
+            .map_err(|e| bad(format!("is damaged at {shown} ({e})")))?;
+        if read == 0 {
+            return Ok(());
+        }
+        *written += read as u64;
+        if *written > max_bytes {
+            return Err(bad(format!(
+                "unpacks to more than {} MB",
+                max_bytes / (1 << 20)
+            )));
+        }
+        out.write_all(&buffer[..read]).map_err(AppError::internal)?;
+    }
 }

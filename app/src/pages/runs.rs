@@ -122,7 +122,11 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
     } else {
         "Estimates use this kind of device's typical speed until a run here has measured it."
     };
-    let budget_note = if info.over_budget {
+    let budget_note = if info.machine.is_none() {
+        "The form starts on the default settings: how long a run takes can be estimated once \
+         the training data is installed."
+            .to_string()
+    } else if info.over_budget {
         format!(
             "Even the smallest run measured to learn takes longer than the class's {} min per run: ask your teacher for more minutes.",
             info.run_minutes
@@ -134,6 +138,7 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
         )
     };
     let queue_note = match info.runs_ahead {
+        _ if info.data_missing.is_some() => String::new(),
         0 => "No run is waiting or training: a run queued now starts at once.".to_string(),
         1 => format!(
             "1 run is waiting or training: a run queued now starts in about {}.",
