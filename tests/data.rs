@@ -73,18 +73,6 @@ async fn upload_problem(client: &reqwest::Client, server: &Server, parts: &[Part
         .to_string()
 }
 
-/// A zip of `files` (name, bytes), deflated.
-fn zip_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for (name, bytes) in files {
-        zip.start_file(*name, options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
-}
-
 /// The three files of the SST-2 folder `dir`, under `prefix`, as GLUE's zip holds them.
 fn sst2_files(dir: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
     ["train.tsv", "dev.tsv", "test.tsv"]
@@ -96,10 +84,6 @@ fn sst2_files(dir: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
             )
         })
         .collect()
-}
-
-fn as_parts(files: &[(String, Vec<u8>)]) -> Vec<(&str, Vec<u8>)> {
-    files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect()
 }
 
 /// Entries beside the data folder that an upload or install left behind.
@@ -179,7 +163,7 @@ async fn a_server_without_sst2_says_so_refuses_runs_and_installs_an_upload() {
             "is it a .zip file?",
         ),
         (
-            vec![("archive", "SST-2.zip", zip_of(&as_parts(&good[..2])))],
+            vec![("archive", "SST-2.zip", zip_of(&good[..2]))],
             "has no test.tsv",
         ),
         (
@@ -272,21 +256,16 @@ async fn a_server_without_sst2_says_so_refuses_runs_and_installs_an_upload() {
     assert_eq!(leftovers(root), Vec::<String>::new());
 
     // Students cannot upload data.
-    let (status, _) = upload(
-        student,
-        server,
-        &[("archive", "SST-2.zip", zip_of(&as_parts(&good)))],
-    )
-    .await;
+    let (status, _) = upload(student, server, &[("archive", "SST-2.zip", zip_of(&good))]).await;
     assert!(
         matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED),
         "{status}"
     );
 
     // GLUE's zip, with its `original/` folder beside the files: installed and checked.
-    let mut glue_like = as_parts(&good);
+    let mut glue_like = good.clone();
     glue_like.push((
-        "SST-2/original/README.txt",
+        "SST-2/original/README.txt".to_string(),
         b"the treebank's own files".to_vec(),
     ));
     let (status, location) = upload(
@@ -393,7 +372,7 @@ fn the_terminal_checks_and_installs_sst2() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared/data/sst2"));
     let zip_path = temp.path().join("SST-2.zip");
-    std::fs::write(&zip_path, zip_of(&as_parts(&sst2_files(&real, "SST-2/")))).unwrap();
+    std::fs::write(&zip_path, zip_of(&sst2_files(&real, "SST-2/"))).unwrap();
     let (status, out, err) = run(&["data", "add", zip_path.to_str().unwrap()]);
     assert_eq!(status, Some(0), "{err}");
     assert!(out.contains("train 67349 sentences"), "{out}");

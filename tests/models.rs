@@ -7,7 +7,7 @@ mod support;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::Value;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 use support::*;
 
@@ -40,18 +40,6 @@ fn server_with_own_models() -> (Server, tempfile::TempDir) {
         ],
     );
     (server, temp)
-}
-
-/// A zip of `files` (name, bytes), deflated.
-fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for (name, bytes) in files {
-        zip.start_file(name.as_str(), options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
 }
 
 /// The files of the folder `dir`, under `prefix` in the zip.
@@ -189,15 +177,15 @@ async fn instructors_add_check_list_and_remove_models() {
     let deberta = fixture("tiny-deberta-v3");
     let zip = zip_of(&[
         (
-            "config.json".into(),
+            "config.json",
             std::fs::read(deberta.join("config.json")).unwrap(),
         ),
         (
-            "tokenizer.json".into(),
+            "tokenizer.json",
             std::fs::read(deberta.join("tokenizer.json")).unwrap(),
         ),
         (
-            "pytorch_model.bin".into(),
+            "pytorch_model.bin",
             std::fs::read(deberta.join("pytorch_model.bin")).unwrap(),
         ),
     ]);
@@ -231,10 +219,10 @@ async fn instructors_add_check_list_and_remove_models() {
     // Bad uploads: each refused with a message that says what is wrong, nothing kept.
     let slip = zip_of(&[
         (
-            "config.json".into(),
+            "config.json",
             std::fs::read(fixture("tiny-bert/config.json")).unwrap(),
         ),
-        ("../escaped.txt".into(), b"outside".to_vec()),
+        ("../escaped.txt", b"outside".to_vec()),
     ]);
     let problem = upload_problem(&teacher, &server, "slip", &slip).await;
     assert!(problem.contains("outside its folder"), "{problem}");

@@ -342,17 +342,7 @@ pub mod ssr {
         pool: &DbPool,
         data: &TrainingData,
     ) -> Result<Option<usize>, sqlx::Error> {
-        if data.trains_here
-            && let Some(examples) = data.train_examples().await
-        {
-            return Ok(Some(examples));
-        }
-        let nodes = crate::runs::timing::live_nodes(pool).await?;
-        Ok(nodes
-            .iter()
-            .filter_map(|node| node.train_examples)
-            .filter_map(|n| usize::try_from(n).ok())
-            .max())
+        Ok(data_for_runs(pool, data).await?.0)
     }
 
     /// Why runs cannot start for lack of data, in words for the instructor, or `None`
@@ -362,14 +352,34 @@ pub mod ssr {
         pool: &DbPool,
         data: &TrainingData,
     ) -> Result<Option<String>, sqlx::Error> {
-        if train_examples_for_runs(pool, data).await?.is_some() {
+        let (examples, nodes_running) = data_for_runs(pool, data).await?;
+        if examples.is_some() {
             return Ok(None);
         }
         if data.trains_here {
             return Ok(Some(data.checked().await.err().unwrap_or_default()));
         }
+        Ok(nodes_running.then(|| "no training node has SST-2 installed".to_string()))
+    }
+
+    /// The training sentences runs will have (as [`train_examples_for_runs`]), and whether
+    /// any training node is running, from one read of the training nodes at most.
+    async fn data_for_runs(
+        pool: &DbPool,
+        data: &TrainingData,
+    ) -> Result<(Option<usize>, bool), sqlx::Error> {
+        if data.trains_here
+            && let Some(examples) = data.train_examples().await
+        {
+            return Ok((Some(examples), true));
+        }
         let nodes = crate::runs::timing::live_nodes(pool).await?;
-        Ok((!nodes.is_empty()).then(|| "no training node has SST-2 installed".to_string()))
+        let examples = nodes
+            .iter()
+            .filter_map(|node| node.train_examples)
+            .filter_map(|n| usize::try_from(n).ok())
+            .max();
+        Ok((examples, !nodes.is_empty()))
     }
 
     fn check(dir: &Path, validation_size: usize) -> Result<DataFacts, String> {

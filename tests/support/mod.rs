@@ -459,3 +459,16 @@ pub async fn joined_student(server: &Server, code: &str, name: &str, team: i64) 
     .await;
     client
 }
+
+/// A zip of `files` (name, bytes), deflated, as a teacher's zip tool makes one.
+pub fn zip_of<N: AsRef<str>>(files: &[(N, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in files {
+        zip.start_file(name.as_ref(), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
