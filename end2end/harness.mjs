@@ -161,3 +161,25 @@ export async function post(server, browser, path, form) {
   assert.ok(response.status() < 400, `${path}: ${response.status()} ${await response.text()}`);
   return response.headers()["content-type"]?.includes("json") ? response.json() : null;
 }
+
+/**
+ * A teacher and a student, each in a browser of their own that collects its pages' errors
+ * in `pageErrors`: the teacher (instructor "teacher") signed in with a class named
+ * `className` that has the teams `teams`, moved to `phase` when given, and the student Ana
+ * joined to the first team. Resolves with `{ teacher, student, classId }`.
+ */
+export async function classWithStudent(server, { className, teams = ["Red"], phase, pageErrors }) {
+  const teacher = await startBrowser();
+  const student = await startBrowser();
+  for (const browser of [teacher, student]) {
+    browser.context.on("page", (page) => page.on("pageerror", (e) => pageErrors.push(e.message)));
+  }
+  await addInstructor(server, "teacher", "correct horse battery");
+  await post(server, teacher, "/api/sign-in", { username: "teacher", password: "correct horse battery" });
+  const created = await post(server, teacher, "/api/create-class", { name: className });
+  for (const name of teams) await post(server, teacher, "/api/add-team", { class_id: String(created.id), name });
+  if (phase) await post(server, teacher, "/api/set-phase", { class_id: String(created.id), phase });
+  const preview = await post(server, student, "/api/find-class", { code: created.join_code });
+  await post(server, student, "/api/join-class", { code: created.join_code, display_name: "Ana", team_id: String(preview.teams[0].id) });
+  return { teacher, student, classId: created.id };
+}

@@ -173,11 +173,12 @@ pub async fn class_dashboard(class_id: i64) -> Result<ClassAdmin, AppError> {
     .bind(class_id)
     .fetch_one(&pool)
     .await?;
-    let rows: Vec<(i64, String, Option<String>)> =
-        sqlx::query_as("SELECT id, name, topic_slug FROM teams WHERE class_id = $1 ORDER BY id")
-            .bind(class_id)
-            .fetch_all(&pool)
-            .await?;
+    let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, name, topic_slug FROM teams WHERE class_id = $1 AND NOT hidden ORDER BY id",
+    )
+    .bind(class_id)
+    .fetch_all(&pool)
+    .await?;
     let members: Vec<(i64, String)> = sqlx::query_as(
         "SELECT team_id, display_name FROM students WHERE class_id = $1 ORDER BY display_name",
     )
@@ -259,7 +260,7 @@ pub async fn assign_topics_round_robin(class_id: i64) -> Result<(), AppError> {
     let pool = crate::db::pool()?;
     crate::auth::ssr::require_class_owner(&pool, class_id).await?;
     let teams: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM teams WHERE class_id = $1 ORDER BY id")
+        sqlx::query_scalar("SELECT id FROM teams WHERE class_id = $1 AND NOT hidden ORDER BY id")
             .bind(class_id)
             .fetch_all(&pool)
             .await?;
@@ -285,10 +286,11 @@ pub async fn assign_topics_round_robin(class_id: i64) -> Result<(), AppError> {
 pub async fn assign_topic(team_id: i64, slug: String) -> Result<(), AppError> {
     let pool = crate::db::pool()?;
     let instructor = crate::auth::ssr::require_instructor(&pool).await?;
-    let class_id: Option<i64> = sqlx::query_scalar("SELECT class_id FROM teams WHERE id = $1")
-        .bind(team_id)
-        .fetch_optional(&pool)
-        .await?;
+    let class_id: Option<i64> =
+        sqlx::query_scalar("SELECT class_id FROM teams WHERE id = $1 AND NOT hidden")
+            .bind(team_id)
+            .fetch_optional(&pool)
+            .await?;
     let class_id = class_id.ok_or_else(|| AppError::not_found("There is no such team."))?;
     crate::auth::ssr::check_class_owner(&pool, &instructor, class_id).await?;
     let slug = slug.trim();
@@ -347,11 +349,12 @@ pub async fn my_class() -> Result<StudentClass, AppError> {
             .fetch_one(&pool)
             .await?;
     let phase = Phase::parse(&phase).ok_or_else(|| AppError::internal("unknown phase"))?;
-    let teams: Vec<(i64, String, Option<String>)> =
-        sqlx::query_as("SELECT id, name, topic_slug FROM teams WHERE class_id = $1 ORDER BY id")
-            .bind(student.class_id)
-            .fetch_all(&pool)
-            .await?;
+    let teams: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, name, topic_slug FROM teams WHERE class_id = $1 AND NOT hidden ORDER BY id",
+    )
+    .bind(student.class_id)
+    .fetch_all(&pool)
+    .await?;
     let own_slug = teams
         .iter()
         .find(|(id, _, _)| *id == student.team_id)
@@ -405,7 +408,7 @@ pub async fn find_class(code: String) -> Result<ClassPreview, AppError> {
         .fetch_one(&pool)
         .await?;
     let teams = sqlx::query_as::<_, (i64, String)>(
-        "SELECT id, name FROM teams WHERE class_id = $1 ORDER BY id",
+        "SELECT id, name FROM teams WHERE class_id = $1 AND NOT hidden ORDER BY id",
     )
     .bind(class_id)
     .fetch_all(&pool)
@@ -423,7 +426,7 @@ pub async fn join_class(code: String, display_name: String, team_id: i64) -> Res
     let class_id = crate::auth::ssr::class_by_code(&pool, &code).await?;
     let name = crate::auth::ssr::clean_name(&display_name, "Your name")?;
     let team_in_class: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM teams WHERE id = $1 AND class_id = $2")
+        sqlx::query_scalar("SELECT id FROM teams WHERE id = $1 AND class_id = $2 AND NOT hidden")
             .bind(team_id)
             .bind(class_id)
             .fetch_optional(&pool)
@@ -512,7 +515,7 @@ pub mod ssr {
         ($filter:literal) => {
             concat!(
                 "SELECT c.id, c.name, c.join_code, c.phase, ",
-                "(SELECT COUNT(*) FROM teams t WHERE t.class_id = c.id), ",
+                "(SELECT COUNT(*) FROM teams t WHERE t.class_id = c.id AND NOT t.hidden), ",
                 "(SELECT COUNT(*) FROM students s WHERE s.class_id = c.id) ",
                 "FROM classes c WHERE ",
                 $filter,

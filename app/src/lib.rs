@@ -8,6 +8,7 @@
 pub mod auth;
 mod charts;
 pub mod checkins;
+pub mod claims;
 pub mod classroom;
 pub mod dataset;
 #[cfg(feature = "ssr")]

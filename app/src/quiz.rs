@@ -459,7 +459,7 @@ pub mod ssr {
                        WHERE s.team_id = t.id AND a.answer IS NOT NULL), 0.0), \
              (SELECT COUNT(a.points) FROM quiz_answers a JOIN students s ON s.id = a.student_id \
               WHERE s.team_id = t.id AND a.answer IS NOT NULL) \
-             FROM teams t WHERE t.class_id = $1 ORDER BY t.id",
+             FROM teams t WHERE t.class_id = $1 AND NOT t.hidden ORDER BY t.id",
         )
         .bind(class_id)
         .fetch_all(pool)

@@ -7,10 +7,8 @@ import assert from "node:assert/strict";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
-  addInstructor,
+  classWithStudent,
   outputDir,
-  post,
-  startBrowser,
   startServer,
   trainingAssets,
   waitForHydration,
@@ -30,18 +28,7 @@ before(async () => {
     JIGSAW_SST2_DIR: join(assets.root, "class-sst2"),
     JIGSAW_VALIDATION_SIZE: "16",
   });
-  teacher = await startBrowser();
-  student = await startBrowser();
-  for (const browser of [teacher, student]) {
-    browser.context.on("page", (page) => page.on("pageerror", (e) => pageErrors.push(e.message)));
-  }
-  await addInstructor(server, "teacher", "correct horse battery");
-  await post(server, teacher, "/api/sign-in", { username: "teacher", password: "correct horse battery" });
-  const created = await post(server, teacher, "/api/create-class", { name: "Data class" });
-  await post(server, teacher, "/api/add-team", { class_id: String(created.id), name: "Red" });
-  await post(server, teacher, "/api/set-phase", { class_id: String(created.id), phase: "competition" });
-  const preview = await post(server, student, "/api/find-class", { code: created.join_code });
-  await post(server, student, "/api/join-class", { code: created.join_code, display_name: "Ana", team_id: String(preview.teams[0].id) });
+  ({ teacher, student } = await classWithStudent(server, { className: "Data class", phase: "competition", pageErrors }));
 });
 
 after(async () => {

@@ -9,10 +9,8 @@ import { execFileSync } from "node:child_process";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
-  addInstructor,
+  classWithStudent,
   outputDir,
-  post,
-  startBrowser,
   startServer,
   trainingAssets,
   waitForHydration,
@@ -54,19 +52,11 @@ before(async () => {
   nodeB = await startServer({ ...shared, JIGSAW_TRAINING_SLOTS: "0" });
   // The worker starts later, once the run waits in the queue.
   worker = { shared, process: null };
-  teacher = await startBrowser();
-  student = await startBrowser();
-  for (const browser of [teacher, student]) {
-    browser.context.on("page", (page) => page.on("pageerror", (e) => pageErrors.push(e.message)));
-  }
-  await addInstructor(nodeA, "teacher", "correct horse battery");
-  await post(nodeA, teacher, "/api/sign-in", { username: "teacher", password: "correct horse battery" });
-  const created = await post(nodeA, teacher, "/api/create-class", { name: "Two nodes class" });
-  classId = created.id;
-  await post(nodeA, teacher, "/api/add-team", { class_id: String(classId), name: "Red" });
-  await post(nodeA, teacher, "/api/set-phase", { class_id: String(classId), phase: "competition" });
-  const preview = await post(nodeA, student, "/api/find-class", { code: created.join_code });
-  await post(nodeA, student, "/api/join-class", { code: created.join_code, display_name: "Ana", team_id: String(preview.teams[0].id) });
+  ({ teacher, student, classId } = await classWithStudent(nodeA, {
+    className: "Two nodes class",
+    phase: "competition",
+    pageErrors,
+  }));
 });
 
 after(async () => {

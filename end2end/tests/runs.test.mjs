@@ -10,10 +10,8 @@ import { execFileSync } from "node:child_process";
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
-  addInstructor,
+  classWithStudent,
   outputDir,
-  post,
-  startBrowser,
   startServer,
   trainingAssets,
   waitForHydration,
@@ -44,18 +42,12 @@ before(async () => {
     JIGSAW_SST2_DIR: assets.sst2,
     JIGSAW_VALIDATION_SIZE: "16",
   });
-  teacher = await startBrowser();
-  student = await startBrowser();
-  for (const browser of [teacher, student]) {
-    browser.context.on("page", (page) => page.on("pageerror", (e) => pageErrors.push(e.message)));
-  }
-  await addInstructor(server, "teacher", "correct horse battery");
-  await post(server, teacher, "/api/sign-in", { username: "teacher", password: "correct horse battery" });
-  const created = await post(server, teacher, "/api/create-class", { name: "Runs class" });
-  for (const name of ["Red", "Blue"]) await post(server, teacher, "/api/add-team", { class_id: String(created.id), name });
-  await post(server, teacher, "/api/set-phase", { class_id: String(created.id), phase: "competition" });
-  const preview = await post(server, student, "/api/find-class", { code: created.join_code });
-  await post(server, student, "/api/join-class", { code: created.join_code, display_name: "Ana", team_id: String(preview.teams[0].id) });
+  ({ teacher, student } = await classWithStudent(server, {
+    className: "Runs class",
+    teams: ["Red", "Blue"],
+    phase: "competition",
+    pageErrors,
+  }));
 });
 
 after(async () => {

@@ -179,7 +179,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&SQLITE_MIGRATOR), names(&POSTGRES_MIGRATOR));
-        assert_eq!(SQLITE_MIGRATOR.iter().count(), 11);
+        assert_eq!(SQLITE_MIGRATOR.iter().count(), 12);
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! the quiz one question at a time.
 
 use super::DataMissingNotice;
+use super::claims::ClassClaimsPanel;
 use super::runs::ClassRuns;
 use super::shared::{ErrorList, Standings, action_error, id_param, points, points_worth, when};
 use crate::auth::MAX_NAME_CHARS;
@@ -200,6 +201,7 @@ pub fn ClassAdminPage() -> impl IntoView {
                                 <h2>"Quiz standings"</h2>
                                 <Standings scores=standings />
                             </section>
+                            <ClassClaimsPanel class_id=id />
                             <ClassRuns class_id=id />
                         }
                     })

@@ -1,5 +1,6 @@
 //! A lesson page: the lesson's text, its questions and the class's check-ins.
 
+use super::claims::LessonClaimsBox;
 use super::shared::ErrorList;
 use crate::checkins::{CheckIn, checkin_count};
 use crate::lessons::{Lesson, get_lesson};
@@ -43,6 +44,7 @@ fn LessonView(lesson: Lesson) -> impl IntoView {
             <p class="lead">{lesson.summary.summary}</p>
             <div class="lesson-body" inner_html=scrolling_tables(&lesson.html)></div>
             {lesson.widget.map(|widget| view! { <LessonWidget widget /> })}
+            <LessonClaimsBox slug=slug.clone() />
             <section class="questions">
                 <h2>"Check your understanding"</h2>
                 <ol>

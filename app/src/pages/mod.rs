@@ -1,6 +1,7 @@
 //! One module per page, and the pieces they share.
 
 mod account;
+mod claims;
 mod data;
 mod home;
 mod instructor;

@@ -124,7 +124,10 @@ pub fn RunPage() -> impl IntoView {
                                 " · "{run.settings.summary()}
                             </p>
                             {run.message.clone().map(|m| view! { <p class="notice">{m}</p> })}
-                            {run.status.is_active().then(|| view! {
+                            {run.claim.is_some().then(|| view! {
+                                <p class="hint" data-testid="claim-run">"This run tests one of the lessons' claims for the whole class. Your teacher queued it, and the lesson shows what it found."</p>
+                            })}
+                            {(run.status.is_active() && run.claim.is_none()).then(|| view! {
                                 <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel this run"</button>
                             })}
                             <Outcome status=run.status message=run.message.unwrap_or_default() />

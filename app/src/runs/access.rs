@@ -57,10 +57,29 @@ pub async fn viewpoint_of(
     }
 }
 
-/// Checks the caller may see `run_id`: a member of its team or its class's instructor.
+/// Checks the caller may see `run_id`: a member of its team or its class's instructor, and
+/// any student of its class for a claim test's run.
 pub async fn check_run_access(pool: &DbPool, run_id: i64) -> Result<(), AppError> {
     let caller = crate::auth::ssr::caller(pool).await?;
     check_access(pool, &caller, run_id).await
+}
+
+/// Checks the caller may stop `run_id`: as [`check_run_access`], except that only the
+/// instructor stops a claim test's run.
+pub async fn check_run_control(pool: &DbPool, run_id: i64) -> Result<(), AppError> {
+    let caller = crate::auth::ssr::caller(pool).await?;
+    check_access(pool, &caller, run_id).await?;
+    if matches!(caller, crate::auth::ssr::Caller::Student(_))
+        && RunQueue::new(pool.clone())
+            .owner(run_id)
+            .await?
+            .is_some_and(|owner| owner.claim.is_some())
+    {
+        return Err(AppError::forbidden(
+            "Only your teacher can stop the class's claim tests.",
+        ));
+    }
+    Ok(())
 }
 
 /// The access rule behind [`check_run_access`], for a known caller (the server's own
@@ -77,6 +96,12 @@ pub async fn check_access(
         (Caller::Anonymous, _) => Err(crate::auth::ssr::join_first()),
         (_, None) => Err(not_found()),
         (Caller::Student(student), Some(owner)) if owner.team_id == student.team_id => Ok(()),
+        // The class's claim tests are for the whole class to read (the lessons link them).
+        (Caller::Student(student), Some(owner))
+            if owner.claim.is_some() && owner.class_id == student.class_id =>
+        {
+            Ok(())
+        }
         // Another team's run is not theirs to see; say so without confirming it exists.
         (Caller::Student(_), Some(_)) => Err(not_found()),
         (Caller::Instructor(instructor), Some(owner)) => {

@@ -69,6 +69,37 @@ impl EventLog {
         .await
     }
 
+    /// Run `run_id`'s events of `kind`, in order.
+    pub async fn of_kind(
+        &self,
+        run_id: i64,
+        kind: EventKind,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND kind = $2 ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Run `run_id`'s latest event of `kind`, if it has one.
+    pub async fn last_of_kind(
+        &self,
+        run_id: i64,
+        kind: EventKind,
+    ) -> Result<Option<StoredEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND kind = $2 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(kind.as_str())
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     /// Stores one event of run `run_id`.
     pub async fn append(
         &self,

@@ -159,6 +159,9 @@ pub struct RunSummary {
     pub validation_accuracy: Option<f64>,
     /// Why it failed, diverged or was cancelled.
     pub message: Option<String>,
+    /// The lesson claim it tests, for a claim test's run (queued by the instructor for
+    /// the whole class).
+    pub claim: Option<String>,
 }
 
 /// What happened to a submitted form.

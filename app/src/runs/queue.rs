@@ -7,8 +7,10 @@ use crate::db::DbPool;
 use crate::error::AppError;
 use run_protocol::RunSettings;
 
+mod claims;
 mod reads;
 
+pub use claims::{ClaimRunRow, NewClaimRun};
 pub use reads::{Board, ModelRun, RecentRuns, RunFilter};
 
 /// How many times a run's worker may die while training it (its lease expiring, as after
@@ -48,12 +50,14 @@ pub enum Admission {
 }
 
 /// Whose run it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RunOwner {
     /// Its class.
     pub class_id: i64,
     /// Its team.
     pub team_id: i64,
+    /// The claim it tests, for a claim test's run.
+    pub claim: Option<String>,
 }
 
 /// What cancelling did.
@@ -182,7 +186,7 @@ impl RunQueue {
 
     /// A run's class and team, if the run exists.
     pub async fn owner(&self, run_id: i64) -> Result<Option<RunOwner>, sqlx::Error> {
-        sqlx::query_as("SELECT class_id, team_id FROM runs WHERE id = $1")
+        sqlx::query_as("SELECT class_id, team_id, claim FROM runs WHERE id = $1")
             .bind(run_id)
             .fetch_optional(&self.pool)
             .await

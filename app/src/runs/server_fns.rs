@@ -8,7 +8,7 @@ use crate::error::AppError;
 use leptos::prelude::*;
 #[cfg(feature = "ssr")]
 use {
-    super::access::{Viewpoint, check_run_access, viewpoint},
+    super::access::{Viewpoint, check_run_access, check_run_control, viewpoint},
     super::environment::{RunEnvironment, announce_run},
     super::queue::{Admission, Cancelled, NewRun, RunFilter, RunQueue, utc_date},
     super::{COMPARED_RUNS, RunStatus},
@@ -106,7 +106,7 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
 /// run: its measured speed (or the device's typical one), the data and the time limit.
 /// `None` when SST-2 is missing.
 #[cfg(feature = "ssr")]
-async fn machine(
+pub(crate) async fn machine(
     pool: &crate::db::DbPool,
     env: &RunEnvironment,
     run_minutes: i64,
@@ -325,7 +325,7 @@ pub async fn run_detail(run_id: i64) -> Result<RunSummary, AppError> {
 #[server(prefix = "/api", endpoint = "cancel-run")]
 pub async fn cancel_run(run_id: i64) -> Result<(), AppError> {
     let pool = crate::db::pool()?;
-    check_run_access(&pool, run_id).await?;
+    check_run_control(&pool, run_id).await?;
     if queue()?.cancel(run_id).await? == Cancelled::AlreadyEnded {
         return Err(AppError::bad_request("That run has already ended."));
     }

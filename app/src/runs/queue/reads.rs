@@ -47,6 +47,7 @@ struct SummaryRow {
     position: i64,
     validation_accuracy: Option<f64>,
     message: Option<String>,
+    claim: Option<String>,
 }
 
 /// One row of a board.
@@ -63,7 +64,7 @@ macro_rules! summary_sql {
         concat!(
             "SELECT r.id, t.name AS team, r.submitted_by, r.status, r.settings, r.created_at, ",
             "(SELECT COUNT(*) FROM runs q WHERE q.status = 'queued' AND q.id <= r.id) AS position, ",
-            "r.validation_accuracy, r.message ",
+            "r.validation_accuracy, r.message, r.claim ",
             "FROM runs r JOIN teams t ON t.id = r.team_id WHERE ",
             $filter,
             " ORDER BY r.id DESC"
@@ -96,6 +97,7 @@ impl RunQueue {
                     queue_position: (row.status == RunStatus::Queued).then_some(row.position),
                     validation_accuracy: row.validation_accuracy,
                     message: row.message,
+                    claim: row.claim,
                 })
             })
             .collect()
@@ -147,13 +149,13 @@ impl RunQueue {
             Board::Public => {
                 "SELECT t.name AS team, r.validation_accuracy AS accuracy, r.id AS run_id \
                  FROM runs r JOIN teams t ON t.id = r.team_id \
-                 WHERE r.class_id = $1 AND r.status = $2 AND r.validation_accuracy IS NOT NULL \
+                 WHERE r.class_id = $1 AND r.status = $2 AND r.claim IS NULL AND r.validation_accuracy IS NOT NULL \
                  ORDER BY r.validation_accuracy DESC, r.id"
             }
             Board::Private => {
                 "SELECT t.name AS team, r.private_accuracy AS accuracy, r.id AS run_id \
                  FROM runs r JOIN teams t ON t.id = r.team_id \
-                 WHERE r.class_id = $1 AND r.status = $2 AND r.private_accuracy IS NOT NULL \
+                 WHERE r.class_id = $1 AND r.status = $2 AND r.claim IS NULL AND r.private_accuracy IS NOT NULL \
                  ORDER BY r.private_accuracy DESC, r.id"
             }
         };
