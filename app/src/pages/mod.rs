@@ -8,6 +8,7 @@ mod instructor;
 mod lesson;
 mod models;
 mod not_found;
+pub mod routes;
 mod run;
 mod runs;
 mod shared;
