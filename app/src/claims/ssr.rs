@@ -115,11 +115,12 @@ pub async fn claim_views(
             let settings = match latest {
                 Some(run) => {
                     evidence.push(arm_evidence(pool, &arm.name, &arm.label, run).await?);
-                    if run.settings != arm.settings(DeviceKind::Cpu, &run.settings.model) {
-                        sized_for = DeviceKind::Gpu;
-                    } else {
-                        sized_for = DeviceKind::Cpu;
-                    }
+                    sized_for =
+                        if run.settings == arm.settings(DeviceKind::Cpu, &run.settings.model) {
+                            DeviceKind::Cpu
+                        } else {
+                            DeviceKind::Gpu
+                        };
                     run.settings.clone()
                 }
                 None => arm.settings(device, model_name),
@@ -156,12 +157,7 @@ pub async fn claim_views(
 
 /// The class's longest run, in minutes.
 async fn run_minutes(pool: &DbPool, class_id: i64) -> Result<i64, AppError> {
-    Ok(
-        sqlx::query_scalar("SELECT run_minutes FROM classes WHERE id = $1")
-            .bind(class_id)
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(crate::runs::server_fns::runs_open(pool, class_id).await?.1)
 }
 
 /// What a claim run did: its validation evaluations, steps per epoch, trainable share and

@@ -178,7 +178,10 @@ fn describe_nodes(nodes: &[super::timing::TrainingNode]) -> String {
 /// Whether class `class_id` takes runs now (the competition phase), and its run time limit
 /// in minutes.
 #[cfg(feature = "ssr")]
-async fn runs_open(pool: &crate::db::DbPool, class_id: i64) -> Result<(bool, i64), AppError> {
+pub(crate) async fn runs_open(
+    pool: &crate::db::DbPool,
+    class_id: i64,
+) -> Result<(bool, i64), AppError> {
     let (phase, minutes): (String, i64) =
         sqlx::query_as("SELECT phase, run_minutes FROM classes WHERE id = $1")
             .bind(class_id)
