@@ -17,6 +17,15 @@ use support::*;
 /// `trainer::checkpoint::candidates`.)
 static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
+/// Run settings that train for minutes on any CPU (MiniLM, one sentence per step, 20
+/// epochs), for tests that must find a run still queued or training.
+const LONG_RUN: [(&str, &str); 4] = [
+    ("model", "all-MiniLM-L6-v2"),
+    ("batch_size", "1"),
+    ("epochs", "20"),
+    ("learning_rate", "2e-5"),
+];
+
 #[tokio::test]
 async fn two_training_slots_train_two_teams_runs_at_once() {
     let temp = tempfile::tempdir().unwrap();
@@ -24,14 +33,8 @@ async fn two_training_slots_train_two_teams_runs_at_once() {
     env.push(("JIGSAW_TRAINING_SLOTS", "2".to_string()));
     let class = classroom(&temp.path().join("data"), &env).await;
     let server = &class.server;
-    // Runs long enough (MiniLM, one sentence per step, 20 epochs) to overlap for sure;
-    // both are cancelled once they do.
-    let long = [
-        ("model", "all-MiniLM-L6-v2"),
-        ("batch_size", "1"),
-        ("epochs", "20"),
-        ("learning_rate", "2e-5"),
-    ];
+    // Runs long enough to overlap for sure; both are cancelled once they do.
+    let long = LONG_RUN;
     let red = submit(&class.red, server, &long).await;
     wait_for_status(&class.red, server, red, "running").await;
     let blue = submit(&class.blue, server, &long).await;
@@ -602,7 +605,8 @@ async fn limit_runs_per_day(database: Option<&PostgresDatabase>) {
     // Twelve submissions at once: the count and the insert are one transaction, so exactly
     // the allowance is queued and the rest are told why.
     let url = server.url("/api/submit-run");
-    let body = form_body(&run_form(&[("epochs", "20")]));
+    // The runs are long, so the one cancelled below has surely not ended by itself.
+    let body = form_body(&run_form(&LONG_RUN));
     let tasks: Vec<_> = (0..12)
         .map(|_| {
             let (client, url, body) = (class.red.clone(), url.clone(), body.clone());
@@ -632,7 +636,7 @@ async fn limit_runs_per_day(database: Option<&PostgresDatabase>) {
     assert_eq!(queued.len(), 2, "{queued:?}");
     let first = queued[0];
     // Another team has its own allowance; a cancelled run gives one back.
-    submit(&class.blue, server, &[("epochs", "20")]).await;
+    submit(&class.blue, server, &LONG_RUN).await;
     ok(
         &class.red,
         server,
@@ -640,6 +644,7 @@ async fn limit_runs_per_day(database: Option<&PostgresDatabase>) {
         &[("run_id", &first.to_string())],
     )
     .await;
-    wait_for_end(&class.red, server, first, Duration::from_secs(30)).await;
-    submit(&class.red, server, &[("epochs", "20")]).await;
+    let ended = wait_for_end(&class.red, server, first, Duration::from_secs(60)).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    submit(&class.red, server, &LONG_RUN).await;
 }
