@@ -10,6 +10,7 @@ use crate::runs::ModelChoice;
 use crate::runs::environment::RunEnvironment;
 use crate::runs::event_log::EventLog;
 use crate::runs::queue::{ClaimRunRow, NewClaimRun, RunQueue};
+use crate::runs::timing::{TrainingNode, live_nodes};
 use run_protocol::{EvalSplit, Event, EventKind};
 
 /// The name of the hidden team that owns a class's claim runs (on run lists it names
@@ -20,17 +21,16 @@ pub const CLAIM_TEAM: &str = "Teacher (claim tests)";
 /// students would see).
 const SUBMITTED_BY: &str = "Teacher";
 
-/// The device the class's claim runs would train on now: a GPU when a training node
-/// running now has one, else the CPU; `None` while no training node is running.
-async fn device_kind(pool: &DbPool) -> Result<Option<DeviceKind>, AppError> {
-    let nodes = crate::runs::timing::live_nodes(pool).await?;
-    Ok(if nodes.is_empty() {
+/// The device the class's claim runs would train on now, on the live training `nodes`: a
+/// GPU when one of them has one, else the CPU; `None` while no training node is running.
+fn device_kind(nodes: &[TrainingNode]) -> Option<DeviceKind> {
+    if nodes.is_empty() {
         None
     } else if nodes.iter().any(|node| node.device.starts_with("GPU")) {
         Some(DeviceKind::Gpu)
     } else {
         Some(DeviceKind::Cpu)
-    })
+    }
 }
 
 /// The model a claim's runs train, of the `models` installed: `requested`, or the default
@@ -86,13 +86,14 @@ pub async fn claim_views(
 ) -> Result<Vec<ClaimView>, AppError> {
     let env: RunEnvironment = AppError::from_context("run environment")?;
     // Sized for a CPU while no training node runs; queueing waits for one.
-    let device = device_kind(pool).await?.unwrap_or(DeviceKind::Cpu);
+    let nodes = live_nodes(pool).await?;
+    let device = device_kind(&nodes).unwrap_or(DeviceKind::Cpu);
     let models = env.models();
     let model = claim_model(&models, model)?;
     let machine = match class_id {
         Some(class_id) => {
             let minutes = run_minutes(pool, class_id).await?;
-            crate::runs::server_fns::machine(pool, &env, minutes).await?
+            crate::runs::server_fns::machine(pool, &env, &nodes, minutes).await?
         }
         None => None,
     };
@@ -182,7 +183,7 @@ async fn arm_evidence(
         return Ok(evidence);
     }
     let log = EventLog::new(pool.clone());
-    for stored in log.of_kind(run.id, EventKind::Eval).await? {
+    for stored in log.of_kinds(run.id, &[EventKind::Eval]).await? {
         match serde_json::from_str::<Event>(&stored.payload) {
             Ok(Event::Eval {
                 step,
@@ -268,14 +269,15 @@ pub async fn queue_claim(
     let model = claim_model(&models, Some(model))?.ok_or_else(|| {
         AppError::bad_request("There is no model to train: add one on the Models page first.")
     })?;
-    let device = device_kind(pool).await?.ok_or_else(|| {
+    let nodes = live_nodes(pool).await?;
+    let device = device_kind(&nodes).ok_or_else(|| {
         AppError::bad_request(
             "No training node is running now, so the test cannot be sized to its device. \
              Start the server's training worker (or a training node) and try again.",
         )
     })?;
-    let machine =
-        crate::runs::server_fns::machine(pool, &env, run_minutes(pool, class_id).await?).await?;
+    let minutes = run_minutes(pool, class_id).await?;
+    let machine = crate::runs::server_fns::machine(pool, &env, &nodes, minutes).await?;
     let team_id = claim_team(pool, class_id).await?;
     let arms: Vec<NewClaimRun> = claim
         .arms

@@ -21,7 +21,7 @@ pub struct LossCurves {
 /// not parse is logged and left out.
 pub async fn loss_curves(pool: &DbPool, run_id: i64) -> Result<LossCurves, AppError> {
     let stored = EventLog::new(pool.clone())
-        .of_kinds(run_id, [EventKind::Step, EventKind::Eval])
+        .of_kinds(run_id, &[EventKind::Step, EventKind::Eval])
         .await?;
     let mut curves = LossCurves::default();
     for event in stored {

@@ -57,31 +57,22 @@ impl EventLog {
     pub async fn of_kinds(
         &self,
         run_id: i64,
-        kinds: [EventKind; 2],
+        kinds: &[EventKind],
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND kind IN ($2, $3) ORDER BY seq",
-        )
-        .bind(run_id)
-        .bind(kinds[0].as_str())
-        .bind(kinds[1].as_str())
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// Run `run_id`'s events of `kind`, in order.
-    pub async fn of_kind(
-        &self,
-        run_id: i64,
-        kind: EventKind,
-    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND kind = $2 ORDER BY seq",
-        )
-        .bind(run_id)
-        .bind(kind.as_str())
-        .fetch_all(&self.pool)
-        .await
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (2..kinds.len() + 2).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT seq, payload FROM run_events WHERE run_id = $1 AND kind IN ({}) ORDER BY seq",
+            placeholders.join(", ")
+        );
+        // Only numbered placeholders are formatted in; the kinds are bound.
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id);
+        for kind in kinds {
+            query = query.bind(kind.as_str());
+        }
+        query.fetch_all(&self.pool).await
     }
 
     /// Run `run_id`'s latest event of `kind`, if it has one.

@@ -113,6 +113,41 @@ fn parse_settings(run_id: i64, text: &str) -> Result<RunSettings, String> {
     serde_json::from_str(text).map_err(|e| format!("run {run_id}'s settings do not read: {e}"))
 }
 
+/// Takes team `team_id`'s lock for the rest of `connection`'s transaction: a write that
+/// changes nothing locks the team's row (PostgreSQL) or the database (SQLite), so what the
+/// transaction counts after it stays true until it commits.
+async fn lock_team(connection: &mut sqlx::AnyConnection, team_id: i64) -> Result<(), AppError> {
+    sqlx::query("UPDATE teams SET name = name WHERE id = $1")
+        .bind(team_id)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// Inserts `run`, marked with `(claim, arm)` for a claim test's run, and returns its id.
+async fn insert_run(
+    connection: &mut sqlx::AnyConnection,
+    run: &NewRun<'_>,
+    claim: Option<(&str, &str)>,
+) -> Result<i64, AppError> {
+    let settings = serde_json::to_string(run.settings).map_err(AppError::internal)?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO runs (class_id, team_id, submitted_by, settings, estimated_seconds, \
+         claim, claim_arm) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(run.class_id)
+    .bind(run.team_id)
+    .bind(run.submitted_by)
+    .bind(settings)
+    .bind(run.estimated_seconds)
+    .bind(claim.map(|(claim, _)| claim))
+    .bind(claim.map(|(_, arm)| arm))
+    .persistent(false) // the estimate and the claim may be NULL: see `crate::db`
+    .fetch_one(connection)
+    .await?;
+    Ok(id)
+}
+
 impl RunQueue {
     /// The queue in `pool`.
     pub fn new(pool: DbPool) -> Self {
@@ -130,13 +165,8 @@ impl RunQueue {
         max_per_day: i64,
         today: &str,
     ) -> Result<Admission, AppError> {
-        let settings = serde_json::to_string(run.settings).map_err(AppError::internal)?;
         let mut transaction = self.pool.begin().await?;
-        // A write that changes nothing, to take the lock before counting.
-        sqlx::query("UPDATE teams SET name = name WHERE id = $1")
-            .bind(run.team_id)
-            .execute(&mut *transaction)
-            .await?;
+        lock_team(&mut transaction, run.team_id).await?;
         let waiting: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE team_id = $1 AND status = $2")
                 .bind(run.team_id)
@@ -157,18 +187,7 @@ impl RunQueue {
         if scored >= max_per_day {
             return Ok(Admission::DailyLimitReached);
         }
-        let id = sqlx::query_scalar(
-            "INSERT INTO runs (class_id, team_id, submitted_by, settings, estimated_seconds) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(run.class_id)
-        .bind(run.team_id)
-        .bind(run.submitted_by)
-        .bind(settings)
-        .bind(run.estimated_seconds)
-        .persistent(false) // the estimate may be NULL: see `crate::db`
-        .fetch_one(&mut *transaction)
-        .await?;
+        let id = insert_run(&mut transaction, run, None).await?;
         transaction.commit().await?;
         Ok(Admission::Queued(id))
     }

@@ -55,7 +55,8 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
     let student = crate::auth::ssr::require_student(&pool).await?;
     let env: RunEnvironment = AppError::from_context("run environment")?;
     let (runs_open, run_minutes) = runs_open(&pool, student.class_id).await?;
-    let machine = machine(&pool, &env, run_minutes).await?;
+    let nodes = super::timing::live_nodes(&pool).await?;
+    let machine = machine(&pool, &env, &nodes, run_minutes).await?;
     let suggestion = machine.map(|m| {
         run_protocol::estimate::sized_to_budget(
             m.limit_seconds,
@@ -77,7 +78,6 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
             .as_ref()
             .map_or_else(RunForm::default, |s| RunForm::from(&s.settings))
     };
-    let nodes = super::timing::live_nodes(&pool).await?;
     let slots = nodes.iter().map(|node| node.slots as usize).sum::<usize>();
     let (runs_ahead, wait_seconds) = super::timing::queue_ahead(&pool, slots).await?;
     Ok(RunFormInfo {
@@ -103,12 +103,13 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
 }
 
 /// The class machine as duration estimates see it, for a class with `run_minutes` per
-/// run: its measured speed (or the device's typical one), the data and the time limit.
-/// `None` when SST-2 is missing.
+/// run trained by the live training `nodes`: their measured speed (or their devices'
+/// typical one), the data and the time limit. `None` when SST-2 is missing.
 #[cfg(feature = "ssr")]
 pub(crate) async fn machine(
     pool: &crate::db::DbPool,
     env: &RunEnvironment,
+    nodes: &[super::timing::TrainingNode],
     run_minutes: i64,
 ) -> Result<Option<super::timing::Machine>, AppError> {
     let Some(train_examples) =
@@ -116,11 +117,10 @@ pub(crate) async fn machine(
     else {
         return Ok(None);
     };
-    let nodes = super::timing::live_nodes(pool).await?;
     // The speed of the nodes that will train the run: each device's measured speed (or
     // its kind's typical one), weighted by its training slots.
     let (mut weighted, mut slots, mut measured) = (0.0, 0, false);
-    for node in &nodes {
+    for node in nodes {
         let speed = match super::timing::measured_speed(pool, &node.device).await? {
             Some(speed) => {
                 measured = true;
@@ -220,7 +220,8 @@ pub async fn submit_run(form: RunForm, confirmed: bool) -> Result<SubmitOutcome,
         ));
     }
     let model = env.models().into_iter().find(|m| m.name == settings.model);
-    let estimated_seconds = machine(&pool, &env, run_minutes)
+    let nodes = super::timing::live_nodes(&pool).await?;
+    let estimated_seconds = machine(&pool, &env, &nodes, run_minutes)
         .await?
         .zip(model)
         .and_then(|(machine, model)| machine.estimate(&settings, &model));

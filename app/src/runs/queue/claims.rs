@@ -1,7 +1,7 @@
 //! The queue's claim runs: the runs an instructor queues to test a lesson's claim, one per
 //! arm of the test, marked with the claim and the arm.
 
-use super::{RunQueue, parse_settings};
+use super::{NewRun, RunQueue, insert_run, lock_team, parse_settings};
 use crate::error::AppError;
 use crate::runs::RunStatus;
 use run_protocol::RunSettings;
@@ -59,11 +59,7 @@ impl RunQueue {
         runs: &[NewClaimRun],
     ) -> Result<Option<Vec<i64>>, AppError> {
         let mut transaction = self.pool.begin().await?;
-        // A write that changes nothing, to take the lock before looking (as for teams).
-        sqlx::query("UPDATE teams SET name = name WHERE id = $1")
-            .bind(team_id)
-            .execute(&mut *transaction)
-            .await?;
+        lock_team(&mut transaction, team_id).await?;
         let active: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM runs WHERE class_id = $1 AND claim = $2 AND status IN ($3, $4)",
         )
@@ -78,22 +74,14 @@ impl RunQueue {
         }
         let mut ids = Vec::with_capacity(runs.len());
         for run in runs {
-            let settings = serde_json::to_string(&run.settings).map_err(AppError::internal)?;
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO runs (class_id, team_id, submitted_by, settings, estimated_seconds, \
-                 claim, claim_arm) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(class_id)
-            .bind(team_id)
-            .bind(submitted_by)
-            .bind(settings)
-            .bind(run.estimated_seconds)
-            .bind(claim)
-            .bind(&run.arm)
-            .persistent(false) // the estimate may be NULL: see `crate::db`
-            .fetch_one(&mut *transaction)
-            .await?;
-            ids.push(id);
+            let new_run = NewRun {
+                class_id,
+                team_id,
+                submitted_by,
+                settings: &run.settings,
+                estimated_seconds: run.estimated_seconds,
+            };
+            ids.push(insert_run(&mut transaction, &new_run, Some((claim, &run.arm))).await?);
         }
         transaction.commit().await?;
         Ok(Some(ids))
