@@ -15,9 +15,11 @@
 //! cargo run --release -p server --example fanout -- --help
 //! ```
 
+mod load;
+
 use app::live::ssr::{Notice, Notifier};
 use app::runs::event_log::EventLog;
-use reqwest::header::CONTENT_TYPE;
+use load::{client, form, memory_mib, quantile};
 use run_protocol::Event;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -112,26 +114,13 @@ struct Arrivals {
 /// The arrivals, shared by the streams' tasks.
 type Shared = Arc<Mutex<Arrivals>>;
 
-/// A browser-like client: its own cookies (its session), no redirects followed.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(600))
-        .build()
-        .expect("an HTTP client")
-}
-
 async fn post(
     client: &reqwest::Client,
     base: &str,
     endpoint: &str,
     body: &str,
 ) -> serde_json::Value {
-    let response = client
-        .post(format!("{base}/api/{endpoint}"))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(body.to_string())
+    let response = form(client, base, endpoint, body)
         .send()
         .await
         .unwrap_or_else(|e| panic!("{endpoint}: {e}"));
@@ -222,20 +211,9 @@ async fn hold(
     }
 }
 
-/// The resident memory of process `pid`, in MiB.
-fn memory_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-}
-
-/// The `q`-quantile of sorted `values`, in milliseconds.
+/// The `q`-quantile of sorted `values` (seconds), in milliseconds.
 fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[index] * 1000.0
+    quantile(sorted, q) * 1000.0
 }
 
 #[tokio::main]
@@ -251,7 +229,7 @@ async fn main() {
     let started = Instant::now();
 
     // The instructor sets the class up on node A.
-    let teacher = client();
+    let teacher = client(Duration::from_secs(600));
     post(
         &teacher,
         &a,
@@ -292,7 +270,7 @@ async fn main() {
     let students = streams.div_ceil(STREAMS_PER_STUDENT).max(teams.len());
     let mut clients = Vec::with_capacity(students);
     for index in 0..students {
-        let client = client();
+        let client = client(Duration::from_secs(600));
         post(
             &client,
             if index % 2 == 0 { &a } else { &b },

@@ -12,7 +12,9 @@
 //! cargo run --release -p server --example soak -- --help
 //! ```
 
-use reqwest::header::CONTENT_TYPE;
+mod load;
+
+use load::{client, form, memory_mib, quantile};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -122,27 +124,6 @@ async fn timed(
         Some(_) => {}
     }
     body
-}
-
-fn form(
-    client: &reqwest::Client,
-    base: &str,
-    endpoint: &str,
-    body: &str,
-) -> reqwest::RequestBuilder {
-    client
-        .post(format!("{base}/api/{endpoint}"))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(body.to_string())
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("an HTTP client")
 }
 
 /// Holds a live stream open, reading it, until `deadline`.
@@ -289,21 +270,6 @@ async fn student(
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-/// The resident memory of process `pid`, in MiB.
-fn memory_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-}
-
 #[tokio::main]
 async fn main() {
     let options = match options() {
@@ -317,7 +283,7 @@ async fn main() {
     let tally: Shared = Arc::default();
 
     // The instructor sets the class up: teams, the competition phase.
-    let teacher = client();
+    let teacher = client(Duration::from_secs(60));
     let signed_in = form(
         &teacher,
         &base,
@@ -382,7 +348,7 @@ async fn main() {
     let mut tasks = Vec::new();
     let mut joined = Vec::new();
     for index in 0..options.students {
-        let client = client();
+        let client = client(Duration::from_secs(60));
         let team = teams[index % teams.len()];
         timed(
             &tally,
@@ -443,7 +409,12 @@ async fn main() {
         tokio::time::sleep_until(next.min(deadline).into()).await;
         minute += 1;
         let mib = options.server_pid.and_then(memory_mib);
-        timed(&tally, "healthz", client().get(format!("{base}/healthz"))).await;
+        timed(
+            &tally,
+            "healthz",
+            client(Duration::from_secs(60)).get(format!("{base}/healthz")),
+        )
+        .await;
         let requests: usize = tally.lock().unwrap().latencies.values().map(Vec::len).sum();
         eprintln!("minute {minute}: server memory {mib:?} MiB, {requests} requests so far");
         memory.push((minute, mib));
@@ -476,8 +447,8 @@ async fn main() {
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
         let (p50, p99, max) = (
-            percentile(&sorted, 50.0),
-            percentile(&sorted, 99.0),
+            quantile(&sorted, 0.5),
+            quantile(&sorted, 0.99),
             sorted.last().copied().unwrap_or(f64::NAN),
         );
         let errors = tally.server_errors.get(kind).copied().unwrap_or(0)
