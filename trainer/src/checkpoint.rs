@@ -12,7 +12,7 @@
 
 use crate::model::SequenceClassifier;
 use burn::module::Module;
-use run_protocol::Method;
+use run_protocol::RunSettings;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -34,49 +34,70 @@ pub struct Progress {
 /// The settings that decide a run's trajectory and what it keeps: a checkpoint resumes
 /// only a run whose key equals the one it was written with.
 ///
-/// A field added here later needs `#[serde(default)]` (with the value older runs had), or
-/// the checkpoints written before it stop reading.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The key is derived from the run's [`RunSettings`] by serde: their JSON, less the fields
+/// that do not change the trajectory ([`NOT_IN_KEY`]: the model's name, which `model_dir`
+/// resolves; the LoRA fields, which the resolved `method` replaces; the probe sentence),
+/// plus the engine's own settings. A settings field added later is in the key at once;
+/// the checkpoints written before it then no longer resume, unless the field is added to
+/// [`NOT_IN_KEY`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResumeKey {
     /// The model directory the run started from, as displayed.
     pub model_dir: String,
-    /// Full fine-tuning or LoRA, with the LoRA rank, alpha and dropout.
-    pub method: Method,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// Sentences per step.
-    pub batch_size: usize,
-    /// Passes over the training data.
-    pub epochs: usize,
-    /// Share of the steps spent warming the learning rate up.
-    pub warmup_ratio: f64,
-    /// Longest sequence in tokens.
-    pub max_len: usize,
-    /// Train on only this many sentences.
-    pub train_subset: Option<usize>,
-    /// Seed of the split, the data order, dropout and the new weights.
-    pub seed: u64,
+    /// The run's settings.
+    pub settings: RunSettings,
     /// Sentences carved out of train for validation.
     pub validation_size: usize,
     /// Whether the run finishes with the model of its best validation evaluation.
     pub keep_best: bool,
 }
 
+/// The fields of [`RunSettings`] that are not part of a [`ResumeKey`].
+const NOT_IN_KEY: [&str; 5] = [
+    "model",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "probe_sentence",
+];
+
 impl ResumeKey {
+    /// The key as a checkpoint stores it: one JSON object of the settings in the key.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut fields = match serde_json::to_value(&self.settings) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => unreachable!("RunSettings serialize to a JSON object"),
+        };
+        for name in NOT_IN_KEY {
+            fields.remove(name);
+        }
+        let engine = [
+            ("model_dir", serde_json::json!(self.model_dir)),
+            ("method", serde_json::json!(self.settings.method())),
+            ("validation_size", serde_json::json!(self.validation_size)),
+            ("keep_best", serde_json::json!(self.keep_best)),
+        ];
+        for (name, value) in engine {
+            fields.insert(name.to_string(), value);
+        }
+        serde_json::Value::Object(fields)
+    }
+
     /// The key in the one line of text that checkpoints stored before it was JSON.
     fn legacy_text(&self) -> String {
+        let settings = &self.settings;
         format!(
             "model={} method={:?} lr={} batch={} epochs={} warmup={} max_len={} subset={:?} validation={} seed={}{}",
             self.model_dir,
-            self.method,
-            self.learning_rate,
-            self.batch_size,
-            self.epochs,
-            self.warmup_ratio,
-            self.max_len,
-            self.train_subset,
+            settings.method(),
+            settings.learning_rate,
+            settings.batch_size,
+            settings.epochs,
+            settings.warmup_ratio,
+            settings.max_len,
+            settings.train_subset,
             self.validation_size,
-            self.seed,
+            settings.seed,
             if self.keep_best { " keep_best" } else { "" }
         )
     }
@@ -84,9 +105,8 @@ impl ResumeKey {
     /// The key as it reads back from a checkpoint. serde_json reads floats back only to
     /// within a unit in the last place unless built for exact round trips, but the same
     /// text always reads back as the same value.
-    fn as_read_back(&self) -> Option<Self> {
-        let text = serde_json::to_string(self).ok()?;
-        serde_json::from_str(&text).ok()
+    fn as_read_back(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.to_json().to_string()).ok()
     }
 }
 
@@ -94,14 +114,19 @@ impl ResumeKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum StoredKey {
-    /// The key's fields, as JSON.
-    Key(ResumeKey),
     /// The key as one line of text, as checkpoints written before the JSON key hold it;
     /// they still resume the same run.
     Legacy(String),
+    /// The key's fields, as JSON (see [`ResumeKey::to_json`]).
+    Key(serde_json::Value),
 }
 
 impl StoredKey {
+    /// The stored form of `key`.
+    pub fn of(key: &ResumeKey) -> Self {
+        Self::Key(key.to_json())
+    }
+
     /// Whether the checkpoint holding this key was written by the run of `key`.
     pub fn is_for(&self, key: &ResumeKey) -> bool {
         match self {
@@ -290,6 +315,7 @@ mod tests {
     use super::*;
     use burn::optim::AdamWConfig;
     use burn::tensor::Device;
+    use run_protocol::{LoraSettings, Method};
 
     fn tiny_model() -> SequenceClassifier {
         let config = crate::model::config::parse_config(
@@ -304,17 +330,25 @@ mod tests {
     fn key() -> ResumeKey {
         ResumeKey {
             model_dir: "tests/fixtures/tiny-bert".into(),
-            method: Method::Full,
-            learning_rate: 2e-3,
-            batch_size: 8,
-            epochs: 2,
-            warmup_ratio: 0.1,
-            max_len: 16,
-            train_subset: None,
-            seed: 11,
+            settings: RunSettings {
+                model: "tiny-bert".into(),
+                learning_rate: 2e-3,
+                batch_size: 8,
+                epochs: 2,
+                max_len: 16,
+                seed: 11,
+                ..RunSettings::default()
+            },
             validation_size: 16,
             keep_best: false,
         }
+    }
+
+    /// [`key`] with its settings changed by `change`.
+    fn key_with(change: impl FnOnce(&mut RunSettings)) -> ResumeKey {
+        let mut key = key();
+        change(&mut key.settings);
+        key
     }
 
     /// Writes a checkpoint at `step` whose kept model is from `best_step`, if any, as a run
@@ -329,7 +363,7 @@ mod tests {
         let optimizer = AdamWConfig::new().init();
         let progress = Progress {
             step,
-            settings: StoredKey::Key(key()),
+            settings: StoredKey::of(&key()),
             last_validation: None,
             best: best_step.map(|step| BestEvaluation {
                 step,
@@ -415,14 +449,10 @@ mod tests {
         assert!(matches!(stored, StoredKey::Key(_)), "{stored:?}");
         assert!(stored.is_for(&key()));
         let others = [
-            ResumeKey {
-                learning_rate: 1e-3,
-                ..key()
-            },
-            ResumeKey {
-                method: Method::Lora(run_protocol::LoraSettings::new(4, 8.0)),
-                ..key()
-            },
+            key_with(|s| s.learning_rate = 1e-3),
+            key_with(|s| s.set_method(Method::Lora(LoraSettings::new(4, 8.0)))),
+            key_with(|s| s.set_method(Method::Lora(LoraSettings::new(4, 3.0)))),
+            key_with(|s| s.train_subset = Some(100)),
             ResumeKey {
                 keep_best: true,
                 ..key()
@@ -431,17 +461,51 @@ mod tests {
         for other in others {
             assert!(!stored.is_for(&other), "{other:?}");
         }
+        // What does not change the trajectory is not in the key.
+        let same = [
+            key_with(|s| s.probe_sentence = "a fine film .".into()),
+            key_with(|s| s.model = "tiny-bert-copy".into()),
+            // Without a rank there is no LoRA, whatever its alpha.
+            key_with(|s| s.lora_alpha = Some(3.0)),
+        ];
+        for same in same {
+            assert!(stored.is_for(&same), "{same:?}");
+        }
 
         // Whatever the settings' floats, a key read back is the key written.
         for i in 1..500 {
-            let key = ResumeKey {
-                learning_rate: f64::from(i) * 1.234_567_891e-7,
-                warmup_ratio: 1.0 / f64::from(i + 2),
-                ..key()
-            };
-            let text = serde_json::to_string(&StoredKey::Key(key.clone())).unwrap();
+            let key = key_with(|s| {
+                s.learning_rate = f64::from(i) * 1.234_567_891e-7;
+                s.warmup_ratio = 1.0 / f64::from(i + 2);
+            });
+            let text = serde_json::to_string(&StoredKey::of(&key)).unwrap();
             let stored: StoredKey = serde_json::from_str(&text).unwrap();
             assert!(stored.is_for(&key), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_with_the_key_of_earlier_versions_still_resumes_its_run() {
+        // The JSON key as the version before the derived key wrote it.
+        let json = r#"{
+            "step": 10,
+            "settings": {"model_dir": "tests/fixtures/tiny-bert", "method": "Full",
+                "learning_rate": 0.002, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.1,
+                "max_len": 16, "train_subset": null, "seed": 11, "validation_size": 16,
+                "keep_best": false},
+            "last_validation": null
+        }"#;
+        let progress: Progress = serde_json::from_str(json).unwrap();
+        assert!(progress.settings.is_for(&key()));
+        assert!(!progress.settings.is_for(&key_with(|s| s.epochs = 3)));
+        let lora = key_with(|s| s.set_method(Method::Lora(LoraSettings::new(4, 8.0))));
+        let stored = lora.to_json();
+        assert_eq!(
+            stored["method"],
+            serde_json::json!({"Lora": {"rank": 4, "alpha": 8.0, "dropout": 0.1}})
+        );
+        for name in NOT_IN_KEY {
+            assert!(stored.get(name).is_none(), "{name} in {stored}");
         }
     }
 
@@ -460,9 +524,8 @@ mod tests {
         };
         assert!(!progress.settings.is_for(&keeping));
         let lora = ResumeKey {
-            method: Method::Lora(run_protocol::LoraSettings::new(4, 8.0)),
             keep_best: true,
-            ..key()
+            ..key_with(|s| s.set_method(Method::Lora(LoraSettings::new(4, 8.0))))
         };
         let text = "model=tests/fixtures/tiny-bert method=Lora(LoraSettings { rank: 4, alpha: 8.0, dropout: 0.1 }) lr=0.002 batch=8 epochs=2 warmup=0.1 max_len=16 subset=None validation=16 seed=11 keep_best";
         assert!(StoredKey::Legacy(text.into()).is_for(&lora));

@@ -19,6 +19,7 @@
 mod evaluate;
 mod optimizer;
 mod readback;
+mod resume;
 mod run;
 mod sentences;
 mod start_phases;
@@ -133,17 +134,9 @@ impl TrainConfig {
     /// The settings a checkpoint must have been written with to resume this run: those
     /// that change its trajectory, and what it keeps.
     fn resume_key(&self) -> ResumeKey {
-        let settings = &self.settings;
         ResumeKey {
             model_dir: self.model_dir.display().to_string(),
-            method: settings.method(),
-            learning_rate: settings.learning_rate,
-            batch_size: settings.batch_size,
-            epochs: settings.epochs,
-            warmup_ratio: settings.warmup_ratio,
-            max_len: settings.max_len,
-            train_subset: settings.train_subset,
-            seed: settings.seed,
+            settings: self.settings.clone(),
             validation_size: self.validation_size,
             keep_best: self.keep_best,
         }

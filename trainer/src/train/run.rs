@@ -7,10 +7,11 @@
 use super::evaluate::{emit_attention, evaluate};
 use super::optimizer::RunOptimizer;
 use super::readback::{DivergedRun, PendingStep, PendingSteps};
+use super::resume::{Resume, Resumed, resume};
 use super::sentences::{EncodedSplit, Padding, TrainingSentences, labels_tensor};
 use super::start_phases::StartPhases;
 use super::{GPU_READBACK_EVERY, TrainConfig, TrainError, param_counts};
-use crate::checkpoint::{self, BestEvaluation, ResumeKey, Saved, StoredKey};
+use crate::checkpoint::{self, BestEvaluation, ResumeKey, StoredKey};
 use crate::data::{self, LABELS, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::loader;
@@ -60,24 +61,11 @@ pub(super) struct Due {
 }
 
 /// The model of the best validation evaluation so far, kept while training goes on.
-struct KeptModel {
+pub(super) struct KeptModel {
     /// The evaluation it won.
-    evaluation: BestEvaluation,
+    pub(super) evaluation: BestEvaluation,
     /// An inference copy.
-    model: SequenceClassifier,
-}
-
-/// What a run takes over from the checkpoint it resumes.
-#[derive(Default)]
-struct Resumed {
-    /// Steps taken before the checkpoint.
-    step: usize,
-    /// That step, when the checkpoint is its folder's latest (see [`Run`]'s field).
-    own_latest_checkpoint: Option<usize>,
-    /// The checkpoint's latest validation loss and accuracy.
-    last_validation: Option<(f64, f64)>,
-    /// The checkpoint's kept model, when the run keeps its best.
-    best: Option<KeptModel>,
+    pub(super) model: SequenceClassifier,
 }
 
 /// A run in progress: everything the loop needs besides the model, which the loop owns
@@ -489,7 +477,7 @@ impl<'a> Run<'a> {
         };
         let progress = checkpoint::Progress {
             step: self.step,
-            settings: StoredKey::Key(self.resume_key.clone()),
+            settings: StoredKey::of(&self.resume_key),
             last_validation: self.last_validation.filter(|(loss, _)| loss.is_finite()),
             best: self.best.as_ref().map(|kept| kept.evaluation),
         };
@@ -561,51 +549,6 @@ impl<'a> Run<'a> {
         });
         Ok(metrics)
     }
-}
-
-/// Why a checkpoint did not resume the run.
-enum Resume {
-    /// It belongs to a run with other settings: the run stops and says so.
-    OtherRun(TrainError),
-    /// One of its files does not load: the checkpoint before it is tried.
-    Damaged(String),
-}
-
-/// Restores `model` and `optimizer` from the checkpoint `saved`, which must have been
-/// written by the run of `key`, with where the run stood and, when it keeps its best
-/// (`keep_best`), the kept model.
-fn resume(
-    saved: &Saved,
-    key: &ResumeKey,
-    keep_best: bool,
-    model: SequenceClassifier,
-    optimizer: RunOptimizer,
-) -> Result<(SequenceClassifier, RunOptimizer, Resumed), Resume> {
-    if !saved.progress.settings.is_for(key) {
-        return Err(Resume::OtherRun(TrainError::Checkpoint(format!(
-            "the checkpoint in {} belongs to a run with other settings; remove it to start afresh",
-            saved.dir.display()
-        ))));
-    }
-    let model = checkpoint::load_model(model, &saved.model_file()).map_err(Resume::Damaged)?;
-    let optimizer = optimizer.load(saved, &model).map_err(Resume::Damaged)?;
-    let step = saved.progress.step;
-    let mut best = None;
-    if let Some(evaluation) = saved.progress.best.filter(|_| keep_best) {
-        let kept = checkpoint::load_model(model.clone(), &saved.best_model_file())
-            .map_err(Resume::Damaged)?;
-        best = Some(KeptModel {
-            evaluation,
-            model: kept.valid(),
-        });
-    }
-    let resumed = Resumed {
-        step,
-        own_latest_checkpoint: saved.dir.ends_with("latest").then_some(step),
-        last_validation: saved.progress.last_validation,
-        best,
-    };
-    Ok((model, optimizer, resumed))
 }
 
 /// The head parameters LoRA trains, as [`run_protocol::lora_trains_head_dense`] says.
