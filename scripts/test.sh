@@ -17,6 +17,11 @@ cargo clippy --release --workspace --exclude frontend --all-targets -- -D warnin
 say "cargo clippy --all-targets -- -D warnings (frontend, wasm32)"
 cargo clippy --release -p frontend --target wasm32-unknown-unknown --all-targets -- -D warnings
 
+# The CUDA build can only run on an NVIDIA GPU, but it must keep compiling: type-check and
+# lint the engine with burn's CUDA backend (LLVM from scripts/setup.sh; no GPU needed).
+say "cargo clippy -p trainer --features cuda -- -D warnings (the CUDA build)"
+(cuda_build_env && cargo clippy --release -p trainer --features cuda --all-targets -- -D warnings)
+
 # The browser half (scripts/build-site.sh); the server binary comes from the test build
 # below, so server and tests share one set of compiled dependencies.
 scripts/build-site.sh

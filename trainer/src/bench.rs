@@ -195,7 +195,7 @@ pub struct BenchRecord {
     pub date: String,
     /// `minilm-l6` or `bert-base`.
     pub model: String,
-    /// `burn-wgpu` or `burn-flex`.
+    /// `burn-flex`, `burn-wgpu` or `burn-cuda`.
     #[serde(rename = "impl")]
     pub implementation: String,
     /// Always `fp32` here.
@@ -375,11 +375,7 @@ pub fn measure(
         card: compute.card().to_string(),
         date: utc_date(std::time::SystemTime::now()),
         model: name.to_string(),
-        implementation: match compute.kind() {
-            BackendKind::Cpu => "burn-flex",
-            BackendKind::Gpu => "burn-wgpu",
-        }
-        .into(),
+        implementation: format!("burn-{}", compute.runtime().name()),
         dtype: "fp32".into(),
         optimizer: if flat { "flat" } else { "per-tensor" }.into(),
         batch: shape.batch,

@@ -1,5 +1,7 @@
-//! Choosing the device training runs on: `auto` takes a hardware GPU through wgpu when one
-//! is present and falls back to burn's CPU backend; `gpu` and `cpu` insist.
+//! Choosing the device training runs on: `auto` takes a hardware GPU when one is present
+//! (through CUDA in a build with the `cuda` feature and an NVIDIA driver, else through
+//! wgpu) and falls back to burn's CPU backend; `gpu` and `cpu` insist. The choice is
+//! logged with why each faster backend was passed over.
 //!
 //! Software GPU adapters (llvmpipe, lavapipe) count as no GPU: they are far slower than the
 //! CPU backend for training. With `JIGSAW_GPU_ALLOW_SOFTWARE=1`, `gpu` (never `auto`) takes
@@ -54,11 +56,34 @@ pub enum BackendKind {
     Gpu,
 }
 
+/// The burn backend a [`ComputeDevice`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// burn-flex, on the CPU.
+    Flex,
+    /// burn-wgpu: Vulkan, Metal or DX12.
+    Wgpu,
+    /// burn-cuda, on an NVIDIA GPU.
+    Cuda,
+}
+
+impl Runtime {
+    /// The backend's short name: "flex", "wgpu" or "cuda".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
 /// The device chosen for training, with a name people can read.
 #[derive(Debug, Clone)]
 pub struct ComputeDevice {
     device: Device,
     kind: BackendKind,
+    runtime: Runtime,
     name: String,
     card: String,
 }
@@ -71,6 +96,7 @@ impl ComputeDevice {
         Self {
             device: Device::flex(),
             kind: BackendKind::Cpu,
+            runtime: Runtime::Flex,
             name: format!("{threads} threads"),
             card: cpu_model_name(),
         }
@@ -92,12 +118,19 @@ impl ComputeDevice {
         self.kind
     }
 
-    /// For logs and the UI, e.g. "GPU: NVIDIA H200 (burn wgpu)" or "CPU: 2 threads (burn flex)".
+    /// The burn backend it runs on.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
+    }
+
+    /// For logs and the UI, e.g. "GPU: NVIDIA H200 (burn cuda)" or "CPU: 2 threads (burn
+    /// flex)".
     pub fn description(&self) -> String {
-        match self.kind {
-            BackendKind::Cpu => format!("CPU: {} (burn flex)", self.name),
-            BackendKind::Gpu => format!("GPU: {} (burn wgpu)", self.name),
-        }
+        let kind = match self.kind {
+            BackendKind::Cpu => "CPU",
+            BackendKind::Gpu => "GPU",
+        };
+        format!("{kind}: {} (burn {})", self.name, self.runtime.name())
     }
 }
 
@@ -167,22 +200,43 @@ fn software_gpu_allowed() -> bool {
     std::env::var("JIGSAW_GPU_ALLOW_SOFTWARE").is_ok_and(|value| value == "1")
 }
 
-/// Resolves `choice` to a device. Call once per process: a wgpu device can be initialised
-/// only once, so clone the result rather than selecting again.
+/// Resolves `choice` to a device: a GPU through CUDA, then through wgpu, for `auto` and
+/// `gpu`; the CPU for `cpu`, and for `auto` when neither GPU backend opens. Logs the choice
+/// with why each faster backend was passed over. Call once per process: a GPU device can
+/// be initialised only once, so clone the result rather than selecting again.
 pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
-    match choice {
-        DeviceChoice::Cpu => Ok(ComputeDevice::cpu()),
-        DeviceChoice::Gpu => gpu::open(software_gpu_allowed()).map_err(DeviceError::NoGpu),
-        DeviceChoice::Auto => Ok(gpu::open(false).unwrap_or_else(|reason| {
-            tracing::info!(%reason, "no usable GPU; training on the CPU");
+    let chosen = match choice {
+        DeviceChoice::Cpu => return Ok(ComputeDevice::cpu()),
+        DeviceChoice::Gpu => open_gpu(software_gpu_allowed()).map_err(DeviceError::NoGpu)?,
+        DeviceChoice::Auto => open_gpu(false).unwrap_or_else(|reasons| {
+            tracing::info!(%reasons, "no usable GPU; training on the CPU");
             ComputeDevice::cpu()
-        })),
+        }),
+    };
+    Ok(chosen)
+}
+
+/// The first GPU backend that opens, CUDA before wgpu; else why neither did.
+fn open_gpu(allow_software: bool) -> Result<ComputeDevice, String> {
+    let cuda = match cuda::open() {
+        Ok(device) => {
+            tracing::info!(device = %device.description(), "training on CUDA");
+            return Ok(device);
+        }
+        Err(reason) => reason,
+    };
+    match gpu::open(allow_software) {
+        Ok(device) => {
+            tracing::info!(device = %device.description(), cuda = %cuda, "training on wgpu");
+            Ok(device)
+        }
+        Err(wgpu) => Err(format!("CUDA: {cuda}; wgpu: {wgpu}")),
     }
 }
 
 #[cfg(feature = "wgpu")]
 mod gpu {
-    use super::{BackendKind, ComputeDevice};
+    use super::{BackendKind, ComputeDevice, Runtime};
     use burn::cubecl::config::cache::CacheConfig;
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
     use burn::tensor::wgpu::wgpu;
@@ -232,6 +286,7 @@ mod gpu {
         Ok(ComputeDevice {
             device,
             kind: BackendKind::Gpu,
+            runtime: Runtime::Wgpu,
             name: format!("{} ({:?})", info.name, info.backend),
             card: info.name.clone(),
         })
@@ -273,12 +328,93 @@ mod gpu {
         false
     }
 
-    /// This build has no GPU support.
+    /// This build has no wgpu support.
     pub fn open(_allow_software: bool) -> Result<ComputeDevice, String> {
         Err(
-            "this build of Jigsaw Lab has no GPU support (the trainer's `wgpu` feature is off)"
+            "this build of Jigsaw Lab has no wgpu support (the trainer's `wgpu` feature is off)"
                 .into(),
         )
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::{BackendKind, ComputeDevice, Runtime};
+    use burn::tensor::{Device, Tensor};
+    use std::path::PathBuf;
+
+    /// The NVIDIA driver's library, which CUDA needs at run time.
+    const DRIVER: &std::ffi::CStr = c"libcuda.so.1";
+
+    /// Opens the first NVIDIA GPU through CUDA, when the driver is installed and the
+    /// math library that kernels link (libdevice) is found.
+    pub fn open() -> Result<ComputeDevice, String> {
+        // SAFETY: dlopen with a valid C string; the handle is kept open for the process,
+        // as CUDA keeps the library loaded anyway.
+        let driver = unsafe { libc::dlopen(DRIVER.as_ptr(), libc::RTLD_LAZY) };
+        if driver.is_null() {
+            return Err("no NVIDIA driver (libcuda.so.1 is not installed)".into());
+        }
+        let libdevice = libdevice().ok_or(
+            "no libdevice.10.bc under $CUDA_PATH/nvvm/libdevice (scripts/setup.sh --for-cuda \
+             installs it)",
+        )?;
+        tracing::debug!(libdevice = %libdevice.display(), "CUDA math library");
+        // cudarc panics where the driver cannot be used; a small sum proves the device works.
+        let device = std::panic::catch_unwind(|| {
+            let device = Device::cuda(0);
+            let sum = Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
+            (sum == 4.0).then_some(device)
+        })
+        .map_err(|_| "the CUDA driver could not open GPU 0".to_string())?
+        .ok_or("GPU 0 computed a wrong sum through CUDA")?;
+        let card = card_name().unwrap_or_else(|| "NVIDIA GPU 0".into());
+        Ok(ComputeDevice {
+            device,
+            kind: BackendKind::Gpu,
+            runtime: Runtime::Cuda,
+            name: card.clone(),
+            card,
+        })
+    }
+
+    /// libdevice.10.bc where cubecl's CUDA compiler looks for it: under `$CUDA_PATH` when
+    /// that is set, else under the first usual toolkit location that has it.
+    fn libdevice() -> Option<PathBuf> {
+        const ROOTS: [&str; 4] = ["/usr/local/cuda", "/opt/cuda", "/usr/lib/cuda", "/usr"];
+        let roots: Vec<PathBuf> = match std::env::var_os("CUDA_PATH") {
+            Some(root) => vec![PathBuf::from(root)],
+            None => ROOTS.iter().map(PathBuf::from).collect(),
+        };
+        roots
+            .into_iter()
+            .map(|root| root.join("nvvm/libdevice/libdevice.10.bc"))
+            .find(|file| file.is_file())
+    }
+
+    /// The first NVIDIA GPU's model name, as the driver lists it in /proc.
+    fn card_name() -> Option<String> {
+        let mut gpus: Vec<_> = std::fs::read_dir("/proc/driver/nvidia/gpus")
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        gpus.sort();
+        let information = std::fs::read_to_string(gpus.first()?.join("information")).ok()?;
+        information
+            .lines()
+            .find_map(|line| line.strip_prefix("Model:"))
+            .map(|model| model.trim().to_string())
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use super::ComputeDevice;
+
+    /// This build has no CUDA support.
+    pub fn open() -> Result<ComputeDevice, String> {
+        Err("this build has no CUDA support (the trainer's `cuda` feature is off)".into())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Jigsaw Lab's fine-tuning engine, built on burn: BERT, DistilBERT, RoBERTa, ELECTRA and DeBERTa
-//! sequence classifiers loaded from HF checkpoints, SST-2 data, and the compute device (a wgpu GPU
-//! when one is usable, burn's CPU backend otherwise), and a training-step benchmark. It
+//! sequence classifiers loaded from HF checkpoints, SST-2 data, and the compute device (a GPU
+//! through CUDA or wgpu when one is usable, burn's CPU backend otherwise), and a
+//! training-step benchmark. It
 //! knows nothing of HTTP. What it shares with the web app (settings, limits, events) is
 //! the `run-protocol` crate.
 

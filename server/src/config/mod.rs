@@ -86,7 +86,7 @@ pub const DEVICE: Setting = Setting {
     env: "JIGSAW_DEVICE",
     key: "device",
     default: "auto",
-    meaning: "where to train: auto (a GPU when usable), gpu or cpu",
+    meaning: "where to train: auto (a GPU when usable: CUDA, then wgpu), gpu or cpu",
 };
 /// The built site.
 pub const SITE_ROOT: Setting = Setting {
