@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { startBrowser, startServer, waitForHydration } from "../end2end/harness.mjs";
 
 const pkg = join(process.env.JIGSAW_TEST_SITE_ROOT ?? "target/site", "pkg");
-const pages = ["/", "/lessons/attention", "/lessons/hyperparameters", "/join", "/instructor/sign-in"];
+const pages = ["/", "/lessons/tokenization", "/lessons/attention", "/lessons/cls-token", "/lessons/hyperparameters", "/lessons/lora", "/lessons/overfitting", "/lessons/fine-tuning", "/lessons/model-choice", "/join", "/instructor/sign-in"];
 const server = await startServer({});
 const browser = await startBrowser();
 const brotli = (file) => statSync(join(pkg, file + ".br")).size;
