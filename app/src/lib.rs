@@ -10,7 +10,6 @@ mod charts;
 pub mod checkins;
 pub mod claims;
 pub mod classroom;
-pub mod dataset;
 #[cfg(feature = "ssr")]
 pub mod db;
 pub mod error;
@@ -26,6 +25,8 @@ pub mod quiz;
 pub mod runs;
 #[cfg(feature = "ssr")]
 pub mod throttle;
+#[cfg(feature = "ssr")]
+pub(crate) mod uploads;
 pub mod widgets;
 
 use leptos::prelude::*;

@@ -118,18 +118,15 @@ pub fn check_name(name: &str) -> Result<(), AppError> {
 }
 
 #[cfg(feature = "ssr")]
-pub(crate) mod files;
-
-#[cfg(feature = "ssr")]
 pub mod ssr {
     //! The models folder on disk: listing, adding (from a zip or a folder) and removing.
 
-    use super::files::{Staging, copy_folder, unpack_zip};
     use super::{Measured, ModelEntry, ModelFacts, check_name};
     use crate::db::DbPool;
     use crate::error::AppError;
     use crate::runs::RunStatus;
     use crate::runs::queue::RunQueue;
+    use crate::uploads::{Staging, copy_folder, unpack_zip};
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex};
@@ -242,7 +239,7 @@ pub mod ssr {
             } else {
                 unpack_zip(source, staging.path(), max_bytes)?;
             }
-            let missing = missing_files(staging.path());
+            let missing = trainer::catalog::missing_files(staging.path());
             if !missing.is_empty() {
                 let mut message = format!(
                     "The model folder has no {}: use the whole folder as transformers saves it.",
@@ -356,32 +353,9 @@ pub mod ssr {
         }
     }
 
-    /// Whether `dir` holds what an HF model folder needs: config, weights and tokenizer.
-    pub fn is_model_folder(dir: &Path) -> bool {
-        missing_files(dir).is_empty()
-    }
-
-    /// The files an HF model folder needs that `dir` lacks.
-    fn missing_files(dir: &Path) -> Vec<&'static str> {
-        let mut missing = Vec::new();
-        if !dir.join("config.json").is_file() {
-            missing.push("config.json");
-        }
-        if !["model.safetensors", "pytorch_model.bin"]
-            .iter()
-            .any(|file| dir.join(file).is_file())
-        {
-            missing.push("model.safetensors or pytorch_model.bin");
-        }
-        if !dir.join("tokenizer.json").is_file() {
-            missing.push("tokenizer.json");
-        }
-        missing
-    }
-
     /// Describes one model folder, or says why the engine cannot read it.
     fn describe(dir: &Path) -> Result<ModelFacts, String> {
-        let missing = missing_files(dir);
+        let missing = trainer::catalog::missing_files(dir);
         if !missing.is_empty() {
             return Err(format!("no {}", missing.join(" and no ")));
         }

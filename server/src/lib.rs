@@ -290,7 +290,7 @@ async fn declare_presence(
     name: String,
     device: String,
     slots: usize,
-    data: app::dataset::ssr::TrainingData,
+    data: app::runs::dataset::ssr::TrainingData,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use app::runs::timing::{NODE_RENEW_EVERY, declare_node, forget_node};

@@ -16,6 +16,29 @@ pub const CHECK_SENTENCES: [&str; 2] = [
     "the movie was not good .",
 ];
 
+/// Whether `dir` holds what an HF model folder needs: config, weights and tokenizer.
+pub fn is_model_folder(dir: &Path) -> bool {
+    missing_files(dir).is_empty()
+}
+
+/// The files an HF model folder needs that `dir` lacks, as people name them.
+pub fn missing_files(dir: &Path) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !dir.join("config.json").is_file() {
+        missing.push("config.json");
+    }
+    if !["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .any(|file| dir.join(file).is_file())
+    {
+        missing.push("model.safetensors or pytorch_model.bin");
+    }
+    if !dir.join("tokenizer.json").is_file() {
+        missing.push("tokenizer.json");
+    }
+    missing
+}
+
 /// One model folder, described from its files.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelSummary {

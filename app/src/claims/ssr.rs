@@ -259,7 +259,7 @@ pub async fn queue_claim(
     let claim = catalog::claim(slug)
         .ok_or_else(|| AppError::bad_request("There is no such claim to test."))?;
     let env: RunEnvironment = AppError::from_context("run environment")?;
-    if let Some(problem) = crate::dataset::ssr::missing_for_training(pool, &env.data).await? {
+    if let Some(problem) = crate::runs::dataset::ssr::missing_for_training(pool, &env.data).await? {
         tracing::warn!("a claim test was refused: the training data is missing ({problem})");
         return Err(AppError::bad_request(
             "There is no training data yet: upload SST-2 on the Training data page first.",

@@ -3,10 +3,10 @@
 //! news on the instructor's other pages.
 
 use super::shared::ErrorList;
-use crate::dataset::{
+use crate::flash::Outcome;
+use crate::runs::dataset::{
     DataFacts, MAX_UPLOAD_MB, UPLOAD_PATH, training_data_missing, training_data_page,
 };
-use crate::flash::Outcome;
 use crate::widgets::thousands;
 use leptos::prelude::*;
 use leptos_meta::Title;

@@ -22,7 +22,7 @@ pub struct RunEnvironment {
     /// Runs (not cancelled) a team may submit per UTC day; they all count on the boards.
     pub max_runs_per_day: i64,
     /// The SST-2 folder, checked when read.
-    pub data: crate::dataset::ssr::TrainingData,
+    pub data: crate::runs::dataset::ssr::TrainingData,
     /// Sentences carved out of SST-2 train for validation.
     pub validation_size: usize,
     /// The compute device, described.
@@ -76,7 +76,7 @@ impl RunEnvironment {
             .filter_map(|entry| {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let dir = entry.path();
-                if name.starts_with('.') || !crate::library::ssr::is_model_folder(&dir) {
+                if name.starts_with('.') || !trainer::catalog::is_model_folder(&dir) {
                     return None;
                 }
 

@@ -3,6 +3,7 @@
 //! server share about runs. The queue lives in the database ([`queue`], server only); the
 //! server's worker claims runs from it and feeds the events back.
 //!
+//! - [`dataset`]: the SST-2 files runs train on, and the instructor's Training data page;
 //! - [`form`]: the run form, its defaults and checks;
 //! - [`server_fns`]: submitting, listing, cancelling and trying runs;
 //! - [`boards`]: the class's run boards;
@@ -11,6 +12,7 @@
 //!   [`access`], [`environment`] and [`curves`].
 
 pub mod boards;
+pub mod dataset;
 pub mod form;
 pub mod server_fns;
 pub mod timing;

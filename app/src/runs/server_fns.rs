@@ -96,9 +96,9 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
         wait_seconds,
         runs_open,
         run_minutes,
-        data_missing: crate::dataset::ssr::missing_for_training(&pool, &env.data)
+        data_missing: crate::runs::dataset::ssr::missing_for_training(&pool, &env.data)
             .await?
-            .map(|_| crate::dataset::ssr::MISSING_FOR_STUDENTS.to_string()),
+            .map(|_| crate::runs::dataset::ssr::MISSING_FOR_STUDENTS.to_string()),
     })
 }
 
@@ -113,7 +113,7 @@ pub(crate) async fn machine(
     run_minutes: i64,
 ) -> Result<Option<super::timing::Machine>, AppError> {
     let Some(train_examples) =
-        crate::dataset::ssr::train_examples_for_runs(pool, &env.data).await?
+        crate::runs::dataset::ssr::train_examples_for_runs(pool, &env.data).await?
     else {
         return Ok(None);
     };
@@ -213,10 +213,11 @@ pub async fn submit_run(form: RunForm, confirmed: bool) -> Result<SubmitOutcome,
     if !open {
         return Err(AppError::bad_request(RUNS_CLOSED));
     }
-    if let Some(problem) = crate::dataset::ssr::missing_for_training(&pool, &env.data).await? {
+    if let Some(problem) = crate::runs::dataset::ssr::missing_for_training(&pool, &env.data).await?
+    {
         tracing::warn!("a run was refused: the training data is missing ({problem})");
         return Err(AppError::bad_request(
-            crate::dataset::ssr::MISSING_FOR_STUDENTS,
+            crate::runs::dataset::ssr::MISSING_FOR_STUDENTS,
         ));
     }
     let model = env.models().into_iter().find(|m| m.name == settings.model);

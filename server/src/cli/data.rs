@@ -1,8 +1,8 @@
 //! `jigsaw-lab data status|add`: the instructor Training data page's work from the
-//! terminal, on the same SST-2 folder and database ([`app::dataset::ssr::TrainingData`]).
+//! terminal, on the same SST-2 folder and database ([`app::runs::dataset::ssr::TrainingData`]).
 
 use crate::config::Config;
-use app::dataset::DataFacts;
+use app::runs::dataset::DataFacts;
 use clap::Subcommand;
 use std::path::PathBuf;
 

@@ -442,8 +442,8 @@ impl Config {
     }
 
     /// The SST-2 folder, for the run form, the workers and the Training data page.
-    pub fn training_data(&self) -> app::dataset::ssr::TrainingData {
-        app::dataset::ssr::TrainingData::new(
+    pub fn training_data(&self) -> app::runs::dataset::ssr::TrainingData {
+        app::runs::dataset::ssr::TrainingData::new(
             self.sst2_dir.clone(),
             self.validation_size,
             self.training_slots > 0,

@@ -1,15 +1,15 @@
 //! `POST /instructor/data`: the Training data page's upload form (multipart: `archive`,
 //! GLUE's SST-2.zip, or `files`, the three TSVs). The upload is streamed to a hidden folder
 //! beside the data folder, never held in memory, then checked and installed on a blocking
-//! thread ([`app::dataset::ssr::TrainingData::add`]). The answer is a redirect back to the
+//! thread ([`app::runs::dataset::ssr::TrainingData::add`]). The answer is a redirect back to the
 //! page, which says once what was installed or what is wrong.
 
 use super::{AppState, redirect_telling};
 use app::auth::ssr::{caller_of, instructor_only};
-use app::dataset::ssr::TrainingData;
-use app::dataset::{FLASH_PAGE, MAX_UPLOAD_MB, UPLOAD_PATH};
 use app::error::AppError;
 use app::flash::Outcome;
+use app::runs::dataset::ssr::TrainingData;
+use app::runs::dataset::{FLASH_PAGE, MAX_UPLOAD_MB, UPLOAD_PATH};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -2,8 +2,8 @@
 //! `JIGSAW_HEALTH_BIND` names one, on a worker node's own port ([`worker_router`]).
 
 use super::{AppState, ServerStatus};
-use app::dataset::ssr::TrainingData;
 use app::db::DbPool;
+use app::runs::dataset::ssr::TrainingData;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

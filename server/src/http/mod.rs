@@ -74,7 +74,7 @@ pub struct AppState {
     /// The models folder, for the Models page.
     pub library: app::library::ssr::Library,
     /// The SST-2 folder.
-    pub data: app::dataset::ssr::TrainingData,
+    pub data: app::runs::dataset::ssr::TrainingData,
 }
 
 /// Sessions last this long without activity.
@@ -154,7 +154,7 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .route(
-            app::dataset::UPLOAD_PATH,
+            app::runs::dataset::UPLOAD_PATH,
             axum::routing::post(data_upload::upload_data).layer(
                 axum::extract::DefaultBodyLimit::max(data_upload::BODY_LIMIT),
             ),

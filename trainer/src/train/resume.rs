@@ -3,10 +3,17 @@
 
 use super::TrainError;
 use super::optimizer::RunOptimizer;
-use super::run::KeptModel;
-use crate::checkpoint::{self, ResumeKey, Saved};
+use crate::checkpoint::{self, BestEvaluation, ResumeKey, Saved};
 use crate::model::SequenceClassifier;
 use burn::module::Module;
+
+/// The model of the best validation evaluation so far, kept while training goes on.
+pub(super) struct KeptModel {
+    /// The evaluation it won.
+    pub(super) evaluation: BestEvaluation,
+    /// An inference copy.
+    pub(super) model: SequenceClassifier,
+}
 
 /// What a run takes over from the checkpoint it resumes.
 #[derive(Default)]

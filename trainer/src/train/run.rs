@@ -7,7 +7,7 @@
 use super::evaluate::{emit_attention, evaluate};
 use super::optimizer::RunOptimizer;
 use super::readback::{DivergedRun, PendingStep, PendingSteps};
-use super::resume::{Resume, Resumed, resume};
+use super::resume::{KeptModel, Resume, Resumed, resume};
 use super::sentences::{EncodedSplit, Padding, TrainingSentences, labels_tensor};
 use super::start_phases::StartPhases;
 use super::{GPU_READBACK_EVERY, TrainConfig, TrainError, param_counts};
@@ -58,14 +58,6 @@ pub(super) struct Due {
     pub(super) evaluation: bool,
     /// A checkpoint (every epoch's end, and when `checkpoint_every` has passed).
     pub(super) checkpoint: bool,
-}
-
-/// The model of the best validation evaluation so far, kept while training goes on.
-pub(super) struct KeptModel {
-    /// The evaluation it won.
-    pub(super) evaluation: BestEvaluation,
-    /// An inference copy.
-    pub(super) model: SequenceClassifier,
 }
 
 /// A run in progress: everything the loop needs besides the model, which the loop owns

@@ -1,6 +1,6 @@
-//! The files of a model being added: a hidden staging folder beside the models, the copy
-//! of a folder and the unpacking of a zip, each refusing what could escape the folder or
-//! outgrow the limit.
+//! The files of an upload being added (a model, or the training data): a hidden staging
+//! folder beside where they go, the copy of a folder and the unpacking of a zip, each
+//! refusing what could escape the folder or outgrow the limit.
 
 use crate::error::AppError;
 use std::io::{Read, Write};

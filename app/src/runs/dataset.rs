@@ -89,7 +89,7 @@ pub mod ssr {
     use super::DataFacts;
     use crate::db::DbPool;
     use crate::error::AppError;
-    use crate::library::files::{Staging, copy_entry};
+    use crate::uploads::{Staging, copy_entry};
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex};
     use std::time::SystemTime;
