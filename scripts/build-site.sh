@@ -6,8 +6,8 @@
 #   1. cargo builds the `frontend` crate for wasm32 in the `wasm-release` profile;
 #   2. wasm-split-cli splits it along the lazy routes: a main module and a module per page;
 #   3. wasm-bindgen (the version Cargo.lock pins) writes the JS glue, for `--target web`;
-#   4. wasm-opt -Oz shrinks each module of 16 KB or more, and every module loses its custom
-#      sections (names, producers, target features);
+#   4. wasm-opt -Oz shrinks each module of 16 KB or more, scripts/shrink-wasm.mjs the small
+#      ones, and every module loses its custom sections (names, producers, target features);
 #   5. the stylesheet and public/ are copied next to it.
 # The server's leptos_axum HydrationScripts load /pkg/<output name>.js and .wasm.
 set -euo pipefail
@@ -39,41 +39,16 @@ mv "$staging/${name}_bg.wasm" "$staging/$name.wasm"
 rm "$split/$name.wasm" "$staging"/*.d.ts
 mv "$split"/* "$staging/"
 rmdir "$split"
-# wasm-opt starts slowly; the hundreds of shared chunks under 16 KB are left to the next step.
+# wasm-opt starts slowly, so it runs only on the modules of 16 KB or more; then
+# scripts/shrink-wasm.mjs optimizes the hundreds of small shared chunks in one process and
+# strips every module's custom sections (names, producers, target features; see
+# docs/benchmarks.md).
 for module in "$staging"/*.wasm; do
   if [ "$(stat -c %s "$module")" -ge 16384 ]; then
     wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int "$module" -o "$module"
   fi
 done
-# Every module loses its custom sections (function names, producers, target features):
-# the browser needs none of them, and in each small chunk they were most of its bytes (on
-# the attention lesson 249 chunks under 2 KB; see docs/benchmarks.md).
-node -e '
-const fs = require("fs");
-// The unsigned LEB128 number at data[at], and how many bytes it takes.
-function leb(data, at) {
-  let value = 0, shift = 0, read = 0, byte;
-  do {
-    byte = data[at + read++];
-    value += (byte & 0x7f) * 2 ** shift;
-    shift += 7;
-  } while (byte & 0x80);
-  return [value, read];
-}
-for (const file of process.argv.slice(1)) {
-  const data = fs.readFileSync(file);
-  const kept = [data.subarray(0, 8)];
-  let at = 8;
-  while (at < data.length) {
-    const [size, read] = leb(data, at + 1);
-    const end = at + 1 + read + size;
-    if (data[at] !== 0) kept.push(data.subarray(at, end));
-    at = end;
-  }
-  if (at !== data.length) throw new Error(file + ": a section runs past the end of the module");
-  fs.writeFileSync(file, Buffer.concat(kept));
-}
-' "$staging"/*.wasm
+node scripts/shrink-wasm.mjs "$staging"/*.wasm
 cp style/main.css "$staging/$name.css"
 
 say "Compressing the bundle once at brotli's highest quality (served as .br)"
