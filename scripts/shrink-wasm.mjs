@@ -59,7 +59,8 @@ function withoutCustomSections(data, file) {
 binaryen.setOptimizeLevel(2);
 binaryen.setShrinkLevel(2);
 for (const file of process.argv.slice(2)) {
-  let data = fs.readFileSync(file);
+  // Stripped first too, so that binaryen does not read (and warn about) the name sections.
+  let data = withoutCustomSections(fs.readFileSync(file), file);
   if (data.length < SMALL) {
     const module = binaryen.readBinary(data);
     module.setFeatures(FEATURES);
