@@ -136,7 +136,11 @@ async fn test_claim_ending(
     .await;
     assert!(body.contains("no model called"), "{body}");
 
-    // One call queues every run of the test; a second while they run is refused.
+    // One call queues every run of the test; a second while they wait or run is refused.
+    // Another team's long run holds the one training slot until then, so that the claim's
+    // runs are surely still waiting (a tiny run at 1e-2 can end within the second).
+    let blocker = submit(&class.blue, server, &LONG_RUN).await;
+    wait_for_status(&class.blue, server, blocker, "running").await;
     let ids = ok(teacher, server, "queue-claim", &form).await;
     let ids: Vec<i64> = ids
         .as_array()
@@ -154,6 +158,13 @@ async fn test_claim_ending(
     )
     .await;
     assert!(again.contains("already waiting or training"), "{again}");
+    ok(
+        &class.blue,
+        server,
+        "cancel-run",
+        &[("run_id", &blocker.to_string())],
+    )
+    .await;
 
     let mut runs = Vec::new();
     for run_id in &ids {

@@ -17,15 +17,6 @@ use support::*;
 /// `trainer::checkpoint::candidates`.)
 static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-/// Run settings that train for minutes on any CPU (MiniLM, one sentence per step, 20
-/// epochs), for tests that must find a run still queued or training.
-const LONG_RUN: [(&str, &str); 4] = [
-    ("model", "all-MiniLM-L6-v2"),
-    ("batch_size", "1"),
-    ("epochs", "20"),
-    ("learning_rate", "2e-5"),
-];
-
 #[tokio::test]
 async fn two_training_slots_train_two_teams_runs_at_once() {
     let temp = tempfile::tempdir().unwrap();

@@ -68,6 +68,15 @@ pub fn run_form<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     form
 }
 
+/// Run settings that train for minutes on any CPU (MiniLM, one sentence per step, 20
+/// epochs), for tests that must find a run still queued or training.
+pub const LONG_RUN: [(&str, &str); 4] = [
+    ("model", "all-MiniLM-L6-v2"),
+    ("batch_size", "1"),
+    ("epochs", "20"),
+    ("learning_rate", "2e-5"),
+];
+
 /// A class with one student per team, ready to train.
 pub struct Classroom {
     pub server: Server,
