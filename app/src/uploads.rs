@@ -50,7 +50,7 @@ impl Drop for Staging {
 /// Copies the files of the HF folder `source` (and its subfolders, links followed,
 /// hidden entries such as `.git` left out) into `into`, refusing more than `max_bytes`
 /// in all (`copied` counts them).
-pub(super) fn copy_folder(
+pub(crate) fn copy_folder(
     source: &Path,
     into: &Path,
     copied: &mut u64,
@@ -93,21 +93,33 @@ fn shown(folder: &Path) -> String {
     }
 }
 
+/// Opens the uploaded zip at `zip_path`, refusing one that does not read as a zip, or one
+/// of more than `max_entries` entries (`too_many` says why, given the count), with a
+/// message that starts "The zip".
+pub(crate) fn open_zip(
+    zip_path: &Path,
+    max_entries: usize,
+    too_many: impl FnOnce(usize) -> String,
+) -> Result<zip::ZipArchive<std::fs::File>, AppError> {
+    let bad = |what: String| AppError::bad_request(format!("The zip {what}."));
+    let file = std::fs::File::open(zip_path).map_err(AppError::internal)?;
+    let archive = zip::ZipArchive::new(file)
+        .map_err(|e| bad(format!("cannot be read ({e}); is it a .zip file?")))?;
+    if archive.len() > max_entries {
+        return Err(bad(too_many(archive.len())));
+    }
+    Ok(archive)
+}
+
 /// Unpacks the HF folder in the zip at `zip_path` into `into`: the files beside the
 /// shallowest `config.json` and below it. Refuses entries that would land outside
 /// `into` (absolute paths, `..`, links), more than [`MAX_ZIP_ENTRIES`] files, and more
 /// than `max_bytes` unpacked, whatever the zip's headers claim.
-pub(super) fn unpack_zip(zip_path: &Path, into: &Path, max_bytes: u64) -> Result<(), AppError> {
+pub(crate) fn unpack_zip(zip_path: &Path, into: &Path, max_bytes: u64) -> Result<(), AppError> {
     let bad = |what: String| AppError::bad_request(format!("The zip {what}."));
-    let file = std::fs::File::open(zip_path).map_err(AppError::internal)?;
-    let mut archive = zip::ZipArchive::new(file)
-        .map_err(|e| bad(format!("cannot be read ({e}); is it a .zip file?")))?;
-    if archive.len() > MAX_ZIP_ENTRIES {
-        return Err(bad(format!(
-            "holds {} files; a model folder has at most {MAX_ZIP_ENTRIES}",
-            archive.len()
-        )));
-    }
+    let mut archive = open_zip(zip_path, MAX_ZIP_ENTRIES, |entries| {
+        format!("holds {entries} files; a model folder has at most {MAX_ZIP_ENTRIES}")
+    })?;
     let mut paths = Vec::with_capacity(archive.len());
     for index in 0..archive.len() {
         let entry = archive

@@ -89,7 +89,7 @@ pub mod ssr {
     use super::DataFacts;
     use crate::db::DbPool;
     use crate::error::AppError;
-    use crate::uploads::{Staging, copy_entry};
+    use crate::uploads::{Staging, copy_entry, open_zip};
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex};
     use std::time::SystemTime;
@@ -441,15 +441,9 @@ pub mod ssr {
     /// headers claim.
     fn unpack_zip(zip_path: &Path, into: &Path) -> Result<(), AppError> {
         let bad = |what: String| AppError::bad_request(format!("The zip {what}."));
-        let file = std::fs::File::open(zip_path).map_err(AppError::internal)?;
-        let mut archive = zip::ZipArchive::new(file)
-            .map_err(|e| bad(format!("cannot be read ({e}); is it a .zip file?")))?;
-        if archive.len() > MAX_ZIP_ENTRIES {
-            return Err(bad(format!(
-                "holds {} files; SST-2.zip has about 15",
-                archive.len()
-            )));
-        }
+        let mut archive = open_zip(zip_path, MAX_ZIP_ENTRIES, |entries| {
+            format!("holds {entries} files; SST-2.zip has about 15")
+        })?;
         // Every entry named like one of the files, as (index, depth, name in the zip).
         let mut candidates: Vec<Vec<(usize, usize, String)>> = vec![Vec::new(); SST2_FILES.len()];
         for index in 0..archive.len() {
