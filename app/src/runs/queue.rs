@@ -17,6 +17,9 @@ pub use reads::{Board, ModelRun, RecentRuns, RunFilter};
 /// an out-of-memory kill) before the run is failed instead of queued again.
 pub const MAX_CRASHES: i64 = 3;
 
+/// The PostgreSQL advisory lock that claims take turns on ("jigsaw" in ASCII).
+const CLAIM_LOCK: i64 = 0x6a69_6773_6177;
+
 /// The queue over one database.
 #[derive(Debug, Clone)]
 pub struct RunQueue {
@@ -312,27 +315,18 @@ impl RunQueue {
         owner: &str,
         lease_until: i64,
     ) -> Result<Option<ClaimedRun>, sqlx::Error> {
-        // On PostgreSQL, workers on several machines claim at once: the chosen run's team
-        // row is locked for the claiming transaction, and the others skip that team's runs
-        // instead of waiting. Locking the team, not the run, keeps the round robin: a worker
-        // claiming at the same moment takes the next team's run, not the same team's next.
-        // SQLite has one writer at a time; its claim is the conditional update below.
+        // On PostgreSQL, workers on several machines claim at once. Each claim holds one
+        // advisory lock for its transaction (a few milliseconds), so claims take turns and
+        // each sees the ones before it: never the same run twice, and a strict round robin
+        // between teams with unique claim numbers. SQLite has one writer at a time; its
+        // claim is the conditional update below.
         let postgres = crate::db::is_postgres(&self.pool);
-        macro_rules! choose_next {
-            () => {
-                "SELECT r.id, r.settings, c.run_minutes FROM runs r \
-                 JOIN classes c ON c.id = r.class_id JOIN teams t ON t.id = r.team_id \
-                 WHERE r.status = $1 \
-                 ORDER BY r.priority DESC, \
-                 COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
-                 LIMIT 1"
-            };
-        }
-        let choose: &'static str = if postgres {
-            concat!(choose_next!(), " FOR UPDATE OF t SKIP LOCKED")
-        } else {
-            choose_next!()
-        };
+        let choose = "SELECT r.id, r.settings, c.run_minutes FROM runs r \
+                      JOIN classes c ON c.id = r.class_id \
+                      WHERE r.status = $1 \
+                      ORDER BY r.priority DESC, \
+                      COALESCE((SELECT MAX(p.claim_order) FROM runs p WHERE p.team_id = r.team_id), 0), r.id \
+                      LIMIT 1";
         let select =
             || sqlx::query_as::<_, (i64, String, i64)>(choose).bind(RunStatus::Queued.as_str());
         let update = |id: i64| {
@@ -352,6 +346,10 @@ impl RunQueue {
         loop {
             let (next, claimed) = if postgres {
                 let mut transaction = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CLAIM_LOCK)
+                    .execute(&mut *transaction)
+                    .await?;
                 let next = select().fetch_optional(&mut *transaction).await?;
                 let claimed = match &next {
                     Some((id, _, _)) => update(*id)
