@@ -372,7 +372,7 @@ impl RunQueue {
                 return Ok(None);
             };
             if claimed == 0 {
-                continue; // another worker took it first
+                continue; // cancelled, or (on SQLite) taken by another slot, meanwhile
             }
             match parse_settings(id, &settings) {
                 Ok(settings) => {
