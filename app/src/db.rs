@@ -69,6 +69,39 @@ pub fn now() -> String {
     timestamp(SystemTime::now())
 }
 
+/// Column `column` of `row`, stored as text, converted with `T`'s `TryFrom<String>`; a value
+/// it refuses is a decoding error that names the column.
+pub fn parsed_column<T>(row: &sqlx::any::AnyRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: TryFrom<String, Error = String>,
+{
+    use sqlx::Row as _;
+    let text: String = row.try_get(column)?;
+    T::try_from(text).map_err(|message| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: message.into(),
+    })
+}
+
+/// Implements sqlx's `FromRow` for a struct, each field read from the column of its name:
+/// `from_row!(Row { id, name } parsed { status })`, where the fields after `parsed` are
+/// stored as text and read with [`parsed_column`]. (sqlx's derive would build sqlx and
+/// SQLite a second time for the compiler.)
+macro_rules! from_row {
+    ($row:ident { $($field:ident),* $(,)? } $(parsed { $($parsed:ident),* $(,)? })?) => {
+        impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for $row {
+            fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?,)*
+                    $($($parsed: $crate::db::parsed_column(row, stringify!($parsed))?,)*)?
+                })
+            }
+        }
+    };
+}
+pub(crate) use from_row;
+
 #[cfg(test)]
 mod tests {
     use super::*;

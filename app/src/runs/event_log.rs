@@ -5,13 +5,15 @@ use crate::db::DbPool;
 use run_protocol::EventKind;
 
 /// One stored event.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     /// 1, 2, 3, … per run, with no gaps.
     pub seq: i64,
     /// The event as JSON ([`run_protocol::Event`]).
     pub payload: String,
 }
+
+crate::db::from_row!(StoredEvent { seq, payload });
 
 /// The stored events of every run.
 #[derive(Debug, Clone)]

@@ -53,7 +53,7 @@ pub enum Admission {
 }
 
 /// Whose run it is.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOwner {
     /// Its class.
     pub class_id: i64,
@@ -62,6 +62,12 @@ pub struct RunOwner {
     /// The claim it tests, for a claim test's run.
     pub claim: Option<String>,
 }
+
+crate::db::from_row!(RunOwner {
+    class_id,
+    team_id,
+    claim
+});
 
 /// What cancelling did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -133,7 +133,7 @@ mod ssr {
     }
 
     /// A training node seen lately.
-    #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+    #[derive(Debug, Clone, PartialEq)]
     pub struct TrainingNode {
         /// Its compute device, described.
         pub device: String,
@@ -142,6 +142,12 @@ mod ssr {
         /// SST-2 training sentences it has; `None` when it has no usable training data.
         pub train_examples: Option<i64>,
     }
+
+    crate::db::from_row!(TrainingNode {
+        device,
+        slots,
+        train_examples
+    });
 
     /// The training nodes seen lately, one entry per node.
     pub async fn live_nodes(pool: &DbPool) -> Result<Vec<TrainingNode>, sqlx::Error> {

@@ -35,16 +35,16 @@ pub struct ClaimRunRow {
 }
 
 /// A stored claim run.
-#[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
     claim: String,
     claim_arm: String,
-    #[sqlx(try_from = "String")]
     status: RunStatus,
     validation_accuracy: Option<f64>,
     settings: String,
 }
+
+crate::db::from_row!(Row { id, claim, claim_arm, validation_accuracy, settings } parsed { status });
 
 impl RunQueue {
     /// Queues the runs of claim `claim`'s test for class `class_id` under team `team_id`,

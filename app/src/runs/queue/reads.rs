@@ -35,12 +35,10 @@ pub enum RecentRuns {
 }
 
 /// One row of a run list.
-#[derive(sqlx::FromRow)]
 struct SummaryRow {
     id: i64,
     team: String,
     submitted_by: String,
-    #[sqlx(try_from = "String")]
     status: RunStatus,
     settings: String,
     created_at: String,
@@ -50,13 +48,22 @@ struct SummaryRow {
     claim: Option<String>,
 }
 
+crate::db::from_row!(SummaryRow {
+    id, team, submitted_by, settings, created_at, position, validation_accuracy, message, claim
+} parsed { status });
+
 /// One row of a board.
-#[derive(sqlx::FromRow)]
 struct BoardRow {
     team: String,
     accuracy: f64,
     run_id: i64,
 }
+
+crate::db::from_row!(BoardRow {
+    team,
+    accuracy,
+    run_id
+});
 
 /// The summary query for one filter.
 macro_rules! summary_sql {
@@ -215,16 +222,18 @@ impl RunQueue {
 }
 
 /// One row of [`RunQueue::model_history`] as stored.
-#[derive(sqlx::FromRow)]
 struct ModelRunRow {
     id: i64,
     settings: String,
-    #[sqlx(try_from = "String")]
     status: RunStatus,
     validation_accuracy: Option<f64>,
     reference_speed: Option<f64>,
     device: Option<String>,
 }
+
+crate::db::from_row!(ModelRunRow {
+    id, settings, validation_accuracy, reference_speed, device
+} parsed { status });
 
 /// One run as the Models page counts it.
 #[derive(Debug, Clone, PartialEq)]
