@@ -16,42 +16,35 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
-// SQLITE_MIGRATION_FILES and POSTGRES_MIGRATION_FILES, written by build.rs.
+// SQLITE_MIGRATIONS and POSTGRES_MIGRATIONS, `(version, description, SQL)`, written by
+// build.rs from the two migration folders.
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// The SQLite migrations, embedded at build time.
-static SQLITE_MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| embedded_migrator(SQLITE_MIGRATION_FILES));
+static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| embedded_migrator(SQLITE_MIGRATIONS));
 
 /// The PostgreSQL migrations, embedded at build time.
 static POSTGRES_MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| embedded_migrator(POSTGRES_MIGRATION_FILES));
+    LazyLock::new(|| embedded_migrator(POSTGRES_MIGRATIONS));
 
-/// A migrator for embedded `(file name, SQL)` pairs, read as sqlx reads a migration folder
-/// (`0003_runs.sql` is version 3, "runs"; a file that starts with `-- no-transaction` runs
-/// outside a transaction), so the checksums match those recorded by earlier builds, which
-/// used `sqlx::migrate!`.
-fn embedded_migrator(files: &[(&'static str, &'static str)]) -> Migrator {
-    let migrations = files
-        .iter()
-        .map(|&(name, sql)| {
-            let (version, rest) = name
-                .split_once('_')
-                .unwrap_or_else(|| panic!("migration {name} has no number"));
-            let version = version
-                .parse()
-                .unwrap_or_else(|_| panic!("migration {name} has no number"));
-            let description = rest.trim_end_matches(".sql").replace('_', " ");
-            Migration::new(
-                version,
-                Cow::Owned(description),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                sql.starts_with("-- no-transaction"),
-            )
-        })
-        .collect();
-    Migrator::with_migrations(migrations)
+/// A migrator for embedded migrations, built as sqlx builds one from a folder (a file that
+/// starts with `-- no-transaction` runs outside a transaction), so the checksums match
+/// those recorded by earlier builds, which used `sqlx::migrate!`.
+fn embedded_migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    sql.starts_with("-- no-transaction"),
+                )
+            })
+            .collect(),
+    )
 }
 
 /// Connections per server process.
