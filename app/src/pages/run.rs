@@ -146,6 +146,16 @@ pub fn RunPage() -> impl IntoView {
 #[cfg(feature = "hydrate")]
 const EVENT_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Streamed events not yet drawn (browser only).
+#[cfg(feature = "hydrate")]
+#[derive(Default)]
+struct Batch {
+    /// Run events, in the order they came.
+    events: Vec<Event>,
+    /// Whether a status change came after them.
+    status_changed: bool,
+}
+
 /// Opens the run's event stream (browser only): events go into `live`, status changes
 /// bump `changed`. The browser reconnects by itself with the last id it saw.
 fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
@@ -159,44 +169,57 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
         };
         // Events are applied in batches, at most every EVENT_BATCH: a page opened on a long
         // run replays thousands of stored events, and redrawing the charts once per event
-        // kept the browser busy for tens of seconds.
-        let pending: std::rc::Rc<std::cell::RefCell<Vec<Event>>> = Default::default();
-        let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+        // kept the browser busy for tens of seconds. A status change waits in the same
+        // batch, so the page shows a run as finished only with every step before it drawn.
+        let batch: std::rc::Rc<std::cell::RefCell<Batch>> = Default::default();
+        let receive = move |item: Option<Event>| {
+            let first = {
+                let mut batch = batch.borrow_mut();
+                let first = batch.events.is_empty() && !batch.status_changed;
+                match item {
+                    Some(event) => batch.events.push(event),
+                    None => batch.status_changed = true,
+                }
+                first
+            };
+            if first {
+                let batch = batch.clone();
+                set_timeout(
+                    move || {
+                        let Batch {
+                            events,
+                            status_changed,
+                        } = std::mem::take(&mut *batch.borrow_mut());
+                        // The page may be gone by now; then there is nothing to draw.
+                        let _ = live.try_update(|live| {
+                            events.into_iter().for_each(|event| live.apply(event))
+                        });
+                        if status_changed {
+                            let _ = changed.try_update(|n| *n += 1);
+                        }
+                    },
+                    EVENT_BATCH,
+                );
+            }
+        };
+        let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new({
+            let receive = receive.clone();
             move |message: web_sys::MessageEvent| {
                 let Some(data) = message.data().as_string() else {
                     return;
                 };
                 match serde_json::from_str::<Event>(&data) {
-                    Ok(event) => {
-                        let first = {
-                            let mut queue = pending.borrow_mut();
-                            queue.push(event);
-                            queue.len() == 1
-                        };
-                        if first {
-                            let pending = pending.clone();
-                            set_timeout(
-                                move || {
-                                    let events = std::mem::take(&mut *pending.borrow_mut());
-                                    // The page may be gone by now; then there is nothing to draw.
-                                    let _ = live.try_update(|live| {
-                                        events.into_iter().for_each(|event| live.apply(event))
-                                    });
-                                },
-                                EVENT_BATCH,
-                            );
-                        }
-                    }
+                    Ok(event) => receive(Some(event)),
                     Err(error) => leptos::logging::warn!(
                         "run {run_id}: an event from the server does not parse ({error}): {}",
                         data.chars().take(200).collect::<String>()
                     ),
                 }
-            },
-        );
+            }
+        });
         let on_status =
             Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
-                changed.update(|n| *n += 1);
+                receive(None)
             });
         let _ =
             source.add_event_listener_with_callback(RUN_EVENT, on_event.as_ref().unchecked_ref());

@@ -30,6 +30,9 @@ struct Reader {
     read: VecDeque<(i64, String)>,
     /// Whether the database may hold events after `last_sent` that were not read.
     behind: bool,
+    /// Whether a status event is due once the events read back have gone out (after a
+    /// catch-up, so the page sees the status after the events that came before it).
+    status_due: bool,
 }
 
 /// A stored run event as SSE, with its sequence number as the id.
@@ -87,6 +90,7 @@ pub(super) async fn stream_run_events(
             last_sent: after,
             read: VecDeque::new(),
             behind: true,
+            status_due: false,
         },
         move |mut reader| {
             let log = log.clone();
@@ -116,6 +120,10 @@ pub(super) async fn stream_run_events(
                             .extend(page.into_iter().map(|row| (row.seq, row.payload)));
                         continue;
                     }
+                    if reader.status_due {
+                        reader.status_due = false;
+                        return Some((Ok(status_event(run_id)), reader));
+                    }
                     tokio::select! {
                         received = reader.updates.recv() => match received {
                             // Notices may have been missed (this node's database listener
@@ -124,7 +132,8 @@ pub(super) async fn stream_run_events(
                             Ok(RunUpdate { change: RunChange::Resync, .. })
                             | Err(broadcast::error::RecvError::Lagged(_)) => {
                                 reader.behind = true;
-                                return Some((Ok(status_event(run_id)), reader));
+                                reader.status_due = true;
+                                continue;
                             }
                             Ok(RunUpdate { run_id: id, .. }) if id != run_id => continue,
                             Ok(RunUpdate { change: RunChange::Event(seq, payload), .. }) => {

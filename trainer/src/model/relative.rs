@@ -78,13 +78,15 @@ impl RelativeTable {
 }
 
 /// Every query-key distance `query − key` of a `seq_len`-token sequence, row by row, put
-/// into buckets when the settings have them.
+/// into buckets when the settings have them. The matrix depends on the distance alone, so
+/// each of the `2 × seq_len − 1` distances is bucketed once and every row is a slice of
+/// those, read backwards.
 fn relative_positions(seq_len: usize, settings: &RelativeAttention) -> Vec<i64> {
-    let mut distances = Vec::with_capacity(seq_len * seq_len);
-    for query in 0..seq_len as i64 {
-        for key in 0..seq_len as i64 {
-            let distance = query - key;
-            distances.push(if settings.position_buckets > 0 {
+    let longest = seq_len as i64 - 1;
+    // `bucketed[i]` is the bucket of the distance `i − longest`.
+    let bucketed: Vec<i64> = (-longest..=longest)
+        .map(|distance| {
+            if settings.position_buckets > 0 {
                 log_bucket(
                     distance,
                     settings.position_buckets,
@@ -92,8 +94,13 @@ fn relative_positions(seq_len: usize, settings: &RelativeAttention) -> Vec<i64> 
                 )
             } else {
                 distance
-            });
-        }
+            }
+        })
+        .collect();
+    let mut distances = Vec::with_capacity(seq_len * seq_len);
+    // Row `query` holds the distances `query − 0` down to `query − longest`.
+    for query in 0..seq_len {
+        distances.extend(bucketed[query..query + seq_len].iter().rev());
     }
     distances
 }
@@ -180,6 +187,39 @@ mod tests {
                 log_bucket(-distance, 256, 512),
                 -log_bucket(distance, 256, 512)
             );
+        }
+    }
+
+    #[test]
+    fn each_row_holds_the_distances_from_its_query() {
+        for (buckets, max_position) in [(0, 24), (8, 64), (256, 512)] {
+            let settings = RelativeAttention {
+                position_buckets: buckets,
+                max_relative_positions: max_position,
+                content_to_position: true,
+                position_to_content: true,
+                share_projections: true,
+                normalized: true,
+            };
+            for seq_len in [1, 2, 7, 40, 300] {
+                let matrix = relative_positions(seq_len, &settings);
+                assert_eq!(matrix.len(), seq_len * seq_len);
+                for query in 0..seq_len {
+                    for key in 0..seq_len {
+                        let distance = query as i64 - key as i64;
+                        let expected = if settings.position_buckets > 0 {
+                            log_bucket(
+                                distance,
+                                settings.position_buckets,
+                                settings.max_relative_positions,
+                            )
+                        } else {
+                            distance
+                        };
+                        assert_eq!(matrix[query * seq_len + key], expected, "{query}, {key}");
+                    }
+                }
+            }
         }
     }
 
