@@ -17,7 +17,8 @@
 # (bench/gpu_model_transfer.py; widened back to fp32 on arrival), and the binary travels
 # xz-compressed. Without the model, `run` skips the accuracy runs. Everything `run` prints
 # goes to $OUT/session.log; records go to $OUT/*.jsonl. Overrides for a smoke test on any
-# Vulkan device: BENCH_ARGS, OPTIMIZERS (per-tensor,flat), TORCH_ARGS, TRAIN_ARGS, RUNS (see
+# Vulkan device: BENCH_ARGS, OPTIMIZERS (per-tensor,flat), PRECISIONS (the matrix products'
+# formats the flat AdamW bench measures; default fp32,bf16,f16), TORCH_ARGS, TRAIN_ARGS, RUNS (see
 # `settings` below; default full-5e-5,full-1e-4,lora-r16), BUDGET_S. Experiments, off unless
 # set: MAX_TASKS (comma-separated CUBECL_WGPU_MAX_TASKS values to bench again with, using
 # TASKS_BENCH_ARGS or BENCH_ARGS),
@@ -105,10 +106,14 @@ run() {
   local start=$SECONDS budget="${BUDGET_S:-580}"
   prepare
   local out=$OUT optimizer tasks
+  local precisions
   for optimizer in $(echo "${OPTIMIZERS:-per-tensor,flat}" | tr , ' '); do
-    echo "==> [$((SECONDS - start)) s] burn bench, $optimizer AdamW"
+    # Mixed precision is measured with the flat AdamW, a GPU run's default.
+    precisions=fp32
+    [ "$optimizer" = flat ] && precisions="${PRECISIONS:-fp32,bf16,f16}"
+    echo "==> [$((SECONDS - start)) s] burn bench, $optimizer AdamW, $precisions"
     # shellcheck disable=SC2086  # the overrides are split on purpose
-    timeout 200 "$bin" bench --optimizer "$optimizer" \
+    timeout 300 "$bin" bench --optimizer "$optimizer" --precisions "$precisions" \
       ${BENCH_ARGS:---warmup 3 --windows 5 --steps-per-window 6} >>"$out/burn.jsonl"
     echo "bench exit $?; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null) in $(find "$work/data/gpu-cache" -type f 2>/dev/null | wc -l) files"
   done

@@ -1,6 +1,8 @@
 //! Training-step throughput: how many examples per second one full fine-tuning step
-//! (forward, backward, AdamW update; fp32) processes on the chosen device, for BERT-family
+//! (forward, backward, AdamW update) processes on the chosen device, for BERT-family
 //! models built from their configuration with random weights, so nothing needs downloading.
+//! The matrix products run in fp32 or, when asked, in bf16 or f16 (the weights and AdamW
+//! stay f32, as in a run; f16 is measured without a run's loss scaling).
 //!
 //! Each measured configuration gets a fresh model and optimizer, runs `warmup` untimed steps
 //! (on a GPU the first ones compile shaders and autotune kernels), then `windows` timed
@@ -11,7 +13,7 @@
 //! writes records of the same shape.
 
 use crate::device::{BackendKind, ComputeDevice};
-use crate::model::{BatchTensors, EncoderConfig, SequenceClassifier};
+use crate::model::{BatchTensors, EncoderConfig, Precision, SequenceClassifier};
 use crate::optim::{AdamW, FlatAdamW, OptimizerChoice};
 use crate::rng::SeededRng;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -150,6 +152,8 @@ pub struct BenchOptions {
     pub seed: u64,
     /// The AdamW implementation to step with.
     pub optimizer: OptimizerChoice,
+    /// The matrix products' number formats, each measured at every model and shape.
+    pub precisions: Vec<Precision>,
 }
 
 impl Default for BenchOptions {
@@ -168,6 +172,7 @@ impl Default for BenchOptions {
             steps_per_window: 10,
             seed: 42,
             optimizer: OptimizerChoice::Auto,
+            precisions: vec![Precision::Fp32],
         }
     }
 }
@@ -175,8 +180,8 @@ impl Default for BenchOptions {
 impl BenchOptions {
     /// Checks the options; anything accepted here can run.
     pub fn validate(&self) -> Result<(), String> {
-        if self.models.is_empty() || self.shapes.is_empty() {
-            return Err("name at least one model and one shape".into());
+        if self.models.is_empty() || self.shapes.is_empty() || self.precisions.is_empty() {
+            return Err("name at least one model, one shape and one precision".into());
         }
         if self.windows == 0 || self.steps_per_window == 0 {
             return Err("windows and steps per window must be at least 1".into());
@@ -198,7 +203,7 @@ pub struct BenchRecord {
     /// `burn-flex`, `burn-wgpu` or `burn-cuda`.
     #[serde(rename = "impl")]
     pub implementation: String,
-    /// Always `fp32` here.
+    /// The matrix products' number format: `fp32`, `bf16` or `f16`.
     pub dtype: String,
     /// The AdamW implementation: `per-tensor` or `flat`.
     pub optimizer: String,
@@ -246,52 +251,67 @@ pub struct PhaseTimes {
     pub dispatch_ms: f64,
 }
 
-/// Measures every model at every shape, handing each record to `done` as it is measured.
-/// A configuration that fails (such as running out of GPU memory) is reported through
-/// `failed` and the rest still run. Returns the records.
+/// Measures every model at every shape in every precision, handing each record to `done`
+/// as it is measured. A configuration that fails (such as running out of GPU memory) is
+/// reported through `failed` and the rest still run. Returns the records.
 pub fn run(
     options: &BenchOptions,
     compute: &ComputeDevice,
     done: &mut dyn FnMut(&BenchRecord),
-    failed: &mut dyn FnMut(BenchModel, Shape, String),
+    failed: &mut dyn FnMut(BenchModel, Shape, Precision, String),
 ) -> Vec<BenchRecord> {
     let mut records = Vec::new();
-    for &model in &options.models {
-        for &shape in &options.shapes {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                measure(&model.config(), model.name(), shape, options, compute)
-            }));
-            compute.device().memory_cleanup();
-            match outcome {
-                Ok(record) => {
-                    done(&record);
-                    records.push(record);
-                }
-                Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "the engine stopped unexpectedly".into());
-                    failed(model, shape, message);
-                }
+    let configurations = options.models.iter().flat_map(|&model| {
+        options.shapes.iter().flat_map(move |&shape| {
+            options
+                .precisions
+                .iter()
+                .map(move |&precision| (model, shape, precision))
+        })
+    });
+    for (model, shape, precision) in configurations {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            measure(
+                &model.config(),
+                model.name(),
+                shape,
+                precision,
+                options,
+                compute,
+            )
+        }));
+        compute.device().memory_cleanup();
+        match outcome {
+            Ok(record) => {
+                done(&record);
+                records.push(record);
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the engine stopped unexpectedly".into());
+                failed(model, shape, precision, message);
             }
         }
     }
     records
 }
 
-/// Measures one architecture at one shape; `name` labels the record.
+/// Measures one architecture at one shape with its products in `precision`; `name` labels
+/// the record.
 pub fn measure(
     config: &EncoderConfig,
     name: &str,
     shape: Shape,
+    precision: Precision,
     options: &BenchOptions,
     compute: &ComputeDevice,
 ) -> BenchRecord {
     let device = compute.device().clone().autodiff();
     device.seed(options.seed);
-    let mut model = SequenceClassifier::new(config, NUM_LABELS, &device);
+    let mut model = SequenceClassifier::new(config, NUM_LABELS, &device).with_precision(precision);
     let flat = options
         .optimizer
         .flat(compute.kind() == BackendKind::Gpu, true);
@@ -376,7 +396,7 @@ pub fn measure(
         date: utc_date(std::time::SystemTime::now()),
         model: name.to_string(),
         implementation: format!("burn-{}", compute.runtime().name()),
-        dtype: "fp32".into(),
+        dtype: precision.as_str().into(),
         optimizer: if flat { "flat" } else { "per-tensor" }.into(),
         batch: shape.batch,
         seq: shape.seq,

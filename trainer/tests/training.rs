@@ -11,7 +11,7 @@
 #[allow(dead_code)] // shared with the HTTP-level tests
 mod synthetic_sst2;
 
-use run_protocol::{EvalSplit, Event, LoraSettings, Method, RunSettings};
+use run_protocol::{EvalSplit, Event, LoraSettings, Method, Precision, RunSettings};
 use std::path::{Path, PathBuf};
 use synthetic_sst2::write_synthetic_sst2_with_words;
 use trainer::device::{DeviceChoice, select};
@@ -228,6 +228,72 @@ fn the_same_seed_gives_the_same_run_on_the_cpu() {
     assert_eq!(first, second);
     short.settings.seed = 12;
     assert_ne!(first, losses(&run(&short)));
+}
+
+/// bf16 and f16 matrix products (f32 weights and optimizer) learn what fp32 learns, and
+/// DeBERTa's relative-position products run in them too. f16 scales the loss by 2^16 for
+/// the backward pass and the gradients back down before clipping: the gradient norms it
+/// reports are f32's, not 65,536 times them (clipping and AdamW would hide a missing
+/// unscale from the loss curve).
+#[test]
+fn bf16_and_f16_products_learn_like_fp32() {
+    let data = tiny_sst2();
+    let fp32 = step_numbers(&run(&config(data.path())));
+    for precision in [Precision::Bf16, Precision::F16] {
+        let mut low = config(data.path());
+        low.settings.precision = precision;
+        let events = run(&low);
+        let steps = step_numbers(&events);
+        assert_eq!(steps.len(), fp32.len(), "{precision:?}");
+        // The first step differs from f32's only by rounding.
+        let (loss, fp32_loss) = (steps[0].1, fp32[0].1);
+        assert!(
+            (loss - fp32_loss).abs() < 0.02,
+            "{precision:?}: first loss {loss} vs {fp32_loss}"
+        );
+        let (norm, fp32_norm) = (steps[0].3, fp32[0].3);
+        assert!(
+            (norm / fp32_norm - 1.0).abs() < 0.05,
+            "{precision:?}: first gradient norm {norm} vs {fp32_norm}"
+        );
+        // No step of this small model overflows f16 at the scale (a skipped one reports a
+        // norm of 0).
+        assert!(steps.iter().all(|step| step.3 > 0.0), "{precision:?}");
+        let validation = validation_evaluations(&events);
+        let (first, last) = (validation[0], *validation.last().unwrap());
+        assert!(last.1 < first.1, "{precision:?}: {validation:?}");
+        assert!(
+            last.2 >= 0.75,
+            "{precision:?} learns the words as fp32 does: {validation:?}"
+        );
+    }
+    // DeBERTa's relative-position terms in bf16, and LoRA's branches in f16.
+    let mut deberta = config(data.path());
+    deberta.model_dir = manifest_dir().join("tests/fixtures/tiny-deberta-v3");
+    deberta.settings.precision = Precision::Bf16;
+    deberta.settings.epochs = 6;
+    let events = run(&deberta);
+    assert!(
+        matches!(events.last(), Some(Event::Finished { .. })),
+        "{:?}",
+        events.last()
+    );
+    let validation = validation_evaluations(&events);
+    assert!(
+        validation.last().unwrap().1 < validation[0].1,
+        "{validation:?}"
+    );
+    let mut lora = config(data.path());
+    lora.settings
+        .set_method(Method::Lora(LoraSettings::new(4, 8.0)));
+    lora.settings.precision = Precision::F16;
+    lora.settings.epochs = 2;
+    let events = run(&lora);
+    assert!(
+        matches!(events.last(), Some(Event::Finished { .. })),
+        "{:?}",
+        events.last()
+    );
 }
 
 /// ELECTRA and both DeBERTa variants fine-tune like BERT: the validation loss falls under
@@ -885,6 +951,7 @@ fn the_benchmark_times_real_training_steps_on_the_cpu() {
         &tiny,
         "tiny-bert",
         Shape { seq: 16, batch: 4 },
+        Precision::Fp32,
         &options,
         &device,
     );
@@ -892,6 +959,16 @@ fn the_benchmark_times_real_training_steps_on_the_cpu() {
         (record.implementation.as_str(), record.dtype.as_str()),
         ("burn-flex", "fp32")
     );
+    let bf16 = measure(
+        &tiny,
+        "tiny-bert",
+        Shape { seq: 16, batch: 4 },
+        Precision::Bf16,
+        &options,
+        &device,
+    );
+    assert_eq!(bf16.dtype, "bf16");
+    assert!(bf16.step_ms_median.is_finite() && bf16.step_ms_median > 0.0);
     assert_eq!((record.seq, record.batch), (16, 4));
     assert!(record.examples_per_s.is_finite() && record.examples_per_s > 0.0);
     assert!(record.step_ms_median.is_finite() && record.step_ms_median > 0.0);

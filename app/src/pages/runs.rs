@@ -13,7 +13,7 @@ use crate::runs::{
 use leptos::prelude::*;
 use leptos_meta::Title;
 use run_protocol::estimate::REFERENCE_PARAMS;
-use run_protocol::{RunSettings, StepPlan};
+use run_protocol::{Precision, RunSettings, StepPlan};
 
 /// While the calling component lives, calls `refresh` every 4 seconds in the browser
 /// (nothing on the server): how the run lists, boards and queue places stay current.
@@ -206,6 +206,15 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
                     {text_input!("Max length (tokens)", max_len)}
                     {text_input!("Training sentences (empty = all)", train_subset)}
                     {text_input!("Seed", seed)}
+                    <label class="field">
+                        <span>"Number format of the matrix products"</span>
+                        <select name="precision" on:change=move |ev| form.update(|f| f.precision = event_target_value(&ev))>
+                            {Precision::ALL.into_iter().map(|p| {
+                                let selected = form.with_untracked(|f| f.precision == p.as_str());
+                                view! { <option value=p.as_str() selected=selected>{precision_label(p)}</option> }
+                            }).collect_view()}
+                        </select>
+                    </label>
                 </div>
                 <label class="field wide">
                     <span>"A sentence whose attention you want to watch"</span>
@@ -233,6 +242,15 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
                 other => action_error(other),
             }}
         </section>
+    }
+}
+
+/// A precision as the run form lists it, with what it is for.
+fn precision_label(precision: Precision) -> &'static str {
+    match precision {
+        Precision::Fp32 => "fp32: full precision (fastest on a CPU)",
+        Precision::Bf16 => "bf16: half the bits, f32's range (GPU tensor cores)",
+        Precision::F16 => "f16: half the bits, loss scaling (GPU tensor cores)",
     }
 }
 

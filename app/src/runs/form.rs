@@ -5,7 +5,7 @@
 use run_protocol::settings::{
     DEFAULT_LEARNING_RATE_FULL, DEFAULT_LEARNING_RATE_LORA, DEFAULT_LORA_RANK,
 };
-use run_protocol::{LoraSettings, Method, RunSettings};
+use run_protocol::{LoraSettings, Method, Precision, RunSettings};
 use serde::{Deserialize, Serialize};
 
 /// The sentence whose attention a new form offers to follow.
@@ -38,6 +38,15 @@ pub struct RunForm {
     pub seed: String,
     /// Probe sentence.
     pub probe_sentence: String,
+    /// The matrix products' number format: "fp32", "bf16" or "f16" (a form sent without
+    /// it is fp32).
+    #[serde(default = "fp32")]
+    pub precision: String,
+}
+
+/// The precision a form sent without one asks for.
+fn fp32() -> String {
+    Precision::Fp32.as_str().into()
 }
 
 impl Default for RunForm {
@@ -74,6 +83,7 @@ impl From<&RunSettings> for RunForm {
                 .map_or_else(String::new, |n| n.to_string()),
             seed: settings.seed.to_string(),
             probe_sentence: DEFAULT_PROBE_SENTENCE.into(),
+            precision: settings.precision.as_str().into(),
         }
     }
 }
@@ -104,7 +114,7 @@ mod check {
 
     use super::RunForm;
     use crate::runs::ModelChoice;
-    use run_protocol::{LIMITS, Limits, LoraSettings, RunSettings};
+    use run_protocol::{LIMITS, Limits, LoraSettings, Precision, RunSettings};
 
     /// Parses one number field, with a message naming the field.
     fn number<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, String> {
@@ -196,6 +206,7 @@ mod check {
             )?)
         };
         let seed: u64 = number("Seed", &form.seed)?;
+        let precision = Precision::parse(&form.precision)?;
         let probe_sentence = form.probe_sentence.trim().to_string();
         if probe_sentence.chars().count() > crate::models::MAX_SENTENCE_CHARS {
             return Err(format!(
@@ -258,6 +269,7 @@ mod check {
             train_subset,
             seed,
             probe_sentence,
+            precision,
         };
         settings.check_limits()?;
         Ok((settings, hints))
@@ -294,7 +306,39 @@ mod check_tests {
             train_subset: String::new(),
             seed: "42".into(),
             probe_sentence: "the movie was not good .".into(),
+            precision: "fp32".into(),
         }
+    }
+
+    #[test]
+    fn precision_is_read_by_name() {
+        let (settings, hints) = check_form(
+            &RunForm {
+                precision: " bf16 ".into(),
+                ..form()
+            },
+            &models(),
+        )
+        .unwrap();
+        assert_eq!(settings.precision, Precision::Bf16);
+        assert!(hints.is_empty(), "{hints:?}");
+        let error = check_form(
+            &RunForm {
+                precision: "fp64".into(),
+                ..form()
+            },
+            &models(),
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with("Precision must be fp32, bf16 or f16"),
+            "{error}"
+        );
+        // A form sent without the field (an older page) asks for fp32.
+        let mut json = serde_json::to_value(form()).unwrap();
+        json.as_object_mut().unwrap().remove("precision");
+        let older: RunForm = serde_json::from_value(json).unwrap();
+        assert_eq!(older.precision, "fp32");
     }
 
     #[test]

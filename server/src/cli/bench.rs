@@ -3,6 +3,7 @@
 use super::number;
 use crate::config::{self, Config};
 use clap::Args;
+use run_protocol::Precision;
 use std::str::FromStr;
 use trainer::bench::{BenchModel, BenchOptions, Shape};
 use trainer::optim::OptimizerChoice;
@@ -50,6 +51,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NAME", allow_hyphen_values = true,
           default_value = OptimizerChoice::default().name())]
     optimizer: OptimizerChoice,
+
+    /// Comma-separated number formats of the matrix products: fp32, bf16, f16
+    ///
+    /// The weights and AdamW stay f32, as in a run; f16 is measured without a run's loss
+    /// scaling.
+    #[arg(long, value_name = "LIST", value_parser = list::<Precision>,
+          allow_hyphen_values = true, default_value = "fp32")]
+    precisions: std::vec::Vec<Precision>,
 }
 
 /// Parses a comma-separated list, skipping empty items.
@@ -71,6 +80,7 @@ impl BenchArgs {
             steps_per_window: self.steps_per_window,
             seed: self.seed,
             optimizer: self.optimizer,
+            precisions: self.precisions,
         };
         options.validate()?;
         Ok(options)
@@ -98,19 +108,24 @@ impl BenchArgs {
                     println!("{line}");
                 }
                 eprintln!(
-                    "  {} {}: {:.1} ms/step, {:.1} examples/s",
+                    "  {} {} {}: {:.1} ms/step, {:.1} examples/s",
                     record.model,
                     Shape {
                         seq: record.seq,
                         batch: record.batch
                     },
+                    record.dtype,
                     record.step_ms_median,
                     record.examples_per_s
                 );
             },
-            &mut |model, shape, reason| {
+            &mut |model, shape, precision, reason| {
                 all_ok = false;
-                eprintln!("  {} {shape}: failed: {reason}", model.name());
+                eprintln!(
+                    "  {} {shape} {}: failed: {reason}",
+                    model.name(),
+                    precision.as_str()
+                );
             },
         );
         eprint!("\n{}", trainer::bench::table(&records));
@@ -157,6 +172,11 @@ mod tests {
             (2, 3, 2)
         );
         assert_eq!(parse_bench_args("").unwrap(), BenchOptions::default());
+        let formats = parse_bench_args("--precisions fp32,bf16,F16").unwrap();
+        assert_eq!(
+            formats.precisions,
+            [Precision::Fp32, Precision::Bf16, Precision::F16]
+        );
         let last_wins = parse_bench_args("--models bert-base --models minilm,").unwrap();
         assert_eq!(last_wins.models, [BenchModel::MiniLmL6]);
         for (text, needle) in [
@@ -166,6 +186,10 @@ mod tests {
             ("--warmup", "--warmup needs a value"),
             ("--seed -1", "--seed expects a number"),
             ("--fast", "unknown option"),
+            (
+                "--precisions fp32,int8",
+                "Precision must be fp32, bf16 or f16",
+            ),
         ] {
             let error = parse_bench_args(text).unwrap_err();
             assert!(error.contains(needle), "{text}: {error}");

@@ -17,4 +17,4 @@ pub use params::{
     lora_trains_head_dense, param_counts,
 };
 pub use plan::StepPlan;
-pub use settings::{LIMITS, Limits, LoraSettings, Method, RunSettings};
+pub use settings::{LIMITS, Limits, LoraSettings, Method, Precision, RunSettings};

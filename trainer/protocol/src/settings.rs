@@ -44,6 +44,65 @@ pub enum Method {
     Lora(LoraSettings),
 }
 
+/// The number format of a run's matrix products while it trains. The weights, AdamW's
+/// state, softmax, LayerNorm and the loss stay in f32 whatever the choice: the products
+/// read f32 tensors cast down and hand their results back cast up, as PyTorch's autocast
+/// does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats everywhere.
+    #[default]
+    Fp32,
+    /// bfloat16 products: f32's range with 8 bits of mantissa; no loss scaling needed.
+    Bf16,
+    /// IEEE half-precision products: 11 bits of mantissa but a narrow range, so the loss
+    /// is scaled up before the backward pass to keep small gradients from vanishing.
+    F16,
+}
+
+impl Precision {
+    /// Every choice, in the order the form lists them.
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Bf16, Precision::F16];
+
+    /// The name forms, the command line and stored settings use: "fp32", "bf16", "f16".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// The choice named `name` (any case, surrounding spaces ignored).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let name = name.trim();
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                format!(
+                    "Precision must be fp32, bf16 or f16; \u{201c}{}\u{201d} is not.",
+                    name.chars().take(24).collect::<String>()
+                )
+            })
+    }
+
+    /// Whether this is the default, f32 everywhere (stored settings then leave it out).
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    /// As [`Precision::parse`].
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::parse(name)
+    }
+}
+
 /// A run's settings, as a team submits them and as they are stored with the run (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
@@ -73,6 +132,10 @@ pub struct RunSettings {
     pub seed: u64,
     /// A sentence of the team's choosing whose attention is shown (may be empty).
     pub probe_sentence: String,
+    /// The number format of the matrix products while training; left out of the stored
+    /// JSON when it is the default, so settings stored before it existed read as fp32.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 /// The model every form and command starts from.
@@ -105,6 +168,7 @@ impl Default for RunSettings {
             train_subset: None,
             seed: 42,
             probe_sentence: String::new(),
+            precision: Precision::Fp32,
         }
     }
 }
@@ -141,14 +205,20 @@ impl RunSettings {
         }
     }
 
-    /// The settings in one line, e.g. "all-MiniLM-L6-v2 · full · lr 2e-5 · batch 32 · 3 epochs · max_len 64".
+    /// The settings in one line, e.g. "all-MiniLM-L6-v2 · full · lr 2e-5 · batch 32 · 3 epochs · max_len 64",
+    /// ending in the precision when it is not fp32 (" · bf16").
     pub fn summary(&self) -> String {
         let method = match self.lora_rank {
             Some(rank) => format!("LoRA r={rank}"),
             None => "full".to_string(),
         };
+        let precision = if self.precision.is_fp32() {
+            String::new()
+        } else {
+            format!(" · {}", self.precision.as_str())
+        };
         format!(
-            "{} · {method} · lr {:e} · batch {} · {} epochs · max_len {}",
+            "{} · {method} · lr {:e} · batch {} · {} epochs · max_len {}{precision}",
             self.model, self.learning_rate, self.batch_size, self.epochs, self.max_len
         )
     }
@@ -322,6 +392,32 @@ mod tests {
         let stored = r#"{"model":"all-MiniLM-L6-v2","lora_rank":8,"lora_alpha":16.0,"learning_rate":0.001,"batch_size":32,"epochs":2,"warmup_ratio":0.1,"max_len":64,"train_subset":null,"seed":42,"probe_sentence":""}"#;
         let settings: RunSettings = serde_json::from_str(stored).unwrap();
         assert_eq!(settings.method(), Method::Lora(LoraSettings::new(8, 16.0)));
+        assert_eq!(settings.precision, Precision::Fp32);
         assert_eq!(serde_json::to_string(&settings).unwrap(), stored);
+    }
+
+    #[test]
+    fn precision_is_stored_by_name_and_only_when_not_fp32() {
+        let settings = RunSettings {
+            precision: Precision::Bf16,
+            ..RunSettings::default()
+        };
+        let json = serde_json::to_string(&settings).unwrap();
+        assert!(json.ends_with(r#","precision":"bf16"}"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<RunSettings>(&json).unwrap(),
+            settings
+        );
+        assert!(settings.summary().ends_with(" · bf16"));
+        assert!(!RunSettings::default().summary().contains("fp32"));
+        for precision in Precision::ALL {
+            assert_eq!(Precision::parse(precision.as_str()), Ok(precision));
+            assert_eq!(
+                Precision::parse(&format!(" {} ", precision.as_str().to_uppercase())),
+                Ok(precision)
+            );
+        }
+        let message = Precision::parse("fp8").unwrap_err();
+        assert!(message.starts_with("Precision must be"), "{message}");
     }
 }

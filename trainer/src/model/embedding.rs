@@ -5,6 +5,7 @@
 use super::config::{EncoderConfig, Family};
 use super::dropout;
 use super::lora::token_wise;
+use super::precision::Precision;
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
@@ -125,7 +126,7 @@ impl Embeddings {
                 };
         }
         if let (Some(projection), true) = (&self.projection, self.project_first) {
-            sum = token_wise(projection, sum);
+            sum = token_wise(projection, sum, Precision::Fp32);
         }
         let mut out = self.norm.forward(sum);
         if self.zero_padding {
@@ -137,7 +138,7 @@ impl Embeddings {
         }
         let out = dropout::apply(&self.dropout, out);
         match (&self.projection, self.project_first) {
-            (Some(projection), false) => token_wise(projection, out),
+            (Some(projection), false) => token_wise(projection, out, Precision::Fp32),
             _ => out,
         }
     }

@@ -6,6 +6,7 @@ use super::PaddingMask;
 use super::config::{EncoderConfig, RelativeAttention};
 use super::dropout;
 use super::lora::{LoraBranch, LoraSettings, project, token_wise};
+use super::precision::{self, Precision};
 use super::relative::{RelativePositions, position_scores};
 use crate::device::on_cpu_backend;
 use burn::module::Module;
@@ -73,14 +74,16 @@ impl SelfAttention {
     }
 
     /// Attends over `x` (`[batch, seq, hidden]`), keeping padding out as `mask` says and
-    /// adding DeBERTa's relative-position scores when `relative` is given. Returns the new
-    /// hidden states and, when asked, the attention probabilities `[batch, heads, seq, seq]`.
+    /// adding DeBERTa's relative-position scores when `relative` is given, with its matrix
+    /// products in `precision`. Returns the new hidden states and, when asked, the
+    /// attention probabilities `[batch, heads, seq, seq]`.
     fn forward(
         &self,
         x: Tensor<3>,
         mask: &PaddingMask,
         relative: Option<&RelativePositions>,
         keep_probabilities: bool,
+        precision: Precision,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
@@ -88,9 +91,19 @@ impl SelfAttention {
             t.reshape([batch, seq_len, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let query = split_heads(project(&self.query, self.query_lora.as_ref(), x.clone()));
-        let key = split_heads(token_wise(&self.key, x.clone()));
-        let value = split_heads(project(&self.value, self.value_lora.as_ref(), x.clone()));
+        let query = split_heads(project(
+            &self.query,
+            self.query_lora.as_ref(),
+            x.clone(),
+            precision,
+        ));
+        let key = split_heads(token_wise(&self.key, x.clone(), precision));
+        let value = split_heads(project(
+            &self.value,
+            self.value_lora.as_ref(),
+            x.clone(),
+            precision,
+        ));
         let device = x.device();
         let fused = match (mask, relative) {
             (PaddingMask::KeyBias(bias), None)
@@ -112,7 +125,7 @@ impl SelfAttention {
                 None,
             )
         } else {
-            let mut scores = query.clone().matmul(key.clone().transpose());
+            let mut scores = precision::matmul(query.clone(), key.clone().transpose(), precision);
             let mut terms = 1;
             if let Some(positions) = relative {
                 terms = positions.settings.score_terms();
@@ -121,9 +134,10 @@ impl SelfAttention {
                 if let Some(extra) = position_scores(
                     &query,
                     &key,
-                    self.position_projection(positions, &rows, true),
-                    self.position_projection(positions, &rows, false),
+                    self.position_projection(positions, &rows, true, precision),
+                    self.position_projection(positions, &rows, false, precision),
                     positions,
+                    precision,
                 ) {
                     scores = scores + extra;
                 }
@@ -140,23 +154,31 @@ impl SelfAttention {
             };
             let probabilities = softmax(scores, 3);
             let kept = keep_probabilities.then(|| probabilities.clone());
-            let context = dropout::apply(&self.probability_dropout, probabilities).matmul(value);
+            let context = precision::matmul(
+                dropout::apply(&self.probability_dropout, probabilities),
+                value,
+                precision,
+            );
             (context, kept)
         };
         let context = context.swap_dims(1, 2).reshape([batch, seq_len, hidden]);
-        let out = dropout::apply(&self.output_dropout, token_wise(&self.output, context));
+        let out = dropout::apply(
+            &self.output_dropout,
+            token_wise(&self.output, context, precision),
+        );
         (self.norm.forward(out + x), kept)
     }
 
     /// The relative-position `rows` (after this layer's dropout) through the projection one
     /// score term uses: the query side for position-to-content, the key side for
     /// content-to-position. With shared keys these are the layer's own query (LoRA included)
-    /// and key projections.
+    /// and key projections. The products run in `precision`.
     fn position_projection(
         &self,
         positions: &RelativePositions,
         rows: &Tensor<2>,
         query_side: bool,
+        precision: Precision,
     ) -> Option<Tensor<2>> {
         let settings = positions.settings;
         let wanted = if query_side {
@@ -170,10 +192,10 @@ impl SelfAttention {
         let [count, hidden] = rows.dims();
         let rows3 = rows.clone().reshape([1, count, hidden]);
         let projected = match (settings.share_projections, query_side) {
-            (true, true) => project(&self.query, self.query_lora.as_ref(), rows3),
-            (true, false) => token_wise(&self.key, rows3),
-            (false, true) => token_wise(self.position_query.as_ref()?, rows3),
-            (false, false) => token_wise(self.position_key.as_ref()?, rows3),
+            (true, true) => project(&self.query, self.query_lora.as_ref(), rows3, precision),
+            (true, false) => token_wise(&self.key, rows3, precision),
+            (false, true) => token_wise(self.position_query.as_ref()?, rows3, precision),
+            (false, false) => token_wise(self.position_key.as_ref()?, rows3, precision),
         };
         Some(projected.reshape([count, hidden]))
     }
@@ -232,20 +254,23 @@ impl EncoderLayer {
         }
     }
 
-    /// Runs the layer; see [`SelfAttention`] for the arguments.
+    /// Runs the layer, its matrix products in `precision`; see [`SelfAttention`] for the
+    /// other arguments.
     pub fn forward(
         &self,
         x: Tensor<3>,
         mask: &PaddingMask,
         relative: Option<&RelativePositions>,
         keep_probabilities: bool,
+        precision: Precision,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
-        let (x, probabilities) = self
-            .attention
-            .forward(x, mask, relative, keep_probabilities);
+        let (x, probabilities) =
+            self.attention
+                .forward(x, mask, relative, keep_probabilities, precision);
+        let expanded = gelu(token_wise(&self.ffn_in, x.clone(), precision));
         let ffn = dropout::apply(
             &self.dropout,
-            token_wise(&self.ffn_out, gelu(token_wise(&self.ffn_in, x.clone()))),
+            token_wise(&self.ffn_out, expanded, precision),
         );
         (self.ffn_norm.forward(ffn + x), probabilities)
     }

@@ -4,6 +4,7 @@
 //! module has one.
 
 use super::dropout;
+use super::precision::{self, Precision};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear};
 use burn::tensor::{Device, Tensor};
@@ -39,12 +40,15 @@ impl LoraBranch {
         }
     }
 
-    /// The branch's contribution for the token rows `rows` (`[tokens, d_in]`).
-    pub fn forward(&self, rows: Tensor<2>) -> Tensor<2> {
-        dropout::apply(&self.dropout, rows)
-            .matmul(self.down.val())
-            .matmul(self.up.val())
-            .mul_scalar(self.scale)
+    /// The branch's contribution for the token rows `rows` (`[tokens, d_in]`), its
+    /// products in `precision`.
+    pub fn forward(&self, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
+        let down = precision::matmul(
+            dropout::apply(&self.dropout, rows),
+            self.down.val(),
+            precision,
+        );
+        precision::matmul(down, self.up.val(), precision).mul_scalar(self.scale)
     }
 
     /// Folds the branch into `linear`'s weight (`W + s · A B`, burn's `[d_in, d_out]` layout),
@@ -58,20 +62,28 @@ impl LoraBranch {
     }
 }
 
-/// `linear(x)`, plus the LoRA branch when there is one, over every token (see [`token_wise`]).
-pub fn project(linear: &Linear, lora: Option<&LoraBranch>, x: Tensor<3>) -> Tensor<3> {
+/// `linear(x)`, plus the LoRA branch when there is one, over every token (see
+/// [`token_wise`]), the products in `precision`.
+pub fn project(
+    linear: &Linear,
+    lora: Option<&LoraBranch>,
+    x: Tensor<3>,
+    precision: Precision,
+) -> Tensor<3> {
     over_tokens(x, |rows| match lora {
-        Some(branch) => linear.forward(rows.clone()) + branch.forward(rows),
-        None => linear.forward(rows),
+        Some(branch) => {
+            precision::linear(linear, rows.clone(), precision) + branch.forward(rows, precision)
+        }
+        None => precision::linear(linear, rows, precision),
     })
 }
 
 /// `linear` applied to every token of `x` (`[batch, seq, d_in]`) as one `[batch·seq, d_in]`
 /// matrix product. Given the 3-D input, burn keeps `batch` separate products whenever `seq`
 /// is a multiple of 32, which on the CPU packs the weight once per sentence and splits the
-/// work by sentence.
-pub fn token_wise(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
-    over_tokens(x, |rows| linear.forward(rows))
+/// work by sentence. The product runs in `precision`.
+pub fn token_wise(linear: &Linear, x: Tensor<3>, precision: Precision) -> Tensor<3> {
+    over_tokens(x, |rows| precision::linear(linear, rows, precision))
 }
 
 /// `per_row` applied to `x` (`[batch, seq, d_in]`) seen as one row per token
@@ -108,7 +120,7 @@ mod tests {
         let linear = LinearConfig::new(6, 5).init(&device);
         let x = Tensor::<3>::random([3, 32, 6], Distribution::Default, &device).require_grad();
         let expected = linear.forward(x.clone());
-        let got = token_wise(&linear, x.clone());
+        let got = token_wise(&linear, x.clone(), Precision::Fp32);
         assert_eq!(got.dims(), [3, 32, 5]);
         got.clone().into_data().assert_approx_eq::<f32>(
             &expected.clone().into_data(),
@@ -132,7 +144,7 @@ mod tests {
         let branch = LoraBranch::new(6, 5, settings(0.0), &device);
         let x = Tensor::<3>::random([2, 3, 6], Distribution::Default, &device);
         let plain = linear.forward(x.clone());
-        let adapted = project(&linear, Some(&branch), x);
+        let adapted = project(&linear, Some(&branch), x, Precision::Fp32);
         plain.into_data().assert_approx_eq::<f32>(
             &adapted.into_data(),
             burn::tensor::Tolerance::absolute(1e-6),
@@ -146,7 +158,7 @@ mod tests {
         let mut branch = LoraBranch::new(6, 5, settings(0.0), &device);
         branch.up = Param::from_tensor(Tensor::random([4, 5], Distribution::Default, &device));
         let x = Tensor::<3>::random([2, 3, 6], Distribution::Default, &device);
-        let with_branch = project(&linear, Some(&branch), x.clone());
+        let with_branch = project(&linear, Some(&branch), x.clone(), Precision::Fp32);
         let merged = branch.merge_into(linear).forward(x);
         with_branch
             .into_data()
@@ -160,8 +172,12 @@ mod tests {
         let mut branch = LoraBranch::new(16, 8, settings(0.5), &training);
         branch.up = Param::from_tensor(Tensor::ones([4, 8], &training));
         let x = Tensor::<2>::ones([4, 16], &training);
-        let branch_only =
-            |b: &LoraBranch, x: Tensor<2>| b.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        let branch_only = |b: &LoraBranch, x: Tensor<2>| {
+            b.forward(x, Precision::Fp32)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
         // While training, dropout zeroes some inputs of the branch, so rows differ.
         let trained = branch_only(&branch, x.clone());
         let row = 8;

@@ -9,6 +9,7 @@ mod embedding;
 mod encoder;
 mod head;
 mod lora;
+mod precision;
 mod relative;
 
 pub use config::{EncoderConfig, Family, RelativeAttention};
@@ -16,6 +17,7 @@ pub use embedding::Embeddings;
 pub use encoder::{EncoderLayer, SelfAttention};
 pub use head::{ClassificationHead, HeadStyle};
 pub use lora::{LoraBranch, LoraSettings};
+pub use precision::Precision;
 pub use relative::{RelativePositions, RelativeTable};
 
 use crate::tokenize::TokenBatch;
@@ -91,6 +93,9 @@ pub struct SequenceClassifier {
     pub head: ClassificationHead,
     #[module(skip)]
     num_heads: usize,
+    /// The number format of the encoder's matrix products (f32 unless a run asks for less).
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl SequenceClassifier {
@@ -106,7 +111,14 @@ impl SequenceClassifier {
                 .map(|settings| RelativeTable::new(config, settings, device)),
             head: ClassificationHead::new(config, num_labels, device),
             num_heads: config.num_heads,
+            precision: Precision::Fp32,
         }
+    }
+
+    /// The same model with the encoder's matrix products in `precision`; the weights stay
+    /// f32.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     /// Adds LoRA branches beside every layer's attention query and value projections.
@@ -160,8 +172,13 @@ impl SequenceClassifier {
         );
         let mut attentions = Vec::new();
         for layer in &self.layers {
-            let (next, probabilities) =
-                layer.forward(hidden, &mask, relative.as_ref(), keep_attentions);
+            let (next, probabilities) = layer.forward(
+                hidden,
+                &mask,
+                relative.as_ref(),
+                keep_attentions,
+                self.precision,
+            );
             hidden = next;
             attentions.extend(probabilities);
         }

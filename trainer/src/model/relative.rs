@@ -5,6 +5,7 @@
 //! the bucket count share log-spaced buckets, as in HF's `make_log_bucket_position`.
 
 use super::config::{EncoderConfig, RelativeAttention};
+use super::precision::{self, Precision};
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -128,13 +129,15 @@ fn log_bucket(distance: i64, buckets: usize, max_position: usize) -> i64 {
 /// The content-to-position and position-to-content scores of one layer, `[batch, heads,
 /// query, key]`, before the division by the score scale. `query` and `key` are the layer's
 /// projections `[batch, heads, seq, head_dim]`; `position_query` and `position_key` are the
-/// table's rows through the projections each term uses, `[2 × span, hidden]`.
+/// table's rows through the projections each term uses, `[2 × span, hidden]`. The products
+/// run in `precision`.
 pub fn position_scores(
     query: &Tensor<4>,
     key: &Tensor<4>,
     position_query: Option<Tensor<2>>,
     position_key: Option<Tensor<2>>,
     positions: &RelativePositions,
+    precision: Precision,
 ) -> Option<Tensor<4>> {
     let [batch, heads, _, head_dim] = query.dims();
     let split = |rows: Tensor<2>| {
@@ -144,14 +147,11 @@ pub fn position_scores(
             .expand([batch, heads, count, head_dim])
     };
     let content_to_position = position_key.map(|rows| {
-        query
-            .clone()
-            .matmul(split(rows).transpose())
+        precision::matmul(query.clone(), split(rows).transpose(), precision)
             .gather(3, positions.content_to_position.clone())
     });
     let position_to_content = position_query.map(|rows| {
-        key.clone()
-            .matmul(split(rows).transpose())
+        precision::matmul(key.clone(), split(rows).transpose(), precision)
             .gather(3, positions.position_to_content.clone())
             .swap_dims(2, 3)
     });

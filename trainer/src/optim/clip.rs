@@ -1,5 +1,6 @@
 //! Global gradient-norm clipping, kept on the device: the norm and the scale stay tensors,
-//! so clipping never waits for a read-back.
+//! so clipping never waits for a read-back. Also the global norm alone and a plain scaling
+//! of every gradient, which undo the loss scale of f16 runs.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
@@ -22,36 +23,22 @@ pub fn clip_global_norm<M: Module>(
     grads: &mut GradientsParams,
     max_norm: f64,
 ) -> Option<Tensor<1>> {
-    let mut ids = TrainableIds::default();
-    model.visit(&mut ids);
-    let mut squares: Vec<Tensor<1>> = Vec::new();
-    for id in &ids.vectors {
-        if let Some(g) = grads.get::<1>(*id) {
-            squares.push(g.square().sum());
-        }
-    }
-    for id in &ids.matrices {
-        if let Some(g) = grads.get::<2>(*id) {
-            squares.push(g.square().sum());
-        }
-    }
-    if squares.is_empty() {
-        return None;
-    }
-    let norm = Tensor::cat(squares, 0).sum().sqrt();
-    let scale = clip_scale(norm.clone(), max_norm);
-    for id in &ids.vectors {
-        if let Some(g) = grads.remove::<1>(*id) {
-            grads.register(*id, g.mul(scale.clone()));
-        }
-    }
-    let scale_2d = scale.reshape([1, 1]);
-    for id in &ids.matrices {
-        if let Some(g) = grads.remove::<2>(*id) {
-            grads.register(*id, g.mul(scale_2d.clone()));
-        }
-    }
+    let ids = TrainableIds::of(model);
+    let norm = ids.norm(grads)?;
+    ids.scale(grads, clip_scale(norm.clone(), max_norm));
     Some(norm)
+}
+
+/// The global L2 norm of the gradients of `model`'s trainable parameters, on the device
+/// (`None` when nothing is trainable).
+pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
+    TrainableIds::of(model).norm(grads)
+}
+
+/// Multiplies the gradients of `model`'s trainable parameters by `factor` (to undo a loss
+/// scale, for one).
+pub fn scale_gradients<M: Module>(model: &M, grads: &mut GradientsParams, factor: f64) {
+    TrainableIds::of(model).map(grads, |g| g.mul_scalar(factor), |g| g.mul_scalar(factor));
 }
 
 /// Collects the ids of every trainable float parameter (LoRA factors included), by rank.
@@ -59,6 +46,63 @@ pub fn clip_global_norm<M: Module>(
 struct TrainableIds {
     vectors: Vec<ParamId>,
     matrices: Vec<ParamId>,
+}
+
+impl TrainableIds {
+    /// The trainable parameters of `model`.
+    fn of<M: Module>(model: &M) -> Self {
+        let mut ids = Self::default();
+        model.visit(&mut ids);
+        ids
+    }
+
+    /// The global L2 norm of their gradients (`None` when none has one).
+    fn norm(&self, grads: &GradientsParams) -> Option<Tensor<1>> {
+        let mut squares: Vec<Tensor<1>> = Vec::new();
+        for id in &self.vectors {
+            if let Some(g) = grads.get::<1>(*id) {
+                squares.push(g.square().sum());
+            }
+        }
+        for id in &self.matrices {
+            if let Some(g) = grads.get::<2>(*id) {
+                squares.push(g.square().sum());
+            }
+        }
+        if squares.is_empty() {
+            return None;
+        }
+        Some(Tensor::cat(squares, 0).sum().sqrt())
+    }
+
+    /// Multiplies their gradients by `factor` (`[1]`, on the gradients' device).
+    fn scale(&self, grads: &mut GradientsParams, factor: Tensor<1>) {
+        let factor_2d = factor.clone().reshape([1, 1]);
+        self.map(
+            grads,
+            |g| g.mul(factor.clone()),
+            |g| g.mul(factor_2d.clone()),
+        );
+    }
+
+    /// Replaces each of their gradients `g` by `vector(g)` or `matrix(g)`, by rank.
+    fn map(
+        &self,
+        grads: &mut GradientsParams,
+        vector: impl Fn(Tensor<1>) -> Tensor<1>,
+        matrix: impl Fn(Tensor<2>) -> Tensor<2>,
+    ) {
+        for id in &self.vectors {
+            if let Some(g) = grads.remove::<1>(*id) {
+                grads.register(*id, vector(g));
+            }
+        }
+        for id in &self.matrices {
+            if let Some(g) = grads.remove::<2>(*id) {
+                grads.register(*id, matrix(g));
+            }
+        }
+    }
 }
 
 impl ModuleVisitor for TrainableIds {

@@ -17,7 +17,7 @@
 mod clip;
 mod flat;
 
-pub use clip::{clip_global_norm, clip_scale};
+pub use clip::{clip_global_norm, clip_scale, global_norm, scale_gradients};
 pub use flat::FlatAdamW;
 
 use crate::device::on_cpu_backend;

@@ -13,10 +13,12 @@
 //! from the device in windows, validation and checkpoints when due. It finishes with the
 //! test evaluation and the export. The run's state and phases are in `run.rs`; reading
 //! losses back and spotting divergence in `readback.rs`; the optimizer in `optimizer.rs`;
+//! f16's loss scaling in `loss_scale.rs`;
 //! tokenizing and padding batches in `sentences.rs`; evaluations in `evaluate.rs`; the
 //! start-up timing log in `start_phases.rs`.
 
 mod evaluate;
+mod loss_scale;
 mod optimizer;
 mod readback;
 mod resume;

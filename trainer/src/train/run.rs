@@ -5,6 +5,7 @@
 //! `train_steps` in the parent module.
 
 use super::evaluate::{emit_attention, evaluate};
+use super::loss_scale::{Checked, LossScale};
 use super::optimizer::RunOptimizer;
 use super::readback::{DivergedRun, PendingStep, PendingSteps};
 use super::resume::{KeptModel, Resume, Resumed, resume};
@@ -16,6 +17,7 @@ use crate::data::{self, LABELS, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::loader;
 use crate::model::{BatchTensors, Family, SequenceClassifier};
+use crate::optim::{global_norm, scale_gradients};
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder};
 use burn::module::{Module, ParamGroup};
@@ -85,6 +87,8 @@ pub(super) struct Run<'a> {
     plan: StepPlan,
     loss_fn: CrossEntropyLoss,
     optimizer: RunOptimizer,
+    /// The loss scale, when the run's products are f16.
+    loss_scale: Option<LossScale>,
     /// What the run's checkpoints are marked with, to resume only this run.
     resume_key: ResumeKey,
     /// Optimizer steps taken, those before the checkpoint resumed from included.
@@ -146,7 +150,7 @@ impl<'a> Run<'a> {
         start_phases.done("data read, validation and test tokenized");
 
         let family = loaded.config.family;
-        let mut model = loaded.model;
+        let mut model = loaded.model.with_precision(config.settings.precision);
         if let Method::Lora(settings) = config.settings.method() {
             let head = ParamGroup::from_regex(lora_head_pattern(family))
                 .map_err(|e| TrainError::Config(format!("{e:?}")))?;
@@ -244,6 +248,7 @@ impl<'a> Run<'a> {
             plan,
             loss_fn,
             optimizer,
+            loss_scale: LossScale::for_precision(config.settings.precision),
             resume_key,
             step: resumed.step,
             last_validation: resumed.last_validation,
@@ -308,11 +313,39 @@ impl<'a> Run<'a> {
             .loss_fn
             .forward(logits, labels_tensor(&labels, &self.device));
         let loss_on_device = loss.clone().detach();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = self
             .plan
             .learning_rate(self.config.settings.learning_rate, self.step);
-        let (model, grad_norm) = self.optimizer.step(lr, model, grads);
+        let (model, grad_norm) = match &mut self.loss_scale {
+            None => {
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                self.optimizer.step(lr, model, grads)
+            }
+            Some(scale) => {
+                let factor = scale.factor();
+                let mut grads =
+                    GradientsParams::from_grads(loss.mul_scalar(factor).backward(), &model);
+                // Whether the scaled gradients overflowed decides this step, so it is read
+                // back now (as GradScaler does), whatever the read-back window.
+                let scaled_norm = global_norm(&model, &grads).map_or(0.0, |norm| {
+                    norm.try_into_scalar::<f32>().map_or(f64::NAN, f64::from)
+                });
+                match scale.check(scaled_norm) {
+                    Checked::Skip => {
+                        tracing::debug!(
+                            step = self.step + 1,
+                            factor,
+                            "f16 gradients overflowed; step skipped"
+                        );
+                        (model, None)
+                    }
+                    Checked::Step | Checked::NotFinite => {
+                        scale_gradients(&model, &mut grads, 1.0 / factor);
+                        self.optimizer.step(lr, model, grads)
+                    }
+                }
+            }
+        };
         self.step += 1;
         self.pending.push(PendingStep {
             step: self.step,
