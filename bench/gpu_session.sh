@@ -134,7 +134,7 @@ run() {
 
   echo "==> [$((SECONDS - start)) s] PyTorch reference"
   # shellcheck disable=SC2086
-  timeout 100 python3 bench/torch_reference.py ${TORCH_ARGS:---device cuda --warmup 3 --windows 5 --steps-per-window 6} >"$out/torch.jsonl"
+  timeout 150 python3 bench/torch_reference.py ${TORCH_ARGS:---device cuda --warmup 3 --windows 5 --steps-per-window 6} >"$out/torch.jsonl"
   echo "torch exit $?"
   summary
   if [ -n "${WARM_TRAIN:-}" ]; then

@@ -16,8 +16,10 @@ seed, the same batch at every step.
 
 Each configuration: `--warmup` untimed steps, then `--windows` timed windows of
 `--steps-per-window` steps, the device synchronised at both ends of each window; the medians
-over the windows are reported. dtype fp32 always, and bf16 autocast (fp32 weights and
-optimizer) where the device supports it (CUDA with bf16, and the CPU).
+over the windows are reported. dtypes (`--dtypes`): fp32; tf32 (fp32 with TF32 tensor-core
+matrix products allowed, CUDA only); bf16 autocast (fp32 weights and optimizer) where the
+device supports it (CUDA with bf16, and the CPU); f16 autocast with a GradScaler, PyTorch's
+f16 recipe (CUDA only). These are the counterparts of `jigsaw-lab bench --precisions`.
 
 Prints a table on stderr and one JSON record per configuration on stdout, in the shape of
 `jigsaw-lab bench`: card, date, model, impl ("torch"), dtype, batch, seq, examples_per_s,
@@ -132,15 +134,21 @@ def measure(name, seq, batch, dtype, device, args):
     labels = torch.randint(0, 2, (batch,), generator=generator).to(device)
     mask = torch.ones(batch, seq, dtype=torch.long, device=device)
     type_ids = torch.zeros(batch, seq, dtype=torch.long, device=device)
-    bf16 = dtype == "bf16"
+    autocast = {"bf16": torch.bfloat16, "f16": torch.float16}.get(dtype)
+    # TF32 only for this configuration's matrix products (PyTorch's default is off).
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    torch.backends.cudnn.allow_tf32 = dtype == "tf32"
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "f16")
 
     def forward_backward():
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device_type=device.type, dtype=autocast or torch.float32,
+                            enabled=autocast is not None):
             loss = model(input_ids=ids, attention_mask=mask, token_type_ids=type_ids, labels=labels).loss
-        loss.backward()
+        scaler.scale(loss).backward()
 
     def update():
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
     def step():
@@ -224,8 +232,9 @@ def main():
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps-per-window", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--dtypes", type=comma_list(str), default=["fp32", "bf16"],
-                        help="fp32 and/or bf16 (bf16 is skipped where unsupported)")
+    parser.add_argument("--dtypes", type=comma_list(str), default=["fp32", "tf32", "bf16", "f16"],
+                        help="fp32, tf32, bf16 and/or f16 (each is skipped where unsupported: "
+                             "tf32 and f16 need CUDA)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa",
                         help="transformers' attention implementation (default sdpa, its default)")
@@ -243,10 +252,12 @@ def main():
     for dtype in args.dtypes:
         if dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             print("torch_reference: bf16 is not supported on this GPU; skipped", file=sys.stderr)
-        elif dtype in ("fp32", "bf16"):
+        elif dtype in ("tf32", "f16") and device.type != "cuda":
+            print(f"torch_reference: {dtype} is measured on CUDA only; skipped", file=sys.stderr)
+        elif dtype in ("fp32", "tf32", "bf16", "f16"):
             dtypes.append(dtype)
         else:
-            parser.error(f"unknown dtype {dtype!r}; use fp32 or bf16")
+            parser.error(f"unknown dtype {dtype!r}; use fp32, tf32, bf16 or f16")
 
     print(f"torch_reference on {device} (torch {torch.__version__}, {torch.get_num_threads()} threads): "
           f"{args.warmup} warm-up steps, {args.windows} windows of {args.steps_per_window} steps",

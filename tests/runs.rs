@@ -49,6 +49,31 @@ async fn two_training_slots_train_two_teams_runs_at_once() {
 }
 
 #[tokio::test]
+async fn a_run_in_bf16_trains_and_keeps_its_precision() {
+    let temp = tempfile::tempdir().unwrap();
+    let env = training_env(temp.path(), None);
+    let class = classroom(&temp.path().join("data"), &env).await;
+    let server = &class.server;
+    let run_id = submit(
+        &class.red,
+        server,
+        &[("precision", "bf16"), ("epochs", "2")],
+    )
+    .await;
+    let ended = wait_for_end(&class.red, server, run_id, Duration::from_secs(120)).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    assert_eq!(ended["settings"]["precision"], "bf16", "{ended}");
+    let detail = ok(
+        &class.red,
+        server,
+        "run",
+        &[("run_id", &run_id.to_string())],
+    )
+    .await;
+    assert_eq!(detail["settings"]["precision"], "bf16", "{detail}");
+}
+
+#[tokio::test]
 async fn a_run_goes_from_the_form_to_the_leaderboard() {
     run_to_the_leaderboard(None).await;
 }
@@ -465,6 +490,10 @@ async fn bad_run_forms_get_a_clear_error_and_never_a_5xx() {
         (vec![("model", "bert-large-imaginary")], "no model"),
         (vec![("model", "../../etc")], "no model"),
         (vec![("method", "lora"), ("lora_rank", "0")], "LoRA rank"),
+        (
+            vec![("precision", "fp8")],
+            "Precision must be fp32, bf16 or f16",
+        ),
         (
             vec![("probe_sentence", huge_sentence.as_str())],
             "attention sentence",

@@ -55,6 +55,7 @@ pub fn run_form<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         ("form[train_subset]", ""),
         ("form[seed]", "11"),
         ("form[probe_sentence]", "the cast was witty ."),
+        ("form[precision]", "fp32"),
         ("confirmed", "true"),
     ];
     for (key, value) in changes {

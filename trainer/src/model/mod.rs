@@ -17,7 +17,7 @@ pub use embedding::Embeddings;
 pub use encoder::{EncoderLayer, SelfAttention};
 pub use head::{ClassificationHead, HeadStyle};
 pub use lora::{LoraBranch, LoraSettings};
-pub use precision::Precision;
+pub use precision::{Precision, supported_on};
 pub use relative::{RelativePositions, RelativeTable};
 
 use crate::tokenize::TokenBatch;

@@ -5,7 +5,7 @@
 //! the f32 weights cast up.
 
 use burn::nn::Linear;
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 pub use run_protocol::Precision;
 
 /// The float format `precision` runs products in; `None` for f32.
@@ -15,6 +15,12 @@ fn product_format(precision: Precision) -> Option<FloatDType> {
         Precision::Bf16 => Some(FloatDType::BF16),
         Precision::F16 => Some(FloatDType::F16),
     }
+}
+
+/// Whether `device` computes in `precision`'s format (every device computes in f32; wgpu's
+/// shading language has no bf16, and f16 only where the GPU offers it).
+pub fn supported_on(precision: Precision, device: &Device) -> bool {
+    product_format(precision).is_none_or(|format| device.supports_dtype(format))
 }
 
 /// `lhs · rhs` computed in `precision`, returned in f32.
@@ -55,6 +61,17 @@ mod tests {
             Precision::Fp32 => Tolerance::rel_abs(1e-5, 1e-5),
             Precision::Bf16 => Tolerance::rel_abs(0.05, 0.05),
             Precision::F16 => Tolerance::rel_abs(0.01, 0.01),
+        }
+    }
+
+    #[test]
+    fn the_cpu_computes_in_every_format() {
+        for precision in Precision::ALL {
+            assert!(supported_on(precision, &Device::flex()), "{precision:?}");
+            assert!(
+                supported_on(precision, &Device::flex().autodiff()),
+                "{precision:?}"
+            );
         }
     }
 

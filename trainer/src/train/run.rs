@@ -16,7 +16,7 @@ use crate::checkpoint::{self, BestEvaluation, ResumeKey, StoredKey};
 use crate::data::{self, LABELS, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::loader;
-use crate::model::{BatchTensors, Family, SequenceClassifier};
+use crate::model::{BatchTensors, Family, Precision, SequenceClassifier, supported_on};
 use crate::optim::{global_norm, scale_gradients};
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder};
@@ -126,6 +126,19 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         let inference_device = compute.device().clone();
         let device = inference_device.clone().autodiff();
+        let precision = config.settings.precision;
+        if !supported_on(precision, &device) {
+            return Err(TrainError::Config(format!(
+                "{} cannot compute in {}: run it again in fp32{}",
+                compute.description(),
+                precision.as_str(),
+                if precision == Precision::Bf16 {
+                    " (or f16, where the GPU offers it)"
+                } else {
+                    ""
+                }
+            )));
+        }
         device.seed(config.settings.seed);
         let mut start_phases = StartPhases::new(started);
         let loaded = loader::load(
@@ -150,7 +163,7 @@ impl<'a> Run<'a> {
         start_phases.done("data read, validation and test tokenized");
 
         let family = loaded.config.family;
-        let mut model = loaded.model.with_precision(config.settings.precision);
+        let mut model = loaded.model.with_precision(precision);
         if let Method::Lora(settings) = config.settings.method() {
             let head = ParamGroup::from_regex(lora_head_pattern(family))
                 .map_err(|e| TrainError::Config(format!("{e:?}")))?;
@@ -248,7 +261,7 @@ impl<'a> Run<'a> {
             plan,
             loss_fn,
             optimizer,
-            loss_scale: LossScale::for_precision(config.settings.precision),
+            loss_scale: LossScale::for_precision(precision),
             resume_key,
             step: resumed.step,
             last_validation: resumed.last_validation,
