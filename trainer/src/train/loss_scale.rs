@@ -4,6 +4,10 @@
 //! it again before clipping and AdamW. A step whose scaled gradients overflowed is skipped
 //! and the factor halved; after a long enough streak of good steps it doubles.
 
+use crate::model::SequenceClassifier;
+use crate::optim::{global_norm, scale_gradients};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
 use run_protocol::Precision;
 
 /// The factor a run starts with (2^16, `GradScaler`'s).
@@ -17,13 +21,15 @@ const MAX_FACTOR: f64 = 16_777_216.0;
 /// The loss scale of an f16 run.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct LossScale {
+    /// What the loss is multiplied by before the backward pass.
     factor: f64,
+    /// Good steps since the last overflow or doubling.
     good_steps: usize,
 }
 
 /// What to do with a step whose scaled gradients were checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Checked {
+enum Checked {
     /// They were finite: unscale them and step.
     Step,
     /// They overflowed at a factor above 1: skip the step (the factor has been halved).
@@ -43,14 +49,35 @@ impl LossScale {
         })
     }
 
-    /// What the loss is multiplied by before the backward pass.
-    pub(super) fn factor(&self) -> f64 {
-        self.factor
+    /// The gradients of `loss` for `model`'s parameters, computed with the loss scaled and
+    /// then unscaled; `None` when they overflowed and the step is to be skipped. Whether
+    /// they overflowed decides the step, so it is read back from the device now (as
+    /// GradScaler does), whatever the run's read-back window.
+    pub(super) fn gradients(
+        &mut self,
+        loss: Tensor<1>,
+        model: &SequenceClassifier,
+    ) -> Option<GradientsParams> {
+        let factor = self.factor;
+        let mut grads = GradientsParams::from_grads(loss.mul_scalar(factor).backward(), model);
+        let scaled_norm = global_norm(model, &grads).map_or(0.0, |norm| {
+            norm.try_into_scalar::<f32>().map_or(f64::NAN, f64::from)
+        });
+        match self.check(scaled_norm) {
+            Checked::Skip => {
+                tracing::debug!(factor, "f16 gradients overflowed; step skipped");
+                None
+            }
+            Checked::Step | Checked::NotFinite => {
+                scale_gradients(model, &mut grads, 1.0 / factor);
+                Some(grads)
+            }
+        }
     }
 
     /// Records the check of a step's scaled gradients, whose global norm was
     /// `scaled_norm`, and says what to do with the step.
-    pub(super) fn check(&mut self, scaled_norm: f64) -> Checked {
+    fn check(&mut self, scaled_norm: f64) -> Checked {
         if scaled_norm.is_finite() {
             self.good_steps += 1;
             if self.good_steps == GROWTH_INTERVAL {
@@ -77,43 +104,43 @@ mod tests {
         assert_eq!(LossScale::for_precision(Precision::Fp32), None);
         assert_eq!(LossScale::for_precision(Precision::Bf16), None);
         let scale = LossScale::for_precision(Precision::F16).unwrap();
-        assert_eq!(scale.factor(), INITIAL_FACTOR);
+        assert_eq!(scale.factor, INITIAL_FACTOR);
     }
 
     #[test]
     fn overflow_halves_and_skips_a_streak_doubles() {
         let mut scale = LossScale::for_precision(Precision::F16).unwrap();
         assert_eq!(scale.check(f64::INFINITY), Checked::Skip);
-        assert_eq!(scale.factor(), INITIAL_FACTOR / 2.0);
+        assert_eq!(scale.factor, INITIAL_FACTOR / 2.0);
         assert_eq!(scale.check(f64::NAN), Checked::Skip);
-        assert_eq!(scale.factor(), INITIAL_FACTOR / 4.0);
+        assert_eq!(scale.factor, INITIAL_FACTOR / 4.0);
         for _ in 0..GROWTH_INTERVAL - 1 {
             assert_eq!(scale.check(3.0), Checked::Step);
         }
-        assert_eq!(scale.factor(), INITIAL_FACTOR / 4.0);
+        assert_eq!(scale.factor, INITIAL_FACTOR / 4.0);
         assert_eq!(scale.check(3.0), Checked::Step);
-        assert_eq!(scale.factor(), INITIAL_FACTOR / 2.0);
+        assert_eq!(scale.factor, INITIAL_FACTOR / 2.0);
         // An overflow restarts the streak.
         for _ in 0..GROWTH_INTERVAL - 1 {
             scale.check(3.0);
         }
         scale.check(f64::INFINITY);
         scale.check(3.0);
-        assert_eq!(scale.factor(), INITIAL_FACTOR / 4.0);
+        assert_eq!(scale.factor, INITIAL_FACTOR / 4.0);
     }
 
     #[test]
     fn the_factor_stays_between_one_and_its_cap() {
         let mut scale = LossScale::for_precision(Precision::F16).unwrap();
-        while scale.factor() > 1.0 {
+        while scale.factor > 1.0 {
             assert_eq!(scale.check(f64::INFINITY), Checked::Skip);
         }
-        assert_eq!(scale.factor(), 1.0);
+        assert_eq!(scale.factor, 1.0);
         assert_eq!(scale.check(f64::INFINITY), Checked::NotFinite);
-        assert_eq!(scale.factor(), 1.0);
+        assert_eq!(scale.factor, 1.0);
         for _ in 0..GROWTH_INTERVAL * 40 {
             scale.check(1.0);
         }
-        assert_eq!(scale.factor(), MAX_FACTOR);
+        assert_eq!(scale.factor, MAX_FACTOR);
     }
 }

@@ -5,7 +5,7 @@
 //! `train_steps` in the parent module.
 
 use super::evaluate::{emit_attention, evaluate};
-use super::loss_scale::{Checked, LossScale};
+use super::loss_scale::LossScale;
 use super::optimizer::RunOptimizer;
 use super::readback::{DivergedRun, PendingStep, PendingSteps};
 use super::resume::{KeptModel, Resume, Resumed, resume};
@@ -17,7 +17,6 @@ use crate::data::{self, LABELS, SplitOptions};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::loader;
 use crate::model::{BatchTensors, Family, Precision, SequenceClassifier, supported_on};
-use crate::optim::{global_norm, scale_gradients};
 use crate::rng::SeededRng;
 use crate::tokenize::{Encoding, TextEncoder};
 use burn::module::{Module, ParamGroup};
@@ -329,35 +328,14 @@ impl<'a> Run<'a> {
         let lr = self
             .plan
             .learning_rate(self.config.settings.learning_rate, self.step);
-        let (model, grad_norm) = match &mut self.loss_scale {
-            None => {
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                self.optimizer.step(lr, model, grads)
-            }
-            Some(scale) => {
-                let factor = scale.factor();
-                let mut grads =
-                    GradientsParams::from_grads(loss.mul_scalar(factor).backward(), &model);
-                // Whether the scaled gradients overflowed decides this step, so it is read
-                // back now (as GradScaler does), whatever the read-back window.
-                let scaled_norm = global_norm(&model, &grads).map_or(0.0, |norm| {
-                    norm.try_into_scalar::<f32>().map_or(f64::NAN, f64::from)
-                });
-                match scale.check(scaled_norm) {
-                    Checked::Skip => {
-                        tracing::debug!(
-                            step = self.step + 1,
-                            factor,
-                            "f16 gradients overflowed; step skipped"
-                        );
-                        (model, None)
-                    }
-                    Checked::Step | Checked::NotFinite => {
-                        scale_gradients(&model, &mut grads, 1.0 / factor);
-                        self.optimizer.step(lr, model, grads)
-                    }
-                }
-            }
+        let grads = match &mut self.loss_scale {
+            None => Some(GradientsParams::from_grads(loss.backward(), &model)),
+            Some(scale) => scale.gradients(loss, &model),
+        };
+        let (model, grad_norm) = match grads {
+            Some(grads) => self.optimizer.step(lr, model, grads),
+            // f16 gradients that overflowed: the step is skipped (its norm reported as 0).
+            None => (model, None),
         };
         self.step += 1;
         self.pending.push(PendingStep {
