@@ -286,14 +286,12 @@ pub fn run(
                 done(&record);
                 records.push(record);
             }
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "the engine stopped unexpectedly".into());
-                failed(model, shape, precision, message);
-            }
+            Err(panic) => failed(
+                model,
+                shape,
+                precision,
+                crate::train::panic_message(&*panic),
+            ),
         }
     }
     records

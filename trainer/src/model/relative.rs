@@ -86,17 +86,7 @@ fn relative_positions(seq_len: usize, settings: &RelativeAttention) -> Vec<i64> 
     let longest = seq_len as i64 - 1;
     // `bucketed[i]` is the bucket of the distance `i − longest`.
     let bucketed: Vec<i64> = (-longest..=longest)
-        .map(|distance| {
-            if settings.position_buckets > 0 {
-                log_bucket(
-                    distance,
-                    settings.position_buckets,
-                    settings.max_relative_positions,
-                )
-            } else {
-                distance
-            }
-        })
+        .map(|distance| bucket(distance, settings))
         .collect();
     let mut distances = Vec::with_capacity(seq_len * seq_len);
     // Row `query` holds the distances `query − 0` down to `query − longest`.
@@ -104,6 +94,20 @@ fn relative_positions(seq_len: usize, settings: &RelativeAttention) -> Vec<i64> 
         distances.extend(bucketed[query..query + seq_len].iter().rev());
     }
     distances
+}
+
+/// The row offset of the distance `query − key`: the distance itself, or its log bucket
+/// when the settings have buckets.
+fn bucket(distance: i64, settings: &RelativeAttention) -> i64 {
+    if settings.position_buckets > 0 {
+        log_bucket(
+            distance,
+            settings.position_buckets,
+            settings.max_relative_positions,
+        )
+    } else {
+        distance
+    }
 }
 
 /// HF's `make_log_bucket_position` for one distance, in the same f32 arithmetic: within
@@ -206,16 +210,7 @@ mod tests {
                 assert_eq!(matrix.len(), seq_len * seq_len);
                 for query in 0..seq_len {
                     for key in 0..seq_len {
-                        let distance = query as i64 - key as i64;
-                        let expected = if settings.position_buckets > 0 {
-                            log_bucket(
-                                distance,
-                                settings.position_buckets,
-                                settings.max_relative_positions,
-                            )
-                        } else {
-                            distance
-                        };
+                        let expected = bucket(query as i64 - key as i64, &settings);
                         assert_eq!(matrix[query * seq_len + key], expected, "{query}, {key}");
                     }
                 }

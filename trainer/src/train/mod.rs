@@ -224,17 +224,22 @@ pub fn train(
             None
         }
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the engine stopped unexpectedly".into());
             emit(Event::Failed {
-                reason: failure_reason(&message),
+                reason: failure_reason(&panic_message(&*panic)),
             });
             None
         }
     }
+}
+
+/// The message an engine panic carried (`panic!` with a literal or a formatted string), or a
+/// general one.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the engine stopped unexpectedly".into())
 }
 
 /// Turns an engine panic message into advice.
