@@ -17,6 +17,11 @@ cargo clippy --release --workspace --exclude frontend --all-targets -- -D warnin
 say "cargo clippy --all-targets -- -D warnings (frontend, wasm32)"
 cargo clippy --release -p frontend --target wasm32-unknown-unknown --all-targets -- -D warnings
 
+# Where it finds no GPU, `make run` builds the server without the GPU backends
+# (scripts/run.sh): lint that build too, so it keeps compiling.
+say "cargo clippy -p server --no-default-features -- -D warnings (the CPU-only build)"
+cargo clippy --release -p server --no-default-features -- -D warnings
+
 # The CUDA build can only run on an NVIDIA GPU, but it must keep compiling: type-check and
 # lint the engine with burn's CUDA backend (LLVM from scripts/setup.sh; no GPU needed).
 say "cargo clippy -p trainer --features cuda -- -D warnings (the CUDA build)"

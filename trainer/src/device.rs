@@ -331,7 +331,8 @@ mod gpu {
     /// This build has no wgpu support.
     pub fn open(_allow_software: bool) -> Result<ComputeDevice, String> {
         Err(
-            "this build of Jigsaw Lab has no wgpu support (the trainer's `wgpu` feature is off)"
+            "this build of Jigsaw Lab has no GPU backend (`make run` leaves it out where it \
+             finds no GPU; JIGSAW_GPU_BUILD=1 make run builds it)"
                 .into(),
         )
     }
