@@ -31,11 +31,12 @@ if [ "${JIGSAW_CUDA:-}" = 1 ]; then
 elif ! gpu_build_wanted; then
   # With no GPU to train on, the GPU backends (wgpu, cubecl's kernels and its on-disk
   # kernel cache: about 250 crates) would only be compiled, never used: `auto` would train
-  # on the CPU either way. Leaving them out saves a first build about a third of its time (docs/benchmarks.md).
+  # on the CPU either way. Leaving them out halves the server's first build
+  # (docs/benchmarks.md).
   printf '\033[1m==> %s\033[0m\n' "No GPU found (${gpu_search}): building the CPU-only server, which trains on the CPU as the full build would here; JIGSAW_GPU_BUILD=1 make run builds the GPU backends too"
   features=(--no-default-features)
 fi
-printf '\033[1m==> %s\033[0m\n' "Building Jigsaw Lab (release; the first build takes about 30 minutes on 2 cores)"
+printf '\033[1m==> %s\033[0m\n' "Building Jigsaw Lab (release; the first build takes about 30 minutes on 2 cores, 40 with the GPU backends)"
 scripts/build-site.sh
 # Only the binary, not every test target: a first `make run` waits for what it serves. The
 # `cli` test target comes along because it brings in the dev-dependencies, so shared crates
