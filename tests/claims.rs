@@ -173,7 +173,7 @@ async fn test_claim_ending(
         assert_eq!(run["team"], "Teacher (claim tests)");
         assert_eq!(run["settings"]["model"], MODEL);
         // A student of the class reads the claim's runs, but does not stop them.
-        let seen = ok(student, server, "run", &[("run_id", &run_id.to_string())]).await;
+        let seen = run_detail(student, server, *run_id).await;
         assert_eq!(seen["id"], *run_id);
         refused(
             student,

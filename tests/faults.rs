@@ -99,13 +99,7 @@ async fn a_locked_sqlite_file_gets_a_retry_message_and_the_run_loses_nothing() {
         .unwrap();
     let locked_at = Instant::now();
     // Reading still works; a write waits, then says to retry, and changes nothing.
-    let run = ok(
-        &class.red,
-        server,
-        "run",
-        &[("run_id", &run_id.to_string())],
-    )
-    .await;
+    let run = run_detail(&class.red, server, run_id).await;
     assert_eq!(run["status"], "running", "{run}");
     let url = server.url("/api/set-phase");
     let response = class

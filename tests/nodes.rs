@@ -107,13 +107,7 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     let other_web = Server::start_in_with(&node_dir("web-b"), &env);
     let run_id = submit(&class.red, server, &[("epochs", "8")]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let waiting = ok(
-        &class.red,
-        server,
-        "run",
-        &[("run_id", &run_id.to_string())],
-    )
-    .await;
+    let waiting = run_detail(&class.red, server, run_id).await;
     assert_eq!(waiting["status"], "queued", "no web node trains: {waiting}");
     let form = ok(&class.red, server, "run-form", &[]).await;
     let device = form["device"].as_str().unwrap();

@@ -30,7 +30,7 @@ async fn two_training_slots_train_two_teams_runs_at_once() {
     wait_for_status(&class.red, server, red, "running").await;
     let blue = submit(&class.blue, server, &long).await;
     wait_for_status(&class.blue, server, blue, "running").await;
-    let red_now = ok(&class.red, server, "run", &[("run_id", &red.to_string())]).await;
+    let red_now = run_detail(&class.red, server, red).await;
     assert_eq!(
         red_now["status"], "running",
         "both runs train at once: {red_now}"
@@ -62,15 +62,8 @@ async fn a_run_in_bf16_trains_and_keeps_its_precision() {
     .await;
     let ended = wait_for_end(&class.red, server, run_id, Duration::from_secs(120)).await;
     assert_eq!(ended["status"], "succeeded", "{ended}");
+    // `wait_for_end` returns the run as the team's page reads it, stored settings included.
     assert_eq!(ended["settings"]["precision"], "bf16", "{ended}");
-    let detail = ok(
-        &class.red,
-        server,
-        "run",
-        &[("run_id", &run_id.to_string())],
-    )
-    .await;
-    assert_eq!(detail["settings"]["precision"], "bf16", "{detail}");
 }
 
 #[tokio::test]
@@ -115,13 +108,7 @@ async fn run_to_the_leaderboard(database: Option<&PostgresDatabase>) {
     );
 
     let run_id = submit(&class.red, server, &[]).await;
-    let queued = ok(
-        &class.red,
-        server,
-        "run",
-        &[("run_id", &run_id.to_string())],
-    )
-    .await;
+    let queued = run_detail(&class.red, server, run_id).await;
     assert!(
         matches!(queued["status"].as_str(), Some("queued" | "running")),
         "{queued}"

@@ -123,6 +123,11 @@ pub async fn submit(client: &reqwest::Client, server: &Server, changes: &[(&str,
         .unwrap_or_else(|| panic!("not queued: {outcome}"))
 }
 
+/// The run as its team's page reads it (`/api/run`).
+pub async fn run_detail(client: &reqwest::Client, server: &Server, run_id: i64) -> Value {
+    ok(client, server, "run", &[("run_id", &run_id.to_string())]).await
+}
+
 /// Polls a run until it leaves the queue and training (or `limit` passes).
 pub async fn wait_for_end(
     client: &reqwest::Client,
@@ -132,7 +137,7 @@ pub async fn wait_for_end(
 ) -> Value {
     let deadline = Instant::now() + limit;
     loop {
-        let run = ok(client, server, "run", &[("run_id", &run_id.to_string())]).await;
+        let run = run_detail(client, server, run_id).await;
         if !matches!(run["status"].as_str(), Some("queued" | "running")) {
             return run;
         }
@@ -237,7 +242,7 @@ pub fn steps(events: &[Value]) -> Vec<u64> {
 pub async fn wait_for_status(client: &reqwest::Client, server: &Server, run_id: i64, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let run = ok(client, server, "run", &[("run_id", &run_id.to_string())]).await;
+        let run = run_detail(client, server, run_id).await;
         if run["status"] == status {
             return;
         }
