@@ -6,6 +6,8 @@
 #   1. cargo builds the `frontend` crate for wasm32 in the `wasm-release` profile;
 #   2. wasm-split-cli splits it along the lazy routes: a main module and a module per page;
 #   3. wasm-bindgen (the version Cargo.lock pins) writes the JS glue, for `--target web`;
+#      then the same for the islands bundle (`frontend` with the `islands` feature,
+#      pkg/jigsaw-lab-islands.{wasm,js}), which the lesson pages load instead (app::shell);
 #   4. wasm-opt -Oz shrinks each module of 16 KB or more, scripts/shrink-wasm.mjs the small
 #      ones, and every module loses its custom sections (names, producers, target features);
 #   5. the stylesheet and public/ are copied next to it.
@@ -36,9 +38,15 @@ wasm-split-cli --target web --out-name "$name" "$wasm" "$split"
 wasm-bindgen --target web --keep-lld-exports --no-demangle --out-name "$name" --out-dir "$staging" \
   "$split/$name.wasm"
 mv "$staging/${name}_bg.wasm" "$staging/$name.wasm"
-rm "$split/$name.wasm" "$staging"/*.d.ts
+rm "$split/$name.wasm"
 mv "$split"/* "$staging/"
 rmdir "$split"
+
+say "Building the islands bundle (the lesson pages' widgets alone)"
+cargo build --lib -p frontend --features islands --target wasm32-unknown-unknown --profile wasm-release
+wasm-bindgen --target web --no-demangle --out-name "$name-islands" --out-dir "$staging" "$wasm"
+mv "$staging/${name}-islands_bg.wasm" "$staging/$name-islands.wasm"
+rm "$staging"/*.d.ts
 # wasm-opt starts slowly, so it runs only on the modules of 16 KB or more; then
 # scripts/shrink-wasm.mjs optimizes the hundreds of small shared chunks in one process and
 # strips every module's custom sections (names, producers, target features; see
@@ -77,6 +85,7 @@ rm -rf "$pkg.old"
 mv "$staging" "$pkg"
 rm -rf "$pkg.old"
 cp -R public/. "$site/"
-printf 'site: %s (main module: %s bytes of wasm, %s as served with brotli; %s page and chunk modules)\n' \
+printf 'site: %s (main module: %s bytes of wasm, %s as served with brotli; %s page and chunk modules; islands bundle: %s bytes, %s with brotli)\n' \
   "$site" "$(stat -c %s "$pkg/$name.wasm")" "$(stat -c %s "$pkg/$name.wasm.br")" \
-  "$(ls "$pkg" | grep -c -E '^(split|chunk)_.*\.wasm$')"
+  "$(ls "$pkg" | grep -c -E '^(split|chunk)_.*\.wasm$')" \
+  "$(stat -c %s "$pkg/$name-islands.wasm")" "$(stat -c %s "$pkg/$name-islands.wasm.br")"

@@ -44,10 +44,41 @@ async fn the_home_page_lists_every_lesson_with_security_headers() {
         );
     }
     assert!(html.contains("Tokenization") && html.contains("The [CLS] token"));
+    // The home page has no island, but it loads the islands script (which then fetches
+    // nothing), not the whole app.
     assert!(
-        html.contains("/pkg/jigsaw-lab.js"),
-        "the hydration script is linked"
+        html.contains("\"/pkg/jigsaw-lab-islands\"") && !html.contains("/pkg/jigsaw-lab.js"),
+        "the islands script is linked, not the app's"
     );
+}
+
+/// A lesson page sends its widget, its claims box and its check-in button as islands for
+/// the islands bundle, each with its props, and not the whole app; the other pages load
+/// the whole app.
+#[tokio::test]
+async fn lesson_pages_load_their_islands_and_other_pages_the_app() {
+    let server = Server::start();
+    let get = |path: &'static str| {
+        let request = client().get(server.url(path)).send();
+        async move { request.await.unwrap().text().await.unwrap() }
+    };
+    let lesson = get("/lessons/tokenization").await;
+    for island in ["LessonWidget_", "LessonClaimsBox_", "CheckInButton_"] {
+        assert!(
+            lesson.contains(&format!("<leptos-island data-component=\"{island}")),
+            "{island} is an island"
+        );
+    }
+    assert!(
+        lesson.contains(r#"data-props="{&quot;widget&quot;:&quot;tokenizer-playground&quot;}""#)
+    );
+    assert!(lesson.contains("\"/pkg/jigsaw-lab-islands\""));
+    assert!(!lesson.contains("/pkg/jigsaw-lab.js"));
+    for path in ["/join", "/instructor/sign-in", "/no-such-page"] {
+        let page = get(path).await;
+        assert!(page.contains("/pkg/jigsaw-lab.js"), "{path} loads the app");
+        assert!(!page.contains("jigsaw-lab-islands"), "{path}");
+    }
 }
 
 #[tokio::test]
@@ -179,6 +210,8 @@ async fn the_bundle_is_served_as_built_with_brotli() {
     for (file, content_type) in [
         ("jigsaw-lab.wasm", "application/wasm"),
         ("jigsaw-lab.js", "text/javascript"),
+        ("jigsaw-lab-islands.wasm", "application/wasm"),
+        ("jigsaw-lab-islands.js", "text/javascript"),
     ] {
         let fetch = |encoding: &'static str| {
             client()

@@ -4,6 +4,11 @@
 
 // Leptos view types nest deeply; the widget pages exceed the default limit.
 #![recursion_limit = "256"]
+// The islands bundle uses the islands alone; the pages around them are the server's.
+#![cfg_attr(
+    all(feature = "hydrate", feature = "islands"),
+    allow(dead_code, unused_imports)
+)]
 
 pub mod auth;
 mod charts;
@@ -15,6 +20,8 @@ pub mod db;
 pub mod error;
 pub mod flash;
 pub mod grading;
+#[cfg(feature = "ssr")]
+mod islands;
 pub mod lessons;
 pub mod library;
 pub mod live;
@@ -22,6 +29,8 @@ pub mod models;
 mod pages;
 pub mod phase;
 pub mod quiz;
+#[cfg(not(all(feature = "hydrate", feature = "islands")))]
+mod root;
 pub mod runs;
 #[cfg(feature = "ssr")]
 pub mod throttle;
@@ -29,20 +38,32 @@ pub mod throttle;
 pub(crate) mod uploads;
 pub mod widgets;
 
-use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::{
-    Lazy, SsrMode,
-    components::{A, Route, Router, Routes},
-    path,
-};
-use pages::routes;
+#[cfg(not(all(feature = "hydrate", feature = "islands")))]
+pub use root::App;
 
 /// The name of the built site's files (`/pkg/jigsaw-lab.{js,wasm,css}`).
 pub const OUTPUT_NAME: &str = "jigsaw-lab";
 
-/// The HTML document around the app, rendered on the server.
-pub fn shell(options: LeptosOptions) -> impl IntoView {
+/// The name of the islands bundle (`/pkg/jigsaw-lab-islands.{js,wasm}`), which the pages
+/// that [`pages::uses_islands`] names load instead of the whole app.
+pub const ISLANDS_OUTPUT_NAME: &str = "jigsaw-lab-islands";
+
+/// The HTML document around the app, rendered on the server. Lesson pages load the small
+/// islands bundle, which brings their widgets to life and nothing else; every other page
+/// loads the whole app and hydrates it.
+#[cfg(feature = "ssr")]
+pub fn shell(options: leptos::config::LeptosOptions) -> impl leptos::IntoView {
+    use leptos::prelude::*;
+    use leptos_meta::MetaTags;
+
+    let path = use_context::<http::request::Parts>()
+        .map(|parts| parts.uri.path().to_string())
+        .unwrap_or_default();
+    let scripts = if pages::uses_islands(&path) {
+        view! { <islands::IslandScripts /> }.into_any()
+    } else {
+        view! { <HydrationScripts options /> }.into_any()
+    };
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -50,61 +71,12 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
-                <HydrationScripts options />
+                {scripts}
                 <MetaTags />
             </head>
             <body>
                 <App />
             </body>
         </html>
-    }
-}
-
-/// The application: header, routes and footer.
-#[component]
-pub fn App() -> impl IntoView {
-    provide_meta_context();
-    view! {
-        <Stylesheet id="leptos" href=format!("/pkg/{OUTPUT_NAME}.css") />
-        <Title formatter=|page: String| {
-            if page.is_empty() { "Jigsaw Lab".to_string() } else { format!("{page} · Jigsaw Lab") }
-        } />
-        <Router>
-            // Keyboard users skip the header's links; `rel="external"` leaves the jump to the
-            // browser, which also moves the keyboard focus there.
-            <a class="skip-link" href="#main" rel="external">
-                "Skip to the content"
-            </a>
-            <header class="site-header">
-                <A href="/" attr:class="brand">
-                    "Jigsaw Lab"
-                </A>
-                <span class="tagline">"Learn how transformers are fine-tuned, one piece each"</span>
-                <pages::ViewerBar />
-            </header>
-            <main id="main" tabindex="-1">
-                <Routes fallback=pages::NotFound>
-                    // Async rendering waits for the data, so the status code (404 for an
-                    // unknown lesson) is known before the response starts.
-                    <Route path=path!("/") view={Lazy::<routes::Home>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/lessons/:slug") view={Lazy::<routes::Lesson>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/join") view={Lazy::<routes::Join>::new()} />
-                    <Route path=path!("/class") view={Lazy::<routes::StudentClass>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/quiz") view={Lazy::<routes::Quiz>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/team") view={Lazy::<routes::Team>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/runs/:id") view={Lazy::<routes::Run>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/sign-in") view={Lazy::<routes::SignIn>::new()} />
-                    <Route path=path!("/instructor") view={Lazy::<routes::InstructorHome>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/models") view={Lazy::<routes::Models>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/data") view={Lazy::<routes::TrainingData>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/classes/:id") view={Lazy::<routes::ClassAdmin>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/classes/:id/grading") view={Lazy::<routes::GradingOverview>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/classes/:id/grading/:key") view={Lazy::<routes::GradeQuestion>::new()} ssr=SsrMode::Async />
-                </Routes>
-            </main>
-            <footer class="site-footer">
-                "Fine-tuning BERT-family models on SST-2, in class."
-            </footer>
-        </Router>
     }
 }

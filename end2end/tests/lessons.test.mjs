@@ -20,12 +20,24 @@ after(async () => {
   await server?.stop();
 });
 
-test("the home page lists the eight lessons and hydrates", async () => {
+/** Records the WebAssembly modules a page fetches. */
+function wasmFetches(page) {
+  const modules = [];
+  page.on("request", (request) => {
+    const path = new URL(request.url()).pathname;
+    if (path.endsWith(".wasm")) modules.push(path);
+  });
+  return modules;
+}
+
+test("the home page lists the eight lessons and, having no island, fetches no WebAssembly", async () => {
   const page = await browser.context.newPage();
   const errors = [];
   page.on("pageerror", (error) => errors.push(error.message));
+  const modules = wasmFetches(page);
   await page.goto(server.baseUrl + "/");
   await waitForHydration(page);
+  assert.deepEqual(modules, []);
   const hrefs = await page.locator(".lesson-card a").evaluateAll((links) => links.map((a) => a.getAttribute("href")));
   assert.deepEqual(hrefs, SLUGS.map((slug) => `/lessons/${slug}`));
   assert.equal(await page.title(), "Jigsaw Lab");
@@ -36,8 +48,13 @@ test("the home page lists the eight lessons and hydrates", async () => {
 
 test("clicking \"I've got it\" updates the page from the database without a reload", async () => {
   const page = await browser.context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  const modules = wasmFetches(page);
   await page.goto(server.baseUrl + "/lessons/attention");
   await waitForHydration(page);
+  // The lesson's islands come from their own small bundle, not the whole app.
+  assert.deepEqual(modules, ["/pkg/jigsaw-lab-islands.wasm"]);
   const count = page.getByTestId("checkin-count");
   const button = page.getByRole("button", { name: "I've got it" });
   await count.filter({ hasText: "0 classmates have got it" }).waitFor();
@@ -53,10 +70,11 @@ test("clicking \"I've got it\" updates the page from the database without a relo
   await page.reload();
   await waitForHydration(page);
   await count.filter({ hasText: "1 classmate has got it" }).waitFor();
+  assert.deepEqual(errors, []);
   await page.close();
 });
 
-test("client-side navigation from the home page opens a lesson", async () => {
+test("a lesson card on the home page opens the lesson", async () => {
   const page = await browser.context.newPage();
   await page.goto(server.baseUrl + "/");
   await waitForHydration(page);

@@ -1,9 +1,13 @@
-//! The browser entry point: hydrates the page the server rendered. Built to WebAssembly by
-//! `scripts/build-site.sh` as `/pkg/jigsaw-lab.wasm`, split into one chunk per page.
+//! The browser entry points, built to WebAssembly by `scripts/build-site.sh`:
+//! - by default, `/pkg/jigsaw-lab.wasm`, which hydrates the whole app the server rendered,
+//!   split into one chunk per page;
+//! - with the `islands` feature, `/pkg/jigsaw-lab-islands.wasm`, which holds only the
+//!   lesson pages' islands (`app::shell` says which pages load it).
 
 /// Called by the hydration script once the WebAssembly module has loaded. Each page is a
 /// lazily loaded route, so hydration first fetches the page's chunk; when it is done the
 /// body gets `data-hydrated="true"`, which the browser tests wait for.
+#[cfg(not(feature = "islands"))]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
@@ -18,3 +22,17 @@ pub fn hydrate() {
         let _ = body.set_attribute("data-hydrated", "true");
     });
 }
+
+/// Called by the islands script (app/src/islands.js) once the module has loaded, before
+/// it hydrates each island through the island's own export.
+#[cfg(feature = "islands")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_islands();
+}
+
+// The islands' exports live in `app`, which nothing above names in the islands build: this
+// keeps the crate, and with it the exports, in the module.
+#[cfg(feature = "islands")]
+extern crate app;

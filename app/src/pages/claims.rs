@@ -77,8 +77,10 @@ pub fn ClassClaimsPanel(class_id: i64) -> impl IntoView {
     }
 }
 
-/// The claims a lesson makes, with the student's class's result next to each.
-#[component]
+/// The claims a lesson makes, with the student's class's result next to each. An island:
+/// see [`super::uses_islands`].
+#[cfg_attr(feature = "islands", island)]
+#[cfg_attr(not(feature = "islands"), component)]
 pub fn LessonClaimsBox(slug: String) -> impl IntoView {
     let tick = refresh_while_testing();
     let claims = Resource::new(move || tick.get(), move |_| lesson_claims(slug.clone()));

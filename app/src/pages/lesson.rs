@@ -56,8 +56,10 @@ fn LessonView(lesson: Lesson) -> impl IntoView {
     }
 }
 
-/// "I've got it": records a check-in on the server and shows the class total.
-#[component]
+/// "I've got it": records a check-in on the server and shows the class total. An island:
+/// see [`super::uses_islands`].
+#[cfg_attr(feature = "islands", island)]
+#[cfg_attr(not(feature = "islands"), component)]
 fn CheckInButton(slug: String) -> impl IntoView {
     let count = Resource::new(
         {

@@ -29,8 +29,10 @@ pub use tokenizer::{Piece, TokenizeText, TokenizedText, TokenizerPlayground, tok
 use crate::lessons::Widget;
 use leptos::prelude::*;
 
-/// Renders the widget a lesson asked for.
-#[component]
+/// Renders the widget a lesson asked for. An island: lesson pages load the islands bundle
+/// (see `app::shell`).
+#[cfg_attr(feature = "islands", island)]
+#[cfg_attr(not(feature = "islands"), component)]
 pub fn LessonWidget(
     /// The widget the lesson names.
     widget: Widget,

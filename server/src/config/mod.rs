@@ -496,11 +496,12 @@ impl Config {
                 ),
             ));
         }
-        let script = self
-            .site_root
-            .join("pkg")
-            .join(format!("{}.js", app::OUTPUT_NAME));
-        if !script.is_file() {
+        // The whole app's bundle, and the islands bundle that the lesson pages load.
+        let missing_script = [app::OUTPUT_NAME, app::ISLANDS_OUTPUT_NAME]
+            .map(|name| self.site_root.join("pkg").join(format!("{name}.js")))
+            .into_iter()
+            .find(|script| !script.is_file());
+        if let Some(script) = missing_script {
             return Err(ConfigError::new(
                 SITE_ROOT.env,
                 format!(
