@@ -20,7 +20,6 @@ pub mod db;
 pub mod error;
 pub mod flash;
 pub mod grading;
-#[cfg(feature = "ssr")]
 mod islands;
 pub mod lessons;
 pub mod library;
