@@ -69,6 +69,13 @@ pub async fn list_lessons() -> Result<Vec<LessonSummary>, AppError> {
 /// Returns one lesson by its slug.
 #[server(prefix = "/api", endpoint = "lesson")]
 pub async fn get_lesson(slug: String) -> Result<Lesson, AppError> {
+    find_lesson(&slug)
+}
+
+/// The lesson called `slug`, read from the catalog at once (the lesson page renders it so
+/// on the server; see `LessonPage`), or a 404.
+#[cfg(feature = "ssr")]
+pub fn find_lesson(slug: &str) -> Result<Lesson, AppError> {
     content::catalog()
         .iter()
         .find(|lesson| lesson.summary.slug == slug)
@@ -87,7 +94,7 @@ pub async fn get_lesson(slug: String) -> Result<Lesson, AppError> {
         .ok_or_else(|| {
             AppError::NotFound(format!(
                 "There is no lesson called \u{201c}{}\u{201d}. Pick one from the home page.",
-                truncate_for_message(&slug)
+                truncate_for_message(slug)
             ))
             .respond()
         })

@@ -3,32 +3,56 @@
 use super::claims::LessonClaimsBox;
 use super::shared::ErrorList;
 use crate::checkins::{CheckIn, checkin_count};
-use crate::lessons::{Lesson, get_lesson};
+use crate::lessons::Lesson;
+#[cfg(not(feature = "ssr"))]
+use crate::lessons::get_lesson;
 use crate::widgets::LessonWidget;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
-/// Renders `/lessons/:slug`.
+/// Renders `/lessons/:slug`. The server reads the lesson from the catalog at once, so the
+/// page's islands render once and outside any `Suspend`: an island's resources registered
+/// by a render that a `Suspend` throws away would not be the ones the browser hydrates.
+/// In the browser (the whole app, after a client-side navigation) a resource loads it.
 #[component]
 pub fn LessonPage() -> impl IntoView {
     let params = use_params_map();
-    let slug = move || params.read().get("slug").unwrap_or_default();
-    let lesson = Resource::new(slug, get_lesson);
+    #[cfg(feature = "ssr")]
+    {
+        let slug = params.read_untracked().get("slug").unwrap_or_default();
+        match crate::lessons::find_lesson(&slug) {
+            Ok(lesson) => view! { <LessonView lesson /> }.into_any(),
+            Err(error) => {
+                let errors = ArcRwSignal::new(Errors::default());
+                errors.update(|errors| errors.insert_with_default_key(error));
+                view! { <LessonMissing errors /> }.into_any()
+            }
+        }
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        let slug = move || params.read().get("slug").unwrap_or_default();
+        let lesson = Resource::new(slug, get_lesson);
+        view! {
+            <Transition fallback=|| view! { <p class="loading">"Loading the lesson…"</p> }>
+                <ErrorBoundary fallback=|errors| view! { <LessonMissing errors /> }>
+                    {move || Suspend::new(async move {
+                        lesson.await.map(|lesson| view! { <LessonView lesson /> })
+                    })}
+                </ErrorBoundary>
+            </Transition>
+        }
+    }
+}
+
+/// What `/lessons/:slug` shows for a slug that names no lesson.
+#[component]
+fn LessonMissing(errors: ArcRwSignal<Errors>) -> impl IntoView {
     view! {
-        <Transition fallback=|| view! { <p class="loading">"Loading the lesson…"</p> }>
-            <ErrorBoundary fallback=|errors| {
-                view! {
-                    <Title text="Lesson not found" />
-                    <ErrorList errors />
-                    <p><a href="/">"Back to the lessons"</a></p>
-                }
-            }>
-                {move || Suspend::new(async move {
-                    lesson.await.map(|lesson| view! { <LessonView lesson /> })
-                })}
-            </ErrorBoundary>
-        </Transition>
+        <Title text="Lesson not found" />
+        <ErrorList errors />
+        <p><a href="/">"Back to the lessons"</a></p>
     }
 }
 
