@@ -20,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod flash;
 pub mod grading;
+#[cfg(feature = "ssr")]
 mod islands;
 pub mod lessons;
 pub mod library;

@@ -82,7 +82,6 @@ pub fn ClassClaimsPanel(class_id: i64) -> impl IntoView {
 #[cfg_attr(feature = "islands", island)]
 #[cfg_attr(not(feature = "islands"), component)]
 pub fn LessonClaimsBox(slug: String) -> impl IntoView {
-    crate::islands::keep_island_ancestors();
     let tick = refresh_while_testing();
     let claims = Resource::new(move || tick.get(), move |_| lesson_claims(slug.clone()));
     follow_tests(tick, move || {

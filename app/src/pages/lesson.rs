@@ -85,7 +85,6 @@ fn LessonView(lesson: Lesson) -> impl IntoView {
 #[cfg_attr(feature = "islands", island)]
 #[cfg_attr(not(feature = "islands"), component)]
 fn CheckInButton(slug: String) -> impl IntoView {
-    crate::islands::keep_island_ancestors();
     let count = Resource::new(
         {
             let slug = slug.clone();

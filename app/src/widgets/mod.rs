@@ -37,7 +37,6 @@ pub fn LessonWidget(
     /// The widget the lesson names.
     widget: Widget,
 ) -> impl IntoView {
-    crate::islands::keep_island_ancestors();
     match widget {
         Widget::TokenizerPlayground => view! { <TokenizerPlayground /> }.into_any(),
         Widget::StepsCalculator => view! { <StepsCalculator /> }.into_any(),
