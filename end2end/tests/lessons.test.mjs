@@ -3,7 +3,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { outputDir, startBrowser, startServer, waitForHydration } from "../harness.mjs";
+import { classWithStudent, outputDir, startBrowser, startServer, waitForHydration } from "../harness.mjs";
 
 const SLUGS = ["fine-tuning", "tokenization", "attention", "cls-token", "model-choice", "hyperparameters", "lora", "overfitting"];
 
@@ -166,4 +166,26 @@ test("the [CLS] demo draws the vector and the head's probabilities", async () =>
   await page.getByText("random weights until a team fine-tunes it").waitFor();
   await page.locator(".cls-demo").screenshot({ path: join(outputDir, "cls-demo.png") });
   await page.close();
+});
+
+test("signing out and leaving the class work from a lesson page, which does not hydrate the header", async () => {
+  // The lessons load the islands bundle: the header's forms post to the server without the
+  // app, which answers with a redirect to the home page.
+  const pageErrors = [];
+  const { teacher, student } = await classWithStudent(server, { className: "Lesson readers", pageErrors });
+  try {
+    for (const [person, button] of [[teacher, "Sign out"], [student, "Leave"]]) {
+      const page = await person.context.newPage();
+      await page.goto(server.baseUrl + "/lessons/tokenization");
+      await waitForHydration(page);
+      await page.getByRole("button", { name: button }).click();
+      await page.waitForURL(server.baseUrl + "/");
+      await page.getByRole("link", { name: "Join a class" }).waitFor();
+      await page.close();
+    }
+    assert.deepEqual(pageErrors, []);
+  } finally {
+    await student.stop();
+    await teacher.stop();
+  }
 });
