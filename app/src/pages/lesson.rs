@@ -24,9 +24,9 @@ pub fn LessonPage() -> impl IntoView {
         match crate::lessons::find_lesson(&slug) {
             Ok(lesson) => view! { <LessonView lesson /> }.into_any(),
             Err(error) => {
-                let errors = ArcRwSignal::new(Errors::default());
-                errors.update(|errors| errors.insert_with_default_key(error));
-                view! { <LessonMissing errors /> }.into_any()
+                let mut errors = Errors::default();
+                errors.insert_with_default_key(error);
+                view! { <LessonMissing errors=ArcRwSignal::new(errors) /> }.into_any()
             }
         }
     }
