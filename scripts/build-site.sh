@@ -6,8 +6,9 @@
 #   1. cargo builds the `frontend` crate for wasm32 in the `wasm-release` profile;
 #   2. wasm-split-cli splits it along the lazy routes: a main module and a module per page;
 #   3. wasm-bindgen (the version Cargo.lock pins) writes the JS glue, for `--target web`;
-#      then the same for the islands bundle (`frontend` with the `islands` feature,
-#      pkg/jigsaw-lab-islands.{wasm,js}), which the lesson pages load instead (app::shell);
+#      then the same for the three islands bundles (`frontend` with one group of islands
+#      each, pkg/jigsaw-lab-{lessons,class,runs}.{wasm,js}), which the islands pages load
+#      instead (app/src/islands.rs);
 #   4. wasm-opt -Oz shrinks each module of 16 KB or more, scripts/shrink-wasm.mjs the small
 #      ones, and every module loses its custom sections (names, producers, target features);
 #   5. the stylesheet and public/ are copied next to it.
@@ -42,10 +43,15 @@ rm "$split/$name.wasm"
 mv "$split"/* "$staging/"
 rmdir "$split"
 
-say "Building the islands bundle (the lesson pages' widgets alone)"
-cargo build --lib -p frontend --features islands --target wasm32-unknown-unknown --profile wasm-release
-wasm-bindgen --target web --no-demangle --out-name "$name-islands" --out-dir "$staging" "$wasm"
-mv "$staging/${name}-islands_bg.wasm" "$staging/$name-islands.wasm"
+# The islands bundles: `frontend` with one group's islands each (app/build.rs), which the
+# pages of that group load instead of the whole app (app/src/islands.rs). Each is one module.
+for group in lessons class runs; do
+  say "Building the $group pages' islands bundle"
+  cargo build --lib -p frontend --features "$group-islands" --target wasm32-unknown-unknown \
+    --profile wasm-release
+  wasm-bindgen --target web --no-demangle --out-name "$name-$group" --out-dir "$staging" "$wasm"
+  mv "$staging/${name}-${group}_bg.wasm" "$staging/$name-$group.wasm"
+done
 rm "$staging"/*.d.ts
 # wasm-opt starts slowly, so it runs only on the modules of 16 KB or more; then
 # scripts/shrink-wasm.mjs optimizes the hundreds of small shared chunks in one process and
@@ -85,7 +91,10 @@ rm -rf "$pkg.old"
 mv "$staging" "$pkg"
 rm -rf "$pkg.old"
 cp -R public/. "$site/"
-printf 'site: %s (main module: %s bytes of wasm, %s as served with brotli; %s page and chunk modules; islands bundle: %s bytes, %s with brotli)\n' \
+printf 'site: %s (main module: %s bytes of wasm, %s as served with brotli; %s page and chunk modules)\n' \
   "$site" "$(stat -c %s "$pkg/$name.wasm")" "$(stat -c %s "$pkg/$name.wasm.br")" \
-  "$(ls "$pkg" | grep -c -E '^(split|chunk)_.*\.wasm$')" \
-  "$(stat -c %s "$pkg/$name-islands.wasm")" "$(stat -c %s "$pkg/$name-islands.wasm.br")"
+  "$(ls "$pkg" | grep -c -E '^(split|chunk)_.*\.wasm$')"
+for group in lessons class runs; do
+  printf 'islands bundle %s: %s bytes of wasm, %s as served with brotli\n' "$group" \
+    "$(stat -c %s "$pkg/$name-$group.wasm")" "$(stat -c %s "$pkg/$name-$group.wasm.br")"
+done

@@ -697,6 +697,29 @@ async fn bad_classroom_input_gets_a_clear_message() {
         !markup.contains("<script>alert"),
         "student HTML must not reach the page as HTML"
     );
+    // The student's own quiz page carries the answer in the props of the island that brings
+    // the quiz to life, escaped there too.
+    let quiz = student
+        .get(server.url("/quiz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let markup = without_scripts(&quiz);
+    assert!(
+        markup.contains("<leptos-island data-component=\"LiveQuiz_"),
+        "the quiz is an island"
+    );
+    assert!(
+        markup.contains("&lt;script&gt;alert("),
+        "the answer is in the island's props as escaped text"
+    );
+    assert!(
+        !markup.contains("<script>alert"),
+        "student HTML must not reach the quiz page as HTML"
+    );
     let queue = ok(
         &teacher,
         &server,

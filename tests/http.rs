@@ -47,37 +47,60 @@ async fn the_home_page_lists_every_lesson_with_security_headers() {
     // The home page has no island, but it loads the islands script (which then fetches
     // nothing), not the whole app.
     assert!(
-        html.contains("\"/pkg/jigsaw-lab-islands\"") && !html.contains("/pkg/jigsaw-lab.js"),
+        html.contains("\"/pkg/jigsaw-lab-lessons\"") && !html.contains("/pkg/jigsaw-lab.js"),
         "the islands script is linked, not the app's"
     );
 }
 
 /// A lesson page sends its widget, its claims box and its check-in button as islands for
-/// the islands bundle, each with its props, and not the whole app; the other pages load
-/// the whole app.
+/// the lessons' islands bundle, each with its props, and not the whole app; so do the join
+/// and sign-in pages with their forms and the student's pages, each for its group's
+/// bundle. The instructor's pages load the whole app.
 #[tokio::test]
-async fn lesson_pages_load_their_islands_and_other_pages_the_app() {
+async fn islands_pages_load_their_islands_and_other_pages_the_app() {
     let server = Server::start();
     let get = |path: &'static str| {
         let request = client().get(server.url(path)).send();
         async move { request.await.unwrap().text().await.unwrap() }
     };
-    let lesson = get("/lessons/tokenization").await;
-    for island in ["LessonWidget_", "LessonClaimsBox_", "CheckInButton_"] {
-        assert!(
-            lesson.contains(&format!("<leptos-island data-component=\"{island}")),
-            "{island} is an island"
-        );
+    let bundles = ["lessons", "class", "runs"];
+    for (path, bundle, islands) in [
+        (
+            "/lessons/tokenization",
+            "lessons",
+            &["LessonWidget_", "LessonClaimsBox_", "CheckInButton_"][..],
+        ),
+        ("/join", "class", &["JoinForms_"][..]),
+        ("/instructor/sign-in", "class", &["SignInForm_"][..]),
+        // Without a student's session these show why and link to /join: no island.
+        ("/class", "class", &[][..]),
+        ("/quiz", "class", &[][..]),
+        ("/team", "runs", &[][..]),
+        ("/runs/1", "runs", &[][..]),
+    ] {
+        let page = get(path).await;
+        for island in islands {
+            assert!(
+                page.contains(&format!("<leptos-island data-component=\"{island}")),
+                "{path}: {island} is an island"
+            );
+        }
+        for other in bundles {
+            let script = format!("\"/pkg/jigsaw-lab-{other}\"");
+            assert_eq!(page.contains(&script), other == bundle, "{path}: {other}");
+        }
+        assert!(!page.contains("/pkg/jigsaw-lab.js"), "{path}");
     }
+    let lesson = get("/lessons/tokenization").await;
     assert!(
         lesson.contains(r#"data-props="{&quot;widget&quot;:&quot;tokenizer-playground&quot;}""#)
     );
-    assert!(lesson.contains("\"/pkg/jigsaw-lab-islands\""));
-    assert!(!lesson.contains("/pkg/jigsaw-lab.js"));
-    for path in ["/join", "/instructor/sign-in", "/no-such-page"] {
+    for path in ["/instructor", "/instructor/models", "/no-such-page"] {
         let page = get(path).await;
         assert!(page.contains("/pkg/jigsaw-lab.js"), "{path} loads the app");
-        assert!(!page.contains("jigsaw-lab-islands"), "{path}");
+        for bundle in bundles {
+            assert!(!page.contains(&format!("jigsaw-lab-{bundle}")), "{path}");
+        }
     }
 }
 
@@ -210,8 +233,9 @@ async fn the_bundle_is_served_as_built_with_brotli() {
     for (file, content_type) in [
         ("jigsaw-lab.wasm", "application/wasm"),
         ("jigsaw-lab.js", "text/javascript"),
-        ("jigsaw-lab-islands.wasm", "application/wasm"),
-        ("jigsaw-lab-islands.js", "text/javascript"),
+        ("jigsaw-lab-lessons.wasm", "application/wasm"),
+        ("jigsaw-lab-class.js", "text/javascript"),
+        ("jigsaw-lab-runs.wasm", "application/wasm"),
     ] {
         let fetch = |encoding: &'static str| {
             client()

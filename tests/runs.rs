@@ -225,6 +225,32 @@ async fn run_to_the_leaderboard(database: Option<&PostgresDatabase>) {
         "{form}"
     );
 
+    // The team's page and the run's page are islands carrying what the server rendered:
+    // the browser brings them to life from these props.
+    for (path, island, holds) in [
+        ("/team".to_string(), "TeamRuns_", "&quot;suggested&quot;"),
+        (
+            format!("/runs/{run_id}"),
+            "LiveRun_",
+            "&quot;status&quot;:&quot;succeeded&quot;",
+        ),
+    ] {
+        let page = class
+            .red
+            .get(server.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains(&format!("<leptos-island data-component=\"{island}")),
+            "{path} is an island"
+        );
+        assert!(page.contains(holds), "{path}'s island props hold {holds}");
+    }
+
     // "Try your model" runs the fine-tuned model; the download is an HF directory.
     let reading = ok(
         &class.red,

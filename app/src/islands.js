@@ -1,7 +1,8 @@
 // Hydrates the islands of a server-rendered page. `bundle` is the path of the islands
 // bundle without its extension: `${bundle}.js` is wasm-bindgen's glue (`--target web`),
 // whose exports include one function per island type, named as the island's
-// `data-component` attribute says.
+// `data-component` attribute says. The islands hydrate one after another in the page's
+// order, the order in which the server numbered their resources.
 async (bundle) => {
   const islands = [...document.querySelectorAll("leptos-island")].filter(
     // An island inside another is rendered by the outer one in the browser.

@@ -1,14 +1,56 @@
-//! The script tags of the pages that load the islands bundle instead of the whole app (see
-//! [`crate::pages::uses_islands`]). Such a page is rendered on the server like any other;
-//! in the browser only its islands (`#[island]` components) come to life.
+//! The pages that load an islands bundle instead of the whole app, and their script tags.
+//! Such a page is rendered on the server like any other; in the browser only its islands
+//! (`#[island]` components) come to life. Each group of pages has a bundle of its own
+//! (`frontend` built with that group's feature; `build.rs` says which islands each holds),
+//! so a page downloads its own islands' code and not every other page's.
 
 use leptos::prelude::*;
 
-/// Loads `/pkg/jigsaw-lab-islands.js` and hydrates the page's islands, then marks the body
+/// An islands bundle: `/pkg/<name>.js` and `.wasm`, with the islands of one group of pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IslandsBundle {
+    /// The lesson list (no island) and the lessons: a lesson's widget, claims box and
+    /// check-in button (`lessons-islands`).
+    Lessons,
+    /// The join and sign-in forms everyone starts from, and the student's class and quiz
+    /// (`class-islands`).
+    Class,
+    /// The team's runs and a run's page (`runs-islands`).
+    Runs,
+}
+
+impl IslandsBundle {
+    /// Every bundle.
+    pub const ALL: [IslandsBundle; 3] = [Self::Lessons, Self::Class, Self::Runs];
+
+    /// The bundle's files under `/pkg`, without their extension.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lessons => "jigsaw-lab-lessons",
+            Self::Class => "jigsaw-lab-class",
+            Self::Runs => "jigsaw-lab-runs",
+        }
+    }
+
+    /// The bundle the page at `path` loads instead of the whole app, if any. The
+    /// instructor's pages (but sign-in) load the whole app.
+    pub fn for_page(path: &str) -> Option<Self> {
+        match path {
+            "/" => Some(Self::Lessons),
+            _ if path.starts_with("/lessons/") => Some(Self::Lessons),
+            "/join" | "/instructor/sign-in" | "/class" | "/quiz" => Some(Self::Class),
+            "/team" => Some(Self::Runs),
+            _ if path.starts_with("/runs/") => Some(Self::Runs),
+            _ => None,
+        }
+    }
+}
+
+/// Loads `bundle` and hydrates the page's islands, then marks the body
 /// `data-hydrated="true"`, as the whole app does once it has hydrated. A page without
 /// islands fetches no WebAssembly at all.
 #[component]
-pub fn IslandScripts() -> impl IntoView {
+pub fn IslandScripts(bundle: IslandsBundle) -> impl IntoView {
     // Outside islands, the browser hydrates nothing, so resources need not be sent along
     // with the page; each island turns this back on while it renders.
     if let Some(context) = Owner::current_shared_context() {
@@ -17,7 +59,7 @@ pub fn IslandScripts() -> impl IntoView {
     let start = format!(
         "({})(\"/pkg/{}\");",
         include_str!("islands.js"),
-        crate::ISLANDS_OUTPUT_NAME
+        bundle.name()
     );
     view! { <script type="module">{start}</script> }
 }

@@ -21,7 +21,7 @@ pub mod error;
 pub mod flash;
 pub mod grading;
 #[cfg(feature = "ssr")]
-mod islands;
+pub mod islands;
 pub mod lessons;
 pub mod library;
 pub mod live;
@@ -44,10 +44,6 @@ pub use root::App;
 /// The name of the built site's files (`/pkg/jigsaw-lab.{js,wasm,css}`).
 pub const OUTPUT_NAME: &str = "jigsaw-lab";
 
-/// The name of the islands bundle (`/pkg/jigsaw-lab-islands.{js,wasm}`), which the pages
-/// that [`pages::uses_islands`] names load instead of the whole app.
-pub const ISLANDS_OUTPUT_NAME: &str = "jigsaw-lab-islands";
-
 /// The HTML document around the app, rendered on the server. Lesson pages load the small
 /// islands bundle, which brings their widgets to life and nothing else; every other page
 /// loads the whole app and hydrates it.
@@ -59,8 +55,8 @@ pub fn shell(options: leptos::config::LeptosOptions) -> impl leptos::IntoView {
     let path = use_context::<http::request::Parts>()
         .map(|parts| parts.uri.path().to_string())
         .unwrap_or_default();
-    let scripts = if pages::uses_islands(&path) {
-        view! { <islands::IslandScripts /> }.into_any()
+    let scripts = if let Some(bundle) = islands::IslandsBundle::for_page(&path) {
+        view! { <islands::IslandScripts bundle /> }.into_any()
     } else {
         view! { <HydrationScripts options /> }.into_any()
     };

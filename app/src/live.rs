@@ -1,8 +1,8 @@
 //! Live updates over server-sent events: the event names both streams use (the server
 //! sends them, the pages listen for them), the class-change broadcast the server functions
 //! announce on, and, in the browser, an `EventSource` on `/api/class-events` that calls back
-//! whenever the server says the class changed (phase, topics, teams, grades), so open pages
-//! follow without a reload.
+//! (or fetches a page's data again) whenever the server says the class changed (phase,
+//! topics, teams, grades), so open pages follow without a reload.
 
 /// The server-sent event name for "this class changed; fetch it again" on
 /// `/api/class-events` (data: the class's id).
@@ -48,6 +48,45 @@ pub fn follow_class(class_id: Option<i64>, on_change: impl Fn() + 'static) {
     {
         let _ = (url, on_change);
     }
+}
+
+/// A refresh: each call fetches with `fetch` and hands the answer to `apply`. An answer that
+/// arrives after the answer to a later call is dropped, so a burst of refreshes ends on the
+/// newest state.
+pub fn refresher<T, Answer>(
+    fetch: impl Fn() -> Answer + 'static,
+    apply: impl Fn(T) + 'static,
+) -> impl Fn() + Clone + 'static
+where
+    T: 'static,
+    Answer: std::future::Future<Output = T> + 'static,
+{
+    use std::rc::Rc;
+    let requested = Rc::new(std::cell::Cell::new(0_u64));
+    let (fetch, apply) = (Rc::new(fetch), Rc::new(apply));
+    move || {
+        let request = requested.get() + 1;
+        requested.set(request);
+        let (requested, apply, answer) = (requested.clone(), apply.clone(), fetch());
+        leptos::task::spawn_local(async move {
+            let answer = answer.await;
+            if requested.get() == request {
+                apply(answer);
+            }
+        });
+    }
+}
+
+/// While the calling component lives, fetches with `fetch` again on every change to the
+/// student's class and hands the newest answer to `apply` (see [`refresher`]).
+pub fn refetch_on_class_change<T, Answer>(
+    fetch: impl Fn() -> Answer + 'static,
+    apply: impl Fn(T) + 'static,
+) where
+    T: 'static,
+    Answer: std::future::Future<Output = T> + 'static,
+{
+    follow_class(None, refresher(fetch, apply));
 }
 
 #[cfg(feature = "ssr")]

@@ -35,15 +35,16 @@ pub fn App() -> impl IntoView {
             <main id="main" tabindex="-1">
                 <Routes fallback=pages::NotFound>
                     // Async rendering waits for the data, so the status code (404 for an
-                    // unknown lesson) is known before the response starts.
+                    // unknown lesson) is known before the response starts, and the islands
+                    // pages (`islands::IslandsBundle`) arrive whole, islands included.
                     <Route path=path!("/") view={Lazy::<routes::Home>::new()} ssr=SsrMode::Async />
                     <Route path=path!("/lessons/:slug") view={Lazy::<routes::Lesson>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/join") view={Lazy::<routes::Join>::new()} />
+                    <Route path=path!("/join") view={Lazy::<routes::Join>::new()} ssr=SsrMode::Async />
                     <Route path=path!("/class") view={Lazy::<routes::StudentClass>::new()} ssr=SsrMode::Async />
                     <Route path=path!("/quiz") view={Lazy::<routes::Quiz>::new()} ssr=SsrMode::Async />
                     <Route path=path!("/team") view={Lazy::<routes::Team>::new()} ssr=SsrMode::Async />
                     <Route path=path!("/runs/:id") view={Lazy::<routes::Run>::new()} ssr=SsrMode::Async />
-                    <Route path=path!("/instructor/sign-in") view={Lazy::<routes::SignIn>::new()} />
+                    <Route path=path!("/instructor/sign-in") view={Lazy::<routes::SignIn>::new()} ssr=SsrMode::Async />
                     <Route path=path!("/instructor") view={Lazy::<routes::InstructorHome>::new()} ssr=SsrMode::Async />
                     <Route path=path!("/instructor/models") view={Lazy::<routes::Models>::new()} ssr=SsrMode::Async />
                     <Route path=path!("/instructor/data") view={Lazy::<routes::TrainingData>::new()} ssr=SsrMode::Async />

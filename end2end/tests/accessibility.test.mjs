@@ -444,6 +444,7 @@ test("keyboard only: a student joins, opens a lesson, uses the tokenizer and ans
   await tabTo(page, 'header a[href="/quiz"]', { backwards: true });
   await page.keyboard.press("Enter");
   await page.waitForURL(server.baseUrl + "/quiz");
+  await waitForHydration(page);
   await page.getByTestId("quiz-state").filter({ hasText: "Save drafts as you go" }).waitFor();
 
   const text = page.locator('[data-testid="quiz-question"][data-key="fine-tuning-2"]');

@@ -301,6 +301,7 @@ step("(b) the student saves a draft, finds it after a reload, and submits three 
   const page = studentPage;
   await page.getByTestId("quiz-link").click();
   await page.waitForURL(base + "/quiz");
+  await waitForHydration(page);
   await page.getByTestId("quiz-state").filter({ hasText: "Save drafts as you go" }).waitFor();
   assert.equal(await page.getByTestId("quiz-question").count(), 16, "two questions for each of the eight lessons");
 

@@ -53,8 +53,8 @@ test("clicking \"I've got it\" updates the page from the database without a relo
   const modules = wasmFetches(page);
   await page.goto(server.baseUrl + "/lessons/attention");
   await waitForHydration(page);
-  // The lesson's islands come from their own small bundle, not the whole app.
-  assert.deepEqual(modules, ["/pkg/jigsaw-lab-islands.wasm"]);
+  // The lesson's islands come from the lessons' own small bundle, not the whole app.
+  assert.deepEqual(modules, ["/pkg/jigsaw-lab-lessons.wasm"]);
   const count = page.getByTestId("checkin-count");
   const button = page.getByRole("button", { name: "I've got it" });
   await count.filter({ hasText: "0 classmates have got it" }).waitFor();

@@ -1,8 +1,9 @@
 //! The browser entry points, built to WebAssembly by `scripts/build-site.sh`:
 //! - by default, `/pkg/jigsaw-lab.wasm`, which hydrates the whole app the server rendered,
 //!   split into one chunk per page;
-//! - with the `islands` feature, `/pkg/jigsaw-lab-islands.wasm`, which holds only the
-//!   lesson pages' islands (`app::shell` says which pages load it).
+//! - with `islands` and one group's feature (`lessons-islands`, `class-islands`,
+//!   `runs-islands`), that group's islands bundle, which holds only its pages' islands
+//!   (`app::islands::IslandsBundle` says which pages load which).
 
 /// Called by the hydration script once the WebAssembly module has loaded. Each page is a
 /// lazily loaded route, so hydration first fetches the page's chunk; when it is done the

@@ -51,26 +51,15 @@ pub fn ViewerBar() -> impl IntoView {
     }
 }
 
-/// `/instructor/sign-in`: username and password.
+/// `/instructor/sign-in`: username and password. The form is an island (see
+/// `crate::islands::IslandsBundle`); the rest of the page is the server's.
 #[component]
 pub fn SignInPage() -> impl IntoView {
-    let sign_in = ServerAction::<SignIn>::new();
     view! {
         <Title text="Instructor sign-in" />
         <section class="narrow">
             <h1>"Instructor sign-in"</h1>
-            <ActionForm action=sign_in attr:class="stack-form">
-                <label class="field">
-                    "Username"
-                    <input type="text" name="username" required maxlength=MAX_NAME_CHARS.to_string() autocomplete="username" />
-                </label>
-                <label class="field">
-                    "Password"
-                    <input type="password" name="password" required autocomplete="current-password" />
-                </label>
-                <button type="submit" disabled=move || sign_in.pending().get()>"Sign in"</button>
-            </ActionForm>
-            {move || action_error(sign_in.value().get())}
+            <SignInForm />
             <p class="hint">
                 "No account yet? The first instructor is created on the class computer with "
                 <code>"jigsaw-lab instructor add <name>"</code>"."
@@ -79,71 +68,103 @@ pub fn SignInPage() -> impl IntoView {
     }
 }
 
-/// `/join`: a student types the join code, then picks a name and a team.
+/// The sign-in form, which goes to the instructor's classes once the server accepts it.
+#[cfg_attr(class_islands, island)]
+#[cfg_attr(not(class_islands), component)]
+fn SignInForm() -> impl IntoView {
+    let sign_in = ServerAction::<SignIn>::new();
+    view! {
+        <ActionForm action=sign_in attr:class="stack-form">
+            <label class="field">
+                "Username"
+                <input type="text" name="username" required maxlength=MAX_NAME_CHARS.to_string() autocomplete="username" />
+            </label>
+            <label class="field">
+                "Password"
+                <input type="password" name="password" required autocomplete="current-password" />
+            </label>
+            <button type="submit" disabled=move || sign_in.pending().get()>"Sign in"</button>
+        </ActionForm>
+        {move || action_error(sign_in.value().get())}
+    }
+}
+
+/// `/join`: a student types the join code, then picks a name and a team. The forms are an
+/// island (see `crate::islands::IslandsBundle`); the rest of the page is the server's.
 #[component]
 pub fn JoinPage() -> impl IntoView {
-    let find = ServerAction::<FindClass>::new();
-    let join = ServerAction::<JoinClass>::new();
-    let code = RwSignal::new(String::new());
     view! {
         <Title text="Join a class" />
         <section class="narrow">
             <h1>"Join your class"</h1>
-            <form
-                class="stack-form"
-                on:submit=move |ev| {
-                    ev.prevent_default();
-                    find.dispatch(FindClass { code: code.get() });
-                }
-            >
-                <label class="field">
-                    "Join code (from your teacher)"
-                    <input
-                        type="text"
-                        name="code"
-                        required
-                        maxlength="16"
-                        autocomplete="off"
-                        autocapitalize="characters"
-                        prop:value=move || code.get()
-                        on:input=move |ev| code.set(event_target_value(&ev))
-                    />
-                </label>
-                <button type="submit" disabled=move || find.pending().get()>"Find my class"</button>
-            </form>
-            {move || action_error(find.value().get())}
-            {move || {
-                find.value()
-                    .get()
-                    .and_then(Result::ok)
-                    .map(|class| {
-                        let no_teams = class.teams.is_empty();
-                        view! {
-                            <h2 data-testid="class-name">{class.name}</h2>
-                            {no_teams
-                                .then(|| view! { <p class="hint">"Your teacher has not created the teams yet. Try again in a minute."</p> })}
-                            <ActionForm action=join attr:class="stack-form">
-                                <input type="hidden" name="code" prop:value=move || code.get() />
-                                <label class="field">
-                                    "Your name as the class will see it"
-                                    <input type="text" name="display_name" required maxlength=MAX_NAME_CHARS.to_string() autocomplete="nickname" />
-                                </label>
-                                <label class="field">
-                                    "Your team"
-                                    <select name="team_id" required>
-                                        {class
-                                            .teams
-                                            .into_iter()
-                                            .map(|team| view! { <option value=team.id.to_string()>{team.name}</option> })
-                                            .collect_view()}
-                                    </select>
-                                </label>
-                                <button type="submit" disabled=move || no_teams || join.pending().get()>"Join"</button>
-                            </ActionForm>
-                            {move || action_error(join.value().get())}
-                        }
-                    })
-            }}
+            <JoinForms />
         </section>
+    }
+}
+
+/// The join code's form, then, once the class is found, the name and team form, which goes
+/// to the class page once the server accepts it.
+#[cfg_attr(class_islands, island)]
+#[cfg_attr(not(class_islands), component)]
+fn JoinForms() -> impl IntoView {
+    let find = ServerAction::<FindClass>::new();
+    let join = ServerAction::<JoinClass>::new();
+    let code = RwSignal::new(String::new());
+    view! {
+        <form
+            class="stack-form"
+            on:submit=move |ev| {
+                ev.prevent_default();
+                find.dispatch(FindClass { code: code.get() });
+            }
+        >
+            <label class="field">
+                "Join code (from your teacher)"
+                <input
+                    type="text"
+                    name="code"
+                    required
+                    maxlength="16"
+                    autocomplete="off"
+                    autocapitalize="characters"
+                    prop:value=move || code.get()
+                    on:input=move |ev| code.set(event_target_value(&ev))
+                />
+            </label>
+            <button type="submit" disabled=move || find.pending().get()>"Find my class"</button>
+        </form>
+        {move || action_error(find.value().get())}
+        {move || {
+            find.value()
+                .get()
+                .and_then(Result::ok)
+                .map(|class| {
+                    let no_teams = class.teams.is_empty();
+                    view! {
+                        <h2 data-testid="class-name">{class.name}</h2>
+                        {no_teams
+                            .then(|| view! { <p class="hint">"Your teacher has not created the teams yet. Try again in a minute."</p> })}
+                        <ActionForm action=join attr:class="stack-form">
+                            <input type="hidden" name="code" prop:value=move || code.get() />
+                            <label class="field">
+                                "Your name as the class will see it"
+                                <input type="text" name="display_name" required maxlength=MAX_NAME_CHARS.to_string() autocomplete="nickname" />
+                            </label>
+                            <label class="field">
+                                "Your team"
+                                <select name="team_id" required>
+                                    {class
+                                        .teams
+                                        .into_iter()
+                                        .map(|team| view! { <option value=team.id.to_string()>{team.name}</option> })
+                                        .collect_view()}
+                                </select>
+                            </label>
+                            <button type="submit" disabled=move || no_teams || join.pending().get()>"Join"</button>
+                        </ActionForm>
+                        {move || action_error(join.value().get())}
+                    }
+                })
+        }}
     }
 }

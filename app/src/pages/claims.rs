@@ -78,9 +78,9 @@ pub fn ClassClaimsPanel(class_id: i64) -> impl IntoView {
 }
 
 /// The claims a lesson makes, with the student's class's result next to each. An island:
-/// see [`super::uses_islands`].
-#[cfg_attr(feature = "islands", island)]
-#[cfg_attr(not(feature = "islands"), component)]
+/// see `crate::islands::IslandsBundle`.
+#[cfg_attr(lessons_islands, island)]
+#[cfg_attr(not(lessons_islands), component)]
 pub fn LessonClaimsBox(slug: String) -> impl IntoView {
     let tick = refresh_while_testing();
     let claims = Resource::new(move || tick.get(), move |_| lesson_claims(slug.clone()));

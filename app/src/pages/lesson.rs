@@ -81,9 +81,9 @@ fn LessonView(lesson: Lesson) -> impl IntoView {
 }
 
 /// "I've got it": records a check-in on the server and shows the class total. An island:
-/// see [`super::uses_islands`].
-#[cfg_attr(feature = "islands", island)]
-#[cfg_attr(not(feature = "islands"), component)]
+/// see `crate::islands::IslandsBundle`.
+#[cfg_attr(lessons_islands, island)]
+#[cfg_attr(not(lessons_islands), component)]
 fn CheckInButton(slug: String) -> impl IntoView {
     let count = Resource::new(
         {

@@ -5,7 +5,9 @@
 use super::runs::{duration, every_refresh};
 use super::shared::{ErrorList, action_error, id_param};
 use crate::charts::{Heatmap, LineChart, ema};
-use crate::runs::{CancelRun, RunStatus, TryRunModel, run_detail};
+use crate::error::AppError;
+use crate::live::refresher;
+use crate::runs::{CancelRun, RunStatus, RunSummary, TryRunModel, run_detail};
 use crate::widgets::head_average;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -85,29 +87,13 @@ impl Live {
     }
 }
 
-/// `/runs/:id`: the live loss curve, evaluations, schedule, attention and outcome.
+/// `/runs/:id`: the live loss curve, evaluations, schedule, attention and outcome. The
+/// server renders the run as it is; [`LiveRun`], an island (see
+/// `crate::islands::IslandsBundle`), follows it live in the browser.
 #[component]
 pub fn RunPage() -> impl IntoView {
     let run_id = id_param();
-    let changed = RwSignal::new(0_u32);
-    let cancel = ServerAction::<CancelRun>::new();
-    let run = Resource::new(
-        move || (run_id.get(), changed.get(), cancel.version().get()),
-        |(id, ..)| run_detail(id),
-    );
-    let live = RwSignal::new(Live::default());
-    follow_run(run_id.get_untracked(), live, changed);
-    // While the run waits, other runs starting move it up the line: refresh its position.
-    every_refresh(move || {
-        if matches!(run.get_untracked(), Some(Ok(ref r)) if r.status == RunStatus::Queued) {
-            changed.update(|n| *n += 1);
-        }
-    });
-    Effect::new(move |_| {
-        if let Some(Ok(run)) = run.get() {
-            live.update(|l| l.batch_size = run.settings.batch_size);
-        }
-    });
+    let run = Resource::new(move || run_id.get(), run_detail);
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> <p><a href="/team">"Your team's runs"</a></p> }>
@@ -118,26 +104,83 @@ pub fn RunPage() -> impl IntoView {
                             <Title text=format!("Run #{id}") />
                             <p class="breadcrumb"><a href="/team">"Team runs"</a>" / "{format!("Run #{id}")}</p>
                             <h1>{format!("Run #{id}")}</h1>
-                            <p data-testid="run-state">
-                                <strong>{run.status.as_str()}</strong>
-                                {run.queue_position.map(|p| format!(", #{p} in line"))}
-                                " · "{run.settings.summary()}
-                            </p>
-                            {run.message.clone().map(|m| view! { <p class="notice">{m}</p> })}
-                            {run.claim.is_some().then(|| view! {
-                                <p class="hint" data-testid="claim-run">"This run tests one of the lessons' claims for the whole class. Your teacher queued it, and the lesson shows what it found."</p>
-                            })}
-                            {(run.status.is_active() && run.claim.is_none()).then(|| view! {
-                                <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel this run"</button>
-                            })}
-                            <Outcome status=run.status message=run.message.unwrap_or_default() />
-                            {(run.status == RunStatus::Succeeded).then(|| view! { <TryModel run_id=id /> })}
+                            <LiveRun run />
                         }
                     })
                 })}
             </ErrorBoundary>
         </Transition>
+    }
+}
+
+/// The run's state, outcome and charts. Its events stream in (see [`follow_run`]); a status
+/// change, a cancel, and (while the run waits) every few seconds fetch the run again. It
+/// takes no resource, so the server can render it inside the page's `Suspend`.
+#[cfg_attr(runs_islands, island)]
+#[cfg_attr(not(runs_islands), component)]
+fn LiveRun(run: RunSummary) -> impl IntoView {
+    let id = run.id;
+    let live = RwSignal::new(Live {
+        batch_size: run.settings.batch_size,
+        ..Live::default()
+    });
+    let run = RwSignal::new(run);
+    let failed = RwSignal::new(None::<Result<(), AppError>>);
+    let cancel = ServerAction::<CancelRun>::new();
+    let refresh = refresher(
+        move || run_detail(id),
+        move |fresh| match fresh {
+            Ok(fresh) => {
+                let _ = live.try_update(|l| l.batch_size = fresh.settings.batch_size);
+                // Unchanged, the run is not drawn again (a sentence typed into "Try your
+                // model" stays).
+                if run.try_with_untracked(|shown| shown != &fresh) == Some(true) {
+                    run.set(fresh);
+                }
+                let _ = failed.try_set(None);
+            }
+            Err(error) => {
+                let _ = failed.try_set(Some(Err(error)));
+            }
+        },
+    );
+    follow_run(id, live, refresh.clone());
+    // While the run waits, other runs starting move it up the line: refresh its position.
+    every_refresh({
+        let refresh = refresh.clone();
+        move || {
+            if run.with_untracked(|r| r.status == RunStatus::Queued) {
+                refresh();
+            }
+        }
+    });
+    Effect::watch(
+        move || cancel.version().get(),
+        move |_, _, _| refresh(),
+        false,
+    );
+    view! {
+        {move || {
+            let run = run.get();
+            view! {
+                <p data-testid="run-state">
+                    <strong>{run.status.as_str()}</strong>
+                    {run.queue_position.map(|p| format!(", #{p} in line"))}
+                    " · "{run.settings.summary()}
+                </p>
+                {run.message.clone().map(|m| view! { <p class="notice">{m}</p> })}
+                {run.claim.is_some().then(|| view! {
+                    <p class="hint" data-testid="claim-run">"This run tests one of the lessons' claims for the whole class. Your teacher queued it, and the lesson shows what it found."</p>
+                })}
+                {(run.status.is_active() && run.claim.is_none()).then(|| view! {
+                    <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel this run"</button>
+                })}
+                <Outcome status=run.status message=run.message.unwrap_or_default() />
+                {(run.status == RunStatus::Succeeded).then(|| view! { <TryModel run_id=id /> })}
+            }
+        }}
         {move || action_error(cancel.value().get())}
+        {move || action_error(failed.get())}
         <RunCharts live />
     }
 }
@@ -156,9 +199,9 @@ struct Batch {
     status_changed: bool,
 }
 
-/// Opens the run's event stream (browser only): events go into `live`, status changes
-/// bump `changed`. The browser reconnects by itself with the last id it saw.
-fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
+/// Opens the run's event stream (browser only): events go into `live`, and a status change
+/// calls `on_status_change`. The browser reconnects by itself with the last id it saw.
+fn follow_run(run_id: i64, live: RwSignal<Live>, on_status_change: impl Fn() + 'static) {
     #[cfg(feature = "hydrate")]
     {
         use crate::live::{RUN_EVENT, RUN_STATUS_EVENT};
@@ -172,6 +215,7 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
         // kept the browser busy for tens of seconds. A status change waits in the same
         // batch, so the page shows a run as finished only with every step before it drawn.
         let batch: std::rc::Rc<std::cell::RefCell<Batch>> = Default::default();
+        let on_status_change = std::rc::Rc::new(on_status_change);
         let receive = move |item: Option<Event>| {
             let first = {
                 let mut batch = batch.borrow_mut();
@@ -183,7 +227,7 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
                 first
             };
             if first {
-                let batch = batch.clone();
+                let (batch, on_status_change) = (batch.clone(), on_status_change.clone());
                 set_timeout(
                     move || {
                         let Batch {
@@ -195,7 +239,7 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
                             events.into_iter().for_each(|event| live.apply(event))
                         });
                         if status_changed {
-                            let _ = changed.try_update(|n| *n += 1);
+                            on_status_change();
                         }
                     },
                     EVENT_BATCH,
@@ -229,7 +273,7 @@ fn follow_run(run_id: i64, live: RwSignal<Live>, changed: RwSignal<u32>) {
         on_cleanup(move || kept.with_value(|(source, _, _)| source.close()));
     }
     #[cfg(not(feature = "hydrate"))]
-    let _ = (run_id, live, changed);
+    let _ = (run_id, live, on_status_change);
 }
 
 /// What a run's end means for the class, with the lesson that explains it.

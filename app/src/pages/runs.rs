@@ -4,6 +4,8 @@
 
 use super::shared::{ErrorList, action_error, parameter_count};
 use crate::charts::{LineChart, ScrollRegion, ema};
+use crate::error::AppError;
+use crate::live::refresher;
 use crate::runs::timing::Machine;
 use crate::runs::{
     Boards, CancelRun, ModelChoice, PrioritizeRun, RUNS_CLOSED, RevealBoard, RunCurves,
@@ -26,46 +28,99 @@ pub(super) fn every_refresh(refresh: impl Fn() + 'static) {
     let _ = refresh;
 }
 
-/// `/team`: train a model, watch the team's runs, see the boards.
+/// `/team`: train a model, watch the team's runs, see the boards. The server renders them
+/// as they are; [`TeamRuns`], an island (see `crate::islands::IslandsBundle`), keeps them
+/// current in the browser.
 #[component]
 pub fn TeamPage() -> impl IntoView {
-    let info = Resource::new(|| (), |_| load_run_form());
-    let tick = RwSignal::new(0_u32);
-    every_refresh(move || tick.update(|n| *n += 1));
-    let submit = ServerAction::<SubmitRun>::new();
-    let cancel = ServerAction::<CancelRun>::new();
-    let runs = Resource::new(
-        move || (tick.get(), submit.version().get(), cancel.version().get()),
-        |_| team_runs(None),
+    let page = Resource::new(
+        || (),
+        |_| async {
+            let info = load_run_form().await?;
+            let runs = team_runs(None).await?;
+            let boards = class_boards(None).await?;
+            let curves = team_curves().await?;
+            Ok::<_, AppError>((info, runs, boards, curves))
+        },
     );
-    let boards = Resource::new(
-        move || (tick.get(), submit.version().get()),
-        |_| class_boards(None),
-    );
-    let curves = Resource::new(move || tick.get(), |_| team_curves());
     view! {
         <Title text="Team runs" />
         <h1>"Fine-tune a model"</h1>
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> <p><a href="/join">"Join a class"</a></p> }>
-                {move || Suspend::new(async move { info.await.map(|info| view! { <NewRunForm info submit /> }) })}
+                {move || Suspend::new(async move {
+                    page.await.map(|(info, runs, boards, curves)| view! { <TeamRuns info runs boards curves /> })
+                })}
             </ErrorBoundary>
         </Transition>
+    }
+}
+
+/// The run form, the team's runs, their curves and the boards. The lists are fetched again
+/// every few seconds and after each submit or cancel; a failed fetch keeps what is shown
+/// until the next one. It takes no resource, so the server can render it inside the
+/// page's `Suspend`.
+#[cfg_attr(runs_islands, island)]
+#[cfg_attr(not(runs_islands), component)]
+fn TeamRuns(
+    info: RunFormInfo,
+    runs: Vec<RunSummary>,
+    boards: Boards,
+    curves: Vec<RunCurves>,
+) -> impl IntoView {
+    let submit = ServerAction::<SubmitRun>::new();
+    let cancel = ServerAction::<CancelRun>::new();
+    let (runs, boards, curves) = (
+        RwSignal::new(runs),
+        RwSignal::new(boards),
+        RwSignal::new(curves),
+    );
+    // Each list keeps its last good answer.
+    fn keep<T: Send + Sync + 'static>(
+        shown: RwSignal<T>,
+    ) -> impl Fn(Result<T, AppError>) + 'static {
+        move |fresh| {
+            if let Ok(fresh) = fresh {
+                let _ = shown.try_set(fresh);
+            }
+        }
+    }
+    let refresh_runs = refresher(|| team_runs(None), keep(runs));
+    let refresh_boards = refresher(|| class_boards(None), keep(boards));
+    let refresh_curves = refresher(team_curves, keep(curves));
+    every_refresh({
+        let (runs, boards) = (refresh_runs.clone(), refresh_boards.clone());
+        move || {
+            runs();
+            boards();
+            refresh_curves();
+        }
+    });
+    Effect::watch(
+        move || submit.version().get(),
+        {
+            let (runs, boards) = (refresh_runs.clone(), refresh_boards);
+            move |_, _, _| {
+                runs();
+                boards();
+            }
+        },
+        false,
+    );
+    Effect::watch(
+        move || cancel.version().get(),
+        move |_, _, _| refresh_runs(),
+        false,
+    );
+    view! {
+        <NewRunForm info submit />
         <section class="panel">
             <h2>"Your team's runs"</h2>
-            <Transition fallback=|| ()>
-                {move || Suspend::new(async move {
-                    runs.await.map(|runs| view! { <RunList runs cancel /> })
-                })}
-            </Transition>
+            {move || view! { <RunList runs=runs.get() cancel /> }}
             {move || action_error(cancel.value().get())}
         </section>
-        <Transition fallback=|| ()>
-            {move || Suspend::new(async move { curves.await.map(|curves| view! { <CompareRuns curves /> }) })}
-        </Transition>
-        <Transition fallback=|| ()>
-            {move || Suspend::new(async move { boards.await.map(|boards| view! { <BoardsView boards /> }) })}
-        </Transition>
+        {move || view! { <CompareRuns curves=curves.get() /> }}
+        {move || view! { <BoardsView boards=boards.get() /> }}
     }
 }
 

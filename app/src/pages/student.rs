@@ -3,33 +3,60 @@
 
 use super::shared::{ErrorList, Standings, action_error, points, points_worth, when};
 use crate::classroom::{ClassLesson, StudentClass, my_class};
-use crate::live::follow_class;
+use crate::error::AppError;
+use crate::live::refetch_on_class_change;
 use crate::phase::Phase;
 use crate::quiz::{
-    AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuizItem, my_quiz,
+    AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuiz, StudentQuizItem, my_quiz,
 };
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use leptos_meta::Title;
 
-/// `/class`: what the student's team does now, following the instructor's phase live.
+/// `/class`: what the student's team does now, following the instructor's phase live. The
+/// server renders the class as it is; [`LiveClass`], an island (see
+/// `crate::islands::IslandsBundle`), keeps it up to date in the browser.
 #[component]
 pub fn StudentClassPage() -> impl IntoView {
-    let changed = RwSignal::new(0_u32);
-    let class = Resource::new(move || changed.get(), |_| my_class());
-    follow_class(None, move || changed.update(|n| *n += 1));
+    let class = Resource::new(|| (), |_| my_class());
     view! {
         <Title text="My class" />
         <Transition fallback=|| view! { <p class="loading">"Loading your class…"</p> }>
-            <ErrorBoundary fallback=|errors| {
-                view! {
-                    <ErrorList errors />
-                    <p><a href="/join">"Join a class"</a></p>
-                }
-            }>
-                {move || Suspend::new(async move { class.await.map(|class| view! { <ClassView class /> }) })}
+            <ErrorBoundary fallback=|errors| view! { <NotInAClass errors /> }>
+                {move || Suspend::new(async move { class.await.map(|class| view! { <LiveClass class /> }) })}
             </ErrorBoundary>
         </Transition>
+    }
+}
+
+/// Why the class or the quiz cannot be shown (no student session, most often), and the way
+/// to join.
+#[component]
+fn NotInAClass(errors: ArcRwSignal<Errors>) -> impl IntoView {
+    view! {
+        <ErrorList errors />
+        <p><a href="/join">"Join a class"</a></p>
+    }
+}
+
+/// The class page's content, fetched again whenever the class changes (phase, topics,
+/// teams, grades). It takes no resource, so the server can render it inside the page's
+/// `Suspend`: nothing of it waits to be hydrated but its props.
+#[cfg_attr(class_islands, island)]
+#[cfg_attr(not(class_islands), component)]
+fn LiveClass(class: StudentClass) -> impl IntoView {
+    let class = RwSignal::new(Ok::<_, AppError>(class));
+    refetch_on_class_change(my_class, move |fresh| {
+        if class.try_with_untracked(|shown| shown != &fresh) == Some(true) {
+            class.set(fresh);
+        }
+    });
+    move || match class.get() {
+        Ok(class) => view! { <ClassView class /> }.into_any(),
+        Err(error) => {
+            let mut errors = Errors::default();
+            errors.insert_with_default_key(error);
+            view! { <NotInAClass errors=ArcRwSignal::new(errors) /> }.into_any()
+        }
     }
 }
 
@@ -140,64 +167,68 @@ fn LessonList(title: &'static str, lessons: Vec<ClassLesson>) -> impl IntoView {
     }
 }
 
-/// `/quiz`: every question with the student's draft, answer and grade.
+/// `/quiz`: every question with the student's draft, answer and grade. The server renders
+/// the quiz as it is; [`LiveQuiz`], an island (see `crate::islands::IslandsBundle`), takes
+/// the answers and follows the class live in the browser.
 #[component]
 pub fn QuizPage() -> impl IntoView {
     let quiz = Resource::new(|| (), |_| my_quiz());
-    // The questions are rendered once, so typing is never lost; live changes (the quiz
-    // opening or closing, new grades) arrive through these signals instead.
-    let live_state = RwSignal::new(None::<QuizState>);
-    let latest = RwSignal::new(Vec::<StudentQuizItem>::new());
-    follow_class(None, move || {
-        spawn_local(async move {
-            if let Ok(fresh) = my_quiz().await {
-                let before = live_state.get_untracked();
-                live_state.set(Some(fresh.state));
-                if before == Some(QuizState::NotYet) || fresh.state == QuizState::NotYet {
-                    quiz.refetch();
-                } else {
-                    latest.set(fresh.items);
-                }
-            }
-        });
-    });
     view! {
         <Title text="Quiz" />
         <h1>"Quiz"</h1>
         <Transition fallback=|| view! { <p class="loading">"Loading the quiz…"</p> }>
-            <ErrorBoundary fallback=|errors| {
-                view! {
-                    <ErrorList errors />
-                    <p><a href="/join">"Join a class"</a></p>
-                }
-            }>
-                {move || Suspend::new(async move {
-                    quiz.await.map(|quiz| {
-                        live_state.set(Some(quiz.state));
-                        let open = Signal::derive(move || live_state.get() == Some(QuizState::Open));
-                        if quiz.state == QuizState::NotYet {
-                            return view! {
-                                <p class="hint" data-testid="quiz-state">"The quiz opens when your teacher starts the quiz phase. This page updates by itself."</p>
-                            }
-                            .into_any();
-                        }
-                        view! {
-                            <p class="hint" data-testid="quiz-state">
-                                {move || if open.get() {
-                                    "Save drafts as you go; hand each answer in with Submit. You can change answers until your teacher closes the quiz."
-                                } else {
-                                    "The quiz is closed: your answers are final."
-                                }}
-                            </p>
-                            <ol class="quiz">
-                                {quiz.items.into_iter().map(|entry| view! { <QuizQuestion entry open latest /> }).collect_view()}
-                            </ol>
-                        }
-                        .into_any()
-                    })
-                })}
+            <ErrorBoundary fallback=|errors| view! { <NotInAClass errors /> }>
+                {move || Suspend::new(async move { quiz.await.map(|quiz| view! { <LiveQuiz quiz /> }) })}
             </ErrorBoundary>
         </Transition>
+    }
+}
+
+/// The quiz's questions. They are rendered once, so typing is never lost; live changes
+/// (the quiz opening or closing, new grades) arrive through signals instead, and the
+/// questions are rendered again only when the quiz first opens (or goes back to not yet
+/// open). Like [`LiveClass`], it takes no resource.
+#[cfg_attr(class_islands, island)]
+#[cfg_attr(not(class_islands), component)]
+fn LiveQuiz(quiz: StudentQuiz) -> impl IntoView {
+    let live_state = RwSignal::new(quiz.state);
+    let shown = RwSignal::new(quiz);
+    let latest = RwSignal::new(Vec::<StudentQuizItem>::new());
+    refetch_on_class_change(my_quiz, move |fresh| {
+        // A failed fetch keeps the quiz as it was; the next change tries again.
+        // (Nor is there anything to do once the page is gone.)
+        let (Ok(fresh), Some(before)) = (fresh, live_state.try_get_untracked()) else {
+            return;
+        };
+        live_state.set(fresh.state);
+        if before == QuizState::NotYet || fresh.state == QuizState::NotYet {
+            shown.set(fresh);
+        } else {
+            latest.set(fresh.items);
+        }
+    });
+    let open = Signal::derive(move || live_state.get() == QuizState::Open);
+    move || {
+        let quiz = shown.get();
+        if quiz.state == QuizState::NotYet {
+            return view! {
+                <p class="hint" data-testid="quiz-state">"The quiz opens when your teacher starts the quiz phase. This page updates by itself."</p>
+            }
+            .into_any();
+        }
+        view! {
+            <p class="hint" data-testid="quiz-state">
+                {move || if open.get() {
+                    "Save drafts as you go; hand each answer in with Submit. You can change answers until your teacher closes the quiz."
+                } else {
+                    "The quiz is closed: your answers are final."
+                }}
+            </p>
+            <ol class="quiz">
+                {quiz.items.into_iter().map(|entry| view! { <QuizQuestion entry open latest /> }).collect_view()}
+            </ol>
+        }
+        .into_any()
     }
 }
 

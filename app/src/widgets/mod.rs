@@ -31,8 +31,8 @@ use leptos::prelude::*;
 
 /// Renders the widget a lesson asked for. An island: lesson pages load the islands bundle
 /// (see `app::shell`).
-#[cfg_attr(feature = "islands", island)]
-#[cfg_attr(not(feature = "islands"), component)]
+#[cfg_attr(lessons_islands, island)]
+#[cfg_attr(not(lessons_islands), component)]
 pub fn LessonWidget(
     /// The widget the lesson names.
     widget: Widget,

@@ -496,10 +496,10 @@ impl Config {
                 ),
             ));
         }
-        // The whole app's bundle, and the islands bundle that the lesson pages load.
-        let missing_script = [app::OUTPUT_NAME, app::ISLANDS_OUTPUT_NAME]
+        // The whole app's bundle, and the islands bundles that the other pages load.
+        let missing_script = std::iter::once(app::OUTPUT_NAME)
+            .chain(app::islands::IslandsBundle::ALL.map(|bundle| bundle.name()))
             .map(|name| self.site_root.join("pkg").join(format!("{name}.js")))
-            .into_iter()
             .find(|script| !script.is_file());
         if let Some(script) = missing_script {
             return Err(ConfigError::new(
