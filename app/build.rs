@@ -11,6 +11,7 @@ const GROUPS: [(&str, &str); 3] = [
 ];
 
 fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
     let feature = |name: &str| std::env::var_os(format!("CARGO_FEATURE_{name}")).is_some();
     for (cfg, group) in GROUPS {
         println!("cargo::rustc-check-cfg=cfg({cfg})");

@@ -3,12 +3,14 @@
 # glue (pkg/jigsaw-lab.wasm, pkg/jigsaw-lab.js), the stylesheet (pkg/jigsaw-lab.css) and the
 # static files of public/. These are the steps `cargo leptos build --release --frontend-only`
 # takes, run directly, so a first setup does not spend minutes compiling cargo-leptos:
-#   1. cargo builds the `frontend` crate for wasm32 in the `wasm-release` profile;
+#   1. cargo builds the `frontend` crate for wasm32 in the `wasm-release` profile: the whole
+#      app, then the three islands bundles (one group of islands each); when these modules,
+#      the stylesheet and these scripts are what the last build used
+#      (target/site-build.stamp), the site is up to date and the steps below are skipped;
 #   2. wasm-split-cli splits it along the lazy routes: a main module and a module per page;
 #   3. wasm-bindgen (the version Cargo.lock pins) writes the JS glue, for `--target web`;
-#      then the same for the three islands bundles (`frontend` with one group of islands
-#      each, pkg/jigsaw-lab-{lessons,class,runs}.{wasm,js}), which the islands pages load
-#      instead (app/src/islands.rs);
+#      then the same for the islands bundles (pkg/jigsaw-lab-{lessons,class,runs}.{wasm,js}),
+#      which the islands pages load instead (app/src/islands.rs);
 #   4. wasm-opt -Oz shrinks each module of 16 KB or more, scripts/shrink-wasm.mjs the small
 #      ones, and every module loses its custom sections (names, producers, target features);
 #   5. the stylesheet and public/ are copied next to it.
@@ -23,8 +25,31 @@ site=target/site
 pkg="$site/pkg"
 wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/frontend.wasm"
 
+# The app and the islands bundles: `frontend` on its own, then with one group's islands
+# each (app/build.rs), which the pages of that group load instead of the whole app
+# (app/src/islands.rs). Each module is kept aside, since the next build overwrites $wasm.
+modules=target/site-modules
+mkdir -p "$modules"
 say "Building the browser bundle (wasm32, profile wasm-release)"
 cargo build --lib -p frontend --target wasm32-unknown-unknown --profile wasm-release
+cp "$wasm" "$modules/app.wasm"
+for group in lessons class runs; do
+  say "Building the $group pages' islands bundle"
+  cargo build --lib -p frontend --features "$group-islands" --target wasm32-unknown-unknown \
+    --profile wasm-release
+  cp "$wasm" "$modules/$group.wasm"
+done
+
+# The rest (split, glue, wasm-opt, brotli) takes a minute or more and gives the same files
+# for the same modules: skip it when nothing it reads has changed since the last build.
+stamp_file=target/site-build.stamp
+stamp=$( (sha256sum "$modules"/*.wasm style/main.css scripts/build-site.sh scripts/shrink-wasm.mjs
+  wasm-bindgen --version) | sha256sum | cut -d' ' -f1)
+if [ -f "$pkg/$name.js" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
+  cp -R public/. "$site/"
+  say "The browser bundles are up to date ($site)"
+  exit 0
+fi
 
 say "Splitting the module per page, generating the JS glue (wasm-bindgen), shrinking (wasm-opt -Oz)"
 staging="$site/.pkg.partial"
@@ -35,21 +60,17 @@ mkdir -p "$staging" "$split"
 # ($name.wasm, whose glue the loader imports as ./$name.js), one module per page, chunks of
 # code that several pages share, and the loader __wasm_split.js. The build links with
 # --emit-relocs (.cargo/config.toml), which the split needs.
-wasm-split-cli --target web --out-name "$name" "$wasm" "$split"
+wasm-split-cli --target web --out-name "$name" "$modules/app.wasm" "$split"
 wasm-bindgen --target web --keep-lld-exports --no-demangle --out-name "$name" --out-dir "$staging" \
   "$split/$name.wasm"
 mv "$staging/${name}_bg.wasm" "$staging/$name.wasm"
 rm "$split/$name.wasm"
 mv "$split"/* "$staging/"
 rmdir "$split"
-
-# The islands bundles: `frontend` with one group's islands each (app/build.rs), which the
-# pages of that group load instead of the whole app (app/src/islands.rs). Each is one module.
+# The islands bundles are one module each.
 for group in lessons class runs; do
-  say "Building the $group pages' islands bundle"
-  cargo build --lib -p frontend --features "$group-islands" --target wasm32-unknown-unknown \
-    --profile wasm-release
-  wasm-bindgen --target web --no-demangle --out-name "$name-$group" --out-dir "$staging" "$wasm"
+  wasm-bindgen --target web --no-demangle --out-name "$name-$group" --out-dir "$staging" \
+    "$modules/$group.wasm"
   mv "$staging/${name}-${group}_bg.wasm" "$staging/$name-$group.wasm"
 done
 rm "$staging"/*.d.ts
@@ -91,6 +112,7 @@ rm -rf "$pkg.old"
 mv "$staging" "$pkg"
 rm -rf "$pkg.old"
 cp -R public/. "$site/"
+echo "$stamp" > "$stamp_file"
 printf 'site: %s (main module: %s bytes of wasm, %s as served with brotli; %s page and chunk modules)\n' \
   "$site" "$(stat -c %s "$pkg/$name.wasm")" "$(stat -c %s "$pkg/$name.wasm.br")" \
   "$(ls "$pkg" | grep -c -E '^(split|chunk)_.*\.wasm$')"

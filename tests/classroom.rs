@@ -678,14 +678,12 @@ async fn bad_classroom_input_gets_a_clear_message() {
         &[("key", "lora-1"), ("text", html), ("submit", "true")],
     )
     .await;
-    let page = teacher
-        .get(server.url(&format!("/instructor/classes/{class_id}/grading/lora-1")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_html(
+        &teacher,
+        &server,
+        &format!("/instructor/classes/{class_id}/grading/lora-1"),
+    )
+    .await;
     let markup = without_scripts(&page);
     assert!(
         markup.contains(
@@ -699,15 +697,7 @@ async fn bad_classroom_input_gets_a_clear_message() {
     );
     // The student's own quiz page carries the answer in the props of the island that brings
     // the quiz to life, escaped there too.
-    let quiz = student
-        .get(server.url("/quiz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let markup = without_scripts(&quiz);
+    let markup = without_scripts(&page_html(&student, &server, "/quiz").await);
     assert!(
         markup.contains("<leptos-island data-component=\"LiveQuiz_"),
         "the quiz is an island"

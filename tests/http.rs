@@ -71,6 +71,8 @@ async fn islands_pages_load_their_islands_and_other_pages_the_app() {
             &["LessonWidget_", "LessonClaimsBox_", "CheckInButton_"][..],
         ),
         ("/join", "class", &["JoinForms_"][..]),
+        // The router takes a trailing slash for the same page.
+        ("/join/", "class", &["JoinForms_"][..]),
         ("/instructor/sign-in", "class", &["SignInForm_"][..]),
         // Without a student's session these show why and link to /join: no island.
         ("/class", "class", &[][..]),

@@ -235,15 +235,7 @@ async fn run_to_the_leaderboard(database: Option<&PostgresDatabase>) {
             "&quot;status&quot;:&quot;succeeded&quot;",
         ),
     ] {
-        let page = class
-            .red
-            .get(server.url(&path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = page_html(&class.red, server, &path).await;
         assert!(
             page.contains(&format!("<leptos-island data-component=\"{island}")),
             "{path} is an island"

@@ -33,8 +33,13 @@ impl IslandsBundle {
     }
 
     /// The bundle the page at `path` loads instead of the whole app, if any. The
-    /// instructor's pages (but sign-in) load the whole app.
+    /// instructor's pages (but sign-in) load the whole app. The router takes a path with a
+    /// trailing slash for the same page, so this does too.
     pub fn for_page(path: &str) -> Option<Self> {
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
         match path {
             "/" => Some(Self::Lessons),
             _ if path.starts_with("/lessons/") => Some(Self::Lessons),

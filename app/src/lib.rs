@@ -44,9 +44,9 @@ pub use root::App;
 /// The name of the built site's files (`/pkg/jigsaw-lab.{js,wasm,css}`).
 pub const OUTPUT_NAME: &str = "jigsaw-lab";
 
-/// The HTML document around the app, rendered on the server. Lesson pages load the small
-/// islands bundle, which brings their widgets to life and nothing else; every other page
-/// loads the whole app and hydrates it.
+/// The HTML document around the app, rendered on the server. Most pages load the small
+/// islands bundle of their group ([`islands::IslandsBundle`]), which brings their islands
+/// to life and nothing else; the instructor's pages load the whole app and hydrate it.
 #[cfg(feature = "ssr")]
 pub fn shell(options: leptos::config::LeptosOptions) -> impl leptos::IntoView {
     use leptos::prelude::*;

@@ -50,9 +50,10 @@ pub fn follow_class(class_id: Option<i64>, on_change: impl Fn() + 'static) {
     }
 }
 
-/// A refresh: each call fetches with `fetch` and hands the answer to `apply`. An answer that
-/// arrives after the answer to a later call is dropped, so a burst of refreshes ends on the
-/// newest state.
+/// A refresh: each call fetches with `fetch` and hands the answer to `apply`, unless the
+/// answer to a later call has been applied already: answers that arrive out of order never
+/// take the shown state back, and a slow answer is still applied when newer calls are in
+/// flight.
 pub fn refresher<T, Answer>(
     fetch: impl Fn() -> Answer + 'static,
     apply: impl Fn(T) + 'static,
@@ -61,16 +62,18 @@ where
     T: 'static,
     Answer: std::future::Future<Output = T> + 'static,
 {
-    use std::rc::Rc;
-    let requested = Rc::new(std::cell::Cell::new(0_u64));
+    use std::{cell::Cell, rc::Rc};
+    // The number of the last call, and of the last call whose answer was applied.
+    let counts = Rc::new((Cell::new(0_u64), Cell::new(0_u64)));
     let (fetch, apply) = (Rc::new(fetch), Rc::new(apply));
     move || {
-        let request = requested.get() + 1;
-        requested.set(request);
-        let (requested, apply, answer) = (requested.clone(), apply.clone(), fetch());
+        let call = counts.0.get() + 1;
+        counts.0.set(call);
+        let (counts, apply, answer) = (counts.clone(), apply.clone(), fetch());
         leptos::task::spawn_local(async move {
             let answer = answer.await;
-            if requested.get() == request {
+            if call > counts.1.get() {
+                counts.1.set(call);
                 apply(answer);
             }
         });

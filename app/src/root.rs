@@ -1,5 +1,5 @@
 //! The whole application, which the server renders and the main browser bundle hydrates.
-//! The islands bundle leaves it out: it brings a lesson page's widgets to life, nothing else.
+//! The islands bundles leave it out: each brings its pages' islands to life, nothing else.
 
 use crate::{OUTPUT_NAME, pages, pages::routes};
 use leptos::prelude::*;

@@ -280,6 +280,12 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The HTML of the page at `path`, fetched with `client` (and its session, if it has one).
+pub async fn page_html(client: &reqwest::Client, server: &Server, path: &str) -> String {
+    let response = client.get(server.url(path)).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 pub async fn call_server_fn(server: &Server, endpoint: &str, body: &str) -> (StatusCode, String) {
     let response = client()
         .post(server.url(&format!("/api/{endpoint}")))

@@ -33,23 +33,21 @@ pub(super) fn every_refresh(refresh: impl Fn() + 'static) {
 /// current in the browser.
 #[component]
 pub fn TeamPage() -> impl IntoView {
-    let page = Resource::new(
-        || (),
-        |_| async {
-            let info = load_run_form().await?;
-            let runs = team_runs(None).await?;
-            let boards = class_boards(None).await?;
-            let curves = team_curves().await?;
-            Ok::<_, AppError>((info, runs, boards, curves))
-        },
-    );
+    // The four load at once; only the form's data is needed for the page: a list that
+    // fails to load is left out, as it is when a later refresh fails.
+    let info = Resource::new(|| (), |_| load_run_form());
+    let runs = Resource::new(|| (), |_| team_runs(None));
+    let boards = Resource::new(|| (), |_| class_boards(None));
+    let curves = Resource::new(|| (), |_| team_curves());
     view! {
         <Title text="Team runs" />
         <h1>"Fine-tune a model"</h1>
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> <p><a href="/join">"Join a class"</a></p> }>
                 {move || Suspend::new(async move {
-                    page.await.map(|(info, runs, boards, curves)| view! { <TeamRuns info runs boards curves /> })
+                    let info = info.await?;
+                    let (runs, boards, curves) = (runs.await.ok(), boards.await.ok(), curves.await.ok());
+                    Ok::<_, AppError>(view! { <TeamRuns info runs boards curves /> })
                 })}
             </ErrorBoundary>
         </Transition>
@@ -57,16 +55,16 @@ pub fn TeamPage() -> impl IntoView {
 }
 
 /// The run form, the team's runs, their curves and the boards. The lists are fetched again
-/// every few seconds and after each submit or cancel; a failed fetch keeps what is shown
-/// until the next one. It takes no resource, so the server can render it inside the
-/// page's `Suspend`.
+/// every few seconds and after each submit or cancel; a list that fails to load (`None`)
+/// is left out until a fetch succeeds, and a later failure keeps what is shown. It takes
+/// no resource, so the server can render it inside the page's `Suspend`.
 #[cfg_attr(runs_islands, island)]
 #[cfg_attr(not(runs_islands), component)]
 fn TeamRuns(
     info: RunFormInfo,
-    runs: Vec<RunSummary>,
-    boards: Boards,
-    curves: Vec<RunCurves>,
+    runs: Option<Vec<RunSummary>>,
+    boards: Option<Boards>,
+    curves: Option<Vec<RunCurves>>,
 ) -> impl IntoView {
     let submit = ServerAction::<SubmitRun>::new();
     let cancel = ServerAction::<CancelRun>::new();
@@ -75,13 +73,16 @@ fn TeamRuns(
         RwSignal::new(boards),
         RwSignal::new(curves),
     );
-    // Each list keeps its last good answer.
-    fn keep<T: Send + Sync + 'static>(
-        shown: RwSignal<T>,
+    // Each list shows its last good answer, and is drawn again only when that changes (a
+    // focused Cancel button keeps the focus).
+    fn keep<T: PartialEq + Send + Sync + 'static>(
+        shown: RwSignal<Option<T>>,
     ) -> impl Fn(Result<T, AppError>) + 'static {
         move |fresh| {
-            if let Ok(fresh) = fresh {
-                let _ = shown.try_set(fresh);
+            if let Ok(fresh) = fresh
+                && shown.try_with_untracked(|shown| shown.as_ref() != Some(&fresh)) == Some(true)
+            {
+                shown.set(Some(fresh));
             }
         }
     }
@@ -116,11 +117,11 @@ fn TeamRuns(
         <NewRunForm info submit />
         <section class="panel">
             <h2>"Your team's runs"</h2>
-            {move || view! { <RunList runs=runs.get() cancel /> }}
+            {move || runs.get().map(|runs| view! { <RunList runs cancel /> })}
             {move || action_error(cancel.value().get())}
         </section>
-        {move || view! { <CompareRuns curves=curves.get() /> }}
-        {move || view! { <BoardsView boards=boards.get() /> }}
+        {move || curves.get().map(|curves| view! { <CompareRuns curves /> })}
+        {move || boards.get().map(|boards| view! { <BoardsView boards /> })}
     }
 }
 

@@ -29,8 +29,8 @@ pub use tokenizer::{Piece, TokenizeText, TokenizedText, TokenizerPlayground, tok
 use crate::lessons::Widget;
 use leptos::prelude::*;
 
-/// Renders the widget a lesson asked for. An island: lesson pages load the islands bundle
-/// (see `app::shell`).
+/// Renders the widget a lesson asked for. An island of the lessons' islands bundle (see
+/// `crate::islands::IslandsBundle`).
 #[cfg_attr(lessons_islands, island)]
 #[cfg_attr(not(lessons_islands), component)]
 pub fn LessonWidget(
