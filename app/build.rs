@@ -4,10 +4,11 @@
 //! the code of its own islands and not of every other page's.
 
 /// Each cfg and the cargo feature that asks for it in a browser build.
-const GROUPS: [(&str, &str); 3] = [
+const GROUPS: [(&str, &str); 4] = [
     ("lessons_islands", "LESSONS_ISLANDS"),
     ("class_islands", "CLASS_ISLANDS"),
     ("runs_islands", "RUNS_ISLANDS"),
+    ("instructor_islands", "INSTRUCTOR_ISLANDS"),
 ];
 
 fn main() {

@@ -23,7 +23,11 @@ const brotli = (file) => statSync(join(pkg, file + ".br")).size;
 const visits = [
   ...["/", ...lessons.map((slug) => `/lessons/${slug}`), "/join", "/instructor/sign-in"].map((path) => ["visitor", visitor, path]),
   ...["/class", "/quiz", "/team"].map((path) => ["student", student, path]),
-  ...["/instructor", `/instructor/classes/${classId}`, "/instructor/models"].map((path) => ["instructor", teacher, path]),
+  ...["/instructor", `/instructor/classes/${classId}`, `/instructor/classes/${classId}/grading`, `/instructor/classes/${classId}/grading/lora-1`, "/instructor/models", "/instructor/data"].map((path) => [
+    "instructor",
+    teacher,
+    path,
+  ]),
 ];
 try {
   for (const [who, browser, path] of visits) {
@@ -44,7 +48,7 @@ try {
     await page.close();
   }
   console.log(`main module alone: ${brotli("jigsaw-lab.wasm")} bytes as served (brotli)`);
-  for (const group of ["lessons", "class", "runs"]) {
+  for (const group of ["lessons", "class", "runs", "instructor"]) {
     console.log(
       `islands bundle ${group}: ${brotli(`jigsaw-lab-${group}.wasm`)} bytes of wasm and ${brotli(`jigsaw-lab-${group}.js`)} of script as served (brotli)`,
     );

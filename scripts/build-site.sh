@@ -4,13 +4,13 @@
 # static files of public/. These are the steps `cargo leptos build --release --frontend-only`
 # takes, run directly, so a first setup does not spend minutes compiling cargo-leptos:
 #   1. cargo builds the `frontend` crate for wasm32 in the `wasm-release` profile: the whole
-#      app, then the three islands bundles (one group of islands each); when these modules,
+#      app, then the four islands bundles (one group of islands each); when these modules,
 #      the stylesheet and these scripts are what the last build used
 #      (target/site-build.stamp), the site is up to date and the steps below are skipped;
 #   2. wasm-split-cli splits it along the lazy routes: a main module and a module per page;
 #   3. wasm-bindgen (the version Cargo.lock pins) writes the JS glue, for `--target web`;
-#      then the same for the islands bundles (pkg/jigsaw-lab-{lessons,class,runs}.{wasm,js}),
-#      which the islands pages load instead (app/src/islands.rs);
+#      then the same for the islands bundles (pkg/jigsaw-lab-<group>.{wasm,js}), which the
+#      islands pages load instead (app/src/islands.rs);
 #   4. wasm-opt -Oz shrinks each module of 16 KB or more, scripts/shrink-wasm.mjs the small
 #      ones, and every module loses its custom sections (names, producers, target features);
 #   5. the stylesheet and public/ are copied next to it.
@@ -33,7 +33,7 @@ mkdir -p "$modules"
 say "Building the browser bundle (wasm32, profile wasm-release)"
 cargo build --lib -p frontend --target wasm32-unknown-unknown --profile wasm-release
 cp "$wasm" "$modules/app.wasm"
-for group in lessons class runs; do
+for group in lessons class runs instructor; do
   say "Building the $group pages' islands bundle"
   cargo build --lib -p frontend --features "$group-islands" --target wasm32-unknown-unknown \
     --profile wasm-release
@@ -68,7 +68,7 @@ rm "$split/$name.wasm"
 mv "$split"/* "$staging/"
 rmdir "$split"
 # The islands bundles are one module each.
-for group in lessons class runs; do
+for group in lessons class runs instructor; do
   wasm-bindgen --target web --no-demangle --out-name "$name-$group" --out-dir "$staging" \
     "$modules/$group.wasm"
   mv "$staging/${name}-${group}_bg.wasm" "$staging/$name-$group.wasm"
@@ -116,7 +116,7 @@ echo "$stamp" > "$stamp_file"
 printf 'site: %s (main module: %s bytes of wasm, %s as served with brotli; %s page and chunk modules)\n' \
   "$site" "$(stat -c %s "$pkg/$name.wasm")" "$(stat -c %s "$pkg/$name.wasm.br")" \
   "$(ls "$pkg" | grep -c -E '^(split|chunk)_.*\.wasm$')"
-for group in lessons class runs; do
+for group in lessons class runs instructor; do
   printf 'islands bundle %s: %s bytes of wasm, %s as served with brotli\n' "$group" \
     "$(stat -c %s "$pkg/$name-$group.wasm")" "$(stat -c %s "$pkg/$name-$group.wasm.br")"
 done

@@ -16,8 +16,8 @@ say "cargo clippy --all-targets -- -D warnings (server, app, trainer)"
 cargo clippy --release --workspace --exclude frontend --all-targets -- -D warnings
 say "cargo clippy --all-targets -- -D warnings (frontend, wasm32)"
 cargo clippy --release -p frontend --target wasm32-unknown-unknown --all-targets -- -D warnings
-say "cargo clippy --features lessons-islands,class-islands,runs-islands -- -D warnings (frontend, every island)"
-cargo clippy --release -p frontend --features lessons-islands,class-islands,runs-islands \
+say "cargo clippy --features lessons-islands,...,instructor-islands -- -D warnings (frontend, every island)"
+cargo clippy --release -p frontend --features lessons-islands,class-islands,runs-islands,instructor-islands \
   --target wasm32-unknown-unknown -- -D warnings
 
 # Where it finds no GPU, `make run` builds the server without the GPU backends

@@ -695,6 +695,15 @@ async fn bad_classroom_input_gets_a_clear_message() {
         !markup.contains("<script>alert"),
         "student HTML must not reach the page as HTML"
     );
+    assert!(
+        markup.contains("<leptos-island data-component=\"AnswerQueue_"),
+        "the answers and their grading forms are an island"
+    );
+    let classes = page_html(&teacher, &server, "/instructor").await;
+    assert!(
+        classes.contains("<leptos-island data-component=\"ClassList_"),
+        "the class list is an island"
+    );
     // The student's own quiz page carries the answer in the props of the island that brings
     // the quiz to life, escaped there too.
     let markup = without_scripts(&page_html(&student, &server, "/quiz").await);

@@ -54,8 +54,8 @@ async fn the_home_page_lists_every_lesson_with_security_headers() {
 
 /// A lesson page sends its widget, its claims box and its check-in button as islands for
 /// the lessons' islands bundle, each with its props, and not the whole app; so do the join
-/// and sign-in pages with their forms and the student's pages, each for its group's
-/// bundle. The instructor's pages load the whole app.
+/// and sign-in pages with their forms, the student's pages and the instructor's, each for
+/// its group's bundle. Only a class's own page (and a 404) loads the whole app.
 #[tokio::test]
 async fn islands_pages_load_their_islands_and_other_pages_the_app() {
     let server = Server::start();
@@ -63,7 +63,7 @@ async fn islands_pages_load_their_islands_and_other_pages_the_app() {
         let request = client().get(server.url(path)).send();
         async move { request.await.unwrap().text().await.unwrap() }
     };
-    let bundles = ["lessons", "class", "runs"];
+    let bundles = ["lessons", "class", "runs", "instructor"];
     for (path, bundle, islands) in [
         (
             "/lessons/tokenization",
@@ -79,6 +79,16 @@ async fn islands_pages_load_their_islands_and_other_pages_the_app() {
         ("/quiz", "class", &[][..]),
         ("/team", "runs", &[][..]),
         ("/runs/1", "runs", &[][..]),
+        // Without an instructor's session, the same.
+        ("/instructor", "instructor", &[][..]),
+        ("/instructor/models", "instructor", &[][..]),
+        ("/instructor/data", "instructor", &[][..]),
+        ("/instructor/classes/1/grading", "instructor", &[][..]),
+        (
+            "/instructor/classes/1/grading/lora-1",
+            "instructor",
+            &[][..],
+        ),
     ] {
         let page = get(path).await;
         for island in islands {
@@ -97,7 +107,7 @@ async fn islands_pages_load_their_islands_and_other_pages_the_app() {
     assert!(
         lesson.contains(r#"data-props="{&quot;widget&quot;:&quot;tokenizer-playground&quot;}""#)
     );
-    for path in ["/instructor", "/instructor/models", "/no-such-page"] {
+    for path in ["/instructor/classes/1", "/no-such-page"] {
         let page = get(path).await;
         assert!(page.contains("/pkg/jigsaw-lab.js"), "{path} loads the app");
         for bundle in bundles {
@@ -238,6 +248,7 @@ async fn the_bundle_is_served_as_built_with_brotli() {
         ("jigsaw-lab-lessons.wasm", "application/wasm"),
         ("jigsaw-lab-class.js", "text/javascript"),
         ("jigsaw-lab-runs.wasm", "application/wasm"),
+        ("jigsaw-lab-instructor.js", "text/javascript"),
     ] {
         let fetch = |encoding: &'static str| {
             client()

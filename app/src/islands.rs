@@ -17,11 +17,14 @@ pub enum IslandsBundle {
     Class,
     /// The team's runs and a run's page (`runs-islands`).
     Runs,
+    /// The instructor's pages but a class's own: the class list, the models, the training
+    /// data (no island) and grading (`instructor-islands`).
+    Instructor,
 }
 
 impl IslandsBundle {
     /// Every bundle.
-    pub const ALL: [IslandsBundle; 3] = [Self::Lessons, Self::Class, Self::Runs];
+    pub const ALL: [IslandsBundle; 4] = [Self::Lessons, Self::Class, Self::Runs, Self::Instructor];
 
     /// The bundle's files under `/pkg`, without their extension.
     pub fn name(self) -> &'static str {
@@ -29,12 +32,13 @@ impl IslandsBundle {
             Self::Lessons => "jigsaw-lab-lessons",
             Self::Class => "jigsaw-lab-class",
             Self::Runs => "jigsaw-lab-runs",
+            Self::Instructor => "jigsaw-lab-instructor",
         }
     }
 
-    /// The bundle the page at `path` loads instead of the whole app, if any. The
-    /// instructor's pages (but sign-in) load the whole app. The router takes a path with a
-    /// trailing slash for the same page, so this does too.
+    /// The bundle the page at `path` loads instead of the whole app, if any: only a class's
+    /// own page (`/instructor/classes/:id`) loads the whole app. The router takes a path
+    /// with a trailing slash for the same page, so this does too.
     pub fn for_page(path: &str) -> Option<Self> {
         let path = match path.trim_end_matches('/') {
             "" => "/",
@@ -44,6 +48,13 @@ impl IslandsBundle {
             "/" => Some(Self::Lessons),
             _ if path.starts_with("/lessons/") => Some(Self::Lessons),
             "/join" | "/instructor/sign-in" | "/class" | "/quiz" => Some(Self::Class),
+            "/instructor" | "/instructor/models" | "/instructor/data" => Some(Self::Instructor),
+            // `/instructor/classes/:id/grading` and `…/grading/:key`.
+            _ if path.starts_with("/instructor/classes/")
+                && path.split('/').nth(4) == Some("grading") =>
+            {
+                Some(Self::Instructor)
+            }
             "/team" => Some(Self::Runs),
             _ if path.starts_with("/runs/") => Some(Self::Runs),
             _ => None,

@@ -517,12 +517,14 @@ test("keyboard only: the instructor opens the class, the grading and grades an a
   await tabTo(page, `a[href="/instructor/classes/${classId}"]`);
   await page.keyboard.press("Enter");
   await page.waitForURL(`${server.baseUrl}/instructor/classes/${classId}`);
+  await waitForHydration(page);
   await tabTo(page, `a[href="/instructor/classes/${classId}/grading"]`);
   await page.keyboard.press("Enter");
   await page.waitForURL(`${server.baseUrl}/instructor/classes/${classId}/grading`);
   await tabTo(page, `a[href="/instructor/classes/${classId}/grading/fine-tuning-1"]`);
   await page.keyboard.press("Enter");
   await page.waitForURL(`${server.baseUrl}/instructor/classes/${classId}/grading/fine-tuning-1`);
+  await waitForHydration(page);
   await page.getByTestId("grading-progress").filter({ hasText: "0 of 1 answers graded" }).waitFor();
 
   const card = page.getByTestId("answer-card");

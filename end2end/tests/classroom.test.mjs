@@ -138,6 +138,7 @@ step("(a) the instructor signs in, creates a class and adds two teams", async (t
   await page.locator('input[name="password"]').fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL(base + "/instructor");
+  await waitForHydration(page);
   await page.getByRole("heading", { level: 1, name: "My classes" }).waitFor();
   await page.getByTestId("viewer").filter({ hasText: `Instructor ${USERNAME}` }).waitFor();
   await page.getByText("No classes yet").waitFor();
@@ -154,6 +155,7 @@ step("(a) the instructor signs in, creates a class and adds two teams", async (t
 
   await link.click();
   await page.waitForURL(base + href);
+  await waitForHydration(page);
   await page.getByRole("heading", { level: 1, name: CLASS_NAME }).waitFor();
   joinCode = (await page.getByTestId("join-code").innerText()).trim();
   assert.match(joinCode, /^[A-Z0-9]{6}$/, "a six-character upper-case join code");
@@ -350,6 +352,7 @@ step("(c) the instructor grades the free-text answer and the student sees points
 
   await first.getByRole("link").click();
   await page.waitForURL(`${base}/instructor/classes/${classId}/grading/fine-tuning-1`);
+  await waitForHydration(page);
   await page.getByTestId("grading-progress").filter({ hasText: "0 of 1 answers graded" }).waitFor();
   const card = page.getByTestId("answer-card");
   assert.equal(await card.count(), 1);

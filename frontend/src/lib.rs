@@ -2,7 +2,7 @@
 //! - by default, `/pkg/jigsaw-lab.wasm`, which hydrates the whole app the server rendered,
 //!   split into one chunk per page;
 //! - with `islands` and one group's feature (`lessons-islands`, `class-islands`,
-//!   `runs-islands`), that group's islands bundle, which holds only its pages' islands
+//!   `runs-islands`, `instructor-islands`), that group's islands bundle, which holds only its pages' islands
 //!   (`app::islands::IslandsBundle` says which pages load which).
 
 /// Called by the hydration script once the WebAssembly module has loaded. Each page is a

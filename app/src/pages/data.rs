@@ -11,7 +11,9 @@ use crate::widgets::thousands;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-/// `/instructor/data`: the data's state and the upload form.
+/// `/instructor/data`: the data's state and the upload form. It has no island: its form
+/// posts to the server, and the browser loads no WebAssembly for it (see
+/// `crate::islands::IslandsBundle`).
 #[component]
 pub fn TrainingDataPage() -> impl IntoView {
     let page = Resource::new(|| (), |_| training_data_page());

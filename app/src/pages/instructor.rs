@@ -8,14 +8,15 @@ use super::shared::{ErrorList, Standings, action_error, id_param, points, points
 use crate::auth::MAX_NAME_CHARS;
 use crate::charts::ScrollRegion;
 use crate::classroom::{
-    AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, CreateClass, MAX_RUN_MINUTES,
-    SetPhase, SetQuizClosed, SetRunMinutes, TeamAdmin, Topic, class_dashboard, my_classes,
+    AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, ClassSummary, CreateClass,
+    MAX_RUN_MINUTES, SetPhase, SetQuizClosed, SetRunMinutes, TeamAdmin, Topic, class_dashboard,
+    my_classes,
 };
 use crate::grading::{
     AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, answers_to_grade,
     grading_overview,
 };
-use crate::live::follow_class;
+use crate::live::{follow_class, refresher};
 use crate::phase::Phase;
 use crate::quiz::AnswerFormat;
 use leptos::form::ActionForm;
@@ -23,13 +24,11 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
-/// `/instructor`: the instructor's classes and a form for a new one.
+/// `/instructor`: the instructor's classes and a form for a new one. The server renders the
+/// list; [`ClassList`], an island (see `crate::islands::IslandsBundle`), adds classes.
 #[component]
 pub fn InstructorHome() -> impl IntoView {
-    let create = ServerAction::<CreateClass>::new();
-    let classes = Resource::new(move || create.version().get(), |_| my_classes());
-    let form = NodeRef::<leptos::html::Form>::new();
-    clear_after_success(create, form);
+    let classes = Resource::new(|| (), |_| my_classes());
     view! {
         <Title text="My classes" />
         <h1>"My classes"</h1>
@@ -39,6 +38,34 @@ pub fn InstructorHome() -> impl IntoView {
             " page, where you can add one from a zip and see how each did in your runs; the "
             "data they train on is on the " <a href="/instructor/data">"Training data"</a> " page."
         </p>
+        <Transition fallback=|| view! { <p class="loading">"Loading your classes…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move { classes.await.map(|classes| view! { <ClassList classes /> }) })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+/// The form for a new class and the table of classes, fetched again after each class is
+/// created. It takes no resource, so the server can render it inside the page's `Suspend`.
+#[cfg_attr(instructor_islands, island)]
+#[cfg_attr(not(instructor_islands), component)]
+fn ClassList(classes: Vec<ClassSummary>) -> impl IntoView {
+    let create = ServerAction::<CreateClass>::new();
+    let classes = RwSignal::new(classes);
+    let form = NodeRef::<leptos::html::Form>::new();
+    clear_after_success(create, form);
+    let refresh = refresher(my_classes, move |fresh| {
+        if let Ok(fresh) = fresh {
+            let _ = classes.try_set(fresh);
+        }
+    });
+    Effect::watch(
+        move || create.version().get(),
+        move |_, _, _| refresh(),
+        false,
+    );
+    view! {
         <ActionForm action=create node_ref=form attr:class="inline-fields">
             <label class="field">
                 "New class"
@@ -47,36 +74,31 @@ pub fn InstructorHome() -> impl IntoView {
             <button type="submit" disabled=move || create.pending().get()>"Create class"</button>
         </ActionForm>
         {move || action_error(create.value().get())}
-        <Transition fallback=|| view! { <p class="loading">"Loading your classes…"</p> }>
-            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
-                {move || Suspend::new(async move {
-                    classes.await.map(|classes| {
-                        if classes.is_empty() {
-                            return view! { <p class="hint">"No classes yet: create one above."</p> }.into_any();
-                        }
-                        view! {
-                            <ScrollRegion label="Your classes">
-                                <table class="data-table" data-testid="classes">
-                                    <thead><tr><th>"Class"</th><th>"Join code"</th><th>"Phase"</th><th>"Teams"</th><th>"Students"</th></tr></thead>
-                                    <tbody>
-                                        {classes.into_iter().map(|class| view! {
-                                            <tr>
-                                                <td><a href=format!("/instructor/classes/{}", class.id)>{class.name}</a></td>
-                                                <td><code class="join-code">{class.join_code}</code></td>
-                                                <td>{class.phase.label()}</td>
-                                                <td>{class.teams}</td>
-                                                <td>{class.students}</td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            </ScrollRegion>
-                        }
-                        .into_any()
-                    })
-                })}
-            </ErrorBoundary>
-        </Transition>
+        {move || {
+            let classes = classes.get();
+            if classes.is_empty() {
+                return view! { <p class="hint">"No classes yet: create one above."</p> }.into_any();
+            }
+            view! {
+                <ScrollRegion label="Your classes">
+                    <table class="data-table" data-testid="classes">
+                        <thead><tr><th>"Class"</th><th>"Join code"</th><th>"Phase"</th><th>"Teams"</th><th>"Students"</th></tr></thead>
+                        <tbody>
+                            {classes.into_iter().map(|class| view! {
+                                <tr>
+                                    <td><a href=format!("/instructor/classes/{}", class.id)>{class.name}</a></td>
+                                    <td><code class="join-code">{class.join_code}</code></td>
+                                    <td>{class.phase.label()}</td>
+                                    <td>{class.teams}</td>
+                                    <td>{class.students}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                </ScrollRegion>
+            }
+            .into_any()
+        }}
     }
 }
 
@@ -274,7 +296,9 @@ fn TeamTable(
     .into_any()
 }
 
-/// `/instructor/classes/:id/grading`: every question with how many answers are graded.
+/// `/instructor/classes/:id/grading`: every question with how many answers are graded. It
+/// has no island: the browser loads no WebAssembly for it (see
+/// `crate::islands::IslandsBundle`).
 #[component]
 pub fn GradingOverviewPage() -> impl IntoView {
     let class_id = id_param();
@@ -349,8 +373,6 @@ fn GradingView(queue: GradingQueue, class_id: i64) -> impl IntoView {
         model_answer,
         answers,
     } = queue;
-    let total = answers.len();
-    let graded = RwSignal::new(answers.iter().filter(|a| a.points.is_some()).count());
     let max_points = item.max_points;
     let format_note = match &item.format {
         AnswerFormat::Text => None,
@@ -375,6 +397,18 @@ fn GradingView(queue: GradingQueue, class_id: i64) -> impl IntoView {
             <summary>"Model answer"</summary>
             <p>{model_answer}</p>
         </details>
+        <AnswerQueue answers max_points />
+    }
+}
+
+/// The answers, each with its grading form, and how many are graded. An island of the
+/// instructor's pages' bundle (see `crate::islands::IslandsBundle`).
+#[cfg_attr(instructor_islands, island)]
+#[cfg_attr(not(instructor_islands), component)]
+fn AnswerQueue(answers: Vec<AnswerToGrade>, max_points: f64) -> impl IntoView {
+    let total = answers.len();
+    let graded = RwSignal::new(answers.iter().filter(|a| a.points.is_some()).count());
+    view! {
         <p data-testid="grading-progress">{move || format!("{} of {total} answers graded", graded.get())}</p>
         {(total == 0).then(|| view! { <p class="hint">"No answers handed in yet."</p> })}
         <ol class="answer-queue">

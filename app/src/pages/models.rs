@@ -5,6 +5,7 @@ use super::shared::{ErrorList, action_error, parameter_count};
 use crate::charts::ScrollRegion;
 use crate::flash::Outcome;
 use crate::library::{MAX_MODEL_NAME_CHARS, ModelEntry, RemoveModel, UPLOAD_PATH, list_models};
+use crate::live::refresher;
 use crate::widgets::thousands;
 use leptos::form::ActionForm;
 use leptos::prelude::*;
@@ -13,8 +14,7 @@ use leptos_meta::Title;
 /// `/instructor/models`: the model table, the upload form and the remove buttons.
 #[component]
 pub fn ModelsPage() -> impl IntoView {
-    let remove = ServerAction::<RemoveModel>::new();
-    let models = Resource::new(move || remove.version().get(), |_| list_models());
+    let models = Resource::new(|| (), |_| list_models());
     view! {
         <Title text="Models" />
         <p class="breadcrumb"><a href="/instructor">"My classes"</a>" / Models"</p>
@@ -25,7 +25,6 @@ pub fn ModelsPage() -> impl IntoView {
             "transformers saves it; the engine trains BERT, DistilBERT, RoBERTa, ELECTRA and "
             "DeBERTa-v2/v3 checkpoints."
         </p>
-        {move || action_error(remove.value().get())}
         <Transition fallback=|| view! { <p class="loading">"Reading the models folder…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || Suspend::new(async move {
@@ -40,7 +39,7 @@ pub fn ModelsPage() -> impl IntoView {
                                 <p class="error" role="alert" data-testid="model-problem">{message}</p>
                             }.into_any(),
                         })}
-                        <ModelTable models=page.models remove />
+                        <ModelList models=page.models />
                         <section class="panel">
                             <h2>"Add a model"</h2>
                             <p class="hint">
@@ -66,6 +65,30 @@ pub fn ModelsPage() -> impl IntoView {
                 })}
             </ErrorBoundary>
         </Transition>
+    }
+}
+
+/// The table of models, read again after each removal. An island of the instructor's
+/// pages' bundle (see `crate::islands::IslandsBundle`); it takes no resource, so the server can
+/// render it inside the page's `Suspend`.
+#[cfg_attr(instructor_islands, island)]
+#[cfg_attr(not(instructor_islands), component)]
+fn ModelList(models: Vec<ModelEntry>) -> impl IntoView {
+    let remove = ServerAction::<RemoveModel>::new();
+    let models = RwSignal::new(models);
+    let refresh = refresher(list_models, move |fresh| {
+        if let Ok(fresh) = fresh {
+            let _ = models.try_set(fresh.models);
+        }
+    });
+    Effect::watch(
+        move || remove.version().get(),
+        move |_, _, _| refresh(),
+        false,
+    );
+    view! {
+        {move || action_error(remove.value().get())}
+        {move || view! { <ModelTable models=models.get() remove /> }}
     }
 }
 
