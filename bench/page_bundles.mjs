@@ -21,7 +21,7 @@ const pageErrors = [];
 const { teacher, student, classId } = await classWithStudent(server, { className: "Bench", phase: "competition", pageErrors });
 const brotli = (file) => statSync(join(pkg, file + ".br")).size;
 const visits = [
-  ...["/", ...lessons.map((slug) => `/lessons/${slug}`), "/join", "/instructor/sign-in"].map((path) => ["visitor", visitor, path]),
+  ...["/", ...lessons.map((slug) => `/lessons/${slug}`), "/join", "/instructor/sign-in", "/no-such-page"].map((path) => ["visitor", visitor, path]),
   ...["/class", "/quiz", "/team"].map((path) => ["student", student, path]),
   ...["/instructor", `/instructor/classes/${classId}`, `/instructor/classes/${classId}/grading`, `/instructor/classes/${classId}/grading/lora-1`, "/instructor/models", "/instructor/data"].map((path) => [
     "instructor",

@@ -704,6 +704,18 @@ async fn bad_classroom_input_gets_a_clear_message() {
         classes.contains("<leptos-island data-component=\"ClassList_"),
         "the class list is an island"
     );
+    let class_page = page_html(
+        &teacher,
+        &server,
+        &format!("/instructor/classes/{class_id}"),
+    )
+    .await;
+    for island in ["ClassDashboard_", "ClassClaimsPanel_", "ClassRuns_"] {
+        assert!(
+            class_page.contains(&format!("<leptos-island data-component=\"{island}")),
+            "the class page's {island} is an island"
+        );
+    }
     // The student's own quiz page carries the answer in the props of the island that brings
     // the quiz to life, escaped there too.
     let markup = without_scripts(&page_html(&student, &server, "/quiz").await);

@@ -55,7 +55,7 @@ async fn the_home_page_lists_every_lesson_with_security_headers() {
 /// A lesson page sends its widget, its claims box and its check-in button as islands for
 /// the lessons' islands bundle, each with its props, and not the whole app; so do the join
 /// and sign-in pages with their forms, the student's pages and the instructor's, each for
-/// its group's bundle. Only a class's own page (and a 404) loads the whole app.
+/// its group's bundle. Only a path that is no page (the 404 page) loads the whole app.
 #[tokio::test]
 async fn islands_pages_load_their_islands_and_other_pages_the_app() {
     let server = Server::start();
@@ -89,6 +89,7 @@ async fn islands_pages_load_their_islands_and_other_pages_the_app() {
             "instructor",
             &[][..],
         ),
+        ("/instructor/classes/1", "instructor", &[][..]),
     ] {
         let page = get(path).await;
         for island in islands {
@@ -107,7 +108,7 @@ async fn islands_pages_load_their_islands_and_other_pages_the_app() {
     assert!(
         lesson.contains(r#"data-props="{&quot;widget&quot;:&quot;tokenizer-playground&quot;}""#)
     );
-    for path in ["/instructor/classes/1", "/no-such-page"] {
+    for path in ["/no-such-page", "/lessons-and-more"] {
         let page = get(path).await;
         assert!(page.contains("/pkg/jigsaw-lab.js"), "{path} loads the app");
         for bundle in bundles {

@@ -17,8 +17,9 @@ pub enum IslandsBundle {
     Class,
     /// The team's runs and a run's page (`runs-islands`).
     Runs,
-    /// The instructor's pages but a class's own: the class list, the models, the training
-    /// data (no island) and grading (`instructor-islands`).
+    /// The instructor's pages: the class list, a class's own page (its dashboard, claims
+    /// and runs), the models, the training data (no island) and grading
+    /// (`instructor-islands`).
     Instructor,
 }
 
@@ -36,9 +37,9 @@ impl IslandsBundle {
         }
     }
 
-    /// The bundle the page at `path` loads instead of the whole app, if any: only a class's
-    /// own page (`/instructor/classes/:id`) loads the whole app. The router takes a path
-    /// with a trailing slash for the same page, so this does too.
+    /// The bundle the page at `path` loads instead of the whole app, if any: every page
+    /// has one; a path that is no page (the 404 page) loads the whole app. The router takes
+    /// a path with a trailing slash for the same page, so this does too.
     pub fn for_page(path: &str) -> Option<Self> {
         let path = match path.trim_end_matches('/') {
             "" => "/",
@@ -48,13 +49,8 @@ impl IslandsBundle {
             "/" => Some(Self::Lessons),
             _ if path.starts_with("/lessons/") => Some(Self::Lessons),
             "/join" | "/instructor/sign-in" | "/class" | "/quiz" => Some(Self::Class),
-            "/instructor" | "/instructor/models" | "/instructor/data" => Some(Self::Instructor),
-            // `/instructor/classes/:id/grading` and `…/grading/:key`.
-            _ if path.starts_with("/instructor/classes/")
-                && path.split('/').nth(4) == Some("grading") =>
-            {
-                Some(Self::Instructor)
-            }
+            "/instructor" => Some(Self::Instructor),
+            _ if path.starts_with("/instructor/") => Some(Self::Instructor),
             "/team" => Some(Self::Runs),
             _ if path.starts_with("/runs/") => Some(Self::Runs),
             _ => None,

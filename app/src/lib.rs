@@ -44,10 +44,9 @@ pub use root::App;
 /// The name of the built site's files (`/pkg/jigsaw-lab.{js,wasm,css}`).
 pub const OUTPUT_NAME: &str = "jigsaw-lab";
 
-/// The HTML document around the app, rendered on the server. Every page but a class's own
-/// page for its instructor loads the small islands bundle of its group
-/// ([`islands::IslandsBundle`]), which brings its islands to life and nothing else; that
-/// page loads the whole app and hydrates it.
+/// The HTML document around the app, rendered on the server. Every page loads the small
+/// islands bundle of its group ([`islands::IslandsBundle`]), which brings its islands to
+/// life and nothing else; only the 404 page loads the whole app and hydrates it.
 #[cfg(feature = "ssr")]
 pub fn shell(options: leptos::config::LeptosOptions) -> impl leptos::IntoView {
     use leptos::prelude::*;

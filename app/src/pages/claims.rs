@@ -4,74 +4,102 @@
 use super::runs::{duration, every_refresh};
 use super::shared::action_error;
 use crate::charts::ScrollRegion;
-use crate::claims::{ArmView, ClaimView, Finding, QueueClaim, class_claims, lesson_claims};
+use crate::claims::{
+    ArmView, ClaimTests, ClaimView, Finding, QueueClaim, class_claims, lesson_claims,
+};
+use crate::live::refresher;
 use leptos::prelude::*;
 
 /// The class page's panel: each claim with its test, sized to this machine, a button that
-/// queues it, and the class's result.
-#[component]
-pub fn ClassClaimsPanel(class_id: i64) -> impl IntoView {
-    let tick = refresh_while_testing();
+/// queues it, and the class's result. The claims are fetched again after each queueing,
+/// when another model is picked, and every few seconds while a test's runs wait or train;
+/// if they failed to load (`None`), the panel says so until a fetch succeeds. An island of
+/// the instructor's pages' bundle (see `crate::islands::IslandsBundle`); it takes no
+/// resource, so the server can render it inside the class page's `Suspend`.
+#[cfg_attr(instructor_islands, island)]
+#[cfg_attr(not(instructor_islands), component)]
+pub fn ClassClaimsPanel(class_id: i64, tests: Option<ClaimTests>) -> impl IntoView {
     let queue = ServerAction::<QueueClaim>::new();
     // The model the tests train (empty: the default model).
     let model = RwSignal::new(String::new());
-    let tests = Resource::new(
-        move || (tick.get(), queue.version().get(), model.get()),
-        move |(_, _, model)| class_claims(class_id, model),
+    let tests = RwSignal::new(tests);
+    let refresh = refresher(
+        move || class_claims(class_id, model.get_untracked()),
+        move |fresh| {
+            if let Ok(fresh) = fresh
+                && tests.try_with_untracked(|shown| shown.as_ref() != Some(&fresh)) == Some(true)
+            {
+                tests.set(Some(fresh));
+            }
+        },
     );
-    follow_tests(tick, move || {
-        tests.get().and_then(Result::ok).map(|tests| tests.claims)
+    every_refresh({
+        let refresh = refresh.clone();
+        move || {
+            let testing = tests.with_untracked(|tests| {
+                tests
+                    .as_ref()
+                    .is_some_and(|tests| tests.claims.iter().any(ClaimView::is_active))
+            });
+            if testing {
+                refresh();
+            }
+        }
     });
+    Effect::watch(
+        move || (queue.version().get(), model.get()),
+        move |_, _, _| refresh(),
+        false,
+    );
     view! {
         <section class="panel" aria-labelledby="claims-heading">
             <h2 id="claims-heading">"Test the lessons' claims"</h2>
             <p class="hint">"Each button queues the runs that test one of the lessons' claims on this machine. The lesson then shows your class's result next to the claim, with links to the runs, and says so when the result disagrees."</p>
-            <Transition fallback=|| view! { <p class="loading">"Loading the claims…"</p> }>
-                {move || Suspend::new(async move {
-                    tests.await.map(|tests| {
-                        let chosen = tests.model.clone();
-                        let picker = view! {
-                            <label class="field">
-                                "Model the tests train"
-                                <select
-                                    data-testid="claim-model"
-                                    on:change=move |event| model.set(event_target_value(&event))
-                                >
-                                    {tests.models.iter().map(|name| view! {
-                                        <option value=name.clone() selected=*name == tests.model>{name.clone()}</option>
-                                    }).collect_view()}
-                                </select>
-                            </label>
-                        };
-                        let claims = tests.claims.into_iter().map(|claim| {
-                            let model = chosen.clone();
-                            let slug = claim.slug.clone();
-                            let (article_id, button_id) = (format!("claim-{slug}"), format!("test-claim-{slug}"));
-                            let active = claim.is_active();
-                            let total: Option<f64> = claim.arms.iter().map(|a| a.estimated_seconds).sum();
-                            view! {
-                                <article class="claim" data-testid=article_id>
-                                    <h3>{claim.title.clone()}</h3>
-                                    <ClaimBody claim=claim.clone() />
-                                    <p>
-                                        <button
-                                            data-testid=button_id
-                                            disabled=move || active || queue.pending().get()
-                                            on:click=move |_| { queue.dispatch(QueueClaim { class_id, slug: slug.clone(), model: model.clone() }); }
-                                        >
-                                            {if active { "Testing…" } else if claim.finding.is_some() { "Test it again" } else { "Test this claim" }}
-                                        </button>
-                                        {total.map(|seconds| view! { <span class="hint">{format!(" About {} of training in all.", duration(seconds))}</span> })}
-                                        " "
-                                        <a href=format!("/lessons/{}", claim.lesson)>"The lesson"</a>
-                                    </p>
-                                </article>
-                            }
-                        }).collect_view();
-                        view! { {picker} {claims} }
-                    })
-                })}
-            </Transition>
+            {move || match tests.get() {
+                None => view! { <p class="error" role="alert">"The claims could not be loaded; this panel tries again when you pick a model."</p> }.into_any(),
+                Some(tests) => {
+                    let chosen = tests.model.clone();
+                    let picker = view! {
+                        <label class="field">
+                            "Model the tests train"
+                            <select
+                                data-testid="claim-model"
+                                on:change=move |event| model.set(event_target_value(&event))
+                            >
+                                {tests.models.iter().map(|name| view! {
+                                    <option value=name.clone() selected=*name == tests.model>{name.clone()}</option>
+                                }).collect_view()}
+                            </select>
+                        </label>
+                    };
+                    let claims = tests.claims.into_iter().map(|claim| {
+                        let model = chosen.clone();
+                        let slug = claim.slug.clone();
+                        let (article_id, button_id) = (format!("claim-{slug}"), format!("test-claim-{slug}"));
+                        let active = claim.is_active();
+                        let total: Option<f64> = claim.arms.iter().map(|a| a.estimated_seconds).sum();
+                        view! {
+                            <article class="claim" data-testid=article_id>
+                                <h3>{claim.title.clone()}</h3>
+                                <ClaimBody claim=claim.clone() />
+                                <p>
+                                    <button
+                                        data-testid=button_id
+                                        disabled=move || active || queue.pending().get()
+                                        on:click=move |_| { queue.dispatch(QueueClaim { class_id, slug: slug.clone(), model: model.clone() }); }
+                                    >
+                                        {if active { "Testing…" } else if claim.finding.is_some() { "Test it again" } else { "Test this claim" }}
+                                    </button>
+                                    {total.map(|seconds| view! { <span class="hint">{format!(" About {} of training in all.", duration(seconds))}</span> })}
+                                    " "
+                                    <a href=format!("/lessons/{}", claim.lesson)>"The lesson"</a>
+                                </p>
+                            </article>
+                        }
+                    }).collect_view();
+                    view! { {picker} {claims} }.into_any()
+                }
+            }}
             {move || action_error(queue.value().get())}
         </section>
     }

@@ -7,11 +7,13 @@ use super::runs::ClassRuns;
 use super::shared::{ErrorList, Standings, action_error, id_param, points, points_worth, when};
 use crate::auth::MAX_NAME_CHARS;
 use crate::charts::ScrollRegion;
+use crate::claims::class_claims;
 use crate::classroom::{
     AddTeam, AssignTopic, AssignTopicsRoundRobin, ClassAdmin, ClassSummary, CreateClass,
     MAX_RUN_MINUTES, SetPhase, SetQuizClosed, SetRunMinutes, TeamAdmin, Topic, class_dashboard,
     my_classes,
 };
+use crate::error::AppError;
 use crate::grading::{
     AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, answers_to_grade,
     grading_overview,
@@ -19,6 +21,7 @@ use crate::grading::{
 use crate::live::{follow_class, refresher};
 use crate::phase::Phase;
 use crate::quiz::AnswerFormat;
+use crate::runs::{class_boards, team_runs};
 use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -106,7 +109,43 @@ fn ClassList(classes: Vec<ClassSummary>) -> impl IntoView {
 #[component]
 pub fn ClassAdminPage() -> impl IntoView {
     let class_id = id_param();
-    let changed = RwSignal::new(0_u32);
+    // The four load at once; only the class itself is needed for the page: a panel whose
+    // data fails to load says so, or is left out.
+    let class = Resource::new(move || class_id.get(), class_dashboard);
+    let tests = Resource::new(move || class_id.get(), |id| class_claims(id, String::new()));
+    let runs = Resource::new(move || class_id.get(), |id| team_runs(Some(id)));
+    let boards = Resource::new(move || class_id.get(), |id| class_boards(Some(id)));
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the class…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    let class = class.await?;
+                    let (tests, runs, boards) = (tests.await.ok(), runs.await.ok(), boards.await.ok());
+                    let (id, name) = (class.summary.id, class.summary.name.clone());
+                    Ok::<_, AppError>(view! {
+                        <Title text=name.clone() />
+                        <p class="breadcrumb"><a href="/instructor">"My classes"</a>" / "{name.clone()}</p>
+                        <h1>{name}</h1>
+                        <DataMissingNotice />
+                        <ClassDashboard class />
+                        <ClassClaimsPanel class_id=id tests />
+                        <ClassRuns class_id=id runs boards />
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+/// The class's join code, phase, teams and topics, time per run and standings, with the
+/// instructor's actions. Fetched again after each action and whenever the class changes
+/// (students joining, answers graded). An island of the instructor's pages' bundle (see
+/// `crate::islands::IslandsBundle`); it takes no resource, so the server can render it
+/// inside the page's `Suspend`.
+#[cfg_attr(instructor_islands, island)]
+#[cfg_attr(not(instructor_islands), component)]
+fn ClassDashboard(class: ClassAdmin) -> impl IntoView {
+    let id = class.summary.id;
     let set_phase = ServerAction::<SetPhase>::new();
     let set_closed = ServerAction::<SetQuizClosed>::new();
     let add_team = ServerAction::<AddTeam>::new();
@@ -115,11 +154,21 @@ pub fn ClassAdminPage() -> impl IntoView {
     let set_minutes = ServerAction::<SetRunMinutes>::new();
     let team_form = NodeRef::<leptos::html::Form>::new();
     clear_after_success(add_team, team_form);
-    let class = Resource::new(
+    let class = RwSignal::new(class);
+    let refresh = refresher(
+        move || class_dashboard(id),
+        move |fresh| {
+            if let Ok(fresh) = fresh
+                && class.try_with_untracked(|shown| shown != &fresh) == Some(true)
+            {
+                class.set(fresh);
+            }
+        },
+    );
+    follow_class(Some(id), refresh.clone());
+    Effect::watch(
         move || {
             (
-                class_id.get(),
-                changed.get(),
                 set_phase.version().get(),
                 set_closed.version().get(),
                 add_team.version().get(),
@@ -128,11 +177,9 @@ pub fn ClassAdminPage() -> impl IntoView {
                 set_minutes.version().get(),
             )
         },
-        |(id, ..)| class_dashboard(id),
+        move |_, _, _| refresh(),
+        false,
     );
-    follow_class(Some(class_id.get_untracked()), move || {
-        changed.update(|n| *n += 1)
-    });
     let errors = move || {
         action_error(set_phase.value().get())
             .or_else(|| action_error(set_closed.value().get()))
@@ -142,94 +189,81 @@ pub fn ClassAdminPage() -> impl IntoView {
             .or_else(|| action_error(set_minutes.value().get()))
     };
     view! {
-        <Transition fallback=|| view! { <p class="loading">"Loading the class…"</p> }>
-            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
-                {move || Suspend::new(async move {
-                    class.await.map(|class| {
-                        let ClassAdmin { summary, run_minutes, quiz_closed, teams, topics, standings, estimates } = class;
-                        let id = summary.id;
-                        let phase = summary.phase;
-                        view! {
-                            <Title text=summary.name.clone() />
-                            <p class="breadcrumb"><a href="/instructor">"My classes"</a>" / "{summary.name.clone()}</p>
-                            <h1>{summary.name}</h1>
-                            <DataMissingNotice />
-                            <p class="join-banner">
-                                "Students join at " <strong>"/join"</strong> " with the code "
-                                <code class="join-code big" data-testid="join-code">{summary.join_code}</code>
-                            </p>
-                            <section class="panel">
-                                <h2>"Phase"</h2>
-                                <div class="phase-steps" role="group" aria-label="Class phase">
-                                    {Phase::ALL.into_iter().map(|p| view! {
-                                        <button
-                                            class:current={p == phase}
-                                            aria-pressed=(p == phase).to_string()
-                                            data-testid=format!("phase-{}", p.as_str())
-                                            on:click=move |_| { set_phase.dispatch(SetPhase { class_id: id, phase: p }); }
-                                        >
-                                            {p.label()}
-                                        </button>
-                                    }).collect_view()}
-                                </div>
-                                <p class="hint">{phase.instructions()}</p>
-                                <p>
-                                    {if quiz_closed { "The quiz is closed: answers are final. " } else { "The quiz accepts answers in the quiz and competition phases. " }}
-                                    <button
-                                        data-testid="toggle-quiz"
-                                        on:click=move |_| { set_closed.dispatch(SetQuizClosed { class_id: id, closed: !quiz_closed }); }
-                                    >
-                                        {if quiz_closed { "Reopen the quiz" } else { "Close the quiz" }}
-                                    </button>
-                                </p>
-                                <p>
-                                    <a href=format!("/instructor/classes/{id}/grading")>"Grade the quiz"</a>
-                                    " · "
-                                    <a href=format!("/instructor/classes/{id}/answers.csv") rel="external" download="answers.csv">"Download answers and grades (CSV)"</a>
-                                </p>
-                            </section>
-                            <section class="panel">
-                                <h2>"Teams and expert topics"</h2>
-                                <ActionForm action=add_team node_ref=team_form attr:class="inline-fields">
-                                    <input type="hidden" name="class_id" value=id.to_string() />
-                                    <label class="field">
-                                        "New team"
-                                        <input type="text" name="name" required maxlength=MAX_NAME_CHARS.to_string() placeholder="e.g. Team Red" />
-                                    </label>
-                                    <button type="submit">"Add team"</button>
-                                </ActionForm>
-                                <button
-                                    data-testid="round-robin"
-                                    on:click=move |_| { round_robin.dispatch(AssignTopicsRoundRobin { class_id: id }); }
-                                >
-                                    "Give each team a topic in turn"
-                                </button>
-                                <TeamTable teams topics assign />
-                            </section>
-                            <section class="panel">
-                                <h2>"Runs"</h2>
-                                <ActionForm action=set_minutes attr:class="inline-fields">
-                                    <input type="hidden" name="class_id" value=id.to_string() />
-                                    <label class="field">
-                                        "Longest run, in minutes"
-                                        <input type="number" name="minutes" required min="1" max=MAX_RUN_MINUTES.to_string() value=run_minutes.to_string() data-testid="run-minutes" />
-                                    </label>
-                                    <button type="submit">"Set"</button>
-                                </ActionForm>
-                                <p class="hint">"A run that reaches this time stops and finishes with its best model so far, and its page says so. One run cannot hold the training machine all lesson. The teams' run form opens on settings sized to fit this time on this machine."</p>
-                                <EstimateTable checks=estimates />
-                            </section>
-                            <section class="panel">
-                                <h2>"Quiz standings"</h2>
-                                <Standings scores=standings />
-                            </section>
-                            <ClassClaimsPanel class_id=id />
-                            <ClassRuns class_id=id />
-                        }
-                    })
-                })}
-            </ErrorBoundary>
-        </Transition>
+        {move || {
+            let ClassAdmin { summary, run_minutes, quiz_closed, teams, topics, standings, estimates } = class.get();
+            let phase = summary.phase;
+            view! {
+                <p class="join-banner">
+                    "Students join at " <strong>"/join"</strong> " with the code "
+                    <code class="join-code big" data-testid="join-code">{summary.join_code}</code>
+                </p>
+                <section class="panel">
+                    <h2>"Phase"</h2>
+                    <div class="phase-steps" role="group" aria-label="Class phase">
+                        {Phase::ALL.into_iter().map(|p| view! {
+                            <button
+                                class:current={p == phase}
+                                aria-pressed=(p == phase).to_string()
+                                data-testid=format!("phase-{}", p.as_str())
+                                on:click=move |_| { set_phase.dispatch(SetPhase { class_id: id, phase: p }); }
+                            >
+                                {p.label()}
+                            </button>
+                        }).collect_view()}
+                    </div>
+                    <p class="hint">{phase.instructions()}</p>
+                    <p>
+                        {if quiz_closed { "The quiz is closed: answers are final. " } else { "The quiz accepts answers in the quiz and competition phases. " }}
+                        <button
+                            data-testid="toggle-quiz"
+                            on:click=move |_| { set_closed.dispatch(SetQuizClosed { class_id: id, closed: !quiz_closed }); }
+                        >
+                            {if quiz_closed { "Reopen the quiz" } else { "Close the quiz" }}
+                        </button>
+                    </p>
+                    <p>
+                        <a href=format!("/instructor/classes/{id}/grading")>"Grade the quiz"</a>
+                        " · "
+                        <a href=format!("/instructor/classes/{id}/answers.csv") rel="external" download="answers.csv">"Download answers and grades (CSV)"</a>
+                    </p>
+                </section>
+                <section class="panel">
+                    <h2>"Teams and expert topics"</h2>
+                    <ActionForm action=add_team node_ref=team_form attr:class="inline-fields">
+                        <input type="hidden" name="class_id" value=id.to_string() />
+                        <label class="field">
+                            "New team"
+                            <input type="text" name="name" required maxlength=MAX_NAME_CHARS.to_string() placeholder="e.g. Team Red" />
+                        </label>
+                        <button type="submit">"Add team"</button>
+                    </ActionForm>
+                    <button
+                        data-testid="round-robin"
+                        on:click=move |_| { round_robin.dispatch(AssignTopicsRoundRobin { class_id: id }); }
+                    >
+                        "Give each team a topic in turn"
+                    </button>
+                    <TeamTable teams topics assign />
+                </section>
+                <section class="panel">
+                    <h2>"Runs"</h2>
+                    <ActionForm action=set_minutes attr:class="inline-fields">
+                        <input type="hidden" name="class_id" value=id.to_string() />
+                        <label class="field">
+                            "Longest run, in minutes"
+                            <input type="number" name="minutes" required min="1" max=MAX_RUN_MINUTES.to_string() value=run_minutes.to_string() data-testid="run-minutes" />
+                        </label>
+                        <button type="submit">"Set"</button>
+                    </ActionForm>
+                    <p class="hint">"A run that reaches this time stops and finishes with its best model so far, and its page says so. One run cannot hold the training machine all lesson. The teams' run form opens on settings sized to fit this time on this machine."</p>
+                    <EstimateTable checks=estimates />
+                </section>
+                <section class="panel">
+                    <h2>"Quiz standings"</h2>
+                    <Standings scores=standings />
+                </section>
+            }
+        }}
         {errors}
     }
 }

@@ -28,6 +28,20 @@ pub(super) fn every_refresh(refresh: impl Fn() + 'static) {
     let _ = refresh;
 }
 
+/// Where a refreshed list goes: a good answer is shown, and drawn again only when it
+/// changed (a focused Cancel button keeps the focus); a failed fetch keeps what is shown.
+fn keep<T: PartialEq + Send + Sync + 'static>(
+    shown: RwSignal<Option<T>>,
+) -> impl Fn(Result<T, AppError>) + 'static {
+    move |fresh| {
+        if let Ok(fresh) = fresh
+            && shown.try_with_untracked(|shown| shown.as_ref() != Some(&fresh)) == Some(true)
+        {
+            shown.set(Some(fresh));
+        }
+    }
+}
+
 /// `/team`: train a model, watch the team's runs, see the boards. The server renders them
 /// as they are; [`TeamRuns`], an island (see `crate::islands::IslandsBundle`), keeps them
 /// current in the browser.
@@ -73,19 +87,6 @@ fn TeamRuns(
         RwSignal::new(boards),
         RwSignal::new(curves),
     );
-    // Each list shows its last good answer, and is drawn again only when that changes (a
-    // focused Cancel button keeps the focus).
-    fn keep<T: PartialEq + Send + Sync + 'static>(
-        shown: RwSignal<Option<T>>,
-    ) -> impl Fn(Result<T, AppError>) + 'static {
-        move |fresh| {
-            if let Ok(fresh) = fresh
-                && shown.try_with_untracked(|shown| shown.as_ref() != Some(&fresh)) == Some(true)
-            {
-                shown.set(Some(fresh));
-            }
-        }
-    }
     let refresh_runs = refresher(|| team_runs(None), keep(runs));
     let refresh_boards = refresher(|| class_boards(None), keep(boards));
     let refresh_curves = refresher(team_curves, keep(curves));
@@ -448,85 +449,89 @@ fn BoardsView(boards: Boards) -> impl IntoView {
 }
 
 /// The instructor's view of a class's runs: cancel, move up, and the boards with the
-/// private board's reveal switch.
-#[component]
-pub fn ClassRuns(class_id: i64) -> impl IntoView {
-    let tick = RwSignal::new(0_u32);
-    every_refresh(move || tick.update(|n| *n += 1));
+/// private board's reveal switch. Both lists are fetched again every few seconds and after
+/// each action; a list that failed to load (`None`) is left out until a fetch succeeds.
+/// An island of the instructor's pages' bundle (see `crate::islands::IslandsBundle`); it
+/// takes no resource, so the server can render it inside the class page's `Suspend`.
+#[cfg_attr(instructor_islands, island)]
+#[cfg_attr(not(instructor_islands), component)]
+pub fn ClassRuns(
+    class_id: i64,
+    runs: Option<Vec<RunSummary>>,
+    boards: Option<Boards>,
+) -> impl IntoView {
     let cancel = ServerAction::<CancelRun>::new();
     let prioritize = ServerAction::<PrioritizeRun>::new();
     let reveal = ServerAction::<RevealBoard>::new();
-    let runs = Resource::new(
+    let (runs, boards) = (RwSignal::new(runs), RwSignal::new(boards));
+    let refresh_runs = refresher(move || team_runs(Some(class_id)), keep(runs));
+    let refresh_boards = refresher(move || class_boards(Some(class_id)), keep(boards));
+    every_refresh({
+        let (runs, boards) = (refresh_runs.clone(), refresh_boards.clone());
         move || {
-            (
-                tick.get(),
-                cancel.version().get(),
-                prioritize.version().get(),
-            )
-        },
-        move |_| team_runs(Some(class_id)),
+            runs();
+            boards();
+        }
+    });
+    Effect::watch(
+        move || (cancel.version().get(), prioritize.version().get()),
+        move |_, _, _| refresh_runs(),
+        false,
     );
-    let boards = Resource::new(
-        move || (tick.get(), reveal.version().get()),
-        move |_| class_boards(Some(class_id)),
+    Effect::watch(
+        move || reveal.version().get(),
+        move |_, _, _| refresh_boards(),
+        false,
     );
     view! {
         <section class="panel">
             <h2>"Training runs"</h2>
-            <Transition fallback=|| ()>
-                {move || Suspend::new(async move {
-                    runs.await.map(|runs| {
-                        if runs.is_empty() {
-                            return view! { <p class="hint">"No runs yet: teams queue them from their team page in the competition phase."</p> }.into_any();
-                        }
-                        view! {
-                            <ScrollRegion label="The class's runs">
-                                <table class="data-table" data-testid="class-runs">
-                                    <thead><tr><th>"Run"</th><th>"Team"</th><th>"Status"</th><th>"Settings"</th><th>"Validation"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
-                                    <tbody>
-                                        {runs.into_iter().map(|run| {
-                                            let id = run.id;
-                                            let settings = run.settings.summary();
-                                            let queued = run.status == RunStatus::Queued;
-                                            view! {
-                                                <tr>
-                                                    <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a></td>
-                                                    <td>{run.team}</td>
-                                                    <td>{run.status.as_str()}{run.queue_position.map(|p| format!(" (#{p})"))}</td>
-                                                    <td>{settings}</td>
-                                                    <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
-                                                    <td>
-                                                        {queued.then(|| view! { <button on:click=move |_| { prioritize.dispatch(PrioritizeRun { run_id: id }); }>"Run next"</button> })}
-                                                        {run.status.is_active().then(|| view! { <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel"</button> })}
-                                                    </td>
-                                                </tr>
-                                            }
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            </ScrollRegion>
-                        }.into_any()
-                    })
-                })}
-            </Transition>
+            {move || runs.get().map(|runs| {
+                if runs.is_empty() {
+                    return view! { <p class="hint">"No runs yet: teams queue them from their team page in the competition phase."</p> }.into_any();
+                }
+                view! {
+                    <ScrollRegion label="The class's runs">
+                        <table class="data-table" data-testid="class-runs">
+                            <thead><tr><th>"Run"</th><th>"Team"</th><th>"Status"</th><th>"Settings"</th><th>"Validation"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                            <tbody>
+                                {runs.into_iter().map(|run| {
+                                    let id = run.id;
+                                    let settings = run.settings.summary();
+                                    let queued = run.status == RunStatus::Queued;
+                                    view! {
+                                        <tr>
+                                            <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a></td>
+                                            <td>{run.team}</td>
+                                            <td>{run.status.as_str()}{run.queue_position.map(|p| format!(" (#{p})"))}</td>
+                                            <td>{settings}</td>
+                                            <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
+                                            <td>
+                                                {queued.then(|| view! { <button on:click=move |_| { prioritize.dispatch(PrioritizeRun { run_id: id }); }>"Run next"</button> })}
+                                                {run.status.is_active().then(|| view! { <button on:click=move |_| { cancel.dispatch(CancelRun { run_id: id }); }>"Cancel"</button> })}
+                                            </td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </ScrollRegion>
+                }.into_any()
+            })}
             {move || action_error(cancel.value().get()).or_else(|| action_error(prioritize.value().get()))}
         </section>
-        <Transition fallback=|| ()>
-            {move || Suspend::new(async move {
-                boards.await.map(|boards| {
-                    let revealed = boards.revealed;
-                    view! {
-                        <BoardsView boards />
-                        <p>
-                            {if revealed { "Students see the private board. " } else { "Students do not see the private board yet. " }}
-                            <button data-testid="reveal-board" on:click=move |_| { reveal.dispatch(RevealBoard { class_id, revealed: !revealed }); }>
-                                {if revealed { "Hide it again" } else { "Reveal the private board" }}
-                            </button>
-                        </p>
-                    }
-                })
-            })}
-        </Transition>
+        {move || boards.get().map(|boards| {
+            let revealed = boards.revealed;
+            view! {
+                <BoardsView boards />
+                <p>
+                    {if revealed { "Students see the private board. " } else { "Students do not see the private board yet. " }}
+                    <button data-testid="reveal-board" on:click=move |_| { reveal.dispatch(RevealBoard { class_id, revealed: !revealed }); }>
+                        {if revealed { "Hide it again" } else { "Reveal the private board" }}
+                    </button>
+                </p>
+            }
+        })}
     }
 }
 
