@@ -80,6 +80,19 @@ where
     }
 }
 
+/// Shows `fresh` in `shown` only when it differs from what is shown, so an unchanged answer
+/// draws nothing again (a focused button keeps the focus, a typed sentence stays); does
+/// nothing once the page that owned `shown` is gone.
+pub fn show_if_changed<T: PartialEq + Send + Sync + 'static>(
+    shown: leptos::prelude::RwSignal<T>,
+    fresh: T,
+) {
+    use leptos::prelude::{Set, WithUntracked};
+    if shown.try_with_untracked(|shown| shown != &fresh) == Some(true) {
+        shown.set(fresh);
+    }
+}
+
 /// While the calling component lives, fetches with `fetch` again on every change to the
 /// student's class and hands the newest answer to `apply` (see [`refresher`]).
 pub fn refetch_on_class_change<T, Answer>(

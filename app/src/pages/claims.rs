@@ -1,7 +1,7 @@
 //! Claims the class tests: the instructor's panel on the class page (one button per claim)
 //! and the box under a lesson with the class's result next to the claim.
 
-use super::runs::{duration, every_refresh};
+use super::runs::{duration, every_refresh, keep};
 use super::shared::action_error;
 use crate::charts::ScrollRegion;
 use crate::claims::{
@@ -25,13 +25,7 @@ pub fn ClassClaimsPanel(class_id: i64, tests: Option<ClaimTests>) -> impl IntoVi
     let tests = RwSignal::new(tests);
     let refresh = refresher(
         move || class_claims(class_id, model.get_untracked()),
-        move |fresh| {
-            if let Ok(fresh) = fresh
-                && tests.try_with_untracked(|shown| shown.as_ref() != Some(&fresh)) == Some(true)
-            {
-                tests.set(Some(fresh));
-            }
-        },
+        keep(tests),
     );
     every_refresh({
         let refresh = refresh.clone();

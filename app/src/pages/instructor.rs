@@ -18,7 +18,7 @@ use crate::grading::{
     AnswerToGrade, GradeAnswer, GradingQueue, MAX_FEEDBACK_CHARS, answers_to_grade,
     grading_overview,
 };
-use crate::live::{follow_class, refresher};
+use crate::live::{follow_class, refresher, show_if_changed};
 use crate::phase::Phase;
 use crate::quiz::AnswerFormat;
 use crate::runs::{class_boards, team_runs};
@@ -158,10 +158,8 @@ fn ClassDashboard(class: ClassAdmin) -> impl IntoView {
     let refresh = refresher(
         move || class_dashboard(id),
         move |fresh| {
-            if let Ok(fresh) = fresh
-                && class.try_with_untracked(|shown| shown != &fresh) == Some(true)
-            {
-                class.set(fresh);
+            if let Ok(fresh) = fresh {
+                show_if_changed(class, fresh);
             }
         },
     );

@@ -6,7 +6,7 @@ use super::runs::{duration, every_refresh};
 use super::shared::{ErrorList, action_error, id_param};
 use crate::charts::{Heatmap, LineChart, ema};
 use crate::error::AppError;
-use crate::live::refresher;
+use crate::live::{refresher, show_if_changed};
 use crate::runs::{CancelRun, RunStatus, RunSummary, TryRunModel, run_detail};
 use crate::widgets::head_average;
 use leptos::prelude::*;
@@ -134,9 +134,7 @@ fn LiveRun(run: RunSummary) -> impl IntoView {
                 let _ = live.try_update(|l| l.batch_size = fresh.settings.batch_size);
                 // Unchanged, the run is not drawn again (a sentence typed into "Try your
                 // model" stays).
-                if run.try_with_untracked(|shown| shown != &fresh) == Some(true) {
-                    run.set(fresh);
-                }
+                show_if_changed(run, fresh);
                 let _ = failed.try_set(None);
             }
             Err(error) => {

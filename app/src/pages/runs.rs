@@ -5,7 +5,7 @@
 use super::shared::{ErrorList, action_error, parameter_count};
 use crate::charts::{LineChart, ScrollRegion, ema};
 use crate::error::AppError;
-use crate::live::refresher;
+use crate::live::{refresher, show_if_changed};
 use crate::runs::timing::Machine;
 use crate::runs::{
     Boards, CancelRun, ModelChoice, PrioritizeRun, RUNS_CLOSED, RevealBoard, RunCurves,
@@ -29,15 +29,13 @@ pub(super) fn every_refresh(refresh: impl Fn() + 'static) {
 }
 
 /// Where a refreshed list goes: a good answer is shown, and drawn again only when it
-/// changed (a focused Cancel button keeps the focus); a failed fetch keeps what is shown.
-fn keep<T: PartialEq + Send + Sync + 'static>(
+/// changed (see [`show_if_changed`]); a failed fetch keeps what is shown.
+pub(super) fn keep<T: PartialEq + Send + Sync + 'static>(
     shown: RwSignal<Option<T>>,
 ) -> impl Fn(Result<T, AppError>) + 'static {
     move |fresh| {
-        if let Ok(fresh) = fresh
-            && shown.try_with_untracked(|shown| shown.as_ref() != Some(&fresh)) == Some(true)
-        {
-            shown.set(Some(fresh));
+        if let Ok(fresh) = fresh {
+            show_if_changed(shown, Some(fresh));
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::shared::{ErrorList, Standings, action_error, points, points_worth, when};
 use crate::classroom::{ClassLesson, StudentClass, my_class};
 use crate::error::AppError;
-use crate::live::refetch_on_class_change;
+use crate::live::{refetch_on_class_change, show_if_changed};
 use crate::phase::Phase;
 use crate::quiz::{
     AnswerFormat, MAX_ANSWER_CHARS, QuizState, SaveAnswer, StudentQuiz, StudentQuizItem, my_quiz,
@@ -45,11 +45,7 @@ fn NotInAClass(errors: ArcRwSignal<Errors>) -> impl IntoView {
 #[cfg_attr(not(class_islands), component)]
 fn LiveClass(class: StudentClass) -> impl IntoView {
     let class = RwSignal::new(Ok::<_, AppError>(class));
-    refetch_on_class_change(my_class, move |fresh| {
-        if class.try_with_untracked(|shown| shown != &fresh) == Some(true) {
-            class.set(fresh);
-        }
-    });
+    refetch_on_class_change(my_class, move |fresh| show_if_changed(class, fresh));
     move || match class.get() {
         Ok(class) => view! { <ClassView class /> }.into_any(),
         Err(error) => {
