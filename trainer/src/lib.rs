@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod catalog;
 pub mod checkpoint;
+pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod export;

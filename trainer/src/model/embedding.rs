@@ -6,6 +6,7 @@ use super::config::{EncoderConfig, Family};
 use super::dropout;
 use super::lora::token_wise;
 use super::precision::Precision;
+use crate::cpu;
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
@@ -39,6 +40,9 @@ pub struct Embeddings {
     /// RoBERTa gives padding tokens this position (its padding index).
     #[module(skip)]
     padding_position: Option<usize>,
+    /// The LayerNorm's epsilon (burn keeps the module's own private).
+    #[module(skip)]
+    norm_epsilon: f64,
 }
 
 impl Embeddings {
@@ -67,6 +71,7 @@ impl Embeddings {
             zero_padding: deberta,
             position_offset: config.position_offset(),
             padding_position: (config.family == Family::Roberta).then_some(config.pad_token_id),
+            norm_epsilon: config.layer_norm_eps,
         }
     }
 
@@ -128,7 +133,7 @@ impl Embeddings {
         if let (Some(projection), true) = (&self.projection, self.project_first) {
             sum = token_wise(projection, sum, Precision::Fp32);
         }
-        let mut out = self.norm.forward(sum);
+        let mut out = cpu::layer_norm(&self.norm, self.norm_epsilon, sum);
         if self.zero_padding {
             let [batch, seq_len, width] = out.dims();
             out = out

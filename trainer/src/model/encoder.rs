@@ -8,10 +8,11 @@ use super::dropout;
 use super::lora::{LoraBranch, LoraSettings, project, token_wise};
 use super::precision::{self, Precision};
 use super::relative::{RelativePositions, position_scores};
+use crate::cpu;
 use crate::device::on_cpu_backend;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
@@ -43,6 +44,9 @@ pub struct SelfAttention {
     position_dropout: Dropout,
     #[module(skip)]
     num_heads: usize,
+    /// The LayerNorm's epsilon (burn keeps the module's own private).
+    #[module(skip)]
+    norm_epsilon: f64,
 }
 
 impl SelfAttention {
@@ -70,6 +74,7 @@ impl SelfAttention {
             output_dropout: DropoutConfig::new(config.hidden_dropout).init(),
             position_dropout: DropoutConfig::new(config.hidden_dropout).init(),
             num_heads: config.num_heads,
+            norm_epsilon: config.layer_norm_eps,
         }
     }
 
@@ -142,17 +147,19 @@ impl SelfAttention {
                     scores = scores + extra;
                 }
             }
-            let scores = scores.div_scalar(((head_dim * terms) as f64).sqrt());
-            let scores = match mask {
-                PaddingMask::KeyBias(bias) => scores + bias.clone(),
-                PaddingMask::PairFill(padding) => scores.mask_fill(
-                    padding
-                        .clone()
-                        .expand([batch, self.num_heads, seq_len, seq_len]),
-                    f32::MIN,
+            let divisor = ((head_dim * terms) as f64).sqrt();
+            let probabilities = match mask {
+                PaddingMask::KeyBias(bias) => cpu::attention_softmax(scores, divisor, bias),
+                PaddingMask::PairFill(padding) => softmax(
+                    scores.div_scalar(divisor).mask_fill(
+                        padding
+                            .clone()
+                            .expand([batch, self.num_heads, seq_len, seq_len]),
+                        f32::MIN,
+                    ),
+                    3,
                 ),
             };
-            let probabilities = softmax(scores, 3);
             let kept = keep_probabilities.then(|| probabilities.clone());
             let context = precision::matmul(
                 dropout::apply(&self.probability_dropout, probabilities),
@@ -166,7 +173,10 @@ impl SelfAttention {
             &self.output_dropout,
             token_wise(&self.output, context, precision),
         );
-        (self.norm.forward(out + x), kept)
+        (
+            cpu::layer_norm(&self.norm, self.norm_epsilon, out + x),
+            kept,
+        )
     }
 
     /// The relative-position `rows` (after this layer's dropout) through the projection one
@@ -238,6 +248,9 @@ pub struct EncoderLayer {
     /// LayerNorm after the feed-forward residual.
     pub ffn_norm: LayerNorm,
     dropout: Dropout,
+    /// The LayerNorm's epsilon.
+    #[module(skip)]
+    norm_epsilon: f64,
 }
 
 impl EncoderLayer {
@@ -251,6 +264,7 @@ impl EncoderLayer {
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
             dropout: DropoutConfig::new(config.hidden_dropout).init(),
+            norm_epsilon: config.layer_norm_eps,
         }
     }
 
@@ -267,12 +281,15 @@ impl EncoderLayer {
         let (x, probabilities) =
             self.attention
                 .forward(x, mask, relative, keep_probabilities, precision);
-        let expanded = gelu(token_wise(&self.ffn_in, x.clone(), precision));
+        let expanded = cpu::gelu(token_wise(&self.ffn_in, x.clone(), precision));
         let ffn = dropout::apply(
             &self.dropout,
             token_wise(&self.ffn_out, expanded, precision),
         );
-        (self.ffn_norm.forward(ffn + x), probabilities)
+        (
+            cpu::layer_norm(&self.ffn_norm, self.norm_epsilon, ffn + x),
+            probabilities,
+        )
     }
 
     /// Adds fresh LoRA branches beside the attention's query and value projections.

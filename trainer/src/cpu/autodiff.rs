@@ -1,0 +1,134 @@
+//! The fused operations on burn's CPU backend under autodiff: each forward pass keeps what
+//! its hand-written backward pass needs.
+
+use super::flex::{contiguous, shape, tensor, values};
+use super::{FusedCpuOps, kernels};
+use burn::backend::Autodiff;
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+
+/// GELU's backward pass; keeps the input.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let input = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = contiguous(grad);
+            tensor(
+                kernels::gelu_backward(values(&input), values(&grad)),
+                shape(&input),
+            )
+        });
+    }
+}
+
+/// The attention softmax's backward pass to the scores; keeps the probabilities and the
+/// scale (the bias is a constant).
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    type State = (FlexTensor, f32);
+
+    fn backward(self, ops: Ops<(FlexTensor, f32), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (probabilities, scale) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = contiguous(grad);
+            let shape = shape(&probabilities);
+            let width = shape[shape.num_dims() - 1];
+            let out =
+                kernels::softmax_backward(values(&probabilities), values(&grad), width, scale);
+            tensor(out, shape)
+        });
+    }
+}
+
+/// LayerNorm's backward pass to the input, γ and β; keeps the normalized rows, their
+/// inverse standard deviations and γ.
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    type State = (kernels::NormalizedRows, FlexTensor);
+
+    fn backward(
+        self,
+        ops: Ops<(kernels::NormalizedRows, FlexTensor), 3>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
+        let (saved, gamma) = ops.state;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (dx, dgamma, dbeta) =
+            kernels::layer_norm_backward(values(&grad), &saved, values(&gamma));
+        let [input, gamma_node, beta_node] = ops.parents;
+        if let Some(node) = input {
+            grads.register::<Flex>(node.id, tensor(dx, shape(&grad)));
+        }
+        if let Some(node) = gamma_node {
+            grads.register::<Flex>(node.id, tensor(dgamma, shape(&gamma)));
+        }
+        if let Some(node) = beta_node {
+            grads.register::<Flex>(node.id, tensor(dbeta, shape(&gamma)));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
+    fn fused_gelu(input: FloatTensor<Self>) -> FloatTensor<Self> {
+        let node = input.node();
+        let x = contiguous(input.into_primitive());
+        let out = tensor(kernels::gelu(values(&x)), shape(&x));
+        match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_softmax(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let out = Flex::fused_softmax(scores.primitive().clone(), bias.into_primitive(), scale);
+        match SoftmaxBackward
+            .prepare::<C>([scores.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((out.clone(), scale), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_layer_norm(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        let nodes = [input.node(), gamma.node(), beta.node()];
+        let x = contiguous(input.into_primitive());
+        let gamma = contiguous(gamma.into_primitive());
+        let beta = contiguous(beta.into_primitive());
+        let (out, saved) = kernels::layer_norm(values(&x), values(&gamma), values(&beta), epsilon);
+        let out = tensor(out, shape(&x));
+        match LayerNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((saved, gamma), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}

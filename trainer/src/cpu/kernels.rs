@@ -1,0 +1,437 @@
+//! The arithmetic of the fused CPU operations, on plain `f32` slices: exact GELU and its
+//! derivative, the attention softmax (scale and key bias included) and its backward pass,
+//! and LayerNorm with its backward pass.
+//!
+//! Rows are spread over rayon's threads. Each row kernel is written as straight-line
+//! arithmetic (no calls, no branches but selects) so the compiler vectorizes it, and on
+//! x86-64 it is compiled a second time for AVX2 and picked at run time. `exp` and `erf` are
+//! computed here for that reason: libm's are scalar calls.
+
+use rayon::prelude::*;
+
+/// Elements of work per rayon task; smaller tasks cost more in scheduling than they save.
+const TASK_ELEMENTS: usize = 1 << 15;
+
+/// Rows per rayon task for rows of `width` elements.
+fn rows_per_task(width: usize) -> usize {
+    (TASK_ELEMENTS / width.max(1)).max(1)
+}
+
+/// Defines `$name`, which runs `$body` (a generic, `#[inline(always)]` function of the
+/// listed slices) compiled for AVX2 where the CPU has it, and as plain code otherwise.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn wide($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU was just found to support AVX2.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// `e^x` in f32 to within 2 ulp, as arithmetic the compiler can vectorize (Cody–Waite
+/// reduction to `[-ln2/2, ln2/2]`, then Cephes's degree-6 polynomial). Exactly 0 below
+/// −87.3, where `e^x` leaves the normal floats; inputs are clamped at 88.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a call.
+    const ROUND: f32 = 12_582_912.0;
+    let clamped = x.clamp(-87.3, 88.0);
+    let n = (clamped * LOG2_E + ROUND) - ROUND;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_2e-4_f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    if x < -87.3 { 0.0 } else { e * scale }
+}
+
+/// `Φ(x)`, the standard normal distribution function, that is `(1 + erf(x/√2)) / 2`,
+/// to within 2·10⁻⁷ (Abramowitz and Stegun 7.1.26 for erf, whose tail `erfc` is used on
+/// both sides so small values keep their relative accuracy).
+#[inline(always)]
+fn normal_cdf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    // erfc(z) for z >= 0.
+    let tail = poly * exp(-z * z);
+    if x < 0.0 {
+        0.5 * tail
+    } else {
+        1.0 - 0.5 * tail
+    }
+}
+
+/// `φ(x)`, the standard normal density.
+#[inline(always)]
+fn normal_pdf(x: f32) -> f32 {
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+    FRAC_1_SQRT_2PI * exp(-0.5 * x * x)
+}
+
+#[inline(always)]
+fn gelu_body(input: &[f32], out: &mut [f32]) {
+    for (y, &x) in out.iter_mut().zip(input) {
+        *y = x * normal_cdf(x);
+    }
+}
+
+#[inline(always)]
+fn gelu_backward_body(input: &[f32], grad: &[f32], out: &mut [f32]) {
+    for ((dx, &x), &g) in out.iter_mut().zip(input).zip(grad) {
+        *dx = g * (normal_cdf(x) + x * normal_pdf(x));
+    }
+}
+
+multiversion!(
+    /// GELU of one chunk.
+    fn gelu_chunk(input: &[f32], out: &mut [f32]) => gelu_body
+);
+multiversion!(
+    /// GELU's backward pass over one chunk.
+    fn gelu_backward_chunk(input: &[f32], grad: &[f32], out: &mut [f32]) => gelu_backward_body
+);
+
+/// Exact GELU, `x·Φ(x)`, of every element.
+pub fn gelu(input: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; input.len()];
+    out.par_chunks_mut(TASK_ELEMENTS)
+        .zip(input.par_chunks(TASK_ELEMENTS))
+        .for_each(|(out, input)| gelu_chunk(input, out));
+    out
+}
+
+/// The gradient through GELU: `grad · (Φ(x) + x·φ(x))`.
+pub fn gelu_backward(input: &[f32], grad: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; input.len()];
+    out.par_chunks_mut(TASK_ELEMENTS)
+        .zip(input.par_chunks(TASK_ELEMENTS))
+        .zip(grad.par_chunks(TASK_ELEMENTS))
+        .for_each(|((out, input), grad)| gelu_backward_chunk(input, grad, out));
+    out
+}
+
+/// Sum of a slice, in eight independent lanes so the compiler can vectorize it.
+#[inline(always)]
+fn lane_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+/// Dot product of two slices, in eight lanes.
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in a8.zip(b8) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
+            *lane += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// Largest element, in eight lanes.
+#[inline(always)]
+fn lane_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+#[inline(always)]
+fn softmax_rows_body(scores: &[f32], bias: &[f32], scale: f32, out: &mut [f32]) {
+    let width = bias.len();
+    for (row, out) in scores.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        for ((y, &s), &b) in out.iter_mut().zip(row).zip(bias) {
+            *y = s * scale + b;
+        }
+        let max = lane_max(out);
+        for y in out.iter_mut() {
+            *y = exp(*y - max);
+        }
+        let inverse = 1.0 / lane_sum(out);
+        for y in out.iter_mut() {
+            *y *= inverse;
+        }
+    }
+}
+
+#[inline(always)]
+fn softmax_backward_rows_body(
+    probabilities: &[f32],
+    grad: &[f32],
+    width: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let rows = probabilities
+        .chunks_exact(width)
+        .zip(grad.chunks_exact(width))
+        .zip(out.chunks_exact_mut(width));
+    for ((y, g), dx) in rows {
+        let inner = lane_dot(y, g);
+        for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+            *dx = scale * y * (g - inner);
+        }
+    }
+}
+
+multiversion!(
+    /// Softmax of rows sharing one key bias.
+    fn softmax_rows(scores: &[f32], bias: &[f32], scale: f32, out: &mut [f32]) => softmax_rows_body
+);
+multiversion!(
+    /// Softmax's backward pass over whole rows.
+    fn softmax_backward_rows(
+        probabilities: &[f32],
+        grad: &[f32],
+        width: usize,
+        scale: f32,
+        out: &mut [f32]
+    ) => softmax_backward_rows_body
+);
+
+/// Softmax over the last dimension of `scale·scores + bias`, where `scores` holds
+/// `batch` blocks of rows of `bias.len() / batch` elements and every row of block `b` adds
+/// row `b` of `bias` (the attention's key padding bias). Rows of `-inf`-free scores only.
+pub fn softmax(scores: &[f32], bias: &[f32], batch: usize, scale: f32) -> Vec<f32> {
+    let mut out = vec![0.0; scores.len()];
+    let width = bias.len() / batch.max(1);
+    let task = rows_per_task(width) * width;
+    let block = scores.len() / batch.max(1);
+    out.par_chunks_mut(block)
+        .zip(scores.par_chunks(block))
+        .zip(bias.par_chunks(width))
+        .for_each(|((out, scores), bias)| {
+            out.par_chunks_mut(task)
+                .zip(scores.par_chunks(task))
+                .for_each(|(out, scores)| softmax_rows(scores, bias, scale, out));
+        });
+    out
+}
+
+/// The gradient through [`softmax`] to the scores: `scale · y · (grad − Σ grad·y)` per row
+/// of `width`, from its output `probabilities`.
+pub fn softmax_backward(probabilities: &[f32], grad: &[f32], width: usize, scale: f32) -> Vec<f32> {
+    let mut out = vec![0.0; grad.len()];
+    let task = rows_per_task(width) * width;
+    out.par_chunks_mut(task)
+        .zip(probabilities.par_chunks(task))
+        .zip(grad.par_chunks(task))
+        .for_each(|((out, y), g)| softmax_backward_rows(y, g, width, scale, out));
+    out
+}
+
+/// What LayerNorm's forward pass keeps for its backward pass.
+#[derive(Clone, Debug)]
+pub struct NormalizedRows {
+    /// `(x − mean) / σ` of every row.
+    pub normalized: Vec<f32>,
+    /// `1 / σ` of every row, `σ = √(var + ε)`.
+    pub inverse_std: Vec<f32>,
+}
+
+#[inline(always)]
+fn layer_norm_rows_body(
+    input: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f32,
+    out: &mut [f32],
+    normalized: &mut [f32],
+    inverse_std: &mut [f32],
+) {
+    let width = gamma.len();
+    let rows = input
+        .chunks_exact(width)
+        .zip(out.chunks_exact_mut(width))
+        .zip(normalized.chunks_exact_mut(width))
+        .zip(inverse_std.iter_mut());
+    for (((x, y), xhat), rstd) in rows {
+        let mean = lane_sum(x) / width as f32;
+        for (d, &v) in xhat.iter_mut().zip(x) {
+            *d = v - mean;
+        }
+        let variance = lane_dot(xhat, xhat) / width as f32;
+        *rstd = 1.0 / (variance + epsilon).sqrt();
+        for (((y, d), &g), &b) in y.iter_mut().zip(xhat.iter_mut()).zip(gamma).zip(beta) {
+            *d *= *rstd;
+            *y = *d * g + b;
+        }
+    }
+}
+
+multiversion!(
+    /// LayerNorm of whole rows.
+    fn layer_norm_rows(
+        input: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        epsilon: f32,
+        out: &mut [f32],
+        normalized: &mut [f32],
+        inverse_std: &mut [f32]
+    ) => layer_norm_rows_body
+);
+
+/// LayerNorm over rows of `gamma.len()` elements: `(x − mean)/√(var + ε) · γ + β`, the
+/// variance biased, as burn and PyTorch compute it. Returns the output and what the
+/// backward pass needs.
+pub fn layer_norm(
+    input: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f32,
+) -> (Vec<f32>, NormalizedRows) {
+    let width = gamma.len();
+    let mut out = vec![0.0; input.len()];
+    let mut normalized = vec![0.0; input.len()];
+    let mut inverse_std = vec![0.0; input.len() / width.max(1)];
+    let rows = rows_per_task(width);
+    out.par_chunks_mut(rows * width)
+        .zip(normalized.par_chunks_mut(rows * width))
+        .zip(inverse_std.par_chunks_mut(rows))
+        .zip(input.par_chunks(rows * width))
+        .for_each(|(((out, xhat), rstd), x)| {
+            layer_norm_rows(x, gamma, beta, epsilon, out, xhat, rstd)
+        });
+    (
+        out,
+        NormalizedRows {
+            normalized,
+            inverse_std,
+        },
+    )
+}
+
+#[inline(always)]
+fn layer_norm_backward_rows_body(
+    grad: &[f32],
+    normalized: &[f32],
+    inverse_std: &[f32],
+    gamma: &[f32],
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    let width = gamma.len();
+    let rows = grad
+        .chunks_exact(width)
+        .zip(normalized.chunks_exact(width))
+        .zip(inverse_std)
+        .zip(dx.chunks_exact_mut(width));
+    for (((g, xhat), &rstd), dx) in rows {
+        for ((((dg, db), &g), &x), dx) in dgamma
+            .iter_mut()
+            .zip(dbeta.iter_mut())
+            .zip(g)
+            .zip(xhat)
+            .zip(dx.iter_mut())
+        {
+            *dg += g * x;
+            *db += g;
+            *dx = g;
+        }
+        for (dx, &gam) in dx.iter_mut().zip(gamma) {
+            *dx *= gam;
+        }
+        let mean_g = lane_sum(dx) / width as f32;
+        let mean_gx = lane_dot(dx, xhat) / width as f32;
+        for (dx, &x) in dx.iter_mut().zip(xhat) {
+            *dx = rstd * (*dx - mean_g - x * mean_gx);
+        }
+    }
+}
+
+multiversion!(
+    /// LayerNorm's backward pass over whole rows, adding to the parameter gradients.
+    fn layer_norm_backward_rows(
+        grad: &[f32],
+        normalized: &[f32],
+        inverse_std: &[f32],
+        gamma: &[f32],
+        dx: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32]
+    ) => layer_norm_backward_rows_body
+);
+
+/// The gradients of [`layer_norm`] for the input, γ and β.
+pub fn layer_norm_backward(
+    grad: &[f32],
+    saved: &NormalizedRows,
+    gamma: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let width = gamma.len();
+    let rows = rows_per_task(width);
+    let mut dx = vec![0.0; grad.len()];
+    let (dgamma, dbeta) = dx
+        .par_chunks_mut(rows * width)
+        .zip(grad.par_chunks(rows * width))
+        .zip(saved.normalized.par_chunks(rows * width))
+        .zip(saved.inverse_std.par_chunks(rows))
+        .map(|(((dx, g), xhat), rstd)| {
+            let mut dgamma = vec![0.0; width];
+            let mut dbeta = vec![0.0; width];
+            layer_norm_backward_rows(g, xhat, rstd, gamma, dx, &mut dgamma, &mut dbeta);
+            (dgamma, dbeta)
+        })
+        .reduce(
+            || (vec![0.0; width], vec![0.0; width]),
+            |(mut ga, mut ba), (gb, bb)| {
+                ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
+                ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
+                (ga, ba)
+            },
+        );
+    (dx, dgamma, dbeta)
+}

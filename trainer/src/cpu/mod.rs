@@ -1,0 +1,98 @@
+//! Fused operations for burn's CPU backend, with backward passes of their own: exact GELU,
+//! the attention softmax (its scale and key padding bias included) and LayerNorm.
+//!
+//! burn's autodiff builds softmax and LayerNorm from about ten primitive operations each,
+//! every one a full pass over its tensor, and burn's CPU backend computes element-wise
+//! operations (GELU's `erf` included) on one thread. Here each operation is one parallel
+//! pass forward and one backward, its arithmetic in [`kernels`]. The operations are a burn
+//! backend extension implemented for the CPU backend and its autodiff wrapper; on any other
+//! device (and for dtypes other than f32) the functions below call burn's own operations.
+
+mod autodiff;
+mod flex;
+pub mod kernels;
+
+use crate::device::on_cpu_backend;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::nn::LayerNorm;
+use burn::tensor::{DType, Tensor, activation};
+use std::sync::OnceLock;
+
+/// The fused operations, as a burn backend extension for the CPU backend (`Flex`) and its
+/// autodiff wrapper.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedCpuOps: Backend {
+    /// Exact GELU, `x·Φ(x)`.
+    fn fused_gelu(input: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Softmax over the last dimension of `scale·scores + bias`; `scores` is
+    /// `[batch, heads, queries, keys]` and `bias` `[batch, keys]`, a constant.
+    fn fused_softmax(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+    /// LayerNorm over the last dimension.
+    fn fused_layer_norm(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether the fused operations are on: unless `JIGSAW_CPU_FUSED_OPS=off`, which runs
+/// burn's own operations instead (to compare the two in one build).
+fn fused_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("JIGSAW_CPU_FUSED_OPS").map_or(true, |v| v != "off"))
+}
+
+/// Whether `tensor` is an f32 tensor of the CPU backend, which the fused operations take.
+fn fused_applies<const D: usize>(tensor: &Tensor<D>) -> bool {
+    tensor.dtype() == DType::F32 && on_cpu_backend(&tensor.device()) && fused_enabled()
+}
+
+/// Exact GELU, fused on the CPU backend.
+pub fn gelu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
+    if !fused_applies(&input) {
+        return activation::gelu(input);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_gelu(input.into_dispatch()))
+}
+
+/// The attention probabilities `softmax(scores / divisor + bias)` over the keys, for
+/// `scores` `[batch, heads, queries, keys]` and a constant key `bias` `[batch, 1, 1, keys]`
+/// (0 for real keys, a large negative number for padding), fused on the CPU backend.
+pub fn attention_softmax(scores: Tensor<4>, divisor: f64, bias: &Tensor<4>) -> Tensor<4> {
+    if !fused_applies(&scores) || bias.dtype() != DType::F32 {
+        return activation::softmax(scores.div_scalar(divisor) + bias.clone(), 3);
+    }
+    let [batch, _, _, keys] = scores.dims();
+    let bias = bias.clone().reshape([batch, keys]);
+    Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_softmax(
+        scores.into_dispatch(),
+        bias.into_dispatch(),
+        (1.0 / divisor) as f32,
+    ))
+}
+
+/// `norm` applied to `input`, fused on the CPU backend. `epsilon` must be the one `norm`
+/// was configured with (burn keeps it private).
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, input: Tensor<D>) -> Tensor<D> {
+    let Some(beta) = norm.beta.as_ref() else {
+        return norm.forward(input);
+    };
+    if !fused_applies(&input) {
+        return norm.forward(input);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_layer_norm(
+        input.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        epsilon as f32,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! The fused CPU operations against burn's own operations on the same CPU backend: outputs,
+//! and the gradients autodiff gives through each.
+
+use super::*;
+use burn::module::Param;
+use burn::nn::LayerNormConfig;
+use burn::tensor::{Device, Distribution, Tolerance};
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// `Σ out·weights` for fixed random weights: a loss whose gradient to `out` is `weights`.
+fn weighted_sum<const D: usize>(out: Tensor<D>, weights: &Tensor<D>) -> Tensor<1> {
+    (out * weights.clone()).sum()
+}
+
+#[test]
+fn the_kernels_exp_is_within_two_ulp_and_zero_far_below() {
+    for step in -8700..=8800 {
+        let x = step as f32 / 100.0;
+        let want = (x as f64).exp();
+        let got = kernels::exp(x) as f64;
+        assert!(
+            ((got - want) / want).abs() < 2.5e-7,
+            "exp({x}) = {got}, want {want}"
+        );
+    }
+    assert_eq!(kernels::exp(-88.0), 0.0);
+    assert_eq!(kernels::exp(-1.0e4), 0.0);
+    assert_eq!(kernels::exp(f32::NEG_INFINITY), 0.0);
+}
+
+#[test]
+fn gelu_matches_burns_values_and_gradient() {
+    let device = device();
+    let x =
+        Tensor::<3>::random([3, 7, 45], Distribution::Uniform(-7.0, 7.0), &device).require_grad();
+    let weights = Tensor::<3>::random([3, 7, 45], Distribution::Default, &device);
+    let want = activation::gelu(x.clone());
+    let got = gelu(x.clone());
+    got.clone()
+        .into_data()
+        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(2e-6));
+    let grad = |out: Tensor<3>| x.grad(&weighted_sum(out, &weights).backward()).unwrap();
+    grad(got)
+        .into_data()
+        .assert_approx_eq::<f32>(&grad(want).into_data(), Tolerance::absolute(2e-6));
+}
+
+#[test]
+fn gelu_of_a_transposed_tensor_is_gelu_of_its_elements() {
+    let device = Device::flex();
+    let x = Tensor::<2>::random([9, 13], Distribution::Uniform(-4.0, 4.0), &device);
+    let want = activation::gelu(x.clone()).transpose();
+    gelu(x.transpose())
+        .into_data()
+        .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(2e-6));
+}
+
+#[test]
+fn attention_softmax_matches_burns_values_and_gradient() {
+    let device = device();
+    let shape = [2, 3, 5, 19];
+    let scores = Tensor::<4>::random(shape, Distribution::Normal(0.0, 4.0), &device).require_grad();
+    // The second sentence has four padding keys, masked as the model masks them.
+    let padding = Tensor::<2>::from_floats(
+        [
+            [0.0; 19],
+            std::array::from_fn(|key| if key >= 15 { 1.0 } else { 0.0 }),
+        ],
+        &device,
+    );
+    let bias = padding.mul_scalar(-10_000.0).reshape([2, 1, 1, 19]);
+    let weights = Tensor::<4>::random(shape, Distribution::Default, &device);
+    let divisor = 8f64.sqrt();
+    let want = activation::softmax(scores.clone().div_scalar(divisor) + bias.clone(), 3);
+    let got = attention_softmax(scores.clone(), divisor, &bias);
+    got.clone()
+        .into_data()
+        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(1e-6));
+    let grad = |out: Tensor<4>| {
+        scores
+            .grad(&weighted_sum(out, &weights).backward())
+            .unwrap()
+    };
+    grad(got)
+        .into_data()
+        .assert_approx_eq::<f32>(&grad(want).into_data(), Tolerance::absolute(1e-6));
+}
+
+#[test]
+fn layer_norm_matches_burns_values_and_gradients() {
+    let device = device();
+    let mut norm = LayerNormConfig::new(37).with_epsilon(1e-12).init(&device);
+    let random = || {
+        Param::from_tensor(Tensor::random(
+            [37],
+            Distribution::Normal(1.0, 0.5),
+            &device,
+        ))
+    };
+    norm.gamma = random();
+    norm.beta = Some(random());
+    let x =
+        Tensor::<3>::random([4, 11, 37], Distribution::Normal(1.0, 3.0), &device).require_grad();
+    let weights = Tensor::<3>::random([4, 11, 37], Distribution::Default, &device);
+    let want = norm.forward(x.clone());
+    let got = layer_norm(&norm, 1e-12, x.clone());
+    got.clone()
+        .into_data()
+        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(2e-6));
+    let grads = |out: Tensor<3>| {
+        let grads = weighted_sum(out, &weights).backward();
+        let beta = norm
+            .beta
+            .as_ref()
+            .unwrap()
+            .grad(&grads)
+            .unwrap()
+            .into_data();
+        (
+            x.grad(&grads).unwrap().into_data(),
+            norm.gamma.grad(&grads).unwrap().into_data(),
+            beta,
+        )
+    };
+    let (want_x, want_gamma, want_beta) = grads(want);
+    let (got_x, got_gamma, got_beta) = grads(got);
+    got_x.assert_approx_eq::<f32>(&want_x, Tolerance::absolute(1e-5));
+    got_gamma.assert_approx_eq::<f32>(&want_gamma, Tolerance::absolute(1e-4));
+    got_beta.assert_approx_eq::<f32>(&want_beta, Tolerance::absolute(1e-4));
+}
+
+#[test]
+fn the_fused_operations_run_without_autodiff_too() {
+    let device = Device::flex();
+    let x = Tensor::<2>::random([6, 24], Distribution::Default, &device);
+    let norm = LayerNormConfig::new(24).init(&device);
+    layer_norm(&norm, 1e-5, x.clone())
+        .into_data()
+        .assert_approx_eq::<f32>(&norm.forward(x).into_data(), Tolerance::absolute(2e-6));
+}
