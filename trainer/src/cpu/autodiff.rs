@@ -1,7 +1,7 @@
 //! The fused operations on burn's CPU backend under autodiff: each forward pass keeps what
 //! its hand-written backward pass needs.
 
-use super::flex::{contiguous, shape, tensor, values};
+use super::flex::{contiguous, owned, shape, tensor, values, values_mut};
 use super::{FusedCpuOps, kernels};
 use burn::backend::Autodiff;
 use burn::backend::Flex;
@@ -22,11 +22,9 @@ impl Backward<Flex, 1> for GeluBackward {
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let input = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = contiguous(grad);
-            tensor(
-                kernels::gelu_backward(values(&input), values(&grad)),
-                shape(&input),
-            )
+            let mut grad = owned(grad);
+            kernels::gelu_backward(values(&input), values_mut(&mut grad));
+            grad
         });
     }
 }
@@ -42,12 +40,11 @@ impl Backward<Flex, 1> for SoftmaxBackward {
     fn backward(self, ops: Ops<(FlexTensor, f32), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (probabilities, scale) = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = contiguous(grad);
+            let mut grad = owned(grad);
             let shape = shape(&probabilities);
             let width = shape[shape.num_dims() - 1];
-            let out =
-                kernels::softmax_backward(values(&probabilities), values(&grad), width, scale);
-            tensor(out, shape)
+            kernels::softmax_backward(values(&probabilities), values_mut(&mut grad), width, scale);
+            grad
         });
     }
 }
@@ -67,12 +64,12 @@ impl Backward<Flex, 3> for LayerNormBackward {
         _: &mut Checkpointer,
     ) {
         let (saved, gamma) = ops.state;
-        let grad = contiguous(grads.consume::<Flex>(&ops.node));
-        let (dx, dgamma, dbeta) =
-            kernels::layer_norm_backward(values(&grad), &saved, values(&gamma));
+        let mut grad = owned(grads.consume::<Flex>(&ops.node));
+        let (dgamma, dbeta) =
+            kernels::layer_norm_backward(values_mut(&mut grad), &saved, values(&gamma));
         let [input, gamma_node, beta_node] = ops.parents;
         if let Some(node) = input {
-            grads.register::<Flex>(node.id, tensor(dx, shape(&grad)));
+            grads.register::<Flex>(node.id, grad);
         }
         if let Some(node) = gamma_node {
             grads.register::<Flex>(node.id, tensor(dgamma, shape(&gamma)));
@@ -99,9 +96,10 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        let out = Flex::fused_softmax(scores.primitive().clone(), bias.into_primitive(), scale);
+        let node = scores.node();
+        let out = Flex::fused_softmax(scores.into_primitive(), bias.into_primitive(), scale);
         match SoftmaxBackward
-            .prepare::<C>([scores.node()])
+            .prepare::<C>([node])
             .compute_bound()
             .stateful()
         {

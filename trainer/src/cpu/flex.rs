@@ -22,6 +22,32 @@ pub(super) fn values(tensor: &FlexTensor) -> &[f32] {
         .expect("the fused CPU operations take contiguous f32 tensors")
 }
 
+/// `tensor` as the sole owner of a buffer holding exactly its elements in order, so that an
+/// operation can write its result over them: the tensor itself where it already is one
+/// (the usual case for a fresh intermediate), a copy otherwise.
+pub(super) fn owned(tensor: FlexTensor) -> FlexTensor {
+    let mut tensor = contiguous(tensor);
+    let elements = tensor.layout().num_elements();
+    let whole = tensor.layout().contiguous_offsets() == Some((0, elements));
+    if whole
+        && tensor
+            .try_storage_mut::<f32>()
+            .is_some_and(|s| s.len() == elements)
+    {
+        tensor
+    } else {
+        let copy = values(&tensor).to_vec();
+        self::tensor(copy, shape(&tensor))
+    }
+}
+
+/// The f32 elements of a tensor from [`owned`], to write over.
+pub(super) fn values_mut(tensor: &mut FlexTensor) -> &mut [f32] {
+    tensor
+        .try_storage_mut::<f32>()
+        .expect("the tensor came from `owned`")
+}
+
 /// The shape of `tensor`.
 pub(super) fn shape(tensor: &FlexTensor) -> Shape {
     tensor.layout().shape().clone()
@@ -39,10 +65,10 @@ impl FusedCpuOps for Flex {
     }
 
     fn fused_softmax(scores: FlexTensor, bias: FlexTensor, scale: f32) -> FlexTensor {
-        let (scores, bias) = (contiguous(scores), contiguous(bias));
+        let (mut scores, bias) = (owned(scores), contiguous(bias));
         let batch = shape(&bias)[0];
-        let out = kernels::softmax(values(&scores), values(&bias), batch, scale);
-        tensor(out, shape(&scores))
+        kernels::softmax(values_mut(&mut scores), values(&bias), batch, scale);
+        scores
     }
 
     fn fused_layer_norm(

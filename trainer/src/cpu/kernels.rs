@@ -63,11 +63,12 @@ pub(crate) fn exp(x: f32) -> f32 {
     if x < -87.3 { 0.0 } else { e * scale }
 }
 
-/// `Φ(x)`, the standard normal distribution function, that is `(1 + erf(x/√2)) / 2`,
-/// to within 2·10⁻⁷ (Abramowitz and Stegun 7.1.26 for erf, whose tail `erfc` is used on
-/// both sides so small values keep their relative accuracy).
+/// `(Φ(x), φ(x))`: the standard normal distribution function, `(1 + erf(x/√2)) / 2`, to
+/// within 2·10⁻⁷ (Abramowitz and Stegun 7.1.26 for erf, whose tail `erfc` is used on both
+/// sides so small values keep their relative accuracy), and the density, which shares its
+/// `e^(−x²/2)`.
 #[inline(always)]
-fn normal_cdf(x: f32) -> f32 {
+fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -76,36 +77,33 @@ fn normal_cdf(x: f32) -> f32 {
         -1.453_152,
         1.061_405_4,
     ];
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + P * z);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let gauss = exp(-z * z);
     // erfc(z) for z >= 0.
-    let tail = poly * exp(-z * z);
-    if x < 0.0 {
+    let tail = poly * gauss;
+    let cdf = if x < 0.0 {
         0.5 * tail
     } else {
         1.0 - 0.5 * tail
-    }
-}
-
-/// `φ(x)`, the standard normal density.
-#[inline(always)]
-fn normal_pdf(x: f32) -> f32 {
-    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-    FRAC_1_SQRT_2PI * exp(-0.5 * x * x)
+    };
+    (cdf, FRAC_1_SQRT_2PI * gauss)
 }
 
 #[inline(always)]
 fn gelu_body(input: &[f32], out: &mut [f32]) {
     for (y, &x) in out.iter_mut().zip(input) {
-        *y = x * normal_cdf(x);
+        *y = x * normal_cdf_pdf(x).0;
     }
 }
 
 #[inline(always)]
-fn gelu_backward_body(input: &[f32], grad: &[f32], out: &mut [f32]) {
-    for ((dx, &x), &g) in out.iter_mut().zip(input).zip(grad) {
-        *dx = g * (normal_cdf(x) + x * normal_pdf(x));
+fn gelu_backward_body(input: &[f32], grad: &mut [f32]) {
+    for (g, &x) in grad.iter_mut().zip(input) {
+        let (cdf, pdf) = normal_cdf_pdf(x);
+        *g *= cdf + x * pdf;
     }
 }
 
@@ -114,8 +112,8 @@ multiversion!(
     fn gelu_chunk(input: &[f32], out: &mut [f32]) => gelu_body
 );
 multiversion!(
-    /// GELU's backward pass over one chunk.
-    fn gelu_backward_chunk(input: &[f32], grad: &[f32], out: &mut [f32]) => gelu_backward_body
+    /// GELU's backward pass over one chunk, in place on the gradient.
+    fn gelu_backward_chunk(input: &[f32], grad: &mut [f32]) => gelu_backward_body
 );
 
 /// Exact GELU, `x·Φ(x)`, of every element.
@@ -127,14 +125,11 @@ pub fn gelu(input: &[f32]) -> Vec<f32> {
     out
 }
 
-/// The gradient through GELU: `grad · (Φ(x) + x·φ(x))`.
-pub fn gelu_backward(input: &[f32], grad: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; input.len()];
-    out.par_chunks_mut(TASK_ELEMENTS)
+/// The gradient through GELU, `grad · (Φ(x) + x·φ(x))`, written over `grad`.
+pub fn gelu_backward(input: &[f32], grad: &mut [f32]) {
+    grad.par_chunks_mut(TASK_ELEMENTS)
         .zip(input.par_chunks(TASK_ELEMENTS))
-        .zip(grad.par_chunks(TASK_ELEMENTS))
-        .for_each(|((out, input), grad)| gelu_backward_chunk(input, grad, out));
-    out
+        .for_each(|(grad, input)| gelu_backward_chunk(input, grad));
 }
 
 /// Sum of a slice, in eight independent lanes so the compiler can vectorize it.
@@ -188,87 +183,74 @@ fn lane_max(values: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn softmax_rows_body(scores: &[f32], bias: &[f32], scale: f32, out: &mut [f32]) {
+fn softmax_rows_body(scores: &mut [f32], bias: &[f32], scale: f32) {
     let width = bias.len();
-    for (row, out) in scores.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        for ((y, &s), &b) in out.iter_mut().zip(row).zip(bias) {
-            *y = s * scale + b;
+    for row in scores.chunks_exact_mut(width) {
+        for (y, &b) in row.iter_mut().zip(bias) {
+            *y = *y * scale + b;
         }
-        let max = lane_max(out);
-        for y in out.iter_mut() {
+        let max = lane_max(row);
+        for y in row.iter_mut() {
             *y = exp(*y - max);
         }
-        let inverse = 1.0 / lane_sum(out);
-        for y in out.iter_mut() {
+        let inverse = 1.0 / lane_sum(row);
+        for y in row.iter_mut() {
             *y *= inverse;
         }
     }
 }
 
 #[inline(always)]
-fn softmax_backward_rows_body(
-    probabilities: &[f32],
-    grad: &[f32],
-    width: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let rows = probabilities
+fn softmax_backward_rows_body(probabilities: &[f32], grad: &mut [f32], width: usize, scale: f32) {
+    for (y, g) in probabilities
         .chunks_exact(width)
-        .zip(grad.chunks_exact(width))
-        .zip(out.chunks_exact_mut(width));
-    for ((y, g), dx) in rows {
+        .zip(grad.chunks_exact_mut(width))
+    {
         let inner = lane_dot(y, g);
-        for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-            *dx = scale * y * (g - inner);
+        for (g, &y) in g.iter_mut().zip(y) {
+            *g = scale * y * (*g - inner);
         }
     }
 }
 
 multiversion!(
-    /// Softmax of rows sharing one key bias.
-    fn softmax_rows(scores: &[f32], bias: &[f32], scale: f32, out: &mut [f32]) => softmax_rows_body
+    /// Softmax of rows sharing one key bias, in place.
+    fn softmax_rows(scores: &mut [f32], bias: &[f32], scale: f32) => softmax_rows_body
 );
 multiversion!(
     /// Softmax's backward pass over whole rows.
     fn softmax_backward_rows(
         probabilities: &[f32],
-        grad: &[f32],
+        grad: &mut [f32],
         width: usize,
-        scale: f32,
-        out: &mut [f32]
+        scale: f32
     ) => softmax_backward_rows_body
 );
 
-/// Softmax over the last dimension of `scale·scores + bias`, where `scores` holds
-/// `batch` blocks of rows of `bias.len() / batch` elements and every row of block `b` adds
-/// row `b` of `bias` (the attention's key padding bias). Rows of `-inf`-free scores only.
-pub fn softmax(scores: &[f32], bias: &[f32], batch: usize, scale: f32) -> Vec<f32> {
-    let mut out = vec![0.0; scores.len()];
+/// Softmax over the last dimension of `scale·scores + bias`, written over `scores`, which
+/// holds `batch` blocks of rows of `bias.len() / batch` elements; every row of block `b`
+/// adds row `b` of `bias` (the attention's key padding bias).
+pub fn softmax(scores: &mut [f32], bias: &[f32], batch: usize, scale: f32) {
     let width = bias.len() / batch.max(1);
     let task = rows_per_task(width) * width;
     let block = scores.len() / batch.max(1);
-    out.par_chunks_mut(block)
-        .zip(scores.par_chunks(block))
+    scores
+        .par_chunks_mut(block)
         .zip(bias.par_chunks(width))
-        .for_each(|((out, scores), bias)| {
-            out.par_chunks_mut(task)
-                .zip(scores.par_chunks(task))
-                .for_each(|(out, scores)| softmax_rows(scores, bias, scale, out));
+        .for_each(|(scores, bias)| {
+            scores
+                .par_chunks_mut(task)
+                .for_each(|scores| softmax_rows(scores, bias, scale));
         });
-    out
 }
 
-/// The gradient through [`softmax`] to the scores: `scale · y · (grad − Σ grad·y)` per row
-/// of `width`, from its output `probabilities`.
-pub fn softmax_backward(probabilities: &[f32], grad: &[f32], width: usize, scale: f32) -> Vec<f32> {
-    let mut out = vec![0.0; grad.len()];
+/// The gradient through [`softmax`] to the scores, `scale · y · (grad − Σ grad·y)` per row
+/// of `width`, from its output `probabilities`; written over `grad`.
+pub fn softmax_backward(probabilities: &[f32], grad: &mut [f32], width: usize, scale: f32) {
     let task = rows_per_task(width) * width;
-    out.par_chunks_mut(task)
+    grad.par_chunks_mut(task)
         .zip(probabilities.par_chunks(task))
-        .zip(grad.par_chunks(task))
-        .for_each(|((out, y), g)| softmax_backward_rows(y, g, width, scale, out));
-    out
+        .for_each(|(g, y)| softmax_backward_rows(y, g, width, scale));
 }
 
 /// What LayerNorm's forward pass keeps for its backward pass.
@@ -355,74 +337,67 @@ pub fn layer_norm(
 
 #[inline(always)]
 fn layer_norm_backward_rows_body(
-    grad: &[f32],
+    grad: &mut [f32],
     normalized: &[f32],
     inverse_std: &[f32],
     gamma: &[f32],
-    dx: &mut [f32],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
     let width = gamma.len();
     let rows = grad
-        .chunks_exact(width)
+        .chunks_exact_mut(width)
         .zip(normalized.chunks_exact(width))
-        .zip(inverse_std)
-        .zip(dx.chunks_exact_mut(width));
-    for (((g, xhat), &rstd), dx) in rows {
-        for ((((dg, db), &g), &x), dx) in dgamma
+        .zip(inverse_std);
+    for ((g, xhat), &rstd) in rows {
+        for ((((dg, db), g), &x), &gam) in dgamma
             .iter_mut()
             .zip(dbeta.iter_mut())
-            .zip(g)
+            .zip(g.iter_mut())
             .zip(xhat)
-            .zip(dx.iter_mut())
+            .zip(gamma)
         {
-            *dg += g * x;
-            *db += g;
-            *dx = g;
+            *dg += *g * x;
+            *db += *g;
+            *g *= gam;
         }
-        for (dx, &gam) in dx.iter_mut().zip(gamma) {
-            *dx *= gam;
-        }
-        let mean_g = lane_sum(dx) / width as f32;
-        let mean_gx = lane_dot(dx, xhat) / width as f32;
-        for (dx, &x) in dx.iter_mut().zip(xhat) {
-            *dx = rstd * (*dx - mean_g - x * mean_gx);
+        let mean_g = lane_sum(g) / width as f32;
+        let mean_gx = lane_dot(g, xhat) / width as f32;
+        for (g, &x) in g.iter_mut().zip(xhat) {
+            *g = rstd * (*g - mean_g - x * mean_gx);
         }
     }
 }
 
 multiversion!(
-    /// LayerNorm's backward pass over whole rows, adding to the parameter gradients.
+    /// LayerNorm's backward pass over whole rows: the input's gradient over `grad`, the
+    /// parameters' added to `dgamma` and `dbeta`.
     fn layer_norm_backward_rows(
-        grad: &[f32],
+        grad: &mut [f32],
         normalized: &[f32],
         inverse_std: &[f32],
         gamma: &[f32],
-        dx: &mut [f32],
         dgamma: &mut [f32],
         dbeta: &mut [f32]
     ) => layer_norm_backward_rows_body
 );
 
-/// The gradients of [`layer_norm`] for the input, γ and β.
+/// The gradients of [`layer_norm`]: the input's written over `grad`, then γ's and β's
+/// returned.
 pub fn layer_norm_backward(
-    grad: &[f32],
+    grad: &mut [f32],
     saved: &NormalizedRows,
     gamma: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>) {
     let width = gamma.len();
     let rows = rows_per_task(width);
-    let mut dx = vec![0.0; grad.len()];
-    let (dgamma, dbeta) = dx
-        .par_chunks_mut(rows * width)
-        .zip(grad.par_chunks(rows * width))
+    grad.par_chunks_mut(rows * width)
         .zip(saved.normalized.par_chunks(rows * width))
         .zip(saved.inverse_std.par_chunks(rows))
-        .map(|(((dx, g), xhat), rstd)| {
+        .map(|((g, xhat), rstd)| {
             let mut dgamma = vec![0.0; width];
             let mut dbeta = vec![0.0; width];
-            layer_norm_backward_rows(g, xhat, rstd, gamma, dx, &mut dgamma, &mut dbeta);
+            layer_norm_backward_rows(g, xhat, rstd, gamma, &mut dgamma, &mut dbeta);
             (dgamma, dbeta)
         })
         .reduce(
@@ -432,6 +407,5 @@ pub fn layer_norm_backward(
                 ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
                 (ga, ba)
             },
-        );
-    (dx, dgamma, dbeta)
+        )
 }

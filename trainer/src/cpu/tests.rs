@@ -141,3 +141,18 @@ fn the_fused_operations_run_without_autodiff_too() {
         .into_data()
         .assert_approx_eq::<f32>(&norm.forward(x).into_data(), Tolerance::absolute(2e-6));
 }
+
+#[test]
+fn the_fused_operations_leave_shared_inputs_alone() {
+    let device = Device::flex();
+    let scores = Tensor::<4>::random([2, 2, 3, 8], Distribution::Default, &device);
+    let bias = Tensor::<4>::zeros([2, 1, 1, 8], &device);
+    let before = scores.clone().into_data();
+    let probabilities = attention_softmax(scores.clone(), 2.0, &bias);
+    scores.into_data().assert_eq(&before, true);
+    let sums = probabilities.sum_dim(3).into_data();
+    sums.assert_approx_eq::<f32>(
+        &Tensor::<4>::ones([2, 2, 3, 1], &device).into_data(),
+        Tolerance::absolute(1e-6),
+    );
+}
