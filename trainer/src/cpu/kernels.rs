@@ -17,24 +17,27 @@ fn rows_per_task(width: usize) -> usize {
     (TASK_ELEMENTS / width.max(1)).max(1)
 }
 
-/// Defines `$name`, which runs `$body` (a generic, `#[inline(always)]` function of the
-/// listed slices) compiled for AVX2 where the CPU has it, and as plain code otherwise.
+/// Defines a function whose body is compiled twice: for AVX2, taken where the CPU has it,
+/// and as plain code otherwise. The body should be straight-line arithmetic over slices,
+/// which the compiler vectorizes.
 macro_rules! multiversion {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$doc])*
         fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
                 fn wide($($arg: $ty),*) {
-                    $body($($arg),*)
+                    body($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU was just found to support AVX2.
                     return unsafe { wide($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            body($($arg),*)
         }
     };
 }
@@ -92,29 +95,24 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     (cdf, FRAC_1_SQRT_2PI * gauss)
 }
 
-#[inline(always)]
-fn gelu_body(input: &[f32], out: &mut [f32]) {
-    for (y, &x) in out.iter_mut().zip(input) {
-        *y = x * normal_cdf_pdf(x).0;
-    }
-}
-
-#[inline(always)]
-fn gelu_backward_body(input: &[f32], grad: &mut [f32]) {
-    for (g, &x) in grad.iter_mut().zip(input) {
-        let (cdf, pdf) = normal_cdf_pdf(x);
-        *g *= cdf + x * pdf;
-    }
-}
-
-multiversion!(
+multiversion! {
     /// GELU of one chunk.
-    fn gelu_chunk(input: &[f32], out: &mut [f32]) => gelu_body
-);
-multiversion!(
+    fn gelu_chunk(input: &[f32], out: &mut [f32]) {
+        for (y, &x) in out.iter_mut().zip(input) {
+            *y = x * normal_cdf_pdf(x).0;
+        }
+    }
+}
+
+multiversion! {
     /// GELU's backward pass over one chunk, in place on the gradient.
-    fn gelu_backward_chunk(input: &[f32], grad: &mut [f32]) => gelu_backward_body
-);
+    fn gelu_backward_chunk(input: &[f32], grad: &mut [f32]) {
+        for (g, &x) in grad.iter_mut().zip(input) {
+            let (cdf, pdf) = normal_cdf_pdf(x);
+            *g *= cdf + x * pdf;
+        }
+    }
+}
 
 /// Exact GELU, `x·Φ(x)`, of every element.
 pub fn gelu(input: &[f32]) -> Vec<f32> {
@@ -182,50 +180,40 @@ fn lane_max(values: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
-#[inline(always)]
-fn softmax_rows_body(scores: &mut [f32], bias: &[f32], scale: f32) {
-    let width = bias.len();
-    for row in scores.chunks_exact_mut(width) {
-        for (y, &b) in row.iter_mut().zip(bias) {
-            *y = *y * scale + b;
-        }
-        let max = lane_max(row);
-        for y in row.iter_mut() {
-            *y = exp(*y - max);
-        }
-        let inverse = 1.0 / lane_sum(row);
-        for y in row.iter_mut() {
-            *y *= inverse;
-        }
-    }
-}
-
-#[inline(always)]
-fn softmax_backward_rows_body(probabilities: &[f32], grad: &mut [f32], width: usize, scale: f32) {
-    for (y, g) in probabilities
-        .chunks_exact(width)
-        .zip(grad.chunks_exact_mut(width))
-    {
-        let inner = lane_dot(y, g);
-        for (g, &y) in g.iter_mut().zip(y) {
-            *g = scale * y * (*g - inner);
-        }
-    }
-}
-
-multiversion!(
+multiversion! {
     /// Softmax of rows sharing one key bias, in place.
-    fn softmax_rows(scores: &mut [f32], bias: &[f32], scale: f32) => softmax_rows_body
-);
-multiversion!(
+    fn softmax_rows(scores: &mut [f32], bias: &[f32], scale: f32) {
+        let width = bias.len();
+        for row in scores.chunks_exact_mut(width) {
+            for (y, &b) in row.iter_mut().zip(bias) {
+                *y = *y * scale + b;
+            }
+            let max = lane_max(row);
+            for y in row.iter_mut() {
+                *y = exp(*y - max);
+            }
+            let inverse = 1.0 / lane_sum(row);
+            for y in row.iter_mut() {
+                *y *= inverse;
+            }
+        }
+    }
+}
+
+multiversion! {
     /// Softmax's backward pass over whole rows.
-    fn softmax_backward_rows(
-        probabilities: &[f32],
-        grad: &mut [f32],
-        width: usize,
-        scale: f32
-    ) => softmax_backward_rows_body
-);
+    fn softmax_backward_rows(probabilities: &[f32], grad: &mut [f32], width: usize, scale: f32) {
+        for (y, g) in probabilities
+            .chunks_exact(width)
+            .zip(grad.chunks_exact_mut(width))
+        {
+            let inner = lane_dot(y, g);
+            for (g, &y) in g.iter_mut().zip(y) {
+                *g = scale * y * (*g - inner);
+            }
+        }
+    }
+}
 
 /// Softmax over the last dimension of `scale·scores + bias`, written over `scores`, which
 /// holds `batch` blocks of rows of `bias.len() / batch` elements; every row of block `b`
@@ -262,37 +250,7 @@ pub struct NormalizedRows {
     pub inverse_std: Vec<f32>,
 }
 
-#[inline(always)]
-fn layer_norm_rows_body(
-    input: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    epsilon: f32,
-    out: &mut [f32],
-    normalized: &mut [f32],
-    inverse_std: &mut [f32],
-) {
-    let width = gamma.len();
-    let rows = input
-        .chunks_exact(width)
-        .zip(out.chunks_exact_mut(width))
-        .zip(normalized.chunks_exact_mut(width))
-        .zip(inverse_std.iter_mut());
-    for (((x, y), xhat), rstd) in rows {
-        let mean = lane_sum(x) / width as f32;
-        for (d, &v) in xhat.iter_mut().zip(x) {
-            *d = v - mean;
-        }
-        let variance = lane_dot(xhat, xhat) / width as f32;
-        *rstd = 1.0 / (variance + epsilon).sqrt();
-        for (((y, d), &g), &b) in y.iter_mut().zip(xhat.iter_mut()).zip(gamma).zip(beta) {
-            *d *= *rstd;
-            *y = *d * g + b;
-        }
-    }
-}
-
-multiversion!(
+multiversion! {
     /// LayerNorm of whole rows.
     fn layer_norm_rows(
         input: &[f32],
@@ -301,9 +259,28 @@ multiversion!(
         epsilon: f32,
         out: &mut [f32],
         normalized: &mut [f32],
-        inverse_std: &mut [f32]
-    ) => layer_norm_rows_body
-);
+        inverse_std: &mut [f32],
+    ) {
+        let width = gamma.len();
+        let rows = input
+            .chunks_exact(width)
+            .zip(out.chunks_exact_mut(width))
+            .zip(normalized.chunks_exact_mut(width))
+            .zip(inverse_std.iter_mut());
+        for (((x, y), xhat), rstd) in rows {
+            let mean = lane_sum(x) / width as f32;
+            for (d, &v) in xhat.iter_mut().zip(x) {
+                *d = v - mean;
+            }
+            let variance = lane_dot(xhat, xhat) / width as f32;
+            *rstd = 1.0 / (variance + epsilon).sqrt();
+            for (((y, d), &g), &b) in y.iter_mut().zip(xhat.iter_mut()).zip(gamma).zip(beta) {
+                *d *= *rstd;
+                *y = *d * g + b;
+            }
+        }
+    }
+}
 
 /// LayerNorm over rows of `gamma.len()` elements: `(x − mean)/√(var + ε) · γ + β`, the
 /// variance biased, as burn and PyTorch compute it. Returns the output and what the
@@ -335,41 +312,7 @@ pub fn layer_norm(
     )
 }
 
-#[inline(always)]
-fn layer_norm_backward_rows_body(
-    grad: &mut [f32],
-    normalized: &[f32],
-    inverse_std: &[f32],
-    gamma: &[f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    let width = gamma.len();
-    let rows = grad
-        .chunks_exact_mut(width)
-        .zip(normalized.chunks_exact(width))
-        .zip(inverse_std);
-    for ((g, xhat), &rstd) in rows {
-        for ((((dg, db), g), &x), &gam) in dgamma
-            .iter_mut()
-            .zip(dbeta.iter_mut())
-            .zip(g.iter_mut())
-            .zip(xhat)
-            .zip(gamma)
-        {
-            *dg += *g * x;
-            *db += *g;
-            *g *= gam;
-        }
-        let mean_g = lane_sum(g) / width as f32;
-        let mean_gx = lane_dot(g, xhat) / width as f32;
-        for (g, &x) in g.iter_mut().zip(xhat) {
-            *g = rstd * (*g - mean_g - x * mean_gx);
-        }
-    }
-}
-
-multiversion!(
+multiversion! {
     /// LayerNorm's backward pass over whole rows: the input's gradient over `grad`, the
     /// parameters' added to `dgamma` and `dbeta`.
     fn layer_norm_backward_rows(
@@ -378,9 +321,33 @@ multiversion!(
         inverse_std: &[f32],
         gamma: &[f32],
         dgamma: &mut [f32],
-        dbeta: &mut [f32]
-    ) => layer_norm_backward_rows_body
-);
+        dbeta: &mut [f32],
+    ) {
+        let width = gamma.len();
+        let rows = grad
+            .chunks_exact_mut(width)
+            .zip(normalized.chunks_exact(width))
+            .zip(inverse_std);
+        for ((g, xhat), &rstd) in rows {
+            for ((((dg, db), g), &x), &gam) in dgamma
+                .iter_mut()
+                .zip(dbeta.iter_mut())
+                .zip(g.iter_mut())
+                .zip(xhat)
+                .zip(gamma)
+            {
+                *dg += *g * x;
+                *db += *g;
+                *g *= gam;
+            }
+            let mean_g = lane_sum(g) / width as f32;
+            let mean_gx = lane_dot(g, xhat) / width as f32;
+            for (g, &x) in g.iter_mut().zip(xhat) {
+                *g = rstd * (*g - mean_g - x * mean_gx);
+            }
+        }
+    }
+}
 
 /// The gradients of [`layer_norm`]: the input's written over `grad`, then γ's and β's
 /// returned.
