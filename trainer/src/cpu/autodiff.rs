@@ -10,7 +10,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
+use burn::tensor::Shape;
 
 /// GELU's backward pass; keeps the input.
 #[derive(Debug)]
@@ -46,6 +48,44 @@ impl Backward<Flex, 1> for SoftmaxBackward {
             kernels::softmax_backward(values(&probabilities), values_mut(&mut grad), width, scale);
             grad
         });
+    }
+}
+
+/// A linear layer's backward pass (through its GELU, where it has one) to the input, the
+/// weight and the bias; keeps the input, the weight and, with GELU, its input.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = (FlexTensor, FlexTensor, Option<FlexTensor>);
+
+    fn backward(
+        self,
+        ops: Ops<(FlexTensor, FlexTensor, Option<FlexTensor>), 3>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
+        let (x, weight, before_gelu) = ops.state;
+        let mut grad = grads.consume::<Flex>(&ops.node);
+        if let Some(before_gelu) = before_gelu {
+            grad = owned(grad);
+            kernels::gelu_backward(values(&before_gelu), values_mut(&mut grad));
+        }
+        let [x_node, weight_node, bias_node] = ops.parents;
+        if let Some(node) = bias_node {
+            let grad = contiguous(grad.clone());
+            let width = shape(&grad)[1];
+            let sums = kernels::sum_rows(values(&grad), width);
+            grads.register::<Flex>(node.id, tensor(sums, Shape::new([width])));
+        }
+        if let Some(node) = weight_node {
+            let x_t = Flex::float_swap_dims(x, 0, 1);
+            grads.register::<Flex>(node.id, Flex::float_matmul(x_t, grad.clone()));
+        }
+        if let Some(node) = x_node {
+            let weight_t = Flex::float_swap_dims(weight, 0, 1);
+            grads.register::<Flex>(node.id, Flex::float_matmul(grad, weight_t));
+        }
     }
 }
 
@@ -104,6 +144,35 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish((out.clone(), scale), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        then_gelu: bool,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (x, weight) = (x.into_primitive(), weight.into_primitive());
+        let mut linear = owned(Flex::float_matmul(x.clone(), weight.clone()));
+        kernels::add_to_rows(
+            values_mut(&mut linear),
+            values(&contiguous(bias.into_primitive())),
+        );
+        let (out, before_gelu) = if then_gelu {
+            let out = tensor(kernels::gelu(values(&linear)), shape(&linear));
+            (out, Some(linear))
+        } else {
+            (linear, None)
+        };
+        match LinearBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, weight, before_gelu), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }

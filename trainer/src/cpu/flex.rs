@@ -4,6 +4,7 @@
 use super::{FusedCpuOps, kernels};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{Shape, TensorData};
 
 /// `tensor` with its elements in order in one slice.
@@ -69,6 +70,21 @@ impl FusedCpuOps for Flex {
         let batch = shape(&bias)[0];
         kernels::softmax(values_mut(&mut scores), values(&bias), batch, scale);
         scores
+    }
+
+    fn fused_linear(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        then_gelu: bool,
+    ) -> FlexTensor {
+        let mut out = owned(Flex::float_matmul(x, weight));
+        kernels::add_to_rows(values_mut(&mut out), values(&contiguous(bias)));
+        if then_gelu {
+            tensor(kernels::gelu(values(&out)), shape(&out))
+        } else {
+            out
+        }
     }
 
     fn fused_layer_norm(

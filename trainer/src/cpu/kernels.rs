@@ -370,9 +370,48 @@ pub fn layer_norm_backward(
         .reduce(
             || (vec![0.0; width], vec![0.0; width]),
             |(mut ga, mut ba), (gb, bb)| {
-                ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
-                ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
+                add_assign(&mut ga, &gb);
+                add_assign(&mut ba, &bb);
                 (ga, ba)
             },
         )
+}
+
+/// Adds `bias` to every row of `rows` (rows of `bias.len()` elements).
+pub fn add_to_rows(rows: &mut [f32], bias: &[f32]) {
+    let width = bias.len();
+    rows.par_chunks_mut(rows_per_task(width) * width)
+        .for_each(|chunk| {
+            for row in chunk.chunks_exact_mut(width) {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+        });
+}
+
+/// The sum of the rows of `rows` (rows of `width` elements): a linear layer's bias gradient.
+pub fn sum_rows(rows: &[f32], width: usize) -> Vec<f32> {
+    rows.par_chunks(rows_per_task(width) * width)
+        .map(|chunk| {
+            let mut sums = vec![0.0f32; width];
+            for row in chunk.chunks_exact(width) {
+                for (s, &v) in sums.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+            sums
+        })
+        .reduce(
+            || vec![0.0; width],
+            |mut a, b| {
+                add_assign(&mut a, &b);
+                a
+            },
+        )
+}
+
+/// `into += from`, element by element.
+fn add_assign(into: &mut [f32], from: &[f32]) {
+    into.iter_mut().zip(from).for_each(|(a, b)| *a += b);
 }

@@ -1,5 +1,6 @@
 //! Fused operations for burn's CPU backend, with backward passes of their own: exact GELU,
-//! the attention softmax (its scale and key padding bias included) and LayerNorm.
+//! linear layers (GELU included where one follows), the attention softmax (its scale and
+//! key padding bias included) and LayerNorm.
 //!
 //! burn's autodiff builds softmax and LayerNorm from about ten primitive operations each,
 //! every one a full pass over its tensor, and burn's CPU backend computes element-wise
@@ -15,7 +16,7 @@ pub mod kernels;
 use crate::device::on_cpu_backend;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Tensor, activation};
 use std::sync::OnceLock;
 
@@ -31,6 +32,14 @@ pub trait FusedCpuOps: Backend {
         scores: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f32,
+    ) -> FloatTensor<Self>;
+    /// `x·weight + bias` for `x` `[rows, d_in]`, `weight` `[d_in, d_out]` and `bias`
+    /// `[d_out]`, then exact GELU where `then_gelu`.
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        then_gelu: bool,
     ) -> FloatTensor<Self>;
     /// LayerNorm over the last dimension.
     fn fused_layer_norm(
@@ -59,6 +68,26 @@ pub fn gelu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
         return activation::gelu(input);
     }
     Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_gelu(input.into_dispatch()))
+}
+
+/// `linear` applied to `rows` (`[tokens, d_in]`), then exact GELU where `then_gelu`; fused
+/// on the CPU backend, where the bias is added (and its gradient summed) on every thread.
+pub fn linear(linear: &Linear, rows: Tensor<2>, then_gelu: bool) -> Tensor<2> {
+    let bias = linear.bias.as_ref().filter(|_| fused_applies(&rows));
+    let Some(bias) = bias else {
+        let out = linear.forward(rows);
+        return if then_gelu {
+            activation::gelu(out)
+        } else {
+            out
+        };
+    };
+    Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_linear(
+        rows.into_dispatch(),
+        linear.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        then_gelu,
+    ))
 }
 
 /// The attention probabilities `softmax(scores / divisor + bias)` over the keys, for

@@ -156,3 +156,41 @@ fn the_fused_operations_leave_shared_inputs_alone() {
         Tolerance::absolute(1e-6),
     );
 }
+
+#[test]
+fn linear_layers_match_burns_values_and_gradients_with_and_without_gelu() {
+    let device = device();
+    let layer = burn::nn::LinearConfig::new(24, 40).init(&device);
+    let rows =
+        Tensor::<2>::random([70, 24], Distribution::Normal(0.0, 2.0), &device).require_grad();
+    let weights = Tensor::<2>::random([70, 40], Distribution::Default, &device);
+    for then_gelu in [false, true] {
+        let plain = layer.forward(rows.clone());
+        let want = if then_gelu {
+            activation::gelu(plain)
+        } else {
+            plain
+        };
+        let got = linear(&layer, rows.clone(), then_gelu);
+        got.clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(1e-5));
+        let grads = |out: Tensor<2>| {
+            let grads = weighted_sum(out, &weights).backward();
+            let bias = layer
+                .bias
+                .as_ref()
+                .unwrap()
+                .grad(&grads)
+                .unwrap()
+                .into_data();
+            let weight = layer.weight.grad(&grads).unwrap().into_data();
+            (rows.grad(&grads).unwrap().into_data(), weight, bias)
+        };
+        let (want_x, want_weight, want_bias) = grads(want);
+        let (got_x, got_weight, got_bias) = grads(got);
+        got_x.assert_approx_eq::<f32>(&want_x, Tolerance::absolute(1e-5));
+        got_weight.assert_approx_eq::<f32>(&want_weight, Tolerance::absolute(1e-4));
+        got_bias.assert_approx_eq::<f32>(&want_bias, Tolerance::absolute(1e-4));
+    }
+}

@@ -5,7 +5,7 @@
 use super::PaddingMask;
 use super::config::{EncoderConfig, RelativeAttention};
 use super::dropout;
-use super::lora::{LoraBranch, LoraSettings, project, token_wise};
+use super::lora::{LoraBranch, LoraSettings, project, token_wise, token_wise_gelu};
 use super::precision::{self, Precision};
 use super::relative::{RelativePositions, position_scores};
 use crate::cpu;
@@ -281,7 +281,7 @@ impl EncoderLayer {
         let (x, probabilities) =
             self.attention
                 .forward(x, mask, relative, keep_probabilities, precision);
-        let expanded = cpu::gelu(token_wise(&self.ffn_in, x.clone(), precision));
+        let expanded = token_wise_gelu(&self.ffn_in, x.clone(), precision);
         let ffn = dropout::apply(
             &self.dropout,
             token_wise(&self.ffn_out, expanded, precision),

@@ -86,6 +86,11 @@ pub fn token_wise(linear: &Linear, x: Tensor<3>, precision: Precision) -> Tensor
     over_tokens(x, |rows| precision::linear(linear, rows, precision))
 }
 
+/// `linear` then exact GELU applied to every token of `x` as [`token_wise`] does.
+pub fn token_wise_gelu(linear: &Linear, x: Tensor<3>, precision: Precision) -> Tensor<3> {
+    over_tokens(x, |rows| precision::linear_gelu(linear, rows, precision))
+}
+
 /// `per_row` applied to `x` (`[batch, seq, d_in]`) seen as one row per token
 /// (`[batch·seq, d_in]`, a view), its `[batch·seq, d_out]` result shaped back by sentence.
 fn over_tokens(x: Tensor<3>, per_row: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<3> {

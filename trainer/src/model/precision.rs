@@ -4,6 +4,7 @@
 //! casts run backwards too: a product's gradients are computed in the low format and reach
 //! the f32 weights cast up.
 
+use crate::cpu;
 use burn::nn::Linear;
 use burn::tensor::{Device, FloatDType, Tensor};
 pub use run_protocol::Precision;
@@ -38,13 +39,21 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, precision: Precisi
 /// returned in f32.
 pub fn linear(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
     match product_format(precision) {
-        None => linear.forward(rows),
+        None => cpu::linear(linear, rows, false),
         Some(format) => burn::tensor::module::linear(
             rows.cast(format),
             linear.weight.val().cast(format),
             linear.bias.as_ref().map(|bias| bias.val().cast(format)),
         )
         .cast(FloatDType::F32),
+    }
+}
+
+/// `linear` applied to `rows` as [`linear`] does, then exact GELU (in f32).
+pub fn linear_gelu(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
+    match product_format(precision) {
+        None => cpu::linear(linear, rows, true),
+        Some(_) => cpu::gelu(self::linear(linear, rows, precision)),
     }
 }
 
