@@ -430,6 +430,7 @@ test("keyboard only: a student joins, opens a lesson, uses the tokenizer and ans
   await page.keyboard.press("Enter");
   await page.waitForURL(server.baseUrl + "/lessons/tokenization");
   await page.getByRole("heading", { level: 1, name: "Tokenization" }).waitFor();
+  await waitForHydration(page);
   await tabTo(page, ".tokenizer-playground textarea");
   await page.keyboard.press("Control+A");
   await page.keyboard.type("unhappiness");

@@ -238,6 +238,8 @@ step("(b) the student opens the team's lesson and uses the tokenizer and the att
   await page.getByTestId("expert-topic").getByRole("link", { name: "Tokenization" }).click();
   await page.waitForURL(base + "/lessons/tokenization");
   await page.getByRole("heading", { level: 1, name: "Tokenization" }).waitFor();
+  // The link is a full page load: typing before the lesson's islands hydrate would be lost.
+  await waitForHydration(page);
 
   await page.locator(".tokenizer-playground textarea").fill("unhappiness");
   await page.getByRole("button", { name: "Split into tokens" }).click();
@@ -252,6 +254,7 @@ step("(b) the student opens the team's lesson and uses the tokenizer and the att
   await page.getByTestId("topic-list").getByRole("link", { name: "Attention" }).click();
   await page.waitForURL(base + "/lessons/attention");
   await page.getByRole("heading", { level: 1, name: "Attention" }).waitFor();
+  await waitForHydration(page);
   await page.getByRole("button", { name: "Show attention" }).click();
   const heatmap = page.getByTestId("heatmap");
   await heatmap.waitFor();
