@@ -17,6 +17,12 @@ fn rows_per_task(width: usize) -> usize {
     (TASK_ELEMENTS / width.max(1)).max(1)
 }
 
+/// Elements per rayon task for rows of `width` elements: whole rows, and never 0 (an empty
+/// tensor then has no task rather than a chunk size rayon refuses).
+fn task_len(width: usize) -> usize {
+    (rows_per_task(width) * width).max(1)
+}
+
 /// Defines a function whose body is compiled twice: for AVX2, taken where the CPU has it,
 /// and as plain code otherwise. The body should be straight-line arithmetic over slices,
 /// which the compiler vectorizes.
@@ -220,11 +226,11 @@ multiversion! {
 /// adds row `b` of `bias` (the attention's key padding bias).
 pub fn softmax(scores: &mut [f32], bias: &[f32], batch: usize, scale: f32) {
     let width = bias.len() / batch.max(1);
-    let task = rows_per_task(width) * width;
-    let block = scores.len() / batch.max(1);
+    let task = task_len(width);
+    let block = (scores.len() / batch.max(1)).max(1);
     scores
         .par_chunks_mut(block)
-        .zip(bias.par_chunks(width))
+        .zip(bias.par_chunks(width.max(1)))
         .for_each(|(scores, bias)| {
             scores
                 .par_chunks_mut(task)
@@ -235,7 +241,7 @@ pub fn softmax(scores: &mut [f32], bias: &[f32], batch: usize, scale: f32) {
 /// The gradient through [`softmax`] to the scores, `scale · y · (grad − Σ grad·y)` per row
 /// of `width`, from its output `probabilities`; written over `grad`.
 pub fn softmax_backward(probabilities: &[f32], grad: &mut [f32], width: usize, scale: f32) {
-    let task = rows_per_task(width) * width;
+    let task = task_len(width);
     grad.par_chunks_mut(task)
         .zip(probabilities.par_chunks(task))
         .for_each(|(g, y)| softmax_backward_rows(y, g, width, scale));
@@ -296,10 +302,10 @@ pub fn layer_norm(
     let mut normalized = vec![0.0; input.len()];
     let mut inverse_std = vec![0.0; input.len() / width.max(1)];
     let rows = rows_per_task(width);
-    out.par_chunks_mut(rows * width)
-        .zip(normalized.par_chunks_mut(rows * width))
+    out.par_chunks_mut((rows * width).max(1))
+        .zip(normalized.par_chunks_mut((rows * width).max(1)))
         .zip(inverse_std.par_chunks_mut(rows))
-        .zip(input.par_chunks(rows * width))
+        .zip(input.par_chunks((rows * width).max(1)))
         .for_each(|(((out, xhat), rstd), x)| {
             layer_norm_rows(x, gamma, beta, epsilon, out, xhat, rstd)
         });
@@ -358,8 +364,8 @@ pub fn layer_norm_backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let width = gamma.len();
     let rows = rows_per_task(width);
-    grad.par_chunks_mut(rows * width)
-        .zip(saved.normalized.par_chunks(rows * width))
+    grad.par_chunks_mut((rows * width).max(1))
+        .zip(saved.normalized.par_chunks((rows * width).max(1)))
         .zip(saved.inverse_std.par_chunks(rows))
         .map(|((g, xhat), rstd)| {
             let mut dgamma = vec![0.0; width];
@@ -380,19 +386,18 @@ pub fn layer_norm_backward(
 /// Adds `bias` to every row of `rows` (rows of `bias.len()` elements).
 pub fn add_to_rows(rows: &mut [f32], bias: &[f32]) {
     let width = bias.len();
-    rows.par_chunks_mut(rows_per_task(width) * width)
-        .for_each(|chunk| {
-            for row in chunk.chunks_exact_mut(width) {
-                for (v, &b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                }
+    rows.par_chunks_mut(task_len(width)).for_each(|chunk| {
+        for row in chunk.chunks_exact_mut(width) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
             }
-        });
+        }
+    });
 }
 
 /// The sum of the rows of `rows` (rows of `width` elements): a linear layer's bias gradient.
 pub fn sum_rows(rows: &[f32], width: usize) -> Vec<f32> {
-    rows.par_chunks(rows_per_task(width) * width)
+    rows.par_chunks(task_len(width))
         .map(|chunk| {
             let mut sums = vec![0.0f32; width];
             for row in chunk.chunks_exact(width) {

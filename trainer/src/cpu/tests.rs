@@ -194,3 +194,17 @@ fn linear_layers_match_burns_values_and_gradients_with_and_without_gelu() {
         got_bias.assert_approx_eq::<f32>(&want_bias, Tolerance::absolute(1e-4));
     }
 }
+
+#[test]
+fn empty_tensors_pass_through_every_kernel() {
+    let mut empty: Vec<f32> = Vec::new();
+    assert!(kernels::gelu(&empty).is_empty());
+    kernels::softmax(&mut empty, &[], 0, 1.0);
+    kernels::softmax_backward(&[], &mut empty, 0, 1.0);
+    let (out, saved) = kernels::layer_norm(&[], &[1.0; 4], &[0.0; 4], 1e-5);
+    assert!(out.is_empty());
+    let (dgamma, dbeta) = kernels::layer_norm_backward(&mut empty, &saved, &[1.0; 4]);
+    assert_eq!((dgamma, dbeta), (vec![0.0; 4], vec![0.0; 4]));
+    kernels::add_to_rows(&mut empty, &[]);
+    assert_eq!(kernels::sum_rows(&[], 3), vec![0.0; 3]);
+}
