@@ -1,7 +1,7 @@
 //! The fused operations on burn's CPU backend under autodiff: each forward pass keeps what
 //! its hand-written backward pass needs.
 
-use super::flex::{contiguous, owned, shape, tensor, values, values_mut};
+use super::flex::{check_bias, check_norm, contiguous, owned, shape, tensor, values, values_mut};
 use super::{FusedCpuOps, kernels};
 use burn::backend::Autodiff;
 use burn::backend::Flex;
@@ -52,19 +52,15 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 }
 
 /// A linear layer's backward pass (through its GELU, where it has one) to the input, the
-/// weight and the bias; keeps the input, the weight and, with GELU, its input.
+/// weight and the bias; keeps the input where the weight is tracked, the weight where the
+/// input is, and, with GELU, GELU's input.
 #[derive(Debug)]
 struct LinearBackward;
 
 impl Backward<Flex, 3> for LinearBackward {
-    type State = (FlexTensor, FlexTensor, Option<FlexTensor>);
+    type State = (Option<FlexTensor>, Option<FlexTensor>, Option<FlexTensor>);
 
-    fn backward(
-        self,
-        ops: Ops<(FlexTensor, FlexTensor, Option<FlexTensor>), 3>,
-        grads: &mut Gradients,
-        _: &mut Checkpointer,
-    ) {
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, weight, before_gelu) = ops.state;
         let mut grad = grads.consume::<Flex>(&ops.node);
         if let Some(before_gelu) = before_gelu {
@@ -78,11 +74,11 @@ impl Backward<Flex, 3> for LinearBackward {
             let sums = kernels::sum_rows(values(&grad), width);
             grads.register::<Flex>(node.id, tensor(sums, Shape::new([width])));
         }
-        if let Some(node) = weight_node {
+        if let (Some(node), Some(x)) = (weight_node, x) {
             let x_t = Flex::float_swap_dims(x, 0, 1);
             grads.register::<Flex>(node.id, Flex::float_matmul(x_t, grad.clone()));
         }
-        if let Some(node) = x_node {
+        if let (Some(node), Some(weight)) = (x_node, weight) {
             let weight_t = Flex::float_swap_dims(weight, 0, 1);
             grads.register::<Flex>(node.id, Flex::float_matmul(grad, weight_t));
         }
@@ -136,6 +132,11 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
+        // The bias is a constant (the padding mask): it gets no gradient.
+        debug_assert!(
+            !bias.is_tracked(),
+            "the attention bias must not need a gradient"
+        );
         let node = scores.node();
         let out = Flex::fused_softmax(scores.into_primitive(), bias.into_primitive(), scale);
         match SoftmaxBackward
@@ -155,12 +156,14 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         then_gelu: bool,
     ) -> FloatTensor<Self> {
         let nodes = [x.node(), weight.node(), bias.node()];
+        // The weight's gradient needs the input, the input's the weight: keep only those
+        // (a LoRA run's frozen weights leave the input unkept, as burn's own product does).
+        let (keep_x, keep_weight) = (weight.is_tracked(), x.is_tracked());
         let (x, weight) = (x.into_primitive(), weight.into_primitive());
         let mut linear = owned(Flex::float_matmul(x.clone(), weight.clone()));
-        kernels::add_to_rows(
-            values_mut(&mut linear),
-            values(&contiguous(bias.into_primitive())),
-        );
+        let bias = contiguous(bias.into_primitive());
+        check_bias(&linear, &bias);
+        kernels::add_to_rows(values_mut(&mut linear), values(&bias));
         let (out, before_gelu) = if then_gelu {
             let out = tensor(kernels::gelu(values(&linear)), shape(&linear));
             (out, Some(linear))
@@ -172,7 +175,14 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((x, weight, before_gelu), out),
+            OpsKind::Tracked(prep) => {
+                let state = (
+                    keep_x.then_some(x),
+                    keep_weight.then_some(weight),
+                    before_gelu,
+                );
+                prep.finish(state, out)
+            }
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
@@ -187,6 +197,7 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         let x = contiguous(input.into_primitive());
         let gamma = contiguous(gamma.into_primitive());
         let beta = contiguous(beta.into_primitive());
+        check_norm(&x, &gamma, &beta);
         let (out, saved) = kernels::layer_norm(values(&x), values(&gamma), values(&beta), epsilon);
         let out = tensor(out, shape(&x));
         match LayerNormBackward

@@ -59,6 +59,25 @@ pub(super) fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// Panics unless `bias` has one element per column of the 2-D `out`.
+pub(super) fn check_bias(out: &FlexTensor, bias: &FlexTensor) {
+    let (out, bias) = (shape(out), shape(bias));
+    assert!(
+        out.num_dims() == 2 && bias.num_dims() == 1 && out[1] == bias[0],
+        "fused linear: output {out:?} and bias {bias:?} do not match"
+    );
+}
+
+/// Panics unless `gamma` and `beta` have one element per entry of `input`'s last dimension.
+pub(super) fn check_norm(input: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor) {
+    let (input, gamma, beta) = (shape(input), shape(gamma), shape(beta));
+    let width = input.last().copied().unwrap_or(0);
+    assert!(
+        gamma.num_dims() == 1 && gamma[0] == width && beta.num_dims() == 1 && beta[0] == width,
+        "fused LayerNorm: input {input:?}, gamma {gamma:?} and beta {beta:?} do not match"
+    );
+}
+
 impl FusedCpuOps for Flex {
     fn fused_gelu(input: FlexTensor) -> FlexTensor {
         let input = contiguous(input);
@@ -67,7 +86,15 @@ impl FusedCpuOps for Flex {
 
     fn fused_softmax(scores: FlexTensor, bias: FlexTensor, scale: f32) -> FlexTensor {
         let (mut scores, bias) = (owned(scores), contiguous(bias));
-        let batch = shape(&bias)[0];
+        let (scores_shape, bias_shape) = (shape(&scores), shape(&bias));
+        assert!(
+            scores_shape.num_dims() == 4
+                && bias_shape.num_dims() == 2
+                && scores_shape[0] == bias_shape[0]
+                && scores_shape[3] == bias_shape[1],
+            "fused softmax: scores {scores_shape:?} and bias {bias_shape:?} do not match"
+        );
+        let batch = bias_shape[0];
         kernels::softmax(values_mut(&mut scores), values(&bias), batch, scale);
         scores
     }
@@ -79,7 +106,9 @@ impl FusedCpuOps for Flex {
         then_gelu: bool,
     ) -> FlexTensor {
         let mut out = owned(Flex::float_matmul(x, weight));
-        kernels::add_to_rows(values_mut(&mut out), values(&contiguous(bias)));
+        let bias = contiguous(bias);
+        check_bias(&out, &bias);
+        kernels::add_to_rows(values_mut(&mut out), values(&bias));
         if then_gelu {
             tensor(kernels::gelu(values(&out)), shape(&out))
         } else {
@@ -94,6 +123,7 @@ impl FusedCpuOps for Flex {
         epsilon: f32,
     ) -> FlexTensor {
         let (input, gamma, beta) = (contiguous(input), contiguous(gamma), contiguous(beta));
+        check_norm(&input, &gamma, &beta);
         let (out, _) = kernels::layer_norm(values(&input), values(&gamma), values(&beta), epsilon);
         tensor(out, shape(&input))
     }

@@ -73,8 +73,8 @@ pub(crate) fn exp(x: f32) -> f32 {
 }
 
 /// `(Φ(x), φ(x))`: the standard normal distribution function, `(1 + erf(x/√2)) / 2`, to
-/// within 2·10⁻⁷ (Abramowitz and Stegun 7.1.26 for erf, whose tail `erfc` is used on both
-/// sides so small values keep their relative accuracy), and the density, which shares its
+/// within 2·10⁻⁷ absolute (Abramowitz and Stegun 7.1.26 for `erfc` of `|x|/√2`, so `Φ`
+/// never comes from subtracting nearly equal numbers), and the density, which shares its
 /// `e^(−x²/2)`.
 #[inline(always)]
 fn normal_cdf_pdf(x: f32) -> (f32, f32) {

@@ -2,7 +2,7 @@
 //! and the gradients autodiff gives through each.
 
 use super::*;
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::nn::LayerNormConfig;
 use burn::tensor::{Device, Distribution, Tolerance};
 
@@ -63,7 +63,7 @@ fn attention_softmax_matches_burns_values_and_gradient() {
     let device = device();
     let shape = [2, 3, 5, 19];
     let scores = Tensor::<4>::random(shape, Distribution::Normal(0.0, 4.0), &device).require_grad();
-    // The second sentence has four padding keys, masked as the model masks them.
+    // The second sentence has four padding keys, masked with the model's bias.
     let padding = Tensor::<2>::from_floats(
         [
             [0.0; 19],
@@ -71,7 +71,7 @@ fn attention_softmax_matches_burns_values_and_gradient() {
         ],
         &device,
     );
-    let bias = padding.mul_scalar(-10_000.0).reshape([2, 1, 1, 19]);
+    let bias = padding.mul_scalar(-1.0e9).reshape([2, 1, 1, 19]);
     let weights = Tensor::<4>::random(shape, Distribution::Default, &device);
     let divisor = 8f64.sqrt();
     let want = activation::softmax(scores.clone().div_scalar(divisor) + bias.clone(), 3);
@@ -207,4 +207,41 @@ fn empty_tensors_pass_through_every_kernel() {
     assert_eq!((dgamma, dbeta), (vec![0.0; 4], vec![0.0; 4]));
     kernels::add_to_rows(&mut empty, &[]);
     assert_eq!(kernels::sum_rows(&[], 3), vec![0.0; 3]);
+}
+
+#[test]
+fn frozen_weights_and_many_tasks_still_get_the_right_gradients() {
+    // Over 32,768 elements per tensor, so the rows are split over several rayon tasks and
+    // their partial sums reduced; the layers' own parameters frozen, as LoRA freezes them.
+    let device = device();
+    let layer = burn::nn::LinearConfig::new(64, 96).init(&device).no_grad();
+    let norm = LayerNormConfig::new(96).init(&device).no_grad();
+    let rows = Tensor::<2>::random([700, 64], Distribution::Default, &device).require_grad();
+    let weights = Tensor::<2>::random([700, 96], Distribution::Default, &device);
+    let want = norm.forward(activation::gelu(layer.forward(rows.clone())));
+    let got = layer_norm(&norm, 1e-5, linear(&layer, rows.clone(), true));
+    got.clone()
+        .into_data()
+        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(1e-5));
+    let grad = |out: Tensor<2>| rows.grad(&weighted_sum(out, &weights).backward()).unwrap();
+    grad(got)
+        .into_data()
+        .assert_approx_eq::<f32>(&grad(want).into_data(), Tolerance::absolute(1e-5));
+    let many = Tensor::<2>::random([300, 200], Distribution::Default, &device).require_grad();
+    let trained = LayerNormConfig::new(200).init(&device);
+    let sums = |out: Tensor<2>| {
+        let grads = out.sum().backward();
+        let beta = trained
+            .beta
+            .as_ref()
+            .unwrap()
+            .grad(&grads)
+            .unwrap()
+            .into_data();
+        (trained.gamma.grad(&grads).unwrap().into_data(), beta)
+    };
+    let (want_gamma, want_beta) = sums(trained.forward(many.clone()));
+    let (got_gamma, got_beta) = sums(layer_norm(&trained, 1e-5, many));
+    got_gamma.assert_approx_eq::<f32>(&want_gamma, Tolerance::absolute(1e-3));
+    got_beta.assert_approx_eq::<f32>(&want_beta, Tolerance::absolute(1e-3));
 }
