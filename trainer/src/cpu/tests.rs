@@ -10,6 +10,13 @@ fn device() -> Device {
     Device::flex().autodiff()
 }
 
+/// Panics unless `got` and `want` agree to within `tolerance` everywhere.
+fn assert_close<const D: usize>(got: &Tensor<D>, want: &Tensor<D>, tolerance: f32) {
+    got.clone()
+        .into_data()
+        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(tolerance));
+}
+
 /// `Σ out·weights` for fixed random weights: a loss whose gradient to `out` is `weights`.
 fn weighted_sum<const D: usize>(out: Tensor<D>, weights: &Tensor<D>) -> Tensor<1> {
     (out * weights.clone()).sum()
@@ -39,9 +46,7 @@ fn gelu_matches_burns_values_and_gradient() {
     let weights = Tensor::<3>::random([3, 7, 45], Distribution::Default, &device);
     let want = activation::gelu(x.clone());
     let got = gelu(x.clone());
-    got.clone()
-        .into_data()
-        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(2e-6));
+    assert_close(&got, &want, 2e-6);
     let grad = |out: Tensor<3>| x.grad(&weighted_sum(out, &weights).backward()).unwrap();
     grad(got)
         .into_data()
@@ -76,9 +81,7 @@ fn attention_softmax_matches_burns_values_and_gradient() {
     let divisor = 8f64.sqrt();
     let want = activation::softmax(scores.clone().div_scalar(divisor) + bias.clone(), 3);
     let got = attention_softmax(scores.clone(), divisor, &bias);
-    got.clone()
-        .into_data()
-        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(1e-6));
+    assert_close(&got, &want, 1e-6);
     let grad = |out: Tensor<4>| {
         scores
             .grad(&weighted_sum(out, &weights).backward())
@@ -107,9 +110,7 @@ fn layer_norm_matches_burns_values_and_gradients() {
     let weights = Tensor::<3>::random([4, 11, 37], Distribution::Default, &device);
     let want = norm.forward(x.clone());
     let got = layer_norm(&norm, 1e-12, x.clone());
-    got.clone()
-        .into_data()
-        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(2e-6));
+    assert_close(&got, &want, 2e-6);
     let grads = |out: Tensor<3>| {
         let grads = weighted_sum(out, &weights).backward();
         let beta = norm
@@ -172,9 +173,7 @@ fn linear_layers_match_burns_values_and_gradients_with_and_without_gelu() {
             plain
         };
         let got = linear(&layer, rows.clone(), then_gelu);
-        got.clone()
-            .into_data()
-            .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(1e-5));
+        assert_close(&got, &want, 1e-5);
         let grads = |out: Tensor<2>| {
             let grads = weighted_sum(out, &weights).backward();
             let bias = layer
@@ -220,9 +219,7 @@ fn frozen_weights_and_many_tasks_still_get_the_right_gradients() {
     let weights = Tensor::<2>::random([700, 96], Distribution::Default, &device);
     let want = norm.forward(activation::gelu(layer.forward(rows.clone())));
     let got = layer_norm(&norm, 1e-5, linear(&layer, rows.clone(), true));
-    got.clone()
-        .into_data()
-        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(1e-5));
+    assert_close(&got, &want, 1e-5);
     let grad = |out: Tensor<2>| rows.grad(&weighted_sum(out, &weights).backward()).unwrap();
     grad(got)
         .into_data()
