@@ -1,6 +1,8 @@
 //! Global gradient-norm clipping, kept on the device: the norm and the scale stay tensors,
-//! so clipping never waits for a read-back. Also the global norm alone and a plain scaling
-//! of every gradient, which undo the loss scale of f16 runs.
+//! so clipping never waits for a read-back. Gradients that still carry the loss scale of an
+//! f16 run ([`StepGradients::scaled`]) are unscaled by the same multiplication, with the
+//! norm computed for the overflow check, so neither the norm nor a pass over every
+//! gradient is spent twice.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
@@ -15,30 +17,72 @@ pub fn clip_scale(norm: Tensor<1>, max_norm: f64) -> Tensor<1> {
         .clamp_max(1.0)
 }
 
+/// A step's gradients, as the optimizers take them.
+pub struct StepGradients {
+    /// The gradients of the loss, still multiplied by the loss scale when `scaled` is set.
+    pub grads: GradientsParams,
+    /// The loss scale the gradients still carry, with their global norm as they are.
+    pub scaled: Option<ScaledNorm>,
+}
+
+/// The loss scale a step's gradients still carry, and their global L2 norm with it.
+pub struct ScaledNorm {
+    /// What the loss was multiplied by before the backward pass.
+    pub factor: f64,
+    /// The global L2 norm of the scaled gradients, on the device.
+    pub norm: Tensor<1>,
+}
+
+impl From<GradientsParams> for StepGradients {
+    /// Gradients of an unscaled loss.
+    fn from(grads: GradientsParams) -> Self {
+        Self {
+            grads,
+            scaled: None,
+        }
+    }
+}
+
+impl ScaledNorm {
+    /// The gradients' true norm, and what to multiply them by to undo the loss scale and
+    /// then, when `max_norm` is set, clip them to it: `clip_scale(norm) / factor`.
+    pub fn unscale(self, max_norm: Option<f64>) -> (Tensor<1>, Tensor<1>) {
+        let norm = self.norm.div_scalar(self.factor);
+        let multiplier = match max_norm {
+            Some(max_norm) => clip_scale(norm.clone(), max_norm),
+            None => norm.ones_like(),
+        };
+        (norm, multiplier.div_scalar(self.factor))
+    }
+}
+
 /// Scales the gradients of `model`'s trainable parameters so that their global L2 norm is
-/// at most `max_norm`, without leaving the device: the scale is [`clip_scale`] of the norm.
-/// Returns the norm before clipping, still on the device (`None` when nothing is trainable).
+/// at most `max_norm`, without leaving the device: the scale is [`clip_scale`] of the norm,
+/// divided by the loss scale when the gradients still carry one. Returns the gradients and
+/// their true norm before clipping, still on the device (`None` when nothing is
+/// trainable).
 pub fn clip_global_norm<M: Module>(
     model: &M,
-    grads: &mut GradientsParams,
+    gradients: StepGradients,
     max_norm: f64,
-) -> Option<Tensor<1>> {
+) -> (GradientsParams, Option<Tensor<1>>) {
     let ids = TrainableIds::of(model);
-    let norm = ids.norm(grads)?;
-    ids.scale(grads, clip_scale(norm.clone(), max_norm));
-    Some(norm)
+    let StepGradients { mut grads, scaled } = gradients;
+    let (norm, multiplier) = match scaled {
+        Some(scaled) => scaled.unscale(Some(max_norm)),
+        None => match ids.norm(&grads) {
+            Some(norm) => (norm.clone(), clip_scale(norm, max_norm)),
+            None => return (grads, None),
+        },
+    };
+    ids.scale(&mut grads, multiplier);
+    (grads, Some(norm))
 }
 
 /// The global L2 norm of the gradients of `model`'s trainable parameters, on the device
 /// (`None` when nothing is trainable).
 pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
     TrainableIds::of(model).norm(grads)
-}
-
-/// Multiplies the gradients of `model`'s trainable parameters by `factor` (to undo a loss
-/// scale, for one).
-pub fn scale_gradients<M: Module>(model: &M, grads: &mut GradientsParams, factor: f64) {
-    TrainableIds::of(model).map(grads, |g| g.mul_scalar(factor), |g| g.mul_scalar(factor));
 }
 
 /// Collects the ids of every trainable float parameter (LoRA factors included), by rank.

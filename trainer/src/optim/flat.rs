@@ -14,7 +14,7 @@
 //! holds the step count and both moments ([`FlatAdamW::save`]); the parameters come from the
 //! model's own checkpoint.
 
-use super::{BETA_1, BETA_2, clip_scale};
+use super::{BETA_1, BETA_2, StepGradients, clip_scale};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Shape, Tensor, TensorData};
@@ -95,15 +95,17 @@ impl FlatAdamW {
         }
     }
 
-    /// One step at learning rate `lr` over every parameter `grads` holds a gradient for.
-    /// Returns the updated model and the global gradient norm before clipping, still on the
-    /// device (`None` when no parameter has a gradient).
+    /// One step at learning rate `lr` over every parameter `gradients` holds a gradient for,
+    /// undoing their loss scale if they carry one. Returns the updated model and the global
+    /// gradient norm before clipping, still on the device (`None` when no parameter has a
+    /// gradient, or when neither clipping nor a loss scale called for it).
     pub fn step<M: Module>(
         &mut self,
         lr: f64,
         model: M,
-        mut grads: GradientsParams,
+        gradients: impl Into<StepGradients>,
     ) -> (M, Option<Tensor<1>>) {
+        let StepGradients { mut grads, scaled } = gradients.into();
         let mut gather = Gather {
             grads: &mut grads,
             no_decay: &self.no_decay,
@@ -139,12 +141,16 @@ impl FlatAdamW {
             None => self.first_state(slots, total, Tensor::cat(values_flat, 0), &device),
         };
 
-        let (grad, norm) = match self.max_grad_norm {
-            Some(max_norm) => {
+        let (grad, norm) = match (scaled, self.max_grad_norm) {
+            (Some(scaled), max_norm) => {
+                let (norm, multiplier) = scaled.unscale(max_norm);
+                (grad.mul(multiplier), Some(norm))
+            }
+            (None, Some(max_norm)) => {
                 let norm = grad.clone().square().sum().sqrt();
                 (grad.mul(clip_scale(norm.clone(), max_norm)), Some(norm))
             }
-            None => (grad, None),
+            (None, None) => (grad, None),
         };
         state.time += 1;
         let time = state.time as i32;
@@ -526,6 +532,84 @@ mod tests {
             assert!(moved > 1e-3, "max norm {max_norm}: moved only {moved}");
             assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0), "{norms:?}");
         }
+    }
+
+    /// Six steps of `model`, by [`FlatAdamW`] (`flat`) or by [`clip_global_norm`] and the
+    /// per-tensor AdamW, with the loss multiplied by `loss_scale` (when set) and the scale
+    /// left for the optimizer to undo. Returns the weights and the norms the steps report.
+    fn steps_with_loss_scale(
+        model: Tiny,
+        input: Tensor<2>,
+        loss_scale: Option<f64>,
+        flat: bool,
+        max_norm: f64,
+    ) -> (Vec<f32>, Vec<f32>) {
+        use crate::optim::{ScaledNorm, clip_global_norm, global_norm};
+        let no_decay = Regex::new(NO_DECAY).unwrap();
+        let mut flat_optimizer = FlatAdamW::new(1e-8, 0.1, no_decay, Some(max_norm));
+        let mut per_tensor = ModuleOptimizer::from(AdamW::new(1e-8, 0.1));
+        let mut model = model;
+        let mut norms = Vec::new();
+        for step in 0..6 {
+            let lr = 1e-2 / (step + 1) as f64;
+            let loss = model.loss(input.clone());
+            let gradients = match loss_scale {
+                None => GradientsParams::from_grads(loss.backward(), &model).into(),
+                Some(factor) => {
+                    let grads =
+                        GradientsParams::from_grads(loss.mul_scalar(factor).backward(), &model);
+                    let norm = global_norm(&model, &grads).unwrap();
+                    StepGradients {
+                        grads,
+                        scaled: Some(ScaledNorm { factor, norm }),
+                    }
+                }
+            };
+            let norm;
+            (model, norm) = if flat {
+                flat_optimizer.step(lr, model, gradients)
+            } else {
+                let (grads, norm) = clip_global_norm(&model, gradients, max_norm);
+                (per_tensor.step(lr, model, grads), norm)
+            };
+            norms.extend(values(norm.unwrap()));
+        }
+        (model.weights(), norms)
+    }
+
+    #[test]
+    fn a_loss_scale_is_undone_where_the_gradients_are_clipped() {
+        let device = Device::flex().autodiff();
+        device.seed(6);
+        let model = Tiny::new(&device);
+        let input = input(&device);
+        for flat in [false, true] {
+            for max_norm in [0.05, 100.0] {
+                let run = |scale| {
+                    steps_with_loss_scale(model.clone(), input.clone(), scale, flat, max_norm)
+                };
+                let (expected, expected_norms) = run(None);
+                let (actual, actual_norms) = run(Some(65_536.0));
+                let worst = max_difference(&expected, &actual);
+                assert!(worst < 1e-6, "flat {flat}, max norm {max_norm}: {worst}");
+                let moved = max_difference(&model.weights(), &expected);
+                assert!(
+                    moved > 1e-3,
+                    "flat {flat}, max norm {max_norm}: moved only {moved}"
+                );
+                for (e, a) in expected_norms.iter().zip(&actual_norms) {
+                    assert!((e - a).abs() <= 1e-5 * e.abs(), "norms {e} and {a}");
+                }
+            }
+        }
+
+        // Without clipping, the multiplier only undoes the scale.
+        let scaled = crate::optim::ScaledNorm {
+            factor: 4.0,
+            norm: Tensor::from_floats([8.0], &device),
+        };
+        let (norm, multiplier) = scaled.unscale(None);
+        assert_eq!((values(norm), values(multiplier)), (vec![2.0], vec![0.25]));
     }
 
     #[test]

@@ -12,12 +12,13 @@
 //! [`FlatAdamW`] computes the same step over all parameters at once, in one flat buffer,
 //! which saves a GPU most of the per-tensor operations' host cost; [`OptimizerChoice`]
 //! picks between the two. [`clip_global_norm`] clips the gradients for the per-tensor
-//! step (the flat one clips in its buffer).
+//! step (the flat one clips in its buffer); both undo an f16 run's loss scale in the same
+//! multiplication ([`StepGradients`]).
 
 mod clip;
 mod flat;
 
-pub use clip::{clip_global_norm, clip_scale, global_norm, scale_gradients};
+pub use clip::{ScaledNorm, StepGradients, clip_global_norm, clip_scale, global_norm};
 pub use flat::FlatAdamW;
 
 use crate::device::on_cpu_backend;

@@ -1,11 +1,12 @@
 //! Dynamic loss scaling for runs whose matrix products are f16, as PyTorch's `GradScaler`
 //! does it: the loss is multiplied by a large factor before the backward pass, so that
 //! gradients too small for f16's range survive the products; the gradients are divided by
-//! it again before clipping and AdamW. A step whose scaled gradients overflowed is skipped
-//! and the factor halved; after a long enough streak of good steps it doubles.
+//! it again in the multiplication that clips them, before AdamW. A step whose scaled
+//! gradients overflowed is skipped and the factor halved; after a long enough streak of
+//! good steps it doubles.
 
 use crate::model::SequenceClassifier;
-use crate::optim::{global_norm, scale_gradients};
+use crate::optim::{ScaledNorm, StepGradients, global_norm};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use run_protocol::Precision;
@@ -49,29 +50,32 @@ impl LossScale {
         })
     }
 
-    /// The gradients of `loss` for `model`'s parameters, computed with the loss scaled and
-    /// then unscaled; `None` when they overflowed and the step is to be skipped. Whether
-    /// they overflowed decides the step, so it is read back from the device now (as
-    /// GradScaler does), whatever the run's read-back window.
+    /// The gradients of `loss` for `model`'s parameters, computed with the loss scaled,
+    /// with the scale and their global norm for the optimizer to undo it; `None` when they
+    /// overflowed and the step is to be skipped. Whether they overflowed decides the step,
+    /// so the norm is read back from the device now (as GradScaler does), whatever the
+    /// run's read-back window.
     pub(super) fn gradients(
         &mut self,
         loss: Tensor<1>,
         model: &SequenceClassifier,
-    ) -> Option<GradientsParams> {
+    ) -> Option<StepGradients> {
         let factor = self.factor;
-        let mut grads = GradientsParams::from_grads(loss.mul_scalar(factor).backward(), model);
-        let scaled_norm = global_norm(model, &grads).map_or(0.0, |norm| {
-            norm.try_into_scalar::<f32>().map_or(f64::NAN, f64::from)
-        });
-        match self.check(scaled_norm) {
+        let grads = GradientsParams::from_grads(loss.mul_scalar(factor).backward(), model);
+        let Some(norm) = global_norm(model, &grads) else {
+            // Nothing trainable has a gradient: nothing to unscale either.
+            return Some(grads.into());
+        };
+        let read = norm.clone().try_into_scalar::<f32>();
+        match self.check(read.map_or(f64::NAN, f64::from)) {
             Checked::Skip => {
                 tracing::debug!(factor, "f16 gradients overflowed; step skipped");
                 None
             }
-            Checked::Step | Checked::NotFinite => {
-                scale_gradients(model, &mut grads, 1.0 / factor);
-                Some(grads)
-            }
+            Checked::Step | Checked::NotFinite => Some(StepGradients {
+                grads,
+                scaled: Some(ScaledNorm { factor, norm }),
+            }),
         }
     }
 

@@ -4,9 +4,9 @@
 use super::TrainError;
 use crate::checkpoint;
 use crate::model::SequenceClassifier;
-use crate::optim::{AdamW, FlatAdamW, clip_global_norm};
+use crate::optim::{AdamW, FlatAdamW, StepGradients, clip_global_norm};
 use burn::module::ParamGroup;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
 use std::path::Path;
 
@@ -53,20 +53,21 @@ impl RunOptimizer {
         })
     }
 
-    /// Clips the gradients to [`MAX_GRAD_NORM`] and steps; returns the updated model and the
-    /// gradient norm before clipping, still on the device.
+    /// Undoes the gradients' loss scale if they carry one, clips them to [`MAX_GRAD_NORM`]
+    /// and steps; returns the updated model and the gradient norm before clipping, still on
+    /// the device.
     pub(super) fn step(
         &mut self,
         lr: f64,
         model: SequenceClassifier,
-        mut grads: GradientsParams,
+        gradients: StepGradients,
     ) -> (SequenceClassifier, Option<Tensor<1>>) {
         match self {
             Self::PerTensor(optimizer) => {
-                let norm = clip_global_norm(&model, &mut grads, MAX_GRAD_NORM);
+                let (grads, norm) = clip_global_norm(&model, gradients, MAX_GRAD_NORM);
                 (optimizer.step(lr, model, grads), norm)
             }
-            Self::Flat(optimizer) => optimizer.step(lr, model, grads),
+            Self::Flat(optimizer) => optimizer.step(lr, model, gradients),
         }
     }
 

@@ -329,7 +329,7 @@ impl<'a> Run<'a> {
             .plan
             .learning_rate(self.config.settings.learning_rate, self.step);
         let grads = match &mut self.loss_scale {
-            None => Some(GradientsParams::from_grads(loss.backward(), &model)),
+            None => Some(GradientsParams::from_grads(loss.backward(), &model).into()),
             Some(scale) => scale.gradients(loss, &model),
         };
         let (model, grad_norm) = match grads {
