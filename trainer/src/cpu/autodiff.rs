@@ -1,7 +1,8 @@
 //! The fused operations on burn's CPU backend under autodiff: each forward pass keeps what
 //! its hand-written backward pass needs.
 
-use super::flex::{check_bias, check_norm, contiguous, owned, shape, tensor, values, values_mut};
+use super::flex::{check_norm, contiguous, linear, owned, shape, tensor, values, values_mut};
+use super::product::{Matrix, product, unflipped};
 use super::{FusedCpuOps, kernels};
 use burn::backend::Autodiff;
 use burn::backend::Flex;
@@ -10,7 +11,6 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::Shape;
 
@@ -74,13 +74,14 @@ impl Backward<Flex, 3> for LinearBackward {
             let sums = kernels::sum_rows(values(&grad), width);
             grads.register::<Flex>(node.id, tensor(sums, Shape::new([width])));
         }
+        let grad = unflipped(grad);
         if let (Some(node), Some(x)) = (weight_node, x) {
-            let x_t = Flex::float_swap_dims(x, 0, 1);
-            grads.register::<Flex>(node.id, Flex::float_matmul(x_t, grad.clone()));
+            let x_t = Matrix::of(&x).transposed();
+            grads.register::<Flex>(node.id, product(x_t, Matrix::of(&grad), None));
         }
         if let (Some(node), Some(weight)) = (x_node, weight) {
-            let weight_t = Flex::float_swap_dims(weight, 0, 1);
-            grads.register::<Flex>(node.id, Flex::float_matmul(grad, weight_t));
+            let weight_t = Matrix::of(&weight).transposed();
+            grads.register::<Flex>(node.id, product(Matrix::of(&grad), weight_t, None));
         }
     }
 }
@@ -159,16 +160,16 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         // The weight's gradient needs the input, the input's the weight: keep only those
         // (a LoRA run's frozen weights leave the input unkept, as burn's own product does).
         let (keep_x, keep_weight) = (weight.is_tracked(), x.is_tracked());
-        let (x, weight) = (x.into_primitive(), weight.into_primitive());
-        let mut linear = owned(Flex::float_matmul(x.clone(), weight.clone()));
-        let bias = contiguous(bias.into_primitive());
-        check_bias(&linear, &bias);
-        kernels::add_to_rows(values_mut(&mut linear), values(&bias));
+        let (x, weight, affine) = linear(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
         let (out, before_gelu) = if then_gelu {
-            let out = tensor(kernels::gelu(values(&linear)), shape(&linear));
-            (out, Some(linear))
+            let out = tensor(kernels::gelu(values(&affine)), shape(&affine));
+            (out, Some(affine))
         } else {
-            (linear, None)
+            (affine, None)
         };
         match LinearBackward
             .prepare::<C>(nodes)

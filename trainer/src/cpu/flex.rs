@@ -1,10 +1,10 @@
 //! The fused operations on burn's CPU backend without autodiff (inference), and the
 //! conversions between its tensors and the kernels' slices.
 
+use super::product::{Matrix, product, unflipped};
 use super::{FusedCpuOps, kernels};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{Shape, TensorData};
 
 /// `tensor` with its elements in order in one slice.
@@ -59,13 +59,21 @@ pub(super) fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Panics unless `bias` has one element per column of the 2-D `out`.
-pub(super) fn check_bias(out: &FlexTensor, bias: &FlexTensor) {
-    let (out, bias) = (shape(out), shape(bias));
+/// `x · weight + bias` for a 2-D `x`: `x`, `weight` and `bias` as the linear layer's
+/// backward pass keeps them, and the result.
+pub(super) fn linear(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (x, weight, bias) = (unflipped(x), unflipped(weight), contiguous(bias));
     assert!(
-        out.num_dims() == 2 && bias.num_dims() == 1 && out[1] == bias[0],
-        "fused linear: output {out:?} and bias {bias:?} do not match"
+        shape(&bias).num_dims() == 1,
+        "fused linear: the bias {:?} is not a vector",
+        shape(&bias)
     );
+    let out = product(Matrix::of(&x), Matrix::of(&weight), Some(values(&bias)));
+    (x, weight, out)
 }
 
 /// Panics unless `gamma` and `beta` have one element per entry of `input`'s last dimension.
@@ -105,10 +113,7 @@ impl FusedCpuOps for Flex {
         bias: FlexTensor,
         then_gelu: bool,
     ) -> FlexTensor {
-        let mut out = owned(Flex::float_matmul(x, weight));
-        let bias = contiguous(bias);
-        check_bias(&out, &bias);
-        kernels::add_to_rows(values_mut(&mut out), values(&bias));
+        let (_, _, out) = linear(x, weight, bias);
         if then_gelu {
             tensor(kernels::gelu(values(&out)), shape(&out))
         } else {

@@ -383,18 +383,6 @@ pub fn layer_norm_backward(
         )
 }
 
-/// Adds `bias` to every row of `rows` (rows of `bias.len()` elements).
-pub fn add_to_rows(rows: &mut [f32], bias: &[f32]) {
-    let width = bias.len();
-    rows.par_chunks_mut(task_len(width)).for_each(|chunk| {
-        for row in chunk.chunks_exact_mut(width) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
-        }
-    });
-}
-
 /// The sum of the rows of `rows` (rows of `width` elements): a linear layer's bias gradient.
 pub fn sum_rows(rows: &[f32], width: usize) -> Vec<f32> {
     rows.par_chunks(task_len(width))

@@ -12,6 +12,7 @@
 mod autodiff;
 mod flex;
 pub mod kernels;
+mod product;
 
 use crate::device::on_cpu_backend;
 use burn::backend::tensor::FloatTensor;
