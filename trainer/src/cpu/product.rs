@@ -61,11 +61,11 @@ impl<'a> Matrix<'a> {
         };
         if matrix.rows > 0 && matrix.cols > 0 {
             // The last element `gemm` reads lies inside the buffer.
-            let last = matrix.offset
-                + (matrix.rows - 1) * matrix.row_stride as usize
-                + (matrix.cols - 1) * matrix.col_stride as usize;
+            let last = ((matrix.rows - 1).checked_mul(matrix.row_stride as usize))
+                .zip((matrix.cols - 1).checked_mul(matrix.col_stride as usize))
+                .and_then(|(down, across)| down.checked_add(across)?.checked_add(matrix.offset));
             assert!(
-                last < matrix.storage.len(),
+                last.is_some_and(|last| last < matrix.storage.len()),
                 "linear layer: strides out of bounds"
             );
         }
@@ -119,7 +119,11 @@ pub(super) fn product(lhs: Matrix, rhs: Matrix, bias: Option<&[f32]>) -> FlexTen
     }
     let mut out = match bias {
         Some(bias) => rows_of(bias, m),
-        None => Vec::with_capacity(len),
+        // `gemm` writes every element before reading any when `read_dst` is false, but its
+        // vector kernels (one row or one column) take the output as a slice, and Apple's
+        // AMX kernels read it: those get zeros.
+        None if cfg!(target_arch = "x86_64") && m > 1 && n > 1 => Vec::with_capacity(len),
+        None => vec![0.0; len],
     };
     let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MULTIPLY_ADDS {
         gemm::Parallelism::Rayon(0)
@@ -128,9 +132,9 @@ pub(super) fn product(lhs: Matrix, rhs: Matrix, bias: Option<&[f32]>) -> FlexTen
     };
     // SAFETY: `out` has room for the m×n row-major result. `Matrix::of` checked that every
     // element the strides reach lies inside each operand's buffer, and the sizes match.
-    // Without a bias `read_dst` is false, so `gemm` only writes `out` (alpha is taken as 0
-    // and the destination is never read), and every one of its m×n elements is written
-    // before the length is set.
+    // Where `out` is left uninitialised, `read_dst` is false, so `gemm` takes alpha as 0,
+    // never reads the destination and writes every one of its m×n elements before the
+    // length is set.
     unsafe {
         gemm::gemm(
             m,
@@ -252,6 +256,8 @@ mod tests {
                 rhs,
                 None,
             ),
+            ("one row", view(&a, 0, (1, 30), (30, 1)), rhs, None),
+            ("one column", lhs, view(&b, 0, (30, 1), (20, 1)), None),
         ] {
             assert_close(
                 values(&product(lhs, rhs, bias)),
