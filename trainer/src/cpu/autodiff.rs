@@ -2,10 +2,11 @@
 //! its hand-written backward pass needs.
 
 use super::flex::{check_norm, contiguous, linear, owned, shape, tensor, values, values_mut};
-use super::product::{Matrix, product, unflipped};
+use super::product::{Matrices, product, unflipped};
 use super::{FusedCpuOps, kernels};
 use burn::backend::Autodiff;
 use burn::backend::Flex;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -74,15 +75,45 @@ impl Backward<Flex, 3> for LinearBackward {
             let sums = kernels::sum_rows(values(&grad), width);
             grads.register::<Flex>(node.id, tensor(sums, Shape::new([width])));
         }
-        let grad = unflipped(grad);
-        if let (Some(node), Some(x)) = (weight_node, x) {
-            let x_t = Matrix::of(&x).transposed();
-            grads.register::<Flex>(node.id, product(x_t, Matrix::of(&grad), None));
-        }
-        if let (Some(node), Some(weight)) = (x_node, weight) {
-            let weight_t = Matrix::of(&weight).transposed();
-            grads.register::<Flex>(node.id, product(Matrix::of(&grad), weight_t, None));
-        }
+        let ids = [x_node.map(|node| node.id), weight_node.map(|node| node.id)];
+        register_product_grads(grads, grad, ids, [x, weight]);
+    }
+}
+
+/// Registers the gradients of `lhs · rhs` (matrix by matrix) from `grad`, the product's:
+/// `lhsᵀ · grad` for the right side's node and `grad · rhsᵀ` for the left side's, where the
+/// node needs one and the other side was kept for it.
+fn register_product_grads(
+    grads: &mut Gradients,
+    grad: FlexTensor,
+    [lhs_node, rhs_node]: [Option<NodeId>; 2],
+    [lhs, rhs]: [Option<FlexTensor>; 2],
+) {
+    let grad = unflipped(grad);
+    if let (Some(node), Some(lhs)) = (rhs_node, lhs) {
+        let lhs_t = Matrices::of(&lhs).transposed();
+        grads.register::<Flex>(node, product(&lhs_t, &Matrices::of(&grad), None));
+    }
+    if let (Some(node), Some(rhs)) = (lhs_node, rhs) {
+        let rhs_t = Matrices::of(&rhs).transposed();
+        grads.register::<Flex>(node, product(&Matrices::of(&grad), &rhs_t, None));
+    }
+}
+
+/// A matrix product's backward pass (batches of matrices, as the attention's); keeps the
+/// left side where the right needs its gradient, and the right where the left does.
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl Backward<Flex, 2> for MatmulBackward {
+    type State = (Option<FlexTensor>, Option<FlexTensor>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (lhs, rhs) = ops.state;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let [lhs_node, rhs_node] = ops.parents;
+        let ids = [lhs_node.map(|node| node.id), rhs_node.map(|node| node.id)];
+        register_product_grads(grads, grad, ids, [lhs, rhs]);
     }
 }
 
@@ -183,6 +214,27 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
                     before_gelu,
                 );
                 prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [lhs.node(), rhs.node()];
+        // Each side's gradient needs the other side: keep only those needed.
+        let (keep_lhs, keep_rhs) = (rhs.is_tracked(), lhs.is_tracked());
+        let (lhs, rhs) = (
+            unflipped(lhs.into_primitive()),
+            unflipped(rhs.into_primitive()),
+        );
+        let out = product(&Matrices::of(&lhs), &Matrices::of(&rhs), None);
+        match MatmulBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish((keep_lhs.then_some(lhs), keep_rhs.then_some(rhs)), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(out),
         }

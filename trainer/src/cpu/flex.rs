@@ -1,7 +1,7 @@
 //! The fused operations on burn's CPU backend without autodiff (inference), and the
 //! conversions between its tensors and the kernels' slices.
 
-use super::product::{Matrix, product, unflipped};
+use super::product::{Matrices, product, unflipped};
 use super::{FusedCpuOps, kernels};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -67,12 +67,17 @@ pub(super) fn linear(
     bias: FlexTensor,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let (x, weight, bias) = (unflipped(x), unflipped(weight), contiguous(bias));
+    let (x_shape, weight_shape, bias_shape) = (shape(&x), shape(&weight), shape(&bias));
     assert!(
-        shape(&bias).num_dims() == 1,
-        "fused linear: the bias {:?} is not a vector",
-        shape(&bias)
+        x_shape.num_dims() == 2 && weight_shape.num_dims() == 2 && bias_shape.num_dims() == 1,
+        "fused linear: input {x_shape:?}, weight {weight_shape:?} and bias {bias_shape:?} \
+         are not two matrices and a vector"
     );
-    let out = product(Matrix::of(&x), Matrix::of(&weight), Some(values(&bias)));
+    let out = product(
+        &Matrices::of(&x),
+        &Matrices::of(&weight),
+        Some(values(&bias)),
+    );
     (x, weight, out)
 }
 
@@ -119,6 +124,11 @@ impl FusedCpuOps for Flex {
         } else {
             out
         }
+    }
+
+    fn fused_matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+        let (lhs, rhs) = (unflipped(lhs), unflipped(rhs));
+        product(&Matrices::of(&lhs), &Matrices::of(&rhs), None)
     }
 
     fn fused_layer_norm(

@@ -1,6 +1,6 @@
 //! Fused operations for burn's CPU backend, with backward passes of their own: exact GELU,
 //! linear layers (GELU included where one follows), the attention softmax (its scale and
-//! key padding bias included) and LayerNorm.
+//! key padding bias included), LayerNorm, and matrix products into buffers of their own.
 //!
 //! burn's autodiff builds softmax and LayerNorm from about ten primitive operations each,
 //! every one a full pass over its tensor, and burn's CPU backend computes element-wise
@@ -42,6 +42,9 @@ pub trait FusedCpuOps: Backend {
         bias: FloatTensor<Self>,
         then_gelu: bool,
     ) -> FloatTensor<Self>;
+    /// `lhs · rhs` over the last two dimensions, for tensors whose other dimensions are
+    /// equal.
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
     /// LayerNorm over the last dimension.
     fn fused_layer_norm(
         input: FloatTensor<Self>,
@@ -88,6 +91,21 @@ pub fn linear(linear: &Linear, rows: Tensor<2>, then_gelu: bool) -> Tensor<2> {
         linear.weight.val().into_dispatch(),
         bias.val().into_dispatch(),
         then_gelu,
+    ))
+}
+
+/// `lhs · rhs` over the last two dimensions (the attention's products, LoRA's), computed
+/// straight into a buffer of its own on the CPU backend when the other dimensions are
+/// equal (burn's product broadcasts them otherwise).
+pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
+    let (lhs_dims, rhs_dims) = (lhs.dims(), rhs.dims());
+    let same_batch = lhs_dims[..D - 2] == rhs_dims[..D - 2];
+    if !fused_applies(&lhs) || rhs.dtype() != DType::F32 || !same_batch {
+        return lhs.matmul(rhs);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_matmul(
+        lhs.into_dispatch(),
+        rhs.into_dispatch(),
     ))
 }
 

@@ -195,6 +195,45 @@ fn linear_layers_match_burns_values_and_gradients_with_and_without_gelu() {
 }
 
 #[test]
+fn batched_products_match_burns_values_and_gradients() {
+    let device = device();
+    // As the attention's scores: the keys transposed in place.
+    let query = Tensor::<4>::random([2, 3, 7, 5], Distribution::Default, &device).require_grad();
+    let key = Tensor::<4>::random([2, 3, 6, 5], Distribution::Default, &device).require_grad();
+    let weights = Tensor::<4>::random([2, 3, 7, 6], Distribution::Default, &device);
+    let want = query.clone().matmul(key.clone().swap_dims(2, 3));
+    let got = matmul(query.clone(), key.clone().swap_dims(2, 3));
+    assert_close(&got, &want, 1e-5);
+    let grads = |out: Tensor<4>| {
+        let grads = weighted_sum(out, &weights).backward();
+        (query.grad(&grads).unwrap(), key.grad(&grads).unwrap())
+    };
+    let ((got_query, got_key), (want_query, want_key)) = (grads(got), grads(want));
+    got_query
+        .into_data()
+        .assert_approx_eq::<f32>(&want_query.into_data(), Tolerance::absolute(1e-5));
+    got_key
+        .into_data()
+        .assert_approx_eq::<f32>(&want_key.into_data(), Tolerance::absolute(1e-5));
+
+    // One side frozen (LoRA's): the other still gets its gradient.
+    let frozen = Tensor::<2>::random([5, 4], Distribution::Default, &device);
+    let rows = Tensor::<2>::random([9, 5], Distribution::Default, &device).require_grad();
+    let grad = |out: Tensor<2>| rows.grad(&out.sum().backward()).unwrap();
+    grad(matmul(rows.clone(), frozen.clone()))
+        .into_data()
+        .assert_approx_eq::<f32>(
+            &grad(rows.clone().matmul(frozen)).into_data(),
+            Tolerance::absolute(1e-5),
+        );
+
+    // Batches that broadcast are burn's to multiply.
+    let one = Tensor::<3>::random([1, 5, 6], Distribution::Default, &device);
+    let two = Tensor::<3>::random([2, 7, 5], Distribution::Default, &device);
+    assert_close(&matmul(two.clone(), one.clone()), &two.matmul(one), 1e-5);
+}
+
+#[test]
 fn empty_tensors_pass_through_every_kernel() {
     let mut empty: Vec<f32> = Vec::new();
     assert!(kernels::gelu(&empty).is_empty());

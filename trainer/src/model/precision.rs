@@ -27,7 +27,7 @@ pub fn supported_on(precision: Precision, device: &Device) -> bool {
 /// `lhs · rhs` computed in `precision`, returned in f32.
 pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, precision: Precision) -> Tensor<D> {
     match product_format(precision) {
-        None => lhs.matmul(rhs),
+        None => cpu::matmul(lhs, rhs),
         Some(format) => lhs
             .cast(format)
             .matmul(rhs.cast(format))
