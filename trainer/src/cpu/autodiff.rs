@@ -1,8 +1,8 @@
 //! The fused operations on burn's CPU backend under autodiff: each forward pass keeps what
 //! its hand-written backward pass needs.
 
-use super::flex::{check_norm, contiguous, linear, owned, shape, tensor, values, values_mut};
-use super::product::{Matrices, product, unflipped};
+use super::flex::{check_norm, contiguous, linear, owned, shape, values, values_mut};
+use super::product::{Matrices, product, tensor, unflipped};
 use super::{FusedCpuOps, kernels};
 use burn::backend::Autodiff;
 use burn::backend::Flex;

@@ -1,11 +1,11 @@
 //! The fused operations on burn's CPU backend without autodiff (inference), and the
 //! conversions between its tensors and the kernels' slices.
 
-use super::product::{Matrices, product, unflipped};
+use super::product::{Matrices, product, tensor, unflipped};
 use super::{FusedCpuOps, kernels};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{Shape, TensorData};
+use burn::tensor::Shape;
 
 /// `tensor` with its elements in order in one slice.
 pub(super) fn contiguous(tensor: FlexTensor) -> FlexTensor {
@@ -52,11 +52,6 @@ pub(super) fn values_mut(tensor: &mut FlexTensor) -> &mut [f32] {
 /// The shape of `tensor`.
 pub(super) fn shape(tensor: &FlexTensor) -> Shape {
     tensor.layout().shape().clone()
-}
-
-/// A tensor of `shape` holding `values`.
-pub(super) fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// `x · weight + bias` for a 2-D `x`: `x`, `weight` and `bias` as the linear layer's

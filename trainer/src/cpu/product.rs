@@ -32,7 +32,7 @@ pub(super) struct Matrices<'a> {
 }
 
 /// A row-major tensor of `shape` holding `values`.
-fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+pub(super) fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
@@ -133,11 +133,11 @@ pub(super) fn product(lhs: &Matrices, rhs: &Matrices, bias: Option<&[f32]>) -> F
     );
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     let count = lhs.starts.len();
-    let size = m
+    let len = m
         .checked_mul(n)
-        .and_then(|size| size.checked_mul(count).map(|_| size))
+        .and_then(|size| size.checked_mul(count))
         .expect("matrix product: the result is too large");
-    let len = size * count;
+    let size = m * n;
     if let Some(bias) = bias {
         assert!(
             bias.len() == n,
@@ -163,9 +163,15 @@ pub(super) fn product(lhs: &Matrices, rhs: &Matrices, bias: Option<&[f32]>) -> F
     unsafe { out.set_len(0) };
     let dst = &mut out.spare_capacity_mut()[..len];
     let read_dst = bias.is_some();
-    if count == 1 || m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MULTIPLY_ADDS {
+    let large = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MULTIPLY_ADDS;
+    if count == 1 || large {
+        let parallelism = if large {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
         for (index, matrix) in dst.chunks_mut(size).enumerate() {
-            multiply_into(matrix, lhs, rhs, index, read_dst, parallelism(m, n, k));
+            multiply_into(matrix, lhs, rhs, index, read_dst, parallelism);
         }
     } else {
         dst.par_chunks_mut(size)
@@ -178,15 +184,6 @@ pub(super) fn product(lhs: &Matrices, rhs: &Matrices, bias: Option<&[f32]>) -> F
     // it read them).
     unsafe { out.set_len(len) };
     tensor(out, shape)
-}
-
-/// `gemm`'s threads for one m×k by k×n product.
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MULTIPLY_ADDS {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    }
 }
 
 /// Writes (or, with `read_dst`, adds) matrix `index` of `lhs · rhs` into `dst`, row-major.

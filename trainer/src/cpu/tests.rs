@@ -48,9 +48,7 @@ fn gelu_matches_burns_values_and_gradient() {
     let got = gelu(x.clone());
     assert_close(&got, &want, 2e-6);
     let grad = |out: Tensor<3>| x.grad(&weighted_sum(out, &weights).backward()).unwrap();
-    grad(got)
-        .into_data()
-        .assert_approx_eq::<f32>(&grad(want).into_data(), Tolerance::absolute(2e-6));
+    assert_close(&grad(got), &grad(want), 2e-6);
 }
 
 #[test]
@@ -58,9 +56,7 @@ fn gelu_of_a_transposed_tensor_is_gelu_of_its_elements() {
     let device = Device::flex();
     let x = Tensor::<2>::random([9, 13], Distribution::Uniform(-4.0, 4.0), &device);
     let want = activation::gelu(x.clone()).transpose();
-    gelu(x.transpose())
-        .into_data()
-        .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(2e-6));
+    assert_close(&gelu(x.transpose()), &want, 2e-6);
 }
 
 #[test]
@@ -87,9 +83,7 @@ fn attention_softmax_matches_burns_values_and_gradient() {
             .grad(&weighted_sum(out, &weights).backward())
             .unwrap()
     };
-    grad(got)
-        .into_data()
-        .assert_approx_eq::<f32>(&grad(want).into_data(), Tolerance::absolute(1e-6));
+    assert_close(&grad(got), &grad(want), 1e-6);
 }
 
 #[test]
@@ -138,9 +132,7 @@ fn the_fused_operations_run_without_autodiff_too() {
     let device = Device::flex();
     let x = Tensor::<2>::random([6, 24], Distribution::Default, &device);
     let norm = LayerNormConfig::new(24).init(&device);
-    layer_norm(&norm, 1e-5, x.clone())
-        .into_data()
-        .assert_approx_eq::<f32>(&norm.forward(x).into_data(), Tolerance::absolute(2e-6));
+    assert_close(&layer_norm(&norm, 1e-5, x.clone()), &norm.forward(x), 2e-6);
 }
 
 #[test]
@@ -151,11 +143,8 @@ fn the_fused_operations_leave_shared_inputs_alone() {
     let before = scores.clone().into_data();
     let probabilities = attention_softmax(scores.clone(), 2.0, &bias);
     scores.into_data().assert_eq(&before, true);
-    let sums = probabilities.sum_dim(3).into_data();
-    sums.assert_approx_eq::<f32>(
-        &Tensor::<4>::ones([2, 2, 3, 1], &device).into_data(),
-        Tolerance::absolute(1e-6),
-    );
+    let ones = Tensor::<4>::ones([2, 2, 3, 1], &device);
+    assert_close(&probabilities.sum_dim(3), &ones, 1e-6);
 }
 
 #[test]
@@ -209,23 +198,15 @@ fn batched_products_match_burns_values_and_gradients() {
         (query.grad(&grads).unwrap(), key.grad(&grads).unwrap())
     };
     let ((got_query, got_key), (want_query, want_key)) = (grads(got), grads(want));
-    got_query
-        .into_data()
-        .assert_approx_eq::<f32>(&want_query.into_data(), Tolerance::absolute(1e-5));
-    got_key
-        .into_data()
-        .assert_approx_eq::<f32>(&want_key.into_data(), Tolerance::absolute(1e-5));
+    assert_close(&got_query, &want_query, 1e-5);
+    assert_close(&got_key, &want_key, 1e-5);
 
     // One side frozen (LoRA's): the other still gets its gradient.
     let frozen = Tensor::<2>::random([5, 4], Distribution::Default, &device);
     let rows = Tensor::<2>::random([9, 5], Distribution::Default, &device).require_grad();
     let grad = |out: Tensor<2>| rows.grad(&out.sum().backward()).unwrap();
-    grad(matmul(rows.clone(), frozen.clone()))
-        .into_data()
-        .assert_approx_eq::<f32>(
-            &grad(rows.clone().matmul(frozen)).into_data(),
-            Tolerance::absolute(1e-5),
-        );
+    let want = grad(rows.clone().matmul(frozen.clone()));
+    assert_close(&grad(matmul(rows.clone(), frozen)), &want, 1e-5);
 
     // Batches that broadcast are burn's to multiply.
     let one = Tensor::<3>::random([1, 5, 6], Distribution::Default, &device);
@@ -259,9 +240,7 @@ fn frozen_weights_and_many_tasks_still_get_the_right_gradients() {
     let got = layer_norm(&norm, 1e-5, linear(&layer, rows.clone(), true));
     assert_close(&got, &want, 1e-5);
     let grad = |out: Tensor<2>| rows.grad(&weighted_sum(out, &weights).backward()).unwrap();
-    grad(got)
-        .into_data()
-        .assert_approx_eq::<f32>(&grad(want).into_data(), Tolerance::absolute(1e-5));
+    assert_close(&grad(got), &grad(want), 1e-5);
     let many = Tensor::<2>::random([300, 200], Distribution::Default, &device).require_grad();
     let trained = LayerNormConfig::new(200).init(&device);
     let sums = |out: Tensor<2>| {
