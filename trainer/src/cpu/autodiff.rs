@@ -1,32 +1,32 @@
 //! The fused operations on burn's CPU backend under autodiff: each forward pass keeps what
 //! its hand-written backward pass needs.
 
-use super::flex::{check_norm, contiguous, linear, owned, shape, values, values_mut};
+use super::flex::{contiguous, dropped, layer_norm, len, linear, owned, shape, values, values_mut};
 use super::product::{Matrices, product, tensor, unflipped};
-use super::{FusedCpuOps, kernels};
+use super::{DropoutMask, FusedCpuOps, kernels};
 use burn::backend::Autodiff;
 use burn::backend::Flex;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::Shape;
 
-/// GELU's backward pass; keeps the input.
+/// GELU's backward pass; keeps GELU's slope at the input.
 #[derive(Debug)]
 struct GeluBackward;
 
 impl Backward<Flex, 1> for GeluBackward {
-    type State = FlexTensor;
+    type State = Vec<f32>;
 
-    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let input = ops.state;
+    fn backward(self, ops: Ops<Vec<f32>, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let slope = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
             let mut grad = owned(grad);
-            kernels::gelu_backward(values(&input), values_mut(&mut grad));
+            kernels::multiply(values_mut(&mut grad), &slope);
             grad
         });
     }
@@ -54,19 +54,19 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 
 /// A linear layer's backward pass (through its GELU, where it has one) to the input, the
 /// weight and the bias; keeps the input where the weight is tracked, the weight where the
-/// input is, and, with GELU, GELU's input.
+/// input is, and, with GELU, GELU's slope.
 #[derive(Debug)]
 struct LinearBackward;
 
 impl Backward<Flex, 3> for LinearBackward {
-    type State = (Option<FlexTensor>, Option<FlexTensor>, Option<FlexTensor>);
+    type State = (Option<FlexTensor>, Option<FlexTensor>, Option<Vec<f32>>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, weight, before_gelu) = ops.state;
+        let (x, weight, gelu_slope) = ops.state;
         let mut grad = grads.consume::<Flex>(&ops.node);
-        if let Some(before_gelu) = before_gelu {
+        if let Some(slope) = gelu_slope {
             grad = owned(grad);
-            kernels::gelu_backward(values(&before_gelu), values_mut(&mut grad));
+            kernels::multiply(values_mut(&mut grad), &slope);
         }
         let [x_node, weight_node, bias_node] = ops.parents;
         if let Some(node) = bias_node {
@@ -117,17 +117,18 @@ impl Backward<Flex, 2> for MatmulBackward {
     }
 }
 
-/// LayerNorm's backward pass to the input, γ and β; keeps the normalized rows, their
-/// inverse standard deviations and γ.
+/// LayerNorm's backward pass to the input (and, with `N` = 4, the residual added to it),
+/// γ and β, the parents in that order; keeps the normalized rows, their inverse standard
+/// deviations and γ.
 #[derive(Debug)]
-struct LayerNormBackward;
+struct LayerNormBackward<const N: usize>;
 
-impl Backward<Flex, 3> for LayerNormBackward {
+impl<const N: usize> Backward<Flex, N> for LayerNormBackward<N> {
     type State = (kernels::NormalizedRows, FlexTensor);
 
     fn backward(
         self,
-        ops: Ops<(kernels::NormalizedRows, FlexTensor), 3>,
+        ops: Ops<(kernels::NormalizedRows, FlexTensor), N>,
         grads: &mut Gradients,
         _: &mut Checkpointer,
     ) {
@@ -135,26 +136,62 @@ impl Backward<Flex, 3> for LayerNormBackward {
         let mut grad = owned(grads.consume::<Flex>(&ops.node));
         let (dgamma, dbeta) =
             kernels::layer_norm_backward(values_mut(&mut grad), &saved, values(&gamma));
-        let [input, gamma_node, beta_node] = ops.parents;
-        if let Some(node) = input {
-            grads.register::<Flex>(node.id, grad);
-        }
-        if let Some(node) = gamma_node {
+        let (summands, parameters) = ops.parents.split_at(N - 2);
+        if let Some(node) = &parameters[0] {
             grads.register::<Flex>(node.id, tensor(dgamma, shape(&gamma)));
         }
-        if let Some(node) = beta_node {
+        if let Some(node) = &parameters[1] {
             grads.register::<Flex>(node.id, tensor(dbeta, shape(&gamma)));
         }
+        // The input and the residual get the same gradient, their sum's.
+        for node in summands.iter().flatten() {
+            grads.register::<Flex>(node.id, grad.clone());
+        }
+    }
+}
+
+/// Dropout's backward pass: the gradient times the same mask; keeps the mask's bits.
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Flex, 1> for DropoutBackward {
+    type State = (DropoutMask, kernels::KeepBits);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (mask, bits) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            dropped(grad, &mask, &bits)
+        });
+    }
+}
+
+/// LayerNorm of `x`, or of `x + residual`, under autodiff; `nodes` are the parents of
+/// [`LayerNormBackward`].
+fn tracked_layer_norm<C: CheckpointStrategy, const N: usize>(
+    nodes: [NodeGuard; N],
+    (x, residual): (FlexTensor, Option<FlexTensor>),
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    epsilon: f32,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let (out, saved, gamma) = layer_norm(x, residual, gamma, beta, epsilon);
+    match LayerNormBackward::<N>
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((saved, gamma), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
 
 impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
     fn fused_gelu(input: FloatTensor<Self>) -> FloatTensor<Self> {
         let node = input.node();
-        let x = contiguous(input.into_primitive());
-        let out = tensor(kernels::gelu(values(&x)), shape(&x));
+        let mut out = owned(input.into_primitive());
+        let slope = kernels::gelu_with_slope(values_mut(&mut out));
         match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(x, out),
+            OpsKind::Tracked(prep) => prep.finish(slope, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
@@ -191,17 +228,13 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         // The weight's gradient needs the input, the input's the weight: keep only those
         // (a LoRA run's frozen weights leave the input unkept, as burn's own product does).
         let (keep_x, keep_weight) = (weight.is_tracked(), x.is_tracked());
-        let (x, weight, affine) = linear(
+        let (x, weight, out) = linear(
             x.into_primitive(),
             weight.into_primitive(),
             bias.into_primitive(),
         );
-        let (out, before_gelu) = if then_gelu {
-            let out = tensor(kernels::gelu(values(&affine)), shape(&affine));
-            (out, Some(affine))
-        } else {
-            (affine, None)
-        };
+        let mut out = owned(out);
+        let gelu_slope = then_gelu.then(|| kernels::gelu_with_slope(values_mut(&mut out)));
         match LinearBackward
             .prepare::<C>(nodes)
             .compute_bound()
@@ -211,7 +244,7 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
                 let state = (
                     keep_x.then_some(x),
                     keep_weight.then_some(weight),
-                    before_gelu,
+                    gelu_slope,
                 );
                 prep.finish(state, out)
             }
@@ -247,18 +280,35 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         epsilon: f32,
     ) -> FloatTensor<Self> {
         let nodes = [input.node(), gamma.node(), beta.node()];
-        let x = contiguous(input.into_primitive());
-        let gamma = contiguous(gamma.into_primitive());
-        let beta = contiguous(beta.into_primitive());
-        check_norm(&x, &gamma, &beta);
-        let (out, saved) = kernels::layer_norm(values(&x), values(&gamma), values(&beta), epsilon);
-        let out = tensor(out, shape(&x));
-        match LayerNormBackward
-            .prepare::<C>(nodes)
+        let x = input.into_primitive();
+        let (gamma, beta) = (gamma.into_primitive(), beta.into_primitive());
+        tracked_layer_norm::<C, 3>(nodes, (x, None), gamma, beta, epsilon)
+    }
+
+    fn fused_residual_layer_norm(
+        input: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        let nodes = [input.node(), residual.node(), gamma.node(), beta.node()];
+        let summands = (input.into_primitive(), Some(residual.into_primitive()));
+        let (gamma, beta) = (gamma.into_primitive(), beta.into_primitive());
+        tracked_layer_norm::<C, 4>(nodes, summands, gamma, beta, epsilon)
+    }
+
+    fn fused_dropout(input: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
+        let node = input.node();
+        let x = input.into_primitive();
+        let bits = mask.bits(len(&x));
+        let out = dropped(x, &mask, &bits);
+        match DropoutBackward
+            .prepare::<C>([node])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((saved, gamma), out),
+            OpsKind::Tracked(prep) => prep.finish((mask, bits), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }

@@ -2,7 +2,7 @@
 //! conversions between its tensors and the kernels' slices.
 
 use super::product::{Matrices, product, tensor, unflipped};
-use super::{FusedCpuOps, kernels};
+use super::{DropoutMask, FusedCpuOps, kernels};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
@@ -24,9 +24,9 @@ pub(super) fn values(tensor: &FlexTensor) -> &[f32] {
 }
 
 /// `tensor` as the sole owner of a buffer holding exactly its elements in order, so that an
-/// operation can write its result over them: the tensor itself where it already is one
-/// (the usual case for a fresh intermediate), a copy otherwise.
-pub(super) fn owned(tensor: FlexTensor) -> FlexTensor {
+/// operation can write its result over them (`Ok`, the usual case for a fresh
+/// intermediate), or else contiguous but shared (`Err`).
+fn exclusive(tensor: FlexTensor) -> Result<FlexTensor, FlexTensor> {
     let mut tensor = contiguous(tensor);
     let elements = tensor.layout().num_elements();
     let whole = tensor.layout().contiguous_offsets() == Some((0, elements));
@@ -35,11 +35,35 @@ pub(super) fn owned(tensor: FlexTensor) -> FlexTensor {
             .try_storage_mut::<f32>()
             .is_some_and(|s| s.len() == elements)
     {
-        tensor
+        Ok(tensor)
     } else {
-        let copy = values(&tensor).to_vec();
-        self::tensor(copy, shape(&tensor))
+        Err(tensor)
     }
+}
+
+/// `tensor` as the sole owner of a buffer holding exactly its elements in order, so that an
+/// operation can write its result over them: the tensor itself where it already is one,
+/// a copy otherwise.
+pub(super) fn owned(tensor: FlexTensor) -> FlexTensor {
+    exclusive(tensor)
+        .unwrap_or_else(|shared| self::tensor(values(&shared).to_vec(), shape(&shared)))
+}
+
+/// `input` times `mask`, whose bits for it are `bits`: over `input` where it is the sole
+/// owner of its buffer, into a new buffer otherwise.
+pub(super) fn dropped(input: FlexTensor, mask: &DropoutMask, bits: &[u64]) -> FlexTensor {
+    match exclusive(input) {
+        Ok(mut input) => {
+            mask.apply(bits, values_mut(&mut input));
+            input
+        }
+        Err(shared) => tensor(mask.applied(bits, values(&shared)), shape(&shared)),
+    }
+}
+
+/// The number of elements of `tensor`.
+pub(super) fn len(tensor: &FlexTensor) -> usize {
+    tensor.layout().num_elements()
 }
 
 /// The f32 elements of a tensor from [`owned`], to write over.
@@ -86,10 +110,45 @@ pub(super) fn check_norm(input: &FlexTensor, gamma: &FlexTensor, beta: &FlexTens
     );
 }
 
+/// Panics unless `residual` has `input`'s shape.
+pub(super) fn check_residual(input: &FlexTensor, residual: &FlexTensor) {
+    let (input, residual) = (shape(input), shape(residual));
+    assert!(
+        input == residual,
+        "fused LayerNorm: input {input:?} and residual {residual:?} differ in shape"
+    );
+}
+
+/// LayerNorm of `input`, or of `input + residual`: the output, what the backward pass
+/// needs, and γ as that keeps it.
+pub(super) fn layer_norm(
+    input: FlexTensor,
+    residual: Option<FlexTensor>,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    epsilon: f32,
+) -> (FlexTensor, kernels::NormalizedRows, FlexTensor) {
+    let (input, residual) = (contiguous(input), residual.map(contiguous));
+    let (gamma, beta) = (contiguous(gamma), contiguous(beta));
+    check_norm(&input, &gamma, &beta);
+    if let Some(residual) = &residual {
+        check_residual(&input, residual);
+    }
+    let (out, saved) = kernels::layer_norm(
+        values(&input),
+        residual.as_ref().map(values),
+        values(&gamma),
+        values(&beta),
+        epsilon,
+    );
+    (tensor(out, shape(&input)), saved, gamma)
+}
+
 impl FusedCpuOps for Flex {
     fn fused_gelu(input: FlexTensor) -> FlexTensor {
-        let input = contiguous(input);
-        tensor(kernels::gelu(values(&input)), shape(&input))
+        let mut out = owned(input);
+        kernels::gelu(values_mut(&mut out));
+        out
     }
 
     fn fused_softmax(scores: FlexTensor, bias: FlexTensor, scale: f32) -> FlexTensor {
@@ -114,11 +173,11 @@ impl FusedCpuOps for Flex {
         then_gelu: bool,
     ) -> FlexTensor {
         let (_, _, out) = linear(x, weight, bias);
+        let mut out = owned(out);
         if then_gelu {
-            tensor(kernels::gelu(values(&out)), shape(&out))
-        } else {
-            out
+            kernels::gelu(values_mut(&mut out));
         }
+        out
     }
 
     fn fused_matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
@@ -132,9 +191,21 @@ impl FusedCpuOps for Flex {
         beta: FlexTensor,
         epsilon: f32,
     ) -> FlexTensor {
-        let (input, gamma, beta) = (contiguous(input), contiguous(gamma), contiguous(beta));
-        check_norm(&input, &gamma, &beta);
-        let (out, _) = kernels::layer_norm(values(&input), values(&gamma), values(&beta), epsilon);
-        tensor(out, shape(&input))
+        layer_norm(input, None, gamma, beta, epsilon).0
+    }
+
+    fn fused_residual_layer_norm(
+        input: FlexTensor,
+        residual: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f32,
+    ) -> FlexTensor {
+        layer_norm(input, Some(residual), gamma, beta, epsilon).0
+    }
+
+    fn fused_dropout(input: FlexTensor, mask: DropoutMask) -> FlexTensor {
+        let bits = mask.bits(len(&input));
+        dropped(input, &mask, &bits)
     }
 }

@@ -1,12 +1,14 @@
 //! The arithmetic of the fused CPU operations, on plain `f32` slices: exact GELU and its
-//! derivative, the attention softmax (scale and key bias included) and its backward pass,
-//! and LayerNorm with its backward pass.
+//! slope, the attention softmax (scale and key bias included) and its backward pass,
+//! LayerNorm (of a sum, for a residual connection) with its backward pass, and dropout's
+//! keep masks.
 //!
 //! Rows are spread over rayon's threads. Each row kernel is written as straight-line
 //! arithmetic (no calls, no branches but selects) so the compiler vectorizes it, and on
 //! x86-64 it is compiled a second time for AVX2 and picked at run time. `exp` and `erf` are
 //! computed here for that reason: libm's are scalar calls.
 
+use crate::rng::SeededRng;
 use rayon::prelude::*;
 
 /// Elements of work per rayon task; smaller tasks cost more in scheduling than they save.
@@ -102,38 +104,58 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
 }
 
 multiversion! {
-    /// GELU of one chunk.
-    fn gelu_chunk(input: &[f32], out: &mut [f32]) {
-        for (y, &x) in out.iter_mut().zip(input) {
-            *y = x * normal_cdf_pdf(x).0;
+    /// GELU of one chunk, in place, and its slope `Φ(x) + x·φ(x)` into `slope` unless that
+    /// is empty.
+    fn gelu_chunk(values: &mut [f32], slope: &mut [f32]) {
+        if slope.is_empty() {
+            for y in values.iter_mut() {
+                *y *= normal_cdf_pdf(*y).0;
+            }
+        } else {
+            for (y, s) in values.iter_mut().zip(slope) {
+                let x = *y;
+                let (cdf, pdf) = normal_cdf_pdf(x);
+                *s = cdf + x * pdf;
+                *y = x * cdf;
+            }
         }
     }
 }
 
 multiversion! {
-    /// GELU's backward pass over one chunk, in place on the gradient.
-    fn gelu_backward_chunk(input: &[f32], grad: &mut [f32]) {
-        for (g, &x) in grad.iter_mut().zip(input) {
-            let (cdf, pdf) = normal_cdf_pdf(x);
-            *g *= cdf + x * pdf;
+    /// `values · factors`, element by element, over `values`.
+    fn multiply_chunk(values: &mut [f32], factors: &[f32]) {
+        for (v, &f) in values.iter_mut().zip(factors) {
+            *v *= f;
         }
     }
 }
 
-/// Exact GELU, `x·Φ(x)`, of every element.
-pub fn gelu(input: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; input.len()];
-    out.par_chunks_mut(TASK_ELEMENTS)
-        .zip(input.par_chunks(TASK_ELEMENTS))
-        .for_each(|(out, input)| gelu_chunk(input, out));
-    out
+/// Exact GELU, `x·Φ(x)`, of every element, written over them.
+pub fn gelu(values: &mut [f32]) {
+    values
+        .par_chunks_mut(TASK_ELEMENTS)
+        .for_each(|values| gelu_chunk(values, &mut []));
 }
 
-/// The gradient through GELU, `grad · (Φ(x) + x·φ(x))`, written over `grad`.
-pub fn gelu_backward(input: &[f32], grad: &mut [f32]) {
-    grad.par_chunks_mut(TASK_ELEMENTS)
-        .zip(input.par_chunks(TASK_ELEMENTS))
-        .for_each(|(grad, input)| gelu_backward_chunk(input, grad));
+/// [`gelu`], and the slope GELU's backward pass multiplies by, `Φ(x) + x·φ(x)`, computed
+/// with it (the two share `Φ` and the exponential in `φ`).
+pub fn gelu_with_slope(values: &mut [f32]) -> Vec<f32> {
+    let mut slope = vec![0.0; values.len()];
+    values
+        .par_chunks_mut(TASK_ELEMENTS)
+        .zip(slope.par_chunks_mut(TASK_ELEMENTS))
+        .for_each(|(values, slope)| gelu_chunk(values, slope));
+    slope
+}
+
+/// `values · factors`, element by element, written over `values`: the gradient through
+/// GELU from its slope.
+pub fn multiply(values: &mut [f32], factors: &[f32]) {
+    values
+        .par_chunks_mut(TASK_ELEMENTS)
+        .zip(factors.par_chunks(TASK_ELEMENTS))
+        .for_each(|(values, factors)| multiply_chunk(values, factors));
 }
 
 /// Sum of a slice, in eight independent lanes so the compiler can vectorize it.
@@ -257,9 +279,10 @@ pub struct NormalizedRows {
 }
 
 multiversion! {
-    /// LayerNorm of whole rows.
+    /// LayerNorm of whole rows of `terms.0`, or of `terms.0 + terms.1` where there is a
+    /// residual.
     fn layer_norm_rows(
-        input: &[f32],
+        terms: (&[f32], Option<&[f32]>),
         gamma: &[f32],
         beta: &[f32],
         epsilon: f32,
@@ -268,15 +291,26 @@ multiversion! {
         inverse_std: &mut [f32],
     ) {
         let width = gamma.len();
+        let (input, residual) = terms;
         let rows = input
             .chunks_exact(width)
             .zip(out.chunks_exact_mut(width))
             .zip(normalized.chunks_exact_mut(width))
-            .zip(inverse_std.iter_mut());
-        for (((x, y), xhat), rstd) in rows {
-            let mean = lane_sum(x) / width as f32;
-            for (d, &v) in xhat.iter_mut().zip(x) {
-                *d = v - mean;
+            .zip(inverse_std.iter_mut())
+            .enumerate();
+        for (row, (((x, y), xhat), rstd)) in rows {
+            match residual {
+                Some(residual) => {
+                    let r = &residual[row * width..(row + 1) * width];
+                    for ((d, &v), &r) in xhat.iter_mut().zip(x).zip(r) {
+                        *d = v + r;
+                    }
+                }
+                None => xhat.copy_from_slice(x),
+            }
+            let mean = lane_sum(xhat) / width as f32;
+            for d in xhat.iter_mut() {
+                *d -= mean;
             }
             let variance = lane_dot(xhat, xhat) / width as f32;
             *rstd = 1.0 / (variance + epsilon).sqrt();
@@ -288,26 +322,35 @@ multiversion! {
     }
 }
 
-/// LayerNorm over rows of `gamma.len()` elements: `(x − mean)/√(var + ε) · γ + β`, the
-/// variance biased, as burn and PyTorch compute it. Returns the output and what the
-/// backward pass needs.
+/// LayerNorm over rows of `gamma.len()` elements of `x`, the input plus `residual` where
+/// there is one (of the input's length): `(x − mean)/√(var + ε) · γ + β`, the variance
+/// biased, as burn and PyTorch compute it. Returns the output and what the backward pass
+/// needs.
 pub fn layer_norm(
     input: &[f32],
+    residual: Option<&[f32]>,
     gamma: &[f32],
     beta: &[f32],
     epsilon: f32,
 ) -> (Vec<f32>, NormalizedRows) {
     let width = gamma.len();
+    assert!(
+        residual.is_none_or(|r| r.len() == input.len()),
+        "LayerNorm: the residual's length differs from the input's"
+    );
     let mut out = vec![0.0; input.len()];
     let mut normalized = vec![0.0; input.len()];
     let mut inverse_std = vec![0.0; input.len() / width.max(1)];
     let rows = rows_per_task(width);
-    out.par_chunks_mut((rows * width).max(1))
-        .zip(normalized.par_chunks_mut((rows * width).max(1)))
+    let task = (rows * width).max(1);
+    out.par_chunks_mut(task)
+        .zip(normalized.par_chunks_mut(task))
         .zip(inverse_std.par_chunks_mut(rows))
-        .zip(input.par_chunks((rows * width).max(1)))
-        .for_each(|(((out, xhat), rstd), x)| {
-            layer_norm_rows(x, gamma, beta, epsilon, out, xhat, rstd)
+        .zip(input.par_chunks(task))
+        .enumerate()
+        .for_each(|(index, (((out, xhat), rstd), x))| {
+            let residual = residual.map(|r| &r[index * task..index * task + x.len()]);
+            layer_norm_rows((x, residual), gamma, beta, epsilon, out, xhat, rstd)
         });
     (
         out,
@@ -407,4 +450,102 @@ pub fn sum_rows(rows: &[f32], width: usize) -> Vec<f32> {
 /// `into += from`, element by element.
 fn add_assign(into: &mut [f32], from: &[f32]) {
     into.iter_mut().zip(from).for_each(|(a, b)| *a += b);
+}
+
+/// Elements per stream of a dropout mask: each chunk of this many elements draws its keep
+/// decisions from a generator of its own, so masks are filled in parallel and do not depend
+/// on the number of threads. A multiple of 64, so a chunk is whole words of [`KeepBits`].
+const MASK_CHUNK: usize = 1 << 14;
+
+/// A dropout mask, fixed by a seed: which elements are kept (each with probability `keep`,
+/// from 32 random bits below `keep·2³²`, off by at most 2⁻³²) and the scale `1/keep` the
+/// kept ones are multiplied by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropoutMask {
+    seed: u64,
+    threshold: u64,
+    scale: f32,
+}
+
+/// One keep bit per element of a dropout's input, 64 to a word, the lowest bit first.
+pub type KeepBits = Vec<u64>;
+
+impl DropoutMask {
+    /// The mask that keeps each element with probability `keep` (in `(0, 1]`) by `seed`.
+    pub fn new(seed: u64, keep: f64) -> Self {
+        Self {
+            seed,
+            threshold: (keep * 4_294_967_296.0).round().min(u32::MAX as f64) as u64,
+            scale: (1.0 / keep) as f32,
+        }
+    }
+
+    /// The mask's keep bits for `len` elements.
+    pub fn bits(&self, len: usize) -> KeepBits {
+        let mut bits = vec![0u64; len.div_ceil(64)];
+        bits.par_chunks_mut(MASK_CHUNK / 64)
+            .enumerate()
+            .for_each(|(chunk, words)| {
+                let stream = self.seed ^ (chunk as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                let mut rng = SeededRng::new(stream);
+                for word in words {
+                    // Each draw decides two elements: the low half the first, the high half
+                    // the second.
+                    for pair in 0..32 {
+                        let draw = rng.next_u64();
+                        let first = u64::from(draw & 0xFFFF_FFFF < self.threshold);
+                        let second = u64::from(draw >> 32 < self.threshold);
+                        *word |= (first | second << 1) << (2 * pair);
+                    }
+                }
+            });
+        // Bits past the last element stay, unused; clear them so equal masks compare equal.
+        if let Some(last) = bits.last_mut().filter(|_| !len.is_multiple_of(64)) {
+            *last &= (1u64 << (len % 64)) - 1;
+        }
+        bits
+    }
+
+    /// The mask as `len` factors, `1/keep` where kept and 0 where dropped.
+    pub fn factors(&self, len: usize) -> Vec<f32> {
+        let mut factors = vec![1.0f32; len];
+        self.apply(&self.bits(len), &mut factors);
+        factors
+    }
+
+    /// `input` times the mask whose bits are `bits`, as [`DropoutMask::apply`], into a new
+    /// buffer.
+    pub fn applied(&self, bits: &[u64], input: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; input.len()];
+        out.par_chunks_mut(MASK_CHUNK)
+            .zip(input.par_chunks(MASK_CHUNK))
+            .zip(bits.par_chunks(MASK_CHUNK / 64))
+            .for_each(|((out, input), bits)| {
+                out.copy_from_slice(input);
+                apply_keep_bits(out, bits, self.scale);
+            });
+        out
+    }
+
+    /// Multiplies `values` by the mask whose bits are `bits` (from [`DropoutMask::bits`]
+    /// for `values.len()` elements), in place: kept elements by `1/keep`, dropped ones by 0.
+    pub fn apply(&self, bits: &[u64], values: &mut [f32]) {
+        values
+            .par_chunks_mut(MASK_CHUNK)
+            .zip(bits.par_chunks(MASK_CHUNK / 64))
+            .for_each(|(values, bits)| apply_keep_bits(values, bits, self.scale));
+    }
+}
+
+multiversion! {
+    /// `values` times `scale` where their bit in `bits` is set and times 0 elsewhere.
+    fn apply_keep_bits(values: &mut [f32], bits: &[u64], scale: f32) {
+        for (values, &word) in values.chunks_mut(64).zip(bits) {
+            for (bit, value) in values.iter_mut().enumerate() {
+                // A product, not a select, so dropped elements are what `x · 0` gives.
+                let factor = if word >> bit & 1 == 1 { scale } else { 0.0 };
+                *value *= factor;
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Fused operations for burn's CPU backend, with backward passes of their own: exact GELU,
 //! linear layers (GELU included where one follows), the attention softmax (its scale and
-//! key padding bias included), LayerNorm, and matrix products into buffers of their own.
+//! key padding bias included), LayerNorm (with the residual connection before it), dropout,
+//! and matrix products into buffers of their own.
 //!
 //! burn's autodiff builds softmax and LayerNorm from about ten primitive operations each,
 //! every one a full pass over its tensor, and burn's CPU backend computes element-wise
@@ -18,7 +19,8 @@ use crate::device::on_cpu_backend;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{DType, Tensor, activation};
+use burn::tensor::{DType, Tensor, TensorData, activation};
+pub use kernels::DropoutMask;
 use std::sync::OnceLock;
 
 /// The fused operations, as a burn backend extension for the CPU backend (`Flex`) and its
@@ -52,6 +54,17 @@ pub trait FusedCpuOps: Backend {
         beta: FloatTensor<Self>,
         epsilon: f32,
     ) -> FloatTensor<Self>;
+    /// LayerNorm over the last dimension of `input + residual` (tensors of one shape): a
+    /// residual connection and the norm after it.
+    fn fused_residual_layer_norm(
+        input: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self>;
+    /// `input` times the dropout mask `mask`.
+    fn fused_dropout(input: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self>;
 }
 
 /// Whether the fused operations are on: unless `JIGSAW_CPU_FUSED_OPS=off`, which runs
@@ -139,6 +152,46 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, input: Tensor<
         norm.gamma.val().into_dispatch(),
         beta.val().into_dispatch(),
         epsilon as f32,
+    ))
+}
+
+/// LayerNorm of `input + residual`, `norm` applied after a residual connection; fused on
+/// the CPU backend, which then never holds the sum. `epsilon` as for [`layer_norm`].
+pub fn residual_layer_norm<const D: usize>(
+    norm: &LayerNorm,
+    epsilon: f64,
+    input: Tensor<D>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    let beta = norm.beta.as_ref().filter(|_| {
+        fused_applies(&input) && residual.dtype() == DType::F32 && input.dims() == residual.dims()
+    });
+    let Some(beta) = beta else {
+        return norm.forward(input + residual);
+    };
+    Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_residual_layer_norm(
+        input.into_dispatch(),
+        residual.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        epsilon as f32,
+    ))
+}
+
+/// `input` times the dropout mask `mask` (kept elements scaled by `1/keep`, dropped ones
+/// 0), in one parallel pass on the CPU backend, whose backward pass draws nothing again:
+/// it keeps one bit per element. Elsewhere the mask's factors become a tensor to multiply
+/// by, with the same result.
+pub fn dropout<const D: usize>(input: Tensor<D>, mask: DropoutMask) -> Tensor<D> {
+    if !fused_applies(&input) {
+        let shape = input.shape();
+        let factors = mask.factors(shape.num_elements());
+        let device = input.device();
+        return input * Tensor::<D>::from_data(TensorData::new(factors, shape), &device);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_dropout(
+        input.into_dispatch(),
+        mask,
     ))
 }
 

@@ -128,6 +128,91 @@ fn layer_norm_matches_burns_values_and_gradients() {
 }
 
 #[test]
+fn layer_norm_after_a_residual_matches_burns_values_and_gradients() {
+    let device = device();
+    let mut norm = LayerNormConfig::new(37).with_epsilon(1e-12).init(&device);
+    norm.gamma = Param::from_tensor(Tensor::random([37], Distribution::Default, &device));
+    // 1,600 rows: more than one rayon task's, so each task must find its own residual rows.
+    let shape = [8, 200, 37];
+    let random = || Tensor::<3>::random(shape, Distribution::Normal(1.0, 3.0), &device);
+    let (x, residual) = (random().require_grad(), random().require_grad());
+    let weights = Tensor::<3>::random(shape, Distribution::Default, &device);
+    let want = norm.forward(x.clone() + residual.clone());
+    let got = residual_layer_norm(&norm, 1e-12, x.clone(), residual.clone());
+    // The sum is burn's, rounding included, so the outputs agree as plain LayerNorm's do.
+    assert_close(&got, &want, 2e-6);
+    let grads = |out: Tensor<3>| {
+        let grads = weighted_sum(out, &weights).backward();
+        let beta = norm.beta.as_ref().unwrap().grad(&grads).unwrap();
+        [
+            x.grad(&grads).unwrap(),
+            residual.grad(&grads).unwrap(),
+            norm.gamma.grad(&grads).unwrap().reshape([1, 1, 37]),
+            beta.reshape([1, 1, 37]),
+        ]
+    };
+    let tolerances = [1e-5, 1e-5, 2e-3, 2e-3];
+    for ((got, want), tolerance) in grads(got).iter().zip(&grads(want)).zip(tolerances) {
+        assert_close(got, want, tolerance);
+    }
+}
+
+#[test]
+fn dropout_masks_are_per_chunk_streams_of_two_decisions_a_draw() {
+    // The definition, element by element: chunk c of 2¹⁴ elements draws from SplitMix64
+    // seeded with seed ^ c·K; each draw decides two elements, the low half the first.
+    let (seed, keep, len) = (99, 0.7, 3 * (1 << 14) + 77);
+    let threshold = (keep * 4_294_967_296.0f64).round() as u64;
+    let mut want = Vec::with_capacity(len);
+    for chunk in 0..len.div_ceil(1 << 14) {
+        let mut rng =
+            crate::rng::SeededRng::new(seed ^ (chunk as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let elements = (len - chunk * (1 << 14)).min(1 << 14);
+        for pair in 0..elements.div_ceil(2) {
+            let draw = rng.next_u64();
+            want.push(draw & 0xFFFF_FFFF < threshold);
+            if 2 * pair + 1 < elements {
+                want.push(draw >> 32 < threshold);
+            }
+        }
+    }
+    let factors = DropoutMask::new(seed, keep).factors(len);
+    let scale = (1.0 / keep) as f32;
+    let want: Vec<f32> = want
+        .iter()
+        .map(|&kept| if kept { scale } else { 0.0 })
+        .collect();
+    assert_eq!(factors, want);
+    let kept = want.iter().filter(|&&f| f != 0.0).count() as f64 / len as f64;
+    assert!((kept - keep).abs() < 0.01, "kept {kept}");
+}
+
+#[test]
+fn fused_dropout_matches_a_product_with_the_masks_factors() {
+    let device = device();
+    let shape = [3, 5, 4_001];
+    let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 2.0), &device).require_grad();
+    let weights = Tensor::<3>::random(shape, Distribution::Default, &device);
+    let mask = DropoutMask::new(5, 0.9);
+    let factors = Tensor::<3>::from_data(
+        TensorData::new(mask.factors(shape.iter().product()), shape),
+        &device,
+    );
+    let grad = |out: Tensor<3>| x.grad(&weighted_sum(out, &weights).backward()).unwrap();
+    // Once on a fresh intermediate (dropped over its own buffer), once on a shared one.
+    for input in [x.clone().mul_scalar(1.0), x.clone()] {
+        let want = x.clone() * factors.clone();
+        let got = dropout(input, mask);
+        got.clone()
+            .into_data()
+            .assert_eq(&want.clone().into_data(), true);
+        grad(got)
+            .into_data()
+            .assert_eq(&grad(want).into_data(), true);
+    }
+}
+
+#[test]
 fn the_fused_operations_run_without_autodiff_too() {
     let device = Device::flex();
     let x = Tensor::<2>::random([6, 24], Distribution::Default, &device);
@@ -142,7 +227,9 @@ fn the_fused_operations_leave_shared_inputs_alone() {
     let bias = Tensor::<4>::zeros([2, 1, 1, 8], &device);
     let before = scores.clone().into_data();
     let probabilities = attention_softmax(scores.clone(), 2.0, &bias);
+    let dropped = dropout(scores.clone(), DropoutMask::new(3, 0.5));
     scores.into_data().assert_eq(&before, true);
+    assert!(dropped.into_data().iter::<f32>().any(|v| v == 0.0));
     let ones = Tensor::<4>::ones([2, 2, 3, 1], &device);
     assert_close(&probabilities.sum_dim(3), &ones, 1e-6);
 }
@@ -217,10 +304,15 @@ fn batched_products_match_burns_values_and_gradients() {
 #[test]
 fn empty_tensors_pass_through_every_kernel() {
     let mut empty: Vec<f32> = Vec::new();
-    assert!(kernels::gelu(&empty).is_empty());
+    kernels::gelu(&mut empty);
+    assert!(kernels::gelu_with_slope(&mut empty).is_empty());
+    kernels::multiply(&mut empty, &[]);
     kernels::softmax(&mut empty, &[], 0, 1.0);
     kernels::softmax_backward(&[], &mut empty, 0, 1.0);
-    let (out, saved) = kernels::layer_norm(&[], &[1.0; 4], &[0.0; 4], 1e-5);
+    let (out, saved) = kernels::layer_norm(&[], Some(&[]), &[1.0; 4], &[0.0; 4], 1e-5);
+    let mask = DropoutMask::new(1, 0.5);
+    assert!(mask.bits(0).is_empty() && mask.factors(0).is_empty());
+    mask.apply(&[], &mut empty);
     assert!(out.is_empty());
     let (dgamma, dbeta) = kernels::layer_norm_backward(&mut empty, &saved, &[1.0; 4]);
     assert_eq!((dgamma, dbeta), (vec![0.0; 4], vec![0.0; 4]));

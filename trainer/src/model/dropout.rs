@@ -2,21 +2,18 @@
 //! training flag), applied with a faster mask on the CPU backend.
 //!
 //! burn draws each mask element from a ChaCha generator through its distribution
-//! sampler, then multiplies twice (mask, then 1/keep). A MiniLM step at 64×32 needs
-//! about 20 million mask elements, which a profile put at about 8% of the CPU step. Here
-//! one 64-bit seed is drawn from burn's generator (so `Device::seed` still fixes every
-//! mask), the mask is filled in parallel from SplitMix64 streams, one per chunk, already
-//! scaled by 1/keep, and applied with one multiplication. On a GPU burn's own dropout runs,
-//! its mask generated on the device.
+//! sampler, then multiplies twice (mask, then 1/keep), one thread for each pass, and its
+//! backward pass keeps the mask as a tensor. A MiniLM step at 64×32 needs about 20 million
+//! mask elements, which a profile put at about 8% of the CPU step. Here one 64-bit seed is
+//! drawn from burn's generator (so `Device::seed` still fixes every mask), and
+//! [`cpu::dropout`] draws the mask from it in parallel and applies it in one pass, keeping
+//! one bit per element for the backward pass. On a GPU burn's own dropout runs, its mask
+//! generated on the device.
 
+use crate::cpu::{self, DropoutMask};
 use crate::device::on_cpu_backend;
-use crate::rng::SeededRng;
 use burn::nn::Dropout;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use rayon::prelude::*;
-
-/// Mask elements per parallel chunk (each chunk has its own generator stream).
-const CHUNK: usize = 1 << 14;
+use burn::tensor::{Device, Distribution, Tensor};
 
 /// `layer` applied to `input`: identity unless the layer trains on an autodiff device.
 pub fn apply<const D: usize>(layer: &Dropout, input: Tensor<D>) -> Tensor<D> {
@@ -27,11 +24,8 @@ pub fn apply<const D: usize>(layer: &Dropout, input: Tensor<D>) -> Tensor<D> {
     if !on_cpu_backend(&device) {
         return layer.forward(input);
     }
-    let keep = 1.0 - layer.prob;
-    let seed = seed_from_backend(&device);
-    let shape = input.shape();
-    let mask = keep_mask(seed, shape.num_elements(), keep);
-    input * Tensor::<D>::from_data(TensorData::new(mask, shape), &device)
+    let mask = DropoutMask::new(seed_from_backend(&device), 1.0 - layer.prob);
+    cpu::dropout(input, mask)
 }
 
 /// 64 random bits from the backend's seeded generator.
@@ -45,26 +39,6 @@ fn seed_from_backend(device: &Device) -> u64 {
     })
 }
 
-/// `len` mask values, each 1/keep with probability `keep` and 0 otherwise.
-fn keep_mask(seed: u64, len: usize, keep: f64) -> Vec<f32> {
-    // An element is kept when 32 random bits fall below keep·2³², off by at most 2⁻³².
-    let threshold = (keep * 4_294_967_296.0).round().min(u32::MAX as f64) as u64;
-    let scale = (1.0 / keep) as f32;
-    let mut mask = vec![0.0f32; len];
-    mask.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(chunk, values)| {
-            let mut rng = SeededRng::new(seed ^ (chunk as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            for pair in values.chunks_mut(2) {
-                let bits = rng.next_u64();
-                for (value, half) in pair.iter_mut().zip([bits & 0xFFFF_FFFF, bits >> 32]) {
-                    *value = if half < threshold { scale } else { 0.0 };
-                }
-            }
-        });
-    mask
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,15 +46,16 @@ mod tests {
 
     #[test]
     fn masks_keep_the_right_share_scaled_and_repeat_for_a_seed() {
-        let mask = keep_mask(7, 200_001, 0.9);
+        let factors = |seed| DropoutMask::new(seed, 0.9).factors(200_001);
+        let mask = factors(7);
         let kept = mask.iter().filter(|&&v| v != 0.0).count() as f64 / mask.len() as f64;
         assert!((kept - 0.9).abs() < 0.005, "kept {kept}");
         assert!(
             mask.iter()
                 .all(|&v| v == 0.0 || (v - 1.0 / 0.9).abs() < 1e-6)
         );
-        assert_eq!(mask, keep_mask(7, 200_001, 0.9));
-        assert_ne!(mask, keep_mask(8, 200_001, 0.9));
+        assert_eq!(mask, factors(7));
+        assert_ne!(mask, factors(8));
     }
 
     #[test]

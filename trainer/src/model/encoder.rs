@@ -174,7 +174,7 @@ impl SelfAttention {
             token_wise(&self.output, context, precision),
         );
         (
-            cpu::layer_norm(&self.norm, self.norm_epsilon, out + x),
+            cpu::residual_layer_norm(&self.norm, self.norm_epsilon, out, x),
             kept,
         )
     }
@@ -287,7 +287,7 @@ impl EncoderLayer {
             token_wise(&self.ffn_out, expanded, precision),
         );
         (
-            cpu::layer_norm(&self.ffn_norm, self.norm_epsilon, ffn + x),
+            cpu::residual_layer_norm(&self.ffn_norm, self.norm_epsilon, ffn, x),
             probabilities,
         )
     }
