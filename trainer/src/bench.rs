@@ -270,16 +270,23 @@ pub fn run(
         })
     });
     for (model, shape, precision) in configurations {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            measure(
-                &model.config(),
-                model.name(),
-                shape,
-                precision,
-                options,
-                compute,
-            )
-        }));
+        // On a thread of its own, as the server's worker trains: glibc gives such a thread
+        // an allocator arena of its own, which reuses memory differently from the main
+        // thread's (see `device::keep_tensor_buffers_in_the_heap`).
+        let outcome = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    measure(
+                        &model.config(),
+                        model.name(),
+                        shape,
+                        precision,
+                        options,
+                        compute,
+                    )
+                })
+                .join()
+        });
         compute.device().memory_cleanup();
         match outcome {
             Ok(record) => {

@@ -1005,3 +1005,44 @@ fn the_benchmark_times_real_training_steps_on_the_cpu() {
         assert!(json.get(field).is_some(), "{field} missing from {json}");
     }
 }
+
+/// The process's resident memory in bytes, from /proc/self/statm.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Once the CPU backend is chosen, tensor-sized buffers freed on a worker thread (where the
+/// server trains) stay resident for the next step to reuse instead of going back to the
+/// kernel, and `return_freed_cpu_memory` (called when a run ends) gives them back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn freed_cpu_buffers_are_kept_for_reuse_until_a_run_returns_them() {
+    const MIB: usize = 1 << 20;
+    let _turn = one_at_a_time();
+    let _cpu = select(DeviceChoice::Cpu).unwrap();
+    std::thread::spawn(|| {
+        let before = resident_bytes();
+        // Eight buffers the size of a MiniLM word-embedding gradient, written so that
+        // their pages are resident.
+        let buffers: Vec<Vec<u8>> = (1..=8).map(|fill| vec![fill; 48 * MIB]).collect();
+        let filled = resident_bytes();
+        assert!(filled >= before + 300 * MIB, "{before} -> {filled}");
+        drop(buffers);
+        let kept = resident_bytes();
+        assert!(
+            kept + 64 * MIB >= filled,
+            "freed buffers went back to the kernel at once: {filled} -> {kept}"
+        );
+        trainer::device::return_freed_cpu_memory();
+        let returned = resident_bytes();
+        assert!(
+            returned + 256 * MIB <= kept,
+            "freed buffers were not given back: {kept} -> {returned}"
+        );
+    })
+    .join()
+    .unwrap();
+}

@@ -28,7 +28,7 @@ mod start_phases;
 
 use crate::checkpoint::ResumeKey;
 use crate::data::DataError;
-use crate::device::ComputeDevice;
+use crate::device::{BackendKind, ComputeDevice, return_freed_cpu_memory};
 use crate::loader::LoadError;
 use crate::model::{EncoderConfig, SequenceClassifier};
 use crate::optim::OptimizerChoice;
@@ -205,7 +205,8 @@ pub fn param_counts(config: &EncoderConfig, num_labels: usize, method: Method) -
 
 /// Runs a whole fine-tuning run, reporting through `emit`. Never panics: errors and
 /// panics inside burn (such as running out of GPU memory) end the run with
-/// [`Event::Failed`]. Returns the final metrics when the run finished.
+/// [`Event::Failed`]. Returns the final metrics when the run finished. On the CPU the
+/// memory the run's tensors held goes back to the operating system when it ends.
 pub fn train(
     config: &TrainConfig,
     device: &ComputeDevice,
@@ -215,6 +216,9 @@ pub fn train(
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run(config, device, cancel, emit)
     }));
+    if device.kind() == BackendKind::Cpu {
+        return_freed_cpu_memory();
+    }
     match outcome {
         Ok(Ok(metrics)) => metrics,
         Ok(Err(error)) => {
