@@ -180,10 +180,11 @@ fn keep_tensor_buffers_in_the_heap() {
     }
 }
 
-/// Gives the memory the CPU backend's freed tensor buffers still hold (up to about 1 GiB
-/// per run: see [`keep_tensor_buffers_in_the_heap`]) back to the operating system, so a
-/// server does not keep a finished run's memory until the next one. Cheap (it only returns
-/// free pages); a run still in progress beside it loses nothing but some reuse.
+/// Gives the memory the CPU backend's freed tensor buffers still hold (what
+/// [`keep_tensor_buffers_in_the_heap`] keeps) back to the operating system, so a server
+/// does not keep a finished run's memory until the next one. glibc keeps the free top of
+/// each thread arena's newest heap, at most 64 MiB. Cheap (it only returns free pages); a
+/// run still in progress beside it loses nothing but some reuse.
 pub fn return_freed_cpu_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it is safe to call from any thread.
