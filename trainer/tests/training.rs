@@ -1011,7 +1011,9 @@ fn the_benchmark_times_real_training_steps_on_the_cpu() {
 fn resident_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
+    // SAFETY: sysconf only reads a system setting.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * usize::try_from(page_size).unwrap()
 }
 
 /// Once the CPU backend is chosen, tensor-sized buffers freed on a worker thread (where the
