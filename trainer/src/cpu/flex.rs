@@ -1,8 +1,8 @@
-//! The fused operations on burn's CPU backend without autodiff (inference), and the
-//! conversions between its tensors and the kernels' slices.
+//! The fused operations on burn's CPU backend without autodiff (inference), the optimizer's
+//! step, and the conversions between the backend's tensors and the kernels' slices.
 
 use super::product::{Matrices, product, tensor, unflipped};
-use super::{DropoutMask, FusedCpuOps, kernels};
+use super::{AdamWUpdate, CpuOptimizerOps, DropoutMask, FusedCpuOps, kernels};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
@@ -207,5 +207,37 @@ impl FusedCpuOps for Flex {
     fn fused_dropout(input: FlexTensor, mask: DropoutMask) -> FlexTensor {
         let bits = mask.bits(len(&input));
         dropped(input, &mask, &bits)
+    }
+}
+
+impl CpuOptimizerOps for Flex {
+    fn adamw_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moment_1: FlexTensor,
+        moment_2: FlexTensor,
+        update: AdamWUpdate,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (mut param, grad) = (owned(param), contiguous(grad));
+        let (mut moment_1, mut moment_2) = (owned(moment_1), owned(moment_2));
+        let (elements, param_shape) = (len(&param), shape(&param));
+        for (what, other) in [
+            ("gradient", &grad),
+            ("first moment", &moment_1),
+            ("second moment", &moment_2),
+        ] {
+            assert!(
+                len(other) == elements,
+                "AdamW: the {what} {:?} does not match the parameter {param_shape:?}",
+                shape(other)
+            );
+        }
+        update.apply(
+            values_mut(&mut param),
+            values(&grad),
+            values_mut(&mut moment_1),
+            values_mut(&mut moment_2),
+        );
+        (param, moment_1, moment_2)
     }
 }

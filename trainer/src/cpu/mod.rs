@@ -1,7 +1,8 @@
 //! Fused operations for burn's CPU backend, with backward passes of their own: exact GELU,
 //! linear layers (GELU included where one follows), the attention softmax (its scale and
 //! key padding bias included), LayerNorm (with the residual connection before it), dropout,
-//! and matrix products into buffers of their own.
+//! and matrix products into buffers of their own; and AdamW's step, written over the
+//! parameter's and its moments' own buffers.
 //!
 //! burn's autodiff builds softmax and LayerNorm from about ten primitive operations each,
 //! every one a full pass over its tensor, and burn's CPU backend computes element-wise
@@ -20,7 +21,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Tensor, TensorData, activation};
-pub use kernels::DropoutMask;
+pub use kernels::{AdamWUpdate, DropoutMask};
 use std::sync::OnceLock;
 
 /// The fused operations, as a burn backend extension for the CPU backend (`Flex`) and its
@@ -65,6 +66,21 @@ pub trait FusedCpuOps: Backend {
     ) -> FloatTensor<Self>;
     /// `input` times the dropout mask `mask`.
     fn fused_dropout(input: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self>;
+}
+
+/// The optimizer's step on the CPU backend, as a burn backend extension. Optimizers work on
+/// tensors without autodiff, so only the CPU backend itself implements it.
+#[backend_extension(Flex)]
+pub trait CpuOptimizerOps: Backend {
+    /// AdamW's step for one parameter (see [`AdamWUpdate`]): the new parameter and moments,
+    /// each written over its own buffer where the tensor is that buffer's sole owner.
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        update: AdamWUpdate,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Whether the fused operations are on: unless `JIGSAW_CPU_FUSED_OPS=off`, which runs
@@ -176,6 +192,45 @@ pub fn residual_layer_norm<const D: usize>(
         beta.val().into_dispatch(),
         epsilon as f32,
     ))
+}
+
+/// Whether [`adamw_step`] takes `param` and `grad`: f32 tensors of the CPU backend without
+/// autodiff (as an optimizer receives them).
+pub fn adamw_applies<const D: usize>(param: &Tensor<D>, grad: &Tensor<D>) -> bool {
+    let device = param.device();
+    on_cpu_backend(&device)
+        && !device.is_autodiff()
+        && param.dtype() == DType::F32
+        && grad.dtype() == DType::F32
+}
+
+/// AdamW's step for `param`, given its gradient and, after the first step, its moments
+/// (zero before): returns the new parameter and moments `(param, moment_1, moment_2)`. One parallel pass
+/// over buffers the tensors already own, with no copy in or out, for tensors that
+/// [`adamw_applies`] to (it panics on others).
+pub fn adamw_step<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    update: AdamWUpdate,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    assert!(
+        adamw_applies(&param, &grad),
+        "the CPU AdamW step takes f32 CPU tensors without autodiff"
+    );
+    let (moment_1, moment_2) = moments.unwrap_or_else(|| (param.zeros_like(), param.zeros_like()));
+    let (param, moment_1, moment_2) = <Dispatch as CpuOptimizerOps>::adamw_step(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        moment_1.into_dispatch(),
+        moment_2.into_dispatch(),
+        update,
+    );
+    (
+        Tensor::from_dispatch(param),
+        Tensor::from_dispatch(moment_1),
+        Tensor::from_dispatch(moment_2),
+    )
 }
 
 /// `input` times the dropout mask `mask` (kept elements scaled by `1/keep`, dropped ones

@@ -351,3 +351,117 @@ fn frozen_weights_and_many_tasks_still_get_the_right_gradients() {
     got_gamma.assert_approx_eq::<f32>(&want_gamma, Tolerance::absolute(1e-3));
     got_beta.assert_approx_eq::<f32>(&want_beta, Tolerance::absolute(1e-3));
 }
+
+/// One AdamW step by its definition, element by element on one thread.
+fn adamw_by_definition(
+    update: &AdamWUpdate,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    for i in 0..p.len() {
+        m[i] = update.beta_1 * m[i] + (1.0 - update.beta_1) * g[i];
+        v[i] = update.beta_2 * v[i] + (1.0 - update.beta_2) * (g[i] * g[i]);
+        let step =
+            (m[i] / update.correction_1) / ((v[i] / update.correction_2).sqrt() + update.epsilon);
+        p[i] = p[i] * update.decay - step * update.lr;
+    }
+}
+
+/// The scalars of AdamW's third step at learning rate 1e-2 and weight decay 0.1.
+fn third_step() -> AdamWUpdate {
+    AdamWUpdate {
+        beta_1: 0.9,
+        beta_2: 0.999,
+        correction_1: 1.0 - 0.9f32.powi(3),
+        correction_2: 1.0 - 0.999f32.powi(3),
+        decay: 1.0 - 1e-2 * 0.1,
+        lr: 1e-2,
+        epsilon: 1e-8,
+    }
+}
+
+#[test]
+fn adamw_over_many_tasks_equals_the_definition() {
+    let update = third_step();
+    let count = 100_003;
+    let series = |scale: f32, shift: usize| -> Vec<f32> {
+        (0..count)
+            .map(|i| ((i + shift) % 97) as f32 / 97.0 * scale - scale / 2.0)
+            .collect()
+    };
+    let grad = series(2.0, 5);
+    let (mut p, mut m, mut v) = (series(1.0, 0), series(0.1, 11), series(0.01, 23));
+    v.iter_mut().for_each(|x| *x = x.abs());
+    let (mut want_p, mut want_m, mut want_v) = (p.clone(), m.clone(), v.clone());
+    update.apply(&mut p, &grad, &mut m, &mut v);
+    adamw_by_definition(&update, &mut want_p, &grad, &mut want_m, &mut want_v);
+    assert_eq!(p, want_p);
+    assert_eq!(m, want_m);
+    assert_eq!(v, want_v);
+}
+
+#[test]
+fn the_adamw_step_writes_over_buffers_it_owns_and_copies_shared_ones() {
+    use burn::backend::Flex;
+    let update = third_step();
+    let shape = burn::tensor::Shape::new([300, 200]);
+    let series = |shift: usize| -> Vec<f32> {
+        (0..60_000)
+            .map(|i| ((i + shift) % 89) as f32 / 89.0 - 0.5)
+            .collect()
+    };
+    let fresh = |shift| product::tensor(series(shift), shape.clone());
+    // Sole owners: the results are the same buffers, holding the definition's values.
+    let (param, moment_1, moment_2) = (
+        fresh(0),
+        fresh(7),
+        product::tensor(vec![0.25; 60_000], shape.clone()),
+    );
+    let pointers = [&param, &moment_1, &moment_2].map(|t| flex::values(t).as_ptr());
+    let (param, moment_1, moment_2) =
+        <Flex as CpuOptimizerOps>::adamw_step(param, fresh(3), moment_1, moment_2, update);
+    assert_eq!(
+        [&param, &moment_1, &moment_2].map(|t| flex::values(t).as_ptr()),
+        pointers
+    );
+    let (mut want_p, mut want_m, mut want_v) = (series(0), series(7), vec![0.25; 60_000]);
+    adamw_by_definition(&update, &mut want_p, &series(3), &mut want_m, &mut want_v);
+    assert_eq!(flex::values(&param), want_p.as_slice());
+    assert_eq!(flex::values(&moment_1), want_m.as_slice());
+    assert_eq!(flex::values(&moment_2), want_v.as_slice());
+
+    // A parameter whose buffer is shared is copied, and the other holder keeps its values.
+    let shared = fresh(0);
+    let zeros = || product::tensor(vec![0.0; 60_000], shape.clone());
+    let (param, moment_1, moment_2) =
+        <Flex as CpuOptimizerOps>::adamw_step(shared.clone(), fresh(3), zeros(), zeros(), update);
+    assert_ne!(
+        flex::values(&param).as_ptr(),
+        flex::values(&shared).as_ptr()
+    );
+    assert_eq!(flex::values(&shared), series(0).as_slice());
+    let (mut want_p, mut want_m, mut want_v) = (series(0), vec![0.0; 60_000], vec![0.0; 60_000]);
+    adamw_by_definition(&update, &mut want_p, &series(3), &mut want_m, &mut want_v);
+    assert_eq!(flex::values(&param), want_p.as_slice());
+    assert_eq!(flex::values(&moment_1), want_m.as_slice());
+    assert_eq!(flex::values(&moment_2), want_v.as_slice());
+}
+
+#[test]
+fn the_adamw_step_takes_tensors_of_any_origin_and_refuses_autodiff_ones() {
+    // A gradient made by burn's own CPU operations (a buffer of its own alignment), read in
+    // place; a parameter from a checkpoint-like `from_data`.
+    let device = Device::flex();
+    let param = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; 12], [3, 4]), &device);
+    let grad = Tensor::<2>::ones([3, 4], &device).mul_scalar(2.0);
+    assert!(adamw_applies(&param, &grad));
+    let update = third_step();
+    let (param, _, _) = adamw_step(param, grad, None, update);
+    let (mut want_p, mut m, mut v) = (vec![0.5f32; 12], vec![0.0; 12], vec![0.0; 12]);
+    adamw_by_definition(&update, &mut want_p, &[2.0; 12], &mut m, &mut v);
+    assert_eq!(param.into_data().try_into_vec::<f32>().unwrap(), want_p);
+    let tracked = Tensor::<2>::ones([3, 4], &Device::flex().autodiff());
+    assert!(!adamw_applies(&tracked.clone(), &tracked));
+}

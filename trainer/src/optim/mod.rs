@@ -3,7 +3,8 @@
 //! It computes exactly what `burn::optim::AdamW` computes (and PyTorch's `AdamW`):
 //! `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `p ← p(1 − lr·λ) − lr·m̂/(√v̂ + ε)` with the
 //! bias-corrected `m̂`, `v̂`. On the CPU backend it does so in one pass over each parameter,
-//! split across the cores, where burn's version runs about fifteen whole-tensor operations
+//! split across the cores and written over the parameter's and moments' own buffers
+//! ([`cpu::adamw_step`]), where burn's version runs about fifteen whole-tensor operations
 //! (each a fresh sweep over memory: for MiniLM that is 22.7M parameters, half of them the
 //! word embeddings, every step). On a GPU it hands the step to burn's AdamW, whose
 //! operations the GPU backend fuses itself. The state has burn's AdamW layout, so
@@ -21,18 +22,15 @@ mod flat;
 pub use clip::{ScaledNorm, StepGradients, clip_global_norm, clip_scale, global_norm};
 pub use flat::FlatAdamW;
 
-use crate::device::on_cpu_backend;
+use crate::cpu::{self, AdamWUpdate};
 use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
-use burn::tensor::{DType, Device, Tensor, TensorData};
-use rayon::prelude::*;
+use burn::tensor::{Device, Tensor};
 use std::str::FromStr;
 
 /// First-moment decay (PyTorch's default).
 const BETA_1: f32 = 0.9;
 /// Second-moment decay (PyTorch's default).
 const BETA_2: f32 = 0.999;
-/// Parameters per parallel work item of the fused CPU step.
-const CHUNK: usize = 1 << 15;
 
 /// Which AdamW implementation steps a run or a benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,89 +114,43 @@ impl Optimizer for AdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let device = tensor.device();
-        let fusable = on_cpu_backend(&device)
-            && tensor.dtype() == DType::F32
-            && grad.dtype() == DType::F32
+        let fusable = cpu::adamw_applies(&tensor, &grad)
             && state
                 .as_ref()
                 .is_none_or(|s| s.momentum.max_moment_2.is_none());
         if !fusable {
             return self.reference.step(lr, tensor, grad, state);
         }
-        let shape = tensor.shape();
-        let mut param = to_vec(tensor);
-        let grad = to_vec(grad);
-        let (time, mut moment_1, mut moment_2) = match state {
+        let (time, moments) = match state {
             Some(state) => (
                 state.momentum.time + 1,
-                to_vec(state.momentum.moment_1),
-                to_vec(state.momentum.moment_2),
+                Some((state.momentum.moment_1, state.momentum.moment_2)),
             ),
-            None => (1, vec![0.0; param.len()], vec![0.0; param.len()]),
+            None => (1, None),
         };
-        let update = Update {
+        let update = AdamWUpdate {
+            beta_1: BETA_1,
+            beta_2: BETA_2,
             correction_1: 1.0 - BETA_1.powi(time as i32),
             correction_2: 1.0 - BETA_2.powi(time as i32),
             decay: (1.0 - lr * self.weight_decay as f64) as f32,
             lr: lr as f32,
             epsilon: self.epsilon,
         };
-        param
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
-            .zip(moment_1.par_chunks_mut(CHUNK))
-            .zip(moment_2.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| update.apply(p, g, m, v));
-        let tensor =
-            |values: Vec<f32>| Tensor::from_data(TensorData::new(values, shape.clone()), &device);
+        let (param, moment_1, moment_2) = cpu::adamw_step(tensor, grad, moments, update);
         let state = AdamWState::new(AdaptiveMomentumState {
             time,
-            moment_1: tensor(moment_1),
-            moment_2: tensor(moment_2),
+            moment_1,
+            moment_2,
             max_moment_2: None,
         });
-        (tensor(param), Some(state))
+        (param, Some(state))
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
         state.momentum = state.momentum.to_device(device);
         state
     }
-}
-
-/// The scalars of one step, shared by every chunk.
-struct Update {
-    correction_1: f32,
-    correction_2: f32,
-    decay: f32,
-    lr: f32,
-    epsilon: f32,
-}
-
-impl Update {
-    /// Updates one chunk of parameters and their moments in place.
-    fn apply(&self, param: &mut [f32], grad: &[f32], moment_1: &mut [f32], moment_2: &mut [f32]) {
-        for (((p, &g), m), v) in param
-            .iter_mut()
-            .zip(grad)
-            .zip(moment_1.iter_mut())
-            .zip(moment_2.iter_mut())
-        {
-            *m = BETA_1 * *m + (1.0 - BETA_1) * g;
-            *v = BETA_2 * *v + (1.0 - BETA_2) * (g * g);
-            let step = (*m / self.correction_1) / ((*v / self.correction_2).sqrt() + self.epsilon);
-            *p = *p * self.decay - step * self.lr;
-        }
-    }
-}
-
-/// The values of an f32 CPU tensor (moved out without copying where burn can).
-fn to_vec<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("the fused AdamW step only receives f32 tensors")
 }
 
 #[cfg(test)]
@@ -263,30 +215,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn chunks_update_like_one_pass() {
-        let update = Update {
-            correction_1: 0.1,
-            correction_2: 0.001,
-            decay: 0.999,
-            lr: 0.01,
-            epsilon: 1e-8,
-        };
-        let grad: Vec<f32> = (0..100).map(|i| (i as f32 - 50.0) / 7.0).collect();
-        let (mut p1, mut m1, mut v1) = (vec![0.5f32; 100], vec![0.0; 100], vec![0.0; 100]);
-        update.apply(&mut p1, &grad, &mut m1, &mut v1);
-        let (mut p2, mut m2, mut v2) = (vec![0.5f32; 100], vec![0.0; 100], vec![0.0; 100]);
-        for start in (0..100).step_by(30) {
-            let end = (start + 30).min(100);
-            update.apply(
-                &mut p2[start..end],
-                &grad[start..end],
-                &mut m2[start..end],
-                &mut v2[start..end],
-            );
-        }
-        assert_eq!(p1, p2);
-        // The first step of AdamW moves every parameter with a non-zero gradient by about lr.
-        assert!((p1[0] - (0.5 * 0.999 + 0.01)).abs() < 1e-5, "{}", p1[0]);
+    /// The values of an f32 tensor.
+    fn to_vec<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+        tensor
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("an f32 tensor")
     }
 }
