@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod export;
+mod fusable;
 pub mod inference;
 pub mod loader;
 pub mod model;

@@ -9,7 +9,8 @@
 //! operations (GELU's `erf` included) on one thread. Here each operation is one parallel
 //! pass forward and one backward, its arithmetic in [`kernels`]. The operations are a burn
 //! backend extension implemented for the CPU backend and its autodiff wrapper; on any other
-//! device (and for dtypes other than f32) the functions below call burn's own operations.
+//! device (and for dtypes other than f32) the functions below call burn's own operations,
+//! except LayerNorm, which a GPU computes as `fusable::layer_norm` writes it.
 
 mod autodiff;
 mod flex;
@@ -17,6 +18,7 @@ pub mod kernels;
 mod product;
 
 use crate::device::on_cpu_backend;
+use crate::fusable;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::{LayerNorm, Linear};
@@ -154,9 +156,13 @@ pub fn attention_softmax(scores: Tensor<4>, divisor: f64, bias: &Tensor<4>) -> T
     ))
 }
 
-/// `norm` applied to `input`, fused on the CPU backend. `epsilon` must be the one `norm`
-/// was configured with (burn keeps it private).
+/// `norm` applied to `input`, fused on the CPU backend (on a GPU, as `fusable::layer_norm`
+/// writes it for the GPU's own fusion). `epsilon` must be the one `norm` was configured
+/// with (burn keeps it private).
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, input: Tensor<D>) -> Tensor<D> {
+    if !on_cpu_backend(&input.device()) {
+        return fusable::layer_norm(norm, epsilon, input);
+    }
     let Some(beta) = norm.beta.as_ref() else {
         return norm.forward(input);
     };
@@ -172,7 +178,8 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, input: Tensor<
 }
 
 /// LayerNorm of `input + residual`, `norm` applied after a residual connection; fused on
-/// the CPU backend, which then never holds the sum. `epsilon` as for [`layer_norm`].
+/// the CPU backend, which then never holds the sum (on a GPU, as [`layer_norm`]).
+/// `epsilon` as for [`layer_norm`].
 pub fn residual_layer_norm<const D: usize>(
     norm: &LayerNorm,
     epsilon: f64,
@@ -183,6 +190,9 @@ pub fn residual_layer_norm<const D: usize>(
         fused_applies(&input) && residual.dtype() == DType::F32 && input.dims() == residual.dims()
     });
     let Some(beta) = beta else {
+        if !on_cpu_backend(&input.device()) {
+            return fusable::layer_norm(norm, epsilon, input + residual);
+        }
         return norm.forward(input + residual);
     };
     Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_residual_layer_norm(
