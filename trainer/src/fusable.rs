@@ -9,8 +9,8 @@ use burn::tensor::Tensor;
 
 /// `rows · weight + bias`. burn's `linear` reshapes the bias only after the product, which
 /// ends the product's fused block and leaves the addition a kernel of its own; reshaped
-/// first, the bias is one more input of the product's block, which also takes the
-/// element-wise operations that follow (GELU, dropout's scaling).
+/// first, the bias is one more input of the product's block, which can also take the
+/// element-wise operations that follow (GELU).
 pub fn linear(linear: &Linear, rows: Tensor<2>) -> Tensor<2> {
     let weight = linear.weight.val();
     match &linear.bias {
@@ -25,9 +25,9 @@ pub fn linear(linear: &Linear, rows: Tensor<2>) -> Tensor<2> {
 
 /// `norm` applied over the last dimension of `input`, with the LayerNorm's `epsilon`.
 /// burn's LayerNorm reshapes γ and β between its element-wise steps (each reshape ends a
-/// fused block), takes its means with `mean_dim` and squares with a power; here γ and β are
-/// shaped first, the means are sums scaled, and the square a product, so the forward pass is
-/// a few fused kernels and the backward pass a graph the fusion search can take whole.
+/// fused block), takes its means with `mean_dim` and squares with a power kernel; here γ
+/// and β are shaped first, the means are sums scaled, and the square is a product, which
+/// fusion merges into fewer kernels.
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, input: Tensor<D>) -> Tensor<D> {
     let last = D - 1;
     let width = input.dims()[last];

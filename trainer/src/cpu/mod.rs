@@ -215,9 +215,9 @@ pub fn adamw_applies<const D: usize>(param: &Tensor<D>, grad: &Tensor<D>) -> boo
 }
 
 /// AdamW's step for `param`, given its gradient and, after the first step, its moments
-/// (zero before): returns the new parameter and moments `(param, moment_1, moment_2)`. One parallel pass
-/// over buffers the tensors already own, with no copy in or out, for tensors that
-/// [`adamw_applies`] to (it panics on others).
+/// (zero before): returns the new parameter and moments `(param, moment_1, moment_2)`.
+/// One parallel pass over buffers the tensors already own, with no copy in or out, for
+/// tensors that [`adamw_applies`] to (it panics on others).
 pub fn adamw_step<const D: usize>(
     param: Tensor<D>,
     grad: Tensor<D>,
