@@ -10,7 +10,7 @@
 //! pass forward and one backward, its arithmetic in [`kernels`]. The operations are a burn
 //! backend extension implemented for the CPU backend and its autodiff wrapper; on any other
 //! device (and for dtypes other than f32) the functions below call burn's own operations,
-//! except LayerNorm, which a GPU computes as `fusable::layer_norm` writes it.
+//! except the linear layers and LayerNorm, which a GPU computes as `fusable` writes them.
 
 mod autodiff;
 mod flex;
@@ -106,11 +106,16 @@ pub fn gelu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
 }
 
 /// `linear` applied to `rows` (`[tokens, d_in]`), then exact GELU where `then_gelu`; fused
-/// on the CPU backend, where the bias is added (and its gradient summed) on every thread.
+/// on the CPU backend, where the bias is added (and its gradient summed) on every thread
+/// (on a GPU, as `fusable::linear` writes it for the GPU's own fusion).
 pub fn linear(linear: &Linear, rows: Tensor<2>, then_gelu: bool) -> Tensor<2> {
     let bias = linear.bias.as_ref().filter(|_| fused_applies(&rows));
     let Some(bias) = bias else {
-        let out = linear.forward(rows);
+        let out = if on_cpu_backend(&rows.device()) {
+            linear.forward(rows)
+        } else {
+            fusable::linear(linear, rows)
+        };
         return if then_gelu {
             activation::gelu(out)
         } else {
@@ -186,13 +191,13 @@ pub fn residual_layer_norm<const D: usize>(
     input: Tensor<D>,
     residual: Tensor<D>,
 ) -> Tensor<D> {
+    if !on_cpu_backend(&input.device()) {
+        return fusable::layer_norm(norm, epsilon, input + residual);
+    }
     let beta = norm.beta.as_ref().filter(|_| {
         fused_applies(&input) && residual.dtype() == DType::F32 && input.dims() == residual.dims()
     });
     let Some(beta) = beta else {
-        if !on_cpu_backend(&input.device()) {
-            return fusable::layer_norm(norm, epsilon, input + residual);
-        }
         return norm.forward(input + residual);
     };
     Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_residual_layer_norm(

@@ -5,8 +5,6 @@
 //! the f32 weights cast up.
 
 use crate::cpu;
-use crate::device::on_cpu_backend;
-use crate::fusable;
 use burn::nn::Linear;
 use burn::tensor::{Device, FloatDType, Tensor};
 pub use run_protocol::Precision;
@@ -41,8 +39,7 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, precision: Precisi
 /// returned in f32.
 pub fn linear(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
     match product_format(precision) {
-        None if on_cpu_backend(&rows.device()) => cpu::linear(linear, rows, false),
-        None => fusable::linear(linear, rows),
+        None => cpu::linear(linear, rows, false),
         Some(format) => burn::tensor::module::linear(
             rows.cast(format),
             linear.weight.val().cast(format),
@@ -55,8 +52,8 @@ pub fn linear(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<
 /// `linear` applied to `rows` as [`linear`] does, then exact GELU (in f32).
 pub fn linear_gelu(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
     match product_format(precision) {
-        None if on_cpu_backend(&rows.device()) => cpu::linear(linear, rows, true),
-        _ => cpu::gelu(self::linear(linear, rows, precision)),
+        None => cpu::linear(linear, rows, true),
+        Some(_) => cpu::gelu(self::linear(linear, rows, precision)),
     }
 }
 
