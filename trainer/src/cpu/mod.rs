@@ -12,6 +12,7 @@
 //! device (and for dtypes other than f32) the functions below call burn's own operations,
 //! except the linear layers and LayerNorm, which a GPU computes as `fusable` writes them.
 
+mod adamw;
 mod autodiff;
 mod flex;
 pub mod kernels;
@@ -19,11 +20,12 @@ mod product;
 
 use crate::device::on_cpu_backend;
 use crate::fusable;
+pub use adamw::AdamWUpdate;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Tensor, TensorData, activation};
-pub use kernels::{AdamWUpdate, DropoutMask};
+pub use kernels::DropoutMask;
 use std::sync::OnceLock;
 
 /// The fused operations, as a burn backend extension for the CPU backend (`Flex`) and its
