@@ -26,7 +26,8 @@
 # WARM_TRAIN (train options of a short run that fills the GPU cache with training shapes,
 # so the sweep's runs start on a machine that has trained before), FIRST_LOSS (a number of
 # runs: `train --first-loss`, the time to each run's first loss point in one process, with
-# the start-up phases logged; run it after WARM_TRAIN to see a machine that has run before).
+# the start-up phases logged, then again in a new process with `--warm-up`, the server's
+# start-up warm-up first; run it after WARM_TRAIN to see a machine that has run before).
 # `pack` takes the binary BIN (default: the release build's); for CUDA, build it with
 # `scripts/setup.sh --for-cuda`, then `cuda_build_env` (scripts/env.sh) and `--features cuda`,
 # and `pack` carries libdevice with it. `run` goes on to the accuracy
@@ -151,6 +152,11 @@ run() {
     RUST_LOG=warn,trainer::train=debug,server::config=debug timeout 200 "$bin" train \
       --first-loss "$FIRST_LOSS" ${TRAIN_ARGS:-} | tee "$out/first-loss.jsonl"
     echo "first-loss exit ${PIPESTATUS[0]}"
+    echo "==> [$((SECONDS - start)) s] the same in a new process that first warms its kernels up, as the server does"
+    # shellcheck disable=SC2086
+    RUST_LOG=warn,trainer::train=debug,server::config=debug timeout 200 "$bin" train \
+      --first-loss "$FIRST_LOSS" --warm-up ${TRAIN_ARGS:-} | tee "$out/first-loss-warmed.jsonl"
+    echo "first-loss --warm-up exit ${PIPESTATUS[0]}"
   fi
   local left=$((budget - (SECONDS - start)))
   # Accuracy runs only when asked for: an unasked sweep once spent device time on runs that

@@ -267,6 +267,10 @@ fn spawn_workers(
             shutdown.clone(),
         ))
     });
+    let ready = match config.training_slots {
+        0 => tokio::sync::watch::channel(true).1,
+        _ => worker::warm_up::start(device, run_env, shutdown.clone()),
+    };
     (1..=config.training_slots)
         .map(|slot| {
             let worker = worker::Worker {
@@ -275,6 +279,7 @@ fn spawn_workers(
                 device: device.clone(),
                 runs_dir: run_env.runs_dir.clone(),
                 owner: format!("{owner}-{slot}"),
+                ready: ready.clone(),
             };
             tokio::spawn(worker.run(shutdown.clone()))
         })

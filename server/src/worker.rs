@@ -26,6 +26,7 @@ use trainer::train::{CancelToken, TrainConfig};
 
 mod outcome;
 mod retry;
+pub mod warm_up;
 
 use outcome::{TimingNotes, ending_of, without_server_paths};
 use retry::{append_retrying, retrying};
@@ -53,6 +54,9 @@ pub struct Worker {
     pub runs_dir: PathBuf,
     /// Identifies this process in leases.
     pub owner: String,
+    /// Turns true when runs may be claimed: a GPU node warms its kernels up first
+    /// ([`warm_up::start`]).
+    pub ready: watch::Receiver<bool>,
 }
 
 /// The seconds-since-epoch clock leases use.
@@ -66,6 +70,13 @@ impl Worker {
     /// Runs the worker until `shutdown` turns true. A run in progress is then stopped at
     /// its next step and left to resume from its checkpoint at the next start.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // A run claimed during the warm-up would only wait inside its first step for the
+        // same compilation; queued, it waits where its page shows it waiting.
+        let mut ready = self.ready.clone();
+        tokio::select! {
+            _ = ready.wait_for(|ready| *ready) => {}
+            Ok(_) = shutdown.wait_for(|stop| *stop) => return,
+        }
         let mut said_data_missing = false;
         loop {
             if *shutdown.borrow() {

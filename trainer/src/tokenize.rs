@@ -172,6 +172,16 @@ pub fn pad(encodings: &[Encoding], pad_id: u32) -> TokenBatch {
     pad_to_multiple(encodings, pad_id, 1, usize::MAX)
 }
 
+/// The columns of a batch whose longest sequence has `longest` tokens: rounded up to a
+/// multiple of `multiple`, but not past `cap` unless the sequence itself is longer.
+pub fn padded_length(longest: usize, multiple: usize, cap: usize) -> usize {
+    longest
+        .div_ceil(multiple.max(1))
+        .saturating_mul(multiple.max(1))
+        .min(cap)
+        .max(longest)
+}
+
 /// Pads encodings to the longest one rounded up to a multiple of `multiple`, but to no more
 /// than `cap` columns unless a sentence is longer. A GPU then sees a few sequence lengths
 /// instead of every one, so it compiles and tunes fewer kernel variants; padded positions
@@ -183,11 +193,7 @@ pub fn pad_to_multiple(
     cap: usize,
 ) -> TokenBatch {
     let longest = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-    let seq_len = longest
-        .div_ceil(multiple.max(1))
-        .saturating_mul(multiple.max(1))
-        .min(cap)
-        .max(longest);
+    let seq_len = padded_length(longest, multiple, cap);
     let mut batch = TokenBatch {
         ids: Vec::with_capacity(encodings.len() * seq_len),
         type_ids: Vec::with_capacity(encodings.len() * seq_len),

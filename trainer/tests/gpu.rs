@@ -18,7 +18,7 @@ use trainer::device::{BackendKind, ComputeDevice, DeviceChoice, select};
 use trainer::loader;
 use trainer::model::{BatchTensors, SequenceClassifier};
 use trainer::optim::{AdamW, FlatAdamW};
-use trainer::train::{CancelToken, TrainConfig, train};
+use trainer::train::{CancelToken, TrainConfig, train, warm_up};
 
 /// This package's directory, read when the test runs.
 fn manifest_dir() -> PathBuf {
@@ -163,6 +163,43 @@ fn a_short_run_trains_and_evaluates_on_the_gpu() {
         ),
         "the probe sentence's attention maps after the run"
     );
+}
+
+#[test]
+fn the_warm_up_steps_at_every_length_a_batch_pads_to() {
+    let Some(gpu) = gpu() else { return };
+    let sst2 = std::env::var_os("JIGSAW_SST2_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("../../shared/data/sst2"));
+    let config = TrainConfig {
+        model_dir: manifest_dir().join("tests/fixtures/tiny-bert"),
+        sst2_dir: sst2,
+        validation_size: 16,
+        settings: RunSettings {
+            batch_size: 4,
+            max_len: 20,
+            train_subset: Some(400),
+            seed: 5,
+            ..RunSettings::default()
+        },
+        ..TrainConfig::default()
+    };
+    let _turn = one_trainer_at_a_time();
+    // On a GPU batches are padded to a multiple of 8, and to at most max_len: 8, 16 or 20.
+    let done = warm_up(&config, gpu, &CancelToken::default()).unwrap();
+    assert!(done.complete);
+    assert_eq!(done.batches, [(8, 4), (16, 4), (20, 4)]);
+    let cancel = CancelToken::default();
+    cancel.cancel();
+    let stopped = warm_up(&config, gpu, &cancel).unwrap();
+    assert!(!stopped.complete);
+    assert!(stopped.batches.is_empty());
+    let broken = TrainConfig {
+        model_dir: manifest_dir().join("tests/fixtures/no-such-model"),
+        ..config
+    };
+    let error = warm_up(&broken, gpu, &CancelToken::default()).unwrap_err();
+    assert!(error.contains("no-such-model"), "{error}");
 }
 
 /// Every float parameter's values, in module order.

@@ -146,6 +146,13 @@ pub struct TrainArgs {
     /// RUST_LOG=trainer=debug logs the phases.
     #[arg(long, value_name = "RUNS", value_parser = number::<usize>, allow_hyphen_values = true)]
     first_loss: Option<usize>,
+
+    /// With --first-loss: first warm the GPU's kernels up as the server does at start-up
+    ///
+    /// One JSON line comes first with the warm-up's seconds and the batches it stepped
+    /// (columns x sentences); the runs after it show what a class's first run sees.
+    #[arg(long)]
+    warm_up: bool,
 }
 
 /// A `train` command line: the run, where it trains and how it reports.
@@ -159,6 +166,8 @@ pub struct TrainCommand {
     pub events: bool,
     /// Measure start-up only: this many runs, each stopped at its first loss point.
     pub first_loss_runs: Option<usize>,
+    /// Before timing start-ups, warm the kernels up as the server does.
+    pub warm_up: bool,
 }
 
 impl TrainArgs {
@@ -177,6 +186,9 @@ impl TrainArgs {
             .map_or_else(|| config.sst2_dir.clone(), PathBuf::from);
         if self.first_loss == Some(0) {
             return Err("--first-loss needs at least 1 run".into());
+        }
+        if self.warm_up && self.first_loss.is_none() {
+            return Err("--warm-up only goes with --first-loss".into());
         }
         let method = match self.lora_r {
             Some(rank) => Method::Lora(LoraSettings {
@@ -236,6 +248,7 @@ impl TrainArgs {
             device,
             events: self.events,
             first_loss_runs: self.first_loss,
+            warm_up: self.warm_up,
         })
     }
 
@@ -248,8 +261,12 @@ impl TrainArgs {
         let device = config
             .open_device(command.device)
             .map_err(|e| format!("--device: {e}"))?;
+        let device_s = opening.elapsed().as_secs_f64();
         if let Some(runs) = command.first_loss_runs {
-            return Ok(time_first_loss(&command.run, &device, runs, opening));
+            if command.warm_up && !warm_up(&command.run, &device) {
+                return Ok(false);
+            }
+            return Ok(time_first_loss(&command.run, &device, runs, device_s));
         }
         let cancel = CancelToken::default();
         let mut progress = Progress::new(std::io::stderr().is_terminal());
@@ -271,6 +288,29 @@ impl TrainArgs {
     }
 }
 
+/// `train --first-loss --warm-up`: warms `config`'s kernels up on `device` and prints one
+/// JSON line saying how long that took and what it stepped. False when it failed.
+fn warm_up(config: &TrainConfig, device: &trainer::device::ComputeDevice) -> bool {
+    match trainer::train::warm_up(config, device, &CancelToken::default()) {
+        Ok(done) => {
+            let line = serde_json::json!({
+                "warm_up_s": done.seconds,
+                "batches": done
+                    .batches
+                    .iter()
+                    .map(|(columns, sentences)| format!("{columns}x{sentences}"))
+                    .collect::<Vec<_>>(),
+            });
+            println!("{line}");
+            true
+        }
+        Err(reason) => {
+            eprintln!("the warm-up failed: {reason}");
+            false
+        }
+    }
+}
+
 /// How long one run took to start, in seconds from its beginning.
 #[derive(Debug, Default, serde::Serialize)]
 struct StartTimes {
@@ -285,15 +325,14 @@ struct StartTimes {
 }
 
 /// `train --first-loss`: starts `config`'s run `runs` times on `device`, stopping each at
-/// its first loss point, and prints each one's [`StartTimes`]; `opened` is when opening
-/// the device began. True when every run reached a loss point.
+/// its first loss point, and prints each one's [`StartTimes`]; opening the device took
+/// `device_s` seconds. True when every run reached a loss point.
 fn time_first_loss(
     config: &TrainConfig,
     device: &trainer::device::ComputeDevice,
     runs: usize,
-    opened: Instant,
+    device_s: f64,
 ) -> bool {
-    let device_s = opened.elapsed().as_secs_f64();
     let mut all_reached = true;
     for run in 1..=runs {
         let begun = Instant::now();
@@ -369,8 +408,12 @@ mod tests {
         assert_eq!(command.device, DeviceChoice::Cpu);
         assert!(command.events);
         assert_eq!(command.first_loss_runs, None);
+        assert!(!command.warm_up);
         let timing = parse_train_args("--first-loss 3").unwrap();
         assert_eq!(timing.first_loss_runs, Some(3));
+        assert!(!timing.warm_up);
+        let warmed = parse_train_args("--first-loss 1 --warm-up").unwrap();
+        assert_eq!((warmed.first_loss_runs, warmed.warm_up), (Some(1), true));
     }
 
     #[test]
@@ -425,6 +468,7 @@ mod tests {
             ("--first-loss many", "--first-loss expects a number"),
             ("--first-loss 2 --events", "only times start-ups"),
             ("--first-loss 2 --out /tmp/x", "only times start-ups"),
+            ("--warm-up", "--warm-up only goes with --first-loss"),
         ] {
             let error = parse_train_args(text).unwrap_err();
             assert!(error.contains(needle), "{text}: {error}");

@@ -15,7 +15,8 @@
 //! losses back and spotting divergence in `readback.rs`; the optimizer in `optimizer.rs`;
 //! f16's loss scaling in `loss_scale.rs`;
 //! tokenizing and padding batches in `sentences.rs`; evaluations in `evaluate.rs`; the
-//! start-up timing log in `start_phases.rs`.
+//! start-up timing log in `start_phases.rs`. [`warm_up`] (`warm_up.rs`) compiles a GPU's
+//! kernels for a run's settings before any run needs them.
 
 mod evaluate;
 mod loss_scale;
@@ -25,6 +26,7 @@ mod resume;
 mod run;
 mod sentences;
 mod start_phases;
+mod warm_up;
 
 use crate::checkpoint::ResumeKey;
 use crate::data::DataError;
@@ -38,6 +40,7 @@ use run_protocol::{Event, Method, Metrics, ParamCounts, RunSettings};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+pub use warm_up::{WarmUp, warm_up};
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone, PartialEq)]

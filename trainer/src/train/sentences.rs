@@ -2,7 +2,9 @@
 //! tokenized as batches first need them, padding, and labels as tensors.
 
 use crate::data::Example;
-use crate::tokenize::{Encoding, TextEncoder, TokenBatch, TokenizeError, pad_to_multiple};
+use crate::tokenize::{
+    Encoding, TextEncoder, TokenBatch, TokenizeError, pad_to_multiple, padded_length,
+};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -97,6 +99,11 @@ impl Padding {
     /// `encodings` padded into one batch.
     pub(super) fn apply(&self, encodings: &[Encoding]) -> TokenBatch {
         pad_to_multiple(encodings, self.pad_id, self.multiple, self.cap)
+    }
+
+    /// The columns of a batch whose longest sentence has `tokens` tokens.
+    pub(super) fn columns(&self, tokens: usize) -> usize {
+        padded_length(tokens, self.multiple, self.cap)
     }
 }
 
