@@ -60,6 +60,7 @@ pub fn start(
             return;
         }
         let cancel = CancelToken::default();
+        let began = std::time::Instant::now();
         tracing::info!(
             model = DEFAULT_MODEL,
             "warming the GPU's kernels up (compiling and autotuning); runs wait in the queue until it ends"
@@ -96,7 +97,10 @@ pub fn start(
         };
         tokio::pin!(warming);
         tokio::select! {
-            _ = &mut warming => {}
+            _ = &mut warming => tracing::info!(
+                seconds = format!("{:.1}", began.elapsed().as_secs_f64()),
+                "the GPU warm-up has ended; this node now claims runs"
+            ),
             _ = stop_asked => {
                 cancel.cancel();
                 let _ = warming.await;
