@@ -95,27 +95,33 @@ fn the_encoder_computes_on_the_gpu_what_it_computes_on_the_cpu() {
     }
 }
 
-#[test]
-fn a_short_run_trains_and_evaluates_on_the_gpu() {
-    let Some(gpu) = gpu() else { return };
+/// A run of the tiny BERT with `settings` on SST-2 (`JIGSAW_SST2_DIR`, else the shared
+/// folder beside the project), carving 16 sentences out for validation.
+fn tiny_bert_run(settings: RunSettings) -> TrainConfig {
     let sst2 = std::env::var_os("JIGSAW_SST2_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest_dir().join("../../shared/data/sst2"));
-    let config = TrainConfig {
+    TrainConfig {
         model_dir: manifest_dir().join("tests/fixtures/tiny-bert"),
         sst2_dir: sst2,
         validation_size: 16,
-        settings: RunSettings {
-            learning_rate: 1e-3,
-            batch_size: 8,
-            epochs: 1,
-            max_len: 20,
-            train_subset: Some(96),
-            seed: 5,
-            ..RunSettings::default()
-        },
+        settings,
         ..TrainConfig::default()
-    };
+    }
+}
+
+#[test]
+fn a_short_run_trains_and_evaluates_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let config = tiny_bert_run(RunSettings {
+        learning_rate: 1e-3,
+        batch_size: 8,
+        epochs: 1,
+        max_len: 20,
+        train_subset: Some(96),
+        seed: 5,
+        ..RunSettings::default()
+    });
     let mut events = Vec::new();
     let metrics = {
         let _turn = one_trainer_at_a_time();
@@ -168,22 +174,13 @@ fn a_short_run_trains_and_evaluates_on_the_gpu() {
 #[test]
 fn the_warm_up_steps_at_every_length_a_batch_pads_to() {
     let Some(gpu) = gpu() else { return };
-    let sst2 = std::env::var_os("JIGSAW_SST2_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join("../../shared/data/sst2"));
-    let config = TrainConfig {
-        model_dir: manifest_dir().join("tests/fixtures/tiny-bert"),
-        sst2_dir: sst2,
-        validation_size: 16,
-        settings: RunSettings {
-            batch_size: 4,
-            max_len: 20,
-            train_subset: Some(400),
-            seed: 5,
-            ..RunSettings::default()
-        },
-        ..TrainConfig::default()
-    };
+    let config = tiny_bert_run(RunSettings {
+        batch_size: 4,
+        max_len: 20,
+        train_subset: Some(400),
+        seed: 5,
+        ..RunSettings::default()
+    });
     let _turn = one_trainer_at_a_time();
     // On a GPU batches are padded to a multiple of 8, and to at most max_len: 8, 16 or 20.
     let done = warm_up(&config, gpu, &CancelToken::default()).unwrap();
