@@ -15,7 +15,7 @@ use app::runs::environment::{RunChange, RunEnvironment, RunUpdate};
 use app::runs::event_log::EventLog;
 use app::runs::queue::{ClaimedRun, RunEnding, RunQueue};
 use run_protocol::estimate::VALIDATE_EVERY;
-use run_protocol::{EvalSplit, Event, EventKind};
+use run_protocol::{EvalSplit, Event, EventKind, RunSettings};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +57,32 @@ pub struct Worker {
     /// Turns true when runs may be claimed: a GPU node warms its kernels up first
     /// ([`warm_up::start`]).
     pub ready: watch::Receiver<bool>,
+}
+
+/// What every web run with `settings` trains with on this node, before its own folders and
+/// time limit ([`Worker::train_config`]): the warm-up ([`warm_up`]) compiles for the same.
+fn run_config(env: &RunEnvironment, settings: &RunSettings) -> TrainConfig {
+    let mut probes = vec![FIXED_PROBE.to_string()];
+    if !settings.probe_sentence.is_empty() && settings.probe_sentence != FIXED_PROBE {
+        probes.push(settings.probe_sentence.clone());
+    }
+    TrainConfig {
+        model_dir: env.models_dir.join(&settings.model),
+        sst2_dir: env.data.dir.clone(),
+        settings: settings.clone(),
+        validation_size: env.data.validation_size,
+        eval_every: Some(VALIDATE_EVERY),
+        probe_sentences: probes,
+        checkpoint_dir: None,
+        checkpoint_every: None,
+        export_dir: None,
+        readback_every: None,
+        resume_at_most: None,
+        optimizer: OptimizerChoice::Auto,
+        test_each_epoch: false,
+        keep_best: true,
+        time_limit: None,
+    }
 }
 
 /// The seconds-since-epoch clock leases use.
@@ -152,30 +178,16 @@ impl Worker {
         self.env.announce(run_id);
     }
 
-    /// The trainer's settings for a run.
+    /// The trainer's settings for a run: [`run_config`], with the run's own folders and
+    /// time limit.
     fn train_config(&self, run: &ClaimedRun) -> TrainConfig {
-        let s = &run.settings;
         let dir = self.runs_dir.join(run.id.to_string());
-        let mut probes = vec![FIXED_PROBE.to_string()];
-        if !s.probe_sentence.is_empty() && s.probe_sentence != FIXED_PROBE {
-            probes.push(s.probe_sentence.clone());
-        }
         TrainConfig {
-            model_dir: self.env.models_dir.join(&s.model),
-            sst2_dir: self.env.data.dir.clone(),
-            settings: s.clone(),
-            validation_size: self.env.data.validation_size,
-            eval_every: Some(VALIDATE_EVERY),
-            probe_sentences: probes,
             checkpoint_dir: Some(dir.join("checkpoints")),
             checkpoint_every: Some(Duration::from_secs(120)),
             export_dir: Some(self.env.model_dir(run.id)),
-            readback_every: None,
-            resume_at_most: None,
-            optimizer: OptimizerChoice::Auto,
-            test_each_epoch: false,
-            keep_best: true,
             time_limit: Some(Duration::from_secs(run.minutes_limit.max(1) as u64 * 60)),
+            ..run_config(&self.env, &run.settings)
         }
     }
 

@@ -5,7 +5,7 @@
 //! inside its first step, and every run after it reaches its first loss point without
 //! compiling. A CPU node compiles nothing and claims at once.
 
-use super::FIXED_PROBE;
+use super::run_config;
 use app::runs::environment::RunEnvironment;
 use run_protocol::settings::{DEFAULT_LORA_RANK, DEFAULT_MODEL};
 use run_protocol::{LoraSettings, Method, RunSettings};
@@ -14,7 +14,7 @@ use trainer::device::{BackendKind, ComputeDevice};
 use trainer::train::{CancelToken, TrainConfig};
 
 /// The runs warmed up for: the default model at the form's defaults, trained fully and
-/// with LoRA at the default rank.
+/// with LoRA at the default rank, as a worker would train them ([`super::run_config`]).
 fn warm_up_runs(env: &RunEnvironment) -> Vec<TrainConfig> {
     [
         Method::Full,
@@ -27,14 +27,7 @@ fn warm_up_runs(env: &RunEnvironment) -> Vec<TrainConfig> {
     .map(|method| {
         let mut settings = RunSettings::default();
         settings.set_method(method);
-        TrainConfig {
-            model_dir: env.models_dir.join(DEFAULT_MODEL),
-            sst2_dir: env.data.dir.clone(),
-            settings,
-            validation_size: env.data.validation_size,
-            probe_sentences: vec![FIXED_PROBE.to_string()],
-            ..TrainConfig::default()
-        }
+        run_config(env, &settings)
     })
     .collect()
 }
