@@ -297,38 +297,14 @@ impl<'a> Run<'a> {
             .collect()
     }
 
-    /// For each number of columns a batch can be padded to, in increasing order, that
-    /// number and up to a batch of training sentences padded to exactly that many: the
-    /// shapes a run can meet (see [`super::warm_up`]). Sentences are tokenized in the
-    /// order of the training set until every length has its batch or none are left; a
-    /// length no sentence pads to is left out.
+    /// One batch of training sentences for each number of columns a batch can be padded
+    /// to: the shapes a run can meet (see [`super::warm_up`] and
+    /// [`TrainingSentences::one_batch_per_length`]).
     pub(super) fn one_batch_per_length(&mut self) -> Result<Vec<(usize, Vec<usize>)>, TrainError> {
-        /// Sentences tokenized at a time while looking.
-        const CHUNK: usize = 1024;
         let batch_size = self.config.settings.batch_size;
-        let mut lengths: Vec<usize> = (1..=self.padding.cap)
-            .map(|tokens| self.padding.columns(tokens))
-            .collect();
-        lengths.dedup();
-        let mut batches: Vec<(usize, Vec<usize>)> =
-            lengths.into_iter().map(|len| (len, Vec::new())).collect();
-        let all: Vec<usize> = (0..self.train_set.len()).collect();
-        for chunk in all.chunks(CHUNK) {
-            if batches.iter().all(|(_, batch)| batch.len() == batch_size) {
-                break;
-            }
-            let encodings = self.train_set.batch(&self.tokenizer, chunk)?;
-            for (&index, encoding) in chunk.iter().zip(&encodings) {
-                let columns = self.padding.columns(encoding.ids.len());
-                if let Some((_, batch)) = batches.iter_mut().find(|(len, _)| *len == columns)
-                    && batch.len() < batch_size
-                {
-                    batch.push(index);
-                }
-            }
-        }
-        batches.retain(|(_, batch)| !batch.is_empty());
-        Ok(batches)
+        self.train_set
+            .one_batch_per_length(&self.tokenizer, &self.padding, batch_size)
+            .map_err(TrainError::from)
     }
 
     /// One optimizer step on the sentences at `indices` of `epoch`: forward, loss,

@@ -78,6 +78,43 @@ impl TrainingSentences {
             .collect())
     }
 
+    /// For each number of columns `padding` can give a batch, in increasing order, that
+    /// number and up to `batch_size` of these sentences padded to exactly that many.
+    /// Sentences are tokenized in order until every length has its batch or none are left;
+    /// a length no sentence pads to is left out.
+    pub(super) fn one_batch_per_length(
+        &mut self,
+        tokenizer: &TextEncoder,
+        padding: &Padding,
+        batch_size: usize,
+    ) -> Result<Vec<(usize, Vec<usize>)>, TokenizeError> {
+        /// Sentences tokenized at a time while looking.
+        const CHUNK: usize = 1024;
+        let mut lengths: Vec<usize> = (1..=padding.cap)
+            .map(|tokens| padding.columns(tokens))
+            .collect();
+        lengths.dedup();
+        let mut batches: Vec<(usize, Vec<usize>)> =
+            lengths.into_iter().map(|len| (len, Vec::new())).collect();
+        let all: Vec<usize> = (0..self.len()).collect();
+        for chunk in all.chunks(CHUNK) {
+            if batches.iter().all(|(_, batch)| batch.len() == batch_size) {
+                break;
+            }
+            let encodings = self.batch(tokenizer, chunk)?;
+            for (&index, encoding) in chunk.iter().zip(&encodings) {
+                let columns = padding.columns(encoding.ids.len());
+                if let Some((_, batch)) = batches.iter_mut().find(|(len, _)| *len == columns)
+                    && batch.len() < batch_size
+                {
+                    batch.push(index);
+                }
+            }
+        }
+        batches.retain(|(_, batch)| !batch.is_empty());
+        Ok(batches)
+    }
+
     /// The labels of the sentences at `indices`.
     pub(super) fn labels(&self, indices: &[usize]) -> Vec<u8> {
         indices.iter().map(|&i| self.examples[i].label).collect()
