@@ -79,6 +79,14 @@ fn a_worker_node_refuses_sqlite() {
     assert!(stderr.contains("SQLite"), "{stderr}");
 }
 
+/// The Unix time now, in seconds.
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 /// Reads the class-events stream at `url` until one `class-changed` arrives (or 10 s pass).
 async fn next_class_change(client: &reqwest::Client, url: String) -> bool {
     let mut response = client.get(url).send().await.unwrap();
@@ -109,9 +117,56 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let waiting = run_detail(&class.red, server, run_id).await;
     assert_eq!(waiting["status"], "queued", "no web node trains: {waiting}");
+    assert_eq!(waiting["held_by"], "NoTrainingNode", "{waiting}");
     let form = ok(&class.red, server, "run-form", &[]).await;
     let device = form["device"].as_str().unwrap();
     assert!(device.contains("no training node is running"), "{device}");
+
+    // A GPU node that is still compiling its kernels after its start claims nothing; the
+    // run's page and the form say that is what the queue waits for. (The row is the one
+    // such a node declares; a worker's own declaration is the server's unit test.)
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&database.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO training_nodes (name, device, slots, last_seen, train_examples, \
+         warming_up_since) VALUES ('gpu-1', 'GPU: test card', 1, $1, 65349, $2)",
+    )
+    .bind(unix_seconds())
+    .bind(unix_seconds() - 75)
+    .execute(&admin)
+    .await
+    .unwrap();
+    let waiting = run_detail(&class.red, server, run_id).await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+    let seconds = waiting["held_by"]["WarmingUp"]["seconds"].as_i64();
+    assert!(seconds.is_some_and(|s| (75..90).contains(&s)), "{waiting}");
+    let page = page_html(&class.red, server, &format!("/runs/{run_id}")).await;
+    assert!(
+        page.contains("data-testid=\"run-held\"")
+            && page.contains("The training GPU is getting ready"),
+        "the run's page says what the run waits for"
+    );
+    let form = ok(&class.red, server, "run-form", &[]).await;
+    let device = form["device"].as_str().unwrap();
+    assert!(device.contains("getting ready"), "{device}");
+    assert!(form["held_by"]["WarmingUp"].is_object(), "{form}");
+    let team_page = page_html(&class.red, server, "/team").await;
+    assert!(
+        team_page.contains("The training GPU is getting ready"),
+        "the run form says what queued runs wait for"
+    );
+    // The node's warm-up ends and it claims runs: nothing holds the queue.
+    sqlx::query("UPDATE training_nodes SET warming_up_since = NULL")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let waiting = run_detail(&class.red, server, run_id).await;
+    assert_eq!(waiting["held_by"], serde_json::Value::Null, "{waiting}");
+    sqlx::query("DELETE FROM training_nodes")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
 
     // A worker node trains it; the page on web node B follows every event live, from the
     // start to the end.

@@ -232,7 +232,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&SQLITE_MIGRATOR), names(&POSTGRES_MIGRATOR));
-        assert_eq!(SQLITE_MIGRATOR.iter().count(), 12);
+        assert_eq!(SQLITE_MIGRATOR.iter().count(), 13);
     }
 
     #[tokio::test]

@@ -257,6 +257,10 @@ fn spawn_workers(
     owner: &str,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let ready = match config.training_slots {
+        0 => tokio::sync::watch::channel(true).1,
+        _ => worker::warm_up::start(device, run_env, shutdown.clone()),
+    };
     let presence = (config.training_slots > 0).then(|| {
         tokio::spawn(declare_presence(
             pool.clone(),
@@ -264,13 +268,10 @@ fn spawn_workers(
             device.description(),
             config.training_slots,
             run_env.data.clone(),
+            ready.clone(),
             shutdown.clone(),
         ))
     });
-    let ready = match config.training_slots {
-        0 => tokio::sync::watch::channel(true).1,
-        _ => worker::warm_up::start(device, run_env, shutdown.clone()),
-    };
     (1..=config.training_slots)
         .map(|slot| {
             let worker = worker::Worker {
@@ -287,25 +288,36 @@ fn spawn_workers(
         .collect()
 }
 
-/// Declares this node as a training node while it runs (its device, slots and training
-/// sentences, renewed every few seconds, for the run form's estimates, wait and data
-/// check), and removes it at shutdown.
+/// Declares this node as a training node while it runs (its device, slots, training
+/// sentences and whether it is still warming up, renewed every few seconds and at once when
+/// its warm-up ends, for the run form's estimates, wait and data check), and removes it at
+/// shutdown. `ready` turns true when the workers may claim runs.
 async fn declare_presence(
     pool: app::db::DbPool,
     name: String,
     device: String,
     slots: usize,
     data: app::runs::dataset::ssr::TrainingData,
+    mut ready: tokio::sync::watch::Receiver<bool>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    use app::runs::timing::{NODE_RENEW_EVERY, declare_node, forget_node};
+    use app::runs::timing::{NODE_RENEW_EVERY, TrainingNode, declare_node, forget_node, unix_now};
+    let started = unix_now();
+    let mut warming_up = !*ready.borrow();
     loop {
-        let train_examples = data.train_examples().await;
-        if let Err(error) = declare_node(&pool, &name, &device, slots, train_examples).await {
+        let node = TrainingNode {
+            device: device.clone(),
+            slots: slots as i64,
+            train_examples: data.train_examples().await.map(|n| n as i64),
+            warming_up_since: warming_up.then_some(started),
+        };
+        if let Err(error) = declare_node(&pool, &name, &node).await {
             tracing::warn!(%error, "could not declare this training node");
         }
         tokio::select! {
             _ = tokio::time::sleep(NODE_RENEW_EVERY) => {}
+            // A warm-up that ends (or whose task is gone) leaves the node claiming runs.
+            _ = ready.wait_for(|ready| *ready), if warming_up => warming_up = false,
             _ = shutdown.changed() => break,
         }
     }
@@ -387,4 +399,64 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown requested; finishing open requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node's row: its warm-up start, or `None` when it has no row.
+    async fn warming_up_since(pool: &app::db::DbPool) -> Option<Option<i64>> {
+        sqlx::query_scalar("SELECT warming_up_since FROM training_nodes WHERE name = 'gpu-1'")
+            .fetch_optional(pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits up to 5 s for the node's row to read `expected`.
+    async fn until_row(pool: &app::db::DbPool, expected: impl Fn(Option<Option<i64>>) -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !expected(warming_up_since(pool).await) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the row never changed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_says_it_warms_up_until_its_workers_may_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let pool = db::connect_and_migrate(&url).await.unwrap();
+        let (ready, ready_receiver) = tokio::sync::watch::channel(false);
+        let (shutdown, shutdown_receiver) = tokio::sync::watch::channel(false);
+        let before = app::runs::timing::unix_now();
+        let presence = tokio::spawn(declare_presence(
+            pool.clone(),
+            "gpu-1".into(),
+            "GPU: test".into(),
+            1,
+            app::runs::dataset::ssr::TrainingData::new(dir.path().join("none"), 100, true),
+            ready_receiver,
+            shutdown_receiver,
+        ));
+        until_row(&pool, |row| row.is_some()).await;
+        let since = warming_up_since(&pool).await.unwrap().expect("warming up");
+        assert!(since >= before && since <= app::runs::timing::unix_now());
+        let nodes = app::runs::timing::live_nodes(&pool).await.unwrap();
+        assert!(matches!(
+            app::runs::timing::queue_hold(&nodes),
+            Some(app::runs::QueueHold::WarmingUp { .. })
+        ));
+        // The warm-up ends: the row says so at once, not at the next renewal 30 s later.
+        ready.send(true).unwrap();
+        until_row(&pool, |row| row == Some(None)).await;
+        let nodes = app::runs::timing::live_nodes(&pool).await.unwrap();
+        assert_eq!(app::runs::timing::queue_hold(&nodes), None);
+        shutdown.send(true).unwrap();
+        presence.await.unwrap();
+        assert_eq!(warming_up_since(&pool).await, None, "the row is removed");
+    }
 }

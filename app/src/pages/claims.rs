@@ -1,13 +1,14 @@
 //! Claims the class tests: the instructor's panel on the class page (one button per claim)
 //! and the box under a lesson with the class's result next to the claim.
 
-use super::runs::{duration, every_refresh, keep};
+use super::runs::{every_refresh, keep};
 use super::shared::action_error;
 use crate::charts::ScrollRegion;
 use crate::claims::{
     ArmView, ClaimTests, ClaimView, Finding, QueueClaim, class_claims, lesson_claims,
 };
 use crate::live::refresher;
+use crate::runs::timing::duration;
 use leptos::prelude::*;
 
 /// The class page's panel: each claim with its test, sized to this machine, a button that

@@ -518,7 +518,7 @@ fn AnswerCard(answer: AnswerToGrade, max_points: f64, graded: RwSignal<usize>) -
 /// The class's latest finished runs: estimated against actual time, and the mean error.
 #[component]
 fn EstimateTable(checks: Vec<crate::runs::timing::EstimateCheck>) -> impl IntoView {
-    use super::runs::duration;
+    use crate::runs::timing::duration;
     let Some(mean) = crate::runs::timing::mean_absolute_error(&checks) else {
         return view! { <p class="hint" data-testid="estimate-checks">"No run has finished yet, so no estimate can be checked."</p> }.into_any();
     };

@@ -2,11 +2,12 @@
 //! progress, the probe sentences' attention before and after, the outcome, and "try your
 //! model". Events arrive over server-sent events and are drawn in small batches.
 
-use super::runs::{duration, every_refresh};
+use super::runs::every_refresh;
 use super::shared::{ErrorList, action_error, id_param};
 use crate::charts::{Heatmap, LineChart, ema};
 use crate::error::AppError;
 use crate::live::{refresher, show_if_changed};
+use crate::runs::timing::duration;
 use crate::runs::{CancelRun, RunStatus, RunSummary, TryRunModel, run_detail};
 use crate::widgets::head_average;
 use leptos::prelude::*;
@@ -167,6 +168,7 @@ fn LiveRun(run: RunSummary) -> impl IntoView {
                     " · "{run.settings.summary()}
                 </p>
                 {run.message.clone().map(|m| view! { <p class="notice">{m}</p> })}
+                {run.held_by.map(|hold| view! { <p class="hint" role="status" data-testid="run-held">{hold.describe()}</p> })}
                 {run.claim.is_some().then(|| view! {
                     <p class="hint" data-testid="claim-run">"This run tests one of the lessons' claims for the whole class. Your teacher queued it, and the lesson shows what it found."</p>
                 })}

@@ -6,7 +6,7 @@ use super::shared::{ErrorList, action_error, parameter_count};
 use crate::charts::{LineChart, ScrollRegion, ema};
 use crate::error::AppError;
 use crate::live::{refresher, show_if_changed};
-use crate::runs::timing::Machine;
+use crate::runs::timing::{Machine, duration};
 use crate::runs::{
     Boards, CancelRun, ModelChoice, PrioritizeRun, RUNS_CLOSED, RevealBoard, RunCurves,
     RunFormInfo, RunStatus, RunSummary, SubmitOutcome, SubmitRun, class_boards,
@@ -192,14 +192,15 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
             info.run_minutes, info.suggested_accuracy
         )
     };
-    let queue_note = match info.runs_ahead {
+    let queue_note = match (info.held_by, info.runs_ahead) {
         _ if info.data_missing.is_some() => String::new(),
-        0 => "No run is waiting or training: a run queued now starts at once.".to_string(),
-        1 => format!(
+        (Some(hold), _) => hold.describe(),
+        (None, 0) => "No run is waiting or training: a run queued now starts at once.".to_string(),
+        (None, 1) => format!(
             "1 run is waiting or training: a run queued now starts in about {}.",
             duration(info.wait_seconds)
         ),
-        n => format!(
+        (None, n) => format!(
             "{n} runs are waiting or training: a run queued now starts in about {}.",
             duration(info.wait_seconds)
         ),
@@ -334,16 +335,6 @@ fn model_label(model: &ModelChoice, machine: Option<Machine>) -> String {
     }
     label.push(')');
     label
-}
-
-/// "1 h 05 min", "12 min", "40 s".
-pub(super) fn duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..=89 => format!("{s} s"),
-        90..=3599 => format!("{} min", (s + 30) / 60),
-        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
-    }
 }
 
 /// The team's runs with status, queue position and a Cancel button.
@@ -542,12 +533,5 @@ mod tests {
         assert_eq!(parameter_count(22_713_986), "22.7M");
         assert_eq!(parameter_count(55_000), "55k");
         assert_eq!(parameter_count(512), "512");
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration(40.0), "40 s");
-        assert_eq!(duration(720.0), "12 min");
-        assert_eq!(duration(3_900.0), "1 h 05 min");
     }
 }

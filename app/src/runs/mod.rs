@@ -138,6 +138,38 @@ pub struct RunFormInfo {
     pub run_minutes: i64,
     /// Why runs cannot be queued yet for lack of training data, when they cannot.
     pub data_missing: Option<String>,
+    /// What holds every queued run now, when something other than the runs ahead does.
+    pub held_by: Option<QueueHold>,
+}
+
+/// What holds every queued run, when something other than the runs ahead of it does.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum QueueHold {
+    /// No training node is running.
+    NoTrainingNode,
+    /// Every training node is still compiling its GPU kernels after its start (its
+    /// warm-up), and has been for this many seconds.
+    WarmingUp {
+        /// Seconds since the warm-up began.
+        seconds: i64,
+    },
+}
+
+impl QueueHold {
+    /// The hold, said for students.
+    pub fn describe(self) -> String {
+        match self {
+            QueueHold::NoTrainingNode => {
+                "No training node is running now: queued runs wait until one starts.".into()
+            }
+            QueueHold::WarmingUp { seconds } => format!(
+                "The training GPU is getting ready: after each start it compiles the \
+                 programs training runs on, once, before it takes any run. It has been at it \
+                 for {}. Queued runs start when it is done.",
+                timing::duration(seconds as f64)
+            ),
+        }
+    }
 }
 
 /// A run as lists and pages show it.
@@ -164,6 +196,10 @@ pub struct RunSummary {
     /// The lesson claim it tests, for a claim test's run (queued by the instructor for
     /// the whole class).
     pub claim: Option<String>,
+    /// What holds it, while it is queued and something other than the runs ahead does (the
+    /// run's own page says; lists leave it empty).
+    #[serde(default)]
+    pub held_by: Option<QueueHold>,
 }
 
 /// What happened to a submitted form.

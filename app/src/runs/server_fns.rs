@@ -99,6 +99,7 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
         data_missing: crate::runs::dataset::ssr::missing_for_training(&pool, &env.data)
             .await?
             .map(|_| crate::runs::dataset::ssr::MISSING_FOR_STUDENTS.to_string()),
+        held_by: super::timing::queue_hold(&nodes),
     })
 }
 
@@ -159,16 +160,21 @@ fn typical_speed(device: &str) -> f64 {
 #[cfg(feature = "ssr")]
 fn describe_nodes(nodes: &[super::timing::TrainingNode]) -> String {
     if nodes.is_empty() {
-        return "no training node is running now: runs wait until one starts".into();
+        return "no training node is running now".into();
     }
     nodes
         .iter()
         .map(|node| {
             format!(
-                "{}, {} slot{}",
+                "{}, {} slot{}{}",
                 node.device,
                 node.slots,
-                if node.slots == 1 { "" } else { "s" }
+                if node.slots == 1 { "" } else { "s" },
+                if node.warming_up_since.is_some() {
+                    " (getting ready: compiling its GPU kernels)"
+                } else {
+                    ""
+                }
             )
         })
         .collect::<Vec<_>>()
@@ -314,16 +320,21 @@ pub async fn team_runs(class_id: Option<i64>) -> Result<Vec<RunSummary>, AppErro
     RunQueue::new(pool).summaries(filter).await
 }
 
-/// One run, for its team or its class's instructor.
+/// One run, for its team or its class's instructor; a queued one with what holds the queue
+/// when something other than the runs ahead does.
 #[server(prefix = "/api", endpoint = "run")]
 pub async fn run_detail(run_id: i64) -> Result<RunSummary, AppError> {
     let pool = crate::db::pool()?;
     check_run_access(&pool, run_id).await?;
-    queue()?
+    let mut run = queue()?
         .summaries(RunFilter::Run(run_id))
         .await?
         .pop()
-        .ok_or_else(|| AppError::not_found("There is no such run."))
+        .ok_or_else(|| AppError::not_found("There is no such run."))?;
+    if run.status == RunStatus::Queued {
+        run.held_by = super::timing::queue_hold(&super::timing::live_nodes(&pool).await?);
+    }
+    Ok(run)
 }
 
 /// Cancels a queued or running run (its team or the instructor).

@@ -67,6 +67,16 @@ impl EstimateCheck {
     }
 }
 
+/// "1 h 05 min", "12 min", "40 s".
+pub fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=3599 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// The mean of the estimates' absolute errors, as a share, when there are any.
 pub fn mean_absolute_error(checks: &[EstimateCheck]) -> Option<f64> {
     (!checks.is_empty())
@@ -82,6 +92,7 @@ mod ssr {
 
     use super::EstimateCheck;
     use crate::db::DbPool;
+    use crate::runs::QueueHold;
 
     /// How many of the latest measured runs the machine's speed is the median of.
     const MEASURED_RUNS: i64 = 5;
@@ -92,32 +103,32 @@ mod ssr {
     pub const NODE_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
     /// The Unix time now, in seconds.
-    fn unix_now() -> i64 {
+    pub fn unix_now() -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     }
 
-    /// Declares, or renews, training node `name` with its `device`, training `slots` and
-    /// SST-2 training sentences (`None` when it has no usable training data).
+    /// Declares, or renews, training node `name` as `node` says it is now.
     pub async fn declare_node(
         pool: &DbPool,
         name: &str,
-        device: &str,
-        slots: usize,
-        train_examples: Option<usize>,
+        node: &TrainingNode,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO training_nodes (name, device, slots, last_seen, train_examples) \
-             VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO training_nodes \
+             (name, device, slots, last_seen, train_examples, warming_up_since) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (name) DO UPDATE SET device = excluded.device, slots = excluded.slots, \
-             last_seen = excluded.last_seen, train_examples = excluded.train_examples",
+             last_seen = excluded.last_seen, train_examples = excluded.train_examples, \
+             warming_up_since = excluded.warming_up_since",
         )
         .bind(name)
-        .bind(device)
-        .bind(slots as i64)
+        .bind(&node.device)
+        .bind(node.slots)
         .bind(unix_now())
-        .bind(train_examples.map(|n| n as i64))
+        .bind(node.train_examples)
+        .bind(node.warming_up_since)
         .execute(pool)
         .await?;
         Ok(())
@@ -132,7 +143,7 @@ mod ssr {
         Ok(())
     }
 
-    /// A training node seen lately.
+    /// A training node, as it declares itself.
     #[derive(Debug, Clone, PartialEq)]
     pub struct TrainingNode {
         /// Its compute device, described.
@@ -141,23 +152,48 @@ mod ssr {
         pub slots: i64,
         /// SST-2 training sentences it has; `None` when it has no usable training data.
         pub train_examples: Option<i64>,
+        /// Since when (Unix seconds) it has been compiling its GPU kernels after its start,
+        /// claiming no run meanwhile; `None` once it claims runs.
+        pub warming_up_since: Option<i64>,
     }
 
     crate::db::from_row!(TrainingNode {
         device,
         slots,
-        train_examples
+        train_examples,
+        warming_up_since
     });
 
     /// The training nodes seen lately, one entry per node.
     pub async fn live_nodes(pool: &DbPool) -> Result<Vec<TrainingNode>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT device, slots, train_examples FROM training_nodes WHERE last_seen >= $1 \
-             ORDER BY name",
+            "SELECT device, slots, train_examples, warming_up_since FROM training_nodes \
+             WHERE last_seen >= $1 ORDER BY name",
         )
         .bind(unix_now() - NODE_SEEN_WITHIN_SECS)
         .fetch_all(pool)
         .await
+    }
+
+    /// What holds every queued run with these live training `nodes`: none running, or
+    /// every one still warming up. `None` while one of them claims runs.
+    pub fn queue_hold(nodes: &[TrainingNode]) -> Option<QueueHold> {
+        queue_hold_at(nodes, unix_now())
+    }
+
+    /// [`queue_hold`] at Unix time `now`.
+    pub(crate) fn queue_hold_at(nodes: &[TrainingNode], now: i64) -> Option<QueueHold> {
+        if nodes.is_empty() {
+            return Some(QueueHold::NoTrainingNode);
+        }
+        nodes
+            .iter()
+            .map(|node| node.warming_up_since)
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|since| since.into_iter().min())
+            .map(|since| QueueHold::WarmingUp {
+                seconds: (now - since).max(0),
+            })
     }
 
     /// The default model's training speed measured by the latest finished runs on
@@ -257,7 +293,34 @@ mod ssr {
 
     #[cfg(test)]
     mod tests {
-        use super::elapsed_seconds;
+        use super::{QueueHold, TrainingNode, elapsed_seconds, queue_hold_at};
+
+        fn node(warming_up_since: Option<i64>) -> TrainingNode {
+            TrainingNode {
+                device: "GPU".into(),
+                slots: 1,
+                train_examples: Some(65_349),
+                warming_up_since,
+            }
+        }
+
+        #[test]
+        fn the_queue_is_held_only_while_no_node_claims_runs() {
+            assert_eq!(queue_hold_at(&[], 1_000), Some(QueueHold::NoTrainingNode));
+            assert_eq!(queue_hold_at(&[node(None)], 1_000), None);
+            // The node warming up longest is the one likely to claim first.
+            assert_eq!(
+                queue_hold_at(&[node(Some(940)), node(Some(900))], 1_000),
+                Some(QueueHold::WarmingUp { seconds: 100 })
+            );
+            // One node that claims runs is enough.
+            assert_eq!(queue_hold_at(&[node(Some(900)), node(None)], 1_000), None);
+            // A node whose clock runs ahead never makes a negative wait.
+            assert_eq!(
+                queue_hold_at(&[node(Some(1_010))], 1_000),
+                Some(QueueHold::WarmingUp { seconds: 0 })
+            );
+        }
 
         #[test]
         fn timestamps_subtract_across_days_and_years() {
@@ -298,6 +361,13 @@ mod tests {
             params,
             family: run_protocol::Family::Bert,
         }
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(40.0), "40 s");
+        assert_eq!(duration(720.0), "12 min");
+        assert_eq!(duration(3_900.0), "1 h 05 min");
     }
 
     #[test]

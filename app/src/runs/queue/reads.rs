@@ -105,6 +105,7 @@ impl RunQueue {
                     validation_accuracy: row.validation_accuracy,
                     message: row.message,
                     claim: row.claim,
+                    held_by: None,
                 })
             })
             .collect()
