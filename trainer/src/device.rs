@@ -207,12 +207,12 @@ fn cpu_model_name() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-/// Keeps the GPU runtime's on-disk caches (autotune results, compiled kernels) in `dir`, so
-/// that a machine which has trained before skips most of the first step's warm-up (about a
-/// minute on a fresh process). A `cubecl.toml` that names its own cache location, and the
-/// `CUBECL_*` environment variables, still win. Call before [`select`]; returns false when
-/// the GPU runtime had already read its settings (then they stay as they were) or this
-/// build has no GPU support.
+/// Keeps the GPU runtime's on-disk caches (autotune results, and compiled kernels where
+/// the backend has them to keep) in `dir`, so that a machine which has trained before skips
+/// most of the first step's warm-up (about a minute on a fresh process). A `cubecl.toml`
+/// that names its own cache location, and the `CUBECL_*` environment variables, still win.
+/// Call before [`select`]; returns false when the GPU runtime had already read its
+/// settings (then they stay as they were) or this build has no GPU support.
 pub fn keep_gpu_cache_in(dir: &std::path::Path) -> bool {
     gpu::keep_cache_in(dir)
 }
@@ -273,14 +273,20 @@ mod gpu {
         CubeClRuntimeConfig::try_set(with_cache_in(loaded, dir))
     }
 
-    /// `config` with its cache in `dir`, unless it already names a location other than
-    /// cubecl's default (a `target/` folder found by walking up from the working directory).
+    /// `config` with its cache in `dir` and compiled kernels kept there, unless it already
+    /// names a location other than cubecl's default (a `target/` folder found by walking up
+    /// from the working directory); such a `cubecl.toml` keeps all its cache settings.
+    ///
+    /// cubecl keeps compiled kernels only where it has an artifact of its own to store: the
+    /// PTX of the CUDA backend and the SPIR-V of wgpu's Vulkan compiler. wgpu's default WGSL
+    /// is compiled by the driver in each process, so there it stores nothing.
     pub(super) fn with_cache_in(
         mut config: CubeClRuntimeConfig,
         dir: &Path,
     ) -> CubeClRuntimeConfig {
         if matches!(config.environment.path, CacheConfig::Target) {
             config.environment.path = CacheConfig::Directory(dir.to_path_buf());
+            config.compilation.cache = true;
         }
         config
     }
@@ -494,10 +500,12 @@ mod tests {
             "{:?}",
             placed.environment.path
         );
+        assert!(placed.compilation.cache, "compiled kernels are kept");
         let mut chosen = CubeClRuntimeConfig::default();
         chosen.environment.path = CacheConfig::Global;
         let kept = gpu::with_cache_in(chosen, dir);
         assert!(matches!(kept.environment.path, CacheConfig::Global));
+        assert!(!kept.compilation.cache, "a cubecl.toml of its own decides");
     }
 
     /// Runs the same product on the GPU wherever one exists; on machines without one,
