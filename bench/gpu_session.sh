@@ -151,12 +151,12 @@ run() {
     # shellcheck disable=SC2086
     RUST_LOG=warn,trainer::train=debug,server::config=debug timeout 200 "$bin" train \
       --first-loss "$FIRST_LOSS" ${TRAIN_ARGS:-} | tee "$out/first-loss.jsonl"
-    echo "first-loss exit ${PIPESTATUS[0]}"
+    echo "first-loss exit ${PIPESTATUS[0]}; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null) in $(find "$work/data/gpu-cache" -type f 2>/dev/null | wc -l) files"
     echo "==> [$((SECONDS - start)) s] the same in a new process that first warms its kernels up, as the server does"
     # shellcheck disable=SC2086
     RUST_LOG=warn,trainer::train=debug,server::config=debug timeout 200 "$bin" train \
       --first-loss "$FIRST_LOSS" --warm-up ${TRAIN_ARGS:-} | tee "$out/first-loss-warmed.jsonl"
-    echo "first-loss --warm-up exit ${PIPESTATUS[0]}"
+    echo "first-loss --warm-up exit ${PIPESTATUS[0]}; GPU cache: $(du -sh "$work/data/gpu-cache" 2>/dev/null) in $(find "$work/data/gpu-cache" -type f 2>/dev/null | wc -l) files"
   fi
   local left=$((budget - (SECONDS - start)))
   # Accuracy runs only when asked for: an unasked sweep once spent device time on runs that

@@ -43,6 +43,59 @@ struct Live {
 }
 
 impl Live {
+    /// The progress line above the loss chart: where the run is and how long it has left.
+    fn progress(&self) -> String {
+        let done = self.steps.last().map_or(0, |s| s.0);
+        if self.steps_planned == 0 {
+            return "Waiting for the first step…".to_string();
+        }
+        if self.steps.is_empty() {
+            return match (&self.ending, self.device.starts_with("GPU")) {
+                (Some(_), _) => "It ended before its first step.".to_string(),
+                (None, true) => format!(
+                    "Started on {}: preparing the first of {} steps. A GPU first compiles \
+                     the programs for settings it has not trained with since it started, \
+                     which can take up to a minute.",
+                    self.device, self.steps_planned
+                ),
+                (None, false) => format!(
+                    "Started on {}: preparing the first of {} steps.",
+                    self.device, self.steps_planned
+                ),
+            };
+        }
+        let recent: Vec<f64> = self
+            .steps
+            .iter()
+            .rev()
+            .take(20)
+            .map(|s| s.3)
+            .filter(|v| *v > 0.0)
+            .collect();
+        let speed = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+        // Seconds per step = batch size / throughput; the batch size is the run's.
+        let elapsed: f64 = self
+            .steps
+            .iter()
+            .map(|s| {
+                if s.3 > 0.0 {
+                    self.batch_size as f64 / s.3
+                } else {
+                    0.0
+                }
+            })
+            .sum();
+        let left = elapsed / done.max(1) as f64 * self.steps_planned.saturating_sub(done) as f64;
+        format!(
+            "Step {done} of {} on {} · {:.0} sentences/s · training time so far {} · about {} left (plus evaluations)",
+            self.steps_planned,
+            self.device,
+            speed,
+            duration(elapsed),
+            duration(left)
+        )
+    }
+
     /// Adds one event from the stream (called in the browser only).
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     fn apply(&mut self, event: Event) {
@@ -338,23 +391,7 @@ fn TryModel(run_id: i64) -> impl IntoView {
 #[component]
 fn RunCharts(live: RwSignal<Live>) -> impl IntoView {
     let smoothing = RwSignal::new(0.6_f64);
-    let progress = move || {
-        live.with(|l| {
-            let done = l.steps.last().map_or(0, |s| s.0);
-            if l.steps_planned == 0 {
-                return "Waiting for the first step…".to_string();
-            }
-            let recent: Vec<f64> = l.steps.iter().rev().take(20).map(|s| s.3).filter(|v| *v > 0.0).collect();
-            let speed = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
-            // Seconds per step = batch size / throughput; the batch size is the run's.
-            let elapsed: f64 = l.steps.iter().map(|s| if s.3 > 0.0 { l.batch_size as f64 / s.3 } else { 0.0 }).sum();
-            let left = if done > 0 { elapsed / done as f64 * (l.steps_planned.saturating_sub(done)) as f64 } else { 0.0 };
-            format!(
-                "Step {done} of {} on {} · {:.0} sentences/s · training time so far {} · about {} left (plus evaluations)",
-                l.steps_planned, l.device, speed, duration(elapsed), duration(left)
-            )
-        })
-    };
+    let progress = move || live.with(Live::progress);
     view! {
         <section class="panel">
             <h2>"Training loss"</h2>
@@ -447,4 +484,39 @@ fn attention_pairs(maps: &[AttentionSnapshot]) -> AnyView {
         })
         .collect_view()
         .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_says_what_a_run_waits_for_before_its_first_step() {
+        let mut live = Live::default();
+        assert_eq!(live.progress(), "Waiting for the first step…");
+        live.steps_planned = 4_000;
+        live.device = "GPU: NVIDIA H200 (burn cuda)".into();
+        let gpu = live.progress();
+        assert!(
+            gpu.starts_with(
+                "Started on GPU: NVIDIA H200 (burn cuda): preparing the first of 4000 steps."
+            ) && gpu.contains("compiles"),
+            "{gpu}"
+        );
+        live.device = "CPU: 2 threads (burn flex)".into();
+        assert_eq!(
+            live.progress(),
+            "Started on CPU: 2 threads (burn flex): preparing the first of 4000 steps."
+        );
+        live.batch_size = 32;
+        live.steps = vec![(1, 0.69, 2e-5, 16.0), (2, 0.68, 2e-5, 16.0)];
+        // Two steps of 32 sentences at 16 sentences/s: 4 s so far, 3,998 steps to go.
+        assert_eq!(
+            live.progress(),
+            "Step 2 of 4000 on CPU: 2 threads (burn flex) · 16 sentences/s · training time so far 4 s · about 2 h 13 min left (plus evaluations)"
+        );
+        live.steps.clear();
+        live.ending = Some(Event::Cancelled { step: 0 });
+        assert_eq!(live.progress(), "It ended before its first step.");
+    }
 }
