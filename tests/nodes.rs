@@ -150,10 +150,25 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     let device = form["device"].as_str().unwrap();
     assert!(device.contains("getting ready"), "{device}");
     assert!(form["held_by"]["WarmingUp"].is_object(), "{form}");
+    // The team's list and the instructor's say it on the run's line.
+    let own = ok(&class.red, server, "team-runs", &[]).await;
+    assert!(own[0]["held_by"]["WarmingUp"].is_object(), "{own}");
+    let class_runs = ok(
+        &class.teacher,
+        server,
+        "team-runs",
+        &[("class_id", &class.class_id.to_string())],
+    )
+    .await;
+    assert!(
+        class_runs[0]["held_by"]["WarmingUp"].is_object(),
+        "{class_runs}"
+    );
     let team_page = page_html(&class.red, server, "/team").await;
     assert!(
-        team_page.contains("The training GPU is getting ready"),
-        "the run form says what queued runs wait for"
+        team_page.contains("The training GPU is getting ready")
+            && team_page.contains("queued, #1 in line: the GPU is getting ready"),
+        "the run form and the team's list say what queued runs wait for"
     );
     // The node's warm-up ends and it claims runs: nothing holds the queue.
     sqlx::query("UPDATE training_nodes SET warming_up_since = NULL")

@@ -352,7 +352,10 @@ fn RunList(runs: Vec<RunSummary>, cancel: ServerAction<CancelRun>) -> impl IntoV
                         let id = run.id;
                         let settings = run.settings.summary();
                         let status = match (run.status, run.queue_position) {
-                            (RunStatus::Queued, Some(position)) => format!("queued, #{position} in line"),
+                            (RunStatus::Queued, Some(position)) => format!(
+                                "queued, #{position} in line{}",
+                                run.held_by.map_or(String::new(), |hold| format!(": {}", hold.reason()))
+                            ),
                             (status, _) => status.as_str().to_string(),
                         };
                         view! {
@@ -492,7 +495,7 @@ pub fn ClassRuns(
                                         <tr>
                                             <td><a href=format!("/runs/{id}")>{format!("#{id}")}</a></td>
                                             <td>{run.team}</td>
-                                            <td>{run.status.as_str()}{run.queue_position.map(|p| format!(" (#{p})"))}</td>
+                                            <td>{run.status.as_str()}{run.queue_position.map(|p| format!(" (#{p})"))}{run.held_by.map(|hold| format!(": {}", hold.reason()))}</td>
                                             <td>{settings}</td>
                                             <td>{run.validation_accuracy.map(|a| format!("{:.1}%", 100.0 * a))}</td>
                                             <td>

@@ -156,6 +156,14 @@ pub enum QueueHold {
 }
 
 impl QueueHold {
+    /// The hold in a few words, for a run's line in a list.
+    pub fn reason(self) -> &'static str {
+        match self {
+            QueueHold::NoTrainingNode => "no training node is running",
+            QueueHold::WarmingUp { .. } => "the GPU is getting ready",
+        }
+    }
+
     /// The hold, said for students.
     pub fn describe(self) -> String {
         match self {
@@ -196,8 +204,7 @@ pub struct RunSummary {
     /// The lesson claim it tests, for a claim test's run (queued by the instructor for
     /// the whole class).
     pub claim: Option<String>,
-    /// What holds it, while it is queued and something other than the runs ahead does (the
-    /// run's own page says; lists leave it empty).
+    /// What holds it, while it is queued and something other than the runs ahead does.
     #[serde(default)]
     pub held_by: Option<QueueHold>,
 }

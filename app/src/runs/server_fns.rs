@@ -317,7 +317,25 @@ pub async fn team_runs(class_id: Option<i64>) -> Result<Vec<RunSummary>, AppErro
         Viewpoint::Team { team_id, .. } => RunFilter::Team(team_id),
         Viewpoint::Instructor { class_id } => RunFilter::Class(class_id),
     };
-    RunQueue::new(pool).summaries(filter).await
+    let mut runs = RunQueue::new(pool.clone()).summaries(filter).await?;
+    mark_held(&pool, &mut runs).await?;
+    Ok(runs)
+}
+
+/// Notes on each queued run of `runs` what holds the queue, when something other than the
+/// runs ahead does.
+#[cfg(feature = "ssr")]
+async fn mark_held(pool: &crate::db::DbPool, runs: &mut [RunSummary]) -> Result<(), AppError> {
+    if runs.iter().any(|run| run.status == RunStatus::Queued) {
+        let hold = super::timing::queue_hold(&super::timing::live_nodes(pool).await?);
+        for run in runs
+            .iter_mut()
+            .filter(|run| run.status == RunStatus::Queued)
+        {
+            run.held_by = hold;
+        }
+    }
+    Ok(())
 }
 
 /// One run, for its team or its class's instructor; a queued one with what holds the queue
@@ -326,15 +344,10 @@ pub async fn team_runs(class_id: Option<i64>) -> Result<Vec<RunSummary>, AppErro
 pub async fn run_detail(run_id: i64) -> Result<RunSummary, AppError> {
     let pool = crate::db::pool()?;
     check_run_access(&pool, run_id).await?;
-    let mut run = queue()?
-        .summaries(RunFilter::Run(run_id))
-        .await?
-        .pop()
-        .ok_or_else(|| AppError::not_found("There is no such run."))?;
-    if run.status == RunStatus::Queued {
-        run.held_by = super::timing::queue_hold(&super::timing::live_nodes(&pool).await?);
-    }
-    Ok(run)
+    let mut runs = queue()?.summaries(RunFilter::Run(run_id)).await?;
+    mark_held(&pool, &mut runs).await?;
+    runs.pop()
+        .ok_or_else(|| AppError::not_found("There is no such run."))
 }
 
 /// Cancels a queued or running run (its team or the instructor).
