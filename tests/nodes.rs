@@ -149,7 +149,7 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
     let form = ok(&class.red, server, "run-form", &[]).await;
     let device = form["device"].as_str().unwrap();
     assert!(device.contains("getting ready"), "{device}");
-    assert!(form["held_by"]["WarmingUp"].is_object(), "{form}");
+    assert!(form["queue"]["held_by"]["WarmingUp"].is_object(), "{form}");
     // The team's list and the instructor's say it on the run's line.
     let own = ok(&class.red, server, "team-runs", &[]).await;
     assert!(own[0]["held_by"]["WarmingUp"].is_object(), "{own}");
@@ -177,6 +177,18 @@ async fn web_nodes_stream_what_a_worker_node_trains_and_each_others_changes() {
         .unwrap();
     let waiting = run_detail(&class.red, server, run_id).await;
     assert_eq!(waiting["held_by"], serde_json::Value::Null, "{waiting}");
+    // The form's note, fetched again every few seconds, now counts the runs ahead.
+    let queue = ok(&class.red, server, "queue-wait", &[]).await;
+    assert_eq!(queue["held_by"], serde_json::Value::Null, "{queue}");
+    assert_eq!(queue["runs_ahead"], 1, "{queue}");
+    refused(
+        &class.teacher,
+        server,
+        "queue-wait",
+        &[],
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     sqlx::query("DELETE FROM training_nodes")
         .execute(&admin)
         .await

@@ -8,9 +8,9 @@ use crate::error::AppError;
 use crate::live::{refresher, show_if_changed};
 use crate::runs::timing::{Machine, duration};
 use crate::runs::{
-    Boards, CancelRun, ModelChoice, PrioritizeRun, RUNS_CLOSED, RevealBoard, RunCurves,
+    Boards, CancelRun, ModelChoice, PrioritizeRun, QueueWait, RUNS_CLOSED, RevealBoard, RunCurves,
     RunFormInfo, RunStatus, RunSummary, SubmitOutcome, SubmitRun, class_boards,
-    default_learning_rate_after_switch, load_run_form, team_curves, team_runs,
+    default_learning_rate_after_switch, load_queue_wait, load_run_form, team_curves, team_runs,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -85,14 +85,28 @@ fn TeamRuns(
         RwSignal::new(boards),
         RwSignal::new(curves),
     );
+    let queue = RwSignal::new(info.queue);
     let refresh_runs = refresher(|| team_runs(None), keep(runs));
     let refresh_boards = refresher(|| class_boards(None), keep(boards));
     let refresh_curves = refresher(team_curves, keep(curves));
+    let refresh_queue = refresher(
+        load_queue_wait,
+        move |fresh: Result<QueueWait, AppError>| {
+            if let Ok(fresh) = fresh {
+                show_if_changed(queue, fresh);
+            }
+        },
+    );
     every_refresh({
-        let (runs, boards) = (refresh_runs.clone(), refresh_boards.clone());
+        let (runs, boards, queue) = (
+            refresh_runs.clone(),
+            refresh_boards.clone(),
+            refresh_queue.clone(),
+        );
         move || {
             runs();
             boards();
+            queue();
             refresh_curves();
         }
     });
@@ -103,6 +117,7 @@ fn TeamRuns(
             move |_, _, _| {
                 runs();
                 boards();
+                refresh_queue();
             }
         },
         false,
@@ -113,7 +128,7 @@ fn TeamRuns(
         false,
     );
     view! {
-        <NewRunForm info submit />
+        <NewRunForm info queue submit />
         <section class="panel">
             <h2>"Your team's runs"</h2>
             {move || runs.get().map(|runs| view! { <RunList runs cancel /> })}
@@ -126,7 +141,11 @@ fn TeamRuns(
 
 /// The run form: choices, checks, hints and the duration estimate.
 #[component]
-fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoView {
+fn NewRunForm(
+    info: RunFormInfo,
+    queue: RwSignal<QueueWait>,
+    submit: ServerAction<SubmitRun>,
+) -> impl IntoView {
     let form = RwSignal::new(info.suggested.clone());
     let send = move |confirmed: bool| {
         submit.dispatch(SubmitRun {
@@ -192,19 +211,9 @@ fn NewRunForm(info: RunFormInfo, submit: ServerAction<SubmitRun>) -> impl IntoVi
             info.run_minutes, info.suggested_accuracy
         )
     };
-    let queue_note = match (info.held_by, info.runs_ahead) {
-        _ if info.data_missing.is_some() => String::new(),
-        (Some(hold), _) => hold.describe(),
-        (None, 0) => "No run is waiting or training: a run queued now starts at once.".to_string(),
-        (None, 1) => format!(
-            "1 run is waiting or training: a run queued now starts in about {}.",
-            duration(info.wait_seconds)
-        ),
-        (None, n) => format!(
-            "{n} runs are waiting or training: a run queued now starts in about {}.",
-            duration(info.wait_seconds)
-        ),
-    };
+    // Without training data no run can be queued, which the form says instead.
+    let data_missing = info.data_missing.is_some();
+    let queue_note = move || (!data_missing).then(|| queue.get().note());
     // One text input per field of the form, named as the field.
     macro_rules! text_input {
         ($label:literal, $field:ident) => {

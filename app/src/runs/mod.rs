@@ -31,9 +31,9 @@ pub mod queue;
 pub use boards::{ClassBoards, RevealBoard, class_boards, reveal_board};
 pub use form::{RunForm, default_learning_rate_after_switch, format_rate};
 pub use server_fns::{
-    CancelRun, LoadRunForm, PrioritizeRun, RUNS_CLOSED, RunDetail, SubmitRun, TeamCurves, TeamRuns,
-    TryRunModel, cancel_run, load_run_form, prioritize_run, run_detail, submit_run, team_curves,
-    team_runs, try_run_model,
+    CancelRun, LoadQueueWait, LoadRunForm, PrioritizeRun, RUNS_CLOSED, RunDetail, SubmitRun,
+    TeamCurves, TeamRuns, TryRunModel, cancel_run, load_queue_wait, load_run_form, prioritize_run,
+    run_detail, submit_run, team_curves, team_runs, try_run_model,
 };
 
 use run_protocol::RunSettings;
@@ -128,18 +128,44 @@ pub struct RunFormInfo {
     pub suggested_accuracy: f64,
     /// True when even the smallest run measured to learn takes longer than the time limit.
     pub over_budget: bool,
-    /// Runs waiting or training on this server now.
-    pub runs_ahead: i64,
-    /// Seconds until a run queued now would start, from those runs' estimates.
-    pub wait_seconds: f64,
+    /// Where the queue stands now (the page fetches it again every few seconds).
+    pub queue: QueueWait,
     /// Whether the class is in the competition phase, when runs can be queued.
     pub runs_open: bool,
     /// The longest a run of the class trains, in minutes (the instructor's limit).
     pub run_minutes: i64,
     /// Why runs cannot be queued yet for lack of training data, when they cannot.
     pub data_missing: Option<String>,
+}
+
+/// Where the queue stands for a run queued now.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QueueWait {
+    /// Runs waiting or training now.
+    pub runs_ahead: i64,
+    /// Seconds until a run queued now would start, from those runs' estimates.
+    pub wait_seconds: f64,
     /// What holds every queued run now, when something other than the runs ahead does.
     pub held_by: Option<QueueHold>,
+}
+
+impl QueueWait {
+    /// When a run queued now would start, said for students.
+    pub fn note(self) -> String {
+        let wait = timing::duration(self.wait_seconds);
+        match (self.held_by, self.runs_ahead) {
+            (Some(hold), _) => hold.describe(),
+            (None, 0) => "No run is waiting or training: a run queued now starts at once.".into(),
+            (None, 1) => {
+                format!("1 run is waiting or training: a run queued now starts in about {wait}.")
+            }
+            (None, n) => {
+                format!(
+                    "{n} runs are waiting or training: a run queued now starts in about {wait}."
+                )
+            }
+        }
+    }
 }
 
 /// What holds every queued run, when something other than the runs ahead of it does.

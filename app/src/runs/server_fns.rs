@@ -3,7 +3,7 @@
 //! queue's ([`super::queue::RunQueue`]).
 
 use super::form::RunForm;
-use super::{ModelReading, RunCurves, RunFormInfo, RunSummary, SubmitOutcome};
+use super::{ModelReading, QueueWait, RunCurves, RunFormInfo, RunSummary, SubmitOutcome};
 use crate::error::AppError;
 use leptos::prelude::*;
 #[cfg(feature = "ssr")]
@@ -78,8 +78,7 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
             .as_ref()
             .map_or_else(RunForm::default, |s| RunForm::from(&s.settings))
     };
-    let slots = nodes.iter().map(|node| node.slots as usize).sum::<usize>();
-    let (runs_ahead, wait_seconds) = super::timing::queue_ahead(&pool, slots).await?;
+    let queue = queue_wait(&pool, &nodes).await?;
     Ok(RunFormInfo {
         models,
         max_queued: env.max_queued_per_team,
@@ -92,14 +91,37 @@ pub async fn load_run_form() -> Result<RunFormInfo, AppError> {
                 s.dev_accuracy
             }),
         over_budget: suggestion.is_some_and(|s| s.over_budget),
-        runs_ahead,
-        wait_seconds,
+        queue,
         runs_open,
         run_minutes,
         data_missing: crate::runs::dataset::ssr::missing_for_training(&pool, &env.data)
             .await?
             .map(|_| crate::runs::dataset::ssr::MISSING_FOR_STUDENTS.to_string()),
-        held_by: super::timing::queue_hold(&nodes),
+    })
+}
+
+/// Where the queue stands for a run queued now (students; the run form asks every few
+/// seconds).
+#[server(prefix = "/api", endpoint = "queue-wait")]
+pub async fn load_queue_wait() -> Result<QueueWait, AppError> {
+    let pool = crate::db::pool()?;
+    crate::auth::ssr::require_student(&pool).await?;
+    queue_wait(&pool, &super::timing::live_nodes(&pool).await?).await
+}
+
+/// Where the queue stands with the live training `nodes`: the runs ahead shared over their
+/// slots, and what else holds it.
+#[cfg(feature = "ssr")]
+async fn queue_wait(
+    pool: &crate::db::DbPool,
+    nodes: &[super::timing::TrainingNode],
+) -> Result<QueueWait, AppError> {
+    let slots = nodes.iter().map(|node| node.slots as usize).sum::<usize>();
+    let (runs_ahead, wait_seconds) = super::timing::queue_ahead(pool, slots).await?;
+    Ok(QueueWait {
+        runs_ahead,
+        wait_seconds,
+        held_by: super::timing::queue_hold(nodes),
     })
 }
 
