@@ -79,14 +79,6 @@ fn a_worker_node_refuses_sqlite() {
     assert!(stderr.contains("SQLite"), "{stderr}");
 }
 
-/// The Unix time now, in seconds.
-fn unix_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// Reads the class-events stream at `url` until one `class-changed` arrives (or 10 s pass).
 async fn next_class_change(client: &reqwest::Client, url: String) -> bool {
     let mut response = client.get(url).send().await.unwrap();

@@ -394,10 +394,7 @@ async fn sessions_expire_after_two_weeks_without_use_not_two_weeks_after_sign_in
         server.data_dir.join("jigsaw-lab.db").display()
     );
     let pool = sqlx::AnyPool::connect(&database).await.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_seconds();
     let expires_at = || async {
         sqlx::query_scalar::<_, i64>("SELECT MAX(expires_at) FROM sessions")
             .fetch_one(&pool)

@@ -14,6 +14,7 @@ use app::runs::RunStatus;
 use app::runs::environment::{RunChange, RunEnvironment, RunUpdate};
 use app::runs::event_log::EventLog;
 use app::runs::queue::{ClaimedRun, RunEnding, RunQueue};
+use app::runs::timing::unix_now;
 use run_protocol::estimate::VALIDATE_EVERY;
 use run_protocol::{EvalSplit, Event, EventKind, RunSettings};
 use std::collections::HashSet;
@@ -85,13 +86,6 @@ fn run_config(env: &RunEnvironment, settings: &RunSettings) -> TrainConfig {
     }
 }
 
-/// The seconds-since-epoch clock leases use.
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Worker {
     /// Runs the worker until `shutdown` turns true. A run in progress is then stopped at
     /// its next step and left to resume from its checkpoint at the next start.
@@ -152,12 +146,12 @@ impl Worker {
 
     /// When a lease taken or renewed now runs out (seconds since the epoch).
     fn lease_until() -> i64 {
-        now() + LEASE.as_secs() as i64
+        unix_now() + LEASE.as_secs() as i64
     }
 
     /// Puts runs whose lease expired back in the queue.
     async fn requeue_expired(&self) -> Result<(), sqlx::Error> {
-        let requeued = self.queue().requeue_expired(now()).await?;
+        let requeued = self.queue().requeue_expired(unix_now()).await?;
         if requeued > 0 {
             tracing::info!(runs = requeued, "requeued runs whose lease expired");
         }

@@ -280,6 +280,14 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The Unix time now, in seconds (the clock of sessions, leases and training nodes).
+pub fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 /// The HTML of the page at `path`, fetched with `client` (and its session, if it has one).
 pub async fn page_html(client: &reqwest::Client, server: &Server, path: &str) -> String {
     let response = client.get(server.url(path)).send().await.unwrap();
