@@ -16,6 +16,7 @@ use crate::device::{BackendKind, ComputeDevice};
 use crate::model::{BatchTensors, EncoderConfig, Precision, SequenceClassifier};
 use crate::optim::{AdamW, FlatAdamW, OptimizerChoice};
 use crate::rng::SeededRng;
+use crate::tokenize::TokenBatch;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -452,18 +453,21 @@ fn random_batch(
 ) -> (BatchTensors, Tensor<1, Int>) {
     let mut rng = SeededRng::new(seed);
     let low = 1_000.min(vocab_size / 2);
-    let dims = [shape.batch, shape.seq];
-    let ids: Vec<i64> = (0..shape.batch * shape.seq)
-        .map(|_| (low + rng.below(vocab_size - low)) as i64)
+    let tokens = shape.batch * shape.seq;
+    let ids: Vec<u32> = (0..tokens)
+        .map(|_| (low + rng.below(vocab_size - low)) as u32)
         .collect();
     let labels: Vec<i64> = (0..shape.batch)
         .map(|_| rng.below(NUM_LABELS) as i64)
         .collect();
-    let batch = BatchTensors {
-        ids: Tensor::from_data(TensorData::new(ids, dims), device),
-        type_ids: None,
-        mask: Tensor::ones(dims, device),
+    let tokens = TokenBatch {
+        ids,
+        type_ids: vec![0; tokens],
+        mask: vec![1; tokens],
+        batch_size: shape.batch,
+        seq_len: shape.seq,
     };
+    let batch = BatchTensors::new(&tokens, device);
     let labels = Tensor::from_data(TensorData::new(labels, [shape.batch]), device);
     (batch, labels)
 }

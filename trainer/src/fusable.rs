@@ -3,9 +3,24 @@
 //! kernels. burn's own layers compute the same values with more kernels per training step:
 //! each kernel a GPU runs costs host time to record and launch, which dominates the step of
 //! a model as small as MiniLM. The CPU backend has fused operations of its own ([`crate::cpu`]).
+//! LayerNorm is one operation with a hand-written backward pass ([`norm`]), and so is the
+//! word-embedding lookup, whose gradient burn sums one column per thread ([`embedding`]).
 
-use burn::nn::{LayerNorm, Linear};
-use burn::tensor::Tensor;
+mod embedding;
+// Without a GPU backend the extension's generated dispatch routes to no backend, which
+// leaves its non-tensor arguments unused.
+#[cfg_attr(
+    not(any(feature = "wgpu", feature = "cuda", test)),
+    allow(unused_variables)
+)]
+mod norm;
+
+use crate::model::DistinctWords;
+use burn::backend::Dispatch;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::tensor::{Int, Tensor, TensorData};
+use embedding::FusableEmbeddingOps;
+use norm::FusableNormOps;
 
 /// `rows · weight + bias`. burn's `linear` reshapes the bias only after the product, which
 /// ends the product's fused block and leaves the addition a kernel of its own; reshaped
@@ -23,35 +38,58 @@ pub fn linear(linear: &Linear, rows: Tensor<2>) -> Tensor<2> {
     }
 }
 
-/// `norm` applied over the last dimension of `input`, with the LayerNorm's `epsilon`.
-/// burn's LayerNorm reshapes γ and β between its element-wise steps (each reshape ends a
-/// fused block), takes its means with `mean_dim` and squares with a power kernel; here γ
-/// and β are shaped first, the means are sums scaled, and the square is a product, which
-/// fusion merges into fewer kernels.
+/// `norm` applied over the last dimension of `input`, with the LayerNorm's `epsilon`: one
+/// operation with a backward pass of its own ([`norm`]) where the norm has a β, as every
+/// supported model's does; burn's LayerNorm where not.
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, input: Tensor<D>) -> Tensor<D> {
-    let last = D - 1;
-    let width = input.dims()[last];
-    let mut row = [1; D];
-    row[last] = width;
-    let gamma = norm.gamma.val().reshape(row);
-    let beta = norm.beta.as_ref().map(|beta| beta.val().reshape(row));
-    let scale = 1.0 / width as f64;
-    let centered = input.clone() - input.sum_dim(last).mul_scalar(scale);
-    let variance = (centered.clone() * centered.clone())
-        .sum_dim(last)
-        .mul_scalar(scale);
-    let normalized = centered * variance.add_scalar(epsilon).sqrt().recip();
-    match beta {
-        Some(beta) => normalized * gamma + beta,
-        None => normalized * gamma,
-    }
+    let Some(beta) = norm.beta.as_ref() else {
+        return norm.forward(input);
+    };
+    Tensor::from_dispatch(<Dispatch as FusableNormOps>::fusable_layer_norm(
+        input.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        epsilon as f32,
+    ))
+}
+
+/// `table`'s rows at `ids` (`[batch, seq]`), `[batch, seq, width]`, with the backward pass
+/// of [`embedding`]: each of the batch's distinct `words` gets its gradient summed by a
+/// matrix product, then the table's gradient is gathered from those sums (a word the batch
+/// does not hold reads a zero row).
+pub fn embedding(table: &Embedding, ids: Tensor<2, Int>, words: &DistinctWords) -> Tensor<3> {
+    let [batch, seq] = ids.dims();
+    let weights = table.weight.val();
+    let [vocabulary, width] = weights.dims();
+    let device = ids.device();
+    // The distinct words, then at least one zero row for the words the batch does not
+    // hold, rounded up so that the product's shapes (and the kernels autotuned for them)
+    // repeat from batch to batch.
+    let (tokens, numbers) = (batch * seq, (words.count() + 1).next_multiple_of(64));
+    let token_slots = TensorData::new(words.token_slots().to_vec(), [tokens, 1]);
+    let one_hot = Tensor::<2, Int>::from_data(token_slots, &device)
+        .expand([tokens, numbers])
+        .equal(
+            Tensor::<1, Int>::arange(0..numbers as i64, &device)
+                .reshape([1, numbers])
+                .expand([tokens, numbers]),
+        )
+        .float();
+    let slots = TensorData::new(words.slots(vocabulary), [vocabulary]);
+    let rows = <Dispatch as FusableEmbeddingOps>::fusable_embedding(
+        weights.into_dispatch(),
+        ids.reshape([tokens]).into_dispatch(),
+        one_hot.into_dispatch(),
+        Tensor::<1, Int>::from_data(slots, &device).into_dispatch(),
+    );
+    Tensor::<2>::from_dispatch(rows).reshape([batch, seq, width])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::module::Param;
-    use burn::nn::{LayerNormConfig, LinearConfig};
+    use burn::nn::{EmbeddingConfig, LayerNormConfig, LinearConfig};
     use burn::tensor::{Device, Distribution, Tolerance};
 
     fn device() -> Device {
@@ -88,16 +126,23 @@ mod tests {
         assert_all_close(&gradients(got), &gradients(want));
     }
 
+    /// A LayerNorm of width 24 with random γ and β, which train unless `frozen` (as in a
+    /// LoRA run).
+    fn random_norm(device: &Device, frozen: bool) -> LayerNorm {
+        let mut norm = LayerNormConfig::new(24).with_epsilon(1e-12).init(device);
+        let param = || {
+            Param::from_tensor(Tensor::random([24], Distribution::Default, device))
+                .set_require_grad(!frozen)
+        };
+        norm.gamma = param();
+        norm.beta = Some(param());
+        norm
+    }
+
     #[test]
     fn the_layer_norm_is_burns_with_its_gradients() {
         let device = device();
-        let mut norm = LayerNormConfig::new(24).with_epsilon(1e-12).init(&device);
-        norm.gamma = Param::from_tensor(Tensor::random([24], Distribution::Default, &device));
-        norm.beta = Some(Param::from_tensor(Tensor::random(
-            [24],
-            Distribution::Default,
-            &device,
-        )));
+        let norm = random_norm(&device, false);
         // Rows far from zero mean, where a careless variance loses digits.
         let input =
             Tensor::<3>::random([3, 5, 24], Distribution::Normal(4.0, 2.0), &device).require_grad();
@@ -115,5 +160,68 @@ mod tests {
         let got = layer_norm(&norm, 1e-12, input.clone());
         assert_all_close(std::slice::from_ref(&got), std::slice::from_ref(&want));
         assert_all_close(&gradients(got), &gradients(want));
+    }
+
+    #[test]
+    fn a_frozen_layer_norm_passes_burns_gradient_to_its_input_only() {
+        let device = device();
+        let norm = random_norm(&device, true);
+        let input =
+            Tensor::<2>::random([6, 24], Distribution::Normal(-1.0, 3.0), &device).require_grad();
+        let weights = Tensor::<2>::random([6, 24], Distribution::Default, &device);
+        let gradient = |out: Tensor<2>| {
+            let grads = (out * weights.clone()).sum().backward();
+            assert!(norm.gamma.grad(&grads).is_none());
+            assert!(norm.beta.as_ref().unwrap().grad(&grads).is_none());
+            input.grad(&grads).unwrap()
+        };
+        let want = gradient(norm.forward(input.clone()));
+        let got = gradient(layer_norm(&norm, 1e-12, input.clone()));
+        assert_all_close(&[got], &[want]);
+    }
+
+    #[test]
+    fn the_layer_norm_without_autodiff_is_burns() {
+        let device = Device::flex();
+        let norm = random_norm(&device, true);
+        let input = Tensor::<3>::random([2, 3, 24], Distribution::Normal(2.0, 1.0), &device);
+        let want = norm.forward(input.clone());
+        let got = layer_norm(&norm, 1e-12, input);
+        assert_all_close(&[got], &[want]);
+    }
+
+    #[test]
+    fn the_embedding_is_burns_with_its_gradient() {
+        let device = device();
+        let table = EmbeddingConfig::new(11, 6).init(&device);
+        // Repeated words (3 and 7, within a row and across rows), padding (0), and words
+        // the batch does not hold (their gradient rows stay 0).
+        let ids: Vec<u32> = vec![3, 7, 3, 0, 7, 9, 2, 0];
+        let words = DistinctWords::of(&ids);
+        assert_eq!(words.count(), 5);
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&id| i64::from(id)).collect(), [2, 4]),
+            &device,
+        );
+        let weights = Tensor::<3>::random([2, 4, 6], Distribution::Default, &device);
+        let gradient = |out: Tensor<3>| {
+            let grads = (out * weights.clone()).sum().backward();
+            table.weight.grad(&grads).unwrap()
+        };
+        let want = table.forward(ids.clone());
+        let got = embedding(&table, ids, &words);
+        assert_all_close(std::slice::from_ref(&got), std::slice::from_ref(&want));
+        assert_all_close(&[gradient(got)], &[gradient(want)]);
+    }
+
+    #[test]
+    fn distinct_words_are_numbered_in_order() {
+        let words = DistinctWords::of(&[5, 2, 5, 9, 2]);
+        assert_eq!(words.count(), 3);
+        assert_eq!(words.token_slots(), [1, 0, 1, 2, 0]);
+        // Words 0..10: 2, 5 and 9 have their numbers, the rest the zero row's (3); an id
+        // beyond the vocabulary is left out.
+        assert_eq!(words.slots(10), [3, 3, 0, 3, 3, 1, 3, 3, 3, 2]);
+        assert_eq!(words.slots(6), [3, 3, 0, 3, 3, 1]);
     }
 }

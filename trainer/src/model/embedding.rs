@@ -6,13 +6,62 @@ use super::config::{EncoderConfig, Family};
 use super::dropout;
 use super::lora::token_wise;
 use super::precision::Precision;
-use crate::cpu;
+use crate::{cpu, fusable};
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
 use burn::tensor::{Device, Int, Tensor};
+
+/// A training batch's distinct token ids, numbered on the host, from which a GPU sums the
+/// word embeddings' gradient in parallel ([`fusable::embedding`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistinctWords {
+    /// The distinct ids, ascending.
+    distinct: Vec<u32>,
+    /// Each token's position in `distinct`, row by row.
+    token_slots: Vec<i64>,
+}
+
+impl DistinctWords {
+    /// The distinct words of a batch's token `ids`.
+    pub fn of(ids: &[u32]) -> Self {
+        let mut distinct = ids.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let token_slots = ids
+            .iter()
+            .map(|id| distinct.partition_point(|d| d < id) as i64)
+            .collect();
+        Self {
+            distinct,
+            token_slots,
+        }
+    }
+
+    /// How many distinct words the batch holds.
+    pub fn count(&self) -> usize {
+        self.distinct.len()
+    }
+
+    /// Each token's position among the distinct words, row by row.
+    pub fn token_slots(&self) -> &[i64] {
+        &self.token_slots
+    }
+
+    /// For each of a vocabulary's `words`, its position among the distinct words, or
+    /// [`Self::count`] where the batch does not hold it.
+    pub fn slots(&self, words: usize) -> Vec<i64> {
+        let mut slots = vec![self.distinct.len() as i64; words];
+        for (position, &id) in self.distinct.iter().enumerate() {
+            if let Some(slot) = slots.get_mut(id as usize) {
+                *slot = position as i64;
+            }
+        }
+        slots
+    }
+}
 
 /// The input embeddings of an encoder.
 #[derive(Module, Debug)]
@@ -77,7 +126,8 @@ impl Embeddings {
 
     /// Embeds `[batch, seq]` token ids (and segment ids) into `[batch, seq, hidden]`;
     /// `mask` is 1 for real tokens and 0 for padding. `type_ids` of `None` puts every token
-    /// in segment 0.
+    /// in segment 0. With `words` (a GPU training batch's), the word embeddings' gradient is
+    /// summed as [`fusable::embedding`] does.
     ///
     /// Rows every sequence shares are added as one broadcast slice rather than looked up
     /// per token: the positions (except RoBERTa's, which depend on the padding) and the
@@ -90,6 +140,7 @@ impl Embeddings {
         ids: Tensor<2, Int>,
         type_ids: Option<Tensor<2, Int>>,
         mask: Tensor<2>,
+        words: Option<&DistinctWords>,
     ) -> Tensor<3> {
         let [_, seq_len] = ids.dims();
         let [_, hidden] = self.word.weight.dims();
@@ -115,7 +166,10 @@ impl Embeddings {
                 Some(position.forward(ids))
             }
         };
-        let mut sum = self.word.forward(ids);
+        let mut sum = match words {
+            Some(words) => fusable::embedding(&self.word, ids, words),
+            None => self.word.forward(ids),
+        };
         if let Some(positions) = positions {
             sum = sum + positions;
         }
@@ -182,7 +236,7 @@ mod tests {
                 &device,
             );
             let zeros = Tensor::<2, Int>::zeros([2, 4], &device);
-            let broadcast = layer.forward(ids.clone(), None, mask.clone());
+            let broadcast = layer.forward(ids.clone(), None, mask.clone(), None);
             let looked_up = match model_type {
                 // Every row looked up per token, positions included (dropout is 0 here).
                 "bert" => {
@@ -197,7 +251,7 @@ mod tests {
                     )
                 }
                 // RoBERTa's positions depend on the padding and stay a lookup.
-                _ => layer.forward(ids, Some(zeros), mask),
+                _ => layer.forward(ids, Some(zeros), mask, None),
             };
             let difference = (broadcast.clone() - looked_up.clone())
                 .abs()

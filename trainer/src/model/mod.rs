@@ -13,13 +13,14 @@ mod precision;
 mod relative;
 
 pub use config::{EncoderConfig, Family, RelativeAttention};
-pub use embedding::Embeddings;
+pub use embedding::{DistinctWords, Embeddings};
 pub use encoder::{EncoderLayer, SelfAttention};
 pub use head::{ClassificationHead, HeadStyle};
 pub use lora::{LoraBranch, LoraSettings};
 pub use precision::{Precision, supported_on};
 pub use relative::{RelativePositions, RelativeTable};
 
+use crate::device::on_cpu_backend;
 use crate::tokenize::TokenBatch;
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -37,10 +38,14 @@ pub struct BatchTensors {
     pub type_ids: Option<Tensor<2, Int>>,
     /// 1 for real tokens, 0 for padding, `[batch, seq]` as floats.
     pub mask: Tensor<2>,
+    /// The batch's distinct words where it trains on a GPU, whose word-embedding gradient
+    /// they make parallel ([`DistinctWords`]); `None` elsewhere.
+    pub words: Option<DistinctWords>,
 }
 
 impl BatchTensors {
-    /// Copies `batch` to `device`.
+    /// Copies `batch` to `device`, numbering its distinct words where `device` is a GPU
+    /// with autodiff.
     pub fn new(batch: &TokenBatch, device: &Device) -> Self {
         let shape = [batch.batch_size, batch.seq_len];
         let ints = |values: &[u32]| {
@@ -56,6 +61,8 @@ impl BatchTensors {
                 .any(|&segment| segment != 0)
                 .then(|| ints(&batch.type_ids)),
             mask: Tensor::<2>::from_data(TensorData::new(mask, shape), device),
+            words: (device.is_autodiff() && !on_cpu_backend(device))
+                .then(|| DistinctWords::of(&batch.ids)),
         }
     }
 }
@@ -169,6 +176,7 @@ impl SequenceClassifier {
             batch.ids.clone(),
             batch.type_ids.clone(),
             batch.mask.clone(),
+            batch.words.as_ref(),
         );
         let mut attentions = Vec::new();
         for layer in &self.layers {
