@@ -15,10 +15,10 @@ mod embedding;
 )]
 mod norm;
 
-use crate::model::DistinctWords;
 use burn::backend::Dispatch;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, TensorData};
+pub use embedding::DistinctWords;
 use embedding::FusableEmbeddingOps;
 use norm::FusableNormOps;
 

@@ -6,62 +6,14 @@ use super::config::{EncoderConfig, Family};
 use super::dropout;
 use super::lora::token_wise;
 use super::precision::Precision;
-use crate::{cpu, fusable};
+use crate::cpu;
+use crate::fusable::{self, DistinctWords};
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
 use burn::tensor::{Device, Int, Tensor};
-
-/// A training batch's distinct token ids, numbered on the host, from which a GPU sums the
-/// word embeddings' gradient in parallel ([`fusable::embedding`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DistinctWords {
-    /// The distinct ids, ascending.
-    distinct: Vec<u32>,
-    /// Each token's position in `distinct`, row by row.
-    token_slots: Vec<i64>,
-}
-
-impl DistinctWords {
-    /// The distinct words of a batch's token `ids`.
-    pub fn of(ids: &[u32]) -> Self {
-        let mut distinct = ids.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let token_slots = ids
-            .iter()
-            .map(|id| distinct.partition_point(|d| d < id) as i64)
-            .collect();
-        Self {
-            distinct,
-            token_slots,
-        }
-    }
-
-    /// How many distinct words the batch holds.
-    pub fn count(&self) -> usize {
-        self.distinct.len()
-    }
-
-    /// Each token's position among the distinct words, row by row.
-    pub fn token_slots(&self) -> &[i64] {
-        &self.token_slots
-    }
-
-    /// For each of a vocabulary's `words`, its position among the distinct words, or
-    /// [`Self::count`] where the batch does not hold it.
-    pub fn slots(&self, words: usize) -> Vec<i64> {
-        let mut slots = vec![self.distinct.len() as i64; words];
-        for (position, &id) in self.distinct.iter().enumerate() {
-            if let Some(slot) = slots.get_mut(id as usize) {
-                *slot = position as i64;
-            }
-        }
-        slots
-    }
-}
 
 /// The input embeddings of an encoder.
 #[derive(Module, Debug)]

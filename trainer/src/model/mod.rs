@@ -12,8 +12,9 @@ mod lora;
 mod precision;
 mod relative;
 
+pub use crate::fusable::DistinctWords;
 pub use config::{EncoderConfig, Family, RelativeAttention};
-pub use embedding::{DistinctWords, Embeddings};
+pub use embedding::Embeddings;
 pub use encoder::{EncoderLayer, SelfAttention};
 pub use head::{ClassificationHead, HeadStyle};
 pub use lora::{LoraBranch, LoraSettings};
