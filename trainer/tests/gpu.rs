@@ -15,7 +15,7 @@ use run_protocol::{EvalSplit, Event, RunSettings};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use trainer::device::{BackendKind, ComputeDevice, DeviceChoice, select};
-use trainer::loader;
+use trainer::loader::{self, LoadedModel};
 use trainer::model::{BatchTensors, SequenceClassifier};
 use trainer::optim::{AdamW, FlatAdamW};
 use trainer::train::{CancelToken, TrainConfig, train, warm_up};
@@ -60,6 +60,17 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// A positive and a negative sentence of two lengths (so the shorter one is padded and
+/// masked), tokenized by `loaded`'s tokenizer onto `device`, with their labels.
+fn two_sentences(loaded: &LoadedModel, device: &Device) -> (BatchTensors, Tensor<1, Int>) {
+    let tokens = loaded
+        .tokenizer
+        .batch(&["a gorgeous , witty movie .", "dull ."])
+        .unwrap();
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), device);
+    (BatchTensors::new(&tokens, device), labels)
 }
 
 #[test]
@@ -137,13 +148,7 @@ fn a_backward_pass_on_the_gpu_gives_the_cpus_gradients() {
     let dir = tiny_bert_without_dropout();
     let step = |device: Device| {
         let loaded = loader::load(dir.path(), 2, 32, &device).unwrap();
-        // Two lengths, so the shorter sentence is padded and masked.
-        let tokens = loaded
-            .tokenizer
-            .batch(&["a gorgeous , witty movie .", "dull ."])
-            .unwrap();
-        let batch = BatchTensors::new(&tokens, &device);
-        let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device);
+        let (batch, labels) = two_sentences(&loaded, &device);
         let loss = CrossEntropyLossConfig::new()
             .init(&device)
             .forward(loaded.model.forward(&batch), labels);
@@ -297,12 +302,7 @@ fn the_flat_optimizer_steps_on_the_gpu_as_the_per_tensor_one_does() {
         &device,
     )
     .unwrap();
-    let tokens = loaded
-        .tokenizer
-        .batch(&["a gorgeous , witty movie .", "dull ."])
-        .unwrap();
-    let batch = BatchTensors::new(&tokens, &device);
-    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device);
+    let (batch, labels) = two_sentences(&loaded, &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let _turn = one_trainer_at_a_time();
     type Step<'a> = Box<dyn FnMut(SequenceClassifier, GradientsParams) -> SequenceClassifier + 'a>;
