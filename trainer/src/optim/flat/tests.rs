@@ -241,3 +241,20 @@ fn a_saved_state_resumes_the_same_steps() {
     let error = fresh().load(&file, &halfway).err().unwrap();
     assert!(error.contains("not a flat AdamW state"), "{error}");
 }
+
+#[test]
+fn concatenating_in_groups_gives_the_plain_concatenation() {
+    let device = Device::flex();
+    // One group, one level of groups (60 → 3) and two (600 → 25 → 2), with lengths that
+    // differ from part to part.
+    for count in [5, CAT_GROUP, 60, 600] {
+        let parts: Vec<Tensor<1>> = (0..count)
+            .map(|i| {
+                let values: Vec<f32> = (0..1 + i % 7).map(|j| (i * 10 + j) as f32).collect();
+                Tensor::from_data(TensorData::new(values.clone(), [values.len()]), &device)
+            })
+            .collect();
+        let expected = values(Tensor::cat(parts.clone(), 0));
+        assert_eq!(values(cat_in_groups(parts)), expected, "{count} parts");
+    }
+}
