@@ -44,6 +44,10 @@ pub struct FlatAdamW {
     state: Option<State>,
     /// Moments read from a checkpoint, put on the device at the first step.
     loaded: Option<Saved>,
+    /// The zeros of the alignment gaps, by length, made at the first step and reused: a
+    /// fill made anew each step would share the fusion search's blocks with the
+    /// concatenations and keep the one that takes it from being fused.
+    gaps: HashMap<usize, Tensor<1>>,
 }
 
 /// Where one parameter lives in the flat buffers.
@@ -97,6 +101,7 @@ impl FlatAdamW {
             max_grad_norm,
             state: None,
             loaded: None,
+            gaps: HashMap::new(),
         }
     }
 
@@ -115,6 +120,7 @@ impl FlatAdamW {
             grads: &mut grads,
             no_decay: &self.no_decay,
             take_values: self.state.is_none(),
+            gaps: &mut self.gaps,
             path: Vec::new(),
             slots: Vec::new(),
             grads_flat: Vec::new(),
@@ -324,6 +330,7 @@ struct Gather<'a> {
     grads: &'a mut GradientsParams,
     no_decay: &'a Regex,
     take_values: bool,
+    gaps: &'a mut HashMap<usize, Tensor<1>>,
     path: Vec<String>,
     slots: Vec<Slot>,
     grads_flat: Vec<Tensor<1>>,
@@ -339,9 +346,13 @@ impl Gather<'_> {
             return;
         };
         if gap > 0 {
-            self.grads_flat.push(Tensor::zeros([gap], &device));
+            let zeros = self
+                .gaps
+                .entry(gap)
+                .or_insert_with(|| Tensor::zeros([gap], &device));
+            self.grads_flat.push(zeros.clone());
             if self.take_values {
-                self.values_flat.push(Tensor::zeros([gap], &device));
+                self.values_flat.push(zeros.clone());
             }
             self.offset += gap;
         }
