@@ -250,8 +250,9 @@ fn concatenating_in_groups_gives_the_plain_concatenation() {
     for count in [5, CAT_GROUP, 60, 600] {
         let parts: Vec<Tensor<1>> = (0..count)
             .map(|i| {
-                let values: Vec<f32> = (0..1 + i % 7).map(|j| (i * 10 + j) as f32).collect();
-                Tensor::from_data(TensorData::new(values.clone(), [values.len()]), &device)
+                let len = 1 + i % 7;
+                let values: Vec<f32> = (0..len).map(|j| (i * 10 + j) as f32).collect();
+                Tensor::from_data(TensorData::new(values, [len]), &device)
             })
             .collect();
         let expected = values(Tensor::cat(parts.clone(), 0));
