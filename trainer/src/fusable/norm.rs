@@ -4,8 +4,9 @@
 //! each of its dozen operations: about eighteen operations for the input's gradient alone,
 //! two of them row sums, with every intermediate kept for them. Written out, the input's
 //! gradient is `(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / σ` with `ĝ = g·γ`: the same two row sums and
-//! a few element-wise operations, keeping only `x̂` and `1/σ`. γ's and β's gradients are one
-//! column sum each, computed only where they train (not in a LoRA run).
+//! a few element-wise operations, keeping only `x̂` and `1/σ`. γ's and β's gradients are
+//! column sums (`Σ g·x̂` and `Σ g`), taken by one reduction over both, and only where they
+//! train (not in a LoRA run).
 //!
 //! The operation is a burn backend extension of the cubecl backend (fused) and its
 //! autodiff wrapper; both passes are written with the backend's own operations, which its
@@ -18,7 +19,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension};
-use burn::tensor::Shape;
+use burn::tensor::{Shape, Slice, TensorData};
 
 /// LayerNorm with its own backward pass, as a burn backend extension (see the module
 /// documentation).
@@ -109,14 +110,36 @@ impl<B: Backend> Backward<B, 3> for LayerNormBackward {
         let [rows, width] = normalized.shape().dims();
         let grad = B::float_reshape(grad, Shape::new([rows, width]));
         let [input_node, gamma_node, beta_node] = ops.parents;
-        if let Some(node) = beta_node {
-            let sums = B::float_sum_dim(grad.clone(), 0);
-            grads.register::<B>(node.id, B::float_reshape(sums, Shape::new([width])));
-        }
-        if let Some(node) = gamma_node {
-            let products = B::float_mul(grad.clone(), normalized.clone());
-            let sums = B::float_sum_dim(products, 0);
-            grads.register::<B>(node.id, B::float_reshape(sums, Shape::new([width])));
+        let column_sums = |columns: FloatTensor<B>| {
+            let count = columns.shape()[1];
+            B::float_reshape(B::float_sum_dim(columns, 0), Shape::new([count]))
+        };
+        let products = || B::float_mul(grad.clone(), normalized.clone());
+        match (gamma_node, beta_node) {
+            (Some(gamma_node), Some(beta_node)) => {
+                // Both column sums in one reduction over `[2, rows, width]`, `g·x̂` then `g`,
+                // built by broadcasting (`g·(x̂·[1, 0] + [0, 1])`), which fusion reads into
+                // the reduction; a concatenation would be kernels of its own.
+                let device = grad.device();
+                let pair = |values: [f32; 2]| {
+                    B::float_from_data(TensorData::new(values.to_vec(), [2, 1, 1]), &device)
+                };
+                let lifted = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, rows, width]));
+                let stacked = B::float_mul(
+                    lifted(grad.clone()),
+                    B::float_add(
+                        B::float_mul(lifted(normalized.clone()), pair([1.0, 0.0])),
+                        pair([0.0, 1.0]),
+                    ),
+                );
+                let sums = B::float_reshape(B::float_sum_dim(stacked, 1), Shape::new([2 * width]));
+                let part = |range| B::float_slice(sums.clone(), &[Slice::from(range)]);
+                grads.register::<B>(gamma_node.id, part(0..width));
+                grads.register::<B>(beta_node.id, part(width..2 * width));
+            }
+            (Some(gamma_node), None) => grads.register::<B>(gamma_node.id, column_sums(products())),
+            (None, Some(beta_node)) => grads.register::<B>(beta_node.id, column_sums(grad.clone())),
+            (None, None) => {}
         }
         let Some(node) = input_node else {
             return;
