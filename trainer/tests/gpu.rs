@@ -1,7 +1,7 @@
 //! The GPU code paths: burn's wgpu kernels with fusion and autotune, and the engine's GPU
-//! branches (burn's dropout and the flat AdamW instead of the CPU fast paths, matmul + softmax
-//! attention, batches padded to a multiple of 8, losses read back in windows), on the
-//! adapter `JIGSAW_DEVICE=gpu` opens.
+//! branches (dropout masks drawn once per layer and the flat AdamW instead of the CPU fast
+//! paths, matmul + softmax attention, batches padded to a multiple of 8, losses read back in
+//! windows), on the adapter `JIGSAW_DEVICE=gpu` opens.
 //!
 //! `make test` runs this file with `JIGSAW_GPU_ALLOW_SOFTWARE=1` and
 //! `JIGSAW_TEST_GPU=required`, so on a machine without a GPU Mesa's lavapipe stands in and
@@ -248,6 +248,50 @@ fn a_short_run_trains_and_evaluates_on_the_gpu() {
         ),
         "the probe sentence's attention maps after the run"
     );
+}
+
+/// The step losses of a short LoRA run of the tiny BERT on the GPU with `seed`: every
+/// layer's five dropouts (the LoRA branches' among them) take their masks from one draw.
+fn lora_run_losses(gpu: &ComputeDevice, seed: u64) -> Vec<f64> {
+    let config = tiny_bert_run(RunSettings {
+        lora_rank: Some(4),
+        lora_dropout: Some(0.1),
+        learning_rate: 1e-3,
+        batch_size: 8,
+        epochs: 1,
+        max_len: 20,
+        train_subset: Some(48),
+        seed,
+        ..RunSettings::default()
+    });
+    let mut losses = Vec::new();
+    let metrics = {
+        let _turn = one_trainer_at_a_time();
+        train(&config, gpu, &CancelToken::default(), &mut |e| {
+            if let Event::Step { loss, .. } = e {
+                losses.push(loss);
+            }
+        })
+    };
+    assert_eq!(metrics.map(|m| m.steps), Some(6));
+    assert!(losses.iter().all(|loss| loss.is_finite() && *loss > 0.0));
+    losses
+}
+
+#[test]
+fn a_lora_run_drops_out_the_same_for_a_seed_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let first = lora_run_losses(gpu, 11);
+    let again = lora_run_losses(gpu, 11);
+    let other = lora_run_losses(gpu, 12);
+    let largest = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(largest(&first, &again) < 1e-4, "{first:?} vs {again:?}");
+    assert!(largest(&first, &other) > 1e-4, "{first:?} vs {other:?}");
 }
 
 #[test]

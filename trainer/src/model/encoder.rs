@@ -4,7 +4,7 @@
 
 use super::PaddingMask;
 use super::config::{EncoderConfig, RelativeAttention};
-use super::dropout;
+use super::dropout::Noise;
 use super::lora::{LoraBranch, LoraSettings, project, token_wise, token_wise_gelu};
 use super::precision::{self, Precision};
 use super::relative::{RelativePositions, position_scores};
@@ -80,7 +80,8 @@ impl SelfAttention {
 
     /// Attends over `x` (`[batch, seq, hidden]`), keeping padding out as `mask` says and
     /// adding DeBERTa's relative-position scores when `relative` is given, with its matrix
-    /// products in `precision`. Returns the new hidden states and, when asked, the
+    /// products in `precision` and its dropout masks from `noise` (see
+    /// [`SelfAttention::dropouts`]). Returns the new hidden states and, when asked, the
     /// attention probabilities `[batch, heads, seq, seq]`.
     fn forward(
         &self,
@@ -89,6 +90,7 @@ impl SelfAttention {
         relative: Option<&RelativePositions>,
         keep_probabilities: bool,
         precision: Precision,
+        noise: &Noise,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
@@ -101,6 +103,7 @@ impl SelfAttention {
             self.query_lora.as_ref(),
             x.clone(),
             precision,
+            noise,
         ));
         let key = split_heads(token_wise(&self.key, x.clone(), precision));
         let value = split_heads(project(
@@ -108,6 +111,7 @@ impl SelfAttention {
             self.value_lora.as_ref(),
             x.clone(),
             precision,
+            noise,
         ));
         let device = x.device();
         let fused = match (mask, relative) {
@@ -135,7 +139,7 @@ impl SelfAttention {
             if let Some(positions) = relative {
                 terms = positions.settings.score_terms();
                 // As transformers: one dropout mask on the rows per layer, for both terms.
-                let rows = dropout::apply(&self.position_dropout, positions.rows.clone());
+                let rows = noise.apply(&self.position_dropout, positions.rows.clone());
                 if let Some(extra) = position_scores(
                     &query,
                     &key,
@@ -162,14 +166,14 @@ impl SelfAttention {
             };
             let kept = keep_probabilities.then(|| probabilities.clone());
             let context = precision::matmul(
-                dropout::apply(&self.probability_dropout, probabilities),
+                noise.apply(&self.probability_dropout, probabilities),
                 value,
                 precision,
             );
             (context, kept)
         };
         let context = context.swap_dims(1, 2).reshape([batch, seq_len, hidden]);
-        let out = dropout::apply(
+        let out = noise.apply(
             &self.output_dropout,
             token_wise(&self.output, context, precision),
         );
@@ -202,12 +206,48 @@ impl SelfAttention {
         let [count, hidden] = rows.dims();
         let rows3 = rows.clone().reshape([1, count, hidden]);
         let projected = match (settings.share_projections, query_side) {
-            (true, true) => project(&self.query, self.query_lora.as_ref(), rows3, precision),
+            (true, true) => project(
+                &self.query,
+                self.query_lora.as_ref(),
+                rows3,
+                precision,
+                &Noise::none(),
+            ),
             (true, false) => token_wise(&self.key, rows3, precision),
             (false, true) => token_wise(self.position_query.as_ref()?, rows3, precision),
             (false, false) => token_wise(self.position_key.as_ref()?, rows3, precision),
         };
         Some(projected.reshape([count, hidden]))
+    }
+
+    /// The dropouts [`SelfAttention::forward`] takes from its noise, in the order it
+    /// applies them, each with its input's size for `batch` sequences of `seq_len` tokens:
+    /// the LoRA branches' on the tokens, DeBERTa's on the `relative` position rows, the
+    /// attention probabilities', the output's.
+    fn dropouts(
+        &self,
+        batch: usize,
+        seq_len: usize,
+        relative: Option<&RelativePositions>,
+    ) -> Vec<(&Dropout, usize)> {
+        let [hidden, _] = self.query.weight.val().dims();
+        let tokens = batch * seq_len * hidden;
+        let branches = [&self.query_lora, &self.value_lora];
+        let mut dropouts: Vec<(&Dropout, usize)> = branches
+            .into_iter()
+            .flatten()
+            .map(|branch| (branch.dropout(), tokens))
+            .collect();
+        if let Some(positions) = relative {
+            let rows = positions.rows.shape().num_elements();
+            dropouts.push((&self.position_dropout, rows));
+        }
+        dropouts.push((
+            &self.probability_dropout,
+            batch * self.num_heads * seq_len * seq_len,
+        ));
+        dropouts.push((&self.output_dropout, tokens));
+        dropouts
     }
 
     /// Adds fresh LoRA branches beside the query and value projections.
@@ -268,8 +308,8 @@ impl EncoderLayer {
         }
     }
 
-    /// Runs the layer, its matrix products in `precision`; see [`SelfAttention`] for the
-    /// other arguments.
+    /// Runs the layer, its matrix products in `precision`, the masks of its dropouts from
+    /// one draw of [`Noise`]; see [`SelfAttention`] for the other arguments.
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -278,11 +318,15 @@ impl EncoderLayer {
         keep_probabilities: bool,
         precision: Precision,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
+        let [batch, seq_len, hidden] = x.dims();
+        let mut dropouts = self.attention.dropouts(batch, seq_len, relative);
+        dropouts.push((&self.dropout, batch * seq_len * hidden));
+        let noise = Noise::draw(&x.device(), &dropouts);
         let (x, probabilities) =
             self.attention
-                .forward(x, mask, relative, keep_probabilities, precision);
+                .forward(x, mask, relative, keep_probabilities, precision, &noise);
         let expanded = token_wise_gelu(&self.ffn_in, x.clone(), precision);
-        let ffn = dropout::apply(
+        let ffn = noise.apply(
             &self.dropout,
             token_wise(&self.ffn_out, expanded, precision),
         );

@@ -3,7 +3,7 @@
 //! (`W + s · A B`), which leaves no place for PEFT's dropout on the branch input; this
 //! module has one.
 
-use super::dropout;
+use super::dropout::Noise;
 use super::precision::{self, Precision};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear};
@@ -41,14 +41,15 @@ impl LoraBranch {
     }
 
     /// The branch's contribution for the token rows `rows` (`[tokens, d_in]`), its
-    /// products in `precision`.
-    pub fn forward(&self, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
-        let down = precision::matmul(
-            dropout::apply(&self.dropout, rows),
-            self.down.val(),
-            precision,
-        );
+    /// products in `precision`, its dropout's mask from `noise` where planned there.
+    pub fn forward(&self, rows: Tensor<2>, precision: Precision, noise: &Noise) -> Tensor<2> {
+        let down = precision::matmul(noise.apply(&self.dropout, rows), self.down.val(), precision);
         precision::matmul(down, self.up.val(), precision).mul_scalar(self.scale)
+    }
+
+    /// The dropout on the branch's input rows.
+    pub fn dropout(&self) -> &Dropout {
+        &self.dropout
     }
 
     /// Folds the branch into `linear`'s weight (`W + s · A B`, burn's `[d_in, d_out]` layout),
@@ -63,16 +64,18 @@ impl LoraBranch {
 }
 
 /// `linear(x)`, plus the LoRA branch when there is one, over every token (see
-/// [`token_wise`]), the products in `precision`.
+/// [`token_wise`]), the products in `precision`, the branch's dropout mask from `noise`.
 pub fn project(
     linear: &Linear,
     lora: Option<&LoraBranch>,
     x: Tensor<3>,
     precision: Precision,
+    noise: &Noise,
 ) -> Tensor<3> {
     over_tokens(x, |rows| match lora {
         Some(branch) => {
-            precision::linear(linear, rows.clone(), precision) + branch.forward(rows, precision)
+            precision::linear(linear, rows.clone(), precision)
+                + branch.forward(rows, precision, noise)
         }
         None => precision::linear(linear, rows, precision),
     })
@@ -149,7 +152,7 @@ mod tests {
         let branch = LoraBranch::new(6, 5, settings(0.0), &device);
         let x = Tensor::<3>::random([2, 3, 6], Distribution::Default, &device);
         let plain = linear.forward(x.clone());
-        let adapted = project(&linear, Some(&branch), x, Precision::Fp32);
+        let adapted = project(&linear, Some(&branch), x, Precision::Fp32, &Noise::none());
         plain.into_data().assert_approx_eq::<f32>(
             &adapted.into_data(),
             burn::tensor::Tolerance::absolute(1e-6),
@@ -163,7 +166,13 @@ mod tests {
         let mut branch = LoraBranch::new(6, 5, settings(0.0), &device);
         branch.up = Param::from_tensor(Tensor::random([4, 5], Distribution::Default, &device));
         let x = Tensor::<3>::random([2, 3, 6], Distribution::Default, &device);
-        let with_branch = project(&linear, Some(&branch), x.clone(), Precision::Fp32);
+        let with_branch = project(
+            &linear,
+            Some(&branch),
+            x.clone(),
+            Precision::Fp32,
+            &Noise::none(),
+        );
         let merged = branch.merge_into(linear).forward(x);
         with_branch
             .into_data()
@@ -178,7 +187,7 @@ mod tests {
         branch.up = Param::from_tensor(Tensor::ones([4, 8], &training));
         let x = Tensor::<2>::ones([4, 16], &training);
         let branch_only = |b: &LoraBranch, x: Tensor<2>| {
-            b.forward(x, Precision::Fp32)
+            b.forward(x, Precision::Fp32, &Noise::none())
                 .into_data()
                 .try_to_vec::<f32>()
                 .unwrap()
