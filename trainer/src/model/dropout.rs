@@ -37,10 +37,11 @@ pub fn apply<const D: usize>(layer: &Dropout, input: Tensor<D>) -> Tensor<D> {
 }
 
 /// The masks of a planned sequence of dropouts with one probability, drawn by one kernel
-/// (values 1 where kept, 0 where dropped) and handed out in order ([`Noise::apply`]). Each dropout's part starts on a 1 KiB boundary,
-/// so that it is a view of the one buffer rather than a copy. A dropout that does not match
-/// the next planned one (another size, or none left) draws its own mask as [`apply`] does,
-/// and no part is handed out twice, so every mask stays independent of the others.
+/// (values 1 where kept, 0 where dropped) and handed out in order ([`Noise::apply`]). Each
+/// dropout's part starts on a 1 KiB boundary, so that it is a view of the one buffer rather
+/// than a copy. A dropout that does not match the next planned one (another size or
+/// probability, or none left) draws its own mask as [`apply`] does, and no part is handed
+/// out twice, so every mask stays independent of the others.
 pub struct Noise {
     /// The masks, or `None` where nothing is drawn ahead (the CPU backend, evaluation).
     values: Option<Tensor<1>>,
@@ -65,14 +66,17 @@ impl Noise {
         if on_cpu_backend(device) {
             return Self::none();
         }
-        let mut active = dropouts.iter().filter(|(layer, _)| drops(layer, device));
-        let Some((first, _)) = active.clone().next() else {
+        let active: Vec<_> = dropouts
+            .iter()
+            .filter(|(layer, _)| drops(layer, device))
+            .collect();
+        let Some((first, _)) = active.first() else {
             return Self::none();
         };
         let sizes = active
-            .by_ref()
+            .iter()
             .filter(|(layer, _)| layer.prob == first.prob)
-            .map(|&(_, size)| size)
+            .map(|&&(_, size)| size)
             .collect();
         Self::draw_for(device, first.prob, sizes)
     }
