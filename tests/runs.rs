@@ -408,7 +408,15 @@ async fn survive_a_crash(database: Option<&PostgresDatabase>) {
     let env = training_env(temp.path(), database);
     let data_dir = temp.path().join("data");
     let class = classroom(&data_dir, &env).await;
-    let run_id = submit(&class.red, &class.server, &[("epochs", "8")]).await;
+    // One sentence a step makes each epoch about 80 steps, so the run is still training
+    // well after its first checkpoint even on a fast machine (with batch 8 it once finished
+    // its last seven epochs between two looks at the database).
+    let run_id = submit(
+        &class.red,
+        &class.server,
+        &[("epochs", "8"), ("batch_size", "1")],
+    )
+    .await;
 
     // Wait for the first checkpoint (end of epoch 1), then kill the server outright.
     let deadline = Instant::now() + Duration::from_secs(120);
