@@ -278,7 +278,14 @@ async fn a_killed_worker_is_taken_over_and_a_dropped_listener_misses_nothing() {
     let mut env = web_only_env(temp.path(), &database);
     let node_dir = |name: &str| node_dir(temp.path(), name);
     let class = classroom(&node_dir("web-a"), &env).await;
-    let run_id = submit(&class.red, &class.server, &[("epochs", "20")]).await;
+    // One sentence a step (about 80 steps an epoch): the run is still training when the
+    // worker is killed, however fast the machine.
+    let run_id = submit(
+        &class.red,
+        &class.server,
+        &[("epochs", "8"), ("batch_size", "1")],
+    )
+    .await;
     // The team's page on web node A is open from before the run starts.
     let page = tokio::spawn({
         let (red, url) = (
