@@ -7,7 +7,8 @@
 #   JIGSAW_DEVICE=gpu bench/run_all.sh                      # the defaults, on a GPU
 #
 # Options are those of `jigsaw-lab bench` (--models, --shapes, --warmup, --windows,
-# --steps-per-window, --seed); torch_reference.py accepts the same ones. Environment:
+# --steps-per-window, --seed, --precisions); torch_reference.py accepts the same ones, and
+# gets --precisions as its --dtypes (fp32, tf32, bf16, f16). Environment:
 #   JIGSAW_DEVICE   auto (default), gpu or cpu, for both: torch uses CUDA unless it is cpu
 #   JIGSAW_BIN      the jigsaw-lab binary (default $CARGO_TARGET_DIR/release/jigsaw-lab)
 #   JIGSAW_VENV     the Python venv with torch + transformers (bench/setup_python.sh)
@@ -35,9 +36,18 @@ status=0
 echo "==> burn: JIGSAW_DEVICE=$device $bin bench $*" >&2
 JIGSAW_DEVICE="$device" "$bin" bench "$@" >"$tmp/burn.jsonl" || status=$?
 
-echo "==> torch: torch_reference.py --device $torch_device $* ${TORCH_ARGS:-}" >&2
+# torch_reference.py names the precisions `--dtypes`; TORCH_ARGS, given last, still wins.
+torch_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --precisions) torch_args+=(--dtypes "${2:-}"); shift $(($# > 1 ? 2 : 1)) ;;
+    --precisions=*) torch_args+=("--dtypes=${1#--precisions=}"); shift ;;
+    *) torch_args+=("$1"); shift ;;
+  esac
+done
+echo "==> torch: torch_reference.py --device $torch_device ${torch_args[*]} ${TORCH_ARGS:-}" >&2
 # shellcheck disable=SC2086  # TORCH_ARGS is split on purpose
-"$venv/bin/python" "$here/torch_reference.py" --device "$torch_device" "$@" ${TORCH_ARGS:-} \
+"$venv/bin/python" "$here/torch_reference.py" --device "$torch_device" "${torch_args[@]}" ${TORCH_ARGS:-} \
   >"$tmp/torch.jsonl" || status=$?
 
 "$venv/bin/python" - "$results" "$tmp/burn.jsonl" "$tmp/torch.jsonl" <<'PY'
