@@ -1,9 +1,11 @@
 //! The fused operations on burn's CPU backend under autodiff: each forward pass keeps what
 //! its hand-written backward pass needs.
 
-use super::flex::{contiguous, dropped, layer_norm, len, linear, owned, shape, values, values_mut};
+use super::flex::{
+    contiguous, dropped, layer_norm, len, linear, owned, rounded, shape, values, values_mut,
+};
 use super::product::{Matrices, product, tensor, unflipped};
-use super::{DropoutMask, FusedCpuOps, kernels};
+use super::{DropoutMask, FusedCpuOps, NarrowFormat, kernels};
 use burn::backend::Autodiff;
 use burn::backend::Flex;
 use burn::backend::autodiff::NodeId;
@@ -29,6 +31,20 @@ impl Backward<Flex, 1> for GeluBackward {
             kernels::multiply(values_mut(&mut grad), &slope);
             grad
         });
+    }
+}
+
+/// The backward pass of rounding to a narrow format: the gradient rounded to it, as the
+/// backward pass of a cast to the format and back rounds it.
+#[derive(Debug)]
+struct RoundBackward;
+
+impl Backward<Flex, 1> for RoundBackward {
+    type State = NarrowFormat;
+
+    fn backward(self, ops: Ops<NarrowFormat, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let format = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| rounded(grad, format));
     }
 }
 
@@ -309,6 +325,19 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish((mask, bits), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_round(input: FloatTensor<Self>, format: NarrowFormat) -> FloatTensor<Self> {
+        let node = input.node();
+        let out = rounded(input.into_primitive(), format);
+        match RoundBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(format, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }

@@ -2,7 +2,7 @@
 //! step, and the conversions between the backend's tensors and the kernels' slices.
 
 use super::product::{Matrices, product, tensor, unflipped};
-use super::{AdamWUpdate, CpuOptimizerOps, DropoutMask, FusedCpuOps, kernels};
+use super::{AdamWUpdate, CpuOptimizerOps, DropoutMask, FusedCpuOps, NarrowFormat, kernels};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
@@ -59,6 +59,14 @@ pub(super) fn dropped(input: FlexTensor, mask: &DropoutMask, bits: &[u64]) -> Fl
         }
         Err(shared) => tensor(mask.applied(bits, values(&shared)), shape(&shared)),
     }
+}
+
+/// `tensor` rounded to `format`'s values: over `tensor` where it is the sole owner of its
+/// buffer, into a copy otherwise.
+pub(super) fn rounded(tensor: FlexTensor, format: NarrowFormat) -> FlexTensor {
+    let mut out = owned(tensor);
+    kernels::round_to(values_mut(&mut out), format);
+    out
 }
 
 /// The number of elements of `tensor`.
@@ -207,6 +215,10 @@ impl FusedCpuOps for Flex {
     fn fused_dropout(input: FlexTensor, mask: DropoutMask) -> FlexTensor {
         let bits = mask.bits(len(&input));
         dropped(input, &mask, &bits)
+    }
+
+    fn fused_round(input: FlexTensor, format: NarrowFormat) -> FlexTensor {
+        rounded(input, format)
     }
 }
 

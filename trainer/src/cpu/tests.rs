@@ -465,3 +465,143 @@ fn the_adamw_step_takes_tensors_of_any_origin_and_refuses_autodiff_ones() {
     let tracked = Tensor::<2>::ones([3, 4], &Device::flex().autodiff());
     assert!(!adamw_applies(&tracked.clone(), &tracked));
 }
+
+/// What a cast to `format` and back gives for `x`, through the `half` crate's conversions.
+fn cast_round_trip(x: f32, format: NarrowFormat) -> f32 {
+    match format {
+        NarrowFormat::Bf16 => burn::tensor::bf16::from_f32(x).to_f32(),
+        NarrowFormat::F16 => burn::tensor::f16::from_f32(x).to_f32(),
+    }
+}
+
+#[test]
+fn rounding_to_a_narrow_format_matches_a_cast_and_back_bit_for_bit() {
+    // Every 4,099th bit pattern (both signs, zeros, subnormals of f32 and of f16, NaNs,
+    // infinities), then the values that round halfway: ties go to the even neighbour.
+    let mut values: Vec<f32> = (0..=u32::MAX).step_by(4_099).map(f32::from_bits).collect();
+    let ties = [
+        1.0 + 2f32.powi(-8),
+        1.0 + 3.0 * 2f32.powi(-8),
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        65_520.0,
+        65_519.996,
+        -65_520.0,
+        2f32.powi(-25),
+        3.0 * 2f32.powi(-25),
+        2f32.powi(-14) - 2f32.powi(-25),
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -0.0,
+    ];
+    values.extend(ties);
+    for format in [NarrowFormat::Bf16, NarrowFormat::F16] {
+        let mut rounded = values.clone();
+        kernels::round_to(&mut rounded, format);
+        for (&x, &got) in values.iter().zip(&rounded) {
+            let want = cast_round_trip(x, format);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{format:?}: {x:e} ({:#010x}) rounded to {got:e}, a cast gives {want:e}",
+                x.to_bits()
+            );
+        }
+    }
+}
+
+/// Panics unless every value of `tensor` is a value of `format`.
+fn assert_in_format<const D: usize>(tensor: &Tensor<D>, format: NarrowFormat, what: &str) {
+    for x in tensor.clone().into_data().try_to_vec::<f32>().unwrap() {
+        assert_eq!(
+            cast_round_trip(x, format).to_bits(),
+            x.to_bits(),
+            "{what} in {format:?}: {x:e} is not a value of the format"
+        );
+    }
+}
+
+#[test]
+fn narrow_products_match_burns_casts_and_stay_in_the_format() {
+    let device = device();
+    let layer = burn::nn::LinearConfig::new(24, 40).init(&device);
+    let rows =
+        Tensor::<2>::random([70, 24], Distribution::Normal(0.0, 2.0), &device).require_grad();
+    let weights = Tensor::<2>::random([70, 40], Distribution::Default, &device);
+    // Two units in the last place of each format, relative: the casts round the bias sum
+    // once more, and f32 sums in another order may round to the neighbouring value.
+    for (format, ulps) in [
+        (NarrowFormat::Bf16, 2f32.powi(-6)),
+        (NarrowFormat::F16, 2f32.powi(-9)),
+    ] {
+        let dtype = format.dtype();
+        // burn's own way: the operands cast down, the product and bias in the format, the
+        // result cast up; each cast's backward pass casts the gradient.
+        let cast = burn::tensor::module::linear(
+            rows.clone().cast(dtype),
+            layer.weight.val().cast(dtype),
+            layer.bias.as_ref().map(|bias| bias.val().cast(dtype)),
+        )
+        .cast(FloatDType::F32);
+        let narrow = narrow_linear(&layer, rows.clone(), format);
+        assert_in_format(&narrow, format, "the output");
+        let tolerance = Tolerance::rel_abs(ulps, 1e-3);
+        narrow
+            .clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&cast.clone().into_data(), tolerance);
+        let grads = |out: Tensor<2>| {
+            let grads = weighted_sum(out, &weights).backward();
+            let bias = layer.bias.as_ref().unwrap().grad(&grads).unwrap();
+            (
+                rows.grad(&grads).unwrap(),
+                layer.weight.grad(&grads).unwrap(),
+                bias,
+            )
+        };
+        let (want_x, want_weight, _) = grads(cast);
+        let (got_x, got_weight, got_bias) = grads(narrow);
+        for (got, want, what) in [
+            (&got_x, &want_x, "the input's gradient"),
+            (&got_weight, &want_weight, "the weight's gradient"),
+        ] {
+            assert_in_format(got, format, what);
+            got.clone()
+                .into_data()
+                .assert_approx_eq::<f32>(&want.clone().into_data(), tolerance);
+        }
+        // burn sums the bias's gradient in the narrow format, one rounding per row; the
+        // fused layer sums in f32 and rounds once, so it is held to the f32 sum instead.
+        assert_in_format(&got_bias, format, "the bias's gradient");
+        let exact = round_to(
+            round_to(weights.clone(), format).sum_dim(0).reshape([40]),
+            format,
+        );
+        got_bias
+            .into_data()
+            .assert_approx_eq::<f32>(&exact.into_data(), tolerance);
+
+        // The attention's products: batches of matrices.
+        let query =
+            Tensor::<4>::random([2, 3, 7, 5], Distribution::Default, &device).require_grad();
+        let key = Tensor::<4>::random([2, 3, 5, 6], Distribution::Default, &device);
+        let cast = query
+            .clone()
+            .cast(dtype)
+            .matmul(key.clone().cast(dtype))
+            .cast(FloatDType::F32);
+        let narrow = narrow_matmul(query.clone(), key.clone(), format);
+        assert_in_format(&narrow, format, "the batched product");
+        narrow
+            .clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&cast.clone().into_data(), tolerance);
+        let query_grad = |out: Tensor<4>| query.grad(&out.sum().backward()).unwrap();
+        let got = query_grad(narrow);
+        assert_in_format(&got, format, "the query's gradient");
+        got.into_data()
+            .assert_approx_eq::<f32>(&query_grad(cast).into_data(), tolerance);
+    }
+}

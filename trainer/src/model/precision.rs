@@ -2,56 +2,50 @@
 //! inputs down and its result back up, so the weights, their gradients and everything
 //! between products (softmax, LayerNorm, GELU, the loss) stay f32. Through autodiff the
 //! casts run backwards too: a product's gradients are computed in the low format and reach
-//! the f32 weights cast up.
+//! the f32 weights cast up. On the CPU backend the narrow values stay in f32 buffers,
+//! rounded to the format (`cpu::narrow_linear`), which computes the same products without
+//! burn's casts and copies.
 
-use crate::cpu;
+use crate::cpu::{self, NarrowFormat};
 use burn::nn::Linear;
-use burn::tensor::{Device, FloatDType, Tensor};
+use burn::tensor::{Device, Tensor};
 pub use run_protocol::Precision;
 
-/// The float format `precision` runs products in; `None` for f32.
-fn product_format(precision: Precision) -> Option<FloatDType> {
+/// The narrow format `precision` runs products in; `None` for f32.
+fn narrow_format(precision: Precision) -> Option<NarrowFormat> {
     match precision {
         Precision::Fp32 => None,
-        Precision::Bf16 => Some(FloatDType::BF16),
-        Precision::F16 => Some(FloatDType::F16),
+        Precision::Bf16 => Some(NarrowFormat::Bf16),
+        Precision::F16 => Some(NarrowFormat::F16),
     }
 }
 
 /// Whether `device` computes in `precision`'s format (every device computes in f32; wgpu's
 /// shading language has no bf16, and f16 only where the GPU offers it).
 pub fn supported_on(precision: Precision, device: &Device) -> bool {
-    product_format(precision).is_none_or(|format| device.supports_dtype(format))
+    narrow_format(precision).is_none_or(|format| device.supports_dtype(format.dtype()))
 }
 
 /// `lhs · rhs` computed in `precision`, returned in f32.
 pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, precision: Precision) -> Tensor<D> {
-    match product_format(precision) {
+    match narrow_format(precision) {
         None => cpu::matmul(lhs, rhs),
-        Some(format) => lhs
-            .cast(format)
-            .matmul(rhs.cast(format))
-            .cast(FloatDType::F32),
+        Some(format) => cpu::narrow_matmul(lhs, rhs, format),
     }
 }
 
 /// `linear` applied to `rows` (`[tokens, d_in]`) with its product and bias in `precision`,
 /// returned in f32.
 pub fn linear(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
-    match product_format(precision) {
+    match narrow_format(precision) {
         None => cpu::linear(linear, rows, false),
-        Some(format) => burn::tensor::module::linear(
-            rows.cast(format),
-            linear.weight.val().cast(format),
-            linear.bias.as_ref().map(|bias| bias.val().cast(format)),
-        )
-        .cast(FloatDType::F32),
+        Some(format) => cpu::narrow_linear(linear, rows, format),
     }
 }
 
 /// `linear` applied to `rows` as [`linear`] does, then exact GELU (in f32).
 pub fn linear_gelu(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
-    match product_format(precision) {
+    match narrow_format(precision) {
         None => cpu::linear(linear, rows, true),
         Some(_) => cpu::gelu(self::linear(linear, rows, precision)),
     }
