@@ -47,8 +47,9 @@ pub struct Noise {
     values: Option<Tensor<1>>,
     /// The planned dropouts' probability of dropping an element.
     prob: f64,
-    /// The planned dropouts' sizes, in values, in the order they run.
-    sizes: Vec<usize>,
+    /// The planned dropouts' parts, in the order they run: where each starts in `values`
+    /// and its size, in values.
+    parts: Vec<(usize, usize)>,
     /// How many planned dropouts have taken their part.
     taken: Cell<usize>,
 }
@@ -86,7 +87,7 @@ impl Noise {
         Self {
             values: None,
             prob: 0.0,
-            sizes: Vec::new(),
+            parts: Vec::new(),
             taken: Cell::new(0),
         }
     }
@@ -94,15 +95,20 @@ impl Noise {
     /// One draw for dropouts of `sizes` values dropping with probability `prob`, on any
     /// backend.
     fn draw_for(device: &Device, prob: f64, sizes: Vec<usize>) -> Self {
-        let total: usize = sizes
-            .iter()
-            .map(|size| size.next_multiple_of(PART_ALIGNMENT))
-            .sum();
+        let mut total = 0;
+        let parts = sizes
+            .into_iter()
+            .map(|size| {
+                let start = total;
+                total += size.next_multiple_of(PART_ALIGNMENT);
+                (start, size)
+            })
+            .collect();
         Self {
             values: (total > 0)
                 .then(|| Tensor::random([total], Distribution::Bernoulli(1.0 - prob), device)),
             prob,
-            sizes,
+            parts,
             taken: Cell::new(0),
         }
     }
@@ -113,16 +119,12 @@ impl Noise {
     pub fn apply<const D: usize>(&self, layer: &Dropout, input: Tensor<D>) -> Tensor<D> {
         let taken = self.taken.get();
         let size = input.shape().num_elements();
-        let (Some(values), Some(&planned)) = (&self.values, self.sizes.get(taken)) else {
+        let (Some(values), Some(&(start, planned))) = (&self.values, self.parts.get(taken)) else {
             return apply(layer, input);
         };
         if planned != size || layer.prob != self.prob || !drops(layer, &input.device()) {
             return apply(layer, input);
         }
-        let start: usize = self.sizes[..taken]
-            .iter()
-            .map(|size| size.next_multiple_of(PART_ALIGNMENT))
-            .sum();
         self.taken.set(taken + 1);
         let mask = values
             .clone()
