@@ -1,7 +1,7 @@
 //! The arithmetic of the fused CPU operations, on plain `f32` slices: exact GELU and its
 //! slope, the attention softmax (scale and key bias included) and its backward pass,
-//! LayerNorm (of a sum, for a residual connection) with its backward pass, and dropout's
-//! keep masks.
+//! LayerNorm (of a sum, for a residual connection) with its backward pass, dropout's keep
+//! masks, and rounding to bf16 or f16 (in `rounding`).
 //!
 //! Rows are spread over rayon's threads. Each row kernel is written as straight-line
 //! arithmetic (no calls, no branches but selects) so the compiler vectorizes it, and on
@@ -49,6 +49,9 @@ macro_rules! multiversion {
         }
     };
 }
+
+mod rounding;
+pub use rounding::{NarrowFormat, round_to};
 
 /// `e^x` in f32 to within 2 ulp, as arithmetic the compiler can vectorize (Cody–Waite
 /// reduction to `[-ln2/2, ln2/2]`, then Cephes's degree-6 polynomial). Exactly 0 below
@@ -156,80 +159,6 @@ pub fn multiply(values: &mut [f32], factors: &[f32]) {
         .par_chunks_mut(TASK_ELEMENTS)
         .zip(factors.par_chunks(TASK_ELEMENTS))
         .for_each(|(values, factors)| multiply_chunk(values, factors));
-}
-
-/// A float format narrower than f32 that a matrix product can be computed in: its values
-/// are kept in f32 here, rounded to the format (see [`round_to`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NarrowFormat {
-    /// bfloat16: f32's 8 exponent bits, 7 mantissa bits.
-    Bf16,
-    /// IEEE half precision: 5 exponent bits (largest finite value 65504), 10 mantissa bits.
-    F16,
-}
-
-/// `x` rounded to the nearest bf16 (ties to even), as f32: what a cast to bf16 and back
-/// gives. Values past bf16's largest become infinite; NaN stays NaN.
-#[inline(always)]
-fn round_bf16(x: f32) -> f32 {
-    let bits = x.to_bits();
-    // Adding just under half of the dropped 16 bits' unit, plus the kept lowest bit,
-    // rounds to nearest with ties to even; the carry may reach the exponent, as it should.
-    let rounded = f32::from_bits(bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000);
-    if x.is_nan() { x } else { rounded }
-}
-
-/// `x` rounded to the nearest f16 (ties to even), as f32: what a cast to f16 and back gives.
-/// Below f16's smallest normal value (2⁻¹⁴) the values are multiples of 2⁻²⁴; past its
-/// largest (65504) they become infinite; NaN stays NaN.
-#[inline(always)]
-fn round_f16(x: f32) -> f32 {
-    const SMALLEST_NORMAL: f32 = 6.103_515_6e-5;
-    const SUBNORMAL_STEPS: f32 = 16_777_216.0;
-    const LARGEST: f32 = 65_504.0;
-    let bits = x.to_bits();
-    let normal = f32::from_bits(bits.wrapping_add(0xFFF + ((bits >> 13) & 1)) & 0xFFFF_E000);
-    let subnormal = (x * SUBNORMAL_STEPS).round_ties_even() * (1.0 / SUBNORMAL_STEPS);
-    let rounded = if x.abs() < SMALLEST_NORMAL {
-        subnormal
-    } else {
-        normal
-    };
-    let finite = if rounded.abs() > LARGEST {
-        f32::INFINITY.copysign(x)
-    } else {
-        rounded
-    };
-    if x.is_nan() { x } else { finite }
-}
-
-multiversion! {
-    /// Each value rounded to the nearest bf16, in place.
-    fn round_bf16_chunk(values: &mut [f32]) {
-        for v in values.iter_mut() {
-            *v = round_bf16(*v);
-        }
-    }
-}
-
-multiversion! {
-    /// Each value rounded to the nearest f16, in place.
-    fn round_f16_chunk(values: &mut [f32]) {
-        for v in values.iter_mut() {
-            *v = round_f16(*v);
-        }
-    }
-}
-
-/// Every value rounded to the nearest value of `format` (ties to even), written over them
-/// as f32: a cast to `format` and back, without a buffer of the narrow format.
-pub fn round_to(values: &mut [f32], format: NarrowFormat) {
-    values
-        .par_chunks_mut(TASK_ELEMENTS)
-        .for_each(|chunk| match format {
-            NarrowFormat::Bf16 => round_bf16_chunk(chunk),
-            NarrowFormat::F16 => round_f16_chunk(chunk),
-        });
 }
 
 /// Sum of a slice, in eight independent lanes so the compiler can vectorize it.
