@@ -126,6 +126,15 @@ test("a run queued on node A is followed live on node B while worker W trains it
   await page.getByTestId("run-state").filter({ hasText: "succeeded" }).waitFor();
   const reloaded = page.locator('[data-testid="loss-chart"] polyline').first();
   await reloaded.waitFor();
+  // The stored events arrive in pages and are drawn in batches, after the status the page
+  // was served with: wait until the curve is whole (a duplicate would make it longer).
+  await page.waitForFunction(
+    (count) => {
+      const line = document.querySelector('[data-testid="loss-chart"] polyline');
+      return line && line.getAttribute("points").trim().split(/\s+/).length >= count;
+    },
+    live,
+  );
   assert.equal(points(await reloaded.getAttribute("points")), live, "the whole history after a reload");
   await page.screenshot({ path: join(outputDir, "nodes-3-reloaded-on-b.png"), fullPage: true });
   await page.close();
