@@ -313,8 +313,8 @@ fn NewRunForm(
 /// A precision as the run form lists it, with what it is for.
 fn precision_label(precision: Precision) -> &'static str {
     match precision {
-        Precision::Fp32 => "fp32: full precision (fastest on a CPU)",
-        Precision::Bf16 => "bf16: half the bits, f32's range (GPU tensor cores)",
+        Precision::Fp32 => "fp32: full precision (fastest on most CPUs)",
+        Precision::Bf16 => "bf16: half the bits, f32's range (GPU tensor cores, CPUs with AMX)",
         Precision::F16 => "f16: half the bits, loss scaling (GPU tensor cores)",
     }
 }

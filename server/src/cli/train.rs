@@ -100,7 +100,7 @@ pub struct TrainArgs {
     ///
     /// Weights, AdamW's state, softmax, LayerNorm and the loss stay f32; f16 runs scale
     /// the loss. The low formats pay off on GPUs with tensor cores; on a CPU fp32 is the
-    /// fastest.
+    /// fastest, except bf16 on Intel Xeons with AMX.
     #[arg(long, value_name = "fp32|bf16|f16", value_parser = Precision::parse,
           allow_hyphen_values = true, default_value = Precision::default().as_str())]
     precision: Precision,

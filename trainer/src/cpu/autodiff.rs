@@ -70,15 +70,26 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 
 /// A linear layer's backward pass (through its GELU, where it has one) to the input, the
 /// weight and the bias; keeps the input where the weight is tracked, the weight where the
-/// input is, and, with GELU, GELU's slope.
+/// input is, GELU's slope where there is GELU, and the format of the operands (the
+/// gradient's products take the forward product's format: the gradient coming in was
+/// rounded to it).
 #[derive(Debug)]
 struct LinearBackward;
 
+/// What a linear layer's backward pass keeps: the input, the weight, GELU's slope and the
+/// operands' format.
+type LinearState = (
+    Option<FlexTensor>,
+    Option<FlexTensor>,
+    Option<Vec<f32>>,
+    Option<NarrowFormat>,
+);
+
 impl Backward<Flex, 3> for LinearBackward {
-    type State = (Option<FlexTensor>, Option<FlexTensor>, Option<Vec<f32>>);
+    type State = LinearState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, weight, gelu_slope) = ops.state;
+        let (x, weight, gelu_slope, operands) = ops.state;
         let mut grad = grads.consume::<Flex>(&ops.node);
         if let Some(slope) = gelu_slope {
             grad = owned(grad);
@@ -92,44 +103,49 @@ impl Backward<Flex, 3> for LinearBackward {
             grads.register::<Flex>(node.id, tensor(sums, Shape::new([width])));
         }
         let ids = [x_node.map(|node| node.id), weight_node.map(|node| node.id)];
-        register_product_grads(grads, grad, ids, [x, weight]);
+        register_product_grads(grads, grad, ids, [x, weight], operands);
     }
 }
 
 /// Registers the gradients of `lhs · rhs` (matrix by matrix) from `grad`, the product's:
 /// `lhsᵀ · grad` for the right side's node and `grad · rhsᵀ` for the left side's, where the
-/// node needs one and the other side was kept for it.
+/// node needs one and the other side was kept for it; products of operands of the format
+/// `operands` (see `product`).
 fn register_product_grads(
     grads: &mut Gradients,
     grad: FlexTensor,
     [lhs_node, rhs_node]: [Option<NodeId>; 2],
     [lhs, rhs]: [Option<FlexTensor>; 2],
+    operands: Option<NarrowFormat>,
 ) {
     let grad = unflipped(grad);
     if let (Some(node), Some(lhs)) = (rhs_node, lhs) {
         let lhs_t = Matrices::of(&lhs).transposed();
-        grads.register::<Flex>(node, product(&lhs_t, &Matrices::of(&grad), None));
+        let product = product(&lhs_t, &Matrices::of(&grad), None, operands);
+        grads.register::<Flex>(node, product);
     }
     if let (Some(node), Some(rhs)) = (lhs_node, rhs) {
         let rhs_t = Matrices::of(&rhs).transposed();
-        grads.register::<Flex>(node, product(&Matrices::of(&grad), &rhs_t, None));
+        let product = product(&Matrices::of(&grad), &rhs_t, None, operands);
+        grads.register::<Flex>(node, product);
     }
 }
 
 /// A matrix product's backward pass (batches of matrices, as the attention's); keeps the
-/// left side where the right needs its gradient, and the right where the left does.
+/// left side where the right needs its gradient, the right where the left does, and the
+/// operands' format (as [`LinearBackward`] does).
 #[derive(Debug)]
 struct MatmulBackward;
 
 impl Backward<Flex, 2> for MatmulBackward {
-    type State = (Option<FlexTensor>, Option<FlexTensor>);
+    type State = (Option<FlexTensor>, Option<FlexTensor>, Option<NarrowFormat>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (lhs, rhs) = ops.state;
+        let (lhs, rhs, operands) = ops.state;
         let grad = grads.consume::<Flex>(&ops.node);
         let [lhs_node, rhs_node] = ops.parents;
         let ids = [lhs_node.map(|node| node.id), rhs_node.map(|node| node.id)];
-        register_product_grads(grads, grad, ids, [lhs, rhs]);
+        register_product_grads(grads, grad, ids, [lhs, rhs], operands);
     }
 }
 
@@ -239,6 +255,7 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         then_gelu: bool,
+        operands: Option<NarrowFormat>,
     ) -> FloatTensor<Self> {
         let nodes = [x.node(), weight.node(), bias.node()];
         // The weight's gradient needs the input, the input's the weight: keep only those
@@ -248,6 +265,7 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
             x.into_primitive(),
             weight.into_primitive(),
             bias.into_primitive(),
+            operands,
         );
         let mut out = owned(out);
         let gelu_slope = then_gelu.then(|| kernels::gelu_with_slope(values_mut(&mut out)));
@@ -261,6 +279,7 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
                     keep_x.then_some(x),
                     keep_weight.then_some(weight),
                     gelu_slope,
+                    operands,
                 );
                 prep.finish(state, out)
             }
@@ -268,7 +287,11 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         }
     }
 
-    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        operands: Option<NarrowFormat>,
+    ) -> FloatTensor<Self> {
         let nodes = [lhs.node(), rhs.node()];
         // Each side's gradient needs the other side: keep only those needed.
         let (keep_lhs, keep_rhs) = (rhs.is_tracked(), lhs.is_tracked());
@@ -276,14 +299,15 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
             unflipped(lhs.into_primitive()),
             unflipped(rhs.into_primitive()),
         );
-        let out = product(&Matrices::of(&lhs), &Matrices::of(&rhs), None);
+        let out = product(&Matrices::of(&lhs), &Matrices::of(&rhs), None, operands);
         match MatmulBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                prep.finish((keep_lhs.then_some(lhs), keep_rhs.then_some(rhs)), out)
+                let state = (keep_lhs.then_some(lhs), keep_rhs.then_some(rhs), operands);
+                prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(out),
         }

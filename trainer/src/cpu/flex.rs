@@ -86,12 +86,14 @@ pub(super) fn shape(tensor: &FlexTensor) -> Shape {
     tensor.layout().shape().clone()
 }
 
-/// `x · weight + bias` for a 2-D `x`: `x`, `weight` and `bias` as the linear layer's
+/// `x · weight + bias` for a 2-D `x` (operands of the format `operands`, where they are
+/// rounded to one; see `product`): `x`, `weight` and `bias` as the linear layer's
 /// backward pass keeps them, and the result.
 pub(super) fn linear(
     x: FlexTensor,
     weight: FlexTensor,
     bias: FlexTensor,
+    operands: Option<NarrowFormat>,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let (x, weight, bias) = (unflipped(x), unflipped(weight), contiguous(bias));
     let (x_shape, weight_shape, bias_shape) = (shape(&x), shape(&weight), shape(&bias));
@@ -104,6 +106,7 @@ pub(super) fn linear(
         &Matrices::of(&x),
         &Matrices::of(&weight),
         Some(values(&bias)),
+        operands,
     );
     (x, weight, out)
 }
@@ -179,8 +182,9 @@ impl FusedCpuOps for Flex {
         weight: FlexTensor,
         bias: FlexTensor,
         then_gelu: bool,
+        operands: Option<NarrowFormat>,
     ) -> FlexTensor {
-        let (_, _, out) = linear(x, weight, bias);
+        let (_, _, out) = linear(x, weight, bias, operands);
         let mut out = owned(out);
         if then_gelu {
             kernels::gelu(values_mut(&mut out));
@@ -188,9 +192,13 @@ impl FusedCpuOps for Flex {
         out
     }
 
-    fn fused_matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+    fn fused_matmul(
+        lhs: FlexTensor,
+        rhs: FlexTensor,
+        operands: Option<NarrowFormat>,
+    ) -> FlexTensor {
         let (lhs, rhs) = (unflipped(lhs), unflipped(rhs));
-        product(&Matrices::of(&lhs), &Matrices::of(&rhs), None)
+        product(&Matrices::of(&lhs), &Matrices::of(&rhs), None, operands)
     }
 
     fn fused_layer_norm(

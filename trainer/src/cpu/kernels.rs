@@ -51,7 +51,7 @@ macro_rules! multiversion {
 }
 
 mod rounding;
-pub use rounding::{NarrowFormat, round_to};
+pub use rounding::{NarrowFormat, bf16_bits, round_to};
 
 /// `e^x` in f32 to within 2 ulp, as arithmetic the compiler can vectorize (Cody–Waite
 /// reduction to `[-ln2/2, ln2/2]`, then Cephes's degree-6 polynomial). Exactly 0 below

@@ -2,8 +2,9 @@
 //! linear layers (GELU included where one follows), the attention softmax (its scale and
 //! key padding bias included), LayerNorm (with the residual connection before it), dropout,
 //! matrix products into buffers of their own, and rounding to bf16 or f16 (products in
-//! those formats are f32 products of rounded values); and AdamW's step, written over the
-//! parameter's and its moments' own buffers.
+//! those formats are f32 products of rounded values, bf16 ones on the CPU's AMX tiles
+//! where it has them); and AdamW's step, written over the parameter's and its moments'
+//! own buffers.
 //!
 //! burn's autodiff builds softmax and LayerNorm from about ten primitive operations each,
 //! every one a full pass over its tensor, and burn's CPU backend computes element-wise
@@ -43,16 +44,23 @@ pub trait FusedCpuOps: Backend {
         scale: f32,
     ) -> FloatTensor<Self>;
     /// `x·weight + bias` for `x` `[rows, d_in]`, `weight` `[d_in, d_out]` and `bias`
-    /// `[d_out]`, then exact GELU where `then_gelu`.
+    /// `[d_out]`, then exact GELU where `then_gelu`. `operands` is the format the caller
+    /// rounded `x`, `weight` and the gradient coming back to, if any: bf16 products then
+    /// run on the CPU's bf16 tiles where it has them (AMX).
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         then_gelu: bool,
+        operands: Option<NarrowFormat>,
     ) -> FloatTensor<Self>;
     /// `lhs · rhs` over the last two dimensions, for tensors whose other dimensions are
-    /// equal.
-    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// equal; `operands` as for `fused_linear`.
+    fn fused_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        operands: Option<NarrowFormat>,
+    ) -> FloatTensor<Self>;
     /// LayerNorm over the last dimension.
     fn fused_layer_norm(
         input: FloatTensor<Self>,
@@ -133,6 +141,7 @@ pub fn linear(linear: &Linear, rows: Tensor<2>, then_gelu: bool) -> Tensor<2> {
         linear.weight.val().into_dispatch(),
         bias.val().into_dispatch(),
         then_gelu,
+        None,
     ))
 }
 
@@ -163,7 +172,8 @@ pub fn round_to<const D: usize>(input: Tensor<D>, format: NarrowFormat) -> Tenso
 /// backend as a GPU's tensor cores compute it: the input, weight and bias rounded to
 /// `format`, the products summed in f32, the result rounded to `format` (burn's CPU backend
 /// converts narrow operands back to f32 for its matrix product anyway, and its casts and
-/// copies made a bf16 step 1.7 times as long as an f32 one). Elsewhere through burn's casts.
+/// copies made a bf16 step 1.7 times as long as an f32 one); bf16 products run on AMX
+/// where the CPU has it, f32 ones otherwise. Elsewhere through burn's casts.
 pub fn narrow_linear(linear: &Linear, rows: Tensor<2>, format: NarrowFormat) -> Tensor<2> {
     let in_f32 = linear.bias.as_ref().filter(|_| fused_applies(&rows));
     let Some(bias) = in_f32 else {
@@ -181,6 +191,7 @@ pub fn narrow_linear(linear: &Linear, rows: Tensor<2>, format: NarrowFormat) -> 
         round(linear.weight.val()).into_dispatch(),
         round_to(bias.val(), format).into_dispatch(),
         false,
+        Some(format),
     );
     round(Tensor::from_dispatch(out))
 }
@@ -200,21 +211,34 @@ pub fn narrow_matmul<const D: usize>(
             .cast(FloatDType::F32);
     }
     let round = |tensor: Tensor<D>| round_to(tensor, format);
-    round(matmul(round(lhs), round(rhs)))
+    round(product(round(lhs), round(rhs), Some(format)))
 }
 
 /// `lhs · rhs` over the last two dimensions (the attention's products, LoRA's), computed
 /// straight into a buffer of its own on the CPU backend when the other dimensions are
 /// equal (burn's product broadcasts them otherwise).
 pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
-    let (lhs_dims, rhs_dims) = (lhs.dims(), rhs.dims());
-    let same_batch = lhs_dims[..D - 2] == rhs_dims[..D - 2];
-    if !fused_applies(&lhs) || rhs.dtype() != DType::F32 || !same_batch {
+    if !fused_applies(&lhs) || rhs.dtype() != DType::F32 {
+        return lhs.matmul(rhs);
+    }
+    product(lhs, rhs, None)
+}
+
+/// `lhs · rhs` of f32 tensors of the CPU backend (operands of the format `operands`, if
+/// any: see `FusedCpuOps::fused_matmul`), through burn's product where the dimensions
+/// before the last two differ.
+fn product<const D: usize>(
+    lhs: Tensor<D>,
+    rhs: Tensor<D>,
+    operands: Option<NarrowFormat>,
+) -> Tensor<D> {
+    if lhs.dims()[..D - 2] != rhs.dims()[..D - 2] {
         return lhs.matmul(rhs);
     }
     Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_matmul(
         lhs.into_dispatch(),
         rhs.into_dispatch(),
+        operands,
     ))
 }
 

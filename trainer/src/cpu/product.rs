@@ -4,8 +4,20 @@
 //! into a second allocation (cubecl's `Bytes::from_bytes_vec` re-aligns every byte
 //! vector), which cost about 5% of a CPU training step. A linear layer's bias is written
 //! into the output first and the product added to it, so the bias costs no pass of its
-//! own either.
+//! own either. Products whose operands are bf16 values run on the CPU's bf16 instructions
+//! where it has them (`bf16`: AMX or AVX512-BF16), and through `gemm` in f32 elsewhere.
 
+#[cfg(target_arch = "x86_64")]
+mod bf16;
+
+#[cfg(target_arch = "x86_64")]
+use bf16::Bf16Unit;
+/// No bf16 instructions are used off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy)]
+enum Bf16Unit {}
+
+use super::NarrowFormat;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
@@ -119,8 +131,16 @@ impl<'a> Matrices<'a> {
 }
 
 /// `lhs · rhs` matrix by matrix, plus `bias` on every row when it is given, as a fresh
-/// row-major tensor of shape `[batch.., rows of lhs, columns of rhs]`.
-pub(super) fn product(lhs: &Matrices, rhs: &Matrices, bias: Option<&[f32]>) -> FlexTensor {
+/// row-major tensor of shape `[batch.., rows of lhs, columns of rhs]`. `operands` is the
+/// format the operands' values are values of, where the caller rounded them to one: bf16
+/// products then run on the CPU's bf16 tiles where it has them (any value not of the
+/// format is rounded to it there first).
+pub(super) fn product(
+    lhs: &Matrices,
+    rhs: &Matrices,
+    bias: Option<&[f32]>,
+    operands: Option<NarrowFormat>,
+) -> FlexTensor {
     assert!(
         lhs.cols == rhs.rows && lhs.batch == rhs.batch,
         "matrix product: {:?} matrices of {}x{} and {:?} of {}x{} cannot be multiplied",
@@ -164,26 +184,59 @@ pub(super) fn product(lhs: &Matrices, rhs: &Matrices, bias: Option<&[f32]>) -> F
     let dst = &mut out.spare_capacity_mut()[..len];
     let read_dst = bias.is_some();
     let large = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MULTIPLY_ADDS;
+    let unit = bf16_unit(operands);
     if count == 1 || large {
-        let parallelism = if large {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
         for (index, matrix) in dst.chunks_mut(size).enumerate() {
-            multiply_into(matrix, lhs, rhs, index, read_dst, parallelism);
+            multiply_matrix(matrix, [lhs, rhs], index, read_dst, large, unit);
         }
     } else {
         dst.par_chunks_mut(size)
             .enumerate()
             .for_each(|(index, matrix)| {
-                multiply_into(matrix, lhs, rhs, index, read_dst, gemm::Parallelism::None)
+                multiply_matrix(matrix, [lhs, rhs], index, read_dst, false, unit)
             });
     }
     // SAFETY: every one of the `len` elements was written by `gemm` (or before it, where
     // it read them).
     unsafe { out.set_len(len) };
     tensor(out, shape)
+}
+
+/// The bf16 instructions products of operands of the format `operands` run on: bf16
+/// products on the CPU's, where it has them.
+fn bf16_unit(operands: Option<NarrowFormat>) -> Option<Bf16Unit> {
+    #[cfg(target_arch = "x86_64")]
+    let preferred = bf16::preferred_unit;
+    #[cfg(not(target_arch = "x86_64"))]
+    let preferred = || None;
+    (operands == Some(NarrowFormat::Bf16))
+        .then(preferred)
+        .flatten()
+}
+
+/// Writes (or, with `read_dst`, adds) matrix `index` of `lhs · rhs` into `dst`, row-major:
+/// on `unit` where given (see [`bf16_unit`]), through `gemm` in f32 otherwise; split
+/// across threads where `parallel`.
+fn multiply_matrix(
+    dst: &mut [MaybeUninit<f32>],
+    [lhs, rhs]: [&Matrices; 2],
+    index: usize,
+    read_dst: bool,
+    parallel: bool,
+    unit: Option<Bf16Unit>,
+) {
+    if let Some(unit) = unit {
+        #[cfg(target_arch = "x86_64")]
+        return bf16::multiply_into(dst, [lhs, rhs], index, read_dst, parallel, unit);
+        #[cfg(not(target_arch = "x86_64"))]
+        match unit {}
+    }
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    multiply_into(dst, lhs, rhs, index, read_dst, parallelism);
 }
 
 /// Writes (or, with `read_dst`, adds) matrix `index` of `lhs · rhs` into `dst`, row-major.
@@ -331,7 +384,7 @@ mod tests {
             ("one row", &one_row, &rhs, None),
             ("one column", &lhs, &one_column, None),
         ] {
-            let got = product(lhs, rhs, bias);
+            let got = product(lhs, rhs, bias, None);
             assert_close(values(&got), &naive(lhs, rhs, bias), what);
         }
     }
@@ -346,14 +399,14 @@ mod tests {
         let key_t = Flex::float_swap_dims(key, 2, 3);
         let (lhs, rhs) = (Matrices::of(&query), Matrices::of(&key_t));
         assert_eq!((lhs.starts.len(), rhs.starts.len()), (6, 6));
-        let got = product(&lhs, &rhs, None);
+        let got = product(&lhs, &rhs, None, None);
         assert_eq!(got.layout().shape(), &Shape::new([2, 3, 7, 6]));
         assert_close(values(&got), &naive(&lhs, &rhs, None), "batched");
         // A batch large enough to be split over rayon's threads.
         let many = tensor(numbers(64 * 9 * 4, 9), Shape::new([64, 9, 4]));
         let many_t = Flex::float_swap_dims(many.clone(), 1, 2);
         let (lhs, rhs) = (Matrices::of(&many), Matrices::of(&many_t));
-        let got = product(&lhs, &rhs, None);
+        let got = product(&lhs, &rhs, None, None);
         assert_close(values(&got), &naive(&lhs, &rhs, None), "many");
     }
 
@@ -364,7 +417,7 @@ mod tests {
         let (a, b, bias) = (numbers(m * k, 4), numbers(k * n, 5), numbers(n, 6));
         let lhs = view(&a, 0, (m, k), (k as isize, 1));
         let rhs = view(&b, 0, (k, n), (n as isize, 1));
-        let got = product(&lhs, &rhs, Some(&bias));
+        let got = product(&lhs, &rhs, Some(&bias), None);
         assert_close(values(&got), &naive(&lhs, &rhs, Some(&bias)), "large");
         assert_eq!(rows_of(&bias, m).len(), m * n);
     }
@@ -374,14 +427,14 @@ mod tests {
         let no_values: [f32; 0] = [];
         let lhs = view(&no_values, 0, (3, 0), (0, 1));
         let rhs = view(&no_values, 0, (0, 2), (2, 1));
-        assert_eq!(values(&product(&lhs, &rhs, None)), &[0.0; 6]);
+        assert_eq!(values(&product(&lhs, &rhs, None, None)), &[0.0; 6]);
         assert_eq!(
-            values(&product(&lhs, &rhs, Some(&[1.0, 2.0]))),
+            values(&product(&lhs, &rhs, Some(&[1.0, 2.0]), None)),
             &[1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
         );
         let no_rows = view(&no_values, 0, (0, 4), (4, 1));
         let eight = [1.0; 8];
-        let got = product(&no_rows, &view(&eight, 0, (4, 2), (2, 1)), None);
+        let got = product(&no_rows, &view(&eight, 0, (4, 2), (2, 1)), None, None);
         assert!(values(&got).is_empty());
     }
 
@@ -390,6 +443,6 @@ mod tests {
     fn mismatched_sizes_are_refused() {
         let six = [1.0; 6];
         let matrix = view(&six, 0, (2, 3), (3, 1));
-        product(&matrix, &matrix, None);
+        product(&matrix, &matrix, None, None);
     }
 }

@@ -25,6 +25,13 @@ fn round_bf16(x: f32) -> f32 {
     if x.is_nan() { x } else { rounded }
 }
 
+/// The bits of `x` rounded to the nearest bf16 (ties to even), as bf16 is stored: the top
+/// half of [`round_bf16`]'s f32.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    (round_bf16(x).to_bits() >> 16) as u16
+}
+
 /// `x` rounded to the nearest f16 (ties to even), as f32: what a cast to f16 and back gives.
 /// Below f16's smallest normal value (2⁻¹⁴) the values are multiples of 2⁻²⁴; past its
 /// largest (65504) they become infinite; NaN stays NaN.

@@ -1,0 +1,742 @@
+//! bf16 matrix products on the CPU's bf16 instructions: the operands rounded to bf16 as
+//! they are packed, their products summed in f32, as a GPU's tensor cores compute a bf16
+//! product. Two kinds of CPU have such instructions:
+//! - AMX, the tile unit of Intel's Xeons since Sapphire Rapids: each tile product
+//!   (`tdpbf16ps`) takes 16x32 by 32x16 bf16 values to 16x16 f32 sums;
+//! - AVX512-BF16 (AMD's Zen 4 and 5, Intel's Cooper Lake and later Xeons): each dot
+//!   product (`vdpbf16ps`) adds 16 sums of two products to 16 f32 sums.
+//!
+//! Both treat bf16 subnormals as zero; nothing else differs from f32 products of the
+//! rounded values but the order of the sums. Each output block of 32x32 is summed whole,
+//! in tile registers or in vector registers 8 rows at a time. Both sides are packed first,
+//! once, in the layout both instructions read; each task then computes 4x4 output blocks,
+//! whose panels of the packed sides stay in its core's cache.
+
+use super::Matrices;
+use crate::cpu::kernels::bf16_bits;
+use rayon::prelude::*;
+use std::arch::asm;
+use std::array;
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+
+/// Rows and columns of an output block: two by two tiles of 16x16 f32 sums.
+const BLOCK: usize = 32;
+/// Terms of the sum that one tile product takes: 32 bf16 values in a tile row (64 bytes).
+const DEPTH: usize = 32;
+/// bf16 values in one tile: 16 rows of 32.
+const TILE: usize = 16 * DEPTH;
+/// Bytes in one tile row.
+const TILE_ROW_BYTES: usize = 64;
+
+/// The tile configuration `ldtilecfg` loads (palette 1): each of the eight tiles 16 rows
+/// of 64 bytes (the entries past the eighth must be zero).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// The CPU's bf16 instructions that products run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Bf16Unit {
+    /// AMX's tiles.
+    Amx,
+    /// AVX512-BF16's dot products.
+    Avx512,
+}
+
+/// Which of the CPU's bf16 instructions products run on, if any: AMX where the process
+/// may use it. Asked once. `JIGSAW_CPU_BF16=off` runs the products in f32 instead, and
+/// `JIGSAW_CPU_BF16=avx512` on AVX512-BF16, to compare them in one build. AVX512-BF16 is
+/// not the default: on a Xeon with both, its products ran at 0.55x the f32 products of
+/// `gemm` (190 against 340 GFLOP/s on two cores, AMX at 700–1,000), and on AMD's CPUs,
+/// whose bf16 dot products may be faster than their f32 ones, it has not been measured.
+pub(super) fn preferred_unit() -> Option<Bf16Unit> {
+    static UNIT: OnceLock<Option<Bf16Unit>> = OnceLock::new();
+    *UNIT.get_or_init(|| {
+        let unit = match std::env::var("JIGSAW_CPU_BF16").as_deref() {
+            Ok("off") => return None,
+            Ok("avx512") => Bf16Unit::Avx512,
+            _ => Bf16Unit::Amx,
+        };
+        has(unit).then_some(unit)
+    })
+}
+
+/// Whether the CPU has `unit` and the process may use it.
+fn has(unit: Bf16Unit) -> bool {
+    static AMX: OnceLock<bool> = OnceLock::new();
+    // The packing is compiled for AVX-512BW, which every CPU with either unit has.
+    let packing = is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl");
+    packing
+        && match unit {
+            Bf16Unit::Amx => *AMX.get_or_init(enable_amx),
+            Bf16Unit::Avx512 => is_x86_feature_detected!("avx512bf16"),
+        }
+}
+
+/// Asks Linux for the tile state (it grants AMX only on request), where CPUID says the CPU
+/// has AMX's tiles and their bf16 products; whether it was granted.
+#[cfg(target_os = "linux")]
+fn enable_amx() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    const AMX_BF16: u32 = 1 << 22;
+    const AMX_TILE: u32 = 1 << 24;
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    if __cpuid_count(0, 0).eax < 7 {
+        return false;
+    }
+    let features = __cpuid_count(7, 0).edx;
+    if features & (AMX_BF16 | AMX_TILE) != AMX_BF16 | AMX_TILE {
+        return false;
+    }
+    // SAFETY: arch_prctl with this request only changes which state the kernel saves for
+    // the process; it touches no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+/// AMX is left alone on other systems, which have their own ways of granting it.
+#[cfg(not(target_os = "linux"))]
+fn enable_amx() -> bool {
+    false
+}
+
+/// The tile registers, configured for this thread's products; released when dropped.
+struct Tiles;
+
+impl Tiles {
+    /// Loads the tile configuration on this thread. Only call where [`has`] AMX.
+    fn configure() -> Self {
+        let config = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: array::from_fn(|tile| if tile < 8 { TILE_ROW_BYTES as u16 } else { 0 }),
+            rows: array::from_fn(|tile| if tile < 8 { 16 } else { 0 }),
+        };
+        // SAFETY: the process holds the tile state (`has`), and the configuration is
+        // a valid palette-1 one: eight tiles of 16 rows of 64 bytes, the rest unused zeros.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+        Tiles
+    }
+
+    /// Adds the 32x32 product of a packed left block and a packed right block (`depth`
+    /// tile products deep) to the output block at `out` (rows `row_bytes` apart), or
+    /// writes it there where `add` is false.
+    ///
+    /// # Safety
+    /// `lhs` and `rhs` hold `depth` packed blocks of 32x32 bf16 values (see [`pack_lhs`]
+    /// and [`pack_rhs`]), `depth` is at least 1, and `out` holds 32 rows of 32 f32 values,
+    /// `row_bytes` apart, initialised where `add` is true.
+    unsafe fn multiply_block(
+        &self,
+        out: *mut f32,
+        row_bytes: usize,
+        add: bool,
+        lhs: *const u16,
+        rhs: *const u16,
+        depth: usize,
+    ) {
+        let lower = out.wrapping_byte_add(16 * row_bytes);
+        // SAFETY: the caller's promises: every load and store below stays inside `lhs`,
+        // `rhs` and the output block.
+        unsafe {
+            if add {
+                asm!(
+                    "tileloadd tmm0, [{upper} + {stride}*1]",
+                    "tileloadd tmm1, [{upper} + {stride}*1 + 64]",
+                    "tileloadd tmm2, [{lower} + {stride}*1]",
+                    "tileloadd tmm3, [{lower} + {stride}*1 + 64]",
+                    upper = in(reg) out,
+                    lower = in(reg) lower,
+                    stride = in(reg) row_bytes,
+                    options(nostack, readonly),
+                );
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
+            asm!(
+                "2:",
+                "tileloadd tmm4, [{lhs} + {stride}*1]",
+                "tileloadd tmm5, [{lhs} + {stride}*1 + 1024]",
+                "tileloadd tmm6, [{rhs} + {stride}*1]",
+                "tileloadd tmm7, [{rhs} + {stride}*1 + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {lhs}, 2048",
+                "add {rhs}, 2048",
+                "dec {depth}",
+                "jnz 2b",
+                lhs = inout(reg) lhs => _,
+                rhs = inout(reg) rhs => _,
+                depth = inout(reg) depth => _,
+                stride = in(reg) TILE_ROW_BYTES,
+                options(nostack, readonly),
+            );
+            asm!(
+                "tilestored [{upper} + {stride}*1], tmm0",
+                "tilestored [{upper} + {stride}*1 + 64], tmm1",
+                "tilestored [{lower} + {stride}*1], tmm2",
+                "tilestored [{lower} + {stride}*1 + 64], tmm3",
+                upper = in(reg) out,
+                lower = in(reg) lower,
+                stride = in(reg) row_bytes,
+                options(nostack),
+            );
+        }
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: releases the tile state this thread configured.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// Writes (or, with `add`, adds) matrix `index` of `lhs · rhs` into `dst` (row-major), its
+/// operands rounded to bf16 and the products summed in f32 on `unit`, split across threads
+/// where `parallel`. Only call with a unit the CPU has (as [`preferred_unit`] names),
+/// matching sizes and `dst` of rows of `lhs` times columns of `rhs` elements, initialised
+/// where `add`.
+pub(super) fn multiply_into(
+    dst: &mut [MaybeUninit<f32>],
+    [lhs, rhs]: [&Matrices; 2],
+    index: usize,
+    add: bool,
+    parallel: bool,
+    unit: Bf16Unit,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert!(
+        has(unit) && lhs.cols == rhs.rows && dst.len() == m * n && k > 0,
+        "bf16 product: {unit:?} unavailable or mismatched sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let depth = k.div_ceil(DEPTH);
+    // Each side's packed panel of 32 rows or columns: bf16 values on the left, pairs on
+    // the right.
+    let (lhs_panel, rhs_panel) = (depth * BLOCK * DEPTH, depth * BLOCK * DEPTH / 2);
+    let (lhs, rhs) = (
+        pack_lhs(lhs, index, depth, parallel),
+        pack_rhs(rhs, index, depth, parallel),
+    );
+    let (row_blocks, col_blocks) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    let col_groups = col_blocks.div_ceil(GROUP);
+    let out = Output {
+        values: dst.as_mut_ptr().cast::<f32>(),
+        rows: m,
+        cols: n,
+        add,
+    };
+    let group = |group: usize| {
+        let (row_group, col_group) = (group / col_groups, group % col_groups);
+        let tiles = (unit == Bf16Unit::Amx).then(Tiles::configure);
+        let mut edge = Edge([0.0; BLOCK * BLOCK]);
+        for col_block in col_group * GROUP..((col_group + 1) * GROUP).min(col_blocks) {
+            let rhs = &rhs[col_block * rhs_panel..][..rhs_panel];
+            for row_block in row_group * GROUP..((row_group + 1) * GROUP).min(row_blocks) {
+                let lhs = &lhs[row_block * lhs_panel..][..lhs_panel];
+                // SAFETY: each group writes output blocks of its own, and the panels hold
+                // `depth` packed blocks each.
+                unsafe {
+                    out.multiply(
+                        tiles.as_ref(),
+                        &mut edge,
+                        [row_block, col_block],
+                        lhs,
+                        rhs,
+                        depth,
+                    )
+                };
+            }
+        }
+    };
+    let groups = row_blocks.div_ceil(GROUP) * col_groups;
+    if parallel {
+        (0..groups).into_par_iter().for_each(group);
+    } else {
+        (0..groups).for_each(group);
+    }
+}
+
+/// Output blocks a task computes, on each side: 4 by 4 blocks, whose packed panels stay in
+/// the core's cache while it goes over them.
+const GROUP: usize = 4;
+
+/// The row-major result the tasks write their blocks into, shared between them.
+struct Output {
+    values: *mut f32,
+    rows: usize,
+    cols: usize,
+    /// Whether the products are added to the values there (initialised) or written.
+    add: bool,
+}
+
+// SAFETY: the tasks sharing an `Output` write disjoint blocks of it.
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// Computes output block `[row_block, col_block]` (32x32, less at the edges) from the
+    /// packed panels of its rows and columns, on `tiles` where given (AMX), with
+    /// AVX512-BF16's dot products otherwise.
+    ///
+    /// # Safety
+    /// No other thread touches this block meanwhile, `lhs` and `rhs` hold `depth` packed
+    /// blocks each, and the CPU has AVX512-BF16 where `tiles` is `None`.
+    unsafe fn multiply(
+        &self,
+        tiles: Option<&Tiles>,
+        edge: &mut Edge,
+        [row_block, col_block]: [usize; 2],
+        lhs: &[u16],
+        rhs: &[u32],
+        depth: usize,
+    ) {
+        let (row, col) = (row_block * BLOCK, col_block * BLOCK);
+        let (rows, cols) = (BLOCK.min(self.rows - row), BLOCK.min(self.cols - col));
+        let corner = self.values.wrapping_add(row * self.cols + col);
+        let (lhs, rhs) = (lhs.as_ptr(), rhs.as_ptr().cast::<u16>());
+        let block = |out: *mut f32, row_floats: usize, add: bool| match tiles {
+            // SAFETY: as `multiply_block` and `dot_block` need: the caller's promises, and
+            // the block at `out` below.
+            Some(tiles) => unsafe {
+                tiles.multiply_block(out, row_floats * 4, add, lhs, rhs, depth)
+            },
+            None => unsafe { dot_block(out, row_floats, add, lhs, rhs, depth) },
+        };
+        if rows == BLOCK && cols == BLOCK {
+            // The whole 32x32 block from `corner`, rows `cols` apart, lies inside the
+            // result (initialised where `add`).
+            block(corner, self.cols, self.add);
+            return;
+        }
+        // A block at the right or lower edge is computed in a block of its own.
+        for (r, edge_row) in edge.0.chunks_exact_mut(BLOCK).take(rows).enumerate() {
+            for (c, e) in edge_row[..cols].iter_mut().enumerate() {
+                // SAFETY: inside the result, initialised where `add`.
+                *e = if self.add {
+                    unsafe { *corner.add(r * self.cols + c) }
+                } else {
+                    0.0
+                };
+            }
+        }
+        // `edge` is a whole 32x32 block, every value initialised.
+        block(edge.0.as_mut_ptr(), BLOCK, true);
+        for (r, edge_row) in edge.0.chunks_exact(BLOCK).take(rows).enumerate() {
+            for (c, e) in edge_row[..cols].iter().enumerate() {
+                // SAFETY: inside the result.
+                unsafe { *corner.add(r * self.cols + c) = *e };
+            }
+        }
+    }
+}
+
+/// Adds the 32x32 product of a packed left block and a packed right block (`depth`
+/// blocks of 32 terms) to the output block at `out` (rows `row_floats` apart), or writes
+/// it there where `add` is false, with AVX512-BF16's dot products: 8 rows at a time, their
+/// 8x32 sums in 16 vector registers over the whole sum.
+///
+/// # Safety
+/// As [`Tiles::multiply_block`]'s, and the CPU has AVX512-BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn dot_block(
+    out: *mut f32,
+    row_floats: usize,
+    add: bool,
+    lhs: *const u16,
+    rhs: *const u16,
+    depth: usize,
+) {
+    use std::arch::x86_64::{
+        __m512, __m512bh, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512,
+        _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+    // Pairs of bf16 values: a row's two terms on the left, a column's on the right.
+    let (lhs, rhs) = (lhs.cast::<u32>(), rhs.cast::<u32>());
+    // Pairs in one packed block of 32 terms, and in one of its two right tiles.
+    let (block_pairs, tile_pairs) = (BLOCK * DEPTH / 2, TILE / 2);
+    for first in (0..BLOCK).step_by(8) {
+        let row = |r: usize| out.wrapping_add((first + r) * row_floats);
+        let mut sums: [[__m512; 2]; 8] = [[_mm512_setzero_ps(); 2]; 8];
+        for block in 0..depth {
+            let (lhs, rhs) = (
+                lhs.wrapping_add(block * block_pairs),
+                rhs.wrapping_add(block * block_pairs),
+            );
+            for pair in 0..DEPTH / 2 {
+                // SAFETY: inside the packed blocks; the values are bf16 pairs, which the
+                // dot product's operands are.
+                let columns: [__m512bh; 2] = unsafe {
+                    [0, tile_pairs].map(|tile| {
+                        std::mem::transmute(_mm512_loadu_si512(rhs.add(tile + pair * 16).cast()))
+                    })
+                };
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    // SAFETY: inside the packed block (row `first + r`, pair `pair`).
+                    let terms = unsafe { *lhs.add((first + r) * DEPTH / 2 + pair) };
+                    // SAFETY: 16 copies of a pair of bf16 values.
+                    let terms: __m512bh =
+                        unsafe { std::mem::transmute(_mm512_set1_epi32(terms as i32)) };
+                    sums[0] = _mm512_dpbf16_ps(sums[0], terms, columns[0]);
+                    sums[1] = _mm512_dpbf16_ps(sums[1], terms, columns[1]);
+                }
+            }
+        }
+        // The values held are added last, so that a large one (a bias) does not round
+        // every term's addition.
+        for (r, sums) in sums.iter().enumerate() {
+            // SAFETY: the block's rows hold 32 values, initialised where `add`.
+            unsafe {
+                for (half, sum) in sums.iter().enumerate() {
+                    let out = row(r).add(16 * half);
+                    let held = if add {
+                        _mm512_loadu_ps(out)
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    _mm512_storeu_ps(out, _mm512_add_ps(held, *sum));
+                }
+            }
+        }
+    }
+}
+
+/// A 32x32 output block at an edge of the result, aligned for the tiles' stores.
+#[repr(C, align(64))]
+struct Edge([f32; BLOCK * BLOCK]);
+
+/// Matrix `index` of `lhs` rounded to bf16, as the tile loads read it: for each 32 rows,
+/// for each 32 terms of the sum, 32 rows of 32 values; zeros past the matrix's rows and
+/// columns. The 32 rows at a time are packed in parallel where `parallel`.
+fn pack_lhs(lhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u16> {
+    let (m, k) = (lhs.rows, lhs.cols);
+    let block_len = depth * BLOCK * DEPTH;
+    let mut packed = vec![0u16; m.div_ceil(BLOCK) * block_len];
+    let (row_stride, col_stride) = (lhs.row_stride as usize, lhs.col_stride as usize);
+    let pack_block = |(block, packed): (usize, &mut [u16])| {
+        let first = block * BLOCK;
+        let rows = BLOCK.min(m - first);
+        let origin = lhs.starts[index] + first * row_stride;
+        if col_stride == 1 {
+            for row in 0..rows {
+                let values = &lhs.storage[origin + row * row_stride..][..k];
+                for (block, terms) in values.chunks(DEPTH).enumerate() {
+                    let out = &mut packed[block * BLOCK * DEPTH + row * DEPTH..][..terms.len()];
+                    // SAFETY: `has` checked that the CPU has AVX-512BW.
+                    unsafe { round_into(out, terms) };
+                }
+            }
+        } else if row_stride == 1 {
+            // A transposed matrix (`xᵀ` of a weight's gradient): two terms of the sum are two
+            // stretches of the buffer, paired as the right side's are, then transposed.
+            let zeros = [0.0; BLOCK];
+            let mut pairs = [[0u32; BLOCK]; DEPTH / 2];
+            let stretch = |term: usize| &lhs.storage[origin + term * col_stride..][..rows];
+            for (block, out) in packed.chunks_exact_mut(BLOCK * DEPTH).enumerate() {
+                for (pair, paired) in pairs.iter_mut().enumerate() {
+                    let term = block * DEPTH + 2 * pair;
+                    let even = if term < k {
+                        stretch(term)
+                    } else {
+                        &zeros[..rows]
+                    };
+                    let odd = if term + 1 < k {
+                        stretch(term + 1)
+                    } else {
+                        &zeros[..rows]
+                    };
+                    // SAFETY: `has` checked that the CPU has AVX-512BW.
+                    unsafe { round_pairs_into(&mut paired[..rows], even, odd) };
+                }
+                for (row, out) in out.chunks_exact_mut(DEPTH).take(rows).enumerate() {
+                    for (two, paired) in out.chunks_exact_mut(2).zip(&pairs) {
+                        two.copy_from_slice(&[paired[row] as u16, (paired[row] >> 16) as u16]);
+                    }
+                }
+            }
+        } else {
+            for term in 0..k {
+                let column = &lhs.storage[origin + term * col_stride..];
+                let out = &mut packed[(term / DEPTH) * BLOCK * DEPTH + term % DEPTH..];
+                for row in 0..rows {
+                    out[row * DEPTH] = bf16_bits(column[row * row_stride]);
+                }
+            }
+        }
+    };
+    if parallel {
+        packed
+            .par_chunks_mut(block_len)
+            .enumerate()
+            .for_each(pack_block);
+    } else {
+        packed
+            .chunks_mut(block_len)
+            .enumerate()
+            .for_each(pack_block);
+    }
+    packed
+}
+
+/// Matrix `index` of `rhs` rounded to bf16, as the tile loads read it: for each 32
+/// columns, for each 32 terms of the sum, two tiles (columns 0–15, 16–31) whose row `p`
+/// holds, column by column, the values of terms `2p` and `2p + 1` side by side (one `u32`
+/// each pair, the even term in its low half); zeros past the matrix's rows and columns.
+/// The 32 columns at a time are packed in parallel where `parallel`.
+fn pack_rhs(rhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u32> {
+    let (k, n) = (rhs.rows, rhs.cols);
+    // Pairs in a block of 32 terms by 32 columns, and in one tile.
+    let (block_pairs, tile_pairs) = (BLOCK * DEPTH / 2, TILE / 2);
+    let panel = depth * block_pairs;
+    let mut packed = vec![0u32; n.div_ceil(BLOCK) * panel];
+    let (row_stride, col_stride) = (rhs.row_stride as usize, rhs.col_stride as usize);
+    let pack_panel = |(block, packed): (usize, &mut [u32])| {
+        let first = block * BLOCK;
+        let cols = BLOCK.min(n - first);
+        let origin = rhs.starts[index] + first * col_stride;
+        // Where the tile row of the pair of terms `term` (even) and `term + 1` starts.
+        let pair_row = |term: usize| (term / DEPTH) * block_pairs + (term % DEPTH / 2) * 16;
+        if col_stride == 1 {
+            let row = |term: usize| &rhs.storage[origin + term * row_stride..][..cols];
+            let zeros = [0.0; BLOCK];
+            for term in (0..k).step_by(2) {
+                let even = row(term);
+                let odd = if term + 1 < k {
+                    row(term + 1)
+                } else {
+                    &zeros[..cols]
+                };
+                for (tile, first_col) in (0..cols).step_by(16).enumerate() {
+                    let width = 16.min(cols - first_col);
+                    let out = &mut packed[pair_row(term) + tile * tile_pairs..][..width];
+                    let (even, odd) = (&even[first_col..][..width], &odd[first_col..][..width]);
+                    // SAFETY: `has` checked that the CPU has AVX-512BW.
+                    unsafe { round_pairs_into(out, even, odd) };
+                }
+            }
+        } else {
+            for col in 0..cols {
+                let column = &rhs.storage[origin + col * col_stride..];
+                let at = (col / 16) * tile_pairs + col % 16;
+                for term in (0..k).step_by(2) {
+                    let even = bf16_bits(column[term * row_stride]);
+                    let odd = if term + 1 < k {
+                        bf16_bits(column[(term + 1) * row_stride])
+                    } else {
+                        0
+                    };
+                    packed[pair_row(term) + at] = pair(even, odd);
+                }
+            }
+        }
+    };
+    if parallel {
+        packed
+            .par_chunks_mut(panel)
+            .enumerate()
+            .for_each(pack_panel);
+    } else {
+        packed.chunks_mut(panel).enumerate().for_each(pack_panel);
+    }
+    packed
+}
+
+/// Two bf16 values side by side, as a tile row holds them: `even` first (the low half).
+#[inline(always)]
+fn pair(even: u16, odd: u16) -> u32 {
+    u32::from(even) | u32::from(odd) << 16
+}
+
+/// `values` rounded to bf16 into `out`, of the same length.
+///
+/// # Safety
+/// The CPU has AVX-512BW (every CPU with AMX or AVX512-BF16 has).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn round_into(out: &mut [u16], values: &[f32]) {
+    for (out, value) in out.iter_mut().zip(values) {
+        *out = bf16_bits(*value);
+    }
+}
+
+/// `even` and `odd` (of one length) rounded to bf16 and paired into `out` (see [`pair`]).
+///
+/// # Safety
+/// The CPU has AVX-512BW (every CPU with AMX or AVX512-BF16 has).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn round_pairs_into(out: &mut [u32], even: &[f32], odd: &[f32]) {
+    for ((out, even), odd) in out.iter_mut().zip(even).zip(odd) {
+        *out = pair(bf16_bits(*even), bf16_bits(*odd));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers in [-2, 2), most of them not bf16 values, from a fixed seed.
+    fn numbers(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 8) as f32 / (1u32 << 22) as f32 - 2.0
+            })
+            .collect()
+    }
+
+    /// `rows` x `cols` matrices stored at `starts` in `storage`, row-major or (`transposed`)
+    /// column-major.
+    fn matrices(
+        storage: &[f32],
+        starts: Vec<usize>,
+        (rows, cols): (usize, usize),
+        transposed: bool,
+    ) -> Matrices<'_> {
+        let (row_stride, col_stride) = if transposed { (1, rows) } else { (cols, 1) };
+        Matrices {
+            storage,
+            batch: vec![starts.len()],
+            starts,
+            rows,
+            cols,
+            row_stride: row_stride as isize,
+            col_stride: col_stride as isize,
+        }
+    }
+
+    /// Element `(row, col)` of matrix `index`, rounded to bf16.
+    fn rounded(matrices: &Matrices, index: usize, row: usize, col: usize) -> f64 {
+        let at = matrices.starts[index]
+            + row * matrices.row_stride as usize
+            + col * matrices.col_stride as usize;
+        f64::from(f32::from_bits(
+            u32::from(bf16_bits(matrices.storage[at])) << 16,
+        ))
+    }
+
+    /// The bf16 units this CPU has, each to be checked; none on most machines.
+    fn units() -> Vec<Bf16Unit> {
+        let units: Vec<_> = [Bf16Unit::Amx, Bf16Unit::Avx512]
+            .into_iter()
+            .filter(|&unit| has(unit))
+            .collect();
+        if units.is_empty() {
+            eprintln!("this CPU has neither AMX nor AVX512-BF16: nothing to check here");
+        }
+        units
+    }
+
+    /// Checks matrix `index` of a product on `unit` against the f64 sums of the rounded
+    /// operands' products: within 2⁻²⁰ of the sum of their magnitudes (f32 sums in another
+    /// order), plus what `dst` held where `add`.
+    fn check(unit: Bf16Unit, [lhs, rhs]: [&Matrices; 2], index: usize, add: bool, parallel: bool) {
+        let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+        let start = |i: usize| i as f32 * 0.25 - 3.0;
+        let mut dst: Vec<_> = (0..m * n)
+            .map(|i| MaybeUninit::new(if add { start(i) } else { f32::NAN }))
+            .collect();
+        multiply_into(&mut dst, [lhs, rhs], index, add, parallel, unit);
+        for row in 0..m {
+            for col in 0..n {
+                let products =
+                    (0..k).map(|t| rounded(lhs, index, row, t) * rounded(rhs, index, t, col));
+                let (sum, size) = products.fold((0.0, 0.0), |(s, a), p| (s + p, a + p.abs()));
+                let held = if add {
+                    f64::from(start(row * n + col))
+                } else {
+                    0.0
+                };
+                // SAFETY: every element was written (or, with `add`, initialised above).
+                let got = f64::from(unsafe { dst[row * n + col].assume_init() });
+                let want = held + sum;
+                assert!(
+                    (got - want).abs() <= (size + held.abs()) * 2f64.powi(-20) + 1e-30,
+                    "{unit:?}, {m}x{k}x{n} (add {add}): ({row}, {col}) is {got}, not {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_products_match_f32_sums_of_products_of_the_rounded_values() {
+        // Whole blocks, blocks cut at every edge, sums shorter and longer than a tile's,
+        // single rows and columns, and more blocks than one task takes.
+        let shapes = [
+            (32, 32, 32),
+            (1, 1, 1),
+            (33, 65, 47),
+            (70, 31, 100),
+            (5, 200, 3),
+        ];
+        for unit in units() {
+            for (m, k, n) in shapes.into_iter().chain([(160, 96, 161)]) {
+                let (a, b) = (numbers(m * k, 1), numbers(k * n, 2));
+                for (lhs_t, rhs_t, add) in (0..8).map(|i| (i & 1 == 1, i & 2 == 2, i & 4 == 4)) {
+                    let lhs = matrices(&a, vec![0], (m, k), lhs_t);
+                    let rhs = matrices(&b, vec![0], (k, n), rhs_t);
+                    check(unit, [&lhs, &rhs], 0, add, m > 64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_matrix_of_a_batch_is_read_from_its_own_start() {
+        let (m, k, n) = (40, 70, 20);
+        let (a, b) = (numbers(3 * m * k, 3), numbers(3 * k * n, 4));
+        let lhs = matrices(&a, vec![0, m * k, 2 * m * k], (m, k), false);
+        let rhs = matrices(&b, vec![2 * k * n, 0, k * n], (k, n), true);
+        for unit in units() {
+            for index in 0..3 {
+                check(unit, [&lhs, &rhs], index, index == 1, false);
+            }
+        }
+    }
+
+    #[test]
+    fn nan_and_infinity_reach_the_outputs_they_touch() {
+        let (m, k, n) = (3, 40, 2);
+        let mut a = vec![1.0; m * k];
+        a[5] = f32::NAN;
+        a[k + 7] = f32::INFINITY;
+        let b = vec![0.5; k * n];
+        let (lhs, rhs) = (
+            matrices(&a, vec![0], (m, k), false),
+            matrices(&b, vec![0], (k, n), false),
+        );
+        for unit in units() {
+            let mut dst = vec![MaybeUninit::new(0.0); m * n];
+            multiply_into(&mut dst, [&lhs, &rhs], 0, false, false, unit);
+            // SAFETY: every element was written.
+            let out: Vec<f32> = dst.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert!(out[0].is_nan() && out[1].is_nan(), "{unit:?}: {out:?}");
+            assert_eq!(out[2..4], [f32::INFINITY; 2], "{unit:?}");
+            assert_eq!(out[4..6], [20.0; 2], "{unit:?}");
+        }
+    }
+}
