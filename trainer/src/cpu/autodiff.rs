@@ -2,7 +2,8 @@
 //! its hand-written backward pass needs.
 
 use super::flex::{
-    contiguous, dropped, layer_norm, len, linear, owned, rounded, shape, values, values_mut,
+    contiguous, dropped, layer_norm, len, linear, narrowed, owned, rounded, shape, values,
+    values_mut,
 };
 use super::product::{Matrices, product, tensor, unflipped};
 use super::{DropoutMask, FusedCpuOps, NarrowFormat, kernels};
@@ -109,8 +110,9 @@ impl Backward<Flex, 3> for LinearBackward {
 
 /// Registers the gradients of `lhs · rhs` (matrix by matrix) from `grad`, the product's:
 /// `lhsᵀ · grad` for the right side's node and `grad · rhsᵀ` for the left side's, where the
-/// node needs one and the other side was kept for it; products of operands of the format
-/// `operands` (see `product`).
+/// node needs one and the other side was kept for it. With a narrow format `operands`,
+/// the products' operands are its values (the gradient coming in was rounded to it) and
+/// each gradient going out is rounded to it, as a cast's backward pass rounds it.
 fn register_product_grads(
     grads: &mut Gradients,
     grad: FlexTensor,
@@ -119,15 +121,19 @@ fn register_product_grads(
     operands: Option<NarrowFormat>,
 ) {
     let grad = unflipped(grad);
+    let narrow = |product: FlexTensor| match operands {
+        Some(format) => rounded(product, format),
+        None => product,
+    };
     if let (Some(node), Some(lhs)) = (rhs_node, lhs) {
         let lhs_t = Matrices::of(&lhs).transposed();
         let product = product(&lhs_t, &Matrices::of(&grad), None, operands);
-        grads.register::<Flex>(node, product);
+        grads.register::<Flex>(node, narrow(product));
     }
     if let (Some(node), Some(rhs)) = (lhs_node, rhs) {
         let rhs_t = Matrices::of(&rhs).transposed();
         let product = product(&Matrices::of(&grad), &rhs_t, None, operands);
-        grads.register::<Flex>(node, product);
+        grads.register::<Flex>(node, narrow(product));
     }
 }
 
@@ -295,10 +301,8 @@ impl<C: CheckpointStrategy> FusedCpuOps for Autodiff<Flex, C> {
         let nodes = [lhs.node(), rhs.node()];
         // Each side's gradient needs the other side: keep only those needed.
         let (keep_lhs, keep_rhs) = (rhs.is_tracked(), lhs.is_tracked());
-        let (lhs, rhs) = (
-            unflipped(lhs.into_primitive()),
-            unflipped(rhs.into_primitive()),
-        );
+        let primitives = [lhs.into_primitive(), rhs.into_primitive()];
+        let [lhs, rhs] = narrowed(primitives, operands).map(unflipped);
         let out = product(&Matrices::of(&lhs), &Matrices::of(&rhs), None, operands);
         match MatmulBackward
             .prepare::<C>(nodes)

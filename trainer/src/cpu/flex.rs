@@ -1,7 +1,7 @@
 //! The fused operations on burn's CPU backend without autodiff (inference), the optimizer's
 //! step, and the conversions between the backend's tensors and the kernels' slices.
 
-use super::product::{Matrices, product, tensor, unflipped};
+use super::product::{Matrices, product, rounds_operands, tensor, unflipped};
 use super::{AdamWUpdate, CpuOptimizerOps, DropoutMask, FusedCpuOps, NarrowFormat, kernels};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -69,6 +69,18 @@ pub(super) fn rounded(tensor: FlexTensor, format: NarrowFormat) -> FlexTensor {
     out
 }
 
+/// The operands of a product in the format `operands` (see `FusedCpuOps::fused_linear`):
+/// rounded to it, unless the product rounds them itself as it packs them.
+pub(super) fn narrowed<const N: usize>(
+    tensors: [FlexTensor; N],
+    operands: Option<NarrowFormat>,
+) -> [FlexTensor; N] {
+    match operands.filter(|_| !rounds_operands(operands)) {
+        Some(format) => tensors.map(|tensor| rounded(tensor, format)),
+        None => tensors,
+    }
+}
+
 /// The number of elements of `tensor`.
 pub(super) fn len(tensor: &FlexTensor) -> usize {
     tensor.layout().num_elements()
@@ -86,8 +98,8 @@ pub(super) fn shape(tensor: &FlexTensor) -> Shape {
     tensor.layout().shape().clone()
 }
 
-/// `x · weight + bias` for a 2-D `x` (operands of the format `operands`, where they are
-/// rounded to one; see `product`): `x`, `weight` and `bias` as the linear layer's
+/// `x · weight + bias` for a 2-D `x`, `x` and `weight` rounded to the format `operands`
+/// where it is given (see [`narrowed`]): `x`, `weight` and `bias` as the linear layer's
 /// backward pass keeps them, and the result.
 pub(super) fn linear(
     x: FlexTensor,
@@ -95,6 +107,7 @@ pub(super) fn linear(
     bias: FlexTensor,
     operands: Option<NarrowFormat>,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let [x, weight] = narrowed([x, weight], operands);
     let (x, weight, bias) = (unflipped(x), unflipped(weight), contiguous(bias));
     let (x_shape, weight_shape, bias_shape) = (shape(&x), shape(&weight), shape(&bias));
     assert!(
@@ -197,7 +210,7 @@ impl FusedCpuOps for Flex {
         rhs: FlexTensor,
         operands: Option<NarrowFormat>,
     ) -> FlexTensor {
-        let (lhs, rhs) = (unflipped(lhs), unflipped(rhs));
+        let [lhs, rhs] = narrowed([lhs, rhs], operands).map(unflipped);
         product(&Matrices::of(&lhs), &Matrices::of(&rhs), None, operands)
     }
 

@@ -44,9 +44,12 @@ pub trait FusedCpuOps: Backend {
         scale: f32,
     ) -> FloatTensor<Self>;
     /// `x·weight + bias` for `x` `[rows, d_in]`, `weight` `[d_in, d_out]` and `bias`
-    /// `[d_out]`, then exact GELU where `then_gelu`. `operands` is the format the caller
-    /// rounded `x`, `weight` and the gradient coming back to, if any: bf16 products then
-    /// run on the CPU's bf16 tiles where it has them (AMX).
+    /// `[d_out]`, then exact GELU where `then_gelu`. With a narrow format `operands`, the
+    /// product is computed as tensor cores compute it: `x` and `weight` rounded to the
+    /// format (bf16 ones as the CPU's bf16 tiles read them, where it has AMX), the sums in
+    /// f32, and the gradients to `x` and `weight` rounded to the format as a cast's are;
+    /// the gradient coming back must be a value of the format (the caller rounds the
+    /// result).
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -55,7 +58,7 @@ pub trait FusedCpuOps: Backend {
         operands: Option<NarrowFormat>,
     ) -> FloatTensor<Self>;
     /// `lhs · rhs` over the last two dimensions, for tensors whose other dimensions are
-    /// equal; `operands` as for `fused_linear`.
+    /// equal; `operands` as for `fused_linear` (both sides rounded, both gradients too).
     fn fused_matmul(
         lhs: FloatTensor<Self>,
         rhs: FloatTensor<Self>,
@@ -185,15 +188,14 @@ pub fn narrow_linear(linear: &Linear, rows: Tensor<2>, format: NarrowFormat) -> 
         )
         .cast(FloatDType::F32);
     };
-    let round = |tensor: Tensor<2>| round_to(tensor, format);
     let out = <Dispatch as FusedCpuOps>::fused_linear(
-        round(rows).into_dispatch(),
-        round(linear.weight.val()).into_dispatch(),
+        rows.into_dispatch(),
+        linear.weight.val().into_dispatch(),
         round_to(bias.val(), format).into_dispatch(),
         false,
         Some(format),
     );
-    round(Tensor::from_dispatch(out))
+    round_to(Tensor::from_dispatch(out), format)
 }
 
 /// `lhs · rhs` with the product in `format`, returned in f32: computed as [`narrow_linear`]
@@ -211,7 +213,10 @@ pub fn narrow_matmul<const D: usize>(
             .cast(FloatDType::F32);
     }
     let round = |tensor: Tensor<D>| round_to(tensor, format);
-    round(product(round(lhs), round(rhs), Some(format)))
+    if lhs.dims()[..D - 2] != rhs.dims()[..D - 2] {
+        return round(round(lhs).matmul(round(rhs)));
+    }
+    round(product(lhs, rhs, Some(format)))
 }
 
 /// `lhs · rhs` over the last two dimensions (the attention's products, LoRA's), computed
@@ -224,9 +229,9 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
     product(lhs, rhs, None)
 }
 
-/// `lhs · rhs` of f32 tensors of the CPU backend (operands of the format `operands`, if
-/// any: see `FusedCpuOps::fused_matmul`), through burn's product where the dimensions
-/// before the last two differ.
+/// `lhs · rhs` of f32 tensors of the CPU backend (in the format `operands`, if any: see
+/// `FusedCpuOps::fused_linear`), through burn's product where the dimensions before the
+/// last two differ (which only f32 products leave to it).
 fn product<const D: usize>(
     lhs: Tensor<D>,
     rhs: Tensor<D>,

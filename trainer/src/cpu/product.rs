@@ -214,6 +214,12 @@ fn bf16_unit(operands: Option<NarrowFormat>) -> Option<Bf16Unit> {
         .flatten()
 }
 
+/// Whether [`product`] rounds operands of the format `operands` itself, as it packs them
+/// for the CPU's bf16 instructions; otherwise they must be values of the format already.
+pub(super) fn rounds_operands(operands: Option<NarrowFormat>) -> bool {
+    bf16_unit(operands).is_some()
+}
+
 /// Writes (or, with `read_dst`, adds) matrix `index` of `lhs · rhs` into `dst`, row-major:
 /// on `unit` where given (see [`bf16_unit`]), through `gemm` in f32 otherwise; split
 /// across threads where `parallel`.
