@@ -212,11 +212,7 @@ pub fn narrow_matmul<const D: usize>(
             .matmul(rhs.cast(dtype))
             .cast(FloatDType::F32);
     }
-    let round = |tensor: Tensor<D>| round_to(tensor, format);
-    if lhs.dims()[..D - 2] != rhs.dims()[..D - 2] {
-        return round(round(lhs).matmul(round(rhs)));
-    }
-    round(product(lhs, rhs, Some(format)))
+    round_to(product(lhs, rhs, Some(format)), format)
 }
 
 /// `lhs · rhs` over the last two dimensions (the attention's products, LoRA's), computed
@@ -230,15 +226,19 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
 }
 
 /// `lhs · rhs` of f32 tensors of the CPU backend (in the format `operands`, if any: see
-/// `FusedCpuOps::fused_linear`), through burn's product where the dimensions before the
-/// last two differ (which only f32 products leave to it).
+/// `FusedCpuOps::fused_linear`), through burn's product of the operands (rounded to the
+/// format) where the dimensions before the last two differ.
 fn product<const D: usize>(
     lhs: Tensor<D>,
     rhs: Tensor<D>,
     operands: Option<NarrowFormat>,
 ) -> Tensor<D> {
     if lhs.dims()[..D - 2] != rhs.dims()[..D - 2] {
-        return lhs.matmul(rhs);
+        let narrowed = |tensor: Tensor<D>| match operands {
+            Some(format) => round_to(tensor, format),
+            None => tensor,
+        };
+        return narrowed(lhs).matmul(narrowed(rhs));
     }
     Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_matmul(
         lhs.into_dispatch(),

@@ -132,9 +132,9 @@ impl<'a> Matrices<'a> {
 
 /// `lhs · rhs` matrix by matrix, plus `bias` on every row when it is given, as a fresh
 /// row-major tensor of shape `[batch.., rows of lhs, columns of rhs]`. `operands` is the
-/// format the operands' values are values of, where the caller rounded them to one: bf16
-/// products then run on the CPU's bf16 tiles where it has them (any value not of the
-/// format is rounded to it there first).
+/// format the product is computed in, if any: bf16 products run on the CPU's bf16
+/// instructions where it has them, which round the operands as they pack them; elsewhere
+/// the operands must be values of the format already (see [`rounds_operands`]).
 pub(super) fn product(
     lhs: &Matrices,
     rhs: &Matrices,
@@ -196,8 +196,8 @@ pub(super) fn product(
                 multiply_matrix(matrix, [lhs, rhs], index, read_dst, false, unit)
             });
     }
-    // SAFETY: every one of the `len` elements was written by `gemm` (or before it, where
-    // it read them).
+    // SAFETY: every one of the `len` elements was written by `gemm` or the bf16 kernels (or
+    // before them, where they read them).
     unsafe { out.set_len(len) };
     tensor(out, shape)
 }
