@@ -12,11 +12,14 @@
 //! once, in the layout both instructions read; each task then computes 4x4 output blocks,
 //! whose panels of the packed sides stay in its core's cache.
 
+mod amx;
+mod avx512;
+
 use super::Matrices;
 use crate::cpu::kernels::bf16_bits;
+use amx::{Tiles, enable_amx};
+use avx512::dot_block;
 use rayon::prelude::*;
-use std::arch::asm;
-use std::array;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
@@ -26,19 +29,6 @@ const BLOCK: usize = 32;
 const DEPTH: usize = 32;
 /// bf16 values in one tile: 16 rows of 32.
 const TILE: usize = 16 * DEPTH;
-/// Bytes in one tile row.
-const TILE_ROW_BYTES: usize = 64;
-
-/// The tile configuration `ldtilecfg` loads (palette 1): each of the eight tiles 16 rows
-/// of 64 bytes (the entries past the eighth must be zero).
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    bytes_per_row: [u16; 16],
-    rows: [u8; 16],
-}
 
 /// The CPU's bf16 instructions that products run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,140 +67,6 @@ fn has(unit: Bf16Unit) -> bool {
             Bf16Unit::Amx => *AMX.get_or_init(enable_amx),
             Bf16Unit::Avx512 => is_x86_feature_detected!("avx512bf16"),
         }
-}
-
-/// Asks Linux for the tile state (it grants AMX only on request), where CPUID says the CPU
-/// has AMX's tiles and their bf16 products; whether it was granted.
-#[cfg(target_os = "linux")]
-fn enable_amx() -> bool {
-    use std::arch::x86_64::__cpuid_count;
-    const AMX_BF16: u32 = 1 << 22;
-    const AMX_TILE: u32 = 1 << 24;
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    if __cpuid_count(0, 0).eax < 7 {
-        return false;
-    }
-    let features = __cpuid_count(7, 0).edx;
-    if features & (AMX_BF16 | AMX_TILE) != AMX_BF16 | AMX_TILE {
-        return false;
-    }
-    // SAFETY: arch_prctl with this request only changes which state the kernel saves for
-    // the process; it touches no memory of ours.
-    unsafe {
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        ) == 0
-    }
-}
-
-/// AMX is left alone on other systems, which have their own ways of granting it.
-#[cfg(not(target_os = "linux"))]
-fn enable_amx() -> bool {
-    false
-}
-
-/// The tile registers, configured for this thread's products; released when dropped.
-struct Tiles;
-
-impl Tiles {
-    /// Loads the tile configuration on this thread. Only call where [`has`] AMX.
-    fn configure() -> Self {
-        let config = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            bytes_per_row: array::from_fn(|tile| if tile < 8 { TILE_ROW_BYTES as u16 } else { 0 }),
-            rows: array::from_fn(|tile| if tile < 8 { 16 } else { 0 }),
-        };
-        // SAFETY: the process holds the tile state (`has`), and the configuration is
-        // a valid palette-1 one: eight tiles of 16 rows of 64 bytes, the rest unused zeros.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
-        Tiles
-    }
-
-    /// Adds the 32x32 product of a packed left block and a packed right block (`depth`
-    /// tile products deep) to the output block at `out` (rows `row_bytes` apart), or
-    /// writes it there where `add` is false.
-    ///
-    /// # Safety
-    /// `lhs` and `rhs` hold `depth` packed blocks of 32x32 bf16 values (see [`pack_lhs`]
-    /// and [`pack_rhs`]), `depth` is at least 1, and `out` holds 32 rows of 32 f32 values,
-    /// `row_bytes` apart, initialised where `add` is true.
-    unsafe fn multiply_block(
-        &self,
-        out: *mut f32,
-        row_bytes: usize,
-        add: bool,
-        lhs: *const u16,
-        rhs: *const u16,
-        depth: usize,
-    ) {
-        let lower = out.wrapping_byte_add(16 * row_bytes);
-        // SAFETY: the caller's promises: every load and store below stays inside `lhs`,
-        // `rhs` and the output block.
-        unsafe {
-            if add {
-                asm!(
-                    "tileloadd tmm0, [{upper} + {stride}*1]",
-                    "tileloadd tmm1, [{upper} + {stride}*1 + 64]",
-                    "tileloadd tmm2, [{lower} + {stride}*1]",
-                    "tileloadd tmm3, [{lower} + {stride}*1 + 64]",
-                    upper = in(reg) out,
-                    lower = in(reg) lower,
-                    stride = in(reg) row_bytes,
-                    options(nostack, readonly),
-                );
-            } else {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, nomem)
-                );
-            }
-            asm!(
-                "2:",
-                "tileloadd tmm4, [{lhs} + {stride}*1]",
-                "tileloadd tmm5, [{lhs} + {stride}*1 + 1024]",
-                "tileloadd tmm6, [{rhs} + {stride}*1]",
-                "tileloadd tmm7, [{rhs} + {stride}*1 + 1024]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {lhs}, 2048",
-                "add {rhs}, 2048",
-                "dec {depth}",
-                "jnz 2b",
-                lhs = inout(reg) lhs => _,
-                rhs = inout(reg) rhs => _,
-                depth = inout(reg) depth => _,
-                stride = in(reg) TILE_ROW_BYTES,
-                options(nostack, readonly),
-            );
-            asm!(
-                "tilestored [{upper} + {stride}*1], tmm0",
-                "tilestored [{upper} + {stride}*1 + 64], tmm1",
-                "tilestored [{lower} + {stride}*1], tmm2",
-                "tilestored [{lower} + {stride}*1 + 64], tmm3",
-                upper = in(reg) out,
-                lower = in(reg) lower,
-                stride = in(reg) row_bytes,
-                options(nostack),
-            );
-        }
-    }
-}
-
-impl Drop for Tiles {
-    fn drop(&mut self) {
-        // SAFETY: releases the tile state this thread configured.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
-    }
 }
 
 /// Writes (or, with `add`, adds) matrix `index` of `lhs · rhs` into `dst` (row-major), its
@@ -349,76 +205,6 @@ impl Output {
             for (c, e) in edge_row[..cols].iter().enumerate() {
                 // SAFETY: inside the result.
                 unsafe { *corner.add(r * self.cols + c) = *e };
-            }
-        }
-    }
-}
-
-/// Adds the 32x32 product of a packed left block and a packed right block (`depth`
-/// blocks of 32 terms) to the output block at `out` (rows `row_floats` apart), or writes
-/// it there where `add` is false, with AVX512-BF16's dot products: 8 rows at a time, their
-/// 8x32 sums in 16 vector registers over the whole sum.
-///
-/// # Safety
-/// As [`Tiles::multiply_block`]'s, and the CPU has AVX512-BF16.
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn dot_block(
-    out: *mut f32,
-    row_floats: usize,
-    add: bool,
-    lhs: *const u16,
-    rhs: *const u16,
-    depth: usize,
-) {
-    use std::arch::x86_64::{
-        __m512, __m512bh, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512,
-        _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
-    };
-    // Pairs of bf16 values: a row's two terms on the left, a column's on the right.
-    let (lhs, rhs) = (lhs.cast::<u32>(), rhs.cast::<u32>());
-    // Pairs in one packed block of 32 terms, and in one of its two right tiles.
-    let (block_pairs, tile_pairs) = (BLOCK * DEPTH / 2, TILE / 2);
-    for first in (0..BLOCK).step_by(8) {
-        let row = |r: usize| out.wrapping_add((first + r) * row_floats);
-        let mut sums: [[__m512; 2]; 8] = [[_mm512_setzero_ps(); 2]; 8];
-        for block in 0..depth {
-            let (lhs, rhs) = (
-                lhs.wrapping_add(block * block_pairs),
-                rhs.wrapping_add(block * block_pairs),
-            );
-            for pair in 0..DEPTH / 2 {
-                // SAFETY: inside the packed blocks; the values are bf16 pairs, which the
-                // dot product's operands are.
-                let columns: [__m512bh; 2] = unsafe {
-                    [0, tile_pairs].map(|tile| {
-                        std::mem::transmute(_mm512_loadu_si512(rhs.add(tile + pair * 16).cast()))
-                    })
-                };
-                for (r, sums) in sums.iter_mut().enumerate() {
-                    // SAFETY: inside the packed block (row `first + r`, pair `pair`).
-                    let terms = unsafe { *lhs.add((first + r) * DEPTH / 2 + pair) };
-                    // SAFETY: 16 copies of a pair of bf16 values.
-                    let terms: __m512bh =
-                        unsafe { std::mem::transmute(_mm512_set1_epi32(terms as i32)) };
-                    sums[0] = _mm512_dpbf16_ps(sums[0], terms, columns[0]);
-                    sums[1] = _mm512_dpbf16_ps(sums[1], terms, columns[1]);
-                }
-            }
-        }
-        // The values held are added last, so that a large one (a bias) does not round
-        // every term's addition.
-        for (r, sums) in sums.iter().enumerate() {
-            // SAFETY: the block's rows hold 32 values, initialised where `add`.
-            unsafe {
-                for (half, sum) in sums.iter().enumerate() {
-                    let out = row(r).add(16 * half);
-                    let held = if add {
-                        _mm512_loadu_ps(out)
-                    } else {
-                        _mm512_setzero_ps()
-                    };
-                    _mm512_storeu_ps(out, _mm512_add_ps(held, *sum));
-                }
             }
         }
     }
