@@ -72,8 +72,8 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 /// A linear layer's backward pass (through its GELU, where it has one) to the input, the
 /// weight and the bias; keeps the input where the weight is tracked, the weight where the
 /// input is, GELU's slope where there is GELU, and the format of the operands (the
-/// gradient's products take the forward product's format: the gradient coming in was
-/// rounded to it).
+/// gradient's products take the forward product's format, the gradient reaching the
+/// product rounded to it, as the backward pass of a cast to it rounds it).
 #[derive(Debug)]
 struct LinearBackward;
 
@@ -96,11 +96,14 @@ impl Backward<Flex, 3> for LinearBackward {
             grad = owned(grad);
             kernels::multiply(values_mut(&mut grad), &slope);
         }
+        let [grad] = narrowed([grad], operands);
         let [x_node, weight_node, bias_node] = ops.parents;
         if let Some(node) = bias_node {
             let grad = contiguous(grad.clone());
             let width = shape(&grad)[1];
-            let sums = kernels::sum_rows(values(&grad), width);
+            // Rounded to the format as read, where the products round it as they pack it
+            // (a second rounding of a rounded value changes nothing).
+            let sums = kernels::sum_rows(values(&grad), width, operands);
             grads.register::<Flex>(node.id, tensor(sums, Shape::new([width])));
         }
         let ids = [x_node.map(|node| node.id), weight_node.map(|node| node.id)];
@@ -111,8 +114,8 @@ impl Backward<Flex, 3> for LinearBackward {
 /// Registers the gradients of `lhs · rhs` (matrix by matrix) from `grad`, the product's:
 /// `lhsᵀ · grad` for the right side's node and `grad · rhsᵀ` for the left side's, where the
 /// node needs one and the other side was kept for it. With a narrow format `operands`,
-/// the products' operands are its values (the gradient coming in was rounded to it) and
-/// each gradient going out is rounded to it, as a cast's backward pass rounds it.
+/// the products' operands are its values (`grad` as [`narrowed`] leaves it) and each
+/// gradient going out is rounded to it by its product, as a cast's backward pass rounds it.
 fn register_product_grads(
     grads: &mut Gradients,
     grad: FlexTensor,
@@ -121,19 +124,15 @@ fn register_product_grads(
     operands: Option<NarrowFormat>,
 ) {
     let grad = unflipped(grad);
-    let narrow = |product: FlexTensor| match operands {
-        Some(format) => rounded(product, format),
-        None => product,
-    };
     if let (Some(node), Some(lhs)) = (rhs_node, lhs) {
         let lhs_t = Matrices::of(&lhs).transposed();
         let product = product(&lhs_t, &Matrices::of(&grad), None, operands);
-        grads.register::<Flex>(node, narrow(product));
+        grads.register::<Flex>(node, product);
     }
     if let (Some(node), Some(rhs)) = (lhs_node, rhs) {
         let rhs_t = Matrices::of(&rhs).transposed();
         let product = product(&Matrices::of(&grad), &rhs_t, None, operands);
-        grads.register::<Flex>(node, narrow(product));
+        grads.register::<Flex>(node, product);
     }
 }
 
@@ -148,7 +147,7 @@ impl Backward<Flex, 2> for MatmulBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (lhs, rhs, operands) = ops.state;
-        let grad = grads.consume::<Flex>(&ops.node);
+        let [grad] = narrowed([grads.consume::<Flex>(&ops.node)], operands);
         let [lhs_node, rhs_node] = ops.parents;
         let ids = [lhs_node.map(|node| node.id), rhs_node.map(|node| node.id)];
         register_product_grads(grads, grad, ids, [lhs, rhs], operands);

@@ -98,9 +98,9 @@ pub(super) fn shape(tensor: &FlexTensor) -> Shape {
     tensor.layout().shape().clone()
 }
 
-/// `x · weight + bias` for a 2-D `x`, `x` and `weight` rounded to the format `operands`
-/// where it is given (see [`narrowed`]): `x`, `weight` and `bias` as the linear layer's
-/// backward pass keeps them, and the result.
+/// `x · weight + bias` for a 2-D `x`, computed in the format `operands` where it is given
+/// (`x` and `weight` rounded to it as [`narrowed`] says, the result rounded to it): `x`
+/// and `weight` as the linear layer's backward pass keeps them, and the result.
 pub(super) fn linear(
     x: FlexTensor,
     weight: FlexTensor,

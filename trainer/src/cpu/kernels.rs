@@ -51,7 +51,7 @@ macro_rules! multiversion {
 }
 
 mod rounding;
-pub use rounding::{NarrowFormat, bf16_bits, round_to};
+pub use rounding::{NarrowFormat, bf16_bits, round_bf16, round_to, round_value};
 
 /// `e^x` in f32 to within 2 ulp, as arithmetic the compiler can vectorize (Cody–Waite
 /// reduction to `[-ln2/2, ln2/2]`, then Cephes's degree-6 polynomial). Exactly 0 below
@@ -430,13 +430,19 @@ pub fn layer_norm_backward(
 }
 
 /// The sum of the rows of `rows` (rows of `width` elements): a linear layer's bias gradient.
-pub fn sum_rows(rows: &[f32], width: usize) -> Vec<f32> {
+/// With a format `rounded_to`, each value is rounded to it as it is read: the same sums as
+/// of a rounded copy of `rows`.
+pub fn sum_rows(rows: &[f32], width: usize, rounded_to: Option<NarrowFormat>) -> Vec<f32> {
     rows.par_chunks(task_len(width))
         .map(|chunk| {
             let mut sums = vec![0.0f32; width];
             for row in chunk.chunks_exact(width) {
-                for (s, &v) in sums.iter_mut().zip(row) {
-                    *s += v;
+                match rounded_to {
+                    None => add_assign(&mut sums, row),
+                    Some(format) => sums
+                        .iter_mut()
+                        .zip(row)
+                        .for_each(|(s, &v)| *s += round_value(v, format)),
                 }
             }
             sums

@@ -45,11 +45,12 @@ pub trait FusedCpuOps: Backend {
     ) -> FloatTensor<Self>;
     /// `x·weight + bias` for `x` `[rows, d_in]`, `weight` `[d_in, d_out]` and `bias`
     /// `[d_out]`, then exact GELU where `then_gelu`. With a narrow format `operands`, the
-    /// product is computed as tensor cores compute it: `x` and `weight` rounded to the
-    /// format (bf16 ones as the CPU's bf16 tiles read them, where it has AMX), the sums in
-    /// f32, and the gradients to `x` and `weight` rounded to the format as a cast's are;
-    /// the gradient coming back must be a value of the format (the caller rounds the
-    /// result).
+    /// product is computed as tensor cores compute it and cast back to f32: `x` and
+    /// `weight` rounded to the format (bf16 ones as the CPU's bf16 tiles read them, where
+    /// it has AMX), the sums in f32, the result rounded to the format (before GELU; bf16
+    /// ones as the tiles' sums are stored). The backward pass rounds as the casts' backward
+    /// passes would: the gradient reaching the product, and the gradients to `x` and
+    /// `weight`. The bias is added in f32: pass one rounded to the format.
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -58,7 +59,8 @@ pub trait FusedCpuOps: Backend {
         operands: Option<NarrowFormat>,
     ) -> FloatTensor<Self>;
     /// `lhs · rhs` over the last two dimensions, for tensors whose other dimensions are
-    /// equal; `operands` as for `fused_linear` (both sides rounded, both gradients too).
+    /// equal; `operands` as for `fused_linear` (both sides, the result and the three
+    /// gradients rounded).
     fn fused_matmul(
         lhs: FloatTensor<Self>,
         rhs: FloatTensor<Self>,
@@ -171,31 +173,37 @@ pub fn round_to<const D: usize>(input: Tensor<D>, format: NarrowFormat) -> Tenso
     ))
 }
 
-/// `linear` applied to `rows` with its product in `format`, returned in f32. On the CPU
-/// backend as a GPU's tensor cores compute it: the input, weight and bias rounded to
-/// `format`, the products summed in f32, the result rounded to `format` (burn's CPU backend
-/// converts narrow operands back to f32 for its matrix product anyway, and its casts and
-/// copies made a bf16 step 1.7 times as long as an f32 one); bf16 products run on AMX
-/// where the CPU has it, f32 ones otherwise. Elsewhere through burn's casts.
-pub fn narrow_linear(linear: &Linear, rows: Tensor<2>, format: NarrowFormat) -> Tensor<2> {
+/// `linear` applied to `rows` with its product in `format`, returned in f32, then exact
+/// GELU (in f32) where `then_gelu`. On the CPU backend as a GPU's tensor cores compute
+/// it: the input, weight and bias rounded to `format`, the products summed in f32, the
+/// result rounded to `format` (burn's CPU backend converts narrow operands back to f32 for
+/// its matrix product anyway, and its casts and copies made a bf16 step 1.7 times as long
+/// as an f32 one); bf16 products run on AMX where the CPU has it, f32 ones otherwise.
+/// Elsewhere through burn's casts.
+pub fn narrow_linear(
+    linear: &Linear,
+    rows: Tensor<2>,
+    format: NarrowFormat,
+    then_gelu: bool,
+) -> Tensor<2> {
     let in_f32 = linear.bias.as_ref().filter(|_| fused_applies(&rows));
     let Some(bias) = in_f32 else {
         let dtype = format.dtype();
-        return burn::tensor::module::linear(
+        let out = burn::tensor::module::linear(
             rows.cast(dtype),
             linear.weight.val().cast(dtype),
             linear.bias.as_ref().map(|bias| bias.val().cast(dtype)),
         )
         .cast(FloatDType::F32);
+        return if then_gelu { gelu(out) } else { out };
     };
-    let out = <Dispatch as FusedCpuOps>::fused_linear(
+    Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_linear(
         rows.into_dispatch(),
         linear.weight.val().into_dispatch(),
         round_to(bias.val(), format).into_dispatch(),
-        false,
+        then_gelu,
         Some(format),
-    );
-    round_to(Tensor::from_dispatch(out), format)
+    ))
 }
 
 /// `lhs · rhs` with the product in `format`, returned in f32: computed as [`narrow_linear`]
@@ -212,7 +220,7 @@ pub fn narrow_matmul<const D: usize>(
             .matmul(rhs.cast(dtype))
             .cast(FloatDType::F32);
     }
-    round_to(product(lhs, rhs, Some(format)), format)
+    product(lhs, rhs, Some(format))
 }
 
 /// `lhs · rhs` over the last two dimensions (the attention's products, LoRA's), computed
@@ -225,20 +233,19 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
     product(lhs, rhs, None)
 }
 
-/// `lhs · rhs` of f32 tensors of the CPU backend (in the format `operands`, if any: see
-/// `FusedCpuOps::fused_linear`), through burn's product of the operands (rounded to the
-/// format) where the dimensions before the last two differ.
+/// `lhs · rhs` of f32 tensors of the CPU backend (in the format `operands`, if any, the
+/// result rounded to it: see `FusedCpuOps::fused_linear`), through burn's product of the
+/// operands (rounded to the format) where the dimensions before the last two differ.
 fn product<const D: usize>(
     lhs: Tensor<D>,
     rhs: Tensor<D>,
     operands: Option<NarrowFormat>,
 ) -> Tensor<D> {
     if lhs.dims()[..D - 2] != rhs.dims()[..D - 2] {
-        let narrowed = |tensor: Tensor<D>| match operands {
-            Some(format) => round_to(tensor, format),
-            None => tensor,
+        return match operands {
+            Some(format) => round_to(round_to(lhs, format).matmul(round_to(rhs, format)), format),
+            None => lhs.matmul(rhs),
         };
-        return narrowed(lhs).matmul(narrowed(rhs));
     }
     Tensor::from_dispatch(<Dispatch as FusedCpuOps>::fused_matmul(
         lhs.into_dispatch(),

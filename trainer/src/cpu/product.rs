@@ -18,6 +18,7 @@ use bf16::Bf16Unit;
 enum Bf16Unit {}
 
 use super::NarrowFormat;
+use super::kernels::round_to;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
@@ -132,9 +133,11 @@ impl<'a> Matrices<'a> {
 
 /// `lhs · rhs` matrix by matrix, plus `bias` on every row when it is given, as a fresh
 /// row-major tensor of shape `[batch.., rows of lhs, columns of rhs]`. `operands` is the
-/// format the product is computed in, if any: bf16 products run on the CPU's bf16
-/// instructions where it has them, which round the operands as they pack them; elsewhere
-/// the operands must be values of the format already (see [`rounds_operands`]).
+/// format the product is computed in, if any, and the result is then rounded to it: bf16
+/// products run on the CPU's bf16 instructions where it has them, which round the operands
+/// as they pack them and the result as they store it; elsewhere the operands must be
+/// values of the format already (see [`rounds_operands`]) and the result is rounded after
+/// the product.
 pub(super) fn product(
     lhs: &Matrices,
     rhs: &Matrices,
@@ -167,8 +170,16 @@ pub(super) fn product(
     }
     let shape = Shape::from([lhs.batch.as_slice(), &[m, n][..]].concat());
     let bias_rows = |bias: &[f32]| rows_of(bias, m * count);
+    let unit = bf16_unit(operands);
+    // The result in the format of the operands, where the product did not round it.
+    let narrowed = |mut out: Vec<f32>| {
+        if let Some(format) = operands.filter(|_| unit.is_none() || len == 0 || k == 0) {
+            round_to(&mut out, format);
+        }
+        tensor(out, shape.clone())
+    };
     if len == 0 || k == 0 {
-        return tensor(bias.map_or_else(|| vec![0.0; len], bias_rows), shape);
+        return narrowed(bias.map_or_else(|| vec![0.0; len], bias_rows));
     }
     let mut out = match bias {
         Some(bias) => bias_rows(bias),
@@ -184,7 +195,6 @@ pub(super) fn product(
     let dst = &mut out.spare_capacity_mut()[..len];
     let read_dst = bias.is_some();
     let large = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MULTIPLY_ADDS;
-    let unit = bf16_unit(operands);
     if count == 1 || large {
         for (index, matrix) in dst.chunks_mut(size).enumerate() {
             multiply_matrix(matrix, [lhs, rhs], index, read_dst, large, unit);
@@ -199,7 +209,7 @@ pub(super) fn product(
     // SAFETY: every one of the `len` elements was written by `gemm` or the bf16 kernels (or
     // before them, where they read them).
     unsafe { out.set_len(len) };
-    tensor(out, shape)
+    narrowed(out)
 }
 
 /// The bf16 instructions products of operands of the format `operands` run on: bf16
@@ -221,8 +231,8 @@ pub(super) fn rounds_operands(operands: Option<NarrowFormat>) -> bool {
 }
 
 /// Writes (or, with `read_dst`, adds) matrix `index` of `lhs · rhs` into `dst`, row-major:
-/// on `unit` where given (see [`bf16_unit`]), through `gemm` in f32 otherwise; split
-/// across threads where `parallel`.
+/// on `unit` where given (see [`bf16_unit`]), rounded to bf16 as it is stored, through
+/// `gemm` in f32 otherwise; split across threads where `parallel`.
 fn multiply_matrix(
     dst: &mut [MaybeUninit<f32>],
     [lhs, rhs]: [&Matrices; 2],
@@ -233,7 +243,7 @@ fn multiply_matrix(
 ) {
     if let Some(unit) = unit {
         #[cfg(target_arch = "x86_64")]
-        return bf16::multiply_into(dst, [lhs, rhs], index, read_dst, parallel, unit);
+        return bf16::multiply_into(dst, [lhs, rhs], index, read_dst, parallel, unit, true);
         #[cfg(not(target_arch = "x86_64"))]
         match unit {}
     }

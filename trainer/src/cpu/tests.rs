@@ -316,7 +316,27 @@ fn empty_tensors_pass_through_every_kernel() {
     assert!(out.is_empty());
     let (dgamma, dbeta) = kernels::layer_norm_backward(&mut empty, &saved, &[1.0; 4]);
     assert_eq!((dgamma, dbeta), (vec![0.0; 4], vec![0.0; 4]));
-    assert_eq!(kernels::sum_rows(&[], 3), vec![0.0; 3]);
+    assert_eq!(kernels::sum_rows(&[], 3, None), vec![0.0; 3]);
+}
+
+#[test]
+fn rows_summed_as_read_rounded_equal_the_sums_of_a_rounded_copy() {
+    // Under 32,768 elements: one rayon task, whose sums are added in one order.
+    let width = 48;
+    let rows: Vec<f32> = (0..width * 600)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) % 100_003) as f32 * 1.37e-3 - 60.0)
+        .collect();
+    for format in [NarrowFormat::Bf16, NarrowFormat::F16] {
+        let mut copy = rows.clone();
+        kernels::round_to(&mut copy, format);
+        let (got, want) = (
+            kernels::sum_rows(&rows, width, Some(format)),
+            kernels::sum_rows(&copy, width, None),
+        );
+        let bits = |sums: &[f32]| sums.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{format:?}");
+        assert_ne!(got, kernels::sum_rows(&rows, width, None), "{format:?}");
+    }
 }
 
 #[test]
@@ -539,13 +559,16 @@ fn narrow_products_match_burns_casts_and_stay_in_the_format() {
         let dtype = format.dtype();
         // burn's own way: the operands cast down, the product and bias in the format, the
         // result cast up; each cast's backward pass casts the gradient.
-        let cast = burn::tensor::module::linear(
-            rows.clone().cast(dtype),
-            layer.weight.val().cast(dtype),
-            layer.bias.as_ref().map(|bias| bias.val().cast(dtype)),
-        )
-        .cast(FloatDType::F32);
-        let narrow = narrow_linear(&layer, rows.clone(), format);
+        let cast_linear = || {
+            burn::tensor::module::linear(
+                rows.clone().cast(dtype),
+                layer.weight.val().cast(dtype),
+                layer.bias.as_ref().map(|bias| bias.val().cast(dtype)),
+            )
+            .cast(FloatDType::F32)
+        };
+        let cast = cast_linear();
+        let narrow = narrow_linear(&layer, rows.clone(), format, false);
         assert_in_format(&narrow, format, "the output");
         let tolerance = Tolerance::rel_abs(ulps, 1e-3);
         narrow
@@ -582,6 +605,28 @@ fn narrow_products_match_burns_casts_and_stay_in_the_format() {
         got_bias
             .into_data()
             .assert_approx_eq::<f32>(&exact.into_data(), tolerance);
+
+        // GELU after the product: GELU (in f32) of the rounded result above, and back
+        // through it, bit for bit. (burn's result above may differ from it by one unit of
+        // the format, which GELU's slope can make larger than the tolerance.)
+        let bits = |tensor: &Tensor<2>| {
+            let values = tensor.clone().into_data().try_to_vec::<f32>().unwrap();
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let separate = gelu(narrow_linear(&layer, rows.clone(), format, false));
+        let fused = narrow_linear(&layer, rows.clone(), format, true);
+        assert_eq!(bits(&fused), bits(&separate), "GELU's output in {format:?}");
+        let (want_x, want_weight, want_bias) = grads(separate);
+        let (got_x, got_weight, got_bias) = grads(fused);
+        let [got_bias, want_bias] = [got_bias, want_bias].map(|bias| bias.reshape([1, 40]));
+        for (got, want, what) in [
+            (got_x, want_x, "input"),
+            (got_weight, want_weight, "weight"),
+            (got_bias, want_bias, "bias"),
+        ] {
+            let message = format!("the {what}'s gradient through GELU in {format:?}");
+            assert_eq!(bits(&got), bits(&want), "{message}");
+        }
 
         // The attention's products: batches of matrices.
         let query =

@@ -39,7 +39,7 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, precision: Precisi
 pub fn linear(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
     match narrow_format(precision) {
         None => cpu::linear(linear, rows, false),
-        Some(format) => cpu::narrow_linear(linear, rows, format),
+        Some(format) => cpu::narrow_linear(linear, rows, format, false),
     }
 }
 
@@ -47,7 +47,7 @@ pub fn linear(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<
 pub fn linear_gelu(linear: &Linear, rows: Tensor<2>, precision: Precision) -> Tensor<2> {
     match narrow_format(precision) {
         None => cpu::linear(linear, rows, true),
-        Some(_) => cpu::gelu(self::linear(linear, rows, precision)),
+        Some(format) => cpu::narrow_linear(linear, rows, format, true),
     }
 }
 

@@ -17,7 +17,7 @@ pub enum NarrowFormat {
 /// `x` rounded to the nearest bf16 (ties to even), as f32: what a cast to bf16 and back
 /// gives. Values past bf16's largest become infinite; NaN stays NaN.
 #[inline(always)]
-fn round_bf16(x: f32) -> f32 {
+pub fn round_bf16(x: f32) -> f32 {
     let bits = x.to_bits();
     // Adding just under half of the dropped 16 bits' unit, plus the kept lowest bit,
     // rounds to nearest with ties to even; the carry may reach the exponent, as it should.
@@ -71,6 +71,16 @@ multiversion! {
         for v in values.iter_mut() {
             *v = round_f16(*v);
         }
+    }
+}
+
+/// `x` rounded to the nearest value of `format` (ties to even), as f32: what a cast to
+/// `format` and back gives.
+#[inline(always)]
+pub fn round_value(x: f32, format: NarrowFormat) -> f32 {
+    match format {
+        NarrowFormat::Bf16 => round_bf16(x),
+        NarrowFormat::F16 => round_f16(x),
     }
 }
 

@@ -16,7 +16,7 @@ mod amx;
 mod avx512;
 
 use super::Matrices;
-use crate::cpu::kernels::bf16_bits;
+use crate::cpu::kernels::{bf16_bits, round_bf16};
 use amx::{Tiles, enable_amx};
 use avx512::dot_block;
 use rayon::prelude::*;
@@ -70,10 +70,10 @@ fn has(unit: Bf16Unit) -> bool {
 }
 
 /// Writes (or, with `add`, adds) matrix `index` of `lhs · rhs` into `dst` (row-major), its
-/// operands rounded to bf16 and the products summed in f32 on `unit`, split across threads
-/// where `parallel`. Only call with a unit the CPU has (as [`preferred_unit`] names),
-/// matching sizes and `dst` of rows of `lhs` times columns of `rhs` elements, initialised
-/// where `add`.
+/// operands rounded to bf16 and the products summed in f32 on `unit`, each result rounded
+/// to bf16 as it is stored where `round`, split across threads where `parallel`. Only call
+/// with a unit the CPU has (as [`preferred_unit`] names), matching sizes and `dst` of rows
+/// of `lhs` times columns of `rhs` elements, initialised where `add`.
 pub(super) fn multiply_into(
     dst: &mut [MaybeUninit<f32>],
     [lhs, rhs]: [&Matrices; 2],
@@ -81,6 +81,7 @@ pub(super) fn multiply_into(
     add: bool,
     parallel: bool,
     unit: Bf16Unit,
+    round: bool,
 ) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert!(
@@ -105,6 +106,7 @@ pub(super) fn multiply_into(
         rows: m,
         cols: n,
         add,
+        round,
     };
     let group = |group: usize| {
         let (row_group, col_group) = (group / col_groups, group % col_groups);
@@ -148,6 +150,8 @@ struct Output {
     cols: usize,
     /// Whether the products are added to the values there (initialised) or written.
     add: bool,
+    /// Whether each result is rounded to bf16 as its block is stored.
+    round: bool,
 }
 
 // SAFETY: the tasks sharing an `Output` write disjoint blocks of it.
@@ -186,6 +190,13 @@ impl Output {
             // The whole 32x32 block from `corner`, rows `cols` apart, lies inside the
             // result (initialised where `add`).
             block(corner, self.cols, self.add);
+            if self.round {
+                for row in 0..BLOCK {
+                    // SAFETY: the block's rows lie inside the result, written just above;
+                    // the CPU has AVX-512 (see `has`).
+                    unsafe { round_row(corner.add(row * self.cols)) };
+                }
+            }
             return;
         }
         // A block at the right or lower edge is computed in a block of its own.
@@ -202,9 +213,11 @@ impl Output {
         // `edge` is a whole 32x32 block, every value initialised.
         block(edge.0.as_mut_ptr(), BLOCK, true);
         for (r, edge_row) in edge.0.chunks_exact(BLOCK).take(rows).enumerate() {
-            for (c, e) in edge_row[..cols].iter().enumerate() {
+            for (c, &e) in edge_row[..cols].iter().enumerate() {
                 // SAFETY: inside the result.
-                unsafe { *corner.add(r * self.cols + c) = *e };
+                unsafe {
+                    *corner.add(r * self.cols + c) = if self.round { round_bf16(e) } else { e }
+                };
             }
         }
     }
@@ -220,11 +233,15 @@ struct Edge([f32; BLOCK * BLOCK]);
 fn pack_lhs(lhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u16> {
     let (m, k) = (lhs.rows, lhs.cols);
     let block_len = depth * BLOCK * DEPTH;
-    let mut packed = vec![0u16; m.div_ceil(BLOCK) * block_len];
     let (row_stride, col_stride) = (lhs.row_stride as usize, lhs.col_stride as usize);
-    let pack_block = |(block, packed): (usize, &mut [u16])| {
+    let pack_block = |(block, packed): (usize, &mut [MaybeUninit<u16>])| {
         let first = block * BLOCK;
         let rows = BLOCK.min(m - first);
+        // Each path below writes every value of the matrix's rows and terms; a block with
+        // fewer is zeroed first, for the values past them.
+        if rows < BLOCK || k % DEPTH != 0 {
+            packed.fill(MaybeUninit::new(0));
+        }
         let origin = lhs.starts[index] + first * row_stride;
         if col_stride == 1 {
             for row in 0..rows {
@@ -239,7 +256,7 @@ fn pack_lhs(lhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
             // A transposed matrix (`xᵀ` of a weight's gradient): two terms of the sum are two
             // stretches of the buffer, paired as the right side's are, then transposed.
             let zeros = [0.0; BLOCK];
-            let mut pairs = [[0u32; BLOCK]; DEPTH / 2];
+            let mut pairs = [[MaybeUninit::new(0u32); BLOCK]; DEPTH / 2];
             let stretch = |term: usize| &lhs.storage[origin + term * col_stride..][..rows];
             for (block, out) in packed.chunks_exact_mut(BLOCK * DEPTH).enumerate() {
                 for (pair, paired) in pairs.iter_mut().enumerate() {
@@ -259,7 +276,10 @@ fn pack_lhs(lhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
                 }
                 for (row, out) in out.chunks_exact_mut(DEPTH).take(rows).enumerate() {
                     for (two, paired) in out.chunks_exact_mut(2).zip(&pairs) {
-                        two.copy_from_slice(&[paired[row] as u16, (paired[row] >> 16) as u16]);
+                        // SAFETY: initialised (as zeros, then each `rows` pairs just above).
+                        let paired = unsafe { paired[row].assume_init() };
+                        two[0].write(paired as u16);
+                        two[1].write((paired >> 16) as u16);
                     }
                 }
             }
@@ -268,23 +288,12 @@ fn pack_lhs(lhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
                 let column = &lhs.storage[origin + term * col_stride..];
                 let out = &mut packed[(term / DEPTH) * BLOCK * DEPTH + term % DEPTH..];
                 for row in 0..rows {
-                    out[row * DEPTH] = bf16_bits(column[row * row_stride]);
+                    out[row * DEPTH].write(bf16_bits(column[row * row_stride]));
                 }
             }
         }
     };
-    if parallel {
-        packed
-            .par_chunks_mut(block_len)
-            .enumerate()
-            .for_each(pack_block);
-    } else {
-        packed
-            .chunks_mut(block_len)
-            .enumerate()
-            .for_each(pack_block);
-    }
-    packed
+    packed_in_parallel(m.div_ceil(BLOCK), block_len, parallel, pack_block)
 }
 
 /// Matrix `index` of `rhs` rounded to bf16, as the tile loads read it: for each 32
@@ -297,11 +306,14 @@ fn pack_rhs(rhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
     // Pairs in a block of 32 terms by 32 columns, and in one tile.
     let (block_pairs, tile_pairs) = (BLOCK * DEPTH / 2, TILE / 2);
     let panel = depth * block_pairs;
-    let mut packed = vec![0u32; n.div_ceil(BLOCK) * panel];
     let (row_stride, col_stride) = (rhs.row_stride as usize, rhs.col_stride as usize);
-    let pack_panel = |(block, packed): (usize, &mut [u32])| {
+    let pack_panel = |(block, packed): (usize, &mut [MaybeUninit<u32>])| {
         let first = block * BLOCK;
         let cols = BLOCK.min(n - first);
+        // As in `pack_lhs`: zeros first where the panel has fewer columns or terms.
+        if cols < BLOCK || k % DEPTH != 0 {
+            packed.fill(MaybeUninit::new(0));
+        }
         let origin = rhs.starts[index] + first * col_stride;
         // Where the tile row of the pair of terms `term` (even) and `term + 1` starts.
         let pair_row = |term: usize| (term / DEPTH) * block_pairs + (term % DEPTH / 2) * 16;
@@ -334,19 +346,33 @@ fn pack_rhs(rhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
                     } else {
                         0
                     };
-                    packed[pair_row(term) + at] = pair(even, odd);
+                    packed[pair_row(term) + at].write(pair(even, odd));
                 }
             }
         }
     };
+    packed_in_parallel(n.div_ceil(BLOCK), panel, parallel, pack_panel)
+}
+
+/// A buffer of `blocks` blocks of `block_len` values, each written whole by `pack` (given
+/// its index), in parallel where `parallel`. The buffer is not zeroed first: `pack` must
+/// write every value of its block.
+fn packed_in_parallel<T: Send>(
+    blocks: usize,
+    block_len: usize,
+    parallel: bool,
+    pack: impl Fn((usize, &mut [MaybeUninit<T>])) + Send + Sync,
+) -> Vec<T> {
+    let len = blocks * block_len;
+    let mut packed = Vec::with_capacity(len);
+    let slots = &mut packed.spare_capacity_mut()[..len];
     if parallel {
-        packed
-            .par_chunks_mut(panel)
-            .enumerate()
-            .for_each(pack_panel);
+        slots.par_chunks_mut(block_len).enumerate().for_each(pack);
     } else {
-        packed.chunks_mut(panel).enumerate().for_each(pack_panel);
+        slots.chunks_mut(block_len).enumerate().for_each(pack);
     }
+    // SAFETY: every one of the `len` values was written by `pack`.
+    unsafe { packed.set_len(len) };
     packed
 }
 
@@ -356,14 +382,27 @@ fn pair(even: u16, odd: u16) -> u32 {
     u32::from(even) | u32::from(odd) << 16
 }
 
+/// The 32 values from `row` rounded to bf16 in place, as f32.
+///
+/// # Safety
+/// `row` points at 32 initialised values, and the CPU has AVX-512 (see [`has`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn round_row(row: *mut f32) {
+    // SAFETY: as the caller promises.
+    let row = unsafe { std::slice::from_raw_parts_mut(row, BLOCK) };
+    for value in row {
+        *value = round_bf16(*value);
+    }
+}
+
 /// `values` rounded to bf16 into `out`, of the same length.
 ///
 /// # Safety
 /// The CPU has AVX-512BW (every CPU with AMX or AVX512-BF16 has).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn round_into(out: &mut [u16], values: &[f32]) {
+unsafe fn round_into(out: &mut [MaybeUninit<u16>], values: &[f32]) {
     for (out, value) in out.iter_mut().zip(values) {
-        *out = bf16_bits(*value);
+        out.write(bf16_bits(*value));
     }
 }
 
@@ -372,9 +411,9 @@ unsafe fn round_into(out: &mut [u16], values: &[f32]) {
 /// # Safety
 /// The CPU has AVX-512BW (every CPU with AMX or AVX512-BF16 has).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn round_pairs_into(out: &mut [u32], even: &[f32], odd: &[f32]) {
+unsafe fn round_pairs_into(out: &mut [MaybeUninit<u32>], even: &[f32], odd: &[f32]) {
     for ((out, even), odd) in out.iter_mut().zip(even).zip(odd) {
-        *out = pair(bf16_bits(*even), bf16_bits(*odd));
+        out.write(pair(bf16_bits(*even), bf16_bits(*odd)));
     }
 }
 
@@ -439,14 +478,29 @@ mod tests {
 
     /// Checks matrix `index` of a product on `unit` against the f64 sums of the rounded
     /// operands' products: within 2⁻²⁰ of the sum of their magnitudes (f32 sums in another
-    /// order), plus what `dst` held where `add`.
+    /// order), plus what `dst` held where `add`; and the same product rounded as it is
+    /// stored against those results rounded, bit for bit.
     fn check(unit: Bf16Unit, [lhs, rhs]: [&Matrices; 2], index: usize, add: bool, parallel: bool) {
         let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
         let start = |i: usize| i as f32 * 0.25 - 3.0;
-        let mut dst: Vec<_> = (0..m * n)
-            .map(|i| MaybeUninit::new(if add { start(i) } else { f32::NAN }))
-            .collect();
-        multiply_into(&mut dst, [lhs, rhs], index, add, parallel, unit);
+        let product = |round: bool| {
+            let mut dst: Vec<_> = (0..m * n)
+                .map(|i| MaybeUninit::new(if add { start(i) } else { f32::NAN }))
+                .collect();
+            multiply_into(&mut dst, [lhs, rhs], index, add, parallel, unit, round);
+            // SAFETY: every element was written (or, with `add`, initialised above).
+            dst.into_iter()
+                .map(|value| unsafe { value.assume_init() })
+                .collect::<Vec<f32>>()
+        };
+        let dst = product(false);
+        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let rounded_dst: Vec<f32> = dst.iter().map(|&v| round_bf16(v)).collect();
+        assert_eq!(
+            bits(&product(true)),
+            bits(&rounded_dst),
+            "{unit:?}, {m}x{k}x{n} (add {add}): rounded as stored"
+        );
         for row in 0..m {
             for col in 0..n {
                 let products =
@@ -457,8 +511,7 @@ mod tests {
                 } else {
                     0.0
                 };
-                // SAFETY: every element was written (or, with `add`, initialised above).
-                let got = f64::from(unsafe { dst[row * n + col].assume_init() });
+                let got = f64::from(dst[row * n + col]);
                 let want = held + sum;
                 assert!(
                     (got - want).abs() <= (size + held.abs()) * 2f64.powi(-20) + 1e-30,
@@ -517,7 +570,7 @@ mod tests {
         );
         for unit in units() {
             let mut dst = vec![MaybeUninit::new(0.0); m * n];
-            multiply_into(&mut dst, [&lhs, &rhs], 0, false, false, unit);
+            multiply_into(&mut dst, [&lhs, &rhs], 0, false, false, unit, false);
             // SAFETY: every element was written.
             let out: Vec<f32> = dst.iter().map(|v| unsafe { v.assume_init() }).collect();
             assert!(out[0].is_nan() && out[1].is_nan(), "{unit:?}: {out:?}");
