@@ -335,6 +335,21 @@ fn pack_rhs(rhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
                     unsafe { round_pairs_into(out, even, odd) };
                 }
             }
+        } else if row_stride == 1 {
+            // A transposed matrix (a weight's `Wᵀ`, the keys' `kᵀ`): each column's terms lie
+            // side by side, so its rounded values, read two at a time, are its pairs.
+            let mut column = vec![MaybeUninit::new(0u16); k.next_multiple_of(2)];
+            for col in 0..cols {
+                let values = &rhs.storage[origin + col * col_stride..][..k];
+                // SAFETY: `has` checked that the CPU has AVX-512BW.
+                unsafe { round_into(&mut column[..k], values) };
+                let at = (col / 16) * tile_pairs + col % 16;
+                for (pair_index, two) in column.chunks_exact(2).enumerate() {
+                    // SAFETY: initialised (as zeros, then the `k` values just above).
+                    let [even, odd] = [0, 1].map(|i| unsafe { two[i].assume_init() });
+                    packed[pair_row(2 * pair_index) + at].write(pair(even, odd));
+                }
+            }
         } else {
             for col in 0..cols {
                 let column = &rhs.storage[origin + col * col_stride..];
