@@ -10,9 +10,54 @@
 
 use crate::rng::SeededRng;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements of work per rayon task; smaller tasks cost more in scheduling than they save.
 const TASK_ELEMENTS: usize = 1 << 15;
+
+/// An empty buffer with room for `len` values, for tasks to fill through [`slots`] and
+/// [`zeroed`] or [`copied`]: each task initialises its own part while the part is in its
+/// core's cache, rather than one thread zeroing the whole buffer first.
+fn buffer(len: usize) -> Vec<f32> {
+    Vec::with_capacity(len)
+}
+
+/// The `len` slots of `buffer` (from [`buffer`]) to fill.
+fn slots(buffer: &mut Vec<f32>, len: usize) -> &mut [MaybeUninit<f32>] {
+    &mut buffer.spare_capacity_mut()[..len]
+}
+
+/// `part` of a buffer's slots zeroed, as values to write over.
+fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    part.fill(MaybeUninit::new(0.0));
+    // SAFETY: every value was just initialised, and `MaybeUninit<f32>` has f32's layout.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `part` of a buffer's slots holding a copy of `from` (of its length), as values to write
+/// over.
+fn copied<'a>(part: &'a mut [MaybeUninit<f32>], from: &[f32]) -> &'a mut [f32] {
+    assert_eq!(
+        part.len(),
+        from.len(),
+        "a copy into slots of another length"
+    );
+    for (slot, &value) in part.iter_mut().zip(from) {
+        slot.write(value);
+    }
+    // SAFETY: as in `zeroed`: every value was just written.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `buffer` (from [`buffer`]) with its first `len` values, which tasks initialised.
+///
+/// # Safety
+/// Every one of the `len` slots was initialised, through [`zeroed`] or [`copied`].
+unsafe fn filled(mut buffer: Vec<f32>, len: usize) -> Vec<f32> {
+    // SAFETY: as the caller promises.
+    unsafe { buffer.set_len(len) };
+    buffer
+}
 
 /// Rows per rayon task for rows of `width` elements.
 fn rows_per_task(width: usize) -> usize {
@@ -144,12 +189,14 @@ pub fn gelu(values: &mut [f32]) {
 /// [`gelu`], and the slope GELU's backward pass multiplies by, `Φ(x) + x·φ(x)`, computed
 /// with it (the two share `Φ` and the exponential in `φ`).
 pub fn gelu_with_slope(values: &mut [f32]) -> Vec<f32> {
-    let mut slope = vec![0.0; values.len()];
+    let len = values.len();
+    let mut slope = buffer(len);
     values
         .par_chunks_mut(TASK_ELEMENTS)
-        .zip(slope.par_chunks_mut(TASK_ELEMENTS))
-        .for_each(|(values, slope)| gelu_chunk(values, slope));
-    slope
+        .zip(slots(&mut slope, len).par_chunks_mut(TASK_ELEMENTS))
+        .for_each(|(values, slope)| gelu_chunk(values, zeroed(slope)));
+    // SAFETY: the chunks of `slope` cover its `len` slots, each zeroed above.
+    unsafe { filled(slope, len) }
 }
 
 /// `values · factors`, element by element, written over `values`: the gradient through
@@ -341,20 +388,24 @@ pub fn layer_norm(
         residual.is_none_or(|r| r.len() == input.len()),
         "LayerNorm: the residual's length differs from the input's"
     );
-    let mut out = vec![0.0; input.len()];
-    let mut normalized = vec![0.0; input.len()];
-    let mut inverse_std = vec![0.0; input.len() / width.max(1)];
+    let len = input.len();
+    let (mut out, mut normalized) = (buffer(len), buffer(len));
+    let mut inverse_std = vec![0.0; len / width.max(1)];
     let rows = rows_per_task(width);
     let task = (rows * width).max(1);
-    out.par_chunks_mut(task)
-        .zip(normalized.par_chunks_mut(task))
+    slots(&mut out, len)
+        .par_chunks_mut(task)
+        .zip(slots(&mut normalized, len).par_chunks_mut(task))
         .zip(inverse_std.par_chunks_mut(rows))
         .zip(input.par_chunks(task))
         .enumerate()
         .for_each(|(index, (((out, xhat), rstd), x))| {
             let residual = residual.map(|r| &r[index * task..index * task + x.len()]);
+            let (out, xhat) = (zeroed(out), zeroed(xhat));
             layer_norm_rows((x, residual), gamma, beta, epsilon, out, xhat, rstd)
         });
+    // SAFETY: the chunks cover the `len` slots of both buffers, each zeroed above.
+    let (out, normalized) = unsafe { (filled(out, len), filled(normalized, len)) };
     (
         out,
         NormalizedRows {
@@ -525,15 +576,17 @@ impl DropoutMask {
     /// `input` times the mask whose bits are `bits`, as [`DropoutMask::apply`], into a new
     /// buffer.
     pub fn applied(&self, bits: &[u64], input: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0f32; input.len()];
-        out.par_chunks_mut(MASK_CHUNK)
+        let len = input.len();
+        let mut out = buffer(len);
+        slots(&mut out, len)
+            .par_chunks_mut(MASK_CHUNK)
             .zip(input.par_chunks(MASK_CHUNK))
             .zip(bits.par_chunks(MASK_CHUNK / 64))
             .for_each(|((out, input), bits)| {
-                out.copy_from_slice(input);
-                apply_keep_bits(out, bits, self.scale);
+                apply_keep_bits(copied(out, input), bits, self.scale);
             });
-        out
+        // SAFETY: the chunks cover the `len` slots, each written by `copied` above.
+        unsafe { filled(out, len) }
     }
 
     /// Multiplies `values` by the mask whose bits are `bits` (from [`DropoutMask::bits`]
