@@ -171,15 +171,16 @@ pub(super) fn product(
     let shape = Shape::from([lhs.batch.as_slice(), &[m, n][..]].concat());
     let bias_rows = |bias: &[f32]| rows_of(bias, m * count);
     let unit = bf16_unit(operands);
-    // The result in the format of the operands, where the product did not round it.
-    let narrowed = |mut out: Vec<f32>| {
-        if let Some(format) = operands.filter(|_| unit.is_none() || len == 0 || k == 0) {
+    // The result as a tensor, rounded to the operands' format unless it was `rounded` as
+    // it was stored (by the bf16 units).
+    let result = |mut out: Vec<f32>, rounded: bool| {
+        if let Some(format) = operands.filter(|_| !rounded) {
             round_to(&mut out, format);
         }
         tensor(out, shape.clone())
     };
     if len == 0 || k == 0 {
-        return narrowed(bias.map_or_else(|| vec![0.0; len], bias_rows));
+        return result(bias.map_or_else(|| vec![0.0; len], bias_rows), false);
     }
     let mut out = match bias {
         Some(bias) => bias_rows(bias),
@@ -209,7 +210,7 @@ pub(super) fn product(
     // SAFETY: every one of the `len` elements was written by `gemm` or the bf16 kernels (or
     // before them, where they read them).
     unsafe { out.set_len(len) };
-    narrowed(out)
+    result(out, unit.is_some())
 }
 
 /// The bf16 instructions products of operands of the format `operands` run on: bf16

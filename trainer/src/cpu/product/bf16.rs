@@ -293,7 +293,7 @@ fn pack_lhs(lhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
             }
         }
     };
-    packed_in_parallel(m.div_ceil(BLOCK), block_len, parallel, pack_block)
+    packed_by_blocks(m.div_ceil(BLOCK), block_len, parallel, pack_block)
 }
 
 /// Matrix `index` of `rhs` rounded to bf16, as the tile loads read it: for each 32
@@ -366,13 +366,13 @@ fn pack_rhs(rhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
             }
         }
     };
-    packed_in_parallel(n.div_ceil(BLOCK), panel, parallel, pack_panel)
+    packed_by_blocks(n.div_ceil(BLOCK), panel, parallel, pack_panel)
 }
 
 /// A buffer of `blocks` blocks of `block_len` values, each written whole by `pack` (given
 /// its index), in parallel where `parallel`. The buffer is not zeroed first: `pack` must
 /// write every value of its block.
-fn packed_in_parallel<T: Send>(
+fn packed_by_blocks<T: Send>(
     blocks: usize,
     block_len: usize,
     parallel: bool,
