@@ -5,7 +5,7 @@ use super::flex::{
     contiguous, dropped, layer_norm, len, linear, narrowed, owned, rounded, shape, values,
     values_mut,
 };
-use super::product::{Matrices, product, tensor, unflipped};
+use super::product::{Matrices, product, rounds_operands, tensor, unflipped};
 use super::{DropoutMask, FusedCpuOps, NarrowFormat, kernels};
 use burn::backend::Autodiff;
 use burn::backend::Flex;
@@ -101,9 +101,10 @@ impl Backward<Flex, 3> for LinearBackward {
         if let Some(node) = bias_node {
             let grad = contiguous(grad.clone());
             let width = shape(&grad)[1];
-            // Rounded to the format as read, where the products round it as they pack it
-            // (a second rounding of a rounded value changes nothing).
-            let sums = kernels::sum_rows(values(&grad), width, operands);
+            // Rounded to the format as read where `narrowed` left it to the products, which
+            // round it as they pack it.
+            let rounded_as_read = operands.filter(|_| rounds_operands(operands));
+            let sums = kernels::sum_rows(values(&grad), width, rounded_as_read);
             grads.register::<Flex>(node.id, tensor(sums, Shape::new([width])));
         }
         let ids = [x_node.map(|node| node.id), weight_node.map(|node| node.id)];
