@@ -237,11 +237,6 @@ fn pack_lhs(lhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
     let pack_block = |(block, packed): (usize, &mut [MaybeUninit<u16>])| {
         let first = block * BLOCK;
         let rows = BLOCK.min(m - first);
-        // Each path below writes every value of the matrix's rows and terms; a block with
-        // fewer is zeroed first, for the values past them.
-        if rows < BLOCK || k % DEPTH != 0 {
-            packed.fill(MaybeUninit::new(0));
-        }
         let origin = lhs.starts[index] + first * row_stride;
         if col_stride == 1 {
             for row in 0..rows {
@@ -293,7 +288,7 @@ fn pack_lhs(lhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
             }
         }
     };
-    packed_by_blocks(m.div_ceil(BLOCK), block_len, parallel, pack_block)
+    packed_by_blocks([m, k], block_len, parallel, pack_block)
 }
 
 /// Matrix `index` of `rhs` rounded to bf16, as the tile loads read it: for each 32
@@ -310,10 +305,6 @@ fn pack_rhs(rhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
     let pack_panel = |(block, packed): (usize, &mut [MaybeUninit<u32>])| {
         let first = block * BLOCK;
         let cols = BLOCK.min(n - first);
-        // As in `pack_lhs`: zeros first where the panel has fewer columns or terms.
-        if cols < BLOCK || k % DEPTH != 0 {
-            packed.fill(MaybeUninit::new(0));
-        }
         let origin = rhs.starts[index] + first * col_stride;
         // Where the tile row of the pair of terms `term` (even) and `term + 1` starts.
         let pair_row = |term: usize| (term / DEPTH) * block_pairs + (term % DEPTH / 2) * 16;
@@ -366,21 +357,30 @@ fn pack_rhs(rhs: &Matrices, index: usize, depth: usize, parallel: bool) -> Vec<u
             }
         }
     };
-    packed_by_blocks(n.div_ceil(BLOCK), panel, parallel, pack_panel)
+    packed_by_blocks([n, k], panel, parallel, pack_panel)
 }
 
-/// A buffer of `blocks` blocks of `block_len` values, each written whole by `pack` (given
-/// its index), in parallel where `parallel`. The buffer is not zeroed first: `pack` must
-/// write every value of its block.
-fn packed_by_blocks<T: Send>(
-    blocks: usize,
+/// One side of a product packed: for each 32 of its `lines` (the left side's rows, the right
+/// side's columns), a block of `block_len` values, which `pack` (given the block's index)
+/// writes, in parallel where `parallel`. `pack` must write every value of its lines and of
+/// the side's `terms`; a block with fewer than 32 lines or 32-term steps is zeroed first
+/// for the values past them, and no other is zeroed.
+fn packed_by_blocks<T: Send + Copy + Default>(
+    [lines, terms]: [usize; 2],
     block_len: usize,
     parallel: bool,
     pack: impl Fn((usize, &mut [MaybeUninit<T>])) + Send + Sync,
 ) -> Vec<T> {
+    let blocks = lines.div_ceil(BLOCK);
     let len = blocks * block_len;
     let mut packed = Vec::with_capacity(len);
     let slots = &mut packed.spare_capacity_mut()[..len];
+    let pack = |(block, slots): (usize, &mut [MaybeUninit<T>])| {
+        if (block + 1) * BLOCK > lines || terms % DEPTH != 0 {
+            slots.fill(MaybeUninit::new(T::default()));
+        }
+        pack((block, slots));
+    };
     if parallel {
         slots.par_chunks_mut(block_len).enumerate().for_each(pack);
     } else {
