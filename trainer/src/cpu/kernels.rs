@@ -1,7 +1,8 @@
 //! The arithmetic of the fused CPU operations, on plain `f32` slices: exact GELU and its
 //! slope, the attention softmax (scale and key bias included) and its backward pass,
 //! LayerNorm (of a sum, for a residual connection) with its backward pass, dropout's keep
-//! masks, and rounding to bf16 or f16 (in `rounding`).
+//! masks, and rounding to bf16 or f16 (in `rounding`). Their output buffers are filled by
+//! the tasks part by part (`buffers`).
 //!
 //! Rows are spread over rayon's threads. Each row kernel is written as straight-line
 //! arithmetic (no calls, no branches but selects) so the compiler vectorizes it, and on
@@ -10,54 +11,9 @@
 
 use crate::rng::SeededRng;
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
 /// Elements of work per rayon task; smaller tasks cost more in scheduling than they save.
 const TASK_ELEMENTS: usize = 1 << 15;
-
-/// An empty buffer with room for `len` values, for tasks to fill through [`slots`] and
-/// [`zeroed`] or [`copied`]: each task initialises its own part while the part is in its
-/// core's cache, rather than one thread zeroing the whole buffer first.
-fn buffer(len: usize) -> Vec<f32> {
-    Vec::with_capacity(len)
-}
-
-/// The `len` slots of `buffer` (from [`buffer`]) to fill.
-fn slots(buffer: &mut Vec<f32>, len: usize) -> &mut [MaybeUninit<f32>] {
-    &mut buffer.spare_capacity_mut()[..len]
-}
-
-/// `part` of a buffer's slots zeroed, as values to write over.
-fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    part.fill(MaybeUninit::new(0.0));
-    // SAFETY: every value was just initialised, and `MaybeUninit<f32>` has f32's layout.
-    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
-}
-
-/// `part` of a buffer's slots holding a copy of `from` (of its length), as values to write
-/// over.
-fn copied<'a>(part: &'a mut [MaybeUninit<f32>], from: &[f32]) -> &'a mut [f32] {
-    assert_eq!(
-        part.len(),
-        from.len(),
-        "a copy into slots of another length"
-    );
-    for (slot, &value) in part.iter_mut().zip(from) {
-        slot.write(value);
-    }
-    // SAFETY: as in `zeroed`: every value was just written.
-    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
-}
-
-/// `buffer` (from [`buffer`]) with its first `len` values, which tasks initialised.
-///
-/// # Safety
-/// Every one of the `len` slots was initialised, through [`zeroed`] or [`copied`].
-unsafe fn filled(mut buffer: Vec<f32>, len: usize) -> Vec<f32> {
-    // SAFETY: as the caller promises.
-    unsafe { buffer.set_len(len) };
-    buffer
-}
 
 /// Rows per rayon task for rows of `width` elements.
 fn rows_per_task(width: usize) -> usize {
@@ -95,7 +51,9 @@ macro_rules! multiversion {
     };
 }
 
+mod buffers;
 mod rounding;
+use buffers::{copied, filled, slots, zeroed};
 pub use rounding::{NarrowFormat, bf16_bits, round_bf16, round_to, round_value};
 
 /// `e^x` in f32 to within 2 ulp, as arithmetic the compiler can vectorize (Cody–Waite
@@ -190,7 +148,7 @@ pub fn gelu(values: &mut [f32]) {
 /// with it (the two share `Φ` and the exponential in `φ`).
 pub fn gelu_with_slope(values: &mut [f32]) -> Vec<f32> {
     let len = values.len();
-    let mut slope = buffer(len);
+    let mut slope = Vec::with_capacity(len);
     values
         .par_chunks_mut(TASK_ELEMENTS)
         .zip(slots(&mut slope, len).par_chunks_mut(TASK_ELEMENTS))
@@ -389,7 +347,7 @@ pub fn layer_norm(
         "LayerNorm: the residual's length differs from the input's"
     );
     let len = input.len();
-    let (mut out, mut normalized) = (buffer(len), buffer(len));
+    let (mut out, mut normalized) = (Vec::with_capacity(len), Vec::with_capacity(len));
     let mut inverse_std = vec![0.0; len / width.max(1)];
     let rows = rows_per_task(width);
     let task = (rows * width).max(1);
@@ -577,7 +535,7 @@ impl DropoutMask {
     /// buffer.
     pub fn applied(&self, bits: &[u64], input: &[f32]) -> Vec<f32> {
         let len = input.len();
-        let mut out = buffer(len);
+        let mut out = Vec::with_capacity(len);
         slots(&mut out, len)
             .par_chunks_mut(MASK_CHUNK)
             .zip(input.par_chunks(MASK_CHUNK))
